@@ -1,0 +1,44 @@
+# edgeloop — the two commands: `make demo` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS ?= sim,edge,trainer,dev
+
+.PHONY: demo test setup system-deps lint format bench clean lock
+
+demo: setup  ## broker + trainer + pi_edge + simulator + dashboards, in tmux
+	$(BIN)/python -m scripts.demo
+
+test: setup  ## lint, then the whole test suite against a private Mosquitto
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+setup: $(STAMP) system-deps
+
+system-deps:
+	@bash scripts/system_deps.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+lint:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python -m bench.models
+	$(BIN)/python -m bench.edge
+
+lock:  ## refresh constraints.txt from the current venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

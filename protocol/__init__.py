@@ -1,0 +1,56 @@
+"""edgeloop's wire contract: topics, vocabulary, window codec, messages, control, model bundle.
+
+Stdlib + numpy only; the full byte-level spec is protocol/README.md.
+"""
+
+from .bundle import Bundle, Manifest, decode_bundle, encode_bundle, load_public_key
+from .control import DRIFT_MODES, Command
+from .errors import BundleError, EdgeloopError, PayloadError, SignatureError
+from .messages import Prediction, Status
+from .schema import (
+    CHANNELS,
+    CLASSES,
+    NUM_CHANNELS,
+    NUM_CLASSES,
+    PROTOCOL_VERSION,
+    UNITS,
+    WINDOW_LENGTH,
+    class_index,
+)
+from .topics import DEFAULT_PREFIX, Topics, check_id
+from .window import Window, decode_any, decode_window, decode_window_json, encode_window
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CHANNELS",
+    "CLASSES",
+    "DEFAULT_PREFIX",
+    "DRIFT_MODES",
+    "NUM_CHANNELS",
+    "NUM_CLASSES",
+    "PROTOCOL_VERSION",
+    "UNITS",
+    "WINDOW_LENGTH",
+    "Bundle",
+    "BundleError",
+    "Command",
+    "EdgeloopError",
+    "Manifest",
+    "PayloadError",
+    "Prediction",
+    "SignatureError",
+    "Status",
+    "Topics",
+    "Window",
+    "__version__",
+    "check_id",
+    "class_index",
+    "decode_any",
+    "decode_bundle",
+    "decode_window",
+    "decode_window_json",
+    "encode_bundle",
+    "encode_window",
+    "load_public_key",
+]

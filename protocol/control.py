@@ -1,0 +1,142 @@
+"""Simulator control commands (`…/sim/control`): drift, faults and label rate, as JSON.
+
+Any MQTT client can send one; the simulator validates it and logs the reason for a refusal.
+
+>>> cmd = Command.from_json(b'{"v":1,"cmd":"drift","mode":"offset","machines":["m01"],'
+...                         b'"params":{"temperature":5.0}}')
+>>> cmd.mode, cmd.machines, cmd.params
+('offset', ('m01',), {'temperature': 5.0})
+>>> Command.from_json(cmd.to_json()) == cmd
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PayloadError
+from .schema import CHANNELS, CLASSES
+from .topics import check_id
+
+CONTROL_VERSION = 1
+COMMANDS = ("drift", "fault", "repair", "labels")
+DRIFT_MODES = ("off", "step", "offset", "gain", "ramp", "regime")
+ALL = "all"
+MAX_CONTROL_BYTES = 16 * 1024
+
+# Allowed numeric params per drift mode; channel names take a per-channel value.
+_MODE_PARAMS: dict[str, frozenset[str]] = {
+    "off": frozenset(),
+    "step": frozenset(),
+    "offset": frozenset(CHANNELS),
+    "gain": frozenset(CHANNELS),
+    "ramp": frozenset({"duration_s"}),
+    "regime": frozenset({"load"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One control command. `machines` is ("all",) or explicit machine ids.
+
+    cmd "drift":  mode in DRIFT_MODES, params per mode (see protocol/README.md)
+    cmd "fault":  state = a class name the machines switch to now
+    cmd "repair": machines return to normal
+    cmd "labels": params {"fraction": 0..1}, the share of windows carrying ground truth
+    """
+
+    cmd: str
+    machines: tuple[str, ...] = (ALL,)
+    mode: str | None = None
+    state: str | None = None
+    params: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cmd not in COMMANDS:
+            raise PayloadError(f"control cmd {self.cmd!r} is not one of {COMMANDS}", "bad_field")
+        machines = tuple(self.machines)
+        if not machines:
+            raise PayloadError("control 'machines' is empty; name machines or use \"all\"")
+        if machines != (ALL,):
+            for m in machines:
+                check_id(m)
+        object.__setattr__(self, "machines", machines)
+        for key, value in self.params.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise PayloadError(f"control param {key!r}={value!r} must be a finite number",
+                                   kind="bad_field")
+        object.__setattr__(self, "params", {k: float(v) for k, v in self.params.items()})
+        getattr(self, f"_check_{self.cmd}")()
+
+    def _check_drift(self) -> None:
+        if self.mode not in DRIFT_MODES:
+            raise PayloadError(f"drift mode {self.mode!r} is not one of {DRIFT_MODES}", "bad_field")
+        allowed = _MODE_PARAMS[self.mode]
+        unknown = set(self.params) - allowed
+        if unknown:
+            raise PayloadError(
+                f"drift mode {self.mode!r} takes params {sorted(allowed) or 'none'}, "
+                f"got {sorted(unknown)}", kind="bad_field")
+        if self.mode == "gain" and any(v <= 0 for v in self.params.values()):
+            raise PayloadError("gain params must be > 0", kind="bad_field")
+        if self.mode == "ramp" and self.params.get("duration_s", 1.0) <= 0:
+            raise PayloadError("ramp duration_s must be > 0", kind="bad_field")
+        if self.mode == "regime" and not 0.2 <= self.params.get("load", 1.3) <= 5:
+            raise PayloadError("regime load must be within 0.2..5", kind="bad_field")
+
+    def _check_fault(self) -> None:
+        if self.state not in CLASSES:
+            raise PayloadError(f"fault state {self.state!r} is not one of {CLASSES}", "bad_field")
+
+    def _check_repair(self) -> None:
+        return None
+
+    def _check_labels(self) -> None:
+        fraction = self.params.get("fraction")
+        if set(self.params) != {"fraction"} or fraction is None or not 0 <= fraction <= 1:
+            raise PayloadError("labels command needs params {\"fraction\": 0..1}", "bad_field")
+
+    def applies_to(self, machine: str) -> bool:
+        return self.machines == (ALL,) or machine in self.machines
+
+    def to_json(self) -> bytes:
+        obj: dict[str, Any] = {"v": CONTROL_VERSION, "cmd": self.cmd, "machines": list(self.machines)}
+        if self.mode is not None:
+            obj["mode"] = self.mode
+        if self.state is not None:
+            obj["state"] = self.state
+        if self.params:
+            obj["params"] = self.params
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Command:
+        """Parse and validate; PayloadError says what was wrong."""
+        if len(data) > MAX_CONTROL_BYTES:
+            raise PayloadError(f"control message is {len(data)} bytes, limit {MAX_CONTROL_BYTES}",
+                               kind="too_large")
+        try:
+            obj = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise PayloadError(f"control message is not valid JSON: {exc}", "bad_json") from exc
+        if not isinstance(obj, dict):
+            raise PayloadError("control message must be a JSON object", kind="bad_json")
+        if obj.get("v", CONTROL_VERSION) != CONTROL_VERSION:
+            raise PayloadError(f"control version {obj.get('v')!r}, this build reads "
+                               f"{CONTROL_VERSION}", kind="bad_version")
+        known = {"v", "cmd", "machines", "mode", "state", "params"}
+        if set(obj) - known:
+            raise PayloadError(f"control message has unknown field(s) {sorted(set(obj) - known)}",
+                               kind="bad_field")
+        machines = obj.get("machines", ALL)
+        if isinstance(machines, str):
+            machines = [machines]
+        params = obj.get("params", {})
+        if not isinstance(machines, list) or not isinstance(params, dict):
+            raise PayloadError("control 'machines' must be a list or \"all\", 'params' an object",
+                               kind="bad_field")
+        return cls(cmd=obj.get("cmd", ""), machines=tuple(machines), mode=obj.get("mode"),
+                   state=obj.get("state"), params=params)

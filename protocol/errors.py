@@ -1,0 +1,38 @@
+"""The error family every edgeloop package raises from.
+
+    EdgeloopError                 base of every error edgeloop raises on purpose
+     ├── PayloadError             a message on the wire is malformed (has a .kind for counting)
+     └── BundleError              a model bundle is malformed, tampered with or incompatible
+          └── SignatureError      the bundle's Ed25519 signature is missing or wrong
+
+Each package subclasses EdgeloopError once (SimError, EdgeError, TrainerError).
+"""
+
+from __future__ import annotations
+
+
+class EdgeloopError(Exception):
+    """Base of every error edgeloop raises on purpose."""
+
+
+class PayloadError(EdgeloopError):
+    """A payload could not be decoded; `kind` names the failure for per-kind counters."""
+
+    def __init__(self, message: str, kind: str = "malformed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class BundleError(EdgeloopError):
+    """A model bundle is malformed, tampered with or incompatible; `kind` names the check."""
+
+    def __init__(self, message: str, kind: str = "malformed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SignatureError(BundleError):
+    """A model bundle is unsigned or its signature does not verify with the given key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="signature")

@@ -1,0 +1,69 @@
+"""MQTT client setup every role shares: MQTT 5, TCP_NODELAY, Last Will, address parsing.
+
+paho-mqtt is imported only when a client is made, so `import protocol` stays stdlib + numpy.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+DEFAULT_PORT = 1883
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """('host', port) from 'host:port' or 'host'.
+
+    >>> parse_address("127.0.0.1:18830"), parse_address("broker")
+    (('127.0.0.1', 18830), ('broker', 1883))
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        return address, DEFAULT_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ValueError(f"broker address {address!r} is not HOST:PORT (e.g. 127.0.0.1:1883)")
+    return host, int(port)
+
+
+def _nodelay(client: Any, userdata: Any, sock: Any) -> None:
+    if hasattr(sock, "setsockopt"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def make_client(client_id: str, *, will_topic: str | None = None,
+                will_payload: bytes | None = None) -> mqtt.Client:
+    """A paho 2.x MQTT 5 client with TCP_NODELAY and an optional retained Last Will.
+
+    Then call `connect(...)` and `client.loop_start()`.
+    """
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.on_socket_open = _nodelay
+    client.reconnect_delay_set(min_delay=1, max_delay=8)
+    client.max_queued_messages_set(0)
+    client.max_inflight_messages_set(100)
+    if will_topic is not None:
+        client.will_set(will_topic, will_payload, qos=1, retain=True)
+    return client
+
+
+def connect(client: mqtt.Client, address: str, *, clean_start: bool = True,
+            session_expiry_s: int = 0, keepalive: int = 15) -> None:
+    """Start connecting in the background; paho's loop retries with backoff until it works.
+
+    `clean_start=False` with `session_expiry_s` > 0 gives a persistent session (the trainer's
+    at-least-once intake of drift batches).
+    """
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    host, port = parse_address(address)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry_s
+    client.connect_async(host, port, keepalive=keepalive, clean_start=clean_start,
+                         properties=props)

@@ -1,0 +1,151 @@
+"""Run a private Mosquitto from the repo's mosquitto.conf on a free loopback port.
+
+Used by `make demo`, the test fixture and the benches, so none of them touches a broker that
+already listens on 1883. Usage as a script: `python -m scripts.broker --port-file F`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_CONF = Path(__file__).resolve().parent.parent / "mosquitto.conf"
+INSTALL_HINT = "install it with: sudo apt-get install -y mosquitto  (or run `make setup`)"
+
+
+class BrokerError(RuntimeError):
+    """Mosquitto could not be found or started."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_binary() -> str:
+    """Path of the mosquitto executable, or a BrokerError that says how to install it."""
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise BrokerError(f"mosquitto not found on PATH or in /usr/sbin; {INSTALL_HINT}")
+
+
+class Broker:
+    """A Mosquitto process on 127.0.0.1:<port> with its own config and persistence dir."""
+
+    def __init__(self, run_dir: Path | None = None, port: int | None = None) -> None:
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="edgeloop-broker-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.conf_path = self.run_dir / "mosquitto.conf"
+        self.log_path = self.run_dir / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _write_conf(self) -> None:
+        base = REPO_CONF.read_text()
+        extra = (
+            f"\nlistener {self.port} {self.host}\n"
+            f"persistence_location {self.run_dir}/\n"
+            f"log_dest file {self.log_path}\n"
+        )
+        self.conf_path.write_text(base + extra)
+
+    def start(self, timeout: float = 10.0) -> Broker:
+        """Start mosquitto and wait until it accepts TCP connections."""
+        binary = mosquitto_binary()
+        self._write_conf()
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(self.conf_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                log = self.log_path.read_text() if self.log_path.exists() else ""
+                raise BrokerError(
+                    f"mosquitto exited with {self._proc.returncode} on port {self.port}: "
+                    f"{err.strip()} {log.strip()[-500:]}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on {self.address} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """Stop mosquitto (SIGTERM, then SIGKILL); saves its persistence file on the way."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same persistence (a broker restart)."""
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a broker, write its port to --port-file, and run until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--port-file", type=Path, help="write the chosen port here")
+    parser.add_argument("--run-dir", type=Path, help="config, log and persistence dir")
+    args = parser.parse_args(argv)
+    try:
+        broker = Broker(run_dir=args.run_dir, port=args.port or None).start()
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.port_file:
+        args.port_file.write_text(f"{broker.port}\n")
+    print(f"mosquitto listening on {broker.address} (run dir {broker.run_dir})", flush=True)
+    stop = False
+
+    def _handle(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, _handle)
+    while not stop and broker.running:
+        time.sleep(0.2)
+    broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

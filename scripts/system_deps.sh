@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install the Debian packages edgeloop needs (mosquitto, tmux) if they are missing.
+# Only installs; never starts or stops the system's own broker.
+set -euo pipefail
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${need[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+# Debian starts the packaged broker on 1883; edgeloop runs its own on a free port instead.

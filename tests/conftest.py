@@ -1,0 +1,29 @@
+"""Shared fixtures: a real Mosquitto per test session and a unique topic prefix per test."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from protocol import Topics
+from scripts.broker import Broker, BrokerError
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """Mosquitto from the repo's mosquitto.conf on a free loopback port (never 1883)."""
+    try:
+        b = Broker(run_dir=tmp_path_factory.mktemp("mosquitto")).start()
+    except BrokerError as exc:
+        pytest.fail(f"cannot start the test broker: {exc}")
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def topics(request: pytest.FixtureRequest) -> Topics:
+    """A topic prefix unique to this test, so tests never see each other's messages."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:60]
+    return Topics(f"test/{name}")
