@@ -90,5 +90,8 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     s = int.from_bytes(signature[32:], "little")
     if s >= _Q:
         return False
-    h = int.from_bytes(hashlib.sha512(signature[:32] + public_key + message).digest(), "little") % _Q
+    h = (
+        int.from_bytes(hashlib.sha512(signature[:32] + public_key + message).digest(), "little")
+        % _Q
+    )
     return _equal(_mul(s, _G), _add(r, _mul(h, a)))

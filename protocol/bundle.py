@@ -74,8 +74,11 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if self.format != MANIFEST_FORMAT:
-            raise BundleError(f"manifest format {self.format}, this build reads {MANIFEST_FORMAT}; "
-                              "upgrade pi_edge", kind="version")
+            raise BundleError(
+                f"manifest format {self.format}, this build reads {MANIFEST_FORMAT}; "
+                "upgrade pi_edge",
+                kind="version",
+            )
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise BundleError(f"manifest version {self.version!r} must be an integer ≥ 1")
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -88,10 +91,13 @@ class Manifest:
         if norm:
             mean, std = norm.get("mean"), norm.get("std")
             n = len(self.channels)
-            if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == n):
+            if not (
+                isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == n
+            ):
                 raise BundleError(f"manifest normalisation needs 'mean' and 'std' lists of {n}")
             if not all(math.isfinite(v) for v in mean) or not all(
-                    math.isfinite(v) and v > 0 for v in std):
+                math.isfinite(v) and v > 0 for v in std
+            ):
                 raise BundleError("manifest normalisation has a non-finite mean or a std ≤ 0")
 
     @property
@@ -109,8 +115,10 @@ class Manifest:
             raise BundleError("manifest must be a JSON object")
         unknown = set(obj) - set(cls.__dataclass_fields__)
         if unknown:
-            raise BundleError(f"manifest has unknown field(s) {sorted(unknown)}; newer trainer? "
-                              "upgrade pi_edge", kind="version")
+            raise BundleError(
+                f"manifest has unknown field(s) {sorted(unknown)}; newer trainer? upgrade pi_edge",
+                kind="version",
+            )
         try:
             return cls(**obj)
         except TypeError as exc:
@@ -127,15 +135,17 @@ class Bundle:
     raw: bytes = field(repr=False, default=b"")
 
 
-def encode_bundle(manifest: Manifest, model: bytes,
-                  sign: Callable[[bytes], bytes] | None = None) -> bytes:
+def encode_bundle(
+    manifest: Manifest, model: bytes, sign: Callable[[bytes], bytes] | None = None
+) -> bytes:
     """Serialise; `sign(data) -> 64-byte signature` (e.g. a private key's .sign) if signing."""
     if hashlib.sha256(model).hexdigest() != manifest.model_sha256:
         raise BundleError("manifest model_sha256 does not match the model bytes", kind="checksum")
     manifest_bytes = json.dumps(manifest.to_dict(), separators=(",", ":")).encode()
     sig_len = SIGNATURE_BYTES if sign else 0
-    header = HEADER.pack(MAGIC, BUNDLE_VERSION, FLAG_SIGNED if sign else 0,
-                         len(manifest_bytes), len(model), sig_len)
+    header = HEADER.pack(
+        MAGIC, BUNDLE_VERSION, FLAG_SIGNED if sign else 0, len(manifest_bytes), len(model), sig_len
+    )
     body = header + manifest_bytes + model
     if sign is None:
         return body
@@ -154,14 +164,18 @@ def decode_bundle(data: bytes, public_key: bytes | None, *, allow_unsigned: bool
     if n > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle is {n} bytes, limit is {MAX_BUNDLE_BYTES}", kind="too_large")
     if n < HEADER.size:
-        raise BundleError(f"bundle is {n} bytes, shorter than its {HEADER.size}-byte header",
-                          kind="truncated")
+        raise BundleError(
+            f"bundle is {n} bytes, shorter than its {HEADER.size}-byte header", kind="truncated"
+        )
     magic, version, flags, m_len, n_len, s_len = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BundleError(f"bundle starts with {bytes(magic)!r}, expected {MAGIC!r}", "bad_magic")
     if version != BUNDLE_VERSION:
-        raise BundleError(f"bundle version {version}, this build reads {BUNDLE_VERSION}; "
-                          "upgrade pi_edge or publish with a matching trainer", kind="version")
+        raise BundleError(
+            f"bundle version {version}, this build reads {BUNDLE_VERSION}; "
+            "upgrade pi_edge or publish with a matching trainer",
+            kind="version",
+        )
     signed = bool(flags & FLAG_SIGNED)
     if s_len != (SIGNATURE_BYTES if signed else 0):
         raise BundleError(f"bundle signature length {s_len} does not match its flags", "malformed")
@@ -169,25 +183,38 @@ def decode_bundle(data: bytes, public_key: bytes | None, *, allow_unsigned: bool
     if n != body_len + s_len:
         raise BundleError(f"bundle is {n} bytes, its header says {body_len + s_len}", "truncated")
     if signed:
-        if public_key is not None and not ed25519_verify(public_key, bytes(data[:body_len]),
-                                                         bytes(data[body_len:])):
-            raise SignatureError("bundle signature does not verify with the configured public "
-                                 "key; the bundle was altered or signed with another key")
+        if public_key is not None and not ed25519_verify(
+            public_key, bytes(data[:body_len]), bytes(data[body_len:])
+        ):
+            raise SignatureError(
+                "bundle signature does not verify with the configured public "
+                "key; the bundle was altered or signed with another key"
+            )
         if public_key is None and not allow_unsigned:
-            raise SignatureError("no public key configured to verify the bundle; pass "
-                                 "--public-key (or --insecure-dev for development only)")
+            raise SignatureError(
+                "no public key configured to verify the bundle; pass "
+                "--public-key (or --insecure-dev for development only)"
+            )
     elif not allow_unsigned:
-        raise SignatureError("bundle is unsigned; refusing it (sign it with the trainer's key, "
-                             "or pass --insecure-dev for development only)")
+        raise SignatureError(
+            "bundle is unsigned; refusing it (sign it with the trainer's key, "
+            "or pass --insecure-dev for development only)"
+        )
     try:
         manifest_obj = json.loads(bytes(data[HEADER.size : HEADER.size + m_len]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"bundle manifest is not valid JSON: {exc}") from exc
     manifest = Manifest.from_dict(manifest_obj)
     model = bytes(data[HEADER.size + m_len : body_len])
-    if len(model) != manifest.model_bytes or hashlib.sha256(model).hexdigest() != manifest.model_sha256:
-        raise BundleError("bundle model bytes do not match the manifest's sha256/size; the "
-                          "model was corrupted in transit or storage", kind="checksum")
+    if (
+        len(model) != manifest.model_bytes
+        or hashlib.sha256(model).hexdigest() != manifest.model_sha256
+    ):
+        raise BundleError(
+            "bundle model bytes do not match the manifest's sha256/size; the "
+            "model was corrupted in transit or storage",
+            kind="checksum",
+        )
     return Bundle(manifest, model, signed, bytes(data))
 
 
@@ -199,9 +226,12 @@ def load_public_key(path: str | Path) -> bytes:
         b64 = "".join(line for line in text.splitlines() if not line.startswith("-----"))
         der = base64.b64decode(b64)
         if len(der) != 44 or not der.startswith(_SPKI_ED25519_PREFIX):
-            raise BundleError(f"{path} is a PEM public key but not Ed25519; make one with "
-                              "`python -m jetson_trainer keygen`", kind="key")
-        return der[len(_SPKI_ED25519_PREFIX):]
+            raise BundleError(
+                f"{path} is a PEM public key but not Ed25519; make one with "
+                "`python -m jetson_trainer keygen`",
+                kind="key",
+            )
+        return der[len(_SPKI_ED25519_PREFIX) :]
     if len(raw) == 32:
         return raw
     try:
@@ -209,6 +239,8 @@ def load_public_key(path: str | Path) -> bytes:
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise BundleError(f"{path} holds no Ed25519 public key (PEM, 64 hex chars or 32 raw "
-                          "bytes expected)", kind="key")
+        raise BundleError(
+            f"{path} holds no Ed25519 public key (PEM, 64 hex chars or 32 raw bytes expected)",
+            kind="key",
+        )
     return key

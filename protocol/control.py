@@ -65,9 +65,14 @@ class Command:
                 check_id(m)
         object.__setattr__(self, "machines", machines)
         for key, value in self.params.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise PayloadError(f"control param {key!r}={value!r} must be a finite number",
-                                   kind="bad_field")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise PayloadError(
+                    f"control param {key!r}={value!r} must be a finite number", kind="bad_field"
+                )
         object.__setattr__(self, "params", {k: float(v) for k, v in self.params.items()})
         getattr(self, f"_check_{self.cmd}")()
 
@@ -79,7 +84,9 @@ class Command:
         if unknown:
             raise PayloadError(
                 f"drift mode {self.mode!r} takes params {sorted(allowed) or 'none'}, "
-                f"got {sorted(unknown)}", kind="bad_field")
+                f"got {sorted(unknown)}",
+                kind="bad_field",
+            )
         if self.mode == "gain" and any(v <= 0 for v in self.params.values()):
             raise PayloadError("gain params must be > 0", kind="bad_field")
         if self.mode == "ramp" and self.params.get("duration_s", 1.0) <= 0:
@@ -97,13 +104,17 @@ class Command:
     def _check_labels(self) -> None:
         fraction = self.params.get("fraction")
         if set(self.params) != {"fraction"} or fraction is None or not 0 <= fraction <= 1:
-            raise PayloadError("labels command needs params {\"fraction\": 0..1}", "bad_field")
+            raise PayloadError('labels command needs params {"fraction": 0..1}', "bad_field")
 
     def applies_to(self, machine: str) -> bool:
         return self.machines == (ALL,) or machine in self.machines
 
     def to_json(self) -> bytes:
-        obj: dict[str, Any] = {"v": CONTROL_VERSION, "cmd": self.cmd, "machines": list(self.machines)}
+        obj: dict[str, Any] = {
+            "v": CONTROL_VERSION,
+            "cmd": self.cmd,
+            "machines": list(self.machines),
+        }
         if self.mode is not None:
             obj["mode"] = self.mode
         if self.state is not None:
@@ -116,8 +127,9 @@ class Command:
     def from_json(cls, data: bytes | str) -> Command:
         """Parse and validate; PayloadError says what was wrong."""
         if len(data) > MAX_CONTROL_BYTES:
-            raise PayloadError(f"control message is {len(data)} bytes, limit {MAX_CONTROL_BYTES}",
-                               kind="too_large")
+            raise PayloadError(
+                f"control message is {len(data)} bytes, limit {MAX_CONTROL_BYTES}", kind="too_large"
+            )
         try:
             obj = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -125,18 +137,27 @@ class Command:
         if not isinstance(obj, dict):
             raise PayloadError("control message must be a JSON object", kind="bad_json")
         if obj.get("v", CONTROL_VERSION) != CONTROL_VERSION:
-            raise PayloadError(f"control version {obj.get('v')!r}, this build reads "
-                               f"{CONTROL_VERSION}", kind="bad_version")
+            raise PayloadError(
+                f"control version {obj.get('v')!r}, this build reads {CONTROL_VERSION}",
+                kind="bad_version",
+            )
         known = {"v", "cmd", "machines", "mode", "state", "params"}
         if set(obj) - known:
-            raise PayloadError(f"control message has unknown field(s) {sorted(set(obj) - known)}",
-                               kind="bad_field")
+            raise PayloadError(
+                f"control message has unknown field(s) {sorted(set(obj) - known)}", kind="bad_field"
+            )
         machines = obj.get("machines", ALL)
         if isinstance(machines, str):
             machines = [machines]
         params = obj.get("params", {})
         if not isinstance(machines, list) or not isinstance(params, dict):
-            raise PayloadError("control 'machines' must be a list or \"all\", 'params' an object",
-                               kind="bad_field")
-        return cls(cmd=obj.get("cmd", ""), machines=tuple(machines), mode=obj.get("mode"),
-                   state=obj.get("state"), params=params)
+            raise PayloadError(
+                "control 'machines' must be a list or \"all\", 'params' an object", kind="bad_field"
+            )
+        return cls(
+            cmd=obj.get("cmd", ""),
+            machines=tuple(machines),
+            mode=obj.get("mode"),
+            state=obj.get("state"),
+            params=params,
+        )

@@ -29,8 +29,10 @@ def _load(data: bytes | str, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise PayloadError(f"{what} must be a JSON object", kind="bad_json")
     if obj.get("v") != MESSAGE_VERSION:
-        raise PayloadError(f"{what} version {obj.get('v')!r}, this build reads {MESSAGE_VERSION}",
-                           kind="bad_version")
+        raise PayloadError(
+            f"{what} version {obj.get('v')!r}, this build reads {MESSAGE_VERSION}",
+            kind="bad_version",
+        )
     return obj
 
 
@@ -67,11 +69,15 @@ class Prediction:
     def __post_init__(self) -> None:
         check_id(self.machine)
         if self.label not in self.classes:
-            raise PayloadError(f"prediction label {self.label!r} not in {self.classes}", "bad_label")
+            raise PayloadError(
+                f"prediction label {self.label!r} not in {self.classes}", "bad_label"
+            )
         if len(self.probabilities) != len(self.classes):
             raise PayloadError(
                 f"prediction has {len(self.probabilities)} probabilities for "
-                f"{len(self.classes)} classes", kind="bad_shape")
+                f"{len(self.classes)} classes",
+                kind="bad_shape",
+            )
         object.__setattr__(self, "probabilities", tuple(float(p) for p in self.probabilities))
         object.__setattr__(self, "classes", tuple(self.classes))
 
@@ -110,8 +116,9 @@ class Status:
     def __post_init__(self) -> None:
         check_id(self.node, "node id")
         if self.state not in ("online", "offline"):
-            raise PayloadError(f"status state {self.state!r} must be 'online' or 'offline'",
-                               kind="bad_field")
+            raise PayloadError(
+                f"status state {self.state!r} must be 'online' or 'offline'", kind="bad_field"
+            )
 
     def to_json(self) -> bytes:
         obj = {"v": MESSAGE_VERSION, **asdict(self)}

@@ -33,16 +33,18 @@ def _nodelay(client: Any, userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def make_client(client_id: str, *, will_topic: str | None = None,
-                will_payload: bytes | None = None) -> mqtt.Client:
+def make_client(
+    client_id: str, *, will_topic: str | None = None, will_payload: bytes | None = None
+) -> mqtt.Client:
     """A paho 2.x MQTT 5 client with TCP_NODELAY and an optional retained Last Will.
 
     Then call `connect(...)` and `client.loop_start()`.
     """
     import paho.mqtt.client as mqtt
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
     client.on_socket_open = _nodelay
     client.reconnect_delay_set(min_delay=1, max_delay=8)
     client.max_queued_messages_set(0)
@@ -52,8 +54,14 @@ def make_client(client_id: str, *, will_topic: str | None = None,
     return client
 
 
-def connect(client: mqtt.Client, address: str, *, clean_start: bool = True,
-            session_expiry_s: int = 0, keepalive: int = 15) -> None:
+def connect(
+    client: mqtt.Client,
+    address: str,
+    *,
+    clean_start: bool = True,
+    session_expiry_s: int = 0,
+    keepalive: int = 15,
+) -> None:
     """Start connecting in the background; paho's loop retries with backoff until it works.
 
     `clean_start=False` with `session_expiry_s` > 0 gives a persistent session (the trainer's
@@ -65,5 +73,4 @@ def connect(client: mqtt.Client, address: str, *, clean_start: bool = True,
     host, port = parse_address(address)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = session_expiry_s
-    client.connect_async(host, port, keepalive=keepalive, clean_start=clean_start,
-                         properties=props)
+    client.connect_async(host, port, keepalive=keepalive, clean_start=clean_start, properties=props)

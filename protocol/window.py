@@ -110,7 +110,9 @@ def encode_window(window: Window) -> bytes:
     mid = window.machine.encode()
     t, c = window.shape
     label = NO_LABEL if window.label is None else window.label
-    header = HEADER.pack(MAGIC, WIRE_VERSION, label, t, c, len(mid), window.seq, window.timestamp_ns)
+    header = HEADER.pack(
+        MAGIC, WIRE_VERSION, label, t, c, len(mid), window.seq, window.timestamp_ns
+    )
     return header + mid + np.ascontiguousarray(window.data, dtype="<f4").tobytes()
 
 
@@ -127,7 +129,9 @@ def decode_window(data: bytes, expected_shape: tuple[int, int] | None = None) ->
     """Window from a binary frame; PayloadError (with .kind) on anything malformed."""
     n = len(data)
     if n > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"window payload is {n} bytes, limit is {MAX_PAYLOAD_BYTES}", "too_large")
+        raise PayloadError(
+            f"window payload is {n} bytes, limit is {MAX_PAYLOAD_BYTES}", "too_large"
+        )
     if n < HEADER.size:
         raise PayloadError(f"window payload is {n} bytes, shorter than the header", "truncated")
     magic, version, label, t, c, id_len, seq, ts = HEADER.unpack_from(data)
@@ -172,7 +176,9 @@ def decode_window(data: bytes, expected_shape: tuple[int, int] | None = None) ->
 def _json_int(obj: dict[str, Any], key: str, default: int | None = None) -> int:
     value = obj.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"JSON window field {key!r} must be an integer, got {value!r}", "bad_field")
+        raise PayloadError(
+            f"JSON window field {key!r} must be an integer, got {value!r}", "bad_field"
+        )
     return value
 
 
@@ -183,10 +189,14 @@ def window_from_json_obj(obj: Any, machine: str | None = None) -> Window:
     known = {"v", "machine", "seq", "ts_ns", "label", "channels", "data"}
     unknown = set(obj) - known
     if unknown:
-        raise PayloadError(f"JSON window has unknown field(s) {sorted(unknown)}; allowed {sorted(known)}")
+        raise PayloadError(
+            f"JSON window has unknown field(s) {sorted(unknown)}; allowed {sorted(known)}"
+        )
     version = obj.get("v", WIRE_VERSION)
     if version != WIRE_VERSION:
-        raise PayloadError(f"JSON window version {version!r}, this build reads {WIRE_VERSION}", "bad_version")
+        raise PayloadError(
+            f"JSON window version {version!r}, this build reads {WIRE_VERSION}", "bad_version"
+        )
     machine_id = obj.get("machine", machine)
     if machine_id is None:
         raise PayloadError("JSON window has no 'machine' and none could be taken from the topic")
@@ -199,11 +209,17 @@ def window_from_json_obj(obj: Any, machine: str | None = None) -> Window:
     try:
         data = np.asarray(rows, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise PayloadError(f"JSON window 'data' is not a numeric T×C array: {exc}", "bad_shape") from exc
+        raise PayloadError(
+            f"JSON window 'data' is not a numeric T×C array: {exc}", "bad_shape"
+        ) from exc
     if data.ndim != 2:
-        raise PayloadError(f"JSON window 'data' has {data.ndim} dimensions, expected 2 (T×C)", "bad_shape")
+        raise PayloadError(
+            f"JSON window 'data' has {data.ndim} dimensions, expected 2 (T×C)", "bad_shape"
+        )
     if channels is not None and (not isinstance(channels, list) or len(channels) != data.shape[1]):
-        raise PayloadError("JSON window 'channels' must list one name per column of 'data'", "bad_shape")
+        raise PayloadError(
+            "JSON window 'channels' must list one name per column of 'data'", "bad_shape"
+        )
     with np.errstate(over="ignore"):
         samples = data.astype(np.float32)
     _check_finite(samples)
@@ -217,11 +233,14 @@ def window_from_json_obj(obj: Any, machine: str | None = None) -> Window:
     )
 
 
-def decode_window_json(data: bytes, machine: str | None = None,
-                       expected_shape: tuple[int, int] | None = None) -> Window:
+def decode_window_json(
+    data: bytes, machine: str | None = None, expected_shape: tuple[int, int] | None = None
+) -> Window:
     """Window from the JSON form; `machine` (from the topic) fills a missing id."""
     if len(data) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"window payload is {len(data)} bytes, limit is {MAX_PAYLOAD_BYTES}", "too_large")
+        raise PayloadError(
+            f"window payload is {len(data)} bytes, limit is {MAX_PAYLOAD_BYTES}", "too_large"
+        )
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -231,15 +250,18 @@ def decode_window_json(data: bytes, machine: str | None = None,
     return window
 
 
-def decode_any(data: bytes, machine: str | None = None,
-               expected_shape: tuple[int, int] | None = None) -> Window:
+def decode_any(
+    data: bytes, machine: str | None = None, expected_shape: tuple[int, int] | None = None
+) -> Window:
     """Binary or JSON window, told apart by the first byte ('{' or whitespace = JSON)."""
     head = data[:1]
     if head in (b"{", b" ", b"\n", b"\t", b"\r"):
         return decode_window_json(data, machine, expected_shape)
     window = decode_window(data, expected_shape)
     if machine is not None and window.machine != machine:
-        raise PayloadError(f"window machine {window.machine!r} differs from topic's {machine!r}", "bad_id")
+        raise PayloadError(
+            f"window machine {window.machine!r} differs from topic's {machine!r}", "bad_id"
+        )
     return window
 
 
@@ -256,5 +278,3 @@ def window_to_json(window: Window) -> bytes:
     if window.shape == (WINDOW_LENGTH, NUM_CHANNELS):
         obj["channels"] = list(CHANNELS)
     return json.dumps(obj, separators=(",", ":")).encode()
-
-
