@@ -1,0 +1,70 @@
+"""Bench driver: publish binary windows from many machines, as fast as possible or paced.
+
+`python -m bench._drive --broker H:P --machines 100 --count 20000 [--rate 1000]`
+Prints one JSON line: windows sent, seconds, achieved rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from protocol import Topics, Window, encode_window
+from protocol.mqtt import connect, make_client
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--broker", required=True)
+    p.add_argument("--prefix", default="edgeloop/v1")
+    p.add_argument("--machines", type=int, default=100)
+    p.add_argument("--count", type=int, default=20000)
+    p.add_argument("--rate", type=float, default=0.0, help="windows/s; 0 = as fast as possible")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    topics = Topics(args.prefix)
+    rng = np.random.default_rng(args.seed)
+    base = rng.normal([50, 0.3, 11, 125], [5, 0.1, 0.5, 10], (16, 60, 4)).astype(np.float32)
+    names = [f"b{i:03d}" for i in range(args.machines)]
+    topic = [topics.window(m) for m in names]
+    client = make_client(f"bench-drive-{time.monotonic_ns()}")
+    connect(client, args.broker)
+    client.loop_start()
+    deadline = time.monotonic() + 10
+    while not client.is_connected():
+        if time.monotonic() > deadline:
+            print("error: driver could not connect to " + args.broker, file=sys.stderr)
+            return 2
+        time.sleep(0.01)
+    period = 1.0 / args.rate if args.rate else 0.0
+    tick = 0.01
+    per_tick = max(1, round(args.rate * tick)) if args.rate else 1
+    start = time.monotonic()
+    sent = 0
+    while sent < args.count:
+        if period:
+            due = start + sent * period
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        for _ in range(per_tick if period else 64):
+            if sent >= args.count:
+                break
+            i = sent % args.machines
+            w = Window(names[i], sent // args.machines, time.time_ns(), base[sent % 16])
+            client.publish(topic[i], encode_window(w), qos=0)
+            sent += 1
+    elapsed = time.monotonic() - start
+    time.sleep(0.2)
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps({"sent": sent, "seconds": elapsed, "rate": sent / elapsed}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

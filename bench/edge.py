@@ -1,0 +1,260 @@
+"""pi_edge throughput and latency against a no-model ceiling, in one run, on one real Mosquitto.
+
+`python -m bench.edge [--model BUNDLE --public-key PEM] [--count N] [--rate R]`
+
+For each target (the ceiling process, then pi_edge) a driver process publishes windows from
+100 machines (a) as fast as it can and (b) paced at --rate windows/s. A collector here
+subscribes to the predictions and measures the sustained rate and the sensor→prediction latency
+(arrival here minus the window's sensor timestamp). Peak RSS is the target's VmHWM.
+Targets (issue 5): pi_edge ≥ 0.8× ceiling rate; p99 ≤ 5 ms at 1,000/s; peak RSS ≤ 80 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protocol import Topics
+from protocol.mqtt import connect, make_client
+from scripts.broker import Broker
+
+PY = sys.executable
+
+
+@dataclass
+class Result:
+    target: str
+    mode: str
+    sent: int
+    received: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    peak_rss_mb: float
+
+
+class Collector:
+    """Counts predictions and keeps (arrival, payload) pairs; parsing happens after the run."""
+
+    def __init__(self, broker: str, topics: Topics) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[int, bytes]] = []
+        self._client = make_client(f"bench-collector-{time.monotonic_ns()}")
+        self._client.on_connect = lambda c, *a: c.subscribe(topics.predictions(), qos=0)
+        self._client.on_message = self._on_message
+        connect(self._client, broker)
+        self._client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        item = (time.time_ns(), msg.payload)
+        with self._lock:
+            self._items.append(item)
+
+    def take(self) -> list[tuple[int, bytes]]:
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_mode(
+    broker: Broker, collector: Collector, target: str, pid: int, mode: str, count: int, rate: float
+) -> Result:
+    collector.take()
+    drive = [
+        PY,
+        "-m",
+        "bench._drive",
+        "--broker",
+        broker.address,
+        "--machines",
+        "100",
+        "--count",
+        str(count),
+    ]
+    if mode != "max":
+        drive += ["--rate", str(rate)]
+    out = subprocess.run(drive, check=True, capture_output=True, text=True)
+    sent = json.loads(out.stdout.strip().splitlines()[-1])["sent"]
+    last, quiet_since = -1, time.monotonic()
+    while time.monotonic() - quiet_since < 1.5:  # drain until 1.5 s without a new prediction
+        time.sleep(0.1)
+        n = len(collector._items)
+        if n != last:
+            last, quiet_since = n, time.monotonic()
+    items = collector.take()
+    arrivals = np.array([a for a, _ in items], dtype=np.int64)
+    sensor = np.array([json.loads(p)["timestamps_ns"]["sensor"] for _, p in items], np.int64)
+    lat_ms = (arrivals - sensor) / 1e6
+    span = (arrivals.max() - arrivals.min()) / 1e9 if len(items) > 1 else float("nan")
+    return Result(
+        target,
+        mode,
+        sent,
+        len(items),
+        len(items) / span if span else 0.0,
+        float(np.percentile(lat_ms, 50)) if len(items) else float("nan"),
+        float(np.percentile(lat_ms, 99)) if len(items) else float("nan"),
+        peak_rss_mb(pid),
+    )
+
+
+def wait_ready(collector: Collector, broker: Broker, seconds: float = 60) -> None:
+    """Send probe windows until the target answers with a prediction (model loaded)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        subprocess.run(
+            [
+                PY,
+                "-m",
+                "bench._drive",
+                "--broker",
+                broker.address,
+                "--machines",
+                "2",
+                "--count",
+                "4",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        time.sleep(0.5)
+        if collector.take():
+            return
+    raise RuntimeError("target produced no prediction within 60 s")
+
+
+def make_model(work: Path) -> tuple[Path, Path]:
+    """Key pair + a compact model trained on seed-style data (subprocesses: TF stays out)."""
+    data, keys, out = work / "data", work / "keys", work / "model"
+    subprocess.run(
+        [PY, "-m", "sensor_sim", "dataset", "--out", str(data), "--seed", "7"], check=True
+    )
+    subprocess.run([PY, "-m", "jetson_trainer", "keygen", "--out", str(keys)], check=True)
+    subprocess.run(
+        [
+            PY,
+            "-m",
+            "jetson_trainer",
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--private-key",
+            str(keys / "edgeloop.key"),
+        ],
+        check=True,
+    )
+    return out / "model.bundle", keys / "edgeloop.pub"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", type=Path)
+    p.add_argument("--public-key", type=Path)
+    p.add_argument(
+        "--count", type=int, default=30000, help="windows in the as-fast-as-possible run"
+    )
+    p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the paced run")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-edge-"))
+    model, pub = args.model, args.public_key
+    if model is None or pub is None:
+        model, pub = make_model(work)
+    results: list[Result] = []
+    with Broker(run_dir=work / "broker") as broker:
+        collector = Collector(broker.address, Topics())
+        targets = {
+            "ceiling": [PY, "-m", "bench._ceiling", "--broker", broker.address],
+            "pi_edge": [
+                PY,
+                "-m",
+                "pi_edge",
+                "run",
+                "--broker",
+                broker.address,
+                "--public-key",
+                str(pub),
+                "--model",
+                str(model),
+                "--state-dir",
+                str(work / "edge"),
+                "--no-dashboard",
+                "--node",
+                "bench-pi",
+            ],
+        }
+        for name, cmd in targets.items():
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                wait_ready(collector, broker)
+                results.append(run_mode(broker, collector, name, proc.pid, "max", args.count, 0))
+                paced = int(args.rate * args.seconds)
+                results.append(
+                    run_mode(
+                        broker, collector, name, proc.pid, f"{args.rate:.0f}/s", paced, args.rate
+                    )
+                )
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+        collector.close()
+    print_table(results)
+    return 0
+
+
+def print_table(results: list[Result]) -> None:
+    head = ("target", "mode", "sent", "predicted", "windows/s", "p50 ms", "p99 ms", "peak RSS MB")
+    rows = [
+        (
+            r.target,
+            r.mode,
+            f"{r.sent}",
+            f"{r.received}",
+            f"{r.rate:,.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.peak_rss_mb:.0f}",
+        )
+        for r in results
+    ]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    by = {(r.target, r.mode): r for r in results}
+    ceil, edge = by.get(("ceiling", "max")), by.get(("pi_edge", "max"))
+    if ceil and edge and ceil.rate:
+        print(f"\npi_edge / ceiling sustained rate: {edge.rate / ceil.rate:.2f}× (target ≥ 0.8×)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

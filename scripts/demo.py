@@ -1,0 +1,156 @@
+"""`make demo`: broker, trainer, pi_edge and simulator in one tmux session, torn down on exit.
+
+Starts a private Mosquitto on a free loopback port, makes a signing key and seed-style data if
+missing, then opens tmux with one pane per role (each pane shows that role's dashboard). The
+trainer pane trains an initial model if none exists and publishes it retained; pi_edge picks it
+up. Detach or quit tmux (Ctrl-b d), or Ctrl-C here, and everything started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scripts.broker import Broker, BrokerError
+
+REPO = Path(__file__).resolve().parent.parent
+PY = str(REPO / ".venv" / "bin" / "python")
+SESSION = "edgeloop"
+
+
+def _tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["tmux", *args], check=check, capture_output=True, text=True)
+
+
+def pane_commands(run: Path, port: int, machines: int, hz: float) -> dict[str, str]:
+    """Shell command for each pane; every one ends in a shell so a crash stays readable."""
+    broker = f"127.0.0.1:{port}"
+    keys, model, data = run / "keys", run / "model", run / "data"
+    q = shlex.quote
+    trainer = (
+        f"{PY} -m jetson_trainer serve --broker {broker} --store {q(str(run / 'trainer'))} "
+        f"--model-dir {q(str(model))} --data {q(str(data))} --private-key "
+        f"{q(str(keys / 'edgeloop.key'))}"
+    )
+    edge = (
+        f"{PY} -m pi_edge run --broker {broker} --public-key {q(str(keys / 'edgeloop.pub'))} "
+        f"--state-dir {q(str(run / 'edge'))} --node pi-demo"
+    )
+    sim = f"{PY} -m sensor_sim run --broker {broker} --machines {machines} --hz {hz}"
+    keep = "; echo; echo '[exited — press Enter to close]'; read -r _"
+    return {"simulator": sim + keep, "pi_edge": edge + keep, "trainer": trainer + keep}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "demo")
+    parser.add_argument("--machines", type=int, default=int(os.environ.get("DEMO_MACHINES", 16)))
+    parser.add_argument("--hz", type=float, default=float(os.environ.get("DEMO_HZ", 10)))
+    parser.add_argument("--no-attach", action="store_true", help="do not attach to tmux")
+    args = parser.parse_args(argv)
+    if shutil.which("tmux") is None:
+        print(
+            "error: tmux not found; install it with: sudo apt-get install -y tmux", file=sys.stderr
+        )
+        return 2
+    run: Path = args.run_dir.resolve()
+    run.mkdir(parents=True, exist_ok=True)
+    if _tmux("has-session", "-t", SESSION, check=False).returncode == 0:
+        print(
+            f"error: a tmux session '{SESSION}' already runs; stop it with "
+            f"`tmux kill-session -t {SESSION}`",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        broker = Broker(run_dir=run / "broker").start()
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    env_line = f"export EDGELOOP_BROKER=127.0.0.1:{broker.port}"
+    print(f"edgeloop demo: mosquitto on {broker.address}; run dir {run}", flush=True)
+    stop = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        prepare(run)
+        commands = pane_commands(run, broker.port, args.machines, args.hz)
+        _tmux(
+            "new-session",
+            "-d",
+            "-s",
+            SESSION,
+            "-x",
+            "220",
+            "-y",
+            "60",
+            "-n",
+            "edgeloop",
+            "-c",
+            str(REPO),
+        )
+        _tmux("set-option", "-t", SESSION, "remain-on-exit", "off")
+        _tmux("set-environment", "-t", SESSION, "EDGELOOP_BROKER", f"127.0.0.1:{broker.port}")
+        first = f"{SESSION}:edgeloop.0"
+        _tmux("send-keys", "-t", first, f"{env_line}; {commands['simulator']}", "Enter")
+        _tmux("split-window", "-t", first, "-h", "-c", str(REPO))
+        _tmux(
+            "send-keys",
+            "-t",
+            f"{SESSION}:edgeloop.1",
+            f"{env_line}; {commands['pi_edge']}",
+            "Enter",
+        )
+        _tmux("split-window", "-t", f"{SESSION}:edgeloop.1", "-v", "-c", str(REPO))
+        _tmux(
+            "send-keys",
+            "-t",
+            f"{SESSION}:edgeloop.2",
+            f"{env_line}; {commands['trainer']}",
+            "Enter",
+        )
+        _tmux("select-pane", "-t", first)
+        print(
+            f"tmux session '{SESSION}': simulator (left), pi_edge (top right), trainer "
+            "(bottom right). Keys in the simulator pane: d = step drift, o = drift off."
+        )
+        print(f"Watch the wire: mosquitto_sub -p {broker.port} -t 'edgeloop/v1/#' -v")
+        if not args.no_attach and sys.stdin.isatty():
+            subprocess.run(["tmux", "attach-session", "-t", SESSION], check=False)
+        else:
+            print(f"attach with: tmux attach -t {SESSION}; Ctrl-C here stops the demo", flush=True)
+            while not stop and _tmux("has-session", "-t", SESSION, check=False).returncode == 0:
+                time.sleep(0.5)
+    finally:
+        _tmux("kill-session", "-t", SESSION, check=False)
+        broker.stop()
+        print("edgeloop demo stopped: tmux session and broker are gone.")
+    return 0
+
+
+def prepare(run: Path) -> None:
+    """Key pair and seed-style data set, made once per run dir."""
+    keys = run / "keys"
+    if not (keys / "edgeloop.pub").exists():
+        subprocess.run([PY, "-m", "jetson_trainer", "keygen", "--out", str(keys)], check=True)
+    data = run / "data"
+    if not (data / "train_data.npy").exists():
+        subprocess.run(
+            [PY, "-m", "sensor_sim", "dataset", "--out", str(data), "--seed", "42"], check=True
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
