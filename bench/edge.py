@@ -79,7 +79,14 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def run_mode(
-    broker: Broker, collector: Collector, target: str, pid: int, mode: str, count: int, rate: float
+    broker: Broker,
+    collector: Collector,
+    target: str,
+    pid: int,
+    *,
+    mode: str,
+    count: int,
+    rate: float,
 ) -> Result:
     collector.take()
     drive = [
@@ -216,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             try:
                 wait_ready(collector, broker)
-                results.append(run_mode(broker, collector, name, proc.pid, "max", args.count, 0))
+                results.append(
+                    run_mode(
+                        broker, collector, name, proc.pid, mode="max", count=args.count, rate=0
+                    )
+                )
                 paced = int(args.rate * args.seconds)
                 results.append(
                     run_mode(

@@ -51,8 +51,8 @@ def pane_commands(run: Path, port: int, machines: int, hz: float) -> dict[str, s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "demo")
-    parser.add_argument("--machines", type=int, default=int(os.environ.get("DEMO_MACHINES", 16)))
-    parser.add_argument("--hz", type=float, default=float(os.environ.get("DEMO_HZ", 10)))
+    parser.add_argument("--machines", type=int, default=int(os.environ.get("DEMO_MACHINES", "16")))
+    parser.add_argument("--hz", type=float, default=float(os.environ.get("DEMO_HZ", "10")))
     parser.add_argument("--no-attach", action="store_true", help="do not attach to tmux")
     args = parser.parse_args(argv)
     if shutil.which("tmux") is None:

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""sensor_sim"""
