@@ -1,0 +1,137 @@
+"""Drift batches: labeled and flagged windows the Pi ships to the trainer (`…/drift/batches`).
+
+Binary, format version 1, little-endian — see protocol/README.md:
+
+    header:  magic b"ED" | version u8 = 1 | reserved u8 | n_records u16 | batch_id 16 bytes
+             | node_len u8 | node id (UTF-8) | model_version u32 (0 = none)
+    record:  reason u8 | predicted int8 (-1 = none) | reserved u16 | score float64
+             | frame_len u32 | window frame (protocol.window binary frame, label inside)
+
+A window's identity is (machine, seq, timestamp_ns): the trainer drops duplicates by it, so the
+Pi may resend a batch whose acknowledgement it never saw (at-least-once).
+
+>>> import numpy as np
+>>> from protocol.window import Window
+>>> w = Window("m01", 3, 5, np.zeros((60, 4), np.float32), label=2)
+>>> batch = DriftBatch(b"0123456789abcdef", "pi-1", 4, (Kept(w, "labeled", 1, 0.4),))
+>>> decode_batch(encode_batch(batch)) == batch
+True
+>>> window_id(w)
+'m01:3:5'
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .errors import PayloadError
+from .topics import check_id
+from .window import Window, decode_window, encode_window
+
+MAGIC = b"ED"
+BATCH_VERSION = 1
+REASONS: tuple[str, ...] = ("labeled", "low_confidence", "out_of_distribution", "drift")
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_RECORDS = 4096
+_HEAD = struct.Struct("<2sBBH16sB")
+_MODEL = struct.Struct("<I")
+_RECORD = struct.Struct("<BbHdI")
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """One kept window and why: `reason` in REASONS, the Pi's prediction and its score."""
+
+    window: Window
+    reason: str
+    predicted: int | None = None
+    score: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise PayloadError(f"kept-window reason {self.reason!r} not in {REASONS}", "bad_field")
+
+
+@dataclass(frozen=True, slots=True)
+class DriftBatch:
+    """A batch of kept windows from one Pi node; `batch_id` is 16 random bytes."""
+
+    batch_id: bytes
+    node: str
+    model_version: int
+    records: tuple[Kept, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.batch_id) != 16:
+            raise PayloadError("batch_id must be 16 bytes", kind="bad_field")
+        check_id(self.node, "node id")
+        if not 0 < len(self.records) <= MAX_RECORDS:
+            raise PayloadError(f"a batch holds 1..{MAX_RECORDS} records", kind="bad_field")
+
+
+def window_id(window: Window) -> str:
+    """The key duplicates are dropped by: machine:seq:timestamp_ns."""
+    return f"{window.machine}:{window.seq}:{window.timestamp_ns}"
+
+
+def encode_batch(batch: DriftBatch) -> bytes:
+    node = batch.node.encode()
+    parts = [
+        _HEAD.pack(MAGIC, BATCH_VERSION, 0, len(batch.records), batch.batch_id, len(node)),
+        node,
+        _MODEL.pack(batch.model_version),
+    ]
+    for rec in batch.records:
+        frame = encode_window(rec.window)
+        predicted = -1 if rec.predicted is None else rec.predicted
+        parts.append(_RECORD.pack(REASONS.index(rec.reason), predicted, 0, rec.score, len(frame)))
+        parts.append(frame)
+    return b"".join(parts)
+
+
+def decode_batch(data: bytes) -> DriftBatch:
+    """Parse and validate a batch; PayloadError (with .kind) on anything malformed."""
+    n = len(data)
+    if n > MAX_BATCH_BYTES:
+        raise PayloadError(f"drift batch is {n} bytes, limit {MAX_BATCH_BYTES}", "too_large")
+    if n < _HEAD.size:
+        raise PayloadError(f"drift batch is {n} bytes, shorter than its header", "truncated")
+    magic, version, _, count, batch_id, node_len = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise PayloadError(
+            f"drift batch starts with {bytes(magic)!r}, expected {MAGIC!r}", kind="bad_magic"
+        )
+    if version != BATCH_VERSION:
+        raise PayloadError(
+            f"drift batch version {version}, this build reads {BATCH_VERSION}; upgrade the trainer",
+            kind="bad_version",
+        )
+    pos = _HEAD.size
+    if n < pos + node_len + _MODEL.size:
+        raise PayloadError("drift batch ends inside its header", kind="truncated")
+    try:
+        node = bytes(data[pos : pos + node_len]).decode()
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"drift batch node id is not UTF-8: {exc}", kind="bad_id") from exc
+    pos += node_len
+    (model_version,) = _MODEL.unpack_from(data, pos)
+    pos += _MODEL.size
+    records = []
+    for i in range(count):
+        if n < pos + _RECORD.size:
+            raise PayloadError(f"drift batch ends inside record {i} of {count}", "truncated")
+        reason, predicted, _, score, frame_len = _RECORD.unpack_from(data, pos)
+        pos += _RECORD.size
+        if reason >= len(REASONS):
+            raise PayloadError(f"drift batch record {i} has unknown reason code {reason}")
+        if pos + frame_len > n:
+            raise PayloadError(f"drift batch record {i} overruns the payload", "truncated")
+        window = decode_window(bytes(data[pos : pos + frame_len]))
+        pos += frame_len
+        records.append(
+            Kept(window, REASONS[reason], None if predicted < 0 else predicted, float(score))
+        )
+    if pos != n:
+        raise PayloadError(f"drift batch has {n - pos} trailing bytes", kind="malformed")
+    return DriftBatch(bytes(batch_id), node, model_version, tuple(records))

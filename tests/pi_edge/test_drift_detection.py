@@ -1,0 +1,125 @@
+"""Drift detectors on seeded synthetic streams: quiet without drift, fast with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pi_edge.drift import Cusum, DriftConfig, DriftMonitor, DriftState, Hysteresis
+from protocol import CLASSES
+from protocol.features import FeatureReference, feature_stats
+from sensor_sim.physics import generate
+
+N_MACHINES = 4
+
+
+@pytest.fixture(scope="module")
+def reference() -> FeatureReference:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 500)
+    return FeatureReference(feature_stats(generate(y, rng), y, CLASSES), CLASSES)
+
+
+def one_hot(y: np.ndarray, confidence: float = 0.99) -> np.ndarray:
+    p = np.full((len(y), 4), (1 - confidence) / 3, np.float32)
+    p[np.arange(len(y)), y] = confidence
+    return p
+
+
+def stream(
+    monitor: DriftMonitor,
+    rng: np.random.Generator,
+    regime: str,
+    steps: int,
+    confidence: float = 0.99,
+) -> list[DriftState]:
+    """Feed `steps` rounds of one window per machine; return the overall state after each."""
+    states = []
+    machines = [f"m{i}" for i in range(N_MACHINES)]
+    for _ in range(steps):
+        y = rng.integers(0, 4, N_MACHINES)
+        x = generate(y, rng, regime)
+        monitor.observe(machines, x, one_hot(y, confidence), [None] * N_MACHINES)
+        states.append(monitor.overall)
+    return states
+
+
+def test_stays_ok_on_long_drift_free_stream(reference: FeatureReference) -> None:
+    monitor = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
+    states = stream(monitor, np.random.default_rng(1), "standard", 2000)
+    assert max(states) == DriftState.OK
+
+
+def test_detects_seed_step_drift_within_a_few_windows(reference: FeatureReference) -> None:
+    monitor = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
+    rng = np.random.default_rng(2)
+    assert max(stream(monitor, rng, "standard", 200)) == DriftState.OK
+    after = stream(monitor, rng, "drift", 50)
+    first = after.index(DriftState.DRIFT)
+    assert first < 10, f"step drift took {first} rounds to detect"
+
+
+def test_confidence_drop_alone_raises_drift(reference: FeatureReference) -> None:
+    monitor = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
+    rng = np.random.default_rng(3)
+    states = stream(monitor, rng, "standard", 100, confidence=0.55)
+    assert DriftState.DRIFT in states
+    assert monitor.snapshot()["machines"]["m0"]["confidence_level"] >= 1.0
+
+
+def test_wrong_labeled_windows_raise_pooled_accuracy_drift(reference: FeatureReference) -> None:
+    monitor = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 20)
+    x = generate(y, rng)
+    wrong = (y + 1) % 4
+    monitor.observe([f"m{i % 3}" for i in range(20)], x, one_hot(y), [int(v) for v in wrong])
+    snap = monitor.snapshot()
+    assert snap["accuracy_state"] == "drift" and snap["labeled_wrong"] == 20
+
+
+def test_ood_flag_fires_on_windows_far_from_every_class(reference: FeatureReference) -> None:
+    monitor = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
+    rng = np.random.default_rng(5)
+    x = generate(np.zeros(4, np.int64), rng)
+    far = x.copy()
+    far[..., 0] += 100.0
+    verdicts = monitor.observe(
+        ["a", "b", "c", "d"],
+        np.concatenate([x[:2], far[:2]]),
+        one_hot(np.zeros(4, np.int64)),
+        [None] * 4,
+    )
+    assert [v.ood for v in verdicts] == [False, False, True, True]
+    assert verdicts[2].reason == "out_of_distribution" and verdicts[2].ood_score > 100
+
+
+def test_low_confidence_window_is_flagged() -> None:
+    ref = FeatureReference(
+        {"per_class": {c: {"mean": [0.0] * 8, "std": [1.0] * 8} for c in CLASSES}}, CLASSES
+    )
+    monitor = DriftMonitor(ref, 0.99, 0.99, DriftConfig(confidence_floor=0.7))
+    verdict = monitor.observe(
+        ["m"], np.zeros((1, 60, 4), np.float32), one_hot(np.array([1]), 0.5), [None]
+    )[0]
+    assert verdict.reason == "low_confidence" and not verdict.ood
+
+
+def test_cusum_clips_and_recovers() -> None:
+    det = Cusum(reference=0.0, allowance=1.0, threshold=5.0)
+    for _ in range(100):
+        det.update(50.0)
+    assert det.level == 2.0
+    levels = [det.update(0.0) for _ in range(10)]
+    assert levels[-1] == 0.0
+
+
+def test_hysteresis_does_not_flap_around_the_suspect_level() -> None:
+    h = Hysteresis()
+    assert [h.update(x).label for x in (0.6, 0.4, 0.6, 0.4, 0.1)] == [
+        "suspect",
+        "suspect",
+        "suspect",
+        "suspect",
+        "ok",
+    ]
