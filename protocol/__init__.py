@@ -5,6 +5,7 @@ Stdlib + numpy only; the full byte-level spec is protocol/README.md.
 
 from .bundle import Bundle, Manifest, decode_bundle, encode_bundle, load_public_key
 from .control import DRIFT_MODES, Command
+from .drift_batch import REASONS, DriftBatch, Kept, decode_batch, encode_batch, window_id
 from .errors import BundleError, EdgeloopError, PayloadError, SignatureError
 from .messages import Prediction, Status
 from .schema import (
@@ -30,12 +31,15 @@ __all__ = [
     "NUM_CHANNELS",
     "NUM_CLASSES",
     "PROTOCOL_VERSION",
+    "REASONS",
     "UNITS",
     "WINDOW_LENGTH",
     "Bundle",
     "BundleError",
     "Command",
+    "DriftBatch",
     "EdgeloopError",
+    "Kept",
     "Manifest",
     "PayloadError",
     "Prediction",
@@ -47,10 +51,13 @@ __all__ = [
     "check_id",
     "class_index",
     "decode_any",
+    "decode_batch",
     "decode_bundle",
     "decode_window",
     "decode_window_json",
+    "encode_batch",
     "encode_bundle",
     "encode_window",
     "load_public_key",
+    "window_id",
 ]
