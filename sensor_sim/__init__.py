@@ -1,1 +1,48 @@
-"""sensor_sim"""
+"""edgeloop's sensor simulator: seed 000's class physics, live MQTT publishing, drift injection.
+
+Pure pieces (physics, drift, machine, fleet, dataset, dashboard.render) take values and an
+explicit `numpy.random.Generator`; publisher.py and dashboard.run_live are the I/O shells.
+See sensor_sim/README.md.
+"""
+
+from ._errors import SimError
+from ._version import __version__
+from .dataset import DEFAULT_SIZES, SPLITS, make_split, write_datasets
+from .drift import DriftEffect, DriftSettings, apply, effect
+from .fleet import Fleet, FleetConfig, machine_ids
+from .machine import Machine, MachineConfig
+from .physics import DRIFT, INFER, PROFILES, STANDARD, Profile, generate, sample, sine_moments
+from .publisher import RunReport, SimConfig, Simulator, send_command
+from .snapshot import MachineRow, Snapshot
+
+__all__ = [
+    "DEFAULT_SIZES",
+    "DRIFT",
+    "INFER",
+    "PROFILES",
+    "SPLITS",
+    "STANDARD",
+    "DriftEffect",
+    "DriftSettings",
+    "Fleet",
+    "FleetConfig",
+    "Machine",
+    "MachineConfig",
+    "MachineRow",
+    "Profile",
+    "RunReport",
+    "SimConfig",
+    "SimError",
+    "Simulator",
+    "Snapshot",
+    "__version__",
+    "apply",
+    "effect",
+    "generate",
+    "machine_ids",
+    "make_split",
+    "sample",
+    "send_command",
+    "sine_moments",
+    "write_datasets",
+]

@@ -1,0 +1,138 @@
+"""The simulated fleet: machines m01..mNN, control commands, and one window per machine per tick.
+
+Pure: time (`dt`, `timestamp_ns`) and randomness come in as arguments; the MQTT shell in
+publisher.py only feeds commands in and publishes what `tick` returns.
+
+>>> import numpy as np
+>>> from protocol import Command
+>>> fleet = Fleet(FleetConfig(machines=3, label_fraction=0.0, mtbf_s=0.0), np.random.default_rng(0))
+>>> fleet.ids
+('m01', 'm02', 'm03')
+>>> fleet.apply(Command("drift", machines=("m02",), mode="offset", params={"temperature": 5}))
+['m02']
+>>> [m.drift.describe() for m in fleet.machines]
+['off', 'offset temperature=5', 'off']
+>>> [(w.machine, w.seq, w.data.shape) for w in fleet.tick(0.1, timestamp_ns=1)]
+[('m01', 0, (60, 4)), ('m02', 0, (60, 4)), ('m03', 0, (60, 4))]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from protocol import WINDOW_LENGTH, Command, Window
+
+from ._errors import SimError
+from .drift import DriftSettings
+from .machine import Machine, MachineConfig
+from .physics import sample
+
+MAX_MACHINES = 999
+
+
+def machine_ids(n: int) -> tuple[str, ...]:
+    """The ids of an n-machine fleet: m01..mNN (three digits from 100 machines on).
+
+    >>> machine_ids(2), machine_ids(100)[-1]
+    (('m01', 'm02'), 'm100')
+    """
+    if not 1 <= n <= MAX_MACHINES:
+        raise SimError(f"machine count {n} must be within 1..{MAX_MACHINES}")
+    width = max(2, len(str(n)))
+    return tuple(f"m{i:0{width}d}" for i in range(1, n + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    machines: int = 16
+    label_fraction: float = 0.05
+    mtbf_s: float = 300.0
+    repair_s: float = 60.0
+    window_length: int = WINDOW_LENGTH
+
+    def __post_init__(self) -> None:
+        machine_ids(self.machines)
+        check_fraction(self.label_fraction)
+        MachineConfig(self.mtbf_s, self.repair_s)
+        if not 1 <= self.window_length <= 4096:
+            raise SimError(f"window_length {self.window_length} must be within 1..4096")
+
+
+def check_fraction(value: float) -> float:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise SimError(f"label fraction {value!r} must be within 0..1")
+    return value
+
+
+class Fleet:
+    """All machines of one simulator. Not thread-safe: the publisher loop owns it."""
+
+    def __init__(self, config: FleetConfig, rng: np.random.Generator) -> None:
+        self.config = config
+        self.rng = rng
+        machine_config = MachineConfig(config.mtbf_s, config.repair_s)
+        self.machines = [Machine(mid, machine_config) for mid in machine_ids(config.machines)]
+        self._by_id = {m.id: m for m in self.machines}
+        self.label_fraction = config.label_fraction
+        self.labels_sent = dict.fromkeys(self._by_id, 0)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._by_id)
+
+    def _targets(self, cmd: Command) -> list[Machine]:
+        if cmd.machines == ("all",):
+            return list(self.machines)
+        unknown = [m for m in cmd.machines if m not in self._by_id]
+        if unknown:
+            raise SimError(
+                f"unknown machine(s) {unknown}; this simulator runs {self.ids[0]}..{self.ids[-1]}",
+                kind="unknown_machine",
+            )
+        return [self._by_id[m] for m in cmd.machines]
+
+    def apply(self, cmd: Command) -> list[str]:
+        """Apply a validated command; returns the machine ids it changed. SimError if refused."""
+        if cmd.cmd == "labels":
+            self.label_fraction = check_fraction(cmd.params["fraction"])
+            return list(self.ids)
+        targets = self._targets(cmd)
+        if cmd.cmd == "drift":
+            settings = DriftSettings.from_command(cmd)
+            for m in targets:
+                m.set_drift(settings)
+        elif cmd.cmd == "fault":
+            assert cmd.state is not None  # checked by Command
+            for m in targets:
+                m.force(cmd.state)
+        elif cmd.cmd == "repair":
+            for m in targets:
+                m.repair()
+        else:  # pragma: no cover - Command refuses other commands
+            raise SimError(f"command {cmd.cmd!r} is not handled", kind="bad_field")
+        return [m.id for m in targets]
+
+    def tick(self, dt: float, timestamp_ns: int) -> list[Window]:
+        """Advance every machine by `dt` seconds and return one new window per machine."""
+        n = len(self.machines)
+        for m in self.machines:
+            m.advance(dt, self.rng)
+        labels = np.fromiter((m.state for m in self.machines), dtype=np.int64, count=n)
+        effects = [m.drift_effect() for m in self.machines]
+        blend = np.fromiter((e.blend for e in effects), dtype=np.float64, count=n)
+        data = sample(labels, self.rng, blend=blend, window_length=self.config.window_length)
+        if not all(e.is_identity for e in effects):
+            gain = np.array([e.gain for e in effects], dtype=np.float32)
+            offset = np.array([e.offset for e in effects], dtype=np.float32)
+            data = data * gain[:, None, :] + offset[:, None, :]
+        with_label = self.rng.random(n) < self.label_fraction
+        windows = []
+        for i, m in enumerate(self.machines):
+            label = m.state if with_label[i] else None
+            if label is not None:
+                self.labels_sent[m.id] += 1
+            windows.append(Window(m.id, m.next_seq(), timestamp_ns, data[i], label))
+        return windows

@@ -1,0 +1,481 @@
+"""The live simulator's MQTT shell: publish windows on a steady clock, take control commands.
+
+Threads: the caller's thread runs `Simulator.run` — it owns the fleet, generates and publishes
+every window and applies commands. paho's network thread only parses control messages
+(`protocol.Command.from_json`) and hands them over through a bounded queue; a malformed
+message is logged, counted by kind and dropped, and publishing goes on.
+
+Timing: tick k is due at ``start + k / hz`` (absolute deadlines, so the rate does not drift
+under load); each tick publishes one window per machine. A tick that is late is published at
+once (catch-up); if the loop falls more than `max_lag_s` behind, it counts the skipped ticks
+as `late_ticks` and re-bases the schedule. While waiting for the next deadline the loop
+applies commands as they arrive, so a command takes effect within ~0.1 s.
+
+`max_rate=True` drops the clock and publishes as fast as one core allows (every
+`backpressure_every` ticks it waits until paho has written the last window to the socket),
+to measure the publish ceiling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from protocol import Command, PayloadError, Status, Topics, encode_window
+from protocol.mqtt import connect, make_client, parse_address
+
+from ._errors import SimError
+from ._version import __version__
+from .fleet import Fleet, FleetConfig
+from .snapshot import MachineRow, Snapshot
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+log = logging.getLogger(__name__)
+
+ROLE = "simulator"
+INBOX_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Everything `Simulator` needs; `duration_s` 0 means run until stopped."""
+
+    broker: str = "127.0.0.1:1883"
+    prefix: str = "edgeloop/v1"
+    node: str = "simulator"
+    hz: float = 10.0
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    seed: int | None = None
+    duration_s: float = 0.0
+    max_rate: bool = False
+    status_interval_s: float = 2.0
+    report_interval_s: float = 10.0
+    rate_interval_s: float = 1.0
+    connect_timeout_s: float = 10.0
+    max_lag_s: float = 1.0
+    backpressure_every: int = 8
+
+    def __post_init__(self) -> None:
+        parse_address(self.broker)
+        Topics(self.prefix)
+        try:
+            Status.offline(self.node, ROLE, __version__)
+        except PayloadError as exc:
+            raise SimError(f"node id: {exc}", exc.kind) from exc
+        if not (math.isfinite(self.hz) and 0 < self.hz <= 1000):
+            raise SimError(f"--hz {self.hz} must be within (0, 1000] windows/s per machine")
+        for name in (
+            "duration_s",
+            "status_interval_s",
+            "rate_interval_s",
+            "connect_timeout_s",
+            "max_lag_s",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise SimError(f"{name}={value!r} must be a finite number ≥ 0")
+        if min(self.rate_interval_s, self.status_interval_s, self.report_interval_s) <= 0:
+            raise SimError("rate_interval_s, status_interval_s and report_interval_s must be > 0")
+        if self.backpressure_every < 1:
+            raise SimError(f"backpressure_every={self.backpressure_every} must be ≥ 1")
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.hz
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What one run achieved: `rate` is windows/s over the whole run."""
+
+    windows: int
+    elapsed_s: float
+    machines: int
+    target_rate: float | None
+    late_ticks: int
+    publish_failed: int
+
+    @property
+    def rate(self) -> float:
+        return self.windows / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def describe(self) -> str:
+        target = (
+            "as fast as possible" if self.target_rate is None else f"target {self.target_rate:.1f}"
+        )
+        return (
+            f"published {self.windows} windows from {self.machines} machines in "
+            f"{self.elapsed_s:.2f} s: {self.rate:.1f} windows/s ({target}); "
+            f"late ticks {self.late_ticks}, failed publishes {self.publish_failed}"
+        )
+
+
+class Simulator:
+    """The live simulator: a `Fleet` behind an MQTT client.
+
+    Use `start()`, then `run(stop_event)` on one thread; `snapshot()` and `send_command()`
+    may be called from any thread; `close()` publishes the offline status and disconnects.
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.topics = Topics(config.prefix)
+        self.fleet = Fleet(config.fleet, np.random.default_rng(config.seed))
+        self._window_topics = [self.topics.window(mid) for mid in self.fleet.ids]
+        self._status_topic = self.topics.status(config.node)
+        self._inbox: queue.Queue[Command] = queue.Queue(maxsize=INBOX_SIZE)
+        self._lock = threading.Lock()  # guards fleet reads from other threads and counters
+        self._connected = threading.Event()
+        self._errors: dict[str, int] = {}
+        self._control_ok = 0
+        self._control_rejected = 0
+        self._published = np.zeros(len(self.fleet.ids), dtype=np.int64)
+        self._rates = np.zeros(len(self.fleet.ids), dtype=np.float64)
+        self._late_ticks = 0
+        self._started = time.monotonic()
+        self._last_event = ""
+        self._client: mqtt.Client | None = None
+        self._closing = False
+
+    # ---- paho thread: flags, counters and a hand-off, nothing heavy -------------------------
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker %s refused the connection: %s", self.config.broker, reason)
+            return
+        client.subscribe(self.topics.sim_control, qos=1)
+        self._connected.set()
+        log.info(
+            "connected to %s; listening for commands on %s",
+            self.config.broker,
+            self.topics.sim_control,
+        )
+        self._publish_status()
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
+    ) -> None:
+        self._connected.clear()
+        if self._closing:
+            log.info("disconnected from %s", self.config.broker)
+        else:
+            log.warning("lost the broker %s (%s); paho reconnects", self.config.broker, reason)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        try:
+            cmd = Command.from_json(msg.payload)
+            self._inbox.put_nowait(cmd)
+        except PayloadError as exc:
+            self._reject(exc.kind, f"rejected control message on {msg.topic}: {exc}")
+        except queue.Full:
+            self._reject("queue_full", f"control inbox full ({INBOX_SIZE}); dropped a command")
+
+    def _reject(self, kind: str, message: str) -> None:
+        log.warning("%s", message)
+        with self._lock:
+            self._control_rejected += 1
+            self._errors[kind] = self._errors.get(kind, 0) + 1
+            self._last_event = message
+
+    def _count_error(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self._errors[kind] = self._errors.get(kind, 0) + n
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> Simulator:
+        """Connect (in the background) with a retained offline Last Will."""
+        client_id = f"{self.config.node}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
+        will = Status.offline(self.config.node, ROLE, __version__).to_json()
+        client = make_client(client_id, will_topic=self._status_topic, will_payload=will)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        connect(client, self.config.broker)
+        client.loop_start()
+        return self
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        timeout = self.config.connect_timeout_s if timeout is None else timeout
+        if not self._connected.wait(timeout):
+            raise SimError(
+                f"could not connect to the MQTT broker at {self.config.broker} within "
+                f"{timeout:g} s; is it running? (`python -m scripts.broker` starts "
+                "one) or pass --broker HOST:PORT",
+                kind="connect",
+            )
+
+    def close(self) -> None:
+        """Publish the retained offline status and disconnect (the will is for crashes)."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        self._closing = True
+        if self.connected:
+            offline = Status.offline(self.config.node, ROLE, __version__).to_json()
+            info = client.publish(self._status_topic, offline, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("offline status not delivered: %s", exc)
+        client.disconnect()
+        client.loop_stop()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- status and snapshots --------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            rows = tuple(
+                MachineRow(
+                    m.id,
+                    m.state_name,
+                    m.drift.describe(),
+                    float(self._rates[i]),
+                    self.fleet.labels_sent[m.id],
+                )
+                for i, m in enumerate(self.fleet.machines)
+            )
+            return Snapshot(
+                broker=self.config.broker,
+                connected=self.connected,
+                machines=rows,
+                target_hz=self.config.hz,
+                label_fraction=self.fleet.label_fraction,
+                windows_total=int(self._published.sum()),
+                control_ok=self._control_ok,
+                control_rejected=self._control_rejected,
+                errors=dict(self._errors),
+                late_ticks=self._late_ticks,
+                uptime_s=time.monotonic() - self._started,
+                prefix=self.config.prefix,
+                last_event=self._last_event,
+            )
+
+    def status(self) -> Status:
+        snap = self.snapshot()
+        drifts = {row.drift for row in snap.machines}
+        return Status(
+            node=self.config.node,
+            role=ROLE,
+            state="online",
+            software_version=__version__,
+            timestamp=time.time(),
+            metrics={
+                "windows_per_s": round(snap.total_rate, 2),
+                "windows_total": float(snap.windows_total),
+                "machines": float(len(snap.machines)),
+                "hz": self.config.hz,
+                "label_fraction": snap.label_fraction,
+                "control_ok": float(snap.control_ok),
+                "control_rejected": float(snap.control_rejected),
+                "late_ticks": float(snap.late_ticks),
+                "uptime_s": round(snap.uptime_s, 1),
+            },
+            errors=dict(snap.errors),
+            drift=drifts.pop() if len(drifts) == 1 else "mixed",
+            detail={
+                "machines": {
+                    row.machine: {"state": row.state, "drift": row.drift, "labels": row.labels}
+                    for row in snap.machines
+                }
+            },
+        )
+
+    def _publish_status(self) -> None:
+        client = self._client
+        if client is not None and self.connected:
+            client.publish(self._status_topic, self.status().to_json(), qos=1, retain=True)
+
+    def send_command(self, cmd: Command) -> None:
+        """Publish `cmd` on sim/control (QoS 1): dashboard keys go the same way as any tool."""
+        client = self._client
+        if client is None or not self.connected:
+            self._count_error("key_not_sent")
+            log.warning("not connected: command %s not sent", cmd.to_json().decode())
+            return
+        client.publish(self.topics.sim_control, cmd.to_json(), qos=1)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _apply_pending(self) -> None:
+        while True:
+            try:
+                cmd = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                with self._lock:
+                    changed = self.fleet.apply(cmd)
+            except SimError as exc:
+                self._reject(exc.kind, f"rejected control command {cmd.to_json().decode()}: {exc}")
+                continue
+            text = cmd.to_json().decode()
+            with self._lock:
+                self._control_ok += 1
+                self._last_event = f"applied {text}"
+            log.info("applied control command %s to %d machine(s)", text, len(changed))
+
+    def _wait_until(
+        self, deadline: float, stop: threading.Event, on_idle: Callable[[], None] | None
+    ) -> None:
+        """Sleep until `deadline`, applying commands (and `on_idle`) every ≤ 0.1 s."""
+        while True:
+            self._apply_pending()
+            if on_idle is not None:
+                on_idle()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stop.is_set():
+                return
+            stop.wait(min(0.1, remaining))
+
+    def _publish_tick(self, client: mqtt.Client, dt: float) -> Any:
+        with self._lock:
+            windows = self.fleet.tick(dt, time.time_ns())
+        info = None
+        failed = 0
+        for i, window in enumerate(windows):
+            info = client.publish(self._window_topics[i], encode_window(window), qos=0)
+            if info.rc:
+                failed += 1
+            else:
+                self._published[i] += 1
+        if failed:
+            self._count_error("publish_failed", failed)
+        return info
+
+    def run(
+        self, stop: threading.Event | None = None, on_idle: Callable[[], None] | None = None
+    ) -> RunReport:
+        """Publish until `stop` is set or `duration_s` has passed; returns the achieved rate."""
+        client = self._client
+        if client is None:
+            raise SimError("Simulator.run() before start(); use `with Simulator(cfg) as sim:`")
+        stop = stop or threading.Event()
+        self.wait_connected()
+        cfg = self.config
+        period = cfg.period_s
+        start = time.monotonic()
+        base, k = start, 0
+        end = start + cfg.duration_s if cfg.duration_s > 0 else math.inf
+        next_status = start + cfg.status_interval_s
+        next_rate = start + cfg.rate_interval_s
+        next_report = start + cfg.report_interval_s
+        last_rate_t, last_counts = start, self._published.copy()
+        first = int(self._published.sum())
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= end:
+                break
+            if cfg.max_rate:
+                self._apply_pending()
+                if on_idle is not None and k % 64 == 0:
+                    on_idle()
+                info = self._publish_tick(client, period)
+                k += 1
+                if info is not None and k % cfg.backpressure_every == 0 and info.rc == 0:
+                    info.wait_for_publish(timeout=1.0)
+            else:
+                deadline = base + k * period
+                if now - deadline > cfg.max_lag_s:
+                    skipped = int((now - deadline) / period)
+                    with self._lock:
+                        self._late_ticks += skipped
+                    log.warning("fell %.2f s behind; skipping %d tick(s)", now - deadline, skipped)
+                    base, k = now, 0
+                    deadline = now
+                self._wait_until(min(deadline, end), stop, on_idle)
+                if stop.is_set() or time.monotonic() >= end:
+                    break
+                self._publish_tick(client, period)
+                k += 1
+            now = time.monotonic()
+            if now >= next_rate:
+                counts = self._published.copy()
+                with self._lock:
+                    self._rates = (counts - last_counts) / (now - last_rate_t)
+                last_rate_t, last_counts = now, counts
+                next_rate = now + cfg.rate_interval_s
+            if now >= next_status:
+                self._publish_status()
+                next_status = now + cfg.status_interval_s
+            if now >= next_report:
+                target = "max" if cfg.max_rate else f"{cfg.hz * len(self.fleet.ids):.0f}"
+                log.info(
+                    "publishing %.1f windows/s (target %s), %d total, late ticks %d",
+                    float(self._rates.sum()),
+                    target,
+                    int(self._published.sum()),
+                    self._late_ticks,
+                )
+                next_report = now + cfg.report_interval_s
+        self._apply_pending()
+        elapsed = time.monotonic() - start
+        self._publish_status()
+        report = RunReport(
+            windows=int(self._published.sum()) - first,
+            elapsed_s=elapsed,
+            machines=len(self.fleet.ids),
+            target_rate=None if cfg.max_rate else cfg.hz * len(self.fleet.ids),
+            late_ticks=self._late_ticks,
+            publish_failed=self._errors.get("publish_failed", 0),
+        )
+        log.info("%s", report.describe())
+        return report
+
+
+def send_command(broker: str, prefix: str, cmd: Command, timeout_s: float = 5.0) -> None:
+    """Publish one control command at QoS 1 and return once the broker acknowledged it."""
+    topics = Topics(prefix)
+    connected = threading.Event()
+
+    def on_connect(
+        client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
+    ) -> None:
+        if not reason.is_failure:
+            connected.set()
+
+    client = make_client(f"sim-cli-{os.getpid()}-{time.monotonic_ns() & 0xFFFF:04x}")
+    client.on_connect = on_connect
+    connect(client, broker)
+    client.loop_start()
+    try:
+        if not connected.wait(timeout_s):
+            raise SimError(
+                f"could not connect to the MQTT broker at {broker} within "
+                f"{timeout_s:g} s; pass --broker HOST:PORT or set EDGELOOP_BROKER",
+                kind="connect",
+            )
+        info = client.publish(topics.sim_control, cmd.to_json(), qos=1)
+        try:
+            info.wait_for_publish(timeout=timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            raise SimError(f"control command not delivered to {broker}: {exc}", "publish") from exc
+        if not info.is_published():
+            raise SimError(
+                f"broker {broker} did not acknowledge the command within {timeout_s:g} s",
+                kind="publish",
+            )
+        log.info("sent %s to %s", cmd.to_json().decode(), topics.sim_control)
+    finally:
+        client.disconnect()
+        client.loop_stop()
