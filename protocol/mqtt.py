@@ -34,16 +34,24 @@ def _nodelay(client: Any, userdata: Any, sock: Any) -> None:
 
 
 def make_client(
-    client_id: str, *, will_topic: str | None = None, will_payload: bytes | None = None
+    client_id: str,
+    *,
+    will_topic: str | None = None,
+    will_payload: bytes | None = None,
+    manual_ack: bool = False,
 ) -> mqtt.Client:
     """A paho 2.x MQTT 5 client with TCP_NODELAY and an optional retained Last Will.
 
-    Then call `connect(...)` and `client.loop_start()`.
+    Then call `connect(...)` and `client.loop_start()`. With `manual_ack`, QoS 1 messages are
+    acknowledged only by `client.ack(mid, qos)` — after the receiver stored them.
     """
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
     )
     client.on_socket_open = _nodelay
     client.reconnect_delay_set(min_delay=1, max_delay=8)
