@@ -15,14 +15,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .batching import BatchPolicy, Inbox  # noqa: E402
-from .config import EdgeConfig  # noqa: E402
-from .dashboard import MachineRow, Snapshot, render  # noqa: E402
-from .errors import ConfigError, EdgeError, ModelError  # noqa: E402
-from .models import Expected, ModelStore, VettedModel, vet_bundle  # noqa: E402
-from .runtime import Classifier, interpreter_class  # noqa: E402
-from .service import EdgeService  # noqa: E402
-from .stats import KindCounter, LatencyWindow, RateMeter  # noqa: E402
+from .batching import BatchPolicy, Inbox
+from .config import EdgeConfig
+from .dashboard import MachineRow, Snapshot, render
+from .errors import ConfigError, EdgeError, ModelError
+from .models import Expected, ModelStore, VettedModel, vet_bundle
+from .runtime import Classifier, interpreter_class
+from .service import EdgeService
+from .stats import KindCounter, LatencyWindow, RateMeter
 
 __all__ = [
     "BatchPolicy",

@@ -1,0 +1,94 @@
+"""The inbox between the MQTT thread and the inference worker, and its micro-batching policy.
+
+The paho thread only calls `Inbox.put` (never blocks: when full, the oldest item is evicted
+and counted, because the newest window matters most). The worker calls `Inbox.get_batch`,
+which returns up to `policy.max_size` items, waiting at most `policy.max_wait_s` after the
+first one for more to arrive.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """Micro-batch size and how long to wait for a batch to fill after its first window.
+
+    >>> BatchPolicy(max_size=24, max_wait_s=0.002)
+    BatchPolicy(max_size=24, max_wait_s=0.002)
+    >>> BatchPolicy(max_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch max 0 must be in 1..4096
+    """
+
+    max_size: int = 64
+    max_wait_s: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_size <= 4096:
+            raise ValueError(f"batch max {self.max_size} must be in 1..4096")
+        if not 0.0 <= self.max_wait_s <= 1.0:
+            raise ValueError(f"batch wait {self.max_wait_s} s must be in 0..1 s")
+
+
+class Inbox(Generic[T]):
+    """A bounded, thread-safe FIFO that drops its oldest item when full.
+
+    >>> box = Inbox[int](capacity=3)
+    >>> [box.put(i) for i in range(5)]
+    [False, False, False, True, True]
+    >>> box.dropped, box.get_batch(BatchPolicy(max_size=8, max_wait_s=0.0), timeout=0.0)
+    (2, [2, 3, 4])
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"queue size {capacity} must be ≥ 1")
+        self.capacity = capacity
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Append without blocking; True if the oldest item was evicted to make room."""
+        with self._cond:
+            evicted = len(self._items) >= self.capacity
+            if evicted:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+        return evicted
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def wake(self) -> None:
+        """Wake a worker waiting in get_batch (e.g. to stop or to swap a model)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def get_batch(self, policy: BatchPolicy, timeout: float) -> list[T]:
+        """Up to policy.max_size items; [] if none arrived within `timeout` seconds."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+                if not self._items:
+                    return []
+            if len(self._items) < policy.max_size and policy.max_wait_s > 0:
+                deadline = time.monotonic() + policy.max_wait_s
+                while len(self._items) < policy.max_size:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            n = min(len(self._items), policy.max_size)
+            return [self._items.popleft() for _ in range(n)]

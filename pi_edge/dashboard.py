@@ -1,0 +1,127 @@
+"""The live terminal view: a pure function from a `Snapshot` to a rich renderable.
+
+`pi_edge run` wraps `render` in `rich.live.Live(get_renderable=..., refresh_per_second=4)`;
+tests render it to a fixed-width colourless console and compare text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+OK, FAULT, LOW_CONF, STALE = "OK", "FAULT", "LOW-CONF", "STALE"
+_BADGE_STYLE = {OK: "bold green", FAULT: "bold red", LOW_CONF: "bold yellow", STALE: "dim"}
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRow:
+    """One machine's latest view."""
+
+    machine: str
+    last_class: str
+    confidence: float
+    windows_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    idle_s: float = 0.0
+    windows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the dashboard shows, copied out of the service at one instant."""
+
+    node: str
+    model_version: int | None
+    model_age_s: float | None
+    broker_state: str
+    queue_depth: int
+    queue_capacity: int
+    drops: int
+    windows_per_s: float
+    bad_payloads: dict[str, int] = field(default_factory=dict)
+    machines: tuple[MachineRow, ...] = ()
+    last_model_error: str | None = None
+    normal_class: str = "normal"
+    low_confidence: float = 0.6
+    stale_after_s: float = 10.0
+
+
+def badge(row: MachineRow, snap: Snapshot) -> str:
+    """State badge of one machine: STALE, FAULT, LOW-CONF or OK (in that priority).
+
+    >>> s = Snapshot("n", 1, 0.0, "connected", 0, 8, 0, 0.0)
+    >>> [badge(MachineRow("m", c, p, 1, 1, 1), s)
+    ...  for c, p in (("normal", 0.9), ("pump_fault", 0.9), ("normal", 0.4))]
+    ['OK', 'FAULT', 'LOW-CONF']
+    """
+    if row.idle_s > snap.stale_after_s:
+        return STALE
+    if row.last_class != snap.normal_class:
+        return FAULT
+    if row.confidence < snap.low_confidence:
+        return LOW_CONF
+    return OK
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h"
+
+
+def render(snap: Snapshot) -> RenderableType:
+    """Header lines + one table row per machine."""
+    model = (
+        "none (waiting for a bundle)" if snap.model_version is None else f"v{snap.model_version}"
+    )
+    header = Text()
+    header.append(f"pi_edge {snap.node}", style="bold")
+    header.append(f"  model {model} age {_age(snap.model_age_s)}")
+    broker_style = "green" if snap.broker_state == "connected" else "bold red"
+    header.append("  broker ")
+    header.append(snap.broker_state, style=broker_style)
+    header.append(
+        f"\nqueue {snap.queue_depth}/{snap.queue_capacity}  drops {snap.drops}  "
+        f"{snap.windows_per_s:.1f} windows/s  bad payloads "
+    )
+    bad = ", ".join(f"{k} {v}" for k, v in sorted(snap.bad_payloads.items())) or "0"
+    header.append(bad, style="yellow" if snap.bad_payloads else "")
+    parts: list[RenderableType] = [header]
+    if snap.last_model_error:
+        parts.append(Text(f"last refused bundle: {snap.last_model_error}", style="red"))
+    table = Table(expand=False, pad_edge=False, box=None, header_style="bold")
+    for name, justify in (
+        ("machine", "left"),
+        ("class", "left"),
+        ("conf", "right"),
+        ("state", "left"),
+        ("win/s", "right"),
+        ("p50 ms", "right"),
+        ("p99 ms", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in snap.machines:
+        b = badge(row, snap)
+        table.add_row(
+            row.machine,
+            row.last_class,
+            f"{row.confidence:.2f}",
+            Text(b, style=_BADGE_STYLE[b]),
+            f"{row.windows_per_s:.1f}",
+            f"{row.latency_p50_ms:.1f}",
+            f"{row.latency_p99_ms:.1f}",
+        )
+    if not snap.machines:
+        parts.append(Text("no windows yet", style="dim"))
+    else:
+        parts.append(table)
+    return Group(*parts)
