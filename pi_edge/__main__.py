@@ -88,6 +88,24 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between status messages (2)",
     )
     run.add_argument(
+        "--low-confidence",
+        dest="low_confidence",
+        type=float,
+        help="confidence below which a window is flagged and kept (0.6)",
+    )
+    run.add_argument(
+        "--buffer-max-rows",
+        dest="buffer_max_rows",
+        type=int,
+        help="kept windows on disk before the oldest unlabeled go (50000)",
+    )
+    run.add_argument(
+        "--keep-flagged-per-s",
+        dest="keep_flagged_per_s",
+        type=float,
+        help="flagged (unlabeled) windows kept per machine per second (1); labeled: all",
+    )
+    run.add_argument(
         "--no-dashboard",
         dest="dashboard",
         action="store_false",
@@ -106,6 +124,15 @@ def _parser() -> argparse.ArgumentParser:
 
     rb = sub.add_parser("rollback", help="swap current and previous model in the state dir")
     rb.add_argument(
+        "--state-dir",
+        type=Path,
+        help="state dir (default $EDGELOOP_STATE_DIR or ~/.local/state/...)",
+    )
+    ex = sub.add_parser("export", help="write the local prediction history as CSV or JSON lines")
+    ex.add_argument("--since", help="only predictions newer than this, e.g. 15m, 1h, 7d (all)")
+    ex.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    ex.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    ex.add_argument(
         "--state-dir",
         type=Path,
         help="state dir (default $EDGELOOP_STATE_DIR or ~/.local/state/...)",
@@ -269,6 +296,34 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .config import default_state_dir
+    from .history import PredictionHistory, export, parse_duration
+
+    _setup_logging(args.verbose)
+    state_dir = args.state_dir or Path(os.environ.get("EDGELOOP_STATE_DIR") or default_state_dir())
+    path = state_dir / "history.sqlite"
+    if not path.exists():
+        raise ConfigError(f"no prediction history at {path}; run `pi_edge run` with this state dir")
+    try:
+        since = parse_duration(args.since) if args.since else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    history = PredictionHistory(path)
+    try:
+        text = export(history.rows(since_s=since), args.format)
+    finally:
+        history.close()
+    if args.out:
+        args.out.write_text(text)
+        log.info(
+            "wrote %d prediction(s) to %s", text.count("\n") - (args.format == "csv"), args.out
+        )
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -276,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "export":
+            return _export(args)
         return _rollback(args)
     except ConfigError as exc:
         logging.getLogger("pi_edge").error("%s", exc)

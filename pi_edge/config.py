@@ -70,6 +70,8 @@ class EdgeConfig:
     log_interval_s: float = 10.0
     dashboard: bool = True
     low_confidence: float = 0.6
+    buffer_max_rows: int = 50_000
+    keep_flagged_per_s: float = 1.0
     classes: tuple[str, ...] = CLASSES
     channels: tuple[str, ...] = CHANNELS
     window_length: int = WINDOW_LENGTH
@@ -96,6 +98,7 @@ class EdgeConfig:
             ("batch_max", 1, 4096),
             ("queue_size", 1, 1_000_000),
             ("window_length", 1, 4096),
+            ("buffer_max_rows", 1, 10_000_000),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -105,6 +108,7 @@ class EdgeConfig:
             ("status_interval_s", 0.05, 3600.0),
             ("log_interval_s", 0.0, 86400.0),
             ("low_confidence", 0.0, 1.0),
+            ("keep_flagged_per_s", 0.0, 1000.0),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
@@ -182,8 +186,14 @@ ENV: dict[str, str] = {
 
 
 _PATHS = {"public_key", "model", "state_dir"}
-_INTS = {"threads", "batch_max", "queue_size", "window_length"}
-_FLOATS = {"batch_wait_ms", "status_interval_s", "log_interval_s", "low_confidence"}
+_INTS = {"threads", "batch_max", "queue_size", "window_length", "buffer_max_rows"}
+_FLOATS = {
+    "batch_wait_ms",
+    "status_interval_s",
+    "log_interval_s",
+    "low_confidence",
+    "keep_flagged_per_s",
+}
 _BOOLS = {"insecure_dev", "dashboard"}
 _TUPLES = {"machines", "classes", "channels"}
 

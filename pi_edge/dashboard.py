@@ -7,6 +7,7 @@ tests render it to a fixed-width colourless console and compare text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -14,6 +15,7 @@ from rich.text import Text
 
 OK, FAULT, LOW_CONF, STALE = "OK", "FAULT", "LOW-CONF", "STALE"
 _BADGE_STYLE = {OK: "bold green", FAULT: "bold red", LOW_CONF: "bold yellow", STALE: "dim"}
+_DRIFT_STYLE = {"ok": "green", "suspect": "bold yellow", "drift": "bold red"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,7 @@ class MachineRow:
     latency_p99_ms: float
     idle_s: float = 0.0
     windows: int = 0
+    drift: str = "ok"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class Snapshot:
     normal_class: str = "normal"
     low_confidence: float = 0.6
     stale_after_s: float = 10.0
+    drift: str = "ok"
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 def badge(row: MachineRow, snap: Snapshot) -> str:
@@ -95,6 +100,17 @@ def render(snap: Snapshot) -> RenderableType:
     )
     bad = ", ".join(f"{k} {v}" for k, v in sorted(snap.bad_payloads.items())) or "0"
     header.append(bad, style="yellow" if snap.bad_payloads else "")
+    header.append("\ndrift ")
+    header.append(snap.drift.upper(), style=_DRIFT_STYLE.get(snap.drift, ""))
+    ev = snap.evidence
+    if ev:
+        d, b = ev.get("drift", {}), ev.get("buffer", {})
+        seen, wrong = d.get("labeled_seen", 0), d.get("labeled_wrong", 0)
+        acc = f"{1 - wrong / seen:.3f}" if seen else "-"
+        header.append(
+            f"  labeled accuracy {acc} ({seen} labels)  kept: {b.get('pending', 0)} pending, "
+            f"{b.get('inflight', 0)} in flight, {b.get('acknowledged', 0)} shipped"
+        )
     parts: list[RenderableType] = [header]
     if snap.last_model_error:
         parts.append(Text(f"last refused bundle: {snap.last_model_error}", style="red"))
@@ -104,6 +120,7 @@ def render(snap: Snapshot) -> RenderableType:
         ("class", "left"),
         ("conf", "right"),
         ("state", "left"),
+        ("drift", "left"),
         ("win/s", "right"),
         ("p50 ms", "right"),
         ("p99 ms", "right"),
@@ -116,6 +133,7 @@ def render(snap: Snapshot) -> RenderableType:
             row.last_class,
             f"{row.confidence:.2f}",
             Text(b, style=_BADGE_STYLE[b]),
+            Text(row.drift, style=_DRIFT_STYLE.get(row.drift, "")),
             f"{row.windows_per_s:.1f}",
             f"{row.latency_p50_ms:.1f}",
             f"{row.latency_p99_ms:.1f}",

@@ -147,11 +147,13 @@ class DriftMonitor:
     """Per-machine and overall drift state from one model's manifest statistics.
 
     Build a new monitor whenever the model changes: its references come from that manifest.
+    Without feature statistics (`reference` None, an older bundle) the input signal and the
+    out-of-distribution distance are off; confidence and accuracy still work.
     """
 
     def __init__(
         self,
-        reference: FeatureReference,
+        reference: FeatureReference | None,
         mean_confidence: float,
         accuracy: float,
         config: DriftConfig | None = None,
@@ -169,8 +171,9 @@ class DriftMonitor:
 
     @classmethod
     def from_manifest(cls, manifest: Any, config: DriftConfig | None = None) -> DriftMonitor:
-        """Monitor for a protocol.Manifest (needs train_stats["features"] and metrics)."""
-        reference = FeatureReference(manifest.train_stats["features"], tuple(manifest.classes))
+        """Monitor for a protocol.Manifest (train_stats["features"], metrics)."""
+        features = manifest.train_stats.get("features")
+        reference = FeatureReference(features, tuple(manifest.classes)) if features else None
         metrics = manifest.metrics
         return cls(
             reference,
@@ -198,9 +201,13 @@ class DriftMonitor:
         truth: list[int | None],
     ) -> list[WindowVerdict]:
         """Update with a micro-batch: raw (N, T, C) windows, (N, K) probabilities, labels."""
-        features = window_features(raw)
-        z2 = self.reference.z2(features, cap=self.config.z2_cap)
-        distance = self.reference.z2(features)
+        n, k = probabilities.shape
+        if self.reference is not None:
+            features = window_features(raw)
+            z2 = self.reference.z2(features, cap=self.config.z2_cap)
+            distance = self.reference.z2(features)
+        else:  # no statistics: the input signal stays at its reference, nothing is "far"
+            z2 = distance = np.ones((n, k))
         predicted = probabilities.argmax(axis=1)
         confidence = probabilities.max(axis=1)
         cfg = self.config

@@ -10,6 +10,9 @@ Threads and what each may do:
                           good ones, hand them to the worker
     status thread         publish the retained status every `status_interval_s`, notice an
                           on-disk rollback
+
+The closed loop (drift verdicts, kept windows, their shipping, prediction history) lives in
+`Evidence`; the worker only calls it once per batch.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from . import __version__
 from .batching import BatchPolicy, Inbox
 from .config import EdgeConfig
 from .dashboard import MachineRow, Snapshot
+from .drift import DriftConfig
 from .errors import EdgeError, ModelError
+from .evidence import Evidence, EvidenceConfig
 from .models import Expected, ModelStore, VettedModel, _version_of, vet_bundle
 from .stats import KindCounter, LatencyWindow, RateMeter
 
@@ -100,6 +105,17 @@ class EdgeService:
         self._model_ready = threading.Event()
         self._swapped = threading.Condition()
         self.broker_state = "not started"
+        self.evidence = Evidence(
+            EvidenceConfig(
+                state_dir=config.state_dir,
+                broker=config.broker,
+                node=config.node,
+                topics=self.topics,
+                drift=DriftConfig(confidence_floor=config.low_confidence),
+                buffer_max_rows=config.buffer_max_rows,
+                flagged_per_machine_s=config.keep_flagged_per_s,
+            )
+        )
         self._client: Any = None
         self._threads: list[threading.Thread] = []
 
@@ -124,6 +140,7 @@ class EdgeService:
             t.start()
             self._threads.append(t)
         self.broker_state = "connecting"
+        self.evidence.start()
         try:
             connect(client, self.config.broker)
         except ValueError as exc:
@@ -158,6 +175,7 @@ class EdgeService:
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+        self.evidence.stop()
 
     def __enter__(self) -> EdgeService:
         return self.start()
@@ -227,6 +245,7 @@ class EdgeService:
         """Make `vetted` the serving model. Called by the worker between batches (or at start)."""
         old = self._model
         self._model = vetted
+        self.evidence.model_changed(vetted.bundle.manifest)
         self._model_installed = time.monotonic()
         self._model_source = source
         with self._swapped:
@@ -408,10 +427,14 @@ class EdgeService:
         classes = model.bundle.manifest.classes
         version = model.version
         top = probs.argmax(axis=1)
+        windows = [item.window for item in batch]
+        verdicts = self.evidence.observe(windows, x, probs)
+        self.evidence.keep(windows, verdicts, top)  # durable before anything is published
         client = self._client
         failed = 0
         results = []
-        for item, p, k in zip(batch, probs, top, strict=True):
+        predictions = []
+        for item, p, k, verdict in zip(batch, probs, top, verdicts, strict=True):
             w = item.window
             published_ns = time.time_ns()
             ts = {
@@ -439,13 +462,18 @@ class EdgeService:
                 model_version=version,
                 classes=classes,
                 truth=None if w.label is None else CLASSES[w.label],
+                drift=verdict.state.label,
+                ood=verdict.ood,
+                ood_score=round(verdict.ood_score, 3),
                 timestamps_ns=ts,
                 latency_ms={k2: round(v, 3) for k2, v in lat.items()},
             )
             info = client.publish(self.topics.prediction(w.machine), pred.to_json(), qos=0)
             if info.rc != 0:
                 failed += 1
+            predictions.append(pred)
             results.append((w.machine, pred.label, pred.confidence, lat["total"]))
+        self.evidence.record(predictions)
         now = time.monotonic()
         with self._lock:
             self._classified += len(batch)
@@ -512,6 +540,7 @@ class EdgeService:
             "last_model_error": last_error,
             "last_model_error_at": last_error_at,
             "machines": sorted(self._machines),
+            **self.evidence.snapshot(),
         }
         return Status(
             node=self.config.node,
@@ -522,12 +551,14 @@ class EdgeService:
             timestamp=time.time(),
             metrics=metrics,
             errors=errors,
+            drift=self.evidence.overall(),
             detail=detail,
         )
 
     def snapshot(self) -> Snapshot:
         now = time.monotonic()
         model = self._model
+        drift = self.evidence.machine_states()
         with self._lock:
             rows = []
             for name, st in sorted(self._machines.items()):
@@ -542,6 +573,7 @@ class EdgeService:
                         p99,
                         now - st.last_seen,
                         st.windows,
+                        drift.get(name, "ok"),
                     )
                 )
             bad = {
@@ -564,4 +596,6 @@ class EdgeService:
             machines=tuple(rows),
             last_model_error=last_error,
             low_confidence=self.config.low_confidence,
+            drift=self.evidence.overall(),
+            evidence=self.evidence.snapshot(),
         )

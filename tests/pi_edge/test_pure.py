@@ -187,31 +187,49 @@ def test_dashboard_renders_header_and_one_row_per_machine() -> None:
         bad_payloads={"bad_json": 2, "truncated": 1},
         machines=(
             MachineRow("m01", "normal", 0.97, 20.0, 1.2, 3.4),
-            MachineRow("m02", "pump_fault", 0.91, 20.5, 1.3, 4.0),
-            MachineRow("m03", "normal", 0.41, 1.0, 1.1, 2.0),
+            MachineRow("m02", "pump_fault", 0.91, 20.5, 1.3, 4.0, drift="suspect"),
+            MachineRow("m03", "normal", 0.41, 1.0, 1.1, 2.0, drift="drift"),
             MachineRow("m04", "normal", 0.99, 0.0, 1.0, 1.0, idle_s=60.0),
         ),
+        drift="drift",
+        evidence={
+            "drift": {"labeled_seen": 40, "labeled_wrong": 10},
+            "buffer": {"pending": 3, "inflight": 1, "acknowledged": 50},
+        },
     )
-    text = _text(render(snap))
+    text = _text(render(snap), width=120)
     lines = [line.rstrip() for line in text.splitlines()]
     assert lines[0] == "pi_edge edge-pi1  model v3 age 2m  broker connected"
     assert lines[1] == "queue 2/2048  drops 7  41.5 windows/s  bad payloads bad_json 2, truncated 1"
-    assert lines[2].split() == [
+    assert lines[2] == (
+        "drift DRIFT  labeled accuracy 0.750 (40 labels)  kept: 3 pending, 1 in flight, 50 shipped"
+    )
+    assert lines[3].split() == [
         "machine",
         "class",
         "conf",
         "state",
+        "drift",
         "win/s",
         "p50",
         "ms",
         "p99",
         "ms",
     ]
-    assert lines[3].split() == ["m01", "normal", "0.97", "OK", "20.0", "1.2", "3.4"]
-    assert lines[4].split() == ["m02", "pump_fault", "0.91", "FAULT", "20.5", "1.3", "4.0"]
-    assert lines[5].split() == ["m03", "normal", "0.41", "LOW-CONF", "1.0", "1.1", "2.0"]
-    assert lines[6].split()[3] == "STALE"
-    assert len(lines) == 7
+    assert lines[4].split() == ["m01", "normal", "0.97", "OK", "ok", "20.0", "1.2", "3.4"]
+    assert lines[5].split() == [
+        "m02",
+        "pump_fault",
+        "0.91",
+        "FAULT",
+        "suspect",
+        "20.5",
+        "1.3",
+        "4.0",
+    ]
+    assert lines[6].split() == ["m03", "normal", "0.41", "LOW-CONF", "drift", "1.0", "1.1", "2.0"]
+    assert lines[7].split()[3] == "STALE"
+    assert len(lines) == 8
 
 
 def test_dashboard_shows_waiting_and_refused_bundle() -> None:

@@ -1,0 +1,225 @@
+"""The closed loop on the Pi: drift verdicts per window, kept windows, prediction history.
+
+The worker calls `observe` (drift monitor) and `keep` (durable buffer) for each micro-batch, and
+`record` for the predictions it published. Labeled windows are always kept; flagged windows
+(low confidence, out of distribution, or from a drifting machine) are kept at most
+`flagged_per_machine_s` per machine per second, so a drifting fleet cannot flood the buffer.
+The shipper thread sends kept windows at QoS 1 on its own connection; a recorder thread writes
+the prediction history, so neither touches the worker's or paho's time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from protocol import Manifest, Prediction, Topics, Window
+from protocol.drift_batch import Kept
+from protocol.mqtt import connect, make_client
+
+from .buffer import DurableBuffer
+from .drift import DriftConfig, DriftMonitor, DriftState, WindowVerdict
+from .history import PredictionHistory
+from .shipper import BatchShipper
+
+log = logging.getLogger(__name__)
+
+
+class Keeper:
+    """Which windows to keep and why (pure; the clock comes in).
+
+    >>> import numpy as np
+    >>> k = Keeper(flagged_per_machine_s=1.0)
+    >>> w = Window("m01", 1, 0, np.zeros((60, 4), np.float32))
+    >>> flagged = WindowVerdict(DriftState.OK, False, 0.0, "low_confidence")
+    >>> [k.reason(w, flagged, now=t) for t in (0.0, 0.5, 1.2)]
+    ['low_confidence', None, 'low_confidence']
+    >>> k.reason(Window("m01", 2, 0, np.zeros((60, 4), np.float32), label=1), flagged, now=1.3)
+    'labeled'
+    """
+
+    def __init__(self, flagged_per_machine_s: float = 1.0) -> None:
+        if flagged_per_machine_s < 0:
+            raise ValueError("flagged_per_machine_s must be ≥ 0")
+        self.min_gap_s = 1.0 / flagged_per_machine_s if flagged_per_machine_s else float("inf")
+        self._last: dict[str, float] = {}
+
+    def reason(self, window: Window, verdict: WindowVerdict, now: float) -> str | None:
+        if window.label is not None:
+            return "labeled"
+        why = verdict.reason or ("drift" if verdict.state == DriftState.DRIFT else None)
+        if why is None:
+            return None
+        last = self._last.get(window.machine)
+        if last is not None and now - last < self.min_gap_s:
+            return None
+        self._last[window.machine] = now
+        return why
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceConfig:
+    state_dir: Path
+    broker: str
+    node: str
+    topics: Topics
+    drift: DriftConfig
+    buffer_max_rows: int = 50_000
+    history_max_rows: int = 1_000_000
+    history_max_age_s: float = 7 * 86400
+    flagged_per_machine_s: float = 1.0
+    history_queue: int = 65_536
+
+
+class Evidence:
+    """Drift monitor + keeper + durable buffer + shipper + history, for one EdgeService."""
+
+    def __init__(self, config: EvidenceConfig) -> None:
+        self.config = config
+        self.buffer = DurableBuffer(config.state_dir / "buffer.sqlite", config.buffer_max_rows)
+        self.history = PredictionHistory(
+            config.state_dir / "history.sqlite", config.history_max_rows, config.history_max_age_s
+        )
+        self.keeper = Keeper(config.flagged_per_machine_s)
+        self._lock = threading.Lock()  # guards monitor (worker writes, status thread reads)
+        self.monitor: DriftMonitor | None = None
+        self.model_version: int | None = None
+        self._history: deque[list[Prediction]] = deque()
+        self._history_len = 0
+        self.history_dropped = 0
+        self._history_cond = threading.Condition()
+        self._stop = threading.Event()
+        self._client = make_client(f"{config.node}-batches")
+        self.shipper = BatchShipper(
+            self.buffer,
+            self._client,
+            config.topics.drift_batches,
+            config.node,
+            lambda: self.model_version,
+        )
+        self._client.on_publish = lambda c, u, mid, *a: self.shipper.on_publish(mid)
+        self._client.on_disconnect = lambda *a: self.shipper.on_disconnect()
+        self._recorder = threading.Thread(
+            target=self._record_loop, name="edge-history", daemon=True
+        )
+
+    def start(self) -> Evidence:
+        connect(self._client, self.config.broker)
+        self._client.loop_start()
+        self.shipper.start()
+        self._recorder.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._history_cond:
+            self._history_cond.notify_all()
+        self._recorder.join(5)
+        self.shipper.stop()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.buffer.close()
+        self.history.close()
+
+    # -- worker side -----------------------------------------------------------------------
+    def model_changed(self, manifest: Manifest) -> None:
+        """A new model serves: detectors start over against its statistics."""
+        monitor = DriftMonitor.from_manifest(manifest, self.config.drift)
+        if monitor.reference is None:
+            log.warning(
+                "model v%d carries no feature statistics; drift detection uses "
+                "confidence and accuracy only",
+                manifest.version,
+            )
+        with self._lock:
+            self.monitor = monitor
+            self.model_version = manifest.version
+
+    def observe(
+        self, windows: list[Window], x: npt.NDArray[np.float32], probs: npt.NDArray[np.float32]
+    ) -> list[WindowVerdict]:
+        with self._lock:
+            monitor = self.monitor
+            if monitor is None:
+                return [WindowVerdict(DriftState.OK, False, 0.0, None)] * len(windows)
+            return monitor.observe(
+                [w.machine for w in windows], x, probs, [w.label for w in windows]
+            )
+
+    def keep(
+        self,
+        windows: list[Window],
+        verdicts: list[WindowVerdict],
+        predicted: npt.NDArray[np.int64],
+        now: float | None = None,
+    ) -> int:
+        """Write kept windows to the durable buffer (before they are shipped); returns kept."""
+        t = time.monotonic() if now is None else now
+        records = []
+        for w, v, p in zip(windows, verdicts, predicted, strict=True):
+            why = self.keeper.reason(w, v, t)
+            if why is not None:
+                records.append(Kept(w, why, int(p), v.ood_score))
+        if records:
+            self.buffer.add(records)
+            self.shipper.wake()
+        return len(records)
+
+    def record(self, predictions: list[Prediction]) -> None:
+        """Queue predictions for the history (never blocks; drops and counts when full)."""
+        with self._history_cond:
+            if self._history_len + len(predictions) > self.config.history_queue:
+                self.history_dropped += len(predictions)
+                return
+            self._history.append(predictions)
+            self._history_len += len(predictions)
+            self._history_cond.notify()
+
+    def _record_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._history_cond:
+                while not self._history and not self._stop.is_set():
+                    self._history_cond.wait(0.5)
+                chunks = list(self._history)
+                self._history.clear()
+                self._history_len = 0
+            if chunks:
+                self.history.add([p for chunk in chunks for p in chunk])
+
+    # -- status side -----------------------------------------------------------------------
+    def overall(self) -> str:
+        with self._lock:
+            return self.monitor.overall.label if self.monitor else "ok"
+
+    def machine_states(self) -> dict[str, str]:
+        with self._lock:
+            if self.monitor is None:
+                return {}
+            return {m: d["state"] for m, d in self.monitor.snapshot()["machines"].items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            drift = self.monitor.snapshot() if self.monitor else {"overall": "ok"}
+        counts = self.buffer.counts()
+        return {
+            "drift": drift,
+            "buffer": {
+                "pending": counts.pending,
+                "inflight": counts.inflight,
+                "labeled": counts.labeled,
+                "acknowledged": counts.acknowledged,
+                "evicted_unlabeled": counts.evicted_unlabeled,
+                "evicted_labeled": counts.evicted_labeled,
+            },
+            "batches_sent": self.shipper.batches_sent,
+            "batches_acked": self.shipper.batches_acked,
+            "history_dropped": self.history_dropped,
+        }
