@@ -1,0 +1,308 @@
+"""`python -m jetson_trainer` (console script `edgeloop-trainer`): the trainer's CLI.
+
+keygen    --out DIR
+train     --data DIR --out DIR [--arch compact|seed] [--epochs N] [--seed S]
+          [--quantization int8|float16|float32] [--private-key PEM] [--version N]
+evaluate  --model BUNDLE (--data DIR [--split NAME] | --x X.npy --y Y.npy) [--json]
+          [--public-key PEM | --insecure-dev]
+finetune  --model BUNDLE (--data DIR | --x X.npy --y Y.npy) [--replay DIR] --out DIR
+          [--keras PATH] [--labels-per-class K | --max-labels N] [--private-key PEM]
+          [--public-key PEM | --insecure-dev]
+publish   --model BUNDLE --broker HOST:PORT [--prefix P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protocol import BundleError, EdgeloopError, decode_bundle
+
+from .errors import TrainerError
+
+log = logging.getLogger("jetson_trainer")
+
+_DEFAULT_FT_SPLIT = "drift_train"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgeloop-trainer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles")
+    k.add_argument("--out", type=Path, required=True, help="directory for the two PEM files")
+    k.add_argument("--force", action="store_true", help="overwrite an existing pair")
+
+    t = sub.add_parser("train", help="train, convert, sign and report")
+    t.add_argument("--data", type=Path, required=True, help="DIR with train_data.npy etc.")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--arch", choices=("compact", "seed"), default="compact")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quantization", choices=("int8", "float16", "float32"), default="int8")
+    t.add_argument("--private-key", type=Path, help="sign with this key (else unsigned)")
+    t.add_argument("--version", type=int, default=1, help="bundle version (monotonic)")
+    t.add_argument("--progress-bar", action="store_true", help="Keras per-batch progress bar")
+
+    e = sub.add_parser("evaluate", help="run the TFLite model inside a bundle on labeled data")
+    e.add_argument("--model", type=Path, required=True, help="model.bundle")
+    e.add_argument("--data", type=Path, help="DIR with <split>_data.npy/_labels.npy")
+    e.add_argument("--split", default="infer", help="split in --data (default infer)")
+    e.add_argument("--x", type=Path, help="windows .npy (N, T, C)")
+    e.add_argument("--y", type=Path, help="labels .npy (N,)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    _key_args(e)
+
+    f = sub.add_parser("finetune", help="continue training on new labeled data → child bundle")
+    f.add_argument("--model", type=Path, required=True, help="parent model.bundle")
+    f.add_argument(
+        "--keras", type=Path, help="parent Keras model (default: model.keras beside the bundle)"
+    )
+    f.add_argument("--data", type=Path, help=f"DIR with {_DEFAULT_FT_SPLIT}_* (and eval splits)")
+    f.add_argument("--split", default=_DEFAULT_FT_SPLIT, help="split in --data to learn from")
+    f.add_argument("--x", type=Path, help="new windows .npy")
+    f.add_argument("--y", type=Path, help="new labels .npy")
+    f.add_argument(
+        "--replay",
+        type=Path,
+        help="DIR with train_* of the original data (default: --data if it has train_*)",
+    )
+    f.add_argument("--out", type=Path, required=True)
+    g = f.add_mutually_exclusive_group()
+    g.add_argument("--labels-per-class", type=int, help="labeled windows per class (default 12)")
+    g.add_argument("--max-labels", type=int, help="labeled windows in total")
+    f.add_argument("--epochs", type=int, default=40)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--private-key", type=Path, help="sign the child with this key")
+    _key_args(f)
+
+    u = sub.add_parser("publish", help="send a bundle retained, QoS 1, to <prefix>/model/current")
+    u.add_argument("--model", type=Path, required=True)
+    u.add_argument("--broker", required=True, help="HOST:PORT")
+    u.add_argument("--prefix", help="topic prefix (default edgeloop/v1)")
+    u.add_argument("--timeout", type=float, default=10.0)
+    return p
+
+
+def _key_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--public-key", type=Path, help="verify the bundle with this public key")
+    g.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="accept unsigned / unverified bundles (development only)",
+    )
+
+
+def _eval_splits(*dirs: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from .data import EVAL_SPLITS, load_split
+
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for d in dirs:
+        if d is None:
+            continue
+        for split in EVAL_SPLITS:
+            got = load_split(d, split)
+            if got is not None and split not in out:
+                out[split] = got
+    return out
+
+
+def _print_table(results: dict[str, dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+
+    from .metrics import metrics_table
+
+    console = Console()
+    console.width = max(console.width, 120)
+    console.print(metrics_table(results, title))
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .keys import generate_keypair
+
+    priv, pub = generate_keypair(args.out, overwrite=args.force)
+    log.info(
+        "private key %s (mode 0600, keep it on the trainer); public key %s (copy to the Pis)",
+        priv,
+        pub,
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .data import load_split
+    from .pipeline import run_train
+
+    got = load_split(args.data, "train")
+    if got is None:
+        raise TrainerError(
+            f"{args.data} has no train_data.npy + train_labels.npy; generate "
+            "them with `python -m sensor_sim dataset --out DIR`"
+        )
+    outcome = run_train(
+        *got,
+        args.out,
+        arch=args.arch,
+        epochs=args.epochs,
+        seed=args.seed,
+        quantization=args.quantization,
+        private_key=args.private_key,
+        version=args.version,
+        eval_splits=_eval_splits(args.data),
+        verbose=2 if args.progress_bar else 1,
+    )
+    r = outcome.report
+    _print_table(
+        r["splits"],
+        f"{r['arch']} v{r['version']} ({r['shipped']}, "
+        f"{r['params']} parameters, {r['train_seconds']:.1f} s on {r['device']})",
+    )
+    log.info("bundle %s", outcome.bundle_path)
+    return 0
+
+
+def _load_xy(args: argparse.Namespace, split: str) -> tuple[np.ndarray, np.ndarray]:
+    from .data import load_split, load_xy
+
+    if args.x is not None or args.y is not None:
+        if args.x is None or args.y is None or args.data is not None:
+            raise TrainerError("give either --data DIR or both --x X.npy and --y Y.npy")
+        return load_xy(args.x, args.y)
+    if args.data is None:
+        raise TrainerError("give --data DIR or --x X.npy --y Y.npy")
+    got = load_split(args.data, split)
+    if got is None:
+        raise TrainerError(
+            f"{args.data} has no {split}_data.npy + {split}_labels.npy (choose another --split)"
+        )
+    return got
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .artifacts import read_bundle
+    from .pipeline import evaluate_model_bytes
+
+    x, y = _load_xy(args, args.split)
+    bundle = read_bundle(args.model, args.public_key, insecure_dev=args.insecure_dev)
+    m = bundle.manifest
+    if x.shape[1:] != m.input_shape:
+        raise TrainerError(f"windows have shape {x.shape[1:]}, the model expects {m.input_shape}")
+    metrics = evaluate_model_bytes(bundle.model, m.normalisation, x, y)
+    metrics.update(
+        {"model_version": m.version, "quantization": m.quantization, "signed": bundle.signed}
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+    else:
+        name = "x/y" if args.x is not None else args.split
+        _print_table({name: metrics}, f"bundle v{m.version} ({m.arch}, {m.quantization})")
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import keras
+
+    from .artifacts import keras_path_for, read_bundle
+    from .data import load_split
+    from .pipeline import run_finetune
+
+    parent = read_bundle(args.model, args.public_key, insecure_dev=args.insecure_dev)
+    keras_model = keras.models.load_model(keras_path_for(args.model, args.keras))
+    x_new, y_new = _load_xy(args, args.split)
+    replay_dir = args.replay
+    if replay_dir is None and args.data is not None and load_split(args.data, "train"):
+        replay_dir = args.data
+    replay = load_split(replay_dir, "train") if replay_dir is not None else None
+    if replay is None:
+        log.warning(
+            "no replay data (--replay DIR with train_*): the model may forget the "
+            "original conditions"
+        )
+    outcome = run_finetune(
+        parent,
+        keras_model,
+        x_new,
+        y_new,
+        args.out,
+        x_replay=replay[0] if replay else None,
+        y_replay=replay[1] if replay else None,
+        per_class=args.labels_per_class,
+        max_labels=args.max_labels,
+        epochs=args.epochs,
+        seed=args.seed,
+        private_key=args.private_key,
+        eval_splits=_eval_splits(args.data, replay_dir),
+    )
+    r = outcome.report
+    rows = {}
+    for split, c in r["comparison"].items():
+        rows[f"{split} parent v{r['parent']}"] = c["parent"]
+        rows[f"{split} child v{r['version']}"] = c["child"]
+    if rows:
+        _print_table(rows, f"fine-tuned on {r['n_labeled']} labels + {r['n_replay']} replay")
+    log.info(
+        "child bundle %s (version %d, parent %d)", outcome.bundle_path, r["version"], r["parent"]
+    )
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import publish_bundle
+
+    try:
+        data = args.model.read_bytes()
+    except OSError as exc:
+        raise TrainerError(f"cannot read bundle {args.model}: {exc}") from exc
+    bundle = decode_bundle(data, None, allow_unsigned=True)  # layout + checksum only
+    if not bundle.signed:
+        log.warning("publishing an UNSIGNED bundle; Pis refuse it unless run with --insecure-dev")
+    topic = publish_bundle(data, args.broker, prefix=args.prefix, timeout=args.timeout)
+    log.info("bundle v%d is the retained model on %s", bundle.manifest.version, topic)
+    return 0
+
+
+_COMMANDS = {
+    "keygen": _cmd_keygen,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "finetune": _cmd_finetune,
+    "publish": _cmd_publish,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
+    args = _parser().parse_args(argv)
+    root = logging.getLogger()
+    if not root.handlers:
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=Console(stderr=True), show_path=False)
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return _COMMANDS[args.command](args)
+    except BundleError as exc:
+        log.error("bundle refused: %s", exc)
+        return 3
+    except (EdgeloopError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The small, stable Python API other packages' tests and a trainer daemon use.
+
+build_bundle(x, y, out_dir, ...) -> Path      train + convert + (sign) + write a bundle
+generate_keypair(out_dir) -> (private, public)
+finetune_model(keras_model, x_new, y_new, x_replay, y_replay, *, norm, ...) -> (model, info)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .keys import generate_keypair
+
+__all__ = ["build_bundle", "finetune_model", "generate_keypair"]
+
+
+def build_bundle(
+    x: np.ndarray,
+    y: np.ndarray,
+    out_dir: Path,
+    *,
+    arch: str = "compact",
+    epochs: int = 3,
+    seed: int = 0,
+    version: int = 1,
+    parent: int | None = None,
+    private_key: Path | None = None,
+    quantization: str = "int8",
+) -> Path:
+    """Train on raw windows, convert, sign if `private_key`, write the bundle and `model.keras`.
+
+    Returns the path of `out_dir/model.bundle`. No figures; `report.json` is written.
+    """
+    from .pipeline import run_train
+
+    outcome = run_train(
+        x,
+        y,
+        Path(out_dir),
+        arch=arch,
+        epochs=epochs,
+        seed=seed,
+        quantization=quantization,
+        private_key=private_key,
+        version=version,
+        parent=parent,
+        figures=False,
+        verbose=0,
+        time_repeats=30,
+        quantizations=(quantization,),
+    )
+    return outcome.bundle_path
+
+
+def finetune_model(
+    keras_model: Any,
+    x_new: np.ndarray,
+    y_new: np.ndarray,
+    x_replay: np.ndarray | None,
+    y_replay: np.ndarray | None,
+    *,
+    norm: dict[str, list[float]],
+    epochs: int = 40,
+    seed: int = 0,
+    lr: float | None = None,
+    replay_size: int = 1000,
+    new_weight: float = 0.5,
+    arch: str = "compact",
+) -> Any:
+    """Continue training `keras_model` on labeled new windows + replay; return a new model.
+
+    Raw windows in; `norm` is the parent manifest's normalisation, kept unchanged. The few new
+    windows are repeated to about `new_weight` of each epoch next to `replay_size` old windows.
+    `keras_model` itself is not modified.
+    """
+    from .train import finetune_model as _finetune
+
+    return _finetune(
+        keras_model,
+        x_new,
+        y_new,
+        x_replay,
+        y_replay,
+        norm=norm,
+        epochs=epochs,
+        seed=seed,
+        lr=lr,
+        replay_size=replay_size,
+        new_weight=new_weight,
+        arch=arch,
+    )

@@ -1,0 +1,178 @@
+"""Manifest, signed bundle and the files written next to it.
+
+An output directory of `train` or `finetune` holds:
+
+    model.bundle        the signed bundle (protocol.encode_bundle): manifest + .tflite + signature
+    model.tflite        the same .tflite bytes, for inspection (netron, benchmark_model)
+    model.keras         the Keras model, which `finetune` continues from (the bundle has no Keras)
+    manifest.json       the manifest, pretty-printed
+    report.json         metrics, conversion checks, timings, energy
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protocol import CHANNELS, CLASSES, Bundle, Manifest, decode_bundle, encode_bundle
+from protocol import load_public_key as _load_public_key
+
+from .data import apply_normalisation, train_stats
+from .errors import TrainerError
+from .keys import load_private_key
+from .metrics import classification_metrics
+from .runtime import LiteModel
+
+__all__ = [
+    "BUNDLE_NAME",
+    "KERAS_NAME",
+    "TFLITE_NAME",
+    "golden_vectors",
+    "keras_path_for",
+    "make_manifest",
+    "read_bundle",
+    "write_artifacts",
+]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_NAME = "model.bundle"
+TFLITE_NAME = "model.tflite"
+KERAS_NAME = "model.keras"
+GOLDEN_PER_CLASS = 2
+GOLDEN_TOLERANCE = {"int8": 0.05, "float16": 0.01, "float32": 0.001}
+
+
+def golden_vectors(
+    model: bytes,
+    x_raw: np.ndarray,
+    y: np.ndarray,
+    norm: dict[str, list[float]],
+    per_class: int = GOLDEN_PER_CLASS,
+) -> list[dict[str, Any]]:
+    """A few raw windows (per class) with the probabilities the .tflite model gives them."""
+    picks: list[int] = []
+    for c in np.unique(y):
+        picks.extend(np.flatnonzero(y == c)[:per_class].tolist())
+    xs = np.asarray(x_raw, np.float32)[picks]
+    probs = LiteModel(model).predict(apply_normalisation(xs, norm))
+    return [
+        {"x": [[float(v) for v in row] for row in xs[i]], "probs": [float(p) for p in probs[i]]}
+        for i in range(len(picks))
+    ]
+
+
+def make_manifest(
+    *,
+    model: bytes,
+    version: int,
+    parent: int | None,
+    quantization: str,
+    arch: str,
+    converter: str,
+    norm: dict[str, list[float]],
+    x_stats: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
+    """The manifest for `model`: statistics from `x_stats`, metrics and golden from validation."""
+    probs = LiteModel(model).predict(apply_normalisation(x_val, norm))
+    m = classification_metrics(y_val, probs)
+    metrics = {
+        k: m[k]
+        for k in (
+            "n",
+            "accuracy",
+            "macro_f1",
+            "mean_confidence",
+            "confidence_q01",
+            "confidence_q05",
+            "confidence_q25",
+            "confidence_q50",
+        )
+    }
+    return Manifest(
+        version=version,
+        parent=parent,
+        created=time.time(),
+        classes=CLASSES,
+        channels=CHANNELS,
+        window_length=int(x_val.shape[1]),
+        quantization=quantization,
+        arch=arch,
+        converter=converter,
+        model_sha256=hashlib.sha256(model).hexdigest(),
+        model_bytes=len(model),
+        normalisation=norm,
+        train_stats=train_stats(x_stats),
+        metrics=metrics,
+        golden=golden_vectors(model, x_val, y_val, norm),
+        golden_tolerance=GOLDEN_TOLERANCE.get(quantization, 0.05),
+        extra=dict(extra or {}),
+    )
+
+
+def write_artifacts(
+    out_dir: Path, manifest: Manifest, model: bytes, keras_model: Any, private_key: Path | None
+) -> Path:
+    """Write bundle, .tflite, .keras and manifest.json into `out_dir`; return the bundle path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sign = load_private_key(private_key).sign if private_key is not None else None
+    if sign is None:
+        log.warning(
+            "no --private-key: the bundle is UNSIGNED; a Pi refuses it unless started "
+            "with --insecure-dev"
+        )
+    data = encode_bundle(manifest, model, sign=sign)
+    bundle_path = out_dir / BUNDLE_NAME
+    tmp = bundle_path.with_suffix(".bundle.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(bundle_path)
+    (out_dir / TFLITE_NAME).write_bytes(model)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
+    if keras_model is not None:
+        keras_model.save(out_dir / KERAS_NAME)
+    log.info(
+        "wrote %s (%d bytes, version %d, %s, %s)",
+        bundle_path,
+        len(data),
+        manifest.version,
+        manifest.quantization,
+        "signed" if sign else "unsigned",
+    )
+    return bundle_path
+
+
+def read_bundle(path: Path, public_key: Path | None, *, insecure_dev: bool = False) -> Bundle:
+    """Decode and verify the bundle file at `path` (as the Pi would)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TrainerError(f"cannot read bundle {path}: {exc}") from exc
+    key = _load_public_key(public_key) if public_key is not None else None
+    if key is None and not insecure_dev:
+        raise TrainerError(
+            f"no --public-key given to verify {path}; pass the trainer's public "
+            "key, or --insecure-dev to skip verification (development only)"
+        )
+    return decode_bundle(data, key, allow_unsigned=insecure_dev)
+
+
+def keras_path_for(bundle_path: Path, keras_path: Path | None = None) -> Path:
+    """`keras_path`, or the `model.keras` written beside `bundle_path`."""
+    path = Path(keras_path) if keras_path is not None else Path(bundle_path).parent / KERAS_NAME
+    if not path.exists():
+        raise TrainerError(
+            f"no Keras model at {path}; the bundle holds only TFLite, so finetune "
+            "needs the model.keras that `train` wrote beside it (pass --keras)"
+        )
+    return path
