@@ -170,11 +170,11 @@ def make_model(work: Path) -> tuple[Path, Path]:
             "--out",
             str(out),
             "--private-key",
-            str(keys / "edgeloop.key"),
+            str(keys / "trainer_ed25519.pem"),
         ],
         check=True,
     )
-    return out / "model.bundle", keys / "edgeloop.pub"
+    return out / "model.bundle", keys / "trainer_ed25519.pub.pem"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,8 @@ finetune  --model BUNDLE (--data DIR | --x X.npy --y Y.npy) [--replay DIR] --out
           [--keras PATH] [--labels-per-class K | --max-labels N] [--private-key PEM]
           [--public-key PEM | --insecure-dev]
 publish   --model BUNDLE --broker HOST:PORT [--prefix P]
+serve     --broker HOST:PORT --store DIR --private-key PEM [--data DIR] [--models DIR] …
+          the daemon: stores drift batches, fine-tunes, gates and publishes (see --help)
 """
 
 from __future__ import annotations
@@ -93,7 +95,46 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--broker", required=True, help="HOST:PORT")
     u.add_argument("--prefix", help="topic prefix (default edgeloop/v1)")
     u.add_argument("--timeout", type=float, default=10.0)
+    _serve_args(sub)
     return p
+
+
+def _serve_args(sub: Any) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="the trainer daemon: store drift batches, fine-tune, gate, publish",
+        description="Persistent MQTT session; batches are acknowledged only once stored. "
+        "Trains and publishes an initial model from --data if --models has none.",
+    )
+    env = os.environ
+    s.add_argument(
+        "--broker",
+        default=env.get("EDGELOOP_BROKER", "127.0.0.1:1883"),
+        help="HOST:PORT (default $EDGELOOP_BROKER or 127.0.0.1:1883)",
+    )
+    s.add_argument("--prefix", default=env.get("EDGELOOP_PREFIX", "edgeloop/v1"))
+    s.add_argument("--store", type=Path, required=True, help="DIR for the window store")
+    s.add_argument("--private-key", type=Path, required=True, help="signing key (PEM)")
+    s.add_argument("--data", type=Path, help="original data DIR: initial training and replay")
+    s.add_argument("--models", type=Path, help="model versions DIR (default STORE/models)")
+    s.add_argument("--client-id", default="edgeloop-trainer", help="fixed MQTT client id")
+    s.add_argument("--labels", type=int, default=48, help="labels per fine-tune (48)")
+    s.add_argument(
+        "--check-labels", type=int, default=24, help="newest labels the champion is checked on"
+    )
+    s.add_argument(
+        "--trigger-accuracy",
+        type=float,
+        default=0.9,
+        help="fine-tune when the champion's accuracy on the newest labels falls below (0.9)",
+    )
+    s.add_argument("--epochs", type=int, default=30, help="fine-tune epochs (30)")
+    s.add_argument("--replay-size", type=int, default=1000, help="replay windows per fine-tune")
+    s.add_argument(
+        "--margin", type=float, default=0.01, help="accuracy the challenger may lose (0.01)"
+    )
+    s.add_argument("--initial-epochs", type=int, default=40, help="epochs of the initial model")
+    s.add_argument("--no-dashboard", action="store_true", help="plain logs, no live view")
 
 
 def _key_args(p: argparse.ArgumentParser) -> None:
@@ -274,12 +315,82 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .gate import GateConfig
+    from .policy import PolicyConfig
+    from .retrain import RetrainConfig
+    from .serve import ServeConfig, TrainerDaemon
+
+    config = ServeConfig(
+        broker=args.broker,
+        prefix=args.prefix,
+        store=args.store,
+        private_key=args.private_key,
+        data=args.data,
+        models=args.models,
+        client_id=args.client_id,
+        initial_epochs=args.initial_epochs,
+        policy=PolicyConfig(
+            labels_needed=args.labels,
+            check_labels=args.check_labels,
+            trigger_accuracy=args.trigger_accuracy,
+        ),
+        retrain=RetrainConfig(
+            epochs=args.epochs, replay_size=args.replay_size, gate=GateConfig(margin=args.margin)
+        ),
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    daemon = TrainerDaemon(config)
+    console = None
+    if not args.no_dashboard:
+        from rich.console import Console
+
+        console = Console()
+        if console.is_terminal:
+            from rich.logging import RichHandler
+
+            root = logging.getLogger()
+            for h in list(root.handlers):
+                root.removeHandler(h)
+            root.addHandler(RichHandler(console=console, show_path=False))
+        else:
+            console = None
+    daemon.start()
+    worker = threading.Thread(target=daemon.run_forever, name="trainer-policy", daemon=True)
+    worker.start()
+    try:
+        if console is not None:
+            from rich.live import Live
+
+            from .dashboard import render
+
+            with Live(
+                get_renderable=lambda: render(daemon.snapshot()),
+                console=console,
+                refresh_per_second=2,
+            ):
+                while not stop.wait(0.5):
+                    pass
+        else:
+            stop.wait()
+    finally:
+        daemon.stop()
+        worker.join(timeout=5)
+    return 0
+
+
 _COMMANDS = {
     "keygen": _cmd_keygen,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "finetune": _cmd_finetune,
     "publish": _cmd_publish,
+    "serve": _cmd_serve,
 }
 
 

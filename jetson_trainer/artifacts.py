@@ -80,9 +80,14 @@ def make_manifest(
     x_stats: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
+    y_stats: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Manifest:
-    """The manifest for `model`: statistics from `x_stats`, metrics and golden from validation."""
+    """The manifest for `model`: statistics from `x_stats`, metrics and golden from validation.
+
+    With `y_stats`, train_stats also carries the class-conditional window-feature statistics
+    (protocol.features) that the Pi's drift detector and out-of-distribution flag need.
+    """
     probs = LiteModel(model).predict(apply_normalisation(x_val, norm))
     m = classification_metrics(y_val, probs)
     metrics = {
@@ -111,7 +116,7 @@ def make_manifest(
         model_sha256=hashlib.sha256(model).hexdigest(),
         model_bytes=len(model),
         normalisation=norm,
-        train_stats=train_stats(x_stats),
+        train_stats=train_stats(x_stats, y_stats),
         metrics=metrics,
         golden=golden_vectors(model, x_val, y_val, norm),
         golden_tolerance=GOLDEN_TOLERANCE.get(quantization, 0.05),

@@ -74,7 +74,8 @@ def render(s: TrainerSnapshot) -> Group:
             f"{verdict} {g['reason']}\n"
             f"drift holdout: champion {g['champion_drift']:.3f} → challenger "
             f"{g['challenger_drift']:.3f}   original holdout: {g['champion_original']:.3f} → "
-            f"{g['challenger_original']:.3f}   labels {g['labels_used']}  {g['seconds']:.1f} s"
+            f"{g['challenger_original']:.3f}   labels {g['labels_used']}, judged on "
+            f"{g['holdout']}  {g['seconds']:.1f} s"
         )
     history = Table(title="model history", expand=True)
     for col in ("version", "parent", "accepted", "labels", "drift acc", "original acc"):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from protocol import CHANNELS, CLASSES
+from protocol.features import feature_stats
 
 from .errors import TrainerError
 
@@ -91,12 +92,15 @@ def apply_normalisation(x: np.ndarray, norm: dict[str, list[float]]) -> np.ndarr
     return ((np.asarray(x, np.float32) - mean) / std).astype(np.float32)
 
 
-def train_stats(x: np.ndarray, channels: tuple[str, ...] = CHANNELS) -> dict[str, Any]:
+def train_stats(
+    x: np.ndarray, y: np.ndarray | None = None, channels: tuple[str, ...] = CHANNELS
+) -> dict[str, Any]:
     """Per-channel statistics of raw training windows for the Pi's input-drift detector.
 
     For each channel: mean, std and quantiles (q01 … q99) of raw samples; mean and std of
     per-window means (`window_mean_mean`, `window_mean_std`) and of per-window stds
-    (`window_std_mean`, `window_std_std`); plus `n_windows`.
+    (`window_std_mean`, `window_std_std`); plus `n_windows`. With labels `y`, also
+    `features`: per-class window-feature statistics (protocol.features.feature_stats).
     """
     x = np.asarray(x, np.float64)
     if x.shape[-1] != len(channels):
@@ -116,6 +120,8 @@ def train_stats(x: np.ndarray, channels: tuple[str, ...] = CHANNELS) -> dict[str
         stats["window_std_mean"] = float(w_std[:, i].mean())
         stats["window_std_std"] = float(w_std[:, i].std())
         out[name] = stats
+    if y is not None:
+        out["features"] = feature_stats(x, np.asarray(y), CLASSES)
     return out
 
 

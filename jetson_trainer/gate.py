@@ -5,6 +5,16 @@ not forget the original conditions.
 True
 >>> decide(Scores(drift=0.74, original=1.0), Scores(drift=0.98, original=0.95)).reason
 'challenger loses 5.0 points on the original holdout (1.000 → 0.950), more than the 1.0 allowed'
+
+When both are equally accurate on the drift holdout (typically both perfect: the drift moved the
+inputs but not across a decision boundary yet), the challenger beats the champion only if its
+log-loss there is at least `min_loss_gain` lower: it is surer of the new regime, and its
+manifest's statistics describe that regime, so the Pis stop reporting drift.
+
+>>> decide(Scores(1.0, 1.0, drift_loss=0.08), Scores(1.0, 1.0, drift_loss=0.01)).accepted
+True
+>>> decide(Scores(1.0, 1.0, drift_loss=0.08), Scores(1.0, 1.0, drift_loss=0.07)).accepted
+False
 """
 
 from __future__ import annotations
@@ -14,22 +24,27 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Scores:
-    """Accuracy on the held-out recent drift windows and on the original holdout."""
+    """Accuracy on the held-out recent drift windows and on the original holdout, and mean
+    log-loss on the drift windows (None when not measured)."""
 
     drift: float
     original: float
+    drift_loss: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class GateConfig:
-    """margin: accuracy points (as a fraction) the challenger may lose on the original data."""
+    """margin: accuracy (a fraction) the challenger may lose on the original holdout;
+    min_gain: accuracy it must gain on drift data; min_loss_gain: relative log-loss drop that
+    counts as beating the champion at equal drift accuracy."""
 
     margin: float = 0.01
     min_gain: float = 0.0
+    min_loss_gain: float = 0.2
 
     def __post_init__(self) -> None:
-        if not 0 <= self.margin < 1 or not 0 <= self.min_gain < 1:
-            raise ValueError("gate margin and min_gain must be fractions in [0, 1)")
+        if not all(0 <= v < 1 for v in (self.margin, self.min_gain, self.min_loss_gain)):
+            raise ValueError("gate margin, min_gain and min_loss_gain must be fractions in [0, 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +55,24 @@ class GateDecision:
     challenger: Scores
 
 
+def _surer(champion: Scores, challenger: Scores, cfg: GateConfig) -> bool:
+    return (
+        abs(challenger.drift - champion.drift) < 1e-12
+        and champion.drift_loss is not None
+        and challenger.drift_loss is not None
+        and challenger.drift_loss <= champion.drift_loss * (1 - cfg.min_loss_gain)
+    )
+
+
 def decide(champion: Scores, challenger: Scores, config: GateConfig | None = None) -> GateDecision:
-    """Accept iff the challenger is strictly better on drift data (by more than min_gain) and
-    loses at most `margin` on the original holdout."""
+    """Accept iff the challenger is better on drift data (more accurate by more than min_gain,
+    or as accurate and surer) and loses at most `margin` on the original holdout."""
     cfg = config or GateConfig()
     gain = challenger.drift - champion.drift
     loss = champion.original - challenger.original
-    if gain <= cfg.min_gain:
+    more_accurate = gain > cfg.min_gain
+    surer = _surer(champion, challenger, cfg)
+    if not (more_accurate or surer):
         reason = (
             f"challenger does not beat the champion on recent drift data "
             f"({champion.drift:.3f} → {challenger.drift:.3f})"
@@ -59,9 +85,14 @@ def decide(champion: Scores, challenger: Scores, config: GateConfig | None = Non
             f"{cfg.margin * 100:.1f} allowed"
         )
         return GateDecision(False, reason, champion, challenger)
+    how = (
+        f"{champion.drift:.3f} → {challenger.drift:.3f}"
+        if more_accurate
+        else f"log-loss {champion.drift_loss:.3f} → {challenger.drift_loss:.3f} at equal "
+        f"accuracy {challenger.drift:.3f}"
+    )
     reason = (
-        f"challenger beats champion on drift data {champion.drift:.3f} → "
-        f"{challenger.drift:.3f}, original {champion.original:.3f} → "
-        f"{challenger.original:.3f}"
+        f"challenger beats champion on drift data ({how}), original "
+        f"{champion.original:.3f} → {challenger.original:.3f}"
     )
     return GateDecision(True, reason, champion, challenger)

@@ -114,6 +114,7 @@ def run_train(
         converter=converter_version(),
         norm=result.norm,
         x_stats=result.x_train,
+        y_stats=result.y_train,
         x_val=result.x_val,
         y_val=result.y_val,
         extra={
@@ -238,11 +239,12 @@ def run_finetune(
     )
     chosen = pick_variant(variants, pm.quantization)
     version = pm.version + 1
-    x_stats = x_new
-    if x_replay is not None:
+    x_stats, y_stats = x_new, y_new
+    if x_replay is not None and y_replay is not None:
         k = min(len(x_replay), len(x_new))
         pick = np.random.default_rng(seed + 2).choice(len(x_replay), k, replace=False)
         x_stats = np.concatenate([x_new, x_replay[pick]])
+        y_stats = np.concatenate([y_new, y_replay[pick]])
     manifest = make_manifest(
         model=chosen.model,
         version=version,
@@ -252,6 +254,7 @@ def run_finetune(
         converter=converter_version(),
         norm=norm,
         x_stats=x_stats,
+        y_stats=y_stats,
         x_val=x_new[held] if len(held) else x_new[labeled],
         y_val=y_new[held] if len(held) else y_new[labeled],
         extra={

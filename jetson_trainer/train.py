@@ -43,6 +43,7 @@ class TrainResult:
     x_val: np.ndarray  # raw windows of the validation split
     y_val: np.ndarray
     x_train: np.ndarray  # raw windows the model was fitted on
+    y_train: np.ndarray
     seconds: float
     device: str
     epochs_run: int
@@ -154,6 +155,7 @@ def train_model(
         x_val=x[va],
         y_val=y[va],
         x_train=x[tr],
+        y_train=y[tr],
         seconds=seconds,
         device=device,
         epochs_run=len(history.get("loss", [])),

@@ -23,6 +23,7 @@ from scripts.broker import Broker, BrokerError
 REPO = Path(__file__).resolve().parent.parent
 PY = str(REPO / ".venv" / "bin" / "python")
 SESSION = "edgeloop"
+PRIVATE_KEY, PUBLIC_KEY = "trainer_ed25519.pem", "trainer_ed25519.pub.pem"
 
 
 def _tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -36,14 +37,18 @@ def pane_commands(run: Path, port: int, machines: int, hz: float) -> dict[str, s
     q = shlex.quote
     trainer = (
         f"{PY} -m jetson_trainer serve --broker {broker} --store {q(str(run / 'trainer'))} "
-        f"--model-dir {q(str(model))} --data {q(str(data))} --private-key "
-        f"{q(str(keys / 'edgeloop.key'))}"
+        f"--models {q(str(model))} --data {q(str(data))} --private-key "
+        f"{q(str(keys / PRIVATE_KEY))}"
     )
     edge = (
-        f"{PY} -m pi_edge run --broker {broker} --public-key {q(str(keys / 'edgeloop.pub'))} "
+        f"{PY} -m pi_edge run --broker {broker} --public-key {q(str(keys / PUBLIC_KEY))} "
         f"--state-dir {q(str(run / 'edge'))} --node pi-demo"
     )
-    sim = f"{PY} -m sensor_sim run --broker {broker} --machines {machines} --hz {hz}"
+    # faults come and go every ~30 s so that the few labels cover every class
+    sim = (
+        f"{PY} -m sensor_sim run --broker {broker} --machines {machines} --hz {hz} "
+        "--fault-mtbf 30 --repair-mean 30"
+    )
     keep = "; echo; echo '[exited — press Enter to close]'; read -r _"
     return {"simulator": sim + keep, "pi_edge": edge + keep, "trainer": trainer + keep}
 
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 def prepare(run: Path) -> None:
     """Key pair and seed-style data set, made once per run dir."""
     keys = run / "keys"
-    if not (keys / "edgeloop.pub").exists():
+    if not (keys / PUBLIC_KEY).exists():
         subprocess.run([PY, "-m", "jetson_trainer", "keygen", "--out", str(keys)], check=True)
     data = run / "data"
     if not (data / "train_data.npy").exists():

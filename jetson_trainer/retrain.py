@@ -1,0 +1,183 @@
+"""One fine-tune attempt of the daemon: challenger from champion, scored, gated, bundled.
+
+The recent labeled windows are split into a training part and a held-out part; the challenger
+is fine-tuned on the training part plus replay of the original data, converted to int8 TFLite,
+and both models are scored with LiteRT (the artifact that ships) on the held-out drift windows
+and on the original holdout. Labels keep arriving while the challenger trains; `late_labels`
+hands those to the gate too, so it judges on more than a dozen windows. Only an accepted
+challenger becomes a signed bundle on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import make_manifest, write_artifacts
+from .convert import convert_and_verify, converter_version, pick_variant
+from .data import apply_normalisation, stratified_split
+from .gate import GateConfig, GateDecision, Scores, decide
+from .runtime import LiteModel
+from .train import finetune_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Champion:
+    """The model the Pis run: its bundle bytes, manifest and the Keras model it came from."""
+
+    version: int
+    bundle: bytes
+    model: bytes
+    manifest: Any
+    keras: Any = field(repr=False)
+    path: Path | None = None
+
+    @property
+    def norm(self) -> dict[str, list[float]]:
+        return dict(self.manifest.normalisation)
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return accuracy(self.model, self.norm, x, y)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainConfig:
+    holdout_fraction: float = 0.25
+    epochs: int = 30
+    replay_size: int = 1000
+    seed: int = 0
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.holdout_fraction < 1 or self.epochs < 1 or self.replay_size < 0:
+            raise ValueError("retrain needs 0 < holdout_fraction < 1, epochs ≥ 1, replay_size ≥ 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    decision: GateDecision
+    labels_used: int
+    holdout: int  # drift windows the gate judged on
+    seconds: float
+    challenger: Champion | None  # set when accepted
+
+
+def score(
+    model: bytes, norm: dict[str, list[float]], x: np.ndarray, y: np.ndarray
+) -> tuple[float, float]:
+    """(accuracy, mean log-loss) of a .tflite model on raw windows (LiteRT, as on the Pi)."""
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    probs = LiteModel(model).predict(apply_normalisation(x, norm))
+    p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return float((probs.argmax(axis=1) == y).mean()), float(-np.log(p_true).mean())
+
+
+def accuracy(model: bytes, norm: dict[str, list[float]], x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a .tflite model on raw windows."""
+    return score(model, norm, x, y)[0]
+
+
+def retrain(
+    champion: Champion,
+    x_new: np.ndarray,
+    y_new: np.ndarray,
+    *,
+    replay: tuple[np.ndarray, np.ndarray],
+    original_holdout: tuple[np.ndarray, np.ndarray],
+    out_dir: Path,
+    private_key: Path | None,
+    config: RetrainConfig | None = None,
+    late_labels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Attempt:
+    """Fine-tune, score, gate; write a signed bundle into `out_dir` only if accepted."""
+    cfg = config or RetrainConfig()
+    start = time.monotonic()
+    fit_idx, hold_idx = stratified_split(y_new, cfg.holdout_fraction, cfg.seed)
+    x_fit, y_fit = x_new[fit_idx], y_new[fit_idx]
+    x_hold, y_hold = x_new[hold_idx], y_new[hold_idx]
+    x_rep, y_rep = replay
+    x_orig, y_orig = original_holdout
+    log.info(
+        "fine-tuning v%d on %d new labels (+%d held out) with %d replay windows",
+        champion.version,
+        len(y_fit),
+        len(y_hold),
+        min(cfg.replay_size, len(y_rep)),
+    )
+    keras_model = finetune_model(
+        champion.keras,
+        x_fit,
+        y_fit,
+        x_rep,
+        y_rep,
+        norm=champion.norm,
+        epochs=cfg.epochs,
+        seed=cfg.seed,
+        replay_size=cfg.replay_size,
+    )
+    rng = np.random.default_rng(cfg.seed)
+    rep_idx = rng.choice(len(x_rep), min(len(x_rep), 500), replace=False)
+    x_cal = np.concatenate([x_rep[rep_idx], x_fit])  # conversion calibration: both regimes
+    x_check = np.concatenate([x_orig[:500], x_hold])
+    variants = convert_and_verify(
+        keras_model,
+        apply_normalisation(x_cal, champion.norm),
+        apply_normalisation(x_check, champion.norm),
+        ("int8",),
+        seed=cfg.seed,
+        time_repeats=10,
+    )
+    chosen = pick_variant(variants, "int8")
+    if late_labels is not None:
+        x_late, y_late = late_labels()
+        if len(y_late):
+            x_hold, y_hold = np.concatenate([x_hold, x_late]), np.concatenate([y_hold, y_late])
+    champ_drift, champ_loss = score(champion.model, champion.norm, x_hold, y_hold)
+    chall_drift, chall_loss = score(chosen.model, champion.norm, x_hold, y_hold)
+    champ_scores = Scores(champ_drift, champion.accuracy(x_orig, y_orig), champ_loss)
+    chall_scores = Scores(
+        chall_drift, accuracy(chosen.model, champion.norm, x_orig, y_orig), chall_loss
+    )
+    decision = decide(champ_scores, chall_scores, cfg.gate)
+    log.info(
+        "gate %s on %d drift windows: %s",
+        "ACCEPTS" if decision.accepted else "REJECTS",
+        len(y_hold),
+        decision.reason,
+    )
+    challenger = None
+    if decision.accepted:
+        version = champion.version + 1
+        # Statistics cover both regimes, weighted equally, so the Pi's detector accepts the
+        # regime this model was tuned for as well as the original one.
+        reps = max(1, len(rep_idx) // max(1, len(y_fit)))
+        x_stats = np.concatenate([x_rep[rep_idx], np.repeat(x_fit, reps, axis=0)])
+        y_stats = np.concatenate([y_rep[rep_idx], np.repeat(y_fit, reps, axis=0)])
+        manifest = make_manifest(
+            model=chosen.model,
+            version=version,
+            parent=champion.version,
+            quantization=chosen.quantization,
+            arch=str(champion.manifest.arch),
+            converter=converter_version(),
+            norm=champion.norm,
+            x_stats=x_stats,
+            y_stats=y_stats,
+            x_val=np.concatenate([x_hold, x_orig[:500]]),
+            y_val=np.concatenate([y_hold, y_orig[:500]]),
+            extra={"labels_used": len(y_new), "gate": decision.reason},
+        )
+        path = write_artifacts(
+            out_dir / f"v{version:04d}", manifest, chosen.model, keras_model, private_key
+        )
+        challenger = Champion(version, path.read_bytes(), chosen.model, manifest, keras_model, path)
+    return Attempt(decision, len(y_new), len(y_hold), time.monotonic() - start, challenger)
