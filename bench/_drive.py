@@ -25,11 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=20000)
     p.add_argument("--rate", type=float, default=0.0, help="windows/s; 0 = as fast as possible")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="b", help="machine ids are TAG000, TAG001, …")
     args = p.parse_args(argv)
     topics = Topics(args.prefix)
     rng = np.random.default_rng(args.seed)
     base = rng.normal([50, 0.3, 11, 125], [5, 0.1, 0.5, 10], (16, 60, 4)).astype(np.float32)
-    names = [f"b{i:03d}" for i in range(args.machines)]
+    names = [f"{args.tag}{i:03d}" for i in range(args.machines)]
     topic = [topics.window(m) for m in names]
     client = make_client(f"bench-drive-{time.monotonic_ns()}")
     connect(client, args.broker)

@@ -87,8 +87,9 @@ def run_mode(
     mode: str,
     count: int,
     rate: float,
+    tag: str,
 ) -> Result:
-    collector.take()
+    """Drive one run with its own machine ids (`tag`); count only that run's predictions."""
     drive = [
         PY,
         "-m",
@@ -99,32 +100,45 @@ def run_mode(
         "100",
         "--count",
         str(count),
+        "--tag",
+        tag,
     ]
     if mode != "max":
         drive += ["--rate", str(rate)]
     out = subprocess.run(drive, check=True, capture_output=True, text=True)
     sent = json.loads(out.stdout.strip().splitlines()[-1])["sent"]
-    last, quiet_since = -1, time.monotonic()
-    while time.monotonic() - quiet_since < 1.5:  # drain until 1.5 s without a new prediction
-        time.sleep(0.1)
-        n = len(collector._items)
-        if n != last:
-            last, quiet_since = n, time.monotonic()
-    items = collector.take()
-    arrivals = np.array([a for a, _ in items], dtype=np.int64)
-    sensor = np.array([json.loads(p)["timestamps_ns"]["sensor"] for _, p in items], np.int64)
+    items: list[tuple[int, bytes]] = []
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 3.0:  # until 3 s pass without a prediction
+        time.sleep(0.2)
+        new = collector.take()
+        if new:
+            items.extend(new)
+            quiet_since = time.monotonic()
+    mine = [(a, json.loads(p)) for a, p in items]
+    mine = [(a, o) for a, o in mine if o["machine"].startswith(tag)]
+    arrivals = np.array([a for a, _ in mine], dtype=np.int64)
+    sensor = np.array([o["timestamps_ns"]["sensor"] for _, o in mine], np.int64)
     lat_ms = (arrivals - sensor) / 1e6
-    span = (arrivals.max() - arrivals.min()) / 1e9 if len(items) > 1 else float("nan")
     return Result(
         target,
         mode,
         sent,
-        len(items),
-        len(items) / span if span else 0.0,
-        float(np.percentile(lat_ms, 50)) if len(items) else float("nan"),
-        float(np.percentile(lat_ms, 99)) if len(items) else float("nan"),
+        len(mine),
+        steady_rate(arrivals),
+        float(np.percentile(lat_ms, 50)) if mine else float("nan"),
+        float(np.percentile(lat_ms, 99)) if mine else float("nan"),
         peak_rss_mb(pid),
     )
+
+
+def steady_rate(arrivals: np.ndarray) -> float:
+    """Predictions/s over the middle 80 % of arrivals (start-up and drain tails excluded)."""
+    if len(arrivals) < 10:
+        return 0.0
+    a = np.sort(arrivals)
+    lo, hi = int(len(a) * 0.1), int(len(a) * 0.9)
+    return (hi - lo) / ((a[hi] - a[lo]) / 1e9)
 
 
 def wait_ready(collector: Collector, broker: Broker, seconds: float = 60) -> None:
@@ -186,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=10.0, help="length of the paced run")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per target")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-edge-"))
     model, pub = args.model, args.public_key
@@ -214,32 +229,57 @@ def main(argv: list[str] | None = None) -> int:
                 "bench-pi",
             ],
         }
-        for name, cmd in targets.items():
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            try:
-                wait_ready(collector, broker)
-                results.append(
-                    run_mode(
-                        broker, collector, name, proc.pid, mode="max", count=args.count, rate=0
-                    )
-                )
-                paced = int(args.rate * args.seconds)
-                results.append(
-                    run_mode(
-                        broker, collector, name, proc.pid, f"{args.rate:.0f}/s", paced, args.rate
-                    )
-                )
-            finally:
-                proc.terminate()
-                proc.wait(timeout=10)
+        for round_ in range(args.rounds):  # alternate targets so drift in load hits both
+            for name, cmd in targets.items():
+                results += measure(broker, collector, name, cmd, args, round_)
         collector.close()
     print_table(results)
     return 0
+
+
+def measure(
+    broker: Broker,
+    collector: Collector,
+    name: str,
+    cmd: list[str],
+    args: argparse.Namespace,
+    round_: int,
+) -> list[Result]:
+    """Start one target, run the flat-out and the paced drive against it, stop it."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_ready(collector, broker)
+        paced = f"{args.rate:.0f}/s"
+        return [
+            run_mode(
+                broker,
+                collector,
+                name,
+                proc.pid,
+                mode="max",
+                count=args.count,
+                rate=0,
+                tag=f"{name[:4]}max{round_}",
+            ),
+            run_mode(
+                broker,
+                collector,
+                name,
+                proc.pid,
+                mode=paced,
+                count=int(args.rate * args.seconds),
+                rate=args.rate,
+                tag=f"{name[:4]}pace{round_}",
+            ),
+        ]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def print_table(results: list[Result]) -> None:
@@ -261,10 +301,24 @@ def print_table(results: list[Result]) -> None:
     print("|" + "---|" * len(head))
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    by = {(r.target, r.mode): r for r in results}
-    ceil, edge = by.get(("ceiling", "max")), by.get(("pi_edge", "max"))
-    if ceil and edge and ceil.rate:
-        print(f"\npi_edge / ceiling sustained rate: {edge.rate / ceil.rate:.2f}× (target ≥ 0.8×)")
+    print("\nmedians over rounds:")
+    med: dict[tuple[str, str], tuple[float, float, float]] = {}
+    for key in dict.fromkeys((r.target, r.mode) for r in results):
+        rs = [r for r in results if (r.target, r.mode) == key]
+        med[key] = (
+            float(np.median([r.rate for r in rs])),
+            float(np.median([r.p50_ms for r in rs])),
+            float(np.median([r.p99_ms for r in rs])),
+        )
+        print(
+            f"  {key[0]:8s} {key[1]:8s} {med[key][0]:8,.0f} windows/s  p50 {med[key][1]:7.2f} ms"
+            f"  p99 {med[key][2]:7.2f} ms"
+        )
+    ceil, edge = med.get(("ceiling", "max")), med.get(("pi_edge", "max"))
+    if ceil and edge and ceil[0]:
+        print(f"pi_edge / ceiling sustained rate: {edge[0] / ceil[0]:.2f}× (target ≥ 0.8×)")
+    rss = max((r.peak_rss_mb for r in results if r.target == "pi_edge"), default=float("nan"))
+    print(f"pi_edge peak RSS: {rss:.0f} MB (target ≤ 80 MB)")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ at 2h so the detector recovers in bounded time once a drift is over.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,27 @@ class DriftState(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+_OK, _SUSPECT, _DRIFT = (int(s) for s in DriftState)  # plain ints: numpy is slow on IntEnum
+
+
+def cusum_step(statistic: Any, x: Any, reference: Any, allowance: float, threshold: float) -> Any:
+    """S ← clip(S + x − (reference + allowance), 0, 2·threshold), for floats or arrays."""
+    return np.minimum(np.maximum(statistic + x - reference - allowance, 0.0), 2.0 * threshold)
+
+
+def hysteresis_step(state: Any, level: Any, suspect_at: float, release_at: float) -> Any:
+    """Next state(s) for level(s): drift at ≥ 1, suspect at ≥ suspect_at, ok below release_at."""
+    return np.where(
+        level >= 1.0,
+        _DRIFT,
+        np.where(
+            level >= suspect_at,
+            np.maximum(state, _SUSPECT),
+            np.where(level < release_at, _OK, state),
+        ),
+    )
 
 
 class Cusum:
@@ -64,8 +86,9 @@ class Cusum:
 
     def update(self, x: float) -> float:
         """Add one observation; return the level S / threshold."""
-        s = self.statistic + x - self.reference - self.allowance
-        self.statistic = min(max(s, 0.0), 2.0 * self.threshold)
+        self.statistic = float(
+            cusum_step(self.statistic, x, self.reference, self.allowance, self.threshold)
+        )
         return self.statistic / self.threshold
 
     @property
@@ -90,12 +113,9 @@ class Hysteresis:
         self.state = DriftState.OK
 
     def update(self, level: float) -> DriftState:
-        if level >= 1.0:
-            self.state = DriftState.DRIFT
-        elif level >= self.suspect_at:
-            self.state = max(self.state, DriftState.SUSPECT)
-        elif level < self.release_at:
-            self.state = DriftState.OK
+        self.state = DriftState(
+            int(hysteresis_step(self.state, level, self.suspect_at, self.release_at))
+        )
         return self.state
 
 
@@ -136,11 +156,40 @@ class WindowVerdict:
     reason: str | None  # "out_of_distribution" / "low_confidence" when the window is flagged
 
 
-@dataclass(slots=True)
-class _MachineDetectors:
-    input: Cusum
-    confidence: Cusum
-    state: Hysteresis = field(default_factory=Hysteresis)
+_REASONS = (None, "out_of_distribution", "low_confidence")
+
+
+class Verdicts:
+    """One batch's verdicts as arrays (cheap on the hot path); `[i]` gives a WindowVerdict."""
+
+    __slots__ = ("flags", "ood_score", "states")
+
+    def __init__(
+        self,
+        states: npt.NDArray[np.int8],
+        ood_score: npt.NDArray[np.float64],
+        flags: npt.NDArray[np.int8],
+    ) -> None:
+        self.states = states  # DriftState per window
+        self.ood_score = ood_score
+        self.flags = flags  # index into _REASONS: 0 none, 1 out of distribution, 2 low conf.
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __getitem__(self, i: int) -> WindowVerdict:
+        flag = int(self.flags[i])
+        return WindowVerdict(
+            DriftState(int(self.states[i])), flag == 1, float(self.ood_score[i]), _REASONS[flag]
+        )
+
+    def __iter__(self) -> Iterator[WindowVerdict]:
+        return (self[i] for i in range(len(self)))
+
+    @classmethod
+    def quiet(cls, n: int) -> Verdicts:
+        """Verdicts for a batch seen without a monitor: all ok, nothing flagged."""
+        return cls(np.zeros(n, np.int8), np.zeros(n), np.zeros(n, np.int8))
 
 
 class DriftMonitor:
@@ -162,7 +211,10 @@ class DriftMonitor:
         self.reference = reference
         self.confidence_ref = 1.0 - min(max(mean_confidence, 0.0), 1.0)
         self.error_ref = max(1.0 - accuracy, 0.02)
-        self._machines: dict[str, _MachineDetectors] = {}
+        self._slots: dict[str, int] = {}
+        self._input = np.zeros(0)  # per-machine CUSUM statistics, indexed by slot
+        self._confidence = np.zeros(0)
+        self._state = np.zeros(0, np.int8)
         cfg = self.config
         self.accuracy = Cusum(self.error_ref, cfg.accuracy_allowance, cfg.accuracy_threshold)
         self._accuracy_state = Hysteresis()
@@ -182,16 +234,16 @@ class DriftMonitor:
             config,
         )
 
-    def _detectors(self, machine: str) -> _MachineDetectors:
-        det = self._machines.get(machine)
-        if det is None:
-            cfg = self.config
-            det = _MachineDetectors(
-                Cusum(1.0, cfg.input_allowance, cfg.input_threshold),
-                Cusum(self.confidence_ref, cfg.confidence_allowance, cfg.confidence_threshold),
-            )
-            self._machines[machine] = det
-        return det
+    def _slot_of(self, machine: str) -> int:
+        slot = self._slots.get(machine)
+        if slot is None:
+            slot = self._slots[machine] = len(self._slots)
+            if slot >= len(self._state):  # grow the per-machine arrays by doubling
+                grow = max(16, len(self._state))
+                self._input = np.concatenate([self._input, np.zeros(grow)])
+                self._confidence = np.concatenate([self._confidence, np.zeros(grow)])
+                self._state = np.concatenate([self._state, np.zeros(grow, np.int8)])
+        return slot
 
     def observe(
         self,
@@ -199,56 +251,71 @@ class DriftMonitor:
         raw: npt.NDArray[np.float32],
         probabilities: npt.NDArray[np.float32],
         truth: list[int | None],
-    ) -> list[WindowVerdict]:
-        """Update with a micro-batch: raw (N, T, C) windows, (N, K) probabilities, labels."""
+    ) -> Verdicts:
+        """Update with a micro-batch: raw (N, T, C) windows, (N, K) probabilities, labels.
+
+        Vectorised over the batch; a machine seen twice in one batch is updated in order.
+        """
         n, k = probabilities.shape
+        cfg = self.config
         if self.reference is not None:
-            features = window_features(raw)
-            z2 = self.reference.z2(features, cap=self.config.z2_cap)
-            distance = self.reference.z2(features)
+            z2, distance = self.reference.z2_both(window_features(raw), cfg.z2_cap)
         else:  # no statistics: the input signal stays at its reference, nothing is "far"
             z2 = distance = np.ones((n, k))
+        rows = np.arange(n)
         predicted = probabilities.argmax(axis=1)
-        confidence = probabilities.max(axis=1)
-        cfg = self.config
-        verdicts = []
-        for i, machine in enumerate(machines):
-            det = self._detectors(machine)
-            input_score = float(z2[i, predicted[i]])
-            ood_score = float(distance[i].min())
-            level = max(
-                det.input.update(input_score), det.confidence.update(1.0 - float(confidence[i]))
+        confidence = probabilities[rows, predicted].astype(np.float64)
+        input_score = z2[rows, predicted]
+        ood_score = distance.min(axis=1)
+        get = self._slots.get
+        known = [get(m) for m in machines]
+        slot_list = [
+            s if s is not None else self._slot_of(m) for s, m in zip(known, machines, strict=True)
+        ]
+        slots = np.array(slot_list, np.int64)
+        states = np.empty(n, np.int8)
+        rounds = [rows] if len(set(slot_list)) == n else _rounds(slots)
+        for idx in rounds:
+            s = slots[idx]
+            self._input[s] = cusum_step(
+                self._input[s], input_score[idx], 1.0, cfg.input_allowance, cfg.input_threshold
             )
-            label = truth[i]
+            self._confidence[s] = cusum_step(
+                self._confidence[s],
+                1.0 - confidence[idx],
+                self.confidence_ref,
+                cfg.confidence_allowance,
+                cfg.confidence_threshold,
+            )
+            level = np.maximum(
+                self._input[s] / cfg.input_threshold, self._confidence[s] / cfg.confidence_threshold
+            )
+            self._state[s] = hysteresis_step(self._state[s], level, 0.5, 0.25)
+            states[idx] = self._state[s]
+        for i, label in enumerate(truth):
             if label is not None:
                 wrong = int(label != predicted[i])
                 self.labeled_seen += 1
                 self.labeled_wrong += wrong
                 self._accuracy_state.update(self.accuracy.update(float(wrong)))
-            state = det.state.update(level)
-            if ood_score > cfg.ood_threshold:
-                reason: str | None = "out_of_distribution"
-            elif confidence[i] < cfg.confidence_floor:
-                reason = "low_confidence"
-            else:
-                reason = None
-            verdicts.append(
-                WindowVerdict(state, reason == "out_of_distribution", ood_score, reason)
-            )
-        return verdicts
+        flags = np.where(
+            ood_score > cfg.ood_threshold, 1, np.where(confidence < cfg.confidence_floor, 2, 0)
+        ).astype(np.int8)
+        return Verdicts(states, ood_score, flags)
 
     def machine_state(self, machine: str) -> DriftState:
-        det = self._machines.get(machine)
-        return det.state.state if det else DriftState.OK
+        slot = self._slots.get(machine)
+        return DriftState.OK if slot is None else DriftState(int(self._state[slot]))
 
     @property
     def overall(self) -> DriftState:
         """Worst of every machine's state and the pooled accuracy state."""
-        states = [d.state.state for d in self._machines.values()]
-        return max([self._accuracy_state.state, *states], default=DriftState.OK)
+        worst = int(self._state[: len(self._slots)].max(initial=0))
+        return DriftState(max(worst, self._accuracy_state.state))
 
     def snapshot(self) -> dict[str, Any]:
         """Levels and states for status messages and dashboards."""
+        cfg = self.config
         return {
             "overall": self.overall.label,
             "accuracy_level": round(self.accuracy.level, 3),
@@ -257,10 +324,28 @@ class DriftMonitor:
             "labeled_wrong": self.labeled_wrong,
             "machines": {
                 m: {
-                    "state": d.state.state.label,
-                    "input_level": round(d.input.level, 3),
-                    "confidence_level": round(d.confidence.level, 3),
+                    "state": DriftState(int(self._state[i])).label,
+                    "input_level": round(float(self._input[i]) / cfg.input_threshold, 3),
+                    "confidence_level": round(
+                        float(self._confidence[i]) / cfg.confidence_threshold, 3
+                    ),
                 }
-                for m, d in sorted(self._machines.items())
+                for m, i in sorted(self._slots.items())
             },
         }
+
+
+def _rounds(slots: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
+    """Index groups in which each machine slot appears at most once, in arrival order.
+
+    >>> [r.tolist() for r in _rounds(np.array([3, 5, 3, 7, 3]))]
+    [[0, 1, 3], [2], [4]]
+    """
+    if len(np.unique(slots)) == len(slots):
+        return [np.arange(len(slots))]
+    seen: dict[int, int] = {}
+    occurrence = np.empty(len(slots), np.int64)
+    for i, slot in enumerate(slots.tolist()):
+        occurrence[i] = seen.get(slot, 0)
+        seen[slot] = occurrence[i] + 1
+    return [np.flatnonzero(occurrence == r) for r in range(int(occurrence.max()) + 1)]

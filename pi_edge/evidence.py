@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from protocol import Manifest, Prediction, Topics, Window
+from protocol import Manifest, Topics, Window
 from protocol.drift_batch import Kept
 from protocol.mqtt import connect, make_client
 
 from .buffer import DurableBuffer
-from .drift import DriftConfig, DriftMonitor, DriftState, WindowVerdict
+from .drift import DriftConfig, DriftMonitor, DriftState, Verdicts
 from .history import PredictionHistory
 from .shipper import BatchShipper
 
@@ -39,6 +39,7 @@ class Keeper:
     >>> import numpy as np
     >>> k = Keeper(flagged_per_machine_s=1.0)
     >>> w = Window("m01", 1, 0, np.zeros((60, 4), np.float32))
+    >>> from pi_edge.drift import WindowVerdict
     >>> flagged = WindowVerdict(DriftState.OK, False, 0.0, "low_confidence")
     >>> [k.reason(w, flagged, now=t) for t in (0.0, 0.5, 1.2)]
     ['low_confidence', None, 'low_confidence']
@@ -52,7 +53,8 @@ class Keeper:
         self.min_gap_s = 1.0 / flagged_per_machine_s if flagged_per_machine_s else float("inf")
         self._last: dict[str, float] = {}
 
-    def reason(self, window: Window, verdict: WindowVerdict, now: float) -> str | None:
+    def reason(self, window: Window, verdict: Any, now: float) -> str | None:
+        """'labeled', the flag's reason, 'drift' or None; `verdict` is a drift.WindowVerdict."""
         if window.label is not None:
             return "labeled"
         why = verdict.reason or ("drift" if verdict.state == DriftState.DRIFT else None)
@@ -92,7 +94,7 @@ class Evidence:
         self._lock = threading.Lock()  # guards monitor (worker writes, status thread reads)
         self.monitor: DriftMonitor | None = None
         self.model_version: int | None = None
-        self._history: deque[list[Prediction]] = deque()
+        self._history: deque[list[tuple[Any, ...]]] = deque()
         self._history_len = 0
         self.history_dropped = 0
         self._history_cond = threading.Condition()
@@ -145,11 +147,11 @@ class Evidence:
 
     def observe(
         self, windows: list[Window], x: npt.NDArray[np.float32], probs: npt.NDArray[np.float32]
-    ) -> list[WindowVerdict]:
+    ) -> Verdicts:
         with self._lock:
             monitor = self.monitor
             if monitor is None:
-                return [WindowVerdict(DriftState.OK, False, 0.0, None)] * len(windows)
+                return Verdicts.quiet(len(windows))
             return monitor.observe(
                 [w.machine for w in windows], x, probs, [w.label for w in windows]
             )
@@ -157,30 +159,33 @@ class Evidence:
     def keep(
         self,
         windows: list[Window],
-        verdicts: list[WindowVerdict],
+        verdicts: Verdicts,
         predicted: npt.NDArray[np.int64],
         now: float | None = None,
     ) -> int:
         """Write kept windows to the durable buffer (before they are shipped); returns kept."""
         t = time.monotonic() if now is None else now
+        labeled = np.fromiter((w.label is not None for w in windows), bool, len(windows))
+        candidates = labeled | (verdicts.flags > 0) | (verdicts.states == DriftState.DRIFT)
         records = []
-        for w, v, p in zip(windows, verdicts, predicted, strict=True):
-            why = self.keeper.reason(w, v, t)
+        for i in np.flatnonzero(candidates).tolist():
+            verdict = verdicts[i]
+            why = self.keeper.reason(windows[i], verdict, t)
             if why is not None:
-                records.append(Kept(w, why, int(p), v.ood_score))
+                records.append(Kept(windows[i], why, int(predicted[i]), verdict.ood_score))
         if records:
             self.buffer.add(records)
             self.shipper.wake()
         return len(records)
 
-    def record(self, predictions: list[Prediction]) -> None:
-        """Queue predictions for the history (never blocks; drops and counts when full)."""
+    def record(self, rows: list[tuple[Any, ...]]) -> None:
+        """Queue history rows (history.COLUMNS order); never blocks, drops and counts if full."""
         with self._history_cond:
-            if self._history_len + len(predictions) > self.config.history_queue:
-                self.history_dropped += len(predictions)
+            if self._history_len + len(rows) > self.config.history_queue:
+                self.history_dropped += len(rows)
                 return
-            self._history.append(predictions)
-            self._history_len += len(predictions)
+            self._history.append(rows)
+            self._history_len += len(rows)
             self._history_cond.notify()
 
     def _record_loop(self) -> None:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from protocol.messages import Prediction
 
@@ -81,30 +82,15 @@ class PredictionHistory:
         with self._lock:
             self._db.close()
 
-    def add(self, predictions: Iterable[Prediction], now: float | None = None) -> None:
-        """Append predictions in one transaction; prune now and then, not on every call."""
-        ts = time.time() if now is None else now
-        rows = [
-            (
-                p.timestamps_ns.get("published", 0) / 1e9 or ts,
-                p.machine,
-                p.seq,
-                p.label,
-                p.confidence,
-                p.truth,
-                p.model_version,
-                p.drift,
-                int(p.ood),
-                p.latency_ms.get("total"),
-            )
-            for p in predictions
-        ]
+    def add(self, rows: Iterable[tuple[Any, ...]], now: float | None = None) -> None:
+        """Append rows (COLUMNS order) in one transaction; prune now and then, not every call."""
+        rows = list(rows)
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(f"INSERT INTO predictions VALUES ({','.join('?' * 10)})", rows)
             self._since_prune += len(rows)
             if self._since_prune >= 1000:
-                self._prune(ts)
+                self._prune(time.time() if now is None else now)
                 self._since_prune = 0
             self._db.execute("COMMIT")
 
@@ -149,3 +135,19 @@ def export(rows: Iterable[tuple[object, ...]], fmt: str) -> str:
     if fmt == "jsonl":
         return "".join(json.dumps(dict(zip(COLUMNS, r, strict=True))) + "\n" for r in rows)
     raise ValueError(f"export format {fmt!r} is not csv or jsonl")
+
+
+def row_of(p: Prediction) -> tuple[Any, ...]:
+    """A history row (COLUMNS order) for a decoded Prediction."""
+    return (
+        p.timestamps_ns.get("published", 0) / 1e9,
+        p.machine,
+        p.seq,
+        p.label,
+        p.confidence,
+        p.truth,
+        p.model_version,
+        p.drift,
+        p.ood,
+        p.latency_ms.get("total"),
+    )

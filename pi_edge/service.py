@@ -29,18 +29,18 @@ import numpy as np
 from protocol import (
     CLASSES,
     PayloadError,
-    Prediction,
     Status,
     Window,
     decode_any,
 )
+from protocol.messages import prediction_json
 from protocol.mqtt import connect, make_client
 
 from . import __version__
 from .batching import BatchPolicy, Inbox
 from .config import EdgeConfig
 from .dashboard import MachineRow, Snapshot
-from .drift import DriftConfig
+from .drift import DriftConfig, DriftState
 from .errors import EdgeError, ModelError
 from .evidence import Evidence, EvidenceConfig
 from .models import Expected, ModelStore, VettedModel, _version_of, vet_bundle
@@ -49,6 +49,7 @@ from .stats import KindCounter, LatencyWindow, RateMeter
 log = logging.getLogger(__name__)
 
 ROLE = "edge"
+_STATE_LABELS = tuple(state.label for state in DriftState)
 _NOT_PAYLOAD = frozenset({"publish_failed", "inference_failed"})  # error kinds that aren't input
 
 
@@ -433,47 +434,73 @@ class EdgeService:
         client = self._client
         failed = 0
         results = []
-        predictions = []
-        for item, p, k, verdict in zip(batch, probs, top, verdicts, strict=True):
+        history = []
+        inference_ms = round((inferred_ns - start_ns) / 1e6, 3)
+        drift_states = [_STATE_LABELS[v] for v in verdicts.states.tolist()]
+        per_window = zip(
+            batch,
+            probs.tolist(),
+            top.tolist(),
+            drift_states,
+            verdicts.flags.tolist(),
+            verdicts.ood_score.tolist(),
+            strict=True,
+        )
+        for item, p, k, drift, flag, ood_score in per_window:
             w = item.window
             published_ns = time.time_ns()
-            ts = {
-                "sensor": w.timestamp_ns,
-                "received": item.received_ns,
-                "inferred": inferred_ns,
-                "published": published_ns,
-            }
+            sensor_ns = w.timestamp_ns
+            total = round((published_ns - (sensor_ns or item.received_ns)) / 1e6, 3)
             lat = {
-                "queue": (start_ns - item.received_ns) / 1e6,
-                "inference": (inferred_ns - start_ns) / 1e6,
-                "publish": (published_ns - inferred_ns) / 1e6,
+                "queue": round((start_ns - item.received_ns) / 1e6, 3),
+                "inference": inference_ms,
+                "publish": round((published_ns - inferred_ns) / 1e6, 3),
+                "total": total,
             }
-            if w.timestamp_ns > 0:
-                lat["transport"] = (item.received_ns - w.timestamp_ns) / 1e6
-                lat["total"] = (published_ns - w.timestamp_ns) / 1e6
-            else:
-                lat["total"] = (published_ns - item.received_ns) / 1e6
-            pred = Prediction(
-                machine=w.machine,
-                seq=w.seq,
-                label=classes[int(k)],
-                confidence=float(p[k]),
-                probabilities=tuple(p.tolist()),
-                model_version=version,
-                classes=classes,
-                truth=None if w.label is None else CLASSES[w.label],
-                drift=verdict.state.label,
-                ood=verdict.ood,
-                ood_score=round(verdict.ood_score, 3),
-                timestamps_ns=ts,
-                latency_ms={k2: round(v, 3) for k2, v in lat.items()},
+            if sensor_ns > 0:
+                lat["transport"] = round((item.received_ns - sensor_ns) / 1e6, 3)
+            label, conf = classes[k], p[k]
+            truth = None if w.label is None else CLASSES[w.label]
+            ood = flag == 1
+            payload = prediction_json(
+                w.machine,
+                w.seq,
+                label,
+                conf,
+                p,
+                version,
+                classes,
+                truth,
+                drift,
+                ood,
+                round(ood_score, 3),
+                {
+                    "sensor": sensor_ns,
+                    "received": item.received_ns,
+                    "inferred": inferred_ns,
+                    "published": published_ns,
+                },
+                lat,
             )
-            info = client.publish(self.topics.prediction(w.machine), pred.to_json(), qos=0)
+            info = client.publish(self.topics.prediction(w.machine), payload, qos=0)
             if info.rc != 0:
                 failed += 1
-            predictions.append(pred)
-            results.append((w.machine, pred.label, pred.confidence, lat["total"]))
-        self.evidence.record(predictions)
+            history.append(
+                (
+                    published_ns / 1e9,
+                    w.machine,
+                    w.seq,
+                    label,
+                    conf,
+                    truth,
+                    version,
+                    drift,
+                    ood,
+                    total,
+                )
+            )
+            results.append((w.machine, label, conf, total))
+        self.evidence.record(history)
         now = time.monotonic()
         with self._lock:
             self._classified += len(batch)

@@ -22,8 +22,12 @@ MIN_STD = 1e-6
 
 def window_features(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     """(N, T, C) windows → (N, 2C) features: per-channel mean, then per-channel std."""
-    x64 = np.asarray(x, dtype=np.float64)
-    return np.concatenate([x64.mean(axis=1), x64.std(axis=1)], axis=1)
+    x32 = np.asarray(x, dtype=np.float32)
+    t = x32.shape[1]
+    mean = x32.sum(axis=1) / t
+    mean_sq = np.einsum("ntc,ntc->nc", x32, x32) / t  # one pass; float32 is ample for z-scores
+    std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
+    return np.concatenate([mean, std], axis=1).astype(np.float64)
 
 
 def feature_stats(
@@ -65,6 +69,12 @@ class FeatureReference:
         With `cap`, each feature's z² is capped first, so one wild channel counts at most
         cap / 2C (drift statistics); without, it counts fully (out-of-distribution score).
         """
+        return self.z2_both(features, cap if cap is not None else np.inf)[0 if cap else 1]
+
+    def z2_both(
+        self, features: npt.NDArray[np.float64], cap: float
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(capped, uncapped) mean squared z-scores from one computation of z."""
         z = (features[:, None, :] - self.mean[None]) / self.std[None]
         z2 = z * z
-        return (np.minimum(z2, cap) if cap is not None else z2).mean(axis=2)
+        return np.minimum(z2, cap).mean(axis=2), z2.mean(axis=2)

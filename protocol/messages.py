@@ -82,24 +82,21 @@ class Prediction:
         object.__setattr__(self, "classes", tuple(self.classes))
 
     def to_json(self) -> bytes:
-        # Built by hand: dataclasses.asdict deep-copies and costs ~10× more on this hot path.
-        obj = {
-            "v": MESSAGE_VERSION,
-            "machine": self.machine,
-            "seq": self.seq,
-            "label": self.label,
-            "confidence": self.confidence,
-            "probabilities": self.probabilities,
-            "model_version": self.model_version,
-            "classes": self.classes,
-            "truth": self.truth,
-            "drift": self.drift,
-            "ood": self.ood,
-            "ood_score": self.ood_score,
-            "timestamps_ns": self.timestamps_ns,
-            "latency_ms": self.latency_ms,
-        }
-        return json.dumps(obj, separators=(",", ":")).encode()
+        return prediction_json(
+            self.machine,
+            self.seq,
+            self.label,
+            self.confidence,
+            self.probabilities,
+            self.model_version,
+            self.classes,
+            self.truth,
+            self.drift,
+            self.ood,
+            self.ood_score,
+            self.timestamps_ns,
+            self.latency_ms,
+        )
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Prediction:
@@ -152,3 +149,48 @@ class Status:
     def offline(cls, node: str, role: str, software_version: str) -> Status:
         """The Last Will: what the broker publishes when this node vanishes."""
         return cls(node=node, role=role, state="offline", software_version=software_version)
+
+
+def prediction_json(
+    machine: str,
+    seq: int,
+    label: str,
+    confidence: float,
+    probabilities: tuple[float, ...] | list[float],
+    model_version: int,
+    classes: tuple[str, ...],
+    truth: str | None,
+    drift: str,
+    ood: bool,
+    ood_score: float,
+    timestamps_ns: dict[str, int],
+    latency_ms: dict[str, float],
+) -> bytes:
+    """The prediction JSON, without building (and validating) a Prediction first.
+
+    The classifier's hot path calls this once per window with values it produced itself (finite
+    floats); `Prediction.to_json` uses it too, so there is one layout. A template with the C
+    string encoder `json` itself uses costs a third of `json.dumps` on a dict.
+
+    >>> import json
+    >>> json.loads(prediction_json("m1", 2, "normal", 0.5, [0.5, 0.5], 3, ("normal", "x"),
+    ...     None, "ok", False, 0.0, {"sensor": 1}, {"total": 0.25}))["latency_ms"]
+    {'total': 0.25}
+    """
+    return (
+        f'{{"v":{MESSAGE_VERSION},"machine":{_str(machine)},"seq":{seq:d},'
+        f'"label":{_str(label)},"confidence":{float(confidence)!r},'
+        f'"probabilities":[{",".join([repr(float(p)) for p in probabilities])}],'
+        f'"model_version":{model_version:d},'
+        f'"classes":[{",".join([_str(c) for c in classes])}],'
+        f'"truth":{"null" if truth is None else _str(truth)},"drift":{_str(drift)},'
+        f'"ood":{"true" if ood else "false"},"ood_score":{float(ood_score)!r},'
+        f'"timestamps_ns":{_obj(timestamps_ns)},"latency_ms":{_obj(latency_ms)}}}'
+    ).encode()
+
+
+_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _obj(d: dict[str, int] | dict[str, float]) -> str:
+    return "{" + ",".join([f"{_str(k)}:{v!r}" for k, v in d.items()]) + "}"
