@@ -7,6 +7,10 @@ already listens on 1883. Usage as a script: `python -m scripts.broker --port-fil
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import ctypes
+import getpass
 import shutil
 import signal
 import socket
@@ -18,6 +22,13 @@ from pathlib import Path
 
 REPO_CONF = Path(__file__).resolve().parent.parent / "mosquitto.conf"
 INSTALL_HINT = "install it with: sudo apt-get install -y mosquitto  (or run `make setup`)"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when its parent dies (no orphans)."""
+    # Not Linux/glibc: OSError, and the atexit hook still stops it on a normal exit.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class BrokerError(RuntimeError):
@@ -58,7 +69,10 @@ class Broker:
     def _write_conf(self) -> None:
         base = REPO_CONF.read_text()
         extra = (
-            f"\nlistener {self.port} {self.host}\n"
+            # Run as whoever launched it: as root, mosquitto would otherwise switch to the
+            # `mosquitto` user, which can neither write this run dir nor keep the death signal.
+            f"\nuser {getpass.getuser()}\n"
+            f"listener {self.port} {self.host}\n"
             f"persistence_location {self.run_dir}/\n"
             f"log_dest file {self.log_path}\n"
         )
@@ -72,7 +86,9 @@ class Broker:
             [binary, "-c", str(self.conf_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
         )
+        atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
