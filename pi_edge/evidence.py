@@ -78,7 +78,7 @@ class EvidenceConfig:
     history_max_rows: int = 1_000_000
     history_max_age_s: float = 7 * 86400
     flagged_per_machine_s: float = 1.0
-    history_queue: int = 65_536
+    history_queue: int = 8_192  # rows waiting for the recorder; beyond, dropped and counted
 
 
 class Evidence:
