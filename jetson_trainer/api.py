@@ -8,11 +8,11 @@ finetune_model(keras_model, x_new, y_new, x_replay, y_replay, *, norm, ...) -> (
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .keys import generate_keypair
+from .train import finetune_model
 
 __all__ = ["build_bundle", "finetune_model", "generate_keypair"]
 
@@ -53,42 +53,3 @@ def build_bundle(
         quantizations=(quantization,),
     )
     return outcome.bundle_path
-
-
-def finetune_model(
-    keras_model: Any,
-    x_new: np.ndarray,
-    y_new: np.ndarray,
-    x_replay: np.ndarray | None,
-    y_replay: np.ndarray | None,
-    *,
-    norm: dict[str, list[float]],
-    epochs: int = 40,
-    seed: int = 0,
-    lr: float | None = None,
-    replay_size: int = 1000,
-    new_weight: float = 0.5,
-    arch: str = "compact",
-) -> Any:
-    """Continue training `keras_model` on labeled new windows + replay; return a new model.
-
-    Raw windows in; `norm` is the parent manifest's normalisation, kept unchanged. The few new
-    windows are repeated to about `new_weight` of each epoch next to `replay_size` old windows.
-    `keras_model` itself is not modified.
-    """
-    from .train import finetune_model as _finetune
-
-    return _finetune(
-        keras_model,
-        x_new,
-        y_new,
-        x_replay,
-        y_replay,
-        norm=norm,
-        epochs=epochs,
-        seed=seed,
-        lr=lr,
-        replay_size=replay_size,
-        new_weight=new_weight,
-        arch=arch,
-    )
