@@ -11,8 +11,10 @@ EXTRAS ?= sim,edge,trainer,dev
 demo: setup  ## broker + trainer + pi_edge + simulator + dashboards, in tmux
 	$(BIN)/python -m scripts.demo
 
-test: setup  ## lint, then the whole test suite against a private Mosquitto
+test: setup  ## lint and type-check, then the whole test suite against a private Mosquitto
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 setup: $(STAMP) system-deps
@@ -28,14 +30,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint:
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-bench: setup
+bench: setup  ## the benchmarks that print the README's tables (several minutes each)
 	$(BIN)/python -m bench.models
 	$(BIN)/python -m bench.edge
+	$(BIN)/python -m bench.drift_recovery
 
 lock:  ## refresh constraints.txt from the current venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt.new && mv constraints.txt.new constraints.txt

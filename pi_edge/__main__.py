@@ -156,7 +156,7 @@ def _setup_logging(verbose: bool, console: Any = None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._pi_edge = True  # type: ignore[attr-defined]
+    setattr(handler, "_pi_edge", True)  # noqa: B010 - tags our handler for removal
     root.addHandler(handler)
 
 

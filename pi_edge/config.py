@@ -103,7 +103,7 @@ class EdgeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ConfigError(f"{name} {v!r} must be an integer in {lo}..{hi}")
-        for name, lo, hi in (
+        for name, flo, fhi in (
             ("batch_wait_ms", 0.0, 1000.0),
             ("status_interval_s", 0.05, 3600.0),
             ("log_interval_s", 0.0, 86400.0),
@@ -111,8 +111,8 @@ class EdgeConfig:
             ("keep_flagged_per_s", 0.0, 1000.0),
         ):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-                raise ConfigError(f"{name} {v!r} must be a number in {lo}..{hi}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not flo <= v <= fhi:
+                raise ConfigError(f"{name} {v!r} must be a number in {flo}..{fhi}")
         if self.queue_size < self.batch_max:
             raise ConfigError(f"queue_size {self.queue_size} must be ≥ batch_max {self.batch_max}")
 

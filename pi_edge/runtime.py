@@ -168,11 +168,11 @@ class Classifier:
         """(x − mean)/std in float32, quantized to the model's input type if needed."""
         z = (np.asarray(x, dtype=np.float32) - self._mean) * self._inv_std
         if self.input_dtype == np.float32:
-            return z
+            return np.asarray(z)
         scale, zero = self._in_q
         info = np.iinfo(self.input_dtype)
         q = np.round(z / np.float32(scale)) + zero
-        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+        return np.asarray(np.clip(q, info.min, info.max), dtype=self.input_dtype)
 
     def predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Probabilities for a batch of raw windows (n, T, C); one invoke per policy.max_size."""

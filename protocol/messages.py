@@ -189,7 +189,7 @@ def prediction_json(
     ).encode()
 
 
-_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_str = json.encoder.encode_basestring_ascii
 
 
 def _obj(d: dict[str, int] | dict[str, float]) -> str:

@@ -46,9 +46,10 @@ def make_client(
     acknowledged only by `client.ack(mid, qos)` — after the receiver stored them.
     """
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
         manual_ack=manual_ack,
@@ -79,6 +80,6 @@ def connect(
     from paho.mqtt.properties import Properties
 
     host, port = parse_address(address)
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry_s
     client.connect_async(host, port, keepalive=keepalive, clean_start=clean_start, properties=props)

@@ -210,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbose: bool, console: object | None = None) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_edgeloop_sim", False):
-            root.removeHandler(handler)
+    for old in list(root.handlers):
+        if getattr(old, "_edgeloop_sim", False):
+            root.removeHandler(old)
     handler: logging.Handler
     if console is not None:
         from rich.logging import RichHandler
@@ -221,7 +221,7 @@ def _setup_logging(verbose: bool, console: object | None = None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._edgeloop_sim = True  # type: ignore[attr-defined]
+    setattr(handler, "_edgeloop_sim", True)  # noqa: B010 - tags our handler for removal
     root.addHandler(handler)
     root.setLevel(level)
 
