@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import PayloadError, Status, Topics, decode_batch, decode_bundle
+from protocol import EdgeloopError, PayloadError, Status, Topics, decode_batch, decode_bundle
 from protocol.mqtt import connect, make_client
 
 from .dashboard import TrainerSnapshot
@@ -146,8 +147,10 @@ class TrainerDaemon:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except TrainerError as exc:
-                log.error("fine-tune failed: %s; the champion keeps serving", exc)
+            except (EdgeloopError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
+                # one failed fine-tune (Keras, converter, disk) must not end the daemon's loop
+                log.exception("fine-tune failed: %s; the champion keeps serving", exc)
+                self.state.phase = "idle"
                 self.policy.attempted(accepted=False)
             if time.monotonic() >= next_status:
                 self._publish_status()
@@ -254,7 +257,16 @@ class TrainerDaemon:
                 self._publish_champion()
                 continue
             if topic == self.topics.drift_batches:
-                self._store_batch(payload)
+                try:
+                    self._store_batch(payload)
+                except sqlite3.Error as exc:
+                    # not acknowledged: the broker delivers it again after a reconnect
+                    log.error(
+                        "could not store a drift batch (%s); not acknowledging it, so "
+                        "the broker resends it; check the store's disk",
+                        exc,
+                    )
+                    continue
             else:
                 self._note_status(payload)
             if qos > 0:
@@ -299,7 +311,7 @@ class TrainerDaemon:
             and p["drift"] == "drift"
             and champion is not None
             and p["model"] == champion.version
-            for p in self.state.pis.values()
+            for p in list(self.state.pis.values())  # the intake thread adds nodes
         )
         after = self.policy.labels_after if self.policy.collecting else 0
         return Observation(

@@ -121,7 +121,7 @@ class Hysteresis:
 
 @dataclass(frozen=True, slots=True)
 class DriftConfig:
-    """Thresholds; defaults give < 1 false alarm per simulated hour (bench/drift_recovery)."""
+    """Thresholds; defaults gave 0 false alarms in a simulated hour (bench/drift_detection)."""
 
     input_allowance: float = 2.0
     input_threshold: float = 40.0

@@ -11,6 +11,7 @@ the prediction history, so neither touches the worker's or paho's time.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -97,6 +98,8 @@ class Evidence:
         self._history: deque[list[tuple[Any, ...]]] = deque()
         self._history_len = 0
         self.history_dropped = 0
+        self.storage_errors: dict[str, int] = {}  # buffer_failed / history_failed
+        self._last_storage_log = 0.0
         self._history_cond = threading.Condition()
         self._stop = threading.Event()
         self._client = make_client(f"{config.node}-batches")
@@ -174,7 +177,11 @@ class Evidence:
             if why is not None:
                 records.append(Kept(windows[i], why, int(predicted[i]), verdict.ood_score))
         if records:
-            self.buffer.add(records)
+            try:
+                self.buffer.add(records)
+            except sqlite3.Error as exc:  # disk full, locked: classification must go on
+                self._storage_failed("buffer_failed", exc, len(records))
+                return 0
             self.shipper.wake()
         return len(records)
 
@@ -197,7 +204,26 @@ class Evidence:
                 self._history.clear()
                 self._history_len = 0
             if chunks:
-                self.history.add([p for chunk in chunks for p in chunk])
+                rows = [p for chunk in chunks for p in chunk]
+                try:
+                    self.history.add(rows)
+                except sqlite3.Error as exc:
+                    self._storage_failed("history_failed", exc, len(rows))
+
+    def _storage_failed(self, kind: str, exc: Exception, rows: int) -> None:
+        """Count a failed SQLite write and log it at most every 10 s; the caller carries on."""
+        self.storage_errors[kind] = self.storage_errors.get(kind, 0) + rows
+        now = time.monotonic()
+        if now - self._last_storage_log >= 10.0:
+            self._last_storage_log = now
+            log.error(
+                "could not write %d row(s) to %s (%s): %s; check free space and permissions of %s",
+                rows,
+                "the kept-window buffer" if kind == "buffer_failed" else "the prediction history",
+                kind,
+                exc,
+                self.config.state_dir,
+            )
 
     # -- status side -----------------------------------------------------------------------
     def overall(self) -> str:
@@ -227,4 +253,5 @@ class Evidence:
             "batches_sent": self.shipper.batches_sent,
             "batches_acked": self.shipper.batches_acked,
             "history_dropped": self.history_dropped,
+            "storage_errors": dict(self.storage_errors),
         }

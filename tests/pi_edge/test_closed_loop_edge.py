@@ -133,3 +133,31 @@ def test_export_writes_the_prediction_history_as_csv(
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert sorted(int(r["seq"]) for r in rows if r["machine"] == "m03") == list(range(25))
     assert main(["export", "--since", "soon", "--state-dir", str(state_dir)]) == 2
+
+
+def test_a_failing_buffer_write_is_counted_and_classification_goes_on(
+    service_factory: Callable[..., EdgeService],  # noqa: F811
+    listen: Callable[..., Listener],
+    publisher: Publisher,
+    topics: Topics,
+    models: EdgeModels,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sqlite3
+
+    listener = listen(topics.predictions(), topics.statuses())
+    svc = service_factory(model=models.bundle_path)
+    _online(listener, topics, svc.config.node, 1)
+
+    def disk_full(*args: object, **kwargs: object) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(svc.evidence.buffer, "add", disk_full)
+    labeled = [
+        Window("m04", i, time.time_ns(), models.x_test[i], int(models.y_test[i])) for i in range(20)
+    ]
+    _send(publisher, topics, labeled)
+    preds = _wait_preds(listener, topics, "m04", 20)
+    assert sorted(p.seq for p in preds) == list(range(20))
+    assert svc.evidence.storage_errors["buffer_failed"] == 20
+    assert svc.status().detail["storage_errors"] == {"buffer_failed": 20}
