@@ -201,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=10.0, help="length of the paced run")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per target")
+    p.add_argument(
+        "--targets",
+        default="ceiling,ceiling-threaded,pi_edge",
+        help="comma-separated subset of: ceiling, ceiling-threaded, pi_edge",
+    )
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-edge-"))
     model, pub = args.model, args.public_key
@@ -237,8 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                 "bench-pi",
             ],
         }
+        chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
+        unknown = sorted(set(chosen) - set(targets))
+        if unknown:
+            raise SystemExit(f"error: unknown --targets {unknown}; choose from {sorted(targets)}")
         for round_ in range(args.rounds):  # alternate targets so drift in load hits both
-            for name, cmd in targets.items():
+            for name in chosen:
+                cmd = targets[name]
                 results += measure(broker, collector, name, cmd, args, round_)
         collector.close()
     print_table(results)

@@ -73,7 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-wait-ms",
         dest="batch_wait_ms",
         type=float,
-        help="wait up to M ms for a batch to fill (0: take what is queued)",
+        help="under load, wait up to M ms for a batch to fill (1; 0: take what is queued)",
+    )
+    run.add_argument(
+        "--batch-wait-above",
+        dest="batch_wait_above_per_s",
+        type=float,
+        help="windows/s above which the worker waits for batches to fill (2000; 0: always)",
     )
     run.add_argument(
         "--queue-size",

@@ -65,6 +65,7 @@ class DurableBuffer:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA cache_size=-512")  # KiB; SQLite's default 2 MB is a lot on a Pi
         self._db.executescript(_SCHEMA)
         self._next_token = int(time.time() * 1000)
         self.release_all()  # batches in flight when the last process died go back to pending

@@ -64,7 +64,8 @@ class EdgeConfig:
     state_dir: Path = field(default_factory=default_state_dir)
     threads: int = 1
     batch_max: int = 32
-    batch_wait_ms: float = 0.0
+    batch_wait_ms: float = 1.0
+    batch_wait_above_per_s: float = 2000.0
     queue_size: int = 2048
     status_interval_s: float = 2.0
     log_interval_s: float = 10.0
@@ -105,6 +106,7 @@ class EdgeConfig:
                 raise ConfigError(f"{name} {v!r} must be an integer in {lo}..{hi}")
         for name, flo, fhi in (
             ("batch_wait_ms", 0.0, 1000.0),
+            ("batch_wait_above_per_s", 0.0, 1e7),
             ("status_interval_s", 0.05, 3600.0),
             ("log_interval_s", 0.0, 86400.0),
             ("low_confidence", 0.0, 1.0),
@@ -178,6 +180,7 @@ ENV: dict[str, str] = {
         "threads",
         "batch_max",
         "batch_wait_ms",
+        "batch_wait_above_per_s",
         "queue_size",
         "status_interval_s",
         "dashboard",
@@ -189,6 +192,7 @@ _PATHS = {"public_key", "model", "state_dir"}
 _INTS = {"threads", "batch_max", "queue_size", "window_length", "buffer_max_rows"}
 _FLOATS = {
     "batch_wait_ms",
+    "batch_wait_above_per_s",
     "status_interval_s",
     "log_interval_s",
     "low_confidence",

@@ -80,6 +80,8 @@ class EvidenceConfig:
     history_max_age_s: float = 7 * 86400
     flagged_per_machine_s: float = 1.0
     history_queue: int = 8_192  # rows waiting for the recorder; beyond, dropped and counted
+    history_flush_s: float = 0.25  # one SQLite transaction per interval, not per batch
+    history_flush_rows: int = 2_048  # … or as soon as this many rows wait
 
 
 class Evidence:
@@ -193,13 +195,17 @@ class Evidence:
                 return
             self._history.append(rows)
             self._history_len += len(rows)
-            self._history_cond.notify()
+            if self._history_len >= self.config.history_flush_rows:
+                self._history_cond.notify()
 
     def _record_loop(self) -> None:
-        while not self._stop.is_set():
+        """Write queued rows every `history_flush_s` (sooner when many wait), once more on stop."""
+        done = False
+        while not done:
+            done = self._stop.is_set()
             with self._history_cond:
-                while not self._history and not self._stop.is_set():
-                    self._history_cond.wait(0.5)
+                if not done and self._history_len < self.config.history_flush_rows:
+                    self._history_cond.wait(self.config.history_flush_s)
                 chunks = list(self._history)
                 self._history.clear()
                 self._history_len = 0

@@ -75,6 +75,7 @@ class PredictionHistory:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA cache_size=-512")  # KiB; SQLite's default 2 MB is a lot on a Pi
         self._db.executescript(_SCHEMA)
         self._since_prune = 0
 

@@ -76,9 +76,14 @@ class LatencyWindow:
         self._i = (self._i + 1) % len(self._buf)
         self._n = min(self._n + 1, len(self._buf))
 
-    def extend(self, values: np.ndarray) -> None:
-        for v in np.asarray(values, dtype=np.float64).ravel():
-            self.add(float(v))
+    def extend(self, values: np.ndarray | list[float]) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()[-len(self._buf) :]
+        size, n = len(self._buf), len(v)
+        first = min(n, size - self._i)
+        self._buf[self._i : self._i + first] = v[:first]
+        self._buf[: n - first] = v[first:]
+        self._i = (self._i + n) % size
+        self._n = min(self._n + n, size)
 
     def __len__(self) -> int:
         return self._n

@@ -7,6 +7,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -182,7 +183,7 @@ def prediction_json(
         f'"label":{_str(label)},"confidence":{float(confidence)!r},'
         f'"probabilities":[{",".join([repr(float(p)) for p in probabilities])}],'
         f'"model_version":{model_version:d},'
-        f'"classes":[{",".join([_str(c) for c in classes])}],'
+        f'"classes":{_str_list(tuple(classes))},'
         f'"truth":{"null" if truth is None else _str(truth)},"drift":{_str(drift)},'
         f'"ood":{"true" if ood else "false"},"ood_score":{float(ood_score)!r},'
         f'"timestamps_ns":{_obj(timestamps_ns)},"latency_ms":{_obj(latency_ms)}}}'
@@ -190,6 +191,12 @@ def prediction_json(
 
 
 _str = json.encoder.encode_basestring_ascii
+
+
+@functools.lru_cache(maxsize=64)
+def _str_list(items: tuple[str, ...]) -> str:
+    """A JSON array of strings; cached, since a model's class list repeats in every message."""
+    return "[" + ",".join([_str(c) for c in items]) + "]"
 
 
 def _obj(d: dict[str, int] | dict[str, float]) -> str:

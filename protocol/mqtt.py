@@ -1,11 +1,13 @@
 """MQTT client setup every role shares: MQTT 5, TCP_NODELAY, Last Will, address parsing.
 
 paho-mqtt is imported only when a client is made, so `import protocol` stays stdlib + numpy.
+`publish_many` hands a batch of QoS 0 messages to paho as one write (see its docstring).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,3 +85,60 @@ def connect(
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry_s
     client.connect_async(host, port, keepalive=keepalive, clean_start=clean_start, properties=props)
+
+
+_PUBLISH_QOS0 = 0x30
+
+
+def _varint(n: int) -> bytes:
+    """MQTT's variable byte integer (remaining length), 1–4 bytes."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish_packets(items: Sequence[tuple[str, bytes]], *, mqtt5: bool = True) -> bytes:
+    """The wire bytes of one QoS 0, non-retained PUBLISH per (topic, payload), back to back.
+
+    >>> publish_packets([("a/b", b"hi")]).hex()
+    '30080003612f62006869'
+    >>> publish_packets([("t", b"x"), ("t", b"y")], mqtt5=False).hex()
+    '300400017478300400017479'
+    """
+    props = b"\x00" if mqtt5 else b""
+    out = bytearray()
+    for topic, payload in items:
+        t = topic.encode()
+        if not t or len(t) > 65535 or "+" in topic or "#" in topic:
+            raise ValueError(f"cannot publish to topic {topic!r}: empty, too long or a wildcard")
+        out.append(_PUBLISH_QOS0)
+        out += _varint(2 + len(t) + len(props) + len(payload))
+        out += len(t).to_bytes(2, "big")
+        out += t
+        out += props
+        out += payload
+    return bytes(out)
+
+
+def publish_many(client: mqtt.Client, items: Sequence[tuple[str, bytes]]) -> bool:
+    """Queue QoS 0 messages for paho's network thread as one write; False if not connected.
+
+    paho's `publish` costs a wake-up of its network thread and a `send` per message; a micro-batch
+    of predictions goes out in one of each. The packets are the ones `publish` would write
+    (MQTT 5: empty properties). This uses paho's packet queue, checked against the pinned
+    paho-mqtt 2.1.0 by the tests; messages are dropped, not queued, while disconnected,
+    exactly as QoS 0 `publish` does.
+    """
+    if not items:
+        return True
+    import paho.mqtt.client as mqtt
+
+    if client._sock is None:  # paho has no public "has a connected socket" check
+        return False
+    data = publish_packets(items, mqtt5=client.protocol == mqtt.MQTTv5)
+    info = mqtt.MQTTMessageInfo(0)
+    rc = client._packet_queue(_PUBLISH_QOS0, data, 0, 0, info)
+    return bool(rc == mqtt.MQTT_ERR_SUCCESS)

@@ -329,3 +329,46 @@ def test_evaluate_refuses_an_unsigned_bundle_without_insecure_dev(models: EdgeMo
     ]
     assert main([*args, "--public-key", str(models.public_key_path)]) == 1
     assert main([*args, "--insecure-dev"]) == 0
+
+
+def test_inbox_below_the_rate_threshold_takes_what_is_queued_at_once() -> None:
+    box: Inbox[int] = Inbox(capacity=100)
+    policy = BatchPolicy(max_size=8, max_wait_s=0.2, wait_above_per_s=1e9)
+    box.put(1)
+    t0 = time.monotonic()
+    assert box.get_batch(policy, timeout=1.0) == [1]
+    assert time.monotonic() - t0 < 0.1  # a light load pays no batching latency
+
+
+def test_inbox_above_the_rate_threshold_waits_for_the_batch_to_fill() -> None:
+    box: Inbox[int] = Inbox(capacity=10_000)
+    policy = BatchPolicy(max_size=8, max_wait_s=0.5, wait_above_per_s=1000.0)
+    for i in range(2000):  # ~instantly: far above 1,000/s once the rate is measured
+        box.put(i)
+    time.sleep(0.11)
+    while box.get_batch(policy, timeout=0.0):
+        pass
+    assert box.arrival_rate > 1000.0
+
+    def feed() -> None:
+        for i in range(8):
+            time.sleep(0.01)
+            box.put(i)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    batch = box.get_batch(policy, timeout=1.0)
+    t.join()
+    assert batch == list(range(8))  # it waited for all eight instead of taking the first
+
+
+def test_latency_window_extend_wraps_like_repeated_add() -> None:
+    a, b = LatencyWindow(5), LatencyWindow(5)
+    values = [float(v) for v in range(13)]
+    for v in values:
+        a.add(v)
+    b.extend(values[:3])
+    b.extend(values[3:11])
+    b.extend(values[11:])
+    assert a.percentiles((0.0, 100.0)) == b.percentiles((0.0, 100.0)) == (8.0, 12.0)
+    assert len(a) == len(b) == 5
