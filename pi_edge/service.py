@@ -5,7 +5,8 @@ Threads and what each may do:
     paho network thread   decode a window and Inbox.put it (never blocks); stash a bundle's
                           bytes for the model thread; publish status on (re)connect
     worker                Inbox.get_batch → swap in a vetted model if one is pending (so a swap
-                          falls between two batches) → one invoke per batch → publish predictions
+                          falls between two batches) → one invoke per batch → the batch's
+                          predictions to paho's thread in one hand-over (`publish_many`)
     model thread          vet bundles (signature, compatibility, golden vectors), persist the
                           good ones, hand them to the worker
     status thread         publish the retained status every `status_interval_s`, notice an
@@ -537,8 +538,14 @@ class EdgeService:
                 st.rate.add(1, now)
                 st.latency.add(row[9])
             self._latency.extend(totals)
-            if failed:
-                self._errors.count("publish_failed", now, failed)
+            should_log = failed > 0 and self._errors.count("publish_failed", now, failed)
+        if should_log:
+            log.warning(
+                "dropped %d prediction(s): not connected to %s, or the broker is not reading "
+                "them (QoS 0); classification goes on and status counts publish_failed",
+                failed,
+                self.config.broker,
+            )
 
     def _prediction_topic(self, machine: str) -> str:
         """The prediction topic of `machine`, built (and its id checked) once per machine."""

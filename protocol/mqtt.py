@@ -123,22 +123,28 @@ def publish_packets(items: Sequence[tuple[str, bytes]], *, mqtt5: bool = True) -
     return bytes(out)
 
 
-def publish_many(client: mqtt.Client, items: Sequence[tuple[str, bytes]]) -> bool:
-    """Queue QoS 0 messages for paho's network thread as one write; False if not connected.
+def publish_many(
+    client: mqtt.Client, items: Sequence[tuple[str, bytes]], *, max_pending: int = 256
+) -> bool:
+    """Queue QoS 0 messages for paho's network thread as one write; False if not sent.
 
     paho's `publish` costs a wake-up of its network thread and a `send` per message; a micro-batch
     of predictions goes out in one of each. The packets are the ones `publish` would write
-    (MQTT 5: empty properties). This uses paho's packet queue, checked against the pinned
-    paho-mqtt 2.1.0 by the tests; messages are dropped, not queued, while disconnected,
-    exactly as QoS 0 `publish` does.
+    (MQTT 5: empty properties). Like QoS 0 `publish`, nothing is queued while disconnected; and
+    when paho already holds `max_pending` unsent writes (the broker is not reading), the batch
+    is refused rather than letting memory grow. Uses paho's packet queue (pinned paho-mqtt 2.1.0,
+    covered by tests); without it, falls back to one `publish` per message.
     """
     if not items:
         return True
     import paho.mqtt.client as mqtt
 
-    if client._sock is None:  # paho has no public "has a connected socket" check
+    try:
+        sock, pending, queue = client._sock, client._out_packet, client._packet_queue
+    except AttributeError:  # a paho whose internals moved: the slow, public way
+        return all(client.publish(t, p, qos=0).rc == mqtt.MQTT_ERR_SUCCESS for t, p in items)
+    if sock is None or len(pending) >= max_pending:
         return False
     data = publish_packets(items, mqtt5=client.protocol == mqtt.MQTTv5)
-    info = mqtt.MQTTMessageInfo(0)
-    rc = client._packet_queue(_PUBLISH_QOS0, data, 0, 0, info)
+    rc = queue(_PUBLISH_QOS0, data, 0, 0, mqtt.MQTTMessageInfo(0))
     return bool(rc == mqtt.MQTT_ERR_SUCCESS)

@@ -111,6 +111,7 @@ class Broker:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)  # a paused broker would not see SIGTERM
         proc.terminate()
         try:
             proc.wait(timeout=5)
@@ -122,6 +123,15 @@ class Broker:
         """Stop and start again on the same port with the same persistence (a broker restart)."""
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): it stops reading sockets — a hung broker, for tests."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

@@ -70,3 +70,28 @@ def test_a_client_without_a_connection_reports_failure() -> None:
 def test_wildcard_or_empty_topics_are_refused(topic: str) -> None:
     with pytest.raises(ValueError, match="cannot publish"):
         publish_packets([(topic, b"x")])
+
+
+def test_a_hung_broker_makes_it_refuse_instead_of_queueing_without_bound(tmp_path: Any) -> None:
+    with Broker(run_dir=tmp_path / "broker") as hung:
+        client = make_client(f"pm-hung-{time.monotonic_ns()}")
+        connect(client, hung.address)
+        client.loop_start()
+        try:
+            _connected(client)
+            batch = [("edgeloop/v1/machines/m1/prediction", b"x" * 16_000)]
+            hung.pause()
+            accepted = 0
+            while publish_many(client, batch, max_pending=64):
+                accepted += 1
+                assert accepted < 3000, "still queueing 48 MB into a broker that reads nothing"
+            assert len(client._out_packet) >= 64  # refused because paho holds 64 unsent writes
+            hung.resume()
+            deadline = time.monotonic() + 10
+            while not publish_many(client, batch, max_pending=64):
+                assert time.monotonic() < deadline, "no recovery after the broker woke up"
+                time.sleep(0.05)
+        finally:
+            hung.resume()
+            client.loop_stop()
+            client.disconnect()
