@@ -74,6 +74,7 @@ class DaemonState:
     batches: int = 0
     duplicates: int = 0
     bad_batches: int = 0
+    store_errors: int = 0
     last_attempt: Attempt | None = None
     pis: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -257,20 +258,36 @@ class TrainerDaemon:
                 self._publish_champion()
                 continue
             if topic == self.topics.drift_batches:
-                try:
-                    self._store_batch(payload)
-                except sqlite3.Error as exc:
-                    # not acknowledged: the broker delivers it again after a reconnect
-                    log.error(
-                        "could not store a drift batch (%s); not acknowledging it, so "
-                        "the broker resends it; check the store's disk",
-                        exc,
-                    )
-                    continue
+                if not self._store_with_retry(payload):
+                    return  # stopping: unacknowledged, the broker resends it next session
             else:
                 self._note_status(payload)
             if qos > 0:
                 self.client.ack(mid, qos)  # only now: the batch is committed (or worthless)
+
+    def _store_with_retry(self, payload: bytes, first_delay_s: float = 0.5) -> bool:
+        """Store a drift batch, retrying with backoff (≤ 30 s) while the store fails.
+
+        The batch stays unacknowledged meanwhile, so nothing is lost and the broker stops
+        sending more once its in-flight window is full. False only if the daemon stops first.
+        """
+        delay = first_delay_s
+        while True:
+            try:
+                self._store_batch(payload)
+                return True
+            except sqlite3.Error as exc:
+                self.state.store_errors += 1
+                log.error(
+                    "could not store a drift batch (%s); it stays unacknowledged and is retried "
+                    "in %.1f s; check free space and permissions of %s",
+                    exc,
+                    delay,
+                    self.config.store,
+                )
+            if self._stop.wait(delay):
+                return False
+            delay = min(delay * 2, 30.0)
 
     def _store_batch(self, payload: bytes) -> None:
         try:
@@ -423,7 +440,14 @@ class TrainerDaemon:
                 "duplicates": self.state.duplicates,
                 "uptime_s": round(time.monotonic() - self.state.started, 1),
             },
-            errors={"bad_batch": self.state.bad_batches} if self.state.bad_batches else {},
+            errors={
+                k: v
+                for k, v in (
+                    ("bad_batch", self.state.bad_batches),
+                    ("store_failed", self.state.store_errors),
+                )
+                if v
+            },
             detail={"phase": self.state.phase, "policy": self.state.policy},
         )
         self.client.publish(

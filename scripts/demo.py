@@ -132,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             "(bottom right). Keys in the simulator pane: d = step drift, o = drift off."
         )
         print(f"Watch the wire: mosquitto_sub -p {broker.port} -t 'edgeloop/v1/#' -v")
-        if not args.no_attach and sys.stdin.isatty():
+        inside_tmux = bool(os.environ.get("TMUX"))  # attach would refuse to nest
+        if not args.no_attach and sys.stdin.isatty() and not inside_tmux:
             subprocess.run(["tmux", "attach-session", "-t", SESSION], check=False)
         else:
+            if inside_tmux and not args.no_attach:
+                _tmux("switch-client", "-t", SESSION, check=False)
             print(f"attach with: tmux attach -t {SESSION}; Ctrl-C here stops the demo", flush=True)
             while not stop and _tmux("has-session", "-t", SESSION, check=False).returncode == 0:
                 time.sleep(0.5)
