@@ -128,7 +128,7 @@ def evaluate(
     if png is not None:
         from ._png import confusion_png
 
-        confusion_png(cm, png)
+        confusion_png(cm, png, classes=manifest.classes)
     return Evaluation(
         model_version=manifest.version,
         runtime=clf.runtime,

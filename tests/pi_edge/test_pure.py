@@ -372,3 +372,25 @@ def test_latency_window_extend_wraps_like_repeated_add() -> None:
     b.extend(values[11:])
     assert a.percentiles((0.0, 100.0)) == b.percentiles((0.0, 100.0)) == (8.0, 12.0)
     assert len(a) == len(b) == 5
+
+
+def test_confusion_png_labels_rows_with_class_names(tmp_path: Path) -> None:
+    cm = np.array([[50, 2], [3, 45]])
+    plain, named = tmp_path / "plain.png", tmp_path / "named.png"
+    confusion_png(cm, plain, cell=40)
+    confusion_png(cm, named, cell=40, classes=("normal", "pump_fault"))
+
+    def pixels(path: Path) -> np.ndarray:
+        data = path.read_bytes()
+        w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        raw = zlib.decompress(data[41 : 41 + int.from_bytes(data[33:37], "big")])
+        return np.frombuffer(raw, np.uint8).reshape(h, 1 + 3 * w)[:, 1:].reshape(h, w, 3)
+
+    a, b = pixels(plain), pixels(named)
+    assert b.shape[0] > a.shape[0] and b.shape[1] > a.shape[1]  # room for header and names
+    ink = (b < 100).all(axis=2)  # the glyphs' near-black, not the cells' blue
+    assert ink[b.shape[0] - a.shape[0] :, :40].any()  # "0 NORMAL" / "1 PUMP_FAULT" left of cells
+    assert ink[: b.shape[0] - a.shape[0]].any()  # header and column numbers above them
+    assert not (a < 100).all(axis=2)[:, :3].any()  # the unlabeled one has no text left of cells
+    with pytest.raises(ValueError, match="3 class names"):
+        confusion_png(cm, named, classes=("a", "b", "c"))
