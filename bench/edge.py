@@ -5,7 +5,9 @@
 For each target (the ceiling process, then pi_edge) a driver process publishes windows from
 100 machines (a) as fast as it can and (b) paced at --rate windows/s. A collector here
 subscribes to the predictions and measures the sustained rate and the sensor→prediction latency
-(arrival here minus the window's sensor timestamp). Peak RSS is the target's VmHWM.
+(arrival here minus the window's sensor timestamp), and to pi_edge's status for its inbox drops.
+"dropped" is windows sent minus predictions received (inbox drops included). Peak RSS is the
+target's VmHWM.
 Targets (issue 5): pi_edge ≥ 0.8× ceiling rate; p99 ≤ 5 ms at 1,000/s; peak RSS ≤ 80 MB.
 """
 
@@ -30,6 +32,7 @@ from protocol.mqtt import connect, make_client
 from scripts.broker import Broker
 
 PY = sys.executable
+NODE = "bench-pi"
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     peak_rss_mb: float
+    inbox_drops: int | None = None  # pi_edge only: its own drop-oldest count in this run
 
 
 class Collector:
@@ -50,13 +54,23 @@ class Collector:
     def __init__(self, broker: str, topics: Topics) -> None:
         self._lock = threading.Lock()
         self._items: list[tuple[int, bytes]] = []
+        self._topics = topics
+        self.drops: dict[str, int] = {}  # node → inbox drops in its latest status
         self._client = make_client(f"bench-collector-{time.monotonic_ns()}")
-        self._client.on_connect = lambda c, *a: c.subscribe(topics.predictions(), qos=0)
+        self._client.on_connect = lambda c, *a: c.subscribe(
+            [(topics.predictions(), 0), (topics.statuses(), 0)]
+        )
         self._client.on_message = self._on_message
         connect(self._client, broker)
         self._client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic.endswith("/status"):
+            status = json.loads(msg.payload)
+            drops = status.get("metrics", {}).get("drops")
+            if drops is not None:
+                self.drops[status["node"]] = int(drops)
+            return
         item = (time.time_ns(), msg.payload)
         with self._lock:
             self._items.append(item)
@@ -105,6 +119,7 @@ def run_mode(
     ]
     if mode != "max":
         drive += ["--rate", str(rate)]
+    drops_before = collector.drops.get(NODE, 0)
     out = subprocess.run(drive, check=True, capture_output=True, text=True)
     sent = json.loads(out.stdout.strip().splitlines()[-1])["sent"]
     items: list[tuple[int, bytes]] = []
@@ -129,6 +144,7 @@ def run_mode(
         float(np.percentile(lat_ms, 50)) if mine else float("nan"),
         float(np.percentile(lat_ms, 99)) if mine else float("nan"),
         peak_rss_mb(pid),
+        collector.drops.get(NODE, 0) - drops_before if target == "pi_edge" else None,
     )
 
 
@@ -239,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(work / "edge"),
                 "--no-dashboard",
                 "--node",
-                "bench-pi",
+                NODE,
             ],
         }
         chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -264,6 +280,7 @@ def measure(
     round_: int,
 ) -> list[Result]:
     """Start one target, run the flat-out and the paced drive against it, stop it."""
+    collector.drops.pop(NODE, None)  # a new process counts from zero
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.DEVNULL,
@@ -301,13 +318,24 @@ def measure(
 
 
 def print_table(results: list[Result]) -> None:
-    head = ("target", "mode", "sent", "predicted", "windows/s", "p50 ms", "p99 ms", "peak RSS MB")
+    head = (
+        "target",
+        "mode",
+        "sent",
+        "predicted",
+        "dropped (inbox)",
+        "windows/s",
+        "p50 ms",
+        "p99 ms",
+        "peak RSS MB",
+    )
     rows = [
         (
             r.target,
             r.mode,
             f"{r.sent}",
             f"{r.received}",
+            f"{r.sent - r.received}" + ("" if r.inbox_drops is None else f" ({r.inbox_drops})"),
             f"{r.rate:,.0f}",
             f"{r.p50_ms:.2f}",
             f"{r.p99_ms:.2f}",
