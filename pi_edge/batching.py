@@ -6,7 +6,7 @@ which returns up to `policy.max_size` items. Under load (arrivals above `policy.
 it waits at most `policy.max_wait_s` for the batch to fill, and is woken once when it is full,
 not on every put. Why: on one GIL, a worker that grabs every window as it lands wakes and
 contends with the network thread per window; bench/edge.py measured flat-out throughput swing
-between 10k and 16k windows/s run to run that way, and a steady ~15k/s with the wait. Below the
+between 10k and 16k windows/s run to run that way, and 15k–18k/s with the wait. Below the
 threshold nothing waits, so light traffic pays no latency for it.
 """
 

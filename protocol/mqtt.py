@@ -88,6 +88,7 @@ def connect(
 
 
 _PUBLISH_QOS0 = 0x30
+_MAX_REMAINING = 268_435_455  # the largest remaining length a 4-byte varint can say
 
 
 def _varint(n: int) -> bytes:
@@ -114,8 +115,11 @@ def publish_packets(items: Sequence[tuple[str, bytes]], *, mqtt5: bool = True) -
         t = topic.encode()
         if not t or len(t) > 65535 or "+" in topic or "#" in topic:
             raise ValueError(f"cannot publish to topic {topic!r}: empty, too long or a wildcard")
+        remaining = 2 + len(t) + len(props) + len(payload)
+        if remaining > _MAX_REMAINING:
+            raise ValueError(f"payload of {len(payload)} bytes is over MQTT's 256 MiB packet limit")
         out.append(_PUBLISH_QOS0)
-        out += _varint(2 + len(t) + len(props) + len(payload))
+        out += _varint(remaining)
         out += len(t).to_bytes(2, "big")
         out += t
         out += props
