@@ -2,7 +2,7 @@
 
 build_bundle(x, y, out_dir, ...) -> Path      train + convert + (sign) + write a bundle
 generate_keypair(out_dir) -> (private, public)
-finetune_model(keras_model, x_new, y_new, x_replay, y_replay, *, norm, ...) -> (model, info)
+finetune_model(keras_model, x_new, y_new, x_replay, y_replay, *, norm, ...) -> fine-tuned model
 """
 
 from __future__ import annotations
