@@ -3,10 +3,11 @@
 Stdlib + numpy only; the full byte-level spec is protocol/README.md.
 """
 
+from ._version import __version__
 from .bundle import Bundle, Manifest, decode_bundle, encode_bundle, load_public_key
 from .control import DRIFT_MODES, Command
 from .drift_batch import REASONS, DriftBatch, Kept, decode_batch, encode_batch, window_id
-from .errors import BundleError, EdgeloopError, PayloadError, SignatureError
+from .errors import BundleError, ConfigError, EdgeloopError, PayloadError, SignatureError
 from .messages import Prediction, Status
 from .schema import (
     CHANNELS,
@@ -20,8 +21,6 @@ from .schema import (
 )
 from .topics import DEFAULT_PREFIX, Topics, check_id
 from .window import Window, decode_any, decode_window, decode_window_json, encode_window
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CHANNELS",
@@ -37,6 +36,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "Command",
+    "ConfigError",
     "DriftBatch",
     "EdgeloopError",
     "Kept",

@@ -1,6 +1,7 @@
 """The error family every edgeloop package raises from.
 
     EdgeloopError                 base of every error edgeloop raises on purpose
+     ├── ConfigError              a setting (flag, env var, config key) is wrong: exit 2
      ├── PayloadError             a message on the wire is malformed (has a .kind for counting)
      └── BundleError              a model bundle is malformed, tampered with or incompatible
           └── SignatureError      the bundle's Ed25519 signature is missing or wrong
@@ -36,3 +37,8 @@ class SignatureError(BundleError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, kind="signature")
+
+
+class ConfigError(EdgeloopError):
+    """A flag, environment variable or config-file key is wrong; the message names the setting,
+    the value seen, what is allowed and where to set it. Every tool exits with EXIT_USAGE."""

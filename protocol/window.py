@@ -50,13 +50,19 @@ FloatArray = npt.NDArray[np.float32]
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Window:
-    """One window of T samples × C channels from one machine, with optional ground truth."""
+    """One window of T samples × C channels from one machine, with optional ground truth.
+
+    `frame` is the binary frame the window was decoded from: it travels with the window to the
+    Pi's buffer, the drift batch and the trainer's store, so a kept window is never re-encoded.
+    It is not an init argument, so `dataclasses.replace` (a new label, say) drops it.
+    """
 
     machine: str
     seq: int
     timestamp_ns: int
     data: FloatArray = field(repr=False)
     label: int | None = None
+    frame: bytes | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_id(self.machine)
@@ -105,7 +111,9 @@ def _check_finite(data: FloatArray) -> None:
 
 
 def encode_window(window: Window) -> bytes:
-    """Binary frame for `window`; refuses NaN/inf so bad data never reaches the wire."""
+    """Binary frame for `window` (the received one, if it came as a frame); refuses NaN/inf."""
+    if window.frame is not None:
+        return window.frame
     _check_finite(window.data)
     mid = window.machine.encode()
     t, c = window.shape
@@ -170,7 +178,9 @@ def decode_window(data: bytes, expected_shape: tuple[int, int] | None = None) ->
     samples = np.frombuffer(data, dtype="<f4", count=t * c, offset=HEADER.size + id_len)
     samples = samples.reshape(t, c)
     _check_finite(samples)
-    return Window(machine, seq, ts, samples, None if label == NO_LABEL else label)
+    window = Window(machine, seq, ts, samples, None if label == NO_LABEL else label)
+    object.__setattr__(window, "frame", data if type(data) is bytes else bytes(data))
+    return window
 
 
 def _json_int(obj: dict[str, Any], key: str, default: int | None = None) -> int:

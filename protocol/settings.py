@@ -1,0 +1,375 @@
+"""Settings declared once: a frozen dataclass whose fields carry their help, range and flag.
+
+Every tool's configuration is one `@dataclass(frozen=True)` whose fields are made with
+`setting(...)`. From those fields alone this module derives the command-line flags, the
+environment variables (`EDGELOOP_<NAME>`), the config-file keys (TOML, unknown keys refused),
+the type coercion and the range checks, so a setting is written exactly once. Precedence, last
+wins: defaults < config file < environment < flags.
+
+Why not pydantic-settings or ConfigArgParse: the Pi image carries numpy, LiteRT and paho only,
+and the whole job is ~250 lines of stdlib on top of dataclasses and argparse.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True, slots=True)
+... class Demo:
+...     broker: str = setting("127.0.0.1:1883", help="HOST:PORT of the broker")
+...     rate: float = setting(10.0, help="windows/s", low=0.0, high=1000.0)
+...     dashboard: bool = setting(True, help="live view")
+...     def __post_init__(self) -> None:
+...         check(self)
+>>> resolve(Demo, env={"EDGELOOP_RATE": "2.5"}, flags={"dashboard": False})
+Demo(broker='127.0.0.1:1883', rate=2.5, dashboard=False)
+>>> resolve(Demo, env={"EDGELOOP_RATE": "2000"})
+Traceback (most recent call last):
+...
+protocol.errors.ConfigError: rate 2000.0 must be a number in 0.0..1000.0 (windows/s); set ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "add_arguments",
+    "check",
+    "env_names",
+    "flag_of",
+    "flags_of",
+    "from_mapping",
+    "read_toml",
+    "resolve",
+    "setting",
+]
+
+ENV_PREFIX = "EDGELOOP_"
+ROLE_SECTIONS = frozenset({"edge", "sim", "trainer", "console"})  # tables of a shared file
+_META = "edgeloop"
+_MISSING: Any = dataclasses.MISSING
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Meta:
+    help: str
+    low: float | None
+    high: float | None
+    choices: tuple[Any, ...] | None
+    flag: str | None
+    env: str | None
+    cli: bool
+    metavar: str | None
+    check: Callable[[Any], Any] | None
+
+
+def setting(
+    default: Any = _MISSING,
+    *,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    flag: str | None = None,
+    env: str | None = None,
+    cli: bool = True,
+    metavar: str | None = None,
+    check: Callable[[Any], Any] | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A dataclass field with what the flag, env var, file key and range check need.
+
+    `low`/`high`: inclusive range of a number (or of each item of a tuple); `choices`: allowed
+    values; `flag`: the long option (default `--field-name`, `--no-field-name` for a bool that
+    defaults to true); `env`: the variable (default EDGELOOP_FIELD_NAME, "" for none); `cli`:
+    False for file/env-only settings; `check`: a callable that raises ValueError on a bad value.
+    """
+    meta = {_META: _Meta(help, low, high, choices, flag, env, cli, metavar, check)}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _meta(f: dataclasses.Field[Any]) -> _Meta:
+    m = f.metadata.get(_META)
+    if m is None:
+        return _Meta(f.name, None, None, None, None, None, False, None, None)
+    return typing.cast(_Meta, m)
+
+
+def _fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(cls))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(the type without `| None`, whether None is allowed)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else tp), True
+    return tp, False
+
+
+def env_names(cls: type) -> dict[str, str]:
+    """{environment variable: field name} for every setting of `cls` that has one."""
+    out = {}
+    for f in _fields(cls):
+        m = _meta(f)
+        name = (ENV_PREFIX + f.name.upper()) if m.env is None else m.env
+        if name and _META in f.metadata:
+            out[name] = f.name
+    return out
+
+
+def flag_of(cls: type, name: str) -> str:
+    """The long option that sets field `name` (for messages and docs)."""
+    for f in _fields(cls):
+        if f.name == name:
+            m = _meta(f)
+            if m.flag:
+                return m.flag
+            if _base_type(_hints(cls)[name])[0] is bool and f.default is True:
+                return "--no-" + name.replace("_", "-")
+            return "--" + name.replace("_", "-")
+    raise KeyError(name)
+
+
+def _ways(cls: type, name: str) -> str:
+    """'--flag or EDGELOOP_VAR or the config key' for field `name`."""
+    f = next(f for f in _fields(cls) if f.name == name)
+    env = {v: k for k, v in env_names(cls).items()}.get(name)
+    ways = ([flag_of(cls, name)] if _meta(f).cli else []) + ([env] if env else [])
+    return " or ".join([*ways, f"config key {name!r}"])
+
+
+def _where(cls: type, name: str) -> str:
+    return f"; set {_ways(cls, name)}"
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    """Turn a string (env, flag) or a TOML value into the field's type."""
+    base, optional = _base_type(tp)
+    if value is None or (optional and isinstance(value, str) and value.strip() == ""):
+        if optional:
+            return None
+        raise ValueError("may not be empty")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        low = str(value).strip().lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise ValueError(f"{value!r} is not a boolean (true/false, 1/0, yes/no, on/off)")
+    if base is int:
+        if isinstance(value, bool | float):
+            raise ValueError(f"{value!r} is not an integer")
+        return int(value)
+    if base is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a number")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is not a finite number")
+        return number
+    if base is Path:
+        return Path(str(value)).expanduser()
+    if base is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a string")
+        return value
+    if typing.get_origin(base) is tuple:
+        item = typing.get_args(base)[0]
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            parts = [p.strip() for p in parts if p.strip()]
+        return tuple(_coerce(item, p, name) for p in parts)
+    return value
+
+
+def from_mapping(cls: type, obj: Mapping[str, Any], *, source: str = "settings") -> dict[str, Any]:
+    """{field: typed value} from `obj` (file, env or flags); ConfigError on unknown keys/types."""
+    hints = _hints(cls)
+    known = [f.name for f in _fields(cls)]
+    unknown = sorted(set(obj) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown} in {source}; known: {', '.join(known)}")
+    out = {}
+    for key, value in obj.items():
+        try:
+            out[key] = _coerce(hints[key], value, key)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"setting {key}={value!r} from {source}: {exc}") from exc
+    return out
+
+
+def read_toml(path: Path, section: str | None = None) -> dict[str, Any]:
+    r"""The settings in a TOML file for the role whose table is `section`.
+
+    A file without role tables holds one role's settings at its top level. A file with role
+    tables (`[edge]`, `[sim]`, `[trainer]`, `[console]`) is shared: each role takes its own
+    table plus the top-level keys, which then hold what all roles share (broker, prefix).
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as fh:
+    ...     _ = fh.write('broker = "hub:1883"\n[edge]\nbatch_max = 8\n[sim]\nhz = 2\n')
+    >>> read_toml(Path(fh.name), "edge")
+    {'broker': 'hub:1883', 'batch_max': 8}
+    >>> os.unlink(fh.name)
+    """
+    try:
+        obj = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    tables = {k for k, v in obj.items() if k in ROLE_SECTIONS and isinstance(v, dict)}
+    if not tables:
+        return obj
+    shared = {k: v for k, v in obj.items() if k not in tables}
+    own = obj.get(section) if section in tables else {}
+    return {**shared, **(own or {})}
+
+
+def resolve(
+    cls: type,
+    *,
+    file: Path | None = None,
+    section: str | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> Any:
+    """An instance of `cls` from defaults < `base` < TOML `file` < `env` < `flags`."""
+    values: dict[str, Any] = dict(base or {})
+    if file is not None:
+        values.update(from_mapping(cls, read_toml(file, section), source=str(file)))
+    if env is not None:
+        by_env = {key: env[var] for var, key in env_names(cls).items() if env.get(var, "") != ""}
+        values.update(from_mapping(cls, by_env, source="the environment"))
+    if flags:
+        values.update(from_mapping(cls, flags, source="the command line"))
+    missing = [
+        f.name
+        for f in _fields(cls)
+        if f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(
+            "missing setting(s): " + "; ".join(f"{n} (set {_ways(cls, n)})" for n in missing)
+        )
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"bad settings for {cls.__name__}: {exc}") from exc
+
+
+def _in_range(v: Any, m: _Meta) -> bool:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return (m.low is None or v >= m.low) and (m.high is None or v <= m.high)
+
+
+def check(obj: Any) -> None:
+    """Check every field of a settings instance against its declared type, range and choices.
+
+    Call it from `__post_init__`, so a config built in code is held to the same rules as one
+    built from flags.
+    """
+    cls = type(obj)
+    hints = _hints(cls)
+    for f in _fields(cls):
+        m = _meta(f)
+        v = getattr(obj, f.name)
+        base, optional = _base_type(hints[f.name])
+        if v is None:
+            if optional:
+                continue
+            raise ConfigError(f"{f.name} may not be empty{_where(cls, f.name)}")
+        numbers = v if typing.get_origin(base) is tuple else (v,)
+        if base is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"{f.name} {v!r} must be an integer{_where(cls, f.name)}")
+        if base is float and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise ConfigError(f"{f.name} {v!r} must be a number{_where(cls, f.name)}")
+        if base is bool and not isinstance(v, bool):
+            raise ConfigError(f"{f.name} {v!r} must be true or false{_where(cls, f.name)}")
+        if (m.low is not None or m.high is not None) and not all(_in_range(n, m) for n in numbers):
+            kind = "an integer" if base is int else "a number"
+            lo = "" if m.low is None else m.low
+            hi = "" if m.high is None else m.high
+            raise ConfigError(
+                f"{f.name} {v!r} must be {kind} in {lo}..{hi} ({m.help}){_where(cls, f.name)}"
+            )
+        if m.choices is not None and v not in m.choices:
+            raise ConfigError(
+                f"{f.name} {v!r} must be one of {list(m.choices)}{_where(cls, f.name)}"
+            )
+        if m.check is not None:
+            try:
+                m.check(v)
+            except ValueError as exc:
+                raise ConfigError(f"{f.name} {v!r}: {exc}{_where(cls, f.name)}") from exc
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    if f.default is not dataclasses.MISSING:
+        d = f.default
+        if d is None:
+            return ""
+        if isinstance(d, tuple):
+            d = ",".join(str(x) for x in d)
+        if isinstance(d, bool):
+            return ""
+        return f" (default {d})"
+    return "" if f.default_factory is not dataclasses.MISSING else " (required)"
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    exclude: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
+) -> None:
+    """One flag per CLI setting of `cls` (or of `only` those); unset flags stay unset (SUPPRESS)."""
+    hints = _hints(cls)
+    envs = {v: k for k, v in env_names(cls).items()}
+    for f in _fields(cls):
+        m = _meta(f)
+        if not m.cli or f.name in exclude or (only is not None and f.name not in only):
+            continue
+        base, _ = _base_type(hints[f.name])
+        flag = flag_of(cls, f.name)
+        env = f" [{envs[f.name]}]" if f.name in envs else ""
+        text = (m.help + _default_text(f) + env).replace("%", "%%")
+        common: dict[str, Any] = {"dest": f.name, "help": text, "default": argparse.SUPPRESS}
+        if base is bool:
+            action = "store_false" if flag.startswith("--no-") else "store_true"
+            parser.add_argument(flag, action=action, **common)
+            continue
+        if m.metavar:
+            common["metavar"] = m.metavar
+        if m.choices is not None and all(isinstance(c, str) for c in m.choices):
+            common["choices"] = m.choices
+        parser.add_argument(flag, **common)
+
+
+def flags_of(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The settings of `cls` given on the command line (raw strings, typed by `resolve`)."""
+    names = {f.name for f in _fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
