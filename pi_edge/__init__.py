@@ -13,7 +13,7 @@ Public API (the CLI is `python -m pi_edge` / `edgeloop-edge`)::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from protocol import __version__
 
 from .batching import BatchPolicy, Inbox
 from .config import EdgeConfig

@@ -1,6 +1,6 @@
-"""`python -m pi_edge` (console script `edgeloop-edge`): run | evaluate | rollback.
+"""`python -m pi_edge` (console script `edgeloop-edge`): run | evaluate | rollback | export.
 
-Exit codes: 0 ok, 1 a runtime error (model refused, evaluation failed), 2 bad settings.
+Exit codes are edgeloop's shared table (protocol.cli): 0 ok, 1 failed, 2 bad setting, 3 refused.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from protocol import EdgeloopError, load_public_key
+from protocol import ConfigError, EdgeloopError, load_public_key
+from protocol.cli import report
+from protocol.settings import add_arguments, flags_of, resolve
 
 from . import __version__
-from .config import ENV, EdgeConfig
-from .errors import ConfigError, EdgeError
+from .config import SECTION, EdgeConfig
+from .errors import EdgeError
 
 log = logging.getLogger("pi_edge")
 
@@ -34,116 +37,36 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="classify live windows from MQTT",
-        description="Settings: defaults < --config TOML < EDGELOOP_* env < flags. "
-        f"Env vars: {', '.join(ENV)}.",
-        argument_default=argparse.SUPPRESS,
+        description="Settings: defaults < --config TOML < EDGELOOP_* env < flags; each flag "
+        "names its environment variable, and each setting's name is its config-file key.",
     )
-    run.add_argument("--config", type=Path, help="TOML file of settings (unknown keys refused)")
-    run.add_argument("--broker", help="HOST:PORT of the MQTT broker (default 127.0.0.1:1883)")
-    run.add_argument("--prefix", help="topic prefix (default edgeloop/v1)")
-    run.add_argument("--node", help="node id for the status topic and MQTT client id")
-    run.add_argument("--machines", help="'+' (all) or a comma-separated list of machine ids")
-    run.add_argument(
-        "--shared-group",
-        dest="shared_group",
-        help="MQTT 5 shared subscription group to split machines across nodes",
-    )
-    run.add_argument(
-        "--public-key",
-        dest="public_key",
-        type=Path,
-        help="trainer's Ed25519 public key (PEM/hex/raw) that bundles must verify with",
-    )
-    run.add_argument(
-        "--insecure-dev",
-        dest="insecure_dev",
-        action="store_true",
-        help="accept unsigned bundles (development only)",
-    )
-    run.add_argument("--model", type=Path, help="bundle to start from if the state dir has none")
-    run.add_argument(
-        "--state-dir",
-        dest="state_dir",
-        type=Path,
-        help="where the last good and previous models live",
-    )
-    run.add_argument("--threads", type=int, help="interpreter threads (default 1)")
-    run.add_argument("--batch-max", dest="batch_max", type=int, help="windows per invoke (32)")
-    run.add_argument(
-        "--batch-wait-ms",
-        dest="batch_wait_ms",
-        type=float,
-        help="under load, wait up to M ms for a batch to fill (1; 0: take what is queued)",
-    )
-    run.add_argument(
-        "--batch-wait-above",
-        dest="batch_wait_above_per_s",
-        type=float,
-        help="windows/s above which the worker waits for batches to fill (2000; 0: always)",
-    )
-    run.add_argument(
-        "--queue-size",
-        dest="queue_size",
-        type=int,
-        help="inbox capacity; when full the oldest window is dropped (2048)",
-    )
-    run.add_argument(
-        "--status-interval",
-        dest="status_interval_s",
-        type=float,
-        help="seconds between status messages (2)",
-    )
-    run.add_argument(
-        "--low-confidence",
-        dest="low_confidence",
-        type=float,
-        help="confidence below which a window is flagged and kept (0.6)",
-    )
-    run.add_argument(
-        "--buffer-max-rows",
-        dest="buffer_max_rows",
-        type=int,
-        help="kept windows on disk before the oldest unlabeled go (50000)",
-    )
-    run.add_argument(
-        "--keep-flagged-per-s",
-        dest="keep_flagged_per_s",
-        type=float,
-        help="flagged (unlabeled) windows kept per machine per second (1); labeled: all",
-    )
-    run.add_argument(
-        "--no-dashboard",
-        dest="dashboard",
-        action="store_false",
-        help="service mode: plain logs, no live view",
-    )
+    _config_arg(run)
+    add_arguments(run, EdgeConfig)
 
     ev = sub.add_parser("evaluate", help="score a bundle on labelled windows")
     ev.add_argument("--model", type=Path, required=True, help="bundle file")
     ev.add_argument("--x", type=Path, required=True, help="windows .npy (n, T, C) raw float32")
     ev.add_argument("--y", type=Path, required=True, help="labels .npy (n,) ints or class names")
-    ev.add_argument("--public-key", type=Path, help="verify the bundle with this key")
-    ev.add_argument("--insecure-dev", action="store_true", help="accept an unsigned bundle")
     ev.add_argument("--png", type=Path, help="write the confusion matrix as a PNG here")
-    ev.add_argument("--threads", type=int, default=1)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    add_arguments(ev, EdgeConfig, only=("public_key", "insecure_dev", "threads"))
 
     rb = sub.add_parser("rollback", help="swap current and previous model in the state dir")
-    rb.add_argument(
-        "--state-dir",
-        type=Path,
-        help="state dir (default $EDGELOOP_STATE_DIR or ~/.local/state/...)",
-    )
+    _config_arg(rb)
+    add_arguments(rb, EdgeConfig, only=("state_dir",))
     ex = sub.add_parser("export", help="write the local prediction history as CSV or JSON lines")
     ex.add_argument("--since", help="only predictions newer than this, e.g. 15m, 1h, 7d (all)")
     ex.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     ex.add_argument("--out", type=Path, help="file to write (default: standard output)")
-    ex.add_argument(
-        "--state-dir",
-        type=Path,
-        help="state dir (default $EDGELOOP_STATE_DIR or ~/.local/state/...)",
-    )
+    _config_arg(ex)
+    add_arguments(ex, EdgeConfig, only=("state_dir",))
     return p
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", type=Path, help=f"TOML file of settings (top level or [{SECTION}] table)"
+    )
 
 
 def _setup_logging(verbose: bool, console: Any = None) -> None:
@@ -166,19 +89,16 @@ def _setup_logging(verbose: bool, console: Any = None) -> None:
     root.addHandler(handler)
 
 
-def build_config(args: argparse.Namespace, env: dict[str, str] | None = None) -> EdgeConfig:
+def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> EdgeConfig:
     """defaults < --config < env < flags."""
-    cfg = EdgeConfig()
-    given = vars(args)
-    if "config" in given:
-        cfg = EdgeConfig.from_toml(given["config"], cfg)
-    cfg = EdgeConfig.from_env(os.environ if env is None else env, cfg)
-    flags = {
-        k: v
-        for k, v in given.items()
-        if k in set(EdgeConfig.keys()) - {"command", "verbose", "config"}
-    }
-    return EdgeConfig.from_dict(flags, cfg)
+    config: EdgeConfig = resolve(
+        EdgeConfig,
+        file=getattr(args, "config", None),
+        section=SECTION,
+        env=os.environ if env is None else env,
+        flags=flags_of(args, EdgeConfig),
+    )
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -239,9 +159,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     _setup_logging(args.verbose)
-    if args.public_key is None and not args.insecure_dev:
+    cfg = build_config(args)
+    if cfg.public_key is None and not cfg.insecure_dev:
         raise ConfigError("pass --public-key PATH to verify the bundle, or --insecure-dev")
-    key = load_public_key(args.public_key) if args.public_key else None
+    key = load_public_key(cfg.public_key) if cfg.public_key else None
     try:
         x = np.load(args.x, allow_pickle=False)
         y = np.load(args.y, allow_pickle=False)
@@ -253,8 +174,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         x,
         y,
         public_key=key,
-        allow_unsigned=args.insecure_dev,
-        threads=args.threads,
+        allow_unsigned=cfg.insecure_dev,
+        threads=cfg.threads,
         png=args.png,
     )
     if args.json:
@@ -285,11 +206,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .config import default_state_dir
     from .models import ModelStore
 
     _setup_logging(args.verbose)
-    state_dir = args.state_dir or Path(os.environ.get("EDGELOOP_STATE_DIR") or default_state_dir())
+    state_dir = build_config(args).state_dir
     from_v, to_v = ModelStore(state_dir).rollback()
     log.info(
         "rolled back from model v%s to v%s in %s; a running node loads it within one "
@@ -303,11 +223,10 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .config import default_state_dir
     from .history import PredictionHistory, export, parse_duration
 
     _setup_logging(args.verbose)
-    state_dir = args.state_dir or Path(os.environ.get("EDGELOOP_STATE_DIR") or default_state_dir())
+    state_dir = build_config(args).state_dir
     path = state_dir / "history.sqlite"
     if not path.exists():
         raise ConfigError(f"no prediction history at {path}; run `pi_edge run` with this state dir")
@@ -331,25 +250,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (protocol.cli: 0 ok, 1 failed, 2 usage, 3 refused)."""
     args = _parser().parse_args(argv)
+    commands = {"run": _run, "evaluate": _evaluate, "export": _export, "rollback": _rollback}
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        if args.command == "export":
-            return _export(args)
-        return _rollback(args)
-    except ConfigError as exc:
-        logging.getLogger("pi_edge").error("%s", exc)
-        if not logging.getLogger().handlers:
-            sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return commands[args.command](args)
     except EdgeloopError as exc:
-        logging.getLogger("pi_edge").error("%s", exc)
-        if not logging.getLogger().handlers:
-            sys.stderr.write(f"error: {exc}\n")
-        return 1
+        return report(exc, log)
 
 
 if __name__ == "__main__":

@@ -251,8 +251,10 @@ class DriftMonitor:
         raw: npt.NDArray[np.float32],
         probabilities: npt.NDArray[np.float32],
         truth: list[int | None],
+        predicted: npt.NDArray[np.int64] | None = None,
     ) -> Verdicts:
-        """Update with a micro-batch: raw (N, T, C) windows, (N, K) probabilities, labels.
+        """Update with a micro-batch: raw (N, T, C) windows, (N, K) probabilities, labels, and
+        the argmax of the probabilities if the caller has it already.
 
         Vectorised over the batch; a machine seen twice in one batch is updated in order.
         """
@@ -263,7 +265,8 @@ class DriftMonitor:
         else:  # no statistics: the input signal stays at its reference, nothing is "far"
             z2 = distance = np.ones((n, k))
         rows = np.arange(n)
-        predicted = probabilities.argmax(axis=1)
+        if predicted is None:
+            predicted = probabilities.argmax(axis=1)
         confidence = probabilities[rows, predicted].astype(np.float64)
         input_score = z2[rows, predicted]
         ood_score = distance.min(axis=1)

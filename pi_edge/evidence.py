@@ -4,8 +4,8 @@ The worker calls `observe` (drift monitor) and `keep` (durable buffer) for each 
 `record` for the predictions it published. Labeled windows are always kept; flagged windows
 (low confidence, out of distribution, or from a drifting machine) are kept at most
 `flagged_per_machine_s` per machine per second, so a drifting fleet cannot flood the buffer.
-The shipper thread sends kept windows at QoS 1 on its own connection; a recorder thread writes
-the prediction history, so neither touches the worker's or paho's time.
+The shipper (shipper.py) sends kept windows at QoS 1 on its own connection; the recorder
+(recorder.py) writes the prediction history; neither touches the worker's or paho's time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,11 @@ import numpy.typing as npt
 
 from protocol import Manifest, Topics, Window
 from protocol.drift_batch import Kept
-from protocol.mqtt import connect, make_client
 
 from .buffer import DurableBuffer
 from .drift import DriftConfig, DriftMonitor, DriftState, Verdicts
 from .history import PredictionHistory
+from .recorder import HistoryRecorder
 from .shipper import BatchShipper
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,10 @@ class EvidenceConfig:
     history_max_rows: int = 1_000_000
     history_max_age_s: float = 7 * 86400
     flagged_per_machine_s: float = 1.0
-    history_queue: int = 8_192  # rows waiting for the recorder; beyond, dropped and counted
-    history_flush_s: float = 0.25  # one SQLite transaction per interval, not per batch
-    history_flush_rows: int = 2_048  # … or as soon as this many rows wait
 
 
 class Evidence:
-    """Drift monitor + keeper + durable buffer + shipper + history, for one EdgeService."""
+    """Drift monitor + keeper + durable buffer, with the shipper and the history recorder."""
 
     def __init__(self, config: EvidenceConfig) -> None:
         self.config = config
@@ -94,45 +91,30 @@ class Evidence:
             config.state_dir / "history.sqlite", config.history_max_rows, config.history_max_age_s
         )
         self.keeper = Keeper(config.flagged_per_machine_s)
-        self._lock = threading.Lock()  # guards monitor (worker writes, status thread reads)
-        self.monitor: DriftMonitor | None = None
+        self._lock = threading.Lock()  # guards monitor and storage_errors (worker, recorder,
+        self.monitor: DriftMonitor | None = None  # status thread)
         self.model_version: int | None = None
-        self._history: deque[list[tuple[Any, ...]]] = deque()
-        self._history_len = 0
-        self.history_dropped = 0
         self.storage_errors: dict[str, int] = {}  # buffer_failed / history_failed
         self._last_storage_log = 0.0
-        self._history_cond = threading.Condition()
-        self._stop = threading.Event()
-        self._client = make_client(f"{config.node}-batches")
         self.shipper = BatchShipper(
             self.buffer,
-            self._client,
+            config.broker,
             config.topics.drift_batches,
             config.node,
             lambda: self.model_version,
         )
-        self._client.on_publish = lambda c, u, mid, *a: self.shipper.on_publish(mid)
-        self._client.on_disconnect = lambda *a: self.shipper.on_disconnect()
-        self._recorder = threading.Thread(
-            target=self._record_loop, name="edge-history", daemon=True
+        self.recorder = HistoryRecorder(
+            self.history, lambda exc, rows: self._storage_failed("history_failed", exc, rows)
         )
 
     def start(self) -> Evidence:
-        connect(self._client, self.config.broker)
-        self._client.loop_start()
         self.shipper.start()
-        self._recorder.start()
+        self.recorder.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        with self._history_cond:
-            self._history_cond.notify_all()
-        self._recorder.join(5)
+        self.recorder.stop()
         self.shipper.stop()
-        self._client.disconnect()
-        self._client.loop_stop()
         self.buffer.close()
         self.history.close()
 
@@ -151,14 +133,18 @@ class Evidence:
             self.model_version = manifest.version
 
     def observe(
-        self, windows: list[Window], x: npt.NDArray[np.float32], probs: npt.NDArray[np.float32]
+        self,
+        windows: list[Window],
+        x: npt.NDArray[np.float32],
+        probs: npt.NDArray[np.float32],
+        predicted: npt.NDArray[np.int64],
     ) -> Verdicts:
         with self._lock:
             monitor = self.monitor
             if monitor is None:
                 return Verdicts.quiet(len(windows))
             return monitor.observe(
-                [w.machine for w in windows], x, probs, [w.label for w in windows]
+                [w.machine for w in windows], x, probs, [w.label for w in windows], predicted
             )
 
     def keep(
@@ -187,41 +173,19 @@ class Evidence:
             self.shipper.wake()
         return len(records)
 
-    def record(self, rows: list[tuple[Any, ...]]) -> None:
-        """Queue history rows (history.COLUMNS order); never blocks, drops and counts if full."""
-        with self._history_cond:
-            if self._history_len + len(rows) > self.config.history_queue:
-                self.history_dropped += len(rows)
-                return
-            self._history.append(rows)
-            self._history_len += len(rows)
-            if self._history_len >= self.config.history_flush_rows:
-                self._history_cond.notify()
-
-    def _record_loop(self) -> None:
-        """Write queued rows every `history_flush_s` (sooner when many wait), once more on stop."""
-        done = False
-        while not done:
-            done = self._stop.is_set()
-            with self._history_cond:
-                if not done and self._history_len < self.config.history_flush_rows:
-                    self._history_cond.wait(self.config.history_flush_s)
-                chunks = list(self._history)
-                self._history.clear()
-                self._history_len = 0
-            if chunks:
-                rows = [p for chunk in chunks for p in chunk]
-                try:
-                    self.history.add(rows)
-                except sqlite3.Error as exc:
-                    self._storage_failed("history_failed", exc, len(rows))
+    def record(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Queue history rows for the recorder; never blocks."""
+        self.recorder.record(rows)
 
     def _storage_failed(self, kind: str, exc: Exception, rows: int) -> None:
         """Count a failed SQLite write and log it at most every 10 s; the caller carries on."""
-        self.storage_errors[kind] = self.storage_errors.get(kind, 0) + rows
         now = time.monotonic()
-        if now - self._last_storage_log >= 10.0:
-            self._last_storage_log = now
+        with self._lock:
+            self.storage_errors[kind] = self.storage_errors.get(kind, 0) + rows
+            should_log = now - self._last_storage_log >= 10.0
+            if should_log:
+                self._last_storage_log = now
+        if should_log:
             log.error(
                 "could not write %d row(s) to %s (%s): %s; check free space and permissions of %s",
                 rows,
@@ -245,6 +209,7 @@ class Evidence:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             drift = self.monitor.snapshot() if self.monitor else {"overall": "ok"}
+            storage_errors = dict(self.storage_errors)
         counts = self.buffer.counts()
         return {
             "drift": drift,
@@ -258,6 +223,6 @@ class Evidence:
             },
             "batches_sent": self.shipper.batches_sent,
             "batches_acked": self.shipper.batches_acked,
-            "history_dropped": self.history_dropped,
-            "storage_errors": dict(self.storage_errors),
+            "history_dropped": self.recorder.dropped,
+            "storage_errors": storage_errors,
         }

@@ -1,9 +1,11 @@
 """Ships kept windows from the durable buffer to `…/drift/batches` at QoS 1.
 
-Its own thread takes a batch from the buffer, publishes it, and deletes it from the buffer only
-when the broker's PUBACK arrives. paho callbacks only enqueue (`on_publish`, `on_disconnect`):
-no disk I/O on the network thread. A batch unacknowledged after a disconnect or `ack_timeout_s`
-goes back to pending and is sent again; the trainer drops the duplicates by window id.
+It owns its MQTT connection (client id `<node>-batches`), so QoS 1 batches never queue behind
+the predictions on the node's main connection. Its own thread takes a batch from the buffer,
+publishes it, and deletes it from the buffer only when the broker's PUBACK arrives. paho
+callbacks only enqueue (`on_publish`, `on_disconnect`): no disk I/O on the network thread.
+A batch unacknowledged after a disconnect or `ack_timeout_s` goes back to pending and is sent
+again; the trainer drops the duplicates by window id.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.drift_batch import DriftBatch, encode_batch
+from protocol.mqtt import connect, make_client
 
 from .buffer import DurableBuffer
 
@@ -37,19 +40,22 @@ class ShipperConfig:
 
 
 class BatchShipper:
-    """Buffer → MQTT at-least-once. Call `on_publish`/`on_disconnect` from paho's callbacks."""
+    """Buffer → MQTT at-least-once, over its own connection to `broker`."""
 
     def __init__(
         self,
         buffer: DurableBuffer,
-        client: Any,
+        broker: str,
         topic: str,
         node: str,
         model_version: Callable[[], int | None],
         config: ShipperConfig | None = None,
     ) -> None:
         self.buffer = buffer
-        self.client = client
+        self.broker = broker
+        self.client: Any = make_client(f"{node}-batches")
+        self.client.on_publish = lambda c, u, mid, *a: self.on_publish(mid)
+        self.client.on_disconnect = lambda *a: self.on_disconnect()
         self.topic = topic
         self.node = node
         self.model_version = model_version
@@ -63,6 +69,9 @@ class BatchShipper:
         self.batches_resent = 0
 
     def start(self) -> BatchShipper:
+        """Connect in the background (paho reconnects by itself) and start shipping."""
+        connect(self.client, self.broker)
+        self.client.loop_start()
         self._thread.start()
         return self
 
@@ -71,6 +80,8 @@ class BatchShipper:
         self._events.put(("wake", 0))
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
 
     # -- paho callbacks: enqueue only --------------------------------------------------
     def on_publish(self, mid: int) -> None:

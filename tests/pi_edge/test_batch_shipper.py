@@ -55,21 +55,16 @@ def wait(cond: Any, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def shipper_for(broker: Broker, buffer: DurableBuffer, topic: str) -> tuple[BatchShipper, Any]:
-    client = make_client(f"ship-{time.monotonic_ns()}")
+def shipper_for(broker: Broker, buffer: DurableBuffer, topic: str) -> BatchShipper:
     shipper = BatchShipper(
         buffer,
-        client,
+        broker.address,
         topic,
-        "pi-test",
+        f"pi-test-{time.monotonic_ns()}",
         lambda: 3,
         ShipperConfig(batch_size=16, max_inflight=2, poll_s=0.05),
     )
-    client.on_publish = lambda c, u, mid, *a: shipper.on_publish(mid)
-    client.on_disconnect = lambda *a: shipper.on_disconnect()
-    connect(client, broker.address)
-    client.loop_start()
-    return shipper.start(), client
+    return shipper.start()
 
 
 def test_every_buffered_window_arrives_and_buffer_empties(
@@ -78,7 +73,7 @@ def test_every_buffered_window_arrives_and_buffer_empties(
     buffer = DurableBuffer(tmp_path / "b.sqlite")
     buffer.add([kept(i) for i in range(100)])
     receiver = Receiver(broker, topics.drift_batches)
-    shipper, client = shipper_for(broker, buffer, topics.drift_batches)
+    shipper = shipper_for(broker, buffer, topics.drift_batches)
     try:
         wait(lambda: buffer.counts().pending + buffer.counts().inflight == 0)
         wait(lambda: len(receiver.ids) >= 100)
@@ -86,7 +81,6 @@ def test_every_buffered_window_arrives_and_buffer_empties(
         assert buffer.counts().acknowledged == 100
     finally:
         shipper.stop()
-        client.loop_stop()
         receiver.close()
 
 
@@ -95,7 +89,7 @@ def test_windows_wait_in_the_buffer_while_the_broker_is_down(tmp_path: Path) -> 
     with Broker(run_dir=tmp_path / "own-broker") as own:
         topic = Topics("test/shipper_down").drift_batches
         receiver = Receiver(own, topic)
-        shipper, client = shipper_for(own, buffer, topic)
+        shipper = shipper_for(own, buffer, topic)
         try:
             own.stop()
             buffer.add([kept(i) for i in range(40)])
@@ -107,5 +101,4 @@ def test_windows_wait_in_the_buffer_while_the_broker_is_down(tmp_path: Path) -> 
             assert set(receiver.ids) == {window_id(kept(i).window) for i in range(40)}
         finally:
             shipper.stop()
-            client.loop_stop()
             receiver.close()

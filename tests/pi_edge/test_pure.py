@@ -31,6 +31,8 @@ from pi_edge.__main__ import _parser, build_config, main
 from pi_edge._png import confusion_png
 from pi_edge.evaluate import confusion_matrix, macro_f1
 from protocol import decode_bundle
+from protocol.cli import EXIT_REFUSED
+from protocol.settings import resolve
 
 from ._model import EdgeModels
 
@@ -117,11 +119,11 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
     toml = tmp_path / "edge.toml"
     toml.write_text('brokr = "x:1"\n')
     with pytest.raises(ConfigError, match="unknown setting"):
-        EdgeConfig.from_toml(toml)
+        resolve(EdgeConfig, file=toml)
     with pytest.raises(ConfigError, match="batch_max"):
-        EdgeConfig.from_env({"EDGELOOP_BATCH_MAX": "0"})
+        resolve(EdgeConfig, env={"EDGELOOP_BATCH_MAX": "0"})
     with pytest.raises(ConfigError, match="not a boolean"):
-        EdgeConfig.from_env({"EDGELOOP_INSECURE_DEV": "maybe"})
+        resolve(EdgeConfig, env={"EDGELOOP_INSECURE_DEV": "maybe"})
     with pytest.raises(ConfigError, match="broker"):
         EdgeConfig(broker="host:notaport")
     with pytest.raises(ConfigError, match="machine id"):
@@ -327,7 +329,7 @@ def test_evaluate_refuses_an_unsigned_bundle_without_insecure_dev(models: EdgeMo
         str(models.y_test_path),
         "--json",
     ]
-    assert main([*args, "--public-key", str(models.public_key_path)]) == 1
+    assert main([*args, "--public-key", str(models.public_key_path)]) == EXIT_REFUSED
     assert main([*args, "--insecure-dev"]) == 0
 
 

@@ -121,7 +121,7 @@ def test_node_without_a_model_takes_the_retained_bundle_then_classifies(
     preds = [Prediction.from_json(p) for p in lst.on(topic)]
     assert sorted(p.seq for p in preds) == list(range(10))
     assert {p.model_version for p in preds} == {11}
-    assert svc.store.current_path.read_bytes() == trainer_bundle.path.read_bytes()
+    assert svc.models.store.current_path.read_bytes() == trainer_bundle.path.read_bytes()
     status_topic = topics.status(svc.config.node)
     assert lst.wait_for(
         lambda m: any(

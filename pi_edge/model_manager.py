@@ -1,0 +1,269 @@
+"""The model's life on one node: vet, store, hand over to the worker, notice a rollback on disk.
+
+Its own thread ("edge-models") vets bundles (signature, compatibility, golden vectors) that the
+paho thread queued (latest wins), saves the good ones as last good, and puts them in a hand-over
+slot; the worker swaps them in between two batches (`take_pending` + `install`), so a swap never
+falls inside a batch. The same thread notices `pi_edge rollback` rewriting current.bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from protocol import Manifest
+
+from .batching import BatchPolicy
+from .errors import EdgeError, ModelError
+from .models import Expected, ModelStore, VettedModel, _version_of, vet_bundle
+from .telemetry import ModelInfo
+
+__all__ = ["ModelManager"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelManager:
+    """Serving model, pending hand-over and refusals of one node; thread-safe."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        public_key: bytes | None,
+        allow_unsigned: bool,
+        expected: Expected,
+        threads: int,
+        policy: BatchPolicy,
+        on_pending: Callable[[], None],
+        on_refused: Callable[[str], object],
+        on_install: Callable[[Manifest], None],
+        disk_poll_s: float = 2.0,
+    ) -> None:
+        self.store = ModelStore(state_dir)
+        self._public_key = public_key
+        self._allow_unsigned = allow_unsigned
+        self._expected = expected
+        self._threads = threads
+        self._policy = policy
+        self._on_pending = on_pending  # wake the worker
+        self._on_refused = on_refused  # count the refusal (kind)
+        self._on_install = on_install  # the evidence's detectors start over
+        self._disk_poll_s = disk_poll_s
+        self._lock = threading.Lock()
+        self._model: VettedModel | None = None  # written by the worker (install) only
+        self._installed_at = 0.0
+        self._source = ""
+        self._pending: tuple[VettedModel, str] | None = None
+        self._target_version: int | None = None  # the version serving or about to
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        self._bundles: deque[tuple[bytes, str]] = deque(maxlen=1)
+        self._cond = threading.Condition()
+        self._disk_stamp: int | None = None
+        self._swapped = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edge-models", daemon=True)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def load_startup(self, model_file: Path | None) -> None:
+        """Last good from the state dir, else `model_file` (--model), else wait for MQTT."""
+        for name, data in self.store.candidates():
+            try:
+                vetted = self._vet(data)
+            except ModelError as exc:
+                self._refused(exc, f"state dir {name}")
+                continue
+            self.install(vetted, f"state dir ({name})")
+            self._disk_stamp = self.store.current_stamp()
+            return
+        if model_file is not None:
+            try:
+                data = model_file.read_bytes()
+            except OSError as exc:
+                raise EdgeError(f"cannot read --model {model_file}: {exc}") from exc
+            try:
+                vetted = self._vet(data)
+            except ModelError as exc:
+                self._refused(exc, f"--model {model_file}")
+            else:
+                self._persist(vetted)
+                self.install(vetted, f"--model {model_file}")
+                return
+        log.info("no usable model on disk; waiting for the retained bundle")
+
+    # -- any thread -------------------------------------------------------------------------
+    @property
+    def model(self) -> VettedModel | None:
+        return self._model
+
+    @property
+    def version(self) -> int | None:
+        model = self._model
+        return None if model is None else model.version
+
+    def submit(self, data: bytes, source: str = "mqtt") -> None:
+        """Queue a bundle for vetting (latest wins); never blocks (the paho thread calls it)."""
+        with self._cond:
+            self._bundles.append((bytes(data), source))
+            self._cond.notify()
+
+    def wait_for(self, version: int | None = None, timeout: float = 10.0) -> bool:
+        """Block until a model (of `version`, if given) is serving; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._swapped:
+            while True:
+                v = self.version
+                if v is not None and (version is None or v == version):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._swapped.wait(left)
+
+    def info(self) -> ModelInfo:
+        model = self._model
+        with self._lock:
+            error, error_at, source = self._last_error, self._last_error_at, self._source
+        if model is None:
+            return ModelInfo(last_error=error, last_error_at=error_at)
+        return ModelInfo(
+            version=model.version,
+            runtime=model.classifier.runtime,
+            reallocations=model.classifier.reallocations,
+            source=source or None,
+            age_s=time.monotonic() - self._installed_at,
+            created=model.bundle.manifest.created,
+            last_error=error,
+            last_error_at=error_at,
+        )
+
+    # -- worker side ------------------------------------------------------------------------
+    def take_pending(self) -> tuple[VettedModel, str] | None:
+        """The vetted model waiting to be swapped in, if any (the worker calls this)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+    def install(self, vetted: VettedModel, source: str) -> None:
+        """Make `vetted` the serving model: by the worker between batches, or at start."""
+        old = self._model
+        self._on_install(vetted.bundle.manifest)
+        self._model = vetted
+        with self._lock:
+            self._installed_at = time.monotonic()
+            self._source = source
+        with self._swapped:
+            self._swapped.notify_all()
+        log.info(
+            "serving model v%d from %s%s (runtime %s)",
+            vetted.version,
+            source,
+            "" if old is None else f", replacing v{old.version}",
+            vetted.classifier.runtime,
+        )
+
+    # -- model thread -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        next_disk_check = time.monotonic() + self._disk_poll_s
+        while not self._stop.is_set():
+            with self._cond:
+                if not self._bundles:
+                    self._cond.wait(max(0.0, next_disk_check - time.monotonic()))
+                if self._stop.is_set():
+                    return
+                item = self._bundles.popleft() if self._bundles else None
+            if item is not None:
+                self._handle(*item)
+            if time.monotonic() >= next_disk_check:
+                next_disk_check = time.monotonic() + self._disk_poll_s
+                self._check_disk()
+
+    def _check_disk(self) -> None:
+        """current.bundle rewritten by someone else (`pi_edge rollback`): load it."""
+        stamp = self.store.current_stamp()
+        if stamp is None or stamp == self._disk_stamp:
+            return
+        self._disk_stamp = stamp
+        try:
+            data = self.store.current_path.read_bytes()
+        except OSError:
+            return
+        if data:
+            log.info("current.bundle changed on disk (rollback?); loading it")
+            self._handle(data, "rollback")
+
+    def _handle(self, data: bytes, source: str) -> None:
+        peek = _version_of(data)
+        current = self._target_version if self._target_version is not None else self.version
+        if peek is not None and peek == current:
+            log.debug("bundle v%d from %s is already serving; ignored", peek, source)
+            return
+        from_disk = source == "rollback"
+        if peek is not None and not from_disk and peek in self.store.blocked():
+            log.info(
+                "bundle v%d from %s ignored: an operator rolled back from it (a newer "
+                "version will be accepted)",
+                peek,
+                source,
+            )
+            return
+        try:
+            vetted = self._vet(data)
+        except ModelError as exc:
+            self._refused(exc, source)
+            return
+        if not from_disk:
+            self._persist(vetted)
+        else:
+            self._disk_stamp = self.store.current_stamp()
+        self._target_version = vetted.version
+        with self._lock:
+            self._pending = (vetted, source)
+        self._on_pending()
+
+    def _vet(self, data: bytes) -> VettedModel:
+        return vet_bundle(
+            data,
+            public_key=self._public_key,
+            allow_unsigned=self._allow_unsigned,
+            expected=self._expected,
+            threads=self._threads,
+            policy=self._policy,
+        )
+
+    def _persist(self, vetted: VettedModel) -> None:
+        try:
+            self.store.save(vetted.bundle)
+            self._disk_stamp = self.store.current_stamp()
+        except (OSError, EdgeError) as exc:
+            log.error(
+                "model v%d is serving but could not be saved as last good: %s", vetted.version, exc
+            )
+
+    def _refused(self, exc: ModelError, source: str) -> None:
+        with self._lock:
+            self._last_error = f"{source}: {exc.kind}: {exc}"
+            self._last_error_at = time.time()
+        self._on_refused(f"bundle_{exc.kind}")
+        log.error(
+            "refused model bundle from %s (%s): %s; still serving %s",
+            source,
+            exc.kind,
+            exc,
+            "nothing" if self.version is None else f"v{self.version}",
+        )
