@@ -5,14 +5,16 @@ explicit `numpy.random.Generator`; publisher.py and dashboard.run_live are the I
 See sensor_sim/README.md.
 """
 
-from ._errors import SimError
-from ._version import __version__
+from protocol import __version__
+
+from .config import Connection, SimConfig, resolve_sim
 from .dataset import DEFAULT_SIZES, SPLITS, make_split, write_datasets
 from .drift import DriftEffect, DriftSettings, apply, effect
+from .errors import SimError
 from .fleet import Fleet, FleetConfig, machine_ids
 from .machine import Machine, MachineConfig
 from .physics import DRIFT, INFER, PROFILES, STANDARD, Profile, generate, sample, sine_moments
-from .publisher import RunReport, SimConfig, Simulator, send_command
+from .publisher import RunReport, Simulator, send_command
 from .snapshot import MachineRow, Snapshot
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "PROFILES",
     "SPLITS",
     "STANDARD",
+    "Connection",
     "DriftEffect",
     "DriftSettings",
     "Fleet",
@@ -41,6 +44,7 @@ __all__ = [
     "generate",
     "machine_ids",
     "make_split",
+    "resolve_sim",
     "sample",
     "send_command",
     "sine_moments",

@@ -4,6 +4,8 @@ run      the live simulator (dashboard unless --no-dashboard)
 drift    send a drift command           fault   force a fault state
 repair   repair machines                labels  set the ground-truth label fraction
 dataset  write seed 000's eight .npy files and classes.json
+
+Exit codes (protocol.cli): 0 ok, 1 failed (broker unreachable), 2 bad setting or command.
 """
 
 from __future__ import annotations
@@ -15,29 +17,30 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from protocol import CHANNELS, CLASSES, DRIFT_MODES, Command, EdgeloopError, PayloadError
-from protocol.mqtt import parse_address
+from protocol import (
+    CHANNELS,
+    CLASSES,
+    DRIFT_MODES,
+    Command,
+    ConfigError,
+    EdgeloopError,
+    PayloadError,
+    __version__,
+)
+from protocol.cli import EXIT_OK, report
+from protocol.settings import add_arguments, flags_of, resolve
 
-from ._errors import SimError
-from .dataset import DEFAULT_SIZES, write_datasets
+from .config import SECTION, Connection, SimConfig, resolve_sim
+from .dataset import DEFAULT_SIZES, SPLITS, write_datasets
+from .errors import SimError
 from .fleet import FleetConfig
-from .publisher import SimConfig, Simulator, send_command
+from .publisher import Simulator, send_command
 
 log = logging.getLogger("sensor_sim")
-
-EXIT_OK, EXIT_ERROR = 0, 2
-
-
-def _broker(value: str) -> str:
-    try:
-        parse_address(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return value
 
 
 def _key_value(value: str) -> tuple[str, float]:
@@ -58,18 +61,27 @@ def _machines(value: str) -> tuple[str, ...]:
     return ids
 
 
+def _size(value: str) -> tuple[str, int]:
+    name, n = _key_value(value)
+    if name not in SPLITS:
+        raise argparse.ArgumentTypeError(f"split {name!r} is not one of {tuple(SPLITS)}")
+    if n != int(n) or n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a split size is a whole number ≥ 0")
+    return name, int(n)
+
+
+def _seed(value: str) -> int:
+    try:
+        seed = int(value)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number ≥ 0")
+    return seed
+
+
 def _connection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--broker",
-        type=_broker,
-        default=os.environ.get("EDGELOOP_BROKER", "127.0.0.1:1883"),
-        help="MQTT broker HOST:PORT (default: $EDGELOOP_BROKER or %(default)s)",
-    )
-    p.add_argument(
-        "--prefix",
-        default=os.environ.get("EDGELOOP_PREFIX", "edgeloop/v1"),
-        help="topic prefix (default: $EDGELOOP_PREFIX or %(default)s)",
-    )
+    add_arguments(p, Connection)
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
@@ -82,67 +94,36 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI; `run`'s flags are derived from SimConfig and FleetConfig, not written here."""
     parser = argparse.ArgumentParser(
         prog="edgeloop-sim",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"sensor_sim {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
         help="run the live simulator",
-        description="Publish windows from N simulated machines and obey commands on …/sim/control.",
-    )
-    _connection_args(run)
-    run.add_argument("--machines", type=int, default=16, help="machine count (default 16)")
-    run.add_argument(
-        "--hz", type=float, default=10.0, help="windows per second per machine (default 10)"
+        description="Publish windows from N simulated machines and obey commands on "
+        "…/sim/control. Settings: defaults < --config TOML < environment < flags; each flag's "
+        "variable is in brackets.",
     )
     run.add_argument(
-        "--label-fraction",
-        type=float,
-        default=0.05,
-        help="share of windows carrying the true label (default 0.05)",
-    )
-    run.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    run.add_argument(
-        "--duration",
-        type=float,
-        default=0.0,
-        help="seconds to run, 0 = until q / Ctrl-C (default 0)",
-    )
-    run.add_argument("--window-length", type=int, default=60, help="samples per window")
-    run.add_argument(
-        "--fault-mtbf",
-        type=float,
-        default=300.0,
-        help="mean seconds between spontaneous faults per machine, 0 = never",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"TOML file of settings, top level or a [{SECTION}] table (unknown keys refused)",
     )
     run.add_argument(
-        "--repair-mean",
-        type=float,
-        default=60.0,
-        help="mean seconds until a spontaneous fault is repaired",
-    )
-    run.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=10.0,
-        help="seconds to wait for the broker before giving up (default 10)",
-    )
-    run.add_argument("--node", default="simulator", help="node id for the status topic")
-    run.add_argument(
-        "--max-rate",
+        "--dry-run",
         action="store_true",
-        help="ignore --hz and publish as fast as possible (measures the ceiling)",
+        help="log the resolved settings and exit without connecting",
     )
-    run.add_argument(
-        "--no-dashboard",
-        action="store_true",
-        help="log lines instead of the live dashboard (also when stdout is not a terminal)",
-    )
+    add_arguments(run, SimConfig)
+    add_arguments(run, FleetConfig)
 
     drift = sub.add_parser(
         "drift",
@@ -195,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         "_data.npy and _labels.npy plus classes.json.",
     )
     dataset.add_argument("--out", type=Path, required=True, help="output directory")
-    dataset.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    dataset.add_argument("--seed", type=_seed, default=42, help="random seed (default 42)")
     dataset.add_argument(
         "--size",
-        type=_key_value,
+        type=_size,
         action="append",
         default=[],
         metavar="SPLIT=N",
@@ -227,6 +208,7 @@ def _setup_logging(verbose: bool, console: object | None = None) -> None:
 
 
 def _command(args: argparse.Namespace) -> Command:
+    """The control command a drift/fault/repair/labels invocation asks for (PayloadError if bad)."""
     if args.command == "drift":
         return Command("drift", machines=args.machines, mode=args.mode, params=dict(args.param))
     if args.command == "fault":
@@ -236,26 +218,26 @@ def _command(args: argparse.Namespace) -> Command:
     return Command("labels", params={"fraction": args.fraction})
 
 
+def run_config(args: argparse.Namespace, env: Mapping[str, str]) -> SimConfig:
+    """The `run` settings from --config, the environment and the flags given."""
+    flags = {**flags_of(args, SimConfig), **flags_of(args, FleetConfig)}
+    return resolve_sim(file=args.config, env=env, flags=flags)
+
+
+def connection(args: argparse.Namespace, env: Mapping[str, str]) -> Connection:
+    """The broker and prefix a control command publishes to, from the environment and flags."""
+    conn: Connection = resolve(Connection, env=env, flags=flags_of(args, Connection))
+    return conn
+
+
 def _run(args: argparse.Namespace) -> int:
-    config = SimConfig(
-        broker=args.broker,
-        prefix=args.prefix,
-        node=args.node,
-        hz=args.hz,
-        seed=args.seed,
-        duration_s=args.duration,
-        max_rate=args.max_rate,
-        connect_timeout_s=args.connect_timeout,
-        fleet=FleetConfig(
-            machines=args.machines,
-            label_fraction=args.label_fraction,
-            mtbf_s=args.fault_mtbf,
-            repair_s=args.repair_mean,
-            window_length=args.window_length,
-        ),
-    )
+    """Resolve the settings, then publish until q, a signal or --duration ends the run."""
+    config = run_config(args, os.environ)
+    if args.dry_run:
+        log.info("settings: %s", config)
+        return EXIT_OK
     stop = threading.Event()
-    dashboard = not args.no_dashboard and sys.stdout.isatty()
+    dashboard = config.dashboard and sys.stdout.isatty()
     sim = Simulator(config)
     with _stop_on_signals(stop), sim:
         if dashboard:
@@ -265,10 +247,31 @@ def _run(args: argparse.Namespace) -> int:
 
             console = Console()
             _setup_logging(args.verbose, console)
-            report = run_live(sim, console, stop)
+            run_live(sim, console, stop)
         else:
-            report = sim.run(stop)
-    print(report.describe())
+            sim.run(stop)
+    return EXIT_OK
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    """Write the offline data sets; an unwritable --out is a failed run, not a traceback."""
+    try:
+        shapes = write_datasets(args.out, args.seed, dict(args.size))
+    except OSError as exc:
+        raise SimError(f"cannot write data sets to {args.out}: {exc}", kind="io") from exc
+    for name, shape in shapes.items():
+        log.info("%s: %s -> %s", name, shape, args.out / (name + "_data.npy"))
+    return EXIT_OK
+
+
+def _send(args: argparse.Namespace) -> int:
+    """Publish one control command; a command the protocol refuses is a usage error (exit 2)."""
+    conn = connection(args, os.environ)
+    try:
+        cmd = _command(args)
+    except PayloadError as exc:
+        raise ConfigError(f"invalid command: {exc}") from exc
+    send_command(conn.broker, conn.prefix, cmd)
     return EXIT_OK
 
 
@@ -289,30 +292,17 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a bad setting exits 2 (EXIT_USAGE), a failed run 1 (EXIT_FAILED)."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         if args.command == "run":
             return _run(args)
         if args.command == "dataset":
-            sizes = {name: int(n) for name, n in args.size}
-            bad = [f"{name}={n:g}" for name, n in args.size if n != int(n) or n < 0]
-            if bad:
-                raise SimError(f"--size {bad} must be whole numbers ≥ 0")
-            shapes = write_datasets(args.out, args.seed, sizes)
-            for name, shape in shapes.items():
-                print(f"{name}: {shape} -> {args.out / (name + '_data.npy')}")
-            return EXIT_OK
-        cmd = _command(args)
-        send_command(args.broker, args.prefix, cmd)
-        print(f"sent {cmd.to_json().decode()}")
-        return EXIT_OK
-    except PayloadError as exc:
-        log.error("invalid command: %s", exc)
-        return EXIT_ERROR
-    except (SimError, EdgeloopError, ValueError) as exc:
-        log.error("%s", exc)
-        return EXIT_ERROR
+            return _dataset(args)
+        return _send(args)
+    except EdgeloopError as exc:
+        return report(exc, log)
 
 
 if __name__ == "__main__":

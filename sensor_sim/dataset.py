@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from protocol import CHANNELS, CLASSES, UNITS, WINDOW_LENGTH
 
-from ._errors import SimError
+from .errors import SimError
 from .physics import generate
 
 log = logging.getLogger(__name__)

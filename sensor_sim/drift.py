@@ -46,7 +46,7 @@ import numpy.typing as npt
 
 from protocol import CHANNELS, DRIFT_MODES, Command, PayloadError
 
-from ._errors import SimError
+from .errors import SimError
 
 DEFAULT_RAMP_S = 600.0
 DEFAULT_LOAD = 1.3

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol import WINDOW_LENGTH, Command, Window
+from protocol.settings import check, setting
 
-from ._errors import SimError
 from .drift import DriftSettings
+from .errors import SimError
 from .machine import Machine, MachineConfig
 from .physics import sample
 
@@ -45,20 +46,58 @@ def machine_ids(n: int) -> tuple[str, ...]:
     return tuple(f"m{i:0{width}d}" for i in range(1, n + 1))
 
 
+def _repair(value: float) -> None:
+    if value <= 0:
+        raise ValueError("must be > 0 (a fault needs time to be repaired)")
+
+
 @dataclass(frozen=True, slots=True)
 class FleetConfig:
-    machines: int = 16
-    label_fraction: float = 0.05
-    mtbf_s: float = 300.0
-    repair_s: float = 60.0
-    window_length: int = WINDOW_LENGTH
+    """The fleet's settings, declared once: flags, EDGELOOP_SIM_* env names and file keys derive.
+
+    Env names carry SIM_ so that they never collide with pi_edge's (its EDGELOOP_MACHINES is a
+    list of ids, this `machines` is a count).
+    """
+
+    machines: int = setting(
+        16, help="machine count", low=1, high=MAX_MACHINES, env="EDGELOOP_SIM_MACHINES", metavar="N"
+    )
+    label_fraction: float = setting(
+        0.05,
+        help="share of windows carrying the true label",
+        low=0.0,
+        high=1.0,
+        env="EDGELOOP_SIM_LABEL_FRACTION",
+    )
+    mtbf_s: float = setting(
+        300.0,
+        help="mean seconds between spontaneous faults per machine, 0 = never",
+        low=0.0,
+        high=1e9,
+        flag="--fault-mtbf",
+        metavar="S",
+        env="EDGELOOP_SIM_MTBF_S",
+    )
+    repair_s: float = setting(
+        60.0,
+        help="mean seconds until a spontaneous fault is repaired",
+        high=1e9,
+        check=_repair,
+        flag="--repair-mean",
+        metavar="S",
+        env="EDGELOOP_SIM_REPAIR_S",
+    )
+    window_length: int = setting(
+        WINDOW_LENGTH,
+        help="samples per window",
+        low=1,
+        high=4096,
+        env="EDGELOOP_SIM_WINDOW_LENGTH",
+        metavar="N",
+    )
 
     def __post_init__(self) -> None:
-        machine_ids(self.machines)
-        check_fraction(self.label_fraction)
-        MachineConfig(self.mtbf_s, self.repair_s)
-        if not 1 <= self.window_length <= 4096:
-            raise SimError(f"window_length {self.window_length} must be within 1..4096")
+        check(self)
 
 
 def check_fraction(value: float) -> float:

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocol import CLASSES, check_id, class_index
+from protocol import CLASSES, ConfigError, check_id, class_index
 
-from ._errors import SimError
 from .drift import DriftEffect, DriftSettings, effect
+from .errors import SimError
 
 NORMAL = CLASSES.index("normal")
 FAULTS = tuple(i for i, _ in enumerate(CLASSES) if i != NORMAL)
@@ -50,9 +50,9 @@ class MachineConfig:
         for name in ("mtbf_s", "repair_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise SimError(f"machine {name}={value!r} must be a finite number ≥ 0")
+                raise ConfigError(f"machine {name}={value!r} must be a finite number ≥ 0")
         if self.repair_s <= 0:
-            raise SimError(f"machine repair_s={self.repair_s} must be > 0")
+            raise ConfigError(f"machine repair_s={self.repair_s} must be > 0")
 
 
 class Machine:

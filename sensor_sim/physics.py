@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from protocol import CHANNELS, CLASSES, WINDOW_LENGTH
 
-from ._errors import SimError
+from .errors import SimError
 
 FloatArray = npt.NDArray[np.float64]
 REGIMES = ("standard", "infer", "drift")
@@ -252,7 +252,7 @@ def generate(
     >>> generate([0], rng, regime="later")
     Traceback (most recent call last):
     ...
-    sensor_sim._errors.SimError: regime 'later' is not one of ('standard', 'infer', 'drift')
+    sensor_sim.errors.SimError: regime 'later' is not one of ('standard', 'infer', 'drift')
     """
     if regime not in PROFILES:
         raise SimError(f"regime {regime!r} is not one of {REGIMES}")

@@ -25,74 +25,28 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protocol import Command, PayloadError, Status, Topics, encode_window
-from protocol.mqtt import connect, make_client, parse_address
+from protocol import Command, PayloadError, Status, Topics, __version__, encode_window
+from protocol.mqtt import connect, make_client
 
-from ._errors import SimError
-from ._version import __version__
-from .fleet import Fleet, FleetConfig
+from .config import SimConfig
+from .errors import SimError
+from .fleet import Fleet
 from .snapshot import MachineRow, Snapshot
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
+__all__ = ["ROLE", "RunReport", "SimConfig", "Simulator", "send_command"]
+
 log = logging.getLogger(__name__)
 
 ROLE = "simulator"
 INBOX_SIZE = 256
-
-
-@dataclass(frozen=True, slots=True)
-class SimConfig:
-    """Everything `Simulator` needs; `duration_s` 0 means run until stopped."""
-
-    broker: str = "127.0.0.1:1883"
-    prefix: str = "edgeloop/v1"
-    node: str = "simulator"
-    hz: float = 10.0
-    fleet: FleetConfig = field(default_factory=FleetConfig)
-    seed: int | None = None
-    duration_s: float = 0.0
-    max_rate: bool = False
-    status_interval_s: float = 2.0
-    report_interval_s: float = 10.0
-    rate_interval_s: float = 1.0
-    connect_timeout_s: float = 10.0
-    max_lag_s: float = 1.0
-    backpressure_every: int = 8
-
-    def __post_init__(self) -> None:
-        parse_address(self.broker)
-        Topics(self.prefix)
-        try:
-            Status.offline(self.node, ROLE, __version__)
-        except PayloadError as exc:
-            raise SimError(f"node id: {exc}", exc.kind) from exc
-        if not (math.isfinite(self.hz) and 0 < self.hz <= 1000):
-            raise SimError(f"--hz {self.hz} must be within (0, 1000] windows/s per machine")
-        for name in (
-            "duration_s",
-            "status_interval_s",
-            "rate_interval_s",
-            "connect_timeout_s",
-            "max_lag_s",
-        ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise SimError(f"{name}={value!r} must be a finite number ≥ 0")
-        if min(self.rate_interval_s, self.status_interval_s, self.report_interval_s) <= 0:
-            raise SimError("rate_interval_s, status_interval_s and report_interval_s must be > 0")
-        if self.backpressure_every < 1:
-            raise SimError(f"backpressure_every={self.backpressure_every} must be ≥ 1")
-
-    @property
-    def period_s(self) -> float:
-        return 1.0 / self.hz
 
 
 @dataclass(frozen=True, slots=True)

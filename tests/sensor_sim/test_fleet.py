@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocol import CHANNELS, Command
+from protocol import CHANNELS, Command, ConfigError
 from sensor_sim import Fleet, FleetConfig, SimError, machine_ids
 
 TEMP = CHANNELS.index("temperature")
@@ -77,7 +77,7 @@ def test_command_for_an_unknown_machine_is_refused_with_its_kind():
     "kwargs", [{"machines": 0}, {"label_fraction": 1.5}, {"mtbf_s": -1}, {"window_length": 0}]
 )
 def test_invalid_fleet_config_is_refused(kwargs):
-    with pytest.raises(SimError):
+    with pytest.raises(ConfigError):
         FleetConfig(**kwargs)
 
 

@@ -1,3 +1,0 @@
-"""The simulator's software version (published in its status)."""
-
-__version__ = "0.1.0"

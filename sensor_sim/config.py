@@ -1,0 +1,219 @@
+"""The simulator's settings, declared once: flags, env names and config keys derive from them.
+
+`SimConfig` (the publisher's settings) and `FleetConfig` (fleet.py) together make the `run`
+command's settings; `Connection` is what the control commands need. `protocol.settings`
+derives the flags, the environment variables and the TOML keys from these fields.
+Precedence, last wins: defaults < `--config FILE` (TOML, top level or a `[sim]` table,
+unknown keys refused) < environment < flags.
+
+Environment names: EDGELOOP_BROKER and EDGELOOP_PREFIX are shared by every role; every other
+simulator setting is EDGELOOP_SIM_<FIELD>, so one shell can configure pi_edge and the
+simulator without a clash (pi_edge's EDGELOOP_MACHINES is a list of ids, not a count).
+
+>>> cfg = resolve_sim(env={"EDGELOOP_SIM_HZ": "5", "EDGELOOP_SIM_MACHINES": "3"},
+...                   flags={"hz": "20"})
+>>> cfg.hz, cfg.fleet.machines, cfg.prefix == DEFAULT_PREFIX
+(20.0, 3, True)
+>>> resolve_sim(flags={"label_fraction": "1.5"})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+protocol.errors.ConfigError: label_fraction 1.5 must be a number in 0.0..1.0 (...); set ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol import DEFAULT_PREFIX, ConfigError, PayloadError, Topics, check_id
+from protocol.mqtt import parse_address
+from protocol.settings import check, from_mapping, read_toml, resolve, setting
+
+from .fleet import FleetConfig
+
+__all__ = ["SECTION", "Connection", "SimConfig", "resolve_sim", "setting_names"]
+
+SECTION = "sim"  # the TOML table a shared config file keeps the simulator's settings in
+
+
+def _broker(value: str) -> None:
+    parse_address(value)
+
+
+def _prefix(value: str) -> None:
+    Topics(value)
+
+
+def _node(value: str) -> None:
+    try:
+        check_id(value, "node id")
+    except PayloadError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _hz(value: float) -> None:
+    if not 0 < value <= 1000:
+        raise ValueError("must be within (0, 1000] windows/s per machine")
+
+
+def _positive(value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError("must be > 0")
+
+
+def _broker_setting() -> Any:
+    """The broker setting; one declaration for `SimConfig` and `Connection` (EDGELOOP_BROKER)."""
+    return setting("127.0.0.1:1883", help="MQTT broker", check=_broker, metavar="HOST:PORT")
+
+
+def _prefix_setting() -> Any:
+    """The topic prefix setting; one declaration for both classes (EDGELOOP_PREFIX)."""
+    return setting(DEFAULT_PREFIX, help="topic prefix", check=_prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where the control commands (drift, fault, repair, labels) publish."""
+
+    broker: str = _broker_setting()
+    prefix: str = _prefix_setting()
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Everything `Simulator` needs; `duration_s` 0 means run until stopped."""
+
+    broker: str = _broker_setting()
+    prefix: str = _prefix_setting()
+    node: str = setting(
+        "simulator", help="node id for the status topic", check=_node, env="EDGELOOP_SIM_NODE"
+    )
+    hz: float = setting(
+        10.0, help="windows per second per machine", check=_hz, env="EDGELOOP_SIM_HZ"
+    )
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    seed: int | None = setting(
+        None,
+        help="random seed (default: random)",
+        low=0,
+        high=2**63 - 1,
+        metavar="N",
+        env="EDGELOOP_SIM_SEED",
+    )
+    duration_s: float = setting(
+        0.0,
+        help="seconds to run, 0 = until q / Ctrl-C",
+        low=0.0,
+        flag="--duration",
+        metavar="S",
+        env="EDGELOOP_SIM_DURATION_S",
+    )
+    max_rate: bool = setting(
+        False,
+        help="ignore --hz and publish as fast as possible (measures the ceiling)",
+        env="EDGELOOP_SIM_MAX_RATE",
+    )
+    dashboard: bool = setting(
+        True,
+        help="live dashboard; off: log lines (also when stdout is not a terminal)",
+        env="EDGELOOP_SIM_DASHBOARD",
+    )
+    status_interval_s: float = setting(
+        2.0,
+        help="seconds between retained status messages",
+        check=_positive,
+        cli=False,
+        env="EDGELOOP_SIM_STATUS_INTERVAL_S",
+    )
+    report_interval_s: float = setting(
+        10.0,
+        help="seconds between rate log lines",
+        check=_positive,
+        cli=False,
+        env="EDGELOOP_SIM_REPORT_INTERVAL_S",
+    )
+    rate_interval_s: float = setting(
+        1.0,
+        help="seconds over which the per-machine rate is measured",
+        check=_positive,
+        cli=False,
+        env="EDGELOOP_SIM_RATE_INTERVAL_S",
+    )
+    connect_timeout_s: float = setting(
+        10.0,
+        help="seconds to wait for the broker before giving up",
+        low=0.0,
+        flag="--connect-timeout",
+        metavar="S",
+        env="EDGELOOP_SIM_CONNECT_TIMEOUT_S",
+    )
+    max_lag_s: float = setting(
+        1.0,
+        help="seconds behind schedule before late ticks are skipped",
+        low=0.0,
+        cli=False,
+        env="EDGELOOP_SIM_MAX_LAG_S",
+    )
+    backpressure_every: int = setting(
+        8,
+        help="with max_rate, wait for paho to flush every this many ticks",
+        low=1,
+        high=1_000_000,
+        cli=False,
+        env="EDGELOOP_SIM_BACKPRESSURE_EVERY",
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.hz
+
+
+def setting_names(cls: type) -> tuple[str, ...]:
+    """The fields of `cls` that are settings (SimConfig's `fleet` is a nested class, not one)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata)
+
+
+def _part(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    names = setting_names(cls)
+    return {k: v for k, v in values.items() if k in names}
+
+
+def resolve_sim(
+    *,
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> SimConfig:
+    """The `run` settings from defaults < TOML `file` < `env` < `flags` (one flat key space).
+
+    The file, env and flags may set both `SimConfig`'s and `FleetConfig`'s settings; a key
+    that is neither is refused.
+    """
+    flags = dict(flags or {})
+    raw = read_toml(file, SECTION) if file is not None else {}
+    known = setting_names(SimConfig) + setting_names(FleetConfig)
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown} in {file}; known: {', '.join(known)}")
+    source = str(file)
+    fleet = resolve(
+        FleetConfig,
+        base=from_mapping(FleetConfig, _part(FleetConfig, raw), source=source),
+        env=env,
+        flags=_part(FleetConfig, flags),
+    )
+    base = from_mapping(SimConfig, _part(SimConfig, raw), source=source)
+    config: SimConfig = resolve(
+        SimConfig, base={**base, "fleet": fleet}, env=env, flags=_part(SimConfig, flags)
+    )
+    return config
