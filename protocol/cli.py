@@ -7,7 +7,8 @@ Exit codes (the same for `python -m sensor_sim`, `pi_edge`, `jetson_trainer` and
                       that cannot go on); the log line says what to do
     2  EXIT_USAGE     a flag, environment variable or config key is wrong (also argparse's code)
     3  EXIT_REFUSED   an input was refused: a model bundle or data set failed its checks
-    130 EXIT_INTERRUPTED  stopped by Ctrl-C before it finished
+
+SIGTERM and Ctrl-C stop a service cleanly (offline status published) and it exits 0.
 
 >>> from protocol.errors import ConfigError, BundleError, EdgeloopError
 >>> [exit_code(e) for e in (ConfigError("x"), BundleError("x"), EdgeloopError("x"))]
@@ -24,7 +25,6 @@ from .errors import BundleError, ConfigError, EdgeloopError
 
 __all__ = [
     "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_USAGE",
@@ -37,7 +37,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
-EXIT_INTERRUPTED = 130
 
 
 def exit_code(exc: BaseException) -> int:
@@ -46,8 +45,6 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(exc, BundleError) or getattr(exc, "refused", False):
         return EXIT_REFUSED
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
     return EXIT_FAILED
 
 

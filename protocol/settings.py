@@ -339,6 +339,19 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
     return "" if f.default_factory is not dataclasses.MISSING else " (required)"
 
 
+def _metavar(base: Any, flag: str) -> str:
+    """N, NUM, PATH, A,B,... or the flag's name: what the value looks like in --help."""
+    if base is int:
+        return "N"
+    if base is float:
+        return "NUM"
+    if base is Path:
+        return "PATH"
+    if typing.get_origin(base) is tuple:
+        return "A,B,..."
+    return flag.removeprefix("--").replace("-", "_").upper()
+
+
 def add_arguments(
     parser: argparse.ArgumentParser,
     cls: type,
@@ -362,8 +375,7 @@ def add_arguments(
             action = "store_false" if flag.startswith("--no-") else "store_true"
             parser.add_argument(flag, action=action, **common)
             continue
-        if m.metavar:
-            common["metavar"] = m.metavar
+        common["metavar"] = m.metavar or _metavar(base, flag)
         if m.choices is not None and all(isinstance(c, str) for c in m.choices):
             common["choices"] = m.choices
         parser.add_argument(flag, **common)

@@ -31,7 +31,7 @@ from pi_edge.__main__ import _parser, build_config, main
 from pi_edge._png import confusion_png
 from pi_edge.evaluate import confusion_matrix, macro_f1
 from protocol import decode_bundle
-from protocol.cli import EXIT_REFUSED
+from protocol.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE
 from protocol.settings import resolve
 
 from ._model import EdgeModels
@@ -133,8 +133,28 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
 def test_run_without_key_or_insecure_flag_exits_2(tmp_path: Path) -> None:
     assert (
         main(["run", "--no-dashboard", "--broker", "127.0.0.1:1", "--state-dir", str(tmp_path)])
-        == 2
+        == EXIT_USAGE
     )
+
+
+def test_a_confidence_floor_the_detector_refuses_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["run", "--no-dashboard", "--insecure-dev", "--state-dir", str(tmp_path)]
+    assert main([*argv, "--low-confidence", "1"]) == EXIT_USAGE
+    assert "low_confidence 1.0" in caplog.text and "--low-confidence" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_rollback_and_export_take_the_state_dir_from_config_file_and_env(tmp_path: Path) -> None:
+    toml = tmp_path / "edge.toml"
+    toml.write_text(f'[edge]\nstate_dir = "{tmp_path / "from-file"}"\n')
+    args = _parser().parse_args(["export", "--config", str(toml)])
+    assert build_config(args, {}).state_dir == tmp_path / "from-file"
+    env = {"EDGELOOP_STATE_DIR": str(tmp_path / "from-env")}
+    assert build_config(args, env).state_dir == tmp_path / "from-env"
+    args = _parser().parse_args(["rollback", "--state-dir", str(tmp_path / "flag")])
+    assert build_config(args, env).state_dir == tmp_path / "flag"
 
 
 def test_store_keeps_previous_and_rollback_swaps_and_blocks(
@@ -161,7 +181,7 @@ def test_store_keeps_previous_and_rollback_swaps_and_blocks(
 def test_rollback_without_previous_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(EdgeError, match="no previous model"):
         ModelStore(tmp_path).rollback()
-    assert main(["rollback", "--state-dir", str(tmp_path)]) == 1
+    assert main(["rollback", "--state-dir", str(tmp_path)]) == EXIT_FAILED
 
 
 def _text(renderable: object, width: int = 100) -> str:
