@@ -17,14 +17,14 @@ import threading
 import time
 from typing import Any
 
-from protocol import CLASSES, Prediction, Topics, decode_any
+from protocol import CLASSES, DEFAULT_PREFIX, Prediction, Topics, decode_any
 from protocol.mqtt import connect, make_client, publish_many
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--broker", required=True)
-    p.add_argument("--prefix", default="edgeloop/v1")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX)
     p.add_argument("--threaded", action="store_true", help="publish from a worker thread")
     args = p.parse_args(argv)
     inbox: queue.Queue[tuple[object, int]] = queue.Queue(maxsize=2048)

@@ -13,14 +13,14 @@ import time
 
 import numpy as np
 
-from protocol import Topics, Window, encode_window
+from protocol import DEFAULT_PREFIX, Topics, Window, encode_window
 from protocol.mqtt import connect, make_client
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--broker", required=True)
-    p.add_argument("--prefix", default="edgeloop/v1")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX)
     p.add_argument("--machines", type=int, default=100)
     p.add_argument("--count", type=int, default=20000)
     p.add_argument("--rate", type=float, default=0.0, help="windows/s; 0 = as fast as possible")

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from protocol import DEFAULT_PREFIX
 from scripts.broker import Broker, BrokerError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             f"tmux session '{SESSION}': simulator (left), pi_edge (top right), trainer "
             "(bottom right). Keys in the simulator pane: d = step drift, o = drift off."
         )
-        print(f"Watch the wire: mosquitto_sub -p {broker.port} -t 'edgeloop/v1/#' -v")
+        print(f"Watch the wire: mosquitto_sub -p {broker.port} -t '{DEFAULT_PREFIX}/#' -v")
         inside_tmux = bool(os.environ.get("TMUX"))  # attach would refuse to nest
         if not args.no_attach and sys.stdin.isatty() and not inside_tmux:
             subprocess.run(["tmux", "attach-session", "-t", SESSION], check=False)

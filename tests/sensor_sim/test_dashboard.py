@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from protocol import DEFAULT_PREFIX
 from sensor_sim import MachineRow, Snapshot
 from sensor_sim.dashboard import KeyReader, command_for_key, render, run_live
 
@@ -24,7 +25,7 @@ def _text(snapshot: Snapshot, width: int = 120) -> str:
 SNAP = Snapshot(
     broker="127.0.0.1:18830",
     connected=True,
-    prefix="edgeloop/v1",
+    prefix=DEFAULT_PREFIX,
     target_hz=10.0,
     label_fraction=0.05,
     control_ok=3,
