@@ -27,8 +27,6 @@ import numpy as np
 from bench.drift_detection import MODES
 from jetson_trainer.keys import generate_keypair
 from jetson_trainer.pipeline import run_train
-from jetson_trainer.policy import PolicyConfig
-from jetson_trainer.retrain import RetrainConfig
 from jetson_trainer.serve import ServeConfig, TrainerDaemon
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.runtime import Classifier
@@ -102,8 +100,8 @@ def run_mode(
                 data=data,
                 models=run / "models",
                 client_id=f"trainer-{mode}",
-                policy=PolicyConfig(labels_needed=48),
-                retrain=RetrainConfig(epochs=30),
+                labels_needed=48,
+                finetune_epochs=30,
             )
         ).start()
         threading.Thread(target=daemon.run_forever, daemon=True).start()

@@ -8,9 +8,13 @@ evaluate  --model BUNDLE (--data DIR [--split NAME] | --x X.npy --y Y.npy) [--js
 finetune  --model BUNDLE (--data DIR | --x X.npy --y Y.npy) [--replay DIR] --out DIR
           [--keras PATH] [--labels-per-class K | --max-labels N] [--private-key PEM]
           [--public-key PEM | --insecure-dev]
-publish   --model BUNDLE --broker HOST:PORT [--prefix P]
-serve     --broker HOST:PORT --store DIR --private-key PEM [--data DIR] [--models DIR] …
+publish   --model BUNDLE [--broker HOST:PORT] [--prefix P] [--config FILE]
+serve     --store DIR --private-key PEM [--broker HOST:PORT] [--data DIR] [--config FILE] …
           the daemon: stores drift batches, fine-tunes, gates and publishes (see --help)
+
+serve and publish also read EDGELOOP_<SETTING> env vars and a TOML --config file (top level or
+a [trainer] table); flags win over env vars, which win over the file. Exit codes: 0 done,
+1 failed, 2 bad setting, 3 input refused. TensorFlow is imported only by commands that train.
 """
 
 from __future__ import annotations
@@ -20,14 +24,19 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from protocol import ConfigError, EdgeloopError
+from protocol.cli import EXIT_FAILED, EXIT_OK, report
+from protocol.settings import add_arguments, flags_of, resolve
 
-from protocol import BundleError, EdgeloopError, decode_bundle
-
+from .config import SECTION, PublishConfig, ServeConfig
 from .errors import TrainerError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("jetson_trainer")
 
@@ -91,50 +100,27 @@ def _parser() -> argparse.ArgumentParser:
     _key_args(f)
 
     u = sub.add_parser("publish", help="send a bundle retained, QoS 1, to <prefix>/model/current")
-    u.add_argument("--model", type=Path, required=True)
-    u.add_argument("--broker", required=True, help="HOST:PORT")
-    u.add_argument("--prefix", help="topic prefix (default edgeloop/v1)")
-    u.add_argument("--timeout", type=float, default=10.0)
-    _serve_args(sub)
-    return p
-
-
-def _serve_args(sub: Any) -> None:
+    _config_arg(u)
+    add_arguments(u, PublishConfig)
     s = sub.add_parser(
         "serve",
         help="the trainer daemon: store drift batches, fine-tune, gate, publish",
         description="Persistent MQTT session; batches are acknowledged only once stored. "
-        "Trains and publishes an initial model from --data if --models has none.",
+        "Trains and publishes an initial model from --data if --models has none. Every "
+        "setting is also an EDGELOOP_<NAME> env var and a key of the --config file.",
     )
-    env = os.environ
-    s.add_argument(
-        "--broker",
-        default=env.get("EDGELOOP_BROKER", "127.0.0.1:1883"),
-        help="HOST:PORT (default $EDGELOOP_BROKER or 127.0.0.1:1883)",
+    _config_arg(s)
+    add_arguments(s, ServeConfig)
+    return p
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"TOML settings (top level or a [{SECTION}] table); env vars and flags override it",
     )
-    s.add_argument("--prefix", default=env.get("EDGELOOP_PREFIX", "edgeloop/v1"))
-    s.add_argument("--store", type=Path, required=True, help="DIR for the window store")
-    s.add_argument("--private-key", type=Path, required=True, help="signing key (PEM)")
-    s.add_argument("--data", type=Path, help="original data DIR: initial training and replay")
-    s.add_argument("--models", type=Path, help="model versions DIR (default STORE/models)")
-    s.add_argument("--client-id", default="edgeloop-trainer", help="fixed MQTT client id")
-    s.add_argument("--labels", type=int, default=48, help="labels per fine-tune (48)")
-    s.add_argument(
-        "--check-labels", type=int, default=24, help="newest labels the champion is checked on"
-    )
-    s.add_argument(
-        "--trigger-accuracy",
-        type=float,
-        default=0.9,
-        help="fine-tune when the champion's accuracy on the newest labels falls below (0.9)",
-    )
-    s.add_argument("--epochs", type=int, default=30, help="fine-tune epochs (30)")
-    s.add_argument("--replay-size", type=int, default=1000, help="replay windows per fine-tune")
-    s.add_argument(
-        "--margin", type=float, default=0.01, help="accuracy the challenger may lose (0.01)"
-    )
-    s.add_argument("--initial-epochs", type=int, default=40, help="epochs of the initial model")
-    s.add_argument("--no-dashboard", action="store_true", help="plain logs, no live view")
 
 
 def _key_args(p: argparse.ArgumentParser) -> None:
@@ -180,10 +166,11 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         priv,
         pub,
     )
-    return 0
+    return EXIT_OK
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    _import_tensorflow(args.verbose)
     from .data import load_split
     from .pipeline import run_train
 
@@ -212,7 +199,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{r['params']} parameters, {r['train_seconds']:.1f} s on {r['device']})",
     )
     log.info("bundle %s", outcome.bundle_path)
-    return 0
+    return EXIT_OK
 
 
 def _load_xy(args: argparse.Namespace, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -220,10 +207,10 @@ def _load_xy(args: argparse.Namespace, split: str) -> tuple[np.ndarray, np.ndarr
 
     if args.x is not None or args.y is not None:
         if args.x is None or args.y is None or args.data is not None:
-            raise TrainerError("give either --data DIR or both --x X.npy and --y Y.npy")
+            raise ConfigError("give either --data DIR or both --x X.npy and --y Y.npy")
         return load_xy(args.x, args.y)
     if args.data is None:
-        raise TrainerError("give --data DIR or --x X.npy --y Y.npy")
+        raise ConfigError("give --data DIR or --x X.npy --y Y.npy")
     got = load_split(args.data, split)
     if got is None:
         raise TrainerError(
@@ -250,10 +237,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         name = "x/y" if args.x is not None else args.split
         _print_table({name: metrics}, f"bundle v{m.version} ({m.arch}, {m.quantization})")
-    return 0
+    return EXIT_OK
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    _import_tensorflow(args.verbose)
     import keras
 
     from .artifacts import keras_path_for, read_bundle
@@ -297,57 +285,48 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     log.info(
         "child bundle %s (version %d, parent %d)", outcome.bundle_path, r["version"], r["parent"]
     )
-    return 0
+    return EXIT_OK
+
+
+def _settings(args: argparse.Namespace, cls: type) -> Any:
+    """`cls` resolved from defaults < --config file < EDGELOOP_* env vars < flags."""
+    return resolve(
+        cls, file=args.config, section=SECTION, env=os.environ, flags=flags_of(args, cls)
+    )
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
+    from protocol import decode_bundle
+
     from .publish import publish_bundle
 
+    config: PublishConfig = _settings(args, PublishConfig)
     try:
-        data = args.model.read_bytes()
+        data = config.model.read_bytes()
     except OSError as exc:
-        raise TrainerError(f"cannot read bundle {args.model}: {exc}") from exc
+        raise TrainerError(f"cannot read bundle {config.model}: {exc}") from exc
     bundle = decode_bundle(data, None, allow_unsigned=True)  # layout + checksum only
     if not bundle.signed:
         log.warning("publishing an UNSIGNED bundle; Pis refuse it unless run with --insecure-dev")
-    topic = publish_bundle(data, args.broker, prefix=args.prefix, timeout=args.timeout)
+    topic = publish_bundle(data, config.broker, prefix=config.prefix, timeout=config.timeout)
     log.info("bundle v%d is the retained model on %s", bundle.manifest.version, topic)
-    return 0
+    return EXIT_OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .gate import GateConfig
-    from .policy import PolicyConfig
-    from .retrain import RetrainConfig
-    from .serve import ServeConfig, TrainerDaemon
+    config: ServeConfig = _settings(args, ServeConfig)
+    _import_tensorflow(args.verbose)
+    from .serve import TrainerDaemon
 
-    config = ServeConfig(
-        broker=args.broker,
-        prefix=args.prefix,
-        store=args.store,
-        private_key=args.private_key,
-        data=args.data,
-        models=args.models,
-        client_id=args.client_id,
-        initial_epochs=args.initial_epochs,
-        policy=PolicyConfig(
-            labels_needed=args.labels,
-            check_labels=args.check_labels,
-            trigger_accuracy=args.trigger_accuracy,
-        ),
-        retrain=RetrainConfig(
-            epochs=args.epochs, replay_size=args.replay_size, gate=GateConfig(margin=args.margin)
-        ),
-    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     daemon = TrainerDaemon(config)
     console = None
-    if not args.no_dashboard:
+    if config.dashboard:
         from rich.console import Console
 
         console = Console()
@@ -381,7 +360,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         daemon.stop()
         worker.join(timeout=5)
-    return 0
+    return EXIT_OK
 
 
 _COMMANDS = {
@@ -394,9 +373,44 @@ _COMMANDS = {
 }
 
 
+def _quiet(verbose: bool) -> None:
+    """Silence TensorFlow's C++ log, absl, Keras retracing notes and Python warnings unless -v.
+
+    Must run before TensorFlow is imported: its C++ side reads TF_CPP_MIN_LOG_LEVEL once.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.simplefilter("ignore")
+    for name in ("tensorflow", "absl", "keras", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _import_tensorflow(verbose: bool) -> None:
+    """Import TensorFlow now, for a command that trains, with fd 2 muted unless -v.
+
+    TensorFlow's C++ side prints its oneDNN banner through absl before absl logging is set up,
+    which ignores TF_CPP_MIN_LOG_LEVEL (abseil/abseil-cpp#1957); muting the import hides it.
+    """
+    if verbose:
+        import tensorflow
+
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
+    """Run one command; returns its exit code (protocol.cli: 0 ok, 1 failed, 2 usage, 3 refused)."""
     args = _parser().parse_args(argv)
+    _quiet(args.verbose)
     root = logging.getLogger()
     if not root.handlers:
         from rich.console import Console
@@ -407,12 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return _COMMANDS[args.command](args)
-    except BundleError as exc:
-        log.error("bundle refused: %s", exc)
-        return 3
-    except (EdgeloopError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    except EdgeloopError as exc:
+        return report(exc, log)
+    except (OSError, ValueError) as exc:
+        # unreadable or malformed input files (numpy, Keras): say which, exit as failed
+        log.error("error: %s", exc)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .keys import generate_keypair
-from .train import finetune_model
+from .train import finetune_model  # imports Keras only when called
 
 __all__ = ["build_bundle", "finetune_model", "generate_keypair"]
 

@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CHANNELS, CLASSES, Bundle, Manifest, decode_bundle, encode_bundle
+from protocol import (
+    CHANNELS,
+    CLASSES,
+    Bundle,
+    ConfigError,
+    Manifest,
+    decode_bundle,
+    encode_bundle,
+)
 from protocol import load_public_key as _load_public_key
 
 from .data import apply_normalisation, train_stats
@@ -165,7 +173,7 @@ def read_bundle(path: Path, public_key: Path | None, *, insecure_dev: bool = Fal
         raise TrainerError(f"cannot read bundle {path}: {exc}") from exc
     key = _load_public_key(public_key) if public_key is not None else None
     if key is None and not insecure_dev:
-        raise TrainerError(
+        raise ConfigError(
             f"no --public-key given to verify {path}; pass the trainer's public "
             "key, or --insecure-dev to skip verification (development only)"
         )

@@ -22,7 +22,6 @@ from .energy import PowerMeter
 from .errors import TrainerError
 from .metrics import classification_metrics
 from .runtime import LiteModel
-from .train import finetune_with_summary, train_model
 
 __all__ = ["Outcome", "evaluate_model_bytes", "run_finetune", "run_train", "select_labels"]
 
@@ -97,6 +96,8 @@ def run_train(
     out_dir.mkdir(parents=True, exist_ok=True)
     if quantization not in quantizations:
         quantizations = (quantization, *quantizations)
+    from .train import train_model  # TensorFlow: only commands that train import it
+
     with PowerMeter() as meter:
         result = train_model(x, y, arch=arch, epochs=epochs, seed=seed, verbose=verbose)
     xn_val = apply_normalisation(result.x_val, result.norm)
@@ -208,6 +209,8 @@ def run_finetune(
     labeled = select_labels(y_new, per_class=per_class, max_labels=max_labels, seed=seed)
     held = np.setdiff1d(np.arange(len(y_new)), labeled)
     arch = pm.arch or "compact"
+    from .train import finetune_with_summary
+
     with PowerMeter() as meter:
         tuned, summary = finetune_with_summary(
             keras_model,

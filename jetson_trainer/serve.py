@@ -1,145 +1,173 @@
 """`python -m jetson_trainer serve`: the trainer daemon that closes the loop.
 
-It keeps a persistent MQTT session (fixed client id, no clean start) with a QoS 1 subscription to
-`…/drift/batches` and acknowledges each batch by hand only after the store committed it. It
-publishes the champion model retained (training an initial one from --data if it has none),
-watches the Pis' status and the stored labels through `TrainPolicy`, and fine-tunes, gates,
-signs and publishes a challenger when the policy says so.
+`TrainerDaemon` composes the intake (`intake.py`: persistent session, batches stored before they
+are acknowledged), the champion (`champion.py`: newest verified bundle on disk, else an initial
+model trained from --data, published retained) and the policy loop here: it watches the Pis'
+status and the stored labels through `TrainPolicy`, and fine-tunes, gates, signs and publishes a
+challenger when the policy says so.
 
-Threads: paho's network thread only enqueues; an intake thread decodes and stores batches and
-then acknowledges them; the main loop evaluates the policy and runs fine-tunes.
+Threads: paho's network thread only enqueues; the intake thread stores and acknowledges; the
+policy thread runs `run_forever`; the main thread may render `snapshot()`. Each thread's state
+is one class with its own lock (`Intake.counts()`, `LoopState.view()`).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from protocol import EdgeloopError, PayloadError, Status, Topics, decode_batch, decode_bundle
-from protocol.mqtt import connect, make_client
+from protocol import EdgeloopError, Status, Topics, __version__
 
+from .champion import (
+    OriginalData,
+    load_champion,
+    load_original,
+    public_key_of,
+    publish_champion,
+    train_initial,
+)
+from .config import ServeConfig
 from .dashboard import TrainerSnapshot
-from .errors import TrainerError
-from .policy import Observation, PolicyConfig, TrainPolicy
-from .retrain import Attempt, Champion, RetrainConfig, accuracy, retrain
+from .intake import Intake
+from .policy import Observation, TrainPolicy
+from .retrain import Attempt, Champion, accuracy, retrain
 from .store import WindowStore
+
+__all__ = ["DaemonState", "LoopState", "ServeConfig", "TrainerDaemon"]
 
 log = logging.getLogger(__name__)
 ROLE = "trainer"
-SESSION_EXPIRY_S = 7 * 24 * 3600
 MAX_LATE_LABELS = 500  # labels that arrived during a fine-tune, added to the gate's holdout
+STATUS_EVERY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
-class ServeConfig:
-    """Daemon settings; every field has a CLI flag (see `python -m jetson_trainer serve -h`)."""
+class DaemonState:
+    """One consistent reading of the daemon for status, dashboard and benches."""
 
-    broker: str
-    store: Path
-    private_key: Path
-    data: Path | None = None
-    models: Path | None = None
-    prefix: str = "edgeloop/v1"
-    client_id: str = "edgeloop-trainer"
-    initial_epochs: int = 40
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    retrain: RetrainConfig = field(default_factory=RetrainConfig)
-    tick_s: float = 1.0
+    phase: str
+    policy: str
+    champion: int | None
+    connected: bool
+    batches: int
+    duplicates: int
+    bad_batches: int
+    store_errors: int
+    intake_crashes: int
+    skipped_bundles: tuple[str, ...]
+    last_attempt: Attempt | None
+    pis: dict[str, dict[str, Any]]
+    started: float
 
-    def __post_init__(self) -> None:
-        if self.tick_s <= 0 or self.initial_epochs < 1:
-            raise ValueError("serve needs tick_s > 0 and initial_epochs ≥ 1")
 
-    @property
-    def models_dir(self) -> Path:
-        return self.models or self.store / "models"
+@dataclass(frozen=True, slots=True)
+class LoopView:
+    """A copy of `LoopState`'s fields taken under its lock."""
+
+    phase: str
+    policy: str
+    champion: Champion | None
+    champion_since: int
+    last_attempt: Attempt | None
+    skipped_bundles: tuple[str, ...]
 
 
 @dataclass(slots=True)
-class DaemonState:
-    """What the dashboard shows; written by the daemon threads, read as a snapshot."""
-
+class _Loop:
     phase: str = "starting"
     policy: str = ""
-    champion: int | None = None
-    connected: bool = False
-    batches: int = 0
-    duplicates: int = 0
-    bad_batches: int = 0
-    store_errors: int = 0
+    champion: Champion | None = None
+    champion_since: int = 0  # store position when the champion was published
     last_attempt: Attempt | None = None
-    pis: dict[str, dict[str, Any]] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
+    skipped_bundles: tuple[str, ...] = ()
+
+
+class LoopState:
+    """What the policy thread decides; the intake thread and the dashboard read it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._s = _Loop()
+
+    def view(self) -> LoopView:
+        """All fields at one instant."""
+        with self._lock:
+            s = self._s
+            return LoopView(
+                s.phase, s.policy, s.champion, s.champion_since, s.last_attempt, s.skipped_bundles
+            )
+
+    def update(self, **changes: Any) -> None:
+        """Set some fields (names of `LoopView`) atomically."""
+        with self._lock:
+            for name, value in changes.items():
+                setattr(self._s, name, value)
+
+    @property
+    def champion(self) -> Champion | None:
+        with self._lock:
+            return self._s.champion
 
 
 class TrainerDaemon:
+    """Intake + champion + policy loop; `start()`, then `run_forever()` on a thread, `stop()`."""
+
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.topics = Topics(config.prefix)
-        self.state = DaemonState()
         self.store = WindowStore(config.store / "windows.sqlite")
         self.policy = TrainPolicy(config.policy)
-        self.champion: Champion | None = None
-        self._inbox: queue.SimpleQueue[tuple[str, int, int, bytes]] = queue.SimpleQueue()
+        self.loop = LoopState()
+        self._retrain = config.retrain
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._public_key: bytes | None = None
-        self._champion_since = 0  # store position when the champion was published
-        self._replay: tuple[np.ndarray, np.ndarray] | None = None
-        self._original: tuple[np.ndarray, np.ndarray] | None = None
-        self.client = make_client(
-            config.client_id,
-            will_topic=self.topics.status(config.client_id),
-            will_payload=Status.offline(config.client_id, ROLE, _version()).to_json(),
-            manual_ack=True,
+        self._started = time.monotonic()
+        self._original: OriginalData | None = None
+        self.intake = Intake(
+            broker=config.broker,
+            client_id=config.client_id,
+            topics=self.topics,
+            store=self.store,
+            store_dir=config.store,
+            offline_status=self._offline(),
+            stop=self._stop,
+            on_connected=self._on_connected,
         )
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self._intake = threading.Thread(
-            target=self._intake_loop, name="trainer-intake", daemon=True
-        )
+        self.client = self.intake.client
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> TrainerDaemon:
-        from .keys import load_private_key
-
-        key = load_private_key(self.config.private_key)
-        from cryptography.hazmat.primitives import serialization
-
-        self._public_key = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        self._load_data()
-        self.champion = self._load_champion() or self._train_initial()
-        self.state.champion = self.champion.version if self.champion else None
-        self._intake.start()
-        connect(
-            self.client, self.config.broker, clean_start=False, session_expiry_s=SESSION_EXPIRY_S
-        )
-        self.client.loop_start()
+        """Load data and champion (training one if needed), then open the session."""
+        public_key = public_key_of(self.config.private_key)
+        self._original = load_original(self.config.data)
+        loaded = load_champion(self.config.models_dir, public_key)
+        skipped = loaded.skipped
+        champion = loaded.champion
+        if champion is None and self._original is not None:
+            self.loop.update(phase="training initial model")
+            train_initial(
+                self.config.models_dir,
+                self._original,
+                self.config.private_key,
+                epochs=self.config.initial_epochs,
+            )
+            loaded = load_champion(self.config.models_dir, public_key)
+            champion, skipped = loaded.champion, skipped + loaded.skipped
+        elif champion is None:
+            log.error("no model in %s and no --data to train one; waiting", self.config.models_dir)
+        self.loop.update(phase="idle", champion=champion, skipped_bundles=skipped)
+        self.intake.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._inbox.put(("stop", 0, 0, b""))
-        self._intake.join(timeout=5)
-        offline = Status.offline(self.config.client_id, ROLE, _version()).to_json()
-        info = self.client.publish(
-            self.topics.status(self.config.client_id), offline, qos=1, retain=True
-        )
-        if self.client.is_connected():
-            info.wait_for_publish(2)
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Stop the intake, mark the trainer offline (retained) and close the store."""
+        self.intake.stop()
+        self.intake.close((self.topics.status(self.config.client_id), self._offline()))
         self.store.close()
 
     def run_forever(self) -> None:
@@ -151,184 +179,64 @@ class TrainerDaemon:
             except (EdgeloopError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
                 # one failed fine-tune (Keras, converter, disk) must not end the daemon's loop
                 log.exception("fine-tune failed: %s; the champion keeps serving", exc)
-                self.state.phase = "idle"
+                self.loop.update(phase="idle")
                 self.policy.attempted(accepted=False)
             if time.monotonic() >= next_status:
                 self._publish_status()
-                next_status = time.monotonic() + 2.0
+                next_status = time.monotonic() + STATUS_EVERY_S
             self._stop.wait(self.config.tick_s)
 
-    # -- data and models -----------------------------------------------------------------
-    def _load_data(self) -> None:
-        data = self.config.data
-        if data is None:
-            log.warning("no --data: fine-tunes run without replay and gate on drift data only")
-            return
-        x = np.load(data / "train_data.npy")
-        y = np.load(data / "train_labels.npy")
-        self._replay = (x, y)
-        if (data / "infer_data.npy").exists():
-            self._original = (np.load(data / "infer_data.npy"), np.load(data / "infer_labels.npy"))
-        else:
-            cut = int(len(y) * 0.8)
-            self._replay, self._original = (x[:cut], y[:cut]), (x[cut:], y[cut:])
+    @property
+    def champion(self) -> Champion | None:
+        """The model the Pis should run now."""
+        return self.loop.champion
 
-    def _load_champion(self) -> Champion | None:
-        """The newest bundle under the models dir whose signature verifies."""
-        import keras
-
-        candidates = sorted(self.config.models_dir.glob("v*/model.bundle"), reverse=True)
-        for path in candidates:
-            try:
-                bundle = decode_bundle(path.read_bytes(), self._public_key)
-                model = keras.models.load_model(path.parent / "model.keras")
-            except (OSError, ValueError, PayloadError, TrainerError) as exc:
-                log.warning("skipping %s: %s", path, exc)
-                continue
-            log.info("champion: v%d from %s", bundle.manifest.version, path)
-            return Champion(
-                bundle.manifest.version, bundle.raw, bundle.model, bundle.manifest, model, path
-            )
-        return None
-
-    def _train_initial(self) -> Champion | None:
-        if self._replay is None or self.config.data is None:
-            log.error("no model in %s and no --data to train one; waiting", self.config.models_dir)
-            return None
-        from .pipeline import run_train
-
-        self.state.phase = "training initial model"
-        x, y = (
-            np.load(self.config.data / "train_data.npy"),
-            np.load(self.config.data / "train_labels.npy"),
-        )
-        run_train(
-            x,
-            y,
-            self.config.models_dir / "v0001",
-            epochs=self.config.initial_epochs,
-            private_key=self.config.private_key,
-            figures=False,
-            verbose=0,
-            time_repeats=10,
-            quantizations=("int8",),
-        )
-        self.state.phase = "idle"
-        return self._load_champion()
-
-    def _publish_champion(self) -> None:
-        if self.champion is None:
-            return
-        self.client.publish(self.topics.model_current, self.champion.bundle, qos=1, retain=True)
-        log.info(
-            "publishing model v%d retained on %s (%d bytes)",
-            self.champion.version,
-            self.topics.model_current,
-            len(self.champion.bundle),
+    @property
+    def state(self) -> DaemonState:
+        """Intake counters and loop state read consistently, each under its own lock."""
+        loop = self.loop.view()
+        counts = self.intake.counts()
+        return DaemonState(
+            phase=loop.phase,
+            policy=loop.policy,
+            champion=loop.champion.version if loop.champion else None,
+            connected=counts.connected,
+            batches=counts.batches,
+            duplicates=counts.duplicates,
+            bad_batches=counts.bad_batches,
+            store_errors=counts.store_errors,
+            intake_crashes=counts.crashes,
+            skipped_bundles=loop.skipped_bundles,
+            last_attempt=loop.last_attempt,
+            pis=counts.pis,
+            started=self._started,
         )
 
-    # -- paho callbacks: enqueue only ----------------------------------------------------
-    def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
-    ) -> None:
-        if getattr(reason, "is_failure", False):
-            log.error("broker refused the trainer: %s", reason)
-            return
-        self.state.connected = True
-        client.subscribe([(self.topics.drift_batches, 1), (self.topics.statuses(), 1)])
-        self._inbox.put(("connected", 0, 0, b""))
-
-    def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
-    ) -> None:
-        self.state.connected = False
-        log.warning("disconnected from %s (%s); paho reconnects", self.config.broker, reason)
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self._inbox.put((msg.topic, msg.mid, msg.qos, msg.payload))
-
-    # -- intake thread ---------------------------------------------------------------------
-    def _intake_loop(self) -> None:
-        while not self._stop.is_set():
-            topic, mid, qos, payload = self._inbox.get()
-            if topic == "stop":
-                return
-            if topic == "connected":
-                self._publish_status()
-                self._publish_champion()
-                continue
-            if topic == self.topics.drift_batches:
-                if not self._store_with_retry(payload):
-                    return  # stopping: unacknowledged, the broker resends it next session
-            else:
-                self._note_status(payload)
-            if qos > 0:
-                self.client.ack(mid, qos)  # only now: the batch is committed (or worthless)
-
-    def _store_with_retry(self, payload: bytes, first_delay_s: float = 0.5) -> bool:
-        """Store a drift batch, retrying with backoff (≤ 30 s) while the store fails.
-
-        The batch stays unacknowledged meanwhile, so nothing is lost and the broker stops
-        sending more once its in-flight window is full. False only if the daemon stops first.
-        """
-        delay = first_delay_s
-        while True:
-            try:
-                self._store_batch(payload)
-                return True
-            except sqlite3.Error as exc:
-                self.state.store_errors += 1
-                log.error(
-                    "could not store a drift batch (%s); it stays unacknowledged and is retried "
-                    "in %.1f s; check free space and permissions of %s",
-                    exc,
-                    delay,
-                    self.config.store,
-                )
-            if self._stop.wait(delay):
-                return False
-            delay = min(delay * 2, 30.0)
-
-    def _store_batch(self, payload: bytes) -> None:
-        try:
-            batch = decode_batch(payload)
-        except PayloadError as exc:
-            self.state.bad_batches += 1
-            log.warning("dropped a malformed drift batch (%s): %s", exc.kind, exc)
-            return
-        added, duplicates = self.store.add_batch(batch)
-        self.state.batches += 1
-        self.state.duplicates += duplicates
-        log.debug("stored batch from %s: %d new, %d duplicate", batch.node, added, duplicates)
-
-    def _note_status(self, payload: bytes) -> None:
-        try:
-            status = Status.from_json(payload)
-        except PayloadError:
-            return
-        if status.role == "edge":
-            self.state.pis[status.node] = {
-                "state": status.state,
-                "drift": status.drift,
-                "model": status.model_version,
-            }
+    # -- intake thread ------------------------------------------------------------------
+    def _on_connected(self) -> None:
+        """(Re)connected: announce the trainer and the champion, both retained."""
+        self._publish_status()
+        champion = self.loop.champion
+        if champion is not None:
+            publish_champion(self.client, self.topics, champion)
 
     # -- policy loop ---------------------------------------------------------------------
     def observation(self) -> Observation:
-        champion = self.champion
+        """What the policy sees: store position, new labels, champion accuracy, Pi drift."""
+        view = self.loop.view()
+        champion = view.champion
+        check_labels = self.config.check_labels
         recent_accuracy = None
         if champion is not None:
-            x, y, _ = self.store.recent_labeled(
-                self.config.policy.check_labels, after=self._champion_since
-            )
-            if len(y) >= self.config.policy.check_labels:
+            x, y, _ = self.store.recent_labeled(check_labels, after=view.champion_since)
+            if len(y) >= check_labels:
                 recent_accuracy = accuracy(champion.model, champion.norm, x, y)
         pi_drift = any(
             p["state"] == "online"
             and p["drift"] == "drift"
             and champion is not None
             and p["model"] == champion.version
-            for p in list(self.state.pis.values())  # the intake thread adds nodes
+            for p in self.intake.counts().pis.values()
         )
         after = self.policy.labels_after if self.policy.collecting else 0
         return Observation(
@@ -339,38 +247,40 @@ class TrainerDaemon:
         )
 
     def tick(self) -> None:
-        if self.champion is None:
-            self.state.policy = "no champion model"
+        """One policy step: maybe fine-tune, gate, record, and publish an accepted challenger."""
+        champion = self.loop.champion
+        if champion is None:
+            self.loop.update(policy="no champion model")
             return
         decision = self.policy.update(self.observation())
-        self.state.policy = decision
+        self.loop.update(policy=decision)
         if decision != "train":
             return
         x, y, last = self.store.recent_labeled(
-            self.config.policy.labels_needed, after=self.policy.labels_after
+            self.config.labels_needed, after=self.policy.labels_after
         )
-        self.state.phase = f"fine-tuning v{self.champion.version} on {len(y)} labels"
-        replay = self._replay or (x[:0], y[:0])
-        original = self._original or (x[:0], y[:0])
+        self.loop.update(phase=f"fine-tuning v{champion.version} on {len(y)} labels")
+        empty = (x[:0], y[:0])
+        original = self._original
         try:
             attempt = retrain(
-                self.champion,
+                champion,
                 x,
                 y,
-                replay=replay,
-                original_holdout=original,
+                replay=original.replay if original else empty,
+                original_holdout=original.holdout if original else empty,
                 out_dir=self.config.models_dir,
                 private_key=self.config.private_key,
-                config=self.config.retrain,
-                late_labels=lambda: self.store.recent_labeled(MAX_LATE_LABELS, after=last)[:2],
+                config=self._retrain,
+                late_labels=lambda: self._late_labels(last),
             )
         finally:
-            self.state.phase = "idle"
-        self.state.last_attempt = attempt
+            self.loop.update(phase="idle")
+        self.loop.update(last_attempt=attempt)
         d = attempt.decision
         self.store.record_model(
-            self.champion.version + 1,
-            self.champion.version,
+            champion.version + 1,
+            champion.version,
             accepted=d.accepted,
             reason=d.reason,
             labels_used=attempt.labels_used,
@@ -383,17 +293,22 @@ class TrainerDaemon:
         )
         self.policy.attempted(accepted=d.accepted)
         if attempt.challenger is not None:
-            self.champion = attempt.challenger
-            self.state.champion = self.champion.version
-            self._champion_since = last
+            self.loop.update(champion=attempt.challenger, champion_since=last)
             self.policy.model_changed()
-            self._publish_champion()
+            publish_champion(self.client, self.topics, attempt.challenger)
 
+    def _late_labels(self, after: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y, _ = self.store.recent_labeled(MAX_LATE_LABELS, after=after)
+        return x, y
+
+    # -- what the world sees -------------------------------------------------------------
     def snapshot(self) -> TrainerSnapshot:
+        """The dashboard's view: one consistent state plus the store's counts and history."""
+        s = self.state
         counts = self.store.counts()
-        last = self.state.last_attempt
         gate = None
-        if last is not None:
+        if s.last_attempt is not None:
+            last = s.last_attempt
             d = last.decision
             gate = {
                 "accepted": d.accepted,
@@ -407,55 +322,61 @@ class TrainerDaemon:
                 "challenger_original": d.challenger.original,
             }
         return TrainerSnapshot(
-            phase=self.state.phase,
-            policy=self.state.policy,
-            champion=self.state.champion,
-            connected=self.state.connected,
+            phase=s.phase,
+            policy=s.policy,
+            champion=s.champion,
+            connected=s.connected,
             stored=counts.windows,
             labeled=counts.labeled,
             by_machine=counts.by_machine,
             by_class=counts.by_class,
             by_reason=counts.by_reason,
-            batches=self.state.batches,
-            duplicates=self.state.duplicates,
-            bad_batches=self.state.bad_batches,
-            pis=dict(self.state.pis),
+            batches=s.batches,
+            duplicates=s.duplicates,
+            bad_batches=s.bad_batches,
+            pis=s.pis,
             last_gate=gate,
             history=self.store.model_history(8),
         )
 
-    def _publish_status(self) -> None:
+    def status(self) -> Status:
+        """The trainer's retained status: counts, error kinds, phase, skipped bundles."""
+        s = self.state
         counts = self.store.counts()
-        status = Status(
+        errors = {
+            "bad_batch": s.bad_batches,
+            "store_failed": s.store_errors,
+            "intake_crashed": s.intake_crashes,
+            "bad_bundle": len(s.skipped_bundles),
+        }
+        detail: dict[str, Any] = {"phase": s.phase, "policy": s.policy}
+        if s.skipped_bundles:
+            detail["skipped_bundles"] = list(s.skipped_bundles)
+        return Status(
             node=self.config.client_id,
             role=ROLE,
             state="online",
             software_version=_version(),
-            model_version=self.state.champion,
+            model_version=s.champion,
             timestamp=time.time(),
             metrics={
                 "stored_windows": counts.windows,
                 "stored_labeled": counts.labeled,
-                "batches": self.state.batches,
-                "duplicates": self.state.duplicates,
-                "uptime_s": round(time.monotonic() - self.state.started, 1),
+                "batches": s.batches,
+                "duplicates": s.duplicates,
+                "uptime_s": round(time.monotonic() - s.started, 1),
             },
-            errors={
-                k: v
-                for k, v in (
-                    ("bad_batch", self.state.bad_batches),
-                    ("store_failed", self.state.store_errors),
-                )
-                if v
-            },
-            detail={"phase": self.state.phase, "policy": self.state.policy},
+            errors={k: v for k, v in errors.items() if v},
+            detail=detail,
         )
-        self.client.publish(
-            self.topics.status(self.config.client_id), status.to_json(), qos=1, retain=True
-        )
+
+    def _publish_status(self) -> None:
+        topic = self.topics.status(self.config.client_id)
+        self.client.publish(topic, self.status().to_json(), qos=1, retain=True)
+
+    def _offline(self) -> bytes:
+        return Status.offline(self.config.client_id, ROLE, _version()).to_json()
 
 
 def _version() -> str:
-    from . import __version__
-
     return str(__version__)

@@ -15,7 +15,6 @@ import numpy as np
 
 from .data import apply_normalisation, check_xy, normalisation, stratified_split
 from .errors import TrainerError
-from .models import build_model, learning_rate
 
 __all__ = [
     "FINETUNE_LR",
@@ -109,6 +108,8 @@ def train_model(
     `verbose`: 0 silent, 1 one log line per epoch, 2 Keras' progress bar.
     """
     import keras
+
+    from .models import build_model, learning_rate  # Keras: imported only when training
 
     x, y = check_xy(x, y, "training data")
     if len(np.unique(y)) < 2:

@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 
 from jetson_trainer.keys import generate_keypair
-from jetson_trainer.policy import PolicyConfig
-from jetson_trainer.retrain import RetrainConfig
 from jetson_trainer.serve import ServeConfig, TrainerDaemon
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.runtime import Classifier
@@ -56,8 +54,10 @@ def test_step_drift_is_detected_and_healed_without_losing_a_label(
             data=data,
             client_id="trainer-e2e",
             initial_epochs=15,
-            policy=PolicyConfig(labels_needed=48, check_labels=24),
-            retrain=RetrainConfig(epochs=20, replay_size=800),
+            labels_needed=48,
+            check_labels=24,
+            finetune_epochs=20,
+            replay_size=800,
         )
     ).start()
     policy_thread = threading.Thread(target=daemon.run_forever, daemon=True)

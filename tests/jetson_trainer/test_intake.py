@@ -18,7 +18,14 @@ def _payload(n: int = 3) -> bytes:
     rng = np.random.default_rng(0)
     records = tuple(
         Kept(
-            Window("m01", i, 1_700_000_000_000_000_000 + i, rng.normal(size=(60, 4)), 1), "labeled"
+            Window(
+                "m01",
+                i,
+                1_700_000_000_000_000_000 + i,
+                rng.normal(size=(60, 4)).astype(np.float32),
+                1,
+            ),
+            "labeled",
         )
         for i in range(n)
     )
@@ -46,7 +53,7 @@ def test_a_batch_the_store_cannot_commit_is_retried_until_stored(
 
     monkeypatch.setattr(daemon.store, "add_batch", flaky)
     try:
-        assert daemon._store_with_retry(_payload(3), first_delay_s=0.01) is True
+        assert daemon.intake.store_with_retry(_payload(3), first_delay_s=0.01) is True
         assert daemon.state.store_errors == 2
         assert daemon.state.batches == 1
         assert daemon.store.counts().windows == 3
@@ -65,7 +72,7 @@ def test_stopping_ends_the_retries_without_storing(
     monkeypatch.setattr(daemon.store, "add_batch", full)
     threading.Timer(0.3, daemon._stop.set).start()
     try:
-        assert daemon._store_with_retry(_payload(), first_delay_s=0.05) is False
+        assert daemon.intake.store_with_retry(_payload(), first_delay_s=0.05) is False
         assert daemon.state.store_errors >= 2
         assert daemon.state.batches == 0
     finally:

@@ -9,6 +9,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,8 +18,10 @@ from jetson_trainer import build_bundle, generate_keypair
 from jetson_trainer.__main__ import main
 from jetson_trainer.energy import PowerMeter, parse_power_mw
 from jetson_trainer.runtime import LiteModel
-from protocol import BundleError, SignatureError, decode_bundle, load_public_key
+from protocol import Bundle, BundleError, SignatureError, Topics, decode_bundle, load_public_key
+from protocol.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE
 from protocol.mqtt import connect, make_client
+from scripts.broker import Broker
 
 from .conftest import Trained
 
@@ -32,7 +35,7 @@ ORIN_LINE = (
 )
 
 
-def _decode(trained: Trained, data: bytes | None = None):
+def _decode(trained: Trained, data: bytes | None = None) -> Bundle:
     raw = trained.bundle.read_bytes() if data is None else data
     return decode_bundle(raw, load_public_key(trained.public_key))
 
@@ -50,7 +53,7 @@ def test_keygen_writes_private_key_0600_and_a_public_key_protocol_reads(tmp_path
     assert stat.S_IMODE(priv.stat().st_mode) == 0o600
     assert b"BEGIN PRIVATE KEY" in priv.read_bytes()
     assert len(load_public_key(pub)) == 32
-    assert main(["keygen", "--out", str(tmp_path)]) == 2  # never overwrites silently
+    assert main(["keygen", "--out", str(tmp_path)]) == EXIT_FAILED  # never overwrites silently
 
 
 def test_shipped_int8_variant_agrees_with_keras_and_resizes_its_batch(trained: Trained) -> None:
@@ -125,7 +128,7 @@ def test_the_wrong_key_is_refused(trained: Trained, tmp_path: Path) -> None:
             "--json",
         ]
     )
-    assert rc == 3
+    assert rc == EXIT_REFUSED
 
 
 def test_evaluate_json_reports_the_bundled_tflite_metrics(
@@ -155,7 +158,7 @@ def test_evaluate_json_reports_the_bundled_tflite_metrics(
 
 def test_evaluate_refuses_an_unverified_bundle_without_a_key(trained: Trained) -> None:
     rc = main(["evaluate", "--model", str(trained.bundle), "--data", str(trained.data)])
-    assert rc == 2
+    assert rc == EXIT_USAGE  # no --public-key and no --insecure-dev
 
 
 def test_finetune_child_beats_parent_on_drifted_data(trained: Trained, tmp_path: Path) -> None:
@@ -242,7 +245,9 @@ def test_build_bundle_api_writes_a_signed_bundle_and_keras_model(
 
 
 @pytest.mark.broker
-def test_publish_leaves_the_bundle_retained_on_model_current(trained: Trained, broker, topics):
+def test_publish_leaves_the_bundle_retained_on_model_current(
+    trained: Trained, broker: Broker, topics: Topics
+) -> None:
     data = trained.bundle.read_bytes()
     assert (
         main(
@@ -262,10 +267,10 @@ def test_publish_leaves_the_bundle_retained_on_model_current(trained: Trained, b
     done = threading.Event()
     client = make_client("test-subscriber")
 
-    def on_connect(c, userdata, flags, reason, props) -> None:
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         c.subscribe(topics.model_current, qos=1)
 
-    def on_message(c, userdata, msg) -> None:
+    def on_message(c: Any, userdata: Any, msg: Any) -> None:
         got.append((msg.payload, msg.retain))
         done.set()
 
@@ -296,7 +301,7 @@ def test_publish_to_an_unreachable_broker_fails_clearly(trained: Trained) -> Non
             "2",
         ]
     )
-    assert rc == 2
+    assert rc == EXIT_FAILED
 
 
 def test_tegrastats_parser_reads_board_input_power() -> None:

@@ -1,0 +1,239 @@
+"""The daemon's intake: a persistent MQTT session that stores drift batches before acking them.
+
+The session has a fixed client id and no clean start, with QoS 1 subscriptions to
+`…/drift/batches` and the nodes' statuses. paho's network thread only enqueues; the intake
+thread decodes and stores each batch and acknowledges it by hand only after the store
+committed it (or found it worthless), retrying a failing store with backoff meanwhile, so a
+batch is never lost between the broker and the disk. It also notes what the Pis report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol import PayloadError, Status, Topics, decode_batch
+from protocol.mqtt import connect, make_client
+
+from .store import WindowStore
+
+__all__ = ["INBOX_MAX", "SESSION_EXPIRY_S", "Intake", "IntakeCounts"]
+
+log = logging.getLogger(__name__)
+SESSION_EXPIRY_S = 7 * 24 * 3600
+INBOX_MAX = 1000  # the broker's in-flight window bounds it in practice: batches wait for acks
+_STOP = "\x00stop"
+_CONNECTED = "\x00connected"
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeCounts:
+    """One consistent reading of the intake's counters and the Pis' last reports."""
+
+    connected: bool = False
+    batches: int = 0
+    duplicates: int = 0
+    bad_batches: int = 0
+    store_errors: int = 0
+    crashes: int = 0
+    pis: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Counters:
+    """The intake's running counts; only touched under `Intake._lock`."""
+
+    connected: bool = False
+    batches: int = 0
+    duplicates: int = 0
+    bad_batches: int = 0
+    store_errors: int = 0
+    crashes: int = 0
+
+
+class Intake:
+    """Owns the MQTT session and the intake thread; `counts()` is safe from any thread."""
+
+    def __init__(
+        self,
+        *,
+        broker: str,
+        client_id: str,
+        topics: Topics,
+        store: WindowStore,
+        store_dir: Path,
+        offline_status: bytes,
+        stop: threading.Event,
+        on_connected: Callable[[], None],
+    ) -> None:
+        self.broker = broker
+        self.topics = topics
+        self.store = store
+        self._store_dir = store_dir
+        self._stop = stop
+        self._on_connected_work = on_connected
+        self._lock = threading.Lock()  # guards _counts and _pis
+        self._counts = _Counters()
+        self._pis: dict[str, dict[str, Any]] = {}
+        self._inbox: queue.Queue[tuple[str, int, int, bytes]] = queue.Queue(INBOX_MAX)
+        self.client = make_client(
+            client_id,
+            will_topic=topics.status(client_id),
+            will_payload=offline_status,
+            manual_ack=True,
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._thread = threading.Thread(target=self._run, name="trainer-intake", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the intake thread, then open the persistent session (paho reconnects)."""
+        self._thread.start()
+        connect(self.client, self.broker, clean_start=False, session_expiry_s=SESSION_EXPIRY_S)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """End the intake thread; unacknowledged batches come again next session."""
+        self._stop.set()
+        with contextlib.suppress(queue.Full):  # then it sees the stop event after its item
+            self._inbox.put((_STOP, 0, 0, b""), timeout=1)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def close(self, last_will: tuple[str, bytes] | None = None) -> None:
+        """Publish `(topic, payload)` retained if given, then disconnect."""
+        if last_will is not None:
+            info = self.client.publish(last_will[0], last_will[1], qos=1, retain=True)
+            if self.client.is_connected():
+                info.wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def counts(self) -> IntakeCounts:
+        """A consistent copy of the counters (the intake and paho threads write them)."""
+        with self._lock:
+            c = self._counts
+            pis = {node: dict(seen) for node, seen in self._pis.items()}
+            return IntakeCounts(
+                c.connected, c.batches, c.duplicates, c.bad_batches, c.store_errors, c.crashes, pis
+            )
+
+    def _bump(self, **added: int) -> None:
+        with self._lock:
+            for name, n in added.items():
+                setattr(self._counts, name, getattr(self._counts, name) + n)
+
+    def _set_connected(self, connected: bool) -> None:
+        with self._lock:
+            self._counts.connected = connected
+
+    # -- paho callbacks: enqueue only ----------------------------------------------------
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("broker refused the trainer: %s", reason)
+            return
+        self._set_connected(True)
+        client.subscribe([(self.topics.drift_batches, 1), (self.topics.statuses(), 1)])
+        self._enqueue((_CONNECTED, 0, 0, b""))
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
+    ) -> None:
+        self._set_connected(False)
+        log.warning("disconnected from %s (%s); paho reconnects", self.broker, reason)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self._enqueue((msg.topic, msg.mid, msg.qos, msg.payload))
+
+    def _enqueue(self, item: tuple[str, int, int, bytes]) -> None:
+        # blocks paho only when 1000 items wait, which the broker's in-flight limit prevents;
+        # dropping instead would lose a batch that is never acknowledged
+        while not self._stop.is_set():
+            try:
+                self._inbox.put(item, timeout=1)
+                return
+            except queue.Full:
+                log.warning("intake queue full (%d); waiting for the store", INBOX_MAX)
+
+    # -- intake thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self._step(self._inbox.get()):
+                    return
+            except Exception:  # the thread's outermost frame: log, count, go on
+                self._bump(crashes=1)
+                log.exception("intake thread: unexpected error; the item stays unacknowledged")
+
+    def _step(self, item: tuple[str, int, int, bytes]) -> bool:
+        """Handle one inbox item; False when the thread should end."""
+        topic, mid, qos, payload = item
+        if topic == _STOP:
+            return False
+        if topic == _CONNECTED:
+            self._on_connected_work()
+            return True
+        if topic == self.topics.drift_batches:
+            if not self.store_with_retry(payload):
+                return False  # stopping: unacknowledged, the broker resends it next session
+        else:
+            self._note_status(payload)
+        if qos > 0:
+            self.client.ack(mid, qos)  # only now: the batch is committed (or worthless)
+        return True
+
+    def store_with_retry(self, payload: bytes, first_delay_s: float = 0.5) -> bool:
+        """Store a drift batch, retrying with backoff (≤ 30 s) while the store fails.
+
+        The batch stays unacknowledged meanwhile, so nothing is lost and the broker stops
+        sending more once its in-flight window is full. False only if the daemon stops first.
+        """
+        delay = first_delay_s
+        while True:
+            try:
+                self._store_batch(payload)
+                return True
+            except sqlite3.Error as exc:
+                self._bump(store_errors=1)
+                log.error(
+                    "could not store a drift batch (%s); it stays unacknowledged and is retried "
+                    "in %.1f s; check free space and permissions of %s",
+                    exc,
+                    delay,
+                    self._store_dir,
+                )
+            if self._stop.wait(delay):
+                return False
+            delay = min(delay * 2, 30.0)
+
+    def _store_batch(self, payload: bytes) -> None:
+        try:
+            batch = decode_batch(payload)
+        except PayloadError as exc:
+            self._bump(bad_batches=1)
+            log.warning("dropped a malformed drift batch (%s): %s", exc.kind, exc)
+            return
+        added, duplicates = self.store.add_batch(batch)
+        self._bump(batches=1, duplicates=duplicates)
+        log.debug("stored batch from %s: %d new, %d duplicate", batch.node, added, duplicates)
+
+    def _note_status(self, payload: bytes) -> None:
+        try:
+            status = Status.from_json(payload)
+        except PayloadError:
+            return
+        if status.role == "edge":
+            seen = {"state": status.state, "drift": status.drift, "model": status.model_version}
+            with self._lock:
+                self._pis[status.node] = seen

@@ -1,0 +1,60 @@
+"""The daemon skips bundles on disk that do not verify and starts with the newest good one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from jetson_trainer.keys import generate_keypair, load_private_key
+from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from protocol import Topics, decode_bundle, encode_bundle, load_public_key
+from scripts.broker import Broker
+
+from .conftest import Trained
+
+pytestmark = [pytest.mark.broker, pytest.mark.tensorflow]
+
+
+def _models_with_two_bad_newest(trained: Trained, tmp_path: Path) -> Path:
+    """v0001 good; v0002 signed by another key; v0003 corrupt (each beside a loadable Keras)."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.out, models / "v0001")
+    good = decode_bundle(trained.bundle.read_bytes(), load_public_key(trained.public_key))
+    other_private, _ = generate_keypair(tmp_path / "other-keys")
+    forged = encode_bundle(good.manifest, good.model, load_private_key(other_private).sign)
+    for version, payload in (("v0002", forged), ("v0003", b"EDGL\x01 not a bundle at all")):
+        (models / version).mkdir()
+        (models / version / "model.bundle").write_bytes(payload)
+        shutil.copy(trained.out / "model.keras", models / version / "model.keras")
+    return models
+
+
+def test_daemon_skips_a_corrupt_and_a_wrongly_signed_bundle_and_serves_the_older_good_one(
+    trained: Trained, broker: Broker, topics: Topics, tmp_path: Path
+) -> None:
+    models = _models_with_two_bad_newest(trained, tmp_path)
+    daemon = TrainerDaemon(
+        ServeConfig(
+            broker=broker.address,
+            prefix=topics.prefix,
+            store=tmp_path / "trainer",
+            private_key=trained.private_key,
+            models=models,
+            client_id="trainer-skip",
+            dashboard=False,
+        )
+    ).start()
+    try:
+        champion = daemon.champion
+        assert champion is not None and champion.version == 1
+        assert champion.path == models / "v0001" / "model.bundle"
+        status = daemon.status()
+        assert status.model_version == 1
+        assert status.errors["bad_bundle"] == 2
+        skipped = status.detail["skipped_bundles"]
+        assert [s.split(":")[0] for s in skipped] == ["v0003/model.bundle", "v0002/model.bundle"]
+        assert "signature" in skipped[1].lower()
+    finally:
+        daemon.stop()
