@@ -3,6 +3,9 @@
 Public API (the CLI is `python -m pi_edge` / `edgeloop-edge`)::
 
     EdgeConfig, EdgeService          run a node programmatically
+    ModelManager                     a node's model life: vet, store, swap, rollback
+    batch_outputs, HistoryRow        a classified batch → payloads, history rows (pure)
+    NodeTelemetry                    a node's figures → status and dashboard snapshot
     Classifier, interpreter_class    the TFLite runtime (one module: pi_edge.runtime)
     ModelStore, vet_bundle           state dir and bundle checks
     BatchPolicy, Inbox               the bounded drop-oldest inbox and micro-batching
@@ -19,10 +22,13 @@ from .batching import BatchPolicy, Inbox
 from .config import EdgeConfig
 from .dashboard import MachineRow, Snapshot, render
 from .errors import ConfigError, EdgeError, ModelError
+from .model_manager import ModelManager
 from .models import Expected, ModelStore, VettedModel, vet_bundle
+from .outputs import HistoryRow, batch_outputs
 from .runtime import Classifier, interpreter_class
 from .service import EdgeService
 from .stats import KindCounter, LatencyWindow, RateMeter
+from .telemetry import NodeTelemetry
 
 __all__ = [
     "BatchPolicy",
@@ -32,16 +38,20 @@ __all__ = [
     "EdgeError",
     "EdgeService",
     "Expected",
+    "HistoryRow",
     "Inbox",
     "KindCounter",
     "LatencyWindow",
     "MachineRow",
     "ModelError",
+    "ModelManager",
     "ModelStore",
+    "NodeTelemetry",
     "RateMeter",
     "Snapshot",
     "VettedModel",
     "__version__",
+    "batch_outputs",
     "interpreter_class",
     "render",
     "vet_bundle",
