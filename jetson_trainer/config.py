@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from protocol import DEFAULT_PREFIX, PayloadError, Topics, check_id
-from protocol.settings import check, setting
+from protocol import PayloadError, check_id
+from protocol.settings import broker_setting, check, prefix_setting, setting
 
 from .gate import GateConfig
 from .policy import PolicyConfig
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["SECTION", "PublishConfig", "ServeConfig"]
 
 SECTION = "trainer"  # the TOML table a shared config file keeps the trainer's keys in
-
-
-def _prefix_ok(value: str) -> None:
-    Topics(value)  # ValueError names what is wrong with the prefix
 
 
 def _client_id_ok(value: str) -> None:
@@ -47,24 +43,14 @@ def _positive(value: float) -> None:
         raise ValueError("must be greater than 0")
 
 
-def _broker() -> Any:
-    """The broker setting every trainer command shares."""
-    return setting("127.0.0.1:1883", help="the MQTT broker", metavar="HOST:PORT")
-
-
-def _prefix() -> Any:
-    """The topic prefix setting every trainer command shares."""
-    return setting(DEFAULT_PREFIX, help="topic prefix", metavar="P", check=_prefix_ok)
-
-
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
     """The daemon's settings (`python -m jetson_trainer serve -h` lists their flags)."""
 
     store: Path = setting(help="DIR for the window store", metavar="DIR")
     private_key: Path = setting(help="signing key (PEM)", metavar="PEM")
-    broker: str = _broker()
-    prefix: str = _prefix()
+    broker: str = broker_setting()
+    prefix: str = prefix_setting()
     data: Path | None = setting(
         None, help="original data DIR: initial training and replay", metavar="DIR"
     )
@@ -133,8 +119,8 @@ class PublishConfig:
     """`publish`: send one bundle retained to `<prefix>/model/current`."""
 
     model: Path = setting(help="model.bundle to publish", metavar="BUNDLE")
-    broker: str = _broker()
-    prefix: str = _prefix()
+    broker: str = broker_setting()
+    prefix: str = prefix_setting()
     timeout: float = setting(
         10.0, help="seconds to wait for the broker", check=_positive, metavar="S"
     )

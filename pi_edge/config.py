@@ -25,15 +25,12 @@ from pathlib import Path
 from protocol import (
     CHANNELS,
     CLASSES,
-    DEFAULT_PREFIX,
     WINDOW_LENGTH,
     ConfigError,
-    PayloadError,
     Topics,
     check_id,
 )
-from protocol.mqtt import parse_address
-from protocol.settings import check, setting
+from protocol.settings import broker_setting, check, prefix_setting, setting
 
 from .drift import DriftConfig
 
@@ -55,42 +52,25 @@ def default_state_dir() -> Path:
 def _ids(value: tuple[str, ...]) -> None:
     if not value:
         raise ValueError("is empty; use '+' for all machines")
-    try:
-        for m in value:
-            if m != "+":
-                check_id(m)
-    except PayloadError as exc:
-        raise ValueError(str(exc)) from exc
+    for m in value:
+        if m != "+":
+            check_id(m)
 
 
 def _id(value: str) -> None:
-    try:
-        check_id(value, "id")
-    except PayloadError as exc:
-        raise ValueError(str(exc)) from exc
+    check_id(value, "id")
 
 
 def _floor(value: float) -> None:
     DriftConfig(confidence_floor=value)  # the detector's own rule, not a copy of it
 
 
-def _broker(value: str) -> None:
-    parse_address(value)
-
-
-def _prefix(value: str) -> None:
-    try:
-        Topics(value)
-    except PayloadError as exc:
-        raise ValueError(str(exc)) from exc
-
-
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
     """Settings of one pi_edge node; checked on construction."""
 
-    broker: str = setting("127.0.0.1:1883", help="HOST:PORT of the MQTT broker", check=_broker)
-    prefix: str = setting(DEFAULT_PREFIX, help="topic prefix", check=_prefix)
+    broker: str = broker_setting()
+    prefix: str = prefix_setting()
     node: str = setting(
         factory=default_node, help="node id: status topic and MQTT client id", check=_id
     )

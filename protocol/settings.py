@@ -37,16 +37,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, EdgeloopError
+from .topics import DEFAULT_PREFIX, Topics
 
 __all__ = [
     "ENV_PREFIX",
     "add_arguments",
+    "broker_setting",
     "check",
     "env_names",
     "flag_of",
     "flags_of",
     "from_mapping",
+    "prefix_setting",
     "read_toml",
     "resolve",
     "setting",
@@ -98,6 +101,24 @@ def setting(
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def _broker_ok(value: str) -> None:
+    from .mqtt import parse_address  # stdlib only; paho is imported when a client is made
+
+    parse_address(value)
+
+
+def broker_setting() -> Any:
+    """The broker every role connects to (EDGELOOP_BROKER), declared here once for all."""
+    return setting(
+        "127.0.0.1:1883", help="HOST:PORT of the MQTT broker", metavar="HOST:PORT", check=_broker_ok
+    )
+
+
+def prefix_setting() -> Any:
+    """The topic prefix every role uses (EDGELOOP_PREFIX), declared here once for all."""
+    return setting(DEFAULT_PREFIX, help="topic prefix", metavar="PREFIX", check=Topics)
 
 
 def _meta(f: dataclasses.Field[Any]) -> _Meta:
@@ -322,7 +343,7 @@ def check(obj: Any) -> None:
         if m.check is not None:
             try:
                 m.check(v)
-            except ValueError as exc:
+            except (ValueError, EdgeloopError) as exc:
                 raise ConfigError(f"{f.name} {v!r}: {exc}{_where(cls, f.name)}") from exc
 
 

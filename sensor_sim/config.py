@@ -10,6 +10,7 @@ Environment names: EDGELOOP_BROKER and EDGELOOP_PREFIX are shared by every role;
 simulator setting is EDGELOOP_SIM_<FIELD>, so one shell can configure pi_edge and the
 simulator without a clash (pi_edge's EDGELOOP_MACHINES is a list of ids, not a count).
 
+>>> from protocol import DEFAULT_PREFIX
 >>> cfg = resolve_sim(env={"EDGELOOP_SIM_HZ": "5", "EDGELOOP_SIM_MACHINES": "3"},
 ...                   flags={"hz": "20"})
 >>> cfg.hz, cfg.fleet.machines, cfg.prefix == DEFAULT_PREFIX
@@ -29,23 +30,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import DEFAULT_PREFIX, ConfigError, PayloadError, Topics, check_id
-from protocol.mqtt import parse_address
-from protocol.settings import check, from_mapping, read_toml, resolve, setting
+from protocol import ConfigError, PayloadError, check_id
+from protocol.settings import (
+    broker_setting,
+    check,
+    from_mapping,
+    prefix_setting,
+    read_toml,
+    resolve,
+    setting,
+)
 
 from .fleet import FleetConfig
 
 __all__ = ["SECTION", "Connection", "SimConfig", "resolve_sim", "setting_names"]
 
 SECTION = "sim"  # the TOML table a shared config file keeps the simulator's settings in
-
-
-def _broker(value: str) -> None:
-    parse_address(value)
-
-
-def _prefix(value: str) -> None:
-    Topics(value)
 
 
 def _node(value: str) -> None:
@@ -65,22 +65,12 @@ def _positive(value: float) -> None:
         raise ValueError("must be > 0")
 
 
-def _broker_setting() -> Any:
-    """The broker setting; one declaration for `SimConfig` and `Connection` (EDGELOOP_BROKER)."""
-    return setting("127.0.0.1:1883", help="MQTT broker", check=_broker, metavar="HOST:PORT")
-
-
-def _prefix_setting() -> Any:
-    """The topic prefix setting; one declaration for both classes (EDGELOOP_PREFIX)."""
-    return setting(DEFAULT_PREFIX, help="topic prefix", check=_prefix)
-
-
 @dataclass(frozen=True, slots=True)
 class Connection:
     """Where the control commands (drift, fault, repair, labels) publish."""
 
-    broker: str = _broker_setting()
-    prefix: str = _prefix_setting()
+    broker: str = broker_setting()
+    prefix: str = prefix_setting()
 
     def __post_init__(self) -> None:
         check(self)
@@ -90,8 +80,8 @@ class Connection:
 class SimConfig:
     """Everything `Simulator` needs; `duration_s` 0 means run until stopped."""
 
-    broker: str = _broker_setting()
-    prefix: str = _prefix_setting()
+    broker: str = broker_setting()
+    prefix: str = prefix_setting()
     node: str = setting(
         "simulator", help="node id for the status topic", check=_node, env="EDGELOOP_SIM_NODE"
     )
