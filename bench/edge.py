@@ -7,7 +7,8 @@ For each target (the ceiling process, then pi_edge) a driver process publishes w
 subscribes to the predictions and measures the sustained rate and the sensor→prediction latency
 (arrival here minus the window's sensor timestamp), and to pi_edge's status for its inbox drops.
 "dropped" is windows sent minus predictions received (inbox drops included). Peak RSS is the
-target's VmHWM.
+target's VmHWM; CPU µs/window is the target's user + system CPU time during a run (from
+/proc/PID/stat) over the predictions it made, the cost that matters at a realistic, paced rate.
 Targets (issue 5): pi_edge ≥ 0.8× ceiling rate; p99 ≤ 5 ms at 1,000/s; peak RSS ≤ 80 MB.
 """
 
@@ -46,6 +47,7 @@ class Result:
     p99_ms: float
     peak_rss_mb: float
     inbox_drops: int | None = None  # pi_edge only: its own drop-oldest count in this run
+    cpu_us: float = float("nan")  # the target's CPU time per prediction in this run
 
 
 class Collector:
@@ -92,6 +94,12 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_mode(
     broker: Broker,
     collector: Collector,
@@ -120,6 +128,7 @@ def run_mode(
     if mode != "max":
         drive += ["--rate", str(rate)]
     drops_before = collector.drops.get(NODE, 0)
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(drive, check=True, capture_output=True, text=True)
     sent = json.loads(out.stdout.strip().splitlines()[-1])["sent"]
     items: list[tuple[int, bytes]] = []
@@ -130,6 +139,7 @@ def run_mode(
         if new:
             items.extend(new)
             quiet_since = time.monotonic()
+    cpu = cpu_seconds(pid) - cpu_before
     mine = [(a, json.loads(p)) for a, p in items]
     mine = [(a, o) for a, o in mine if o["machine"].startswith(tag)]
     arrivals = np.array([a for a, _ in mine], dtype=np.int64)
@@ -145,6 +155,7 @@ def run_mode(
         float(np.percentile(lat_ms, 99)) if mine else float("nan"),
         peak_rss_mb(pid),
         collector.drops.get(NODE, 0) - drops_before if target == "pi_edge" else None,
+        cpu * 1e6 / len(mine) if mine else float("nan"),
     )
 
 
@@ -328,6 +339,7 @@ def print_table(results: list[Result]) -> None:
         "p50 ms",
         "p99 ms",
         "peak RSS MB",
+        "CPU µs/window",
     )
     rows = [
         (
@@ -340,6 +352,7 @@ def print_table(results: list[Result]) -> None:
             f"{r.p50_ms:.2f}",
             f"{r.p99_ms:.2f}",
             f"{r.peak_rss_mb:.0f}",
+            f"{r.cpu_us:.0f}",
         )
         for r in results
     ]
@@ -348,17 +361,18 @@ def print_table(results: list[Result]) -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print("\nmedians over rounds:")
-    med: dict[tuple[str, str], tuple[float, float, float]] = {}
+    med: dict[tuple[str, str], tuple[float, float, float, float]] = {}
     for key in dict.fromkeys((r.target, r.mode) for r in results):
         rs = [r for r in results if (r.target, r.mode) == key]
         med[key] = (
             float(np.median([r.rate for r in rs])),
             float(np.median([r.p50_ms for r in rs])),
             float(np.median([r.p99_ms for r in rs])),
+            float(np.median([r.cpu_us for r in rs])),
         )
         print(
             f"  {key[0]:8s} {key[1]:8s} {med[key][0]:8,.0f} windows/s  p50 {med[key][1]:7.2f} ms"
-            f"  p99 {med[key][2]:7.2f} ms"
+            f"  p99 {med[key][2]:7.2f} ms  CPU {med[key][3]:5.0f} µs/window"
         )
     edge = med.get(("pi_edge", "max"))
     for ref in ("ceiling", "ceiling-threaded"):
