@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protocol import PayloadError, check_id
+from protocol import check_id
 from protocol.settings import broker_setting, check, prefix_setting, setting
 
 from .gate import GateConfig
@@ -29,13 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["SECTION", "PublishConfig", "ServeConfig"]
 
 SECTION = "trainer"  # the TOML table a shared config file keeps the trainer's keys in
-
-
-def _client_id_ok(value: str) -> None:
-    try:
-        check_id(value, "client id")
-    except PayloadError as exc:
-        raise ValueError(str(exc)) from exc
 
 
 def _positive(value: float) -> None:
@@ -60,7 +53,7 @@ class ServeConfig:
     client_id: str = setting(
         "edgeloop-trainer",
         help="fixed MQTT client id of the persistent session",
-        check=_client_id_ok,
+        check=lambda v: check_id(v, "client id"),
     )
     labels_needed: int = setting(
         48, help="labels per fine-tune", low=4, flag="--labels", metavar="N"

@@ -57,10 +57,6 @@ def _ids(value: tuple[str, ...]) -> None:
             check_id(m)
 
 
-def _id(value: str) -> None:
-    check_id(value, "id")
-
-
 def _floor(value: float) -> None:
     DriftConfig(confidence_floor=value)  # the detector's own rule, not a copy of it
 
@@ -72,13 +68,17 @@ class EdgeConfig:
     broker: str = broker_setting()
     prefix: str = prefix_setting()
     node: str = setting(
-        factory=default_node, help="node id: status topic and MQTT client id", check=_id
+        factory=default_node,
+        help="node id: status topic and MQTT client id",
+        check=lambda v: check_id(v, "node id"),
     )
     machines: tuple[str, ...] = setting(
         ("+",), help="'+' (all) or a comma-separated list of machine ids", check=_ids
     )
     shared_group: str | None = setting(
-        None, help="MQTT 5 shared subscription group (round-robin on Mosquitto)", check=_id
+        None,
+        help="MQTT 5 shared subscription group (round-robin on Mosquitto)",
+        check=lambda v: check_id(v, "shared group"),
     )
     public_key: Path | None = setting(
         None, help="trainer's Ed25519 public key (PEM/hex/raw) that bundles must verify with"

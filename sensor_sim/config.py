@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import ConfigError, PayloadError, check_id
+from protocol import ConfigError, check_id
 from protocol.settings import (
     broker_setting,
     check,
@@ -46,13 +46,6 @@ from .fleet import FleetConfig
 __all__ = ["SECTION", "Connection", "SimConfig", "resolve_sim", "setting_names"]
 
 SECTION = "sim"  # the TOML table a shared config file keeps the simulator's settings in
-
-
-def _node(value: str) -> None:
-    try:
-        check_id(value, "node id")
-    except PayloadError as exc:
-        raise ValueError(str(exc)) from exc
 
 
 def _hz(value: float) -> None:
@@ -83,7 +76,10 @@ class SimConfig:
     broker: str = broker_setting()
     prefix: str = prefix_setting()
     node: str = setting(
-        "simulator", help="node id for the status topic", check=_node, env="EDGELOOP_SIM_NODE"
+        "simulator",
+        help="node id for the status topic",
+        check=lambda v: check_id(v, "node id"),
+        env="EDGELOOP_SIM_NODE",
     )
     hz: float = setting(
         10.0, help="windows per second per machine", check=_hz, env="EDGELOOP_SIM_HZ"
