@@ -181,6 +181,12 @@ def _where(cls: type, name: str) -> str:
     return f"; set {_ways(cls, name)}"
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters: a hostile value must not flood the log."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}…({len(text)} chars)"
+
+
 def _coerce(tp: Any, value: Any, name: str) -> Any:
     """Turn a string (env, flag) or a TOML value into the field's type."""
     base, optional = _base_type(tp)
@@ -194,26 +200,28 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         low = str(value).strip().lower()
         if low in _TRUE | _FALSE:
             return low in _TRUE
-        raise ValueError(f"{value!r} is not a boolean (true/false, 1/0, yes/no, on/off)")
+        raise ValueError(f"{_show(value)} is not a boolean (true/false, 1/0, yes/no, on/off)")
     if base is int:
         if isinstance(value, bool | float):
-            raise ValueError(f"{value!r} is not an integer")
+            raise ValueError(f"{_show(value)} is not an integer")
         return int(value)
     if base is float:
         if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
+            raise ValueError(f"{_show(value)} is not a number")
         number = float(value)
         if not math.isfinite(number):
-            raise ValueError(f"{value!r} is not a finite number")
+            raise ValueError(f"{_show(value)} is not a finite number")
         return number
     if base is Path:
         return Path(str(value)).expanduser()
     if base is str:
         if not isinstance(value, str):
-            raise ValueError(f"{value!r} is not a string")
+            raise ValueError(f"{_show(value)} is not a string")
         return value
     if typing.get_origin(base) is tuple:
         item = typing.get_args(base)[0]
+        if not isinstance(value, str | list | tuple):
+            raise ValueError(f"{_show(value)} is not a list or a comma-separated string")
         parts = value.split(",") if isinstance(value, str) else list(value)
         if isinstance(value, str):
             parts = [p.strip() for p in parts if p.strip()]
@@ -233,7 +241,7 @@ def from_mapping(cls: type, obj: Mapping[str, Any], *, source: str = "settings")
         try:
             out[key] = _coerce(hints[key], value, key)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"setting {key}={value!r} from {source}: {exc}") from exc
+            raise ConfigError(f"setting {key}={_show(value)} from {source}: {exc}") from exc
     return out
 
 
@@ -255,6 +263,8 @@ def read_toml(path: Path, section: str | None = None) -> dict[str, Any]:
         obj = tomllib.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"cannot read config file {path}: nested too deeply") from exc
     tables = {k for k, v in obj.items() if k in ROLE_SECTIONS and isinstance(v, dict)}
     if not tables:
         return obj
@@ -324,27 +334,27 @@ def check(obj: Any) -> None:
             raise ConfigError(f"{f.name} may not be empty{_where(cls, f.name)}")
         numbers = v if typing.get_origin(base) is tuple else (v,)
         if base is int and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ConfigError(f"{f.name} {v!r} must be an integer{_where(cls, f.name)}")
+            raise ConfigError(f"{f.name} {_show(v)} must be an integer{_where(cls, f.name)}")
         if base is float and (isinstance(v, bool) or not isinstance(v, int | float)):
-            raise ConfigError(f"{f.name} {v!r} must be a number{_where(cls, f.name)}")
+            raise ConfigError(f"{f.name} {_show(v)} must be a number{_where(cls, f.name)}")
         if base is bool and not isinstance(v, bool):
-            raise ConfigError(f"{f.name} {v!r} must be true or false{_where(cls, f.name)}")
+            raise ConfigError(f"{f.name} {_show(v)} must be true or false{_where(cls, f.name)}")
         if (m.low is not None or m.high is not None) and not all(_in_range(n, m) for n in numbers):
             kind = "an integer" if base is int else "a number"
             lo = "" if m.low is None else m.low
             hi = "" if m.high is None else m.high
             raise ConfigError(
-                f"{f.name} {v!r} must be {kind} in {lo}..{hi} ({m.help}){_where(cls, f.name)}"
+                f"{f.name} {_show(v)} must be {kind} in {lo}..{hi} ({m.help}){_where(cls, f.name)}"
             )
         if m.choices is not None and v not in m.choices:
             raise ConfigError(
-                f"{f.name} {v!r} must be one of {list(m.choices)}{_where(cls, f.name)}"
+                f"{f.name} {_show(v)} must be one of {list(m.choices)}{_where(cls, f.name)}"
             )
         if m.check is not None:
             try:
                 m.check(v)
             except (ValueError, EdgeloopError) as exc:
-                raise ConfigError(f"{f.name} {v!r}: {exc}{_where(cls, f.name)}") from exc
+                raise ConfigError(f"{f.name} {_show(v)}: {exc}{_where(cls, f.name)}") from exc
 
 
 def _default_text(f: dataclasses.Field[Any]) -> str:

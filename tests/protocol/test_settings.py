@@ -142,3 +142,17 @@ def test_a_shared_file_gives_each_role_its_table_and_the_common_keys(tmp_path: P
     # a role without a table of its own takes only the common keys
     only_common = resolve(Sample, file=toml, section="trainer", env={"EDGELOOP_STORE": "/t"})
     assert (only_common.broker, only_common.count) == ("hub:1", 4)
+
+
+def test_hostile_values_are_refused_briefly(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("store = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        resolve(Sample, file=deep)
+    with pytest.raises(ConfigError) as err:
+        resolve(Sample, env={"EDGELOOP_STORE": "/s", "EDGELOOP_COUNT": "9" * 400})
+    assert "count" in str(err.value) and len(str(err.value)) < 300
+    flat = tmp_path / "flat.toml"
+    flat.write_text('store = "/s"\nids = 5\n')
+    with pytest.raises(ConfigError, match="not a list or a comma-separated string"):
+        resolve(Sample, file=flat)
