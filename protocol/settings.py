@@ -112,13 +112,23 @@ def _broker_ok(value: str) -> None:
 def broker_setting() -> Any:
     """The broker every role connects to (EDGELOOP_BROKER), declared here once for all."""
     return setting(
-        "127.0.0.1:1883", help="HOST:PORT of the MQTT broker", metavar="HOST:PORT", check=_broker_ok
+        "127.0.0.1:1883",
+        help="HOST:PORT of the MQTT broker",
+        metavar="HOST:PORT",
+        check=_broker_ok,
+        env=ENV_PREFIX + "BROKER",
     )
 
 
 def prefix_setting() -> Any:
     """The topic prefix every role uses (EDGELOOP_PREFIX), declared here once for all."""
-    return setting(DEFAULT_PREFIX, help="topic prefix", metavar="PREFIX", check=Topics)
+    return setting(
+        DEFAULT_PREFIX,
+        help="topic prefix",
+        metavar="PREFIX",
+        check=Topics,
+        env=ENV_PREFIX + "PREFIX",
+    )
 
 
 def _meta(f: dataclasses.Field[Any]) -> _Meta:
@@ -146,11 +156,16 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
 
 
 def env_names(cls: type) -> dict[str, str]:
-    """{environment variable: field name} for every setting of `cls` that has one."""
+    """{environment variable: field name} for every setting of `cls` that has one.
+
+    The name is the class's `ENV_PREFIX` (a ClassVar; default EDGELOOP_) + the field's name in
+    capitals, unless the field names its own (`env=`).
+    """
+    prefix = getattr(cls, "ENV_PREFIX", ENV_PREFIX)
     out = {}
     for f in _fields(cls):
         m = _meta(f)
-        name = (ENV_PREFIX + f.name.upper()) if m.env is None else m.env
+        name = (prefix + f.name.upper()) if m.env is None else m.env
         if name and _META in f.metadata:
             out[name] = f.name
     return out

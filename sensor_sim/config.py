@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from protocol import ConfigError, check_id
 from protocol.settings import (
@@ -73,17 +73,16 @@ class Connection:
 class SimConfig:
     """Everything `Simulator` needs; `duration_s` 0 means run until stopped."""
 
+    ENV_PREFIX: ClassVar[str] = "EDGELOOP_SIM_"  # pi_edge has EDGELOOP_MACHINES too
+
     broker: str = broker_setting()
     prefix: str = prefix_setting()
     node: str = setting(
         "simulator",
         help="node id for the status topic",
         check=lambda v: check_id(v, "node id"),
-        env="EDGELOOP_SIM_NODE",
     )
-    hz: float = setting(
-        10.0, help="windows per second per machine", check=_hz, env="EDGELOOP_SIM_HZ"
-    )
+    hz: float = setting(10.0, help="windows per second per machine", check=_hz)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     seed: int | None = setting(
         None,
@@ -91,7 +90,6 @@ class SimConfig:
         low=0,
         high=2**63 - 1,
         metavar="N",
-        env="EDGELOOP_SIM_SEED",
     )
     duration_s: float = setting(
         0.0,
@@ -99,38 +97,32 @@ class SimConfig:
         low=0.0,
         flag="--duration",
         metavar="S",
-        env="EDGELOOP_SIM_DURATION_S",
     )
     max_rate: bool = setting(
         False,
         help="ignore --hz and publish as fast as possible (measures the ceiling)",
-        env="EDGELOOP_SIM_MAX_RATE",
     )
     dashboard: bool = setting(
         True,
         help="live dashboard; off: log lines (also when stdout is not a terminal)",
-        env="EDGELOOP_SIM_DASHBOARD",
     )
     status_interval_s: float = setting(
         2.0,
         help="seconds between retained status messages",
         check=_positive,
         cli=False,
-        env="EDGELOOP_SIM_STATUS_INTERVAL_S",
     )
     report_interval_s: float = setting(
         10.0,
         help="seconds between rate log lines",
         check=_positive,
         cli=False,
-        env="EDGELOOP_SIM_REPORT_INTERVAL_S",
     )
     rate_interval_s: float = setting(
         1.0,
         help="seconds over which the per-machine rate is measured",
         check=_positive,
         cli=False,
-        env="EDGELOOP_SIM_RATE_INTERVAL_S",
     )
     connect_timeout_s: float = setting(
         10.0,
@@ -138,14 +130,12 @@ class SimConfig:
         low=0.0,
         flag="--connect-timeout",
         metavar="S",
-        env="EDGELOOP_SIM_CONNECT_TIMEOUT_S",
     )
     max_lag_s: float = setting(
         1.0,
         help="seconds behind schedule before late ticks are skipped",
         low=0.0,
         cli=False,
-        env="EDGELOOP_SIM_MAX_LAG_S",
     )
     backpressure_every: int = setting(
         8,
@@ -153,7 +143,6 @@ class SimConfig:
         low=1,
         high=1_000_000,
         cli=False,
-        env="EDGELOOP_SIM_BACKPRESSURE_EVERY",
     )
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -59,15 +60,14 @@ class FleetConfig:
     list of ids, this `machines` is a count).
     """
 
-    machines: int = setting(
-        16, help="machine count", low=1, high=MAX_MACHINES, env="EDGELOOP_SIM_MACHINES", metavar="N"
-    )
+    ENV_PREFIX: ClassVar[str] = "EDGELOOP_SIM_"  # pi_edge has EDGELOOP_MACHINES too
+
+    machines: int = setting(16, help="machine count", low=1, high=MAX_MACHINES, metavar="N")
     label_fraction: float = setting(
         0.05,
         help="share of windows carrying the true label",
         low=0.0,
         high=1.0,
-        env="EDGELOOP_SIM_LABEL_FRACTION",
     )
     mtbf_s: float = setting(
         300.0,
@@ -76,7 +76,6 @@ class FleetConfig:
         high=1e9,
         flag="--fault-mtbf",
         metavar="S",
-        env="EDGELOOP_SIM_MTBF_S",
     )
     repair_s: float = setting(
         60.0,
@@ -85,14 +84,12 @@ class FleetConfig:
         check=_repair,
         flag="--repair-mean",
         metavar="S",
-        env="EDGELOOP_SIM_REPAIR_S",
     )
     window_length: int = setting(
         WINDOW_LENGTH,
         help="samples per window",
         low=1,
         high=4096,
-        env="EDGELOOP_SIM_WINDOW_LENGTH",
         metavar="N",
     )
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from protocol import ConfigError
 from protocol.settings import (
     add_arguments,
+    broker_setting,
     check,
     env_names,
     flag_of,
@@ -156,3 +158,22 @@ def test_hostile_values_are_refused_briefly(tmp_path: Path) -> None:
     flat.write_text('store = "/s"\nids = 5\n')
     with pytest.raises(ConfigError, match="not a list or a comma-separated string"):
         resolve(Sample, file=flat)
+
+
+@dataclass(frozen=True, slots=True)
+class Prefixed:
+    ENV_PREFIX: ClassVar[str] = "EDGELOOP_SIM_"
+
+    hz: float = setting(1.0, help="rate")
+    machines: int = setting(2, help="count")
+    broker: str = broker_setting()
+
+
+def test_a_class_env_prefix_names_its_variables_but_not_the_shared_broker() -> None:
+    assert env_names(Prefixed) == {
+        "EDGELOOP_SIM_HZ": "hz",
+        "EDGELOOP_SIM_MACHINES": "machines",
+        "EDGELOOP_BROKER": "broker",
+    }
+    cfg = resolve(Prefixed, env={"EDGELOOP_MACHINES": "9", "EDGELOOP_SIM_MACHINES": "3"})
+    assert cfg.machines == 3
