@@ -10,6 +10,7 @@ batch is never lost between the broker and the disk. It also notes what the Pis 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import sqlite3
@@ -46,18 +47,6 @@ class IntakeCounts:
     pis: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Counters:
-    """The intake's running counts; only touched under `Intake._lock`."""
-
-    connected: bool = False
-    batches: int = 0
-    duplicates: int = 0
-    bad_batches: int = 0
-    store_errors: int = 0
-    crashes: int = 0
-
-
 class Intake:
     """Owns the MQTT session and the intake thread; `counts()` is safe from any thread."""
 
@@ -79,8 +68,8 @@ class Intake:
         self._store_dir = store_dir
         self._stop = stop
         self._on_connected_work = on_connected
-        self._lock = threading.Lock()  # guards _counts and _pis
-        self._counts = _Counters()
+        self._lock = threading.Lock()  # guards _counts (replaced whole, never mutated) and _pis
+        self._counts = IntakeCounts()
         self._pis: dict[str, dict[str, Any]] = {}
         self._inbox: queue.Queue[tuple[str, int, int, bytes]] = queue.Queue(INBOX_MAX)
         self.client = make_client(
@@ -121,20 +110,19 @@ class Intake:
     def counts(self) -> IntakeCounts:
         """A consistent copy of the counters (the intake and paho threads write them)."""
         with self._lock:
-            c = self._counts
             pis = {node: dict(seen) for node, seen in self._pis.items()}
-            return IntakeCounts(
-                c.connected, c.batches, c.duplicates, c.bad_batches, c.store_errors, c.crashes, pis
-            )
+            return dataclasses.replace(self._counts, pis=pis)
 
     def _bump(self, **added: int) -> None:
         with self._lock:
-            for name, n in added.items():
-                setattr(self._counts, name, getattr(self._counts, name) + n)
+            c = self._counts
+            self._counts = dataclasses.replace(
+                c, **{name: getattr(c, name) + n for name, n in added.items()}
+            )
 
     def _set_connected(self, connected: bool) -> None:
         with self._lock:
-            self._counts.connected = connected
+            self._counts = dataclasses.replace(self._counts, connected=connected)
 
     # -- paho callbacks: enqueue only ----------------------------------------------------
     def _on_connect(
