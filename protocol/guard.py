@@ -168,4 +168,3 @@ def paho_thread_alive(client: Any) -> bool:
     """Whether paho's `loop_start` network thread is still running (True if never started)."""
     thread = getattr(client, "_thread", None)
     return thread is None or bool(thread.is_alive())
-
