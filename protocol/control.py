@@ -13,10 +13,10 @@ True
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._json import loads, need_map, need_number, short
 from .errors import PayloadError
 from .schema import CHANNELS, CLASSES
 from .topics import check_id
@@ -26,6 +26,8 @@ COMMANDS = ("drift", "fault", "repair", "labels")
 DRIFT_MODES = ("off", "step", "offset", "gain", "ramp", "regime")
 ALL = "all"
 MAX_CONTROL_BYTES = 16 * 1024
+MAX_IDS = 1024  # machines named in one command
+_FIELDS = frozenset({"v", "cmd", "machines", "mode", "state", "params"})
 
 # Allowed numeric params per drift mode; channel names take a per-channel value.
 _MODE_PARAMS: dict[str, frozenset[str]] = {
@@ -56,24 +58,32 @@ class Command:
 
     def __post_init__(self) -> None:
         if self.cmd not in COMMANDS:
-            raise PayloadError(f"control cmd {self.cmd!r} is not one of {COMMANDS}", "bad_field")
+            raise PayloadError(
+                f"control cmd {short(self.cmd)} is not one of {COMMANDS}", "bad_field"
+            )
+        if not isinstance(self.machines, list | tuple) or not 1 <= len(self.machines) <= MAX_IDS:
+            raise PayloadError(
+                f"control 'machines' must name 1..{MAX_IDS} machines or be \"all\", "
+                f"got {short(self.machines)}",
+                kind="bad_field",
+            )
         machines = tuple(self.machines)
-        if not machines:
-            raise PayloadError("control 'machines' is empty; name machines or use \"all\"")
         if machines != (ALL,):
             for m in machines:
                 check_id(m)
         object.__setattr__(self, "machines", machines)
-        for key, value in self.params.items():
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
+        for name in ("mode", "state"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
                 raise PayloadError(
-                    f"control param {key!r}={value!r} must be a finite number", kind="bad_field"
+                    f"control {name!r} must be a string, got {short(value)}", kind="bad_field"
                 )
-        object.__setattr__(self, "params", {k: float(v) for k, v in self.params.items()})
+        if not isinstance(self.params, dict):
+            raise PayloadError(
+                f"control 'params' must be an object, got {short(self.params)}", kind="bad_field"
+            )
+        params = need_map(self.params, "control params", need_number, len(CHANNELS))
+        object.__setattr__(self, "params", params)
         getattr(self, f"_check_{self.cmd}")()
 
     def _check_drift(self) -> None:
@@ -126,38 +136,36 @@ class Command:
     @classmethod
     def from_json(cls, data: bytes | str) -> Command:
         """Parse and validate; PayloadError says what was wrong."""
-        if len(data) > MAX_CONTROL_BYTES:
-            raise PayloadError(
-                f"control message is {len(data)} bytes, limit {MAX_CONTROL_BYTES}", kind="too_large"
-            )
-        try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise PayloadError(f"control message is not valid JSON: {exc}", "bad_json") from exc
+        obj = loads(data, "control message", max_bytes=MAX_CONTROL_BYTES)
         if not isinstance(obj, dict):
-            raise PayloadError("control message must be a JSON object", kind="bad_json")
-        if obj.get("v", CONTROL_VERSION) != CONTROL_VERSION:
             raise PayloadError(
-                f"control version {obj.get('v')!r}, this build reads {CONTROL_VERSION}",
+                f"control message must be a JSON object, got {short(obj)}", kind="bad_json"
+            )
+        version = obj.get("v", CONTROL_VERSION)
+        if type(version) is not int or version != CONTROL_VERSION:
+            raise PayloadError(
+                f"control version {short(version)}, this build reads {CONTROL_VERSION}",
                 kind="bad_version",
             )
-        known = {"v", "cmd", "machines", "mode", "state", "params"}
-        if set(obj) - known:
+        unknown = set(obj) - _FIELDS
+        if unknown:
             raise PayloadError(
-                f"control message has unknown field(s) {sorted(set(obj) - known)}", kind="bad_field"
+                f"control message has unknown field(s) {short(sorted(unknown)[:5])}; allowed "
+                f"are {sorted(_FIELDS)}",
+                kind="bad_field",
             )
         machines = obj.get("machines", ALL)
         if isinstance(machines, str):
             machines = [machines]
-        params = obj.get("params", {})
-        if not isinstance(machines, list) or not isinstance(params, dict):
+        if not isinstance(machines, list):
             raise PayloadError(
-                "control 'machines' must be a list or \"all\", 'params' an object", kind="bad_field"
+                f"control 'machines' must be a list or \"all\", got {short(machines)}",
+                kind="bad_field",
             )
         return cls(
             cmd=obj.get("cmd", ""),
             machines=tuple(machines),
             mode=obj.get("mode"),
             state=obj.get("state"),
-            params=params,
+            params=obj.get("params", {}),
         )

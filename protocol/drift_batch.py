@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -107,11 +108,15 @@ def decode_batch(data: bytes) -> DriftBatch:
             f"drift batch version {version}, this build reads {BATCH_VERSION}; upgrade the trainer",
             kind="bad_version",
         )
+    if not 1 <= count <= MAX_RECORDS:
+        raise PayloadError(
+            f"drift batch claims {count} records; a batch holds 1..{MAX_RECORDS}", "bad_field"
+        )
     pos = _HEAD.size
     if n < pos + node_len + _MODEL.size:
         raise PayloadError("drift batch ends inside its header", kind="truncated")
     try:
-        node = bytes(data[pos : pos + node_len]).decode()
+        node = check_id(bytes(data[pos : pos + node_len]).decode(), "drift batch node id")
     except UnicodeDecodeError as exc:
         raise PayloadError(f"drift batch node id is not UTF-8: {exc}", kind="bad_id") from exc
     pos += node_len
@@ -124,10 +129,27 @@ def decode_batch(data: bytes) -> DriftBatch:
         reason, predicted, _, score, frame_len = _RECORD.unpack_from(data, pos)
         pos += _RECORD.size
         if reason >= len(REASONS):
-            raise PayloadError(f"drift batch record {i} has unknown reason code {reason}")
+            raise PayloadError(
+                f"drift batch record {i} has unknown reason code {reason}; known are "
+                f"0..{len(REASONS) - 1} {REASONS}",
+                kind="bad_field",
+            )
+        if predicted < -1:
+            raise PayloadError(
+                f"drift batch record {i} has predicted class {predicted}; -1 means none",
+                kind="bad_field",
+            )
+        if not math.isfinite(score):
+            raise PayloadError(
+                f"drift batch record {i} has score {score}; scores must be finite",
+                kind="non_finite",
+            )
         if pos + frame_len > n:
             raise PayloadError(f"drift batch record {i} overruns the payload", "truncated")
-        window = decode_window(bytes(data[pos : pos + frame_len]))
+        try:
+            window = decode_window(bytes(data[pos : pos + frame_len]))
+        except PayloadError as exc:
+            raise PayloadError(f"drift batch record {i}: {exc}", kind=exc.kind) from exc
         pos += frame_len
         records.append(
             Kept(window, REASONS[reason], None if predicted < 0 else predicted, float(score))

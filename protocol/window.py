@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._json import loads, need_int, short
 from .errors import PayloadError
 from .schema import CHANNELS, CLASSES, NUM_CHANNELS, WINDOW_LENGTH, class_index
 from .topics import check_id
@@ -41,9 +42,13 @@ MAGIC = b"EW"
 WIRE_VERSION = 1
 HEADER = struct.Struct("<2sBbHBBQq")
 MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB: far above any real window, far below broker limits
+MAX_JSON_BYTES = 128 * 1024  # parsing JSON costs up to ~120 ns a byte: a decode stays < 20 ms
+MAX_SEQ = (1 << 64) - 1
+MIN_TS_NS, MAX_TS_NS = -(1 << 63), (1 << 63) - 1
 MAX_SAMPLES = 4096
 MAX_CHANNELS = 16
 NO_LABEL = -1
+_JSON_FIELDS = frozenset({"v", "machine", "seq", "ts_ns", "label", "channels", "data"})
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -66,9 +71,9 @@ class Window:
 
     def __post_init__(self) -> None:
         check_id(self.machine)
-        if not 0 <= self.seq < 1 << 64:
+        if not 0 <= self.seq <= MAX_SEQ:
             raise PayloadError(f"seq {self.seq} must be in 0..2**64-1", kind="bad_field")
-        if not -(1 << 63) <= self.timestamp_ns < 1 << 63:
+        if not MIN_TS_NS <= self.timestamp_ns <= MAX_TS_NS:
             raise PayloadError(f"timestamp_ns {self.timestamp_ns} overflows int64", "bad_field")
         data = self.data
         if not isinstance(data, np.ndarray) or data.ndim != 2:
@@ -183,61 +188,77 @@ def decode_window(data: bytes, expected_shape: tuple[int, int] | None = None) ->
     return window
 
 
-def _json_int(obj: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
+def _json_rows(rows: object) -> npt.NDArray[np.float64]:
+    """The 'data' field as a T×C float64 array: a list of equally long lists of numbers."""
+    first = rows[0] if isinstance(rows, list) and rows else None
+    width = len(first) if isinstance(first, list) else 0
+    if not isinstance(rows, list) or not (
+        1 <= len(rows) <= MAX_SAMPLES and 1 <= width <= MAX_CHANNELS
+    ):
         raise PayloadError(
-            f"JSON window field {key!r} must be an integer, got {value!r}", "bad_field"
+            f"JSON window 'data' must be a list of 1..{MAX_SAMPLES} samples, each a list of "
+            f"1..{MAX_CHANNELS} numbers; got {short(rows)}",
+            kind="bad_shape",
         )
-    return value
+    for i, row in enumerate(rows):
+        if type(row) is not list or len(row) != width:
+            raise PayloadError(
+                f"JSON window 'data' row {i} is {short(row)}; every row needs {width} numbers",
+                kind="bad_shape",
+            )
+        for value in row:
+            if type(value) is not float and type(value) is not int:
+                raise PayloadError(
+                    f"JSON window 'data' row {i} holds {short(value)}; samples are numbers",
+                    kind="bad_shape",
+                )
+    return np.array(rows, dtype=np.float64)
 
 
 def window_from_json_obj(obj: Any, machine: str | None = None) -> Window:
     """Window from a decoded JSON object (see protocol/README.md for the fields)."""
     if not isinstance(obj, dict):
-        raise PayloadError("JSON window must be an object", kind="bad_json")
-    known = {"v", "machine", "seq", "ts_ns", "label", "channels", "data"}
-    unknown = set(obj) - known
+        raise PayloadError(f"JSON window must be an object, got {short(obj)}", kind="bad_json")
+    unknown = set(obj) - _JSON_FIELDS
     if unknown:
         raise PayloadError(
-            f"JSON window has unknown field(s) {sorted(unknown)}; allowed {sorted(known)}"
+            f"JSON window has unknown field(s) {short(sorted(unknown)[:5])}; "
+            f"allowed are {sorted(_JSON_FIELDS)}"
         )
     version = obj.get("v", WIRE_VERSION)
-    if version != WIRE_VERSION:
+    if type(version) is not int or version != WIRE_VERSION:
         raise PayloadError(
-            f"JSON window version {version!r}, this build reads {WIRE_VERSION}", "bad_version"
+            f"JSON window version {short(version)}, this build reads {WIRE_VERSION}",
+            "bad_version",
         )
     machine_id = obj.get("machine", machine)
     if machine_id is None:
         raise PayloadError("JSON window has no 'machine' and none could be taken from the topic")
     if machine is not None and machine_id != machine:
-        raise PayloadError(f"JSON window machine {machine_id!r} differs from topic's {machine!r}")
-    channels = obj.get("channels")
-    rows = obj.get("data")
-    if not isinstance(rows, list) or not rows:
-        raise PayloadError("JSON window 'data' must be a non-empty list of samples", "bad_shape")
-    try:
-        data = np.asarray(rows, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
         raise PayloadError(
-            f"JSON window 'data' is not a numeric T×C array: {exc}", "bad_shape"
-        ) from exc
-    if data.ndim != 2:
-        raise PayloadError(
-            f"JSON window 'data' has {data.ndim} dimensions, expected 2 (T×C)", "bad_shape"
+            f"JSON window machine {short(machine_id)} differs from the topic's {machine!r}",
+            kind="bad_id",
         )
-    if channels is not None and (not isinstance(channels, list) or len(channels) != data.shape[1]):
+    check_id(machine_id)
+    data = _json_rows(obj.get("data"))
+    channels = obj.get("channels")
+    if channels is not None and (
+        not isinstance(channels, list)
+        or len(channels) != data.shape[1]
+        or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in channels)
+    ):
         raise PayloadError(
-            "JSON window 'channels' must list one name per column of 'data'", "bad_shape"
+            "JSON window 'channels' must list one name (1..64 characters) per column of 'data'",
+            "bad_shape",
         )
     with np.errstate(over="ignore"):
         samples = data.astype(np.float32)
     _check_finite(samples)
     label = obj.get("label")
     return Window(
-        check_id(machine_id),
-        _json_int(obj, "seq", 0),
-        _json_int(obj, "ts_ns", 0),
+        machine_id,
+        need_int(obj.get("seq", 0), "JSON window field 'seq'", 0, MAX_SEQ),
+        need_int(obj.get("ts_ns", 0), "JSON window field 'ts_ns'", MIN_TS_NS, MAX_TS_NS),
         samples,
         None if label is None else class_index(label),
     )
@@ -247,14 +268,7 @@ def decode_window_json(
     data: bytes, machine: str | None = None, expected_shape: tuple[int, int] | None = None
 ) -> Window:
     """Window from the JSON form; `machine` (from the topic) fills a missing id."""
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(
-            f"window payload is {len(data)} bytes, limit is {MAX_PAYLOAD_BYTES}", "too_large"
-        )
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PayloadError(f"window payload is not valid JSON: {exc}", kind="bad_json") from exc
+    obj = loads(data, "JSON window", max_bytes=MAX_JSON_BYTES)
     window = window_from_json_obj(obj, machine)
     _check_shape(window.shape, expected_shape)
     return window
