@@ -13,6 +13,7 @@ accuracy of the old and the new model on fresh drifted and original windows (400
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import sys
@@ -25,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.drift_detection import MODES
-from jetson_trainer.keys import generate_keypair
+from jetson_trainer.keys import generate_keypair, load_private_key
 from jetson_trainer.pipeline import run_train
 from jetson_trainer.serve import ServeConfig, TrainerDaemon
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.runtime import Classifier
-from protocol import Command, Topics, decode_bundle, load_public_key
+from protocol import Command, Topics, decode_bundle, encode_bundle, load_public_key
 from scripts.broker import Broker
 from sensor_sim.dataset import write_datasets
 from sensor_sim.drift import DriftSettings, apply, effect
@@ -90,6 +91,11 @@ def run_mode(
     run = work / mode
     shutil.copytree(initial, run / "models" / "v0001")
     topics = Topics(f"bench/{mode}")
+    # the shared initial model, bound to this mode's site (a Pi refuses another site's bundle)
+    path = run / "models" / "v0001" / "model.bundle"
+    bundle = decode_bundle(path.read_bytes(), load_public_key(public))
+    manifest = dataclasses.replace(bundle.manifest, site=topics.prefix)
+    path.write_bytes(encode_bundle(manifest, bundle.model, load_private_key(private).sign))
     with Broker(run_dir=run / "broker") as broker:
         daemon = TrainerDaemon(
             ServeConfig(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protocol import DEFAULT_PREFIX
+
 from .keys import generate_keypair
 from .train import finetune_model  # imports Keras only when called
 
@@ -29,8 +31,11 @@ def build_bundle(
     parent: int | None = None,
     private_key: Path | None = None,
     quantization: str = "int8",
+    site: str = DEFAULT_PREFIX,
 ) -> Path:
     """Train on raw windows, convert, sign if `private_key`, write the bundle and `model.keras`.
+
+    `site`: the topic prefix of the nodes the bundle is for; they refuse another site's bundle.
 
     Returns the path of `out_dir/model.bundle`. No figures; `report.json` is written.
     """
@@ -47,6 +52,7 @@ def build_bundle(
         private_key=private_key,
         version=version,
         parent=parent,
+        site=site,
         figures=False,
         verbose=0,
         time_repeats=30,

@@ -11,9 +11,11 @@ An output directory of `train` or `finetune` holds:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ __all__ = [
     "keras_path_for",
     "make_manifest",
     "read_bundle",
+    "reissue",
     "write_artifacts",
 ]
 
@@ -81,6 +84,7 @@ def make_manifest(
     model: bytes,
     version: int,
     parent: int | None,
+    site: str,
     quantization: str,
     arch: str,
     converter: str,
@@ -94,7 +98,9 @@ def make_manifest(
     """The manifest for `model`: statistics from `x_stats`, metrics and golden from validation.
 
     With `y_stats`, train_stats also carries the class-conditional window-feature statistics
-    (protocol.features) that the Pi's drift detector and out-of-distribution flag need.
+    (protocol.features) that the Pi's drift detector and out-of-distribution flag need. `site`
+    is the topic prefix of the nodes the model is for: a node refuses a bundle from the network
+    made for another site.
     """
     probs = LiteModel(model).predict(apply_normalisation(x_val, norm))
     m = classification_metrics(y_val, probs)
@@ -114,6 +120,7 @@ def make_manifest(
     return Manifest(
         version=version,
         parent=parent,
+        site=site,
         created=time.time(),
         classes=CLASSES,
         channels=CHANNELS,
@@ -178,6 +185,42 @@ def read_bundle(path: Path, public_key: Path | None, *, insecure_dev: bool = Fal
             "key, or --insecure-dev to skip verification (development only)"
         )
     return decode_bundle(data, key, allow_unsigned=insecure_dev)
+
+
+def reissue(
+    old: Bundle,
+    out_dir: Path,
+    *,
+    version: int,
+    private_key: Path,
+    site: str | None = None,
+    keras_path: Path | None = None,
+) -> Path:
+    """Re-sign `old`'s model, unchanged, as the NEW `version`: the fleet-wide rollback.
+
+    Pis refuse a bundle older than the newest they accepted, so an old model goes back out
+    only under a higher version number, signed by the trainer; its manifest keeps everything
+    else (normalisation, statistics, golden vectors) and records `extra["reissue_of"]`. The
+    Keras model beside the old bundle is copied too, so `serve` can fine-tune from it.
+    """
+    m = old.manifest
+    if version <= m.version:
+        raise ConfigError(
+            f"--version {version} must be above the old bundle's v{m.version} (and above the "
+            "newest version the Pis run): versions only go up"
+        )
+    manifest = dataclasses.replace(
+        m,
+        version=version,
+        site=m.site if site is None else site,
+        created=time.time(),
+        extra={**m.extra, "reissue_of": m.version},
+    )
+    path = write_artifacts(out_dir, manifest, old.model, None, private_key)
+    if keras_path is not None and Path(keras_path).exists():
+        shutil.copy2(keras_path, Path(out_dir) / KERAS_NAME)
+    log.info("re-issued model v%d as v%d in %s", m.version, version, path)
+    return path
 
 
 def keras_path_for(bundle_path: Path, keras_path: Path | None = None) -> Path:

@@ -1,8 +1,10 @@
 """The daemon's champion: the newest verified bundle on disk, else one trained from the data.
 
-A bundle that does not verify (corrupt, tampered, signed by another key) or whose Keras model
-does not load is skipped and reported, and the next older version is tried, so one bad file
-on disk never keeps the daemon from starting.
+A bundle that does not verify (corrupt, tampered, signed by another key), that was made for
+another site than the daemon's --prefix, or whose Keras model does not load is skipped and
+reported, and the next older version is tried, so one bad file on disk never keeps the daemon
+from starting. A model trained when none is usable gets the next version number after every
+`v*` directory on disk: the Pis refuse a version below the newest they accepted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import EdgeloopError, Topics, decode_bundle
+from protocol import DEFAULT_PREFIX, EdgeloopError, Topics, decode_bundle
 
 from .retrain import Champion
 
@@ -23,6 +25,7 @@ __all__ = [
     "OriginalData",
     "load_champion",
     "load_original",
+    "next_version",
     "public_key_of",
     "publish_champion",
     "train_initial",
@@ -77,14 +80,28 @@ def public_key_of(private_key: Path) -> bytes:
     )
 
 
-def load_champion(models_dir: Path, public_key: bytes) -> Loaded:
-    """The newest `v*/model.bundle` under `models_dir` that verifies and whose Keras model loads."""
+def next_version(models_dir: Path) -> int:
+    """1 + the highest version directory (`v0007/` → 7) under `models_dir`; 1 if none."""
+    versions = [
+        int(p.name[1:]) for p in Path(models_dir).glob("v*") if p.is_dir() and p.name[1:].isdigit()
+    ]
+    return max(versions, default=0) + 1
+
+
+def load_champion(models_dir: Path, public_key: bytes, site: str | None = None) -> Loaded:
+    """The newest `v*/model.bundle` under `models_dir` that verifies, was made for `site` (if
+    given) and whose Keras model loads."""
     import keras
 
     skipped: list[str] = []
     for path in sorted(models_dir.glob("v*/model.bundle"), reverse=True):
         try:
             bundle = decode_bundle(path.read_bytes(), public_key)
+            if site is not None and bundle.manifest.site != site:
+                raise EdgeloopError(
+                    f"made for site {bundle.manifest.site!r}, this trainer's --prefix is "
+                    f"{site!r}; the Pis would refuse it"
+                )
             model = keras.models.load_model(path.parent / "model.keras")
         except (OSError, ValueError, EdgeloopError) as exc:
             # BundleError (tampered, wrong key) and PayloadError are both EdgeloopErrors
@@ -100,14 +117,23 @@ def load_champion(models_dir: Path, public_key: bytes) -> Loaded:
 
 
 def train_initial(
-    models_dir: Path, original: OriginalData, private_key: Path, *, epochs: int
+    models_dir: Path,
+    original: OriginalData,
+    private_key: Path,
+    *,
+    epochs: int,
+    site: str = DEFAULT_PREFIX,
 ) -> Path:
-    """Train, convert and sign version 1 from the original data; return its bundle path."""
+    """Train, convert and sign a first model for `site` from the original data, as the next
+    version after any on disk (v1 in an empty store); return its bundle path."""
     from .pipeline import run_train
 
+    version = next_version(models_dir)
     outcome = run_train(
         *original.train,
-        models_dir / "v0001",
+        models_dir / f"v{version:04d}",
+        version=version,
+        site=site,
         epochs=epochs,
         private_key=private_key,
         figures=False,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CLASSES, Bundle
+from protocol import CLASSES, DEFAULT_PREFIX, Bundle
 
 from .artifacts import make_manifest, write_artifacts
 from .convert import QUANTIZATIONS, convert_and_verify, converter_version, pick_variant
@@ -83,13 +83,17 @@ def run_train(
     private_key: Path | None = None,
     version: int = 1,
     parent: int | None = None,
+    site: str = DEFAULT_PREFIX,
     eval_splits: Splits | None = None,
     figures: bool = True,
     verbose: int = 1,
     time_repeats: int = 300,
     quantizations: tuple[str, ...] = QUANTIZATIONS,
 ) -> Outcome:
-    """Train, convert every variant, ship the best passing one, and write the report."""
+    """Train, convert every variant, ship the best passing one, and write the report.
+
+    `site`: the topic prefix of the nodes the bundle is for (they refuse other sites' bundles).
+    """
     if quantization not in QUANTIZATIONS:
         raise TrainerError(f"unknown quantization {quantization!r}; choose one of {QUANTIZATIONS}")
     out_dir = Path(out_dir)
@@ -110,6 +114,7 @@ def run_train(
         model=chosen.model,
         version=version,
         parent=parent,
+        site=site,
         quantization=chosen.quantization,
         arch=arch,
         converter=converter_version(),
@@ -194,8 +199,11 @@ def run_finetune(
     eval_splits: Splits | None = None,
     figures: bool = True,
     time_repeats: int = 300,
+    site: str | None = None,
 ) -> Outcome:
     """Fine-tune the parent's Keras model on a few labeled new windows + replay → child bundle.
+
+    The child is made for `site`, by default the parent's (DEFAULT_PREFIX if it names none).
 
     The child keeps the parent's normalisation; its `train_stats` describe the new windows (all
     of `x_new`, labels not needed) and an equal number of replay windows, so the Pi's input-drift
@@ -252,6 +260,7 @@ def run_finetune(
         model=chosen.model,
         version=version,
         parent=pm.version,
+        site=site if site is not None else (pm.site or DEFAULT_PREFIX),
         quantization=chosen.quantization,
         arch=arch,
         converter=converter_version(),

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
-from typing import Any
 
 from protocol import Topics
-from protocol.mqtt import connect, make_client
+from protocol.mqtt import Credentials, connect, make_client, publish_confirmed
 
 from .errors import TrainerError
 
@@ -18,38 +16,33 @@ log = logging.getLogger(__name__)
 
 
 def publish_bundle(
-    data: bytes, broker: str, *, prefix: str | None = None, timeout: float = 10.0
+    data: bytes,
+    broker: str,
+    *,
+    prefix: str | None = None,
+    timeout: float = 10.0,
+    credentials: Credentials | None = None,
 ) -> str:
-    """Send `data` retained, QoS 1; return the topic once the broker acknowledged it."""
+    """Send `data` retained, QoS 1; return the topic once the broker acknowledged it.
+
+    BrokerRefusedError (exit 1) if the broker refuses the login, or its PUBACK says this user
+    may not publish the model (in the secure profile only the trainer's credentials may).
+    """
     topics = Topics(prefix) if prefix else Topics()
-    connected = threading.Event()
-    refused: list[str] = []
-
-    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if getattr(reason, "is_failure", False):
-            refused.append(str(reason))
-        connected.set()
-
     client = make_client(f"edgeloop-trainer-publish-{uuid.uuid4().hex[:8]}")
-    client.on_connect = on_connect
     try:
-        connect(client, broker)
+        link = connect(client, broker, credentials=credentials)
     except (ValueError, OSError) as exc:
         raise TrainerError(f"cannot connect to broker {broker}: {exc}") from exc
     client.loop_start()
     try:
-        if not connected.wait(timeout) or refused:
-            why = refused[0] if refused else f"no CONNACK within {timeout:.0f} s"
-            raise TrainerError(
-                f"broker {broker} is unreachable or refused the trainer ({why}); "
-                "is mosquitto running there (`python -m scripts.broker`)?"
-            )
-        info = client.publish(topics.model_current, data, qos=1, retain=True)
-        info.wait_for_publish(timeout)
-        if not info.is_published():
+        link.wait(timeout)  # BrokerRefusedError says why: unreachable, login or TLS
+        if not publish_confirmed(
+            client, link, topics.model_current, data, retain=True, timeout=timeout
+        ):
             raise TrainerError(
                 f"broker {broker} did not acknowledge the bundle on "
-                f"{topics.model_current} within {timeout:.0f} s (rc {info.rc})"
+                f"{topics.model_current} within {timeout:.0f} s"
             )
         log.info(
             "published %d bytes retained on %s via %s", len(data), topics.model_current, broker

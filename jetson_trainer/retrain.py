@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from protocol import DEFAULT_PREFIX
+
 from .artifacts import make_manifest, write_artifacts
 from .convert import convert_and_verify, converter_version, pick_variant
 from .data import apply_normalisation, stratified_split
@@ -97,8 +99,12 @@ def retrain(
     private_key: Path | None,
     config: RetrainConfig | None = None,
     late_labels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+    site: str | None = None,
 ) -> Attempt:
-    """Fine-tune, score, gate; write a signed bundle into `out_dir` only if accepted."""
+    """Fine-tune, score, gate; write a signed bundle into `out_dir` only if accepted.
+
+    The challenger is made for `site` (the daemon's --prefix), by default the champion's.
+    """
     cfg = config or RetrainConfig()
     start = time.monotonic()
     fit_idx, hold_idx = stratified_split(y_new, cfg.holdout_fraction, cfg.seed)
@@ -166,6 +172,7 @@ def retrain(
             model=chosen.model,
             version=version,
             parent=champion.version,
+            site=site if site is not None else (champion.manifest.site or DEFAULT_PREFIX),
             quantization=chosen.quantization,
             arch=str(champion.manifest.arch),
             converter=converter_version(),

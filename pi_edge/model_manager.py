@@ -4,6 +4,12 @@ Its own thread ("edge-models") vets bundles (signature, compatibility, golden ve
 paho thread queued (latest wins), saves the good ones as last good, and puts them in a hand-over
 slot; the worker swaps them in between two batches (`take_pending` + `install`), so a swap never
 falls inside a batch. The same thread notices `pi_edge rollback` rewriting current.bundle.
+
+A bundle from the network is verified over its raw bytes before any field is read; then it must
+be made for this node's site and not be older than the high-water mark (`check_site`,
+`check_not_replayed`); a version an operator rolled back from is ignored. The state dir
+(current.bundle, including one `pi_edge rollback` wrote) and `--model` are the operator's own
+and trusted below the mark: their signature is still checked, their site and version are not.
 """
 
 from __future__ import annotations
@@ -16,10 +22,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from protocol import Manifest
+from protocol.guard import Faults, ThreadWatch
 
 from .batching import BatchPolicy
 from .errors import EdgeError, ModelError
-from .models import Expected, ModelStore, VettedModel, _version_of, vet_bundle
+from .models import (
+    Expected,
+    ModelStore,
+    VettedModel,
+    build_model,
+    check_not_replayed,
+    check_site,
+    verify_bundle,
+)
 from .telemetry import ModelInfo
 
 __all__ = ["ModelManager"]
@@ -36,6 +51,7 @@ class ModelManager:
         *,
         public_key: bytes | None,
         allow_unsigned: bool,
+        site: str,
         expected: Expected,
         threads: int,
         policy: BatchPolicy,
@@ -43,10 +59,13 @@ class ModelManager:
         on_refused: Callable[[str], object],
         on_install: Callable[[Manifest], None],
         disk_poll_s: float = 2.0,
+        faults: Faults | None = None,
     ) -> None:
         self.store = ModelStore(state_dir)
+        self._faults = faults or Faults(log)
         self._public_key = public_key
         self._allow_unsigned = allow_unsigned
+        self._site = site  # the topic prefix a bundle from the network must be made for
         self._expected = expected
         self._threads = threads
         self._policy = policy
@@ -73,6 +92,10 @@ class ModelManager:
     def start(self) -> None:
         self._thread.start()
 
+    def watch(self, watch: ThreadWatch) -> None:
+        """Add the model thread to `watch`."""
+        watch.add(self._thread)
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         with self._cond:
@@ -88,6 +111,7 @@ class ModelManager:
             except ModelError as exc:
                 self._refused(exc, f"state dir {name}")
                 continue
+            self._remember(vetted)
             self.install(vetted, f"state dir ({name})")
             self._disk_stamp = self.store.current_stamp()
             return
@@ -180,18 +204,20 @@ class ModelManager:
     # -- model thread -----------------------------------------------------------------------
     def _loop(self) -> None:
         next_disk_check = time.monotonic() + self._disk_poll_s
+        guard = self._faults.loop("edge-models", self._stop)  # a bad bundle must not end it
         while not self._stop.is_set():
-            with self._cond:
-                if not self._bundles:
-                    self._cond.wait(max(0.0, next_disk_check - time.monotonic()))
-                if self._stop.is_set():
-                    return
-                item = self._bundles.popleft() if self._bundles else None
-            if item is not None:
-                self._handle(*item)
-            if time.monotonic() >= next_disk_check:
-                next_disk_check = time.monotonic() + self._disk_poll_s
-                self._check_disk()
+            with guard:
+                with self._cond:
+                    if not self._bundles:
+                        self._cond.wait(max(0.0, next_disk_check - time.monotonic()))
+                    if self._stop.is_set():
+                        return
+                    item = self._bundles.popleft() if self._bundles else None
+                if item is not None:
+                    self._handle(*item)
+                if time.monotonic() >= next_disk_check:
+                    next_disk_check = time.monotonic() + self._disk_poll_s
+                    self._check_disk()
 
     def _check_disk(self) -> None:
         """current.bundle rewritten by someone else (`pi_edge rollback`): load it."""
@@ -208,28 +234,42 @@ class ModelManager:
             self._handle(data, "rollback")
 
     def _handle(self, data: bytes, source: str) -> None:
-        peek = _version_of(data)
-        current = self._target_version if self._target_version is not None else self.version
-        if peek is not None and peek == current:
-            log.debug("bundle v%d from %s is already serving; ignored", peek, source)
+        serving = self._model
+        if serving is not None and data == serving.bundle.raw:
+            log.debug("bundle from %s is the serving one; ignored", source)
             return
-        from_disk = source == "rollback"
-        if peek is not None and not from_disk and peek in self.store.blocked():
-            log.info(
-                "bundle v%d from %s ignored: an operator rolled back from it (a newer "
-                "version will be accepted)",
-                peek,
-                source,
-            )
-            return
+        from_disk = source == "rollback"  # written by `pi_edge rollback`: the operator's choice
         try:
-            vetted = self._vet(data)
+            bundle = verify_bundle(
+                data, public_key=self._public_key, allow_unsigned=self._allow_unsigned
+            )
+            version = bundle.manifest.version
+            if not from_disk:
+                check_site(bundle.manifest, self._site)
+            current = self._target_version if self._target_version is not None else self.version
+            if version == current:
+                log.debug("bundle v%d from %s is already serving; ignored", version, source)
+                return
+            if not from_disk and version in self.store.blocked():
+                log.info(
+                    "bundle v%d from %s ignored: an operator rolled back from it (a newer "
+                    "version will be accepted)",
+                    version,
+                    source,
+                )
+                return
+            if not from_disk:
+                check_not_replayed(bundle.manifest, self.store.highest())
+            vetted = build_model(
+                bundle, expected=self._expected, threads=self._threads, policy=self._policy
+            )
         except ModelError as exc:
             self._refused(exc, source)
             return
         if not from_disk:
             self._persist(vetted)
         else:
+            self._remember(vetted)
             self._disk_stamp = self.store.current_stamp()
         self._target_version = vetted.version
         with self._lock:
@@ -237,14 +277,19 @@ class ModelManager:
         self._on_pending()
 
     def _vet(self, data: bytes) -> VettedModel:
-        return vet_bundle(
-            data,
-            public_key=self._public_key,
-            allow_unsigned=self._allow_unsigned,
-            expected=self._expected,
-            threads=self._threads,
-            policy=self._policy,
+        bundle = verify_bundle(
+            data, public_key=self._public_key, allow_unsigned=self._allow_unsigned
         )
+        return build_model(
+            bundle, expected=self._expected, threads=self._threads, policy=self._policy
+        )
+
+    def _remember(self, vetted: VettedModel) -> None:
+        """Record a verified bundle's version from the state dir (raises the high-water mark)."""
+        try:
+            self.store.remember(vetted.bundle)
+        except (OSError, EdgeError) as exc:
+            log.error("cannot record model v%d in %s: %s", vetted.version, self.store.dir, exc)
 
     def _persist(self, vetted: VettedModel) -> None:
         try:

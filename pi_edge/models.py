@@ -6,18 +6,26 @@ State dir layout::
     STATE_DIR/models/previous.bundle   the one before it (what `rollback` returns to)
     STATE_DIR/models/blocked.json      {"versions": [...]}: versions rolled back from, which a
                                        retained bundle may not re-install (a newer one may)
+    STATE_DIR/models/versions.json     {"highest": N, "bundles": {sha256: version}}: the
+                                       high-water mark (no bundle from the network below it is
+                                       accepted) and the versions of bundles this node verified
 
-Every write is temp file + fsync + os.replace + directory fsync, so a power cut leaves either
-the old or the new file, never half of one.
+versions.json is written by the node only, after a verified decode, so bookkeeping (which
+version is current, which to block on rollback) never parses an unverified manifest: a stored
+bundle's version is looked up by the sha256 of its bytes. Every write is temp file + fsync +
+os.replace + directory fsync, so a power cut leaves either the old or the new file, never half
+of one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from protocol import Bundle, BundleError, Manifest, decode_bundle
 
@@ -30,6 +38,8 @@ log = logging.getLogger(__name__)
 CURRENT = "current.bundle"
 PREVIOUS = "previous.bundle"
 BLOCKED = "blocked.json"
+VERSIONS = "versions.json"
+KNOWN_BUNDLES = 8  # bundle hashes versions.json remembers (current and previous among them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +55,7 @@ class Expected:
 
         >>> from protocol import CLASSES, CHANNELS
         >>> e = Expected(CLASSES, CHANNELS, 60)
-        >>> m = Manifest(version=1, model_sha256="", model_bytes=0, window_length=30)
+        >>> m = Manifest(version=1, model_sha256="0" * 64, model_bytes=0, window_length=30)
         >>> e.check(m)
         Traceback (most recent call last):
         ...
@@ -76,6 +86,65 @@ class VettedModel:
         return self.bundle.manifest.version
 
 
+def check_site(manifest: Manifest, site: str) -> None:
+    """ModelError(kind="site") unless the bundle was made for `site`, this node's topic prefix.
+
+    >>> m = Manifest(version=2, model_sha256="0" * 64, model_bytes=0, site="plant-a/v1")
+    >>> check_site(m, "plant-a/v1")
+    >>> check_site(m, "plant-b/v1")
+    Traceback (most recent call last):
+    ...
+    pi_edge.errors.ModelError: bundle v2 was made for site 'plant-a/v1', this node's prefix ...
+    """
+    if manifest.site != site:
+        made_for = repr(manifest.site) if manifest.site else "no site (an older trainer)"
+        raise ModelError(
+            f"bundle v{manifest.version} was made for site {made_for}, this node's prefix is "
+            f"{site!r}; publish a model the trainer made with --prefix {site}",
+            kind="site",
+        )
+
+
+def check_not_replayed(manifest: Manifest, highest: int) -> None:
+    """ModelError(kind="replay") if the bundle is older than `highest`, the newest accepted.
+
+    Versions from the network only go up; going down is an operator's `pi_edge rollback`.
+
+    >>> m = Manifest(version=2, model_sha256="0" * 64, model_bytes=0)
+    >>> check_not_replayed(m, 2)
+    >>> check_not_replayed(m, 3)
+    Traceback (most recent call last):
+    ...
+    pi_edge.errors.ModelError: bundle v2 is older than v3, the newest this node accepted; ...
+    """
+    if manifest.version < highest:
+        raise ModelError(
+            f"bundle v{manifest.version} is older than v{highest}, the newest this node "
+            "accepted; a replayed bundle cannot roll a node back (an operator can: `pi_edge "
+            "rollback` on the node, or have the trainer re-issue the old model as a new version)",
+            kind="replay",
+        )
+
+
+def verify_bundle(data: bytes, *, public_key: bytes | None, allow_unsigned: bool) -> Bundle:
+    """Signature over the raw bytes first, then layout, manifest and sha256 (ModelError)."""
+    try:
+        bundle = decode_bundle(data, public_key, allow_unsigned=allow_unsigned)
+    except BundleError as exc:
+        raise ModelError(str(exc), kind=exc.kind) from exc
+    return bundle
+
+
+def build_model(
+    bundle: Bundle, *, expected: Expected, threads: int = 1, policy: BatchPolicy | None = None
+) -> VettedModel:
+    """Check compatibility, build an interpreter, run the golden vectors (ModelError)."""
+    expected.check(bundle.manifest)
+    classifier = Classifier(bundle.model, bundle.manifest, threads=threads, policy=policy)
+    classifier.check_golden()
+    return VettedModel(bundle, classifier)
+
+
 def vet_bundle(
     data: bytes,
     *,
@@ -85,21 +154,13 @@ def vet_bundle(
     threads: int = 1,
     policy: BatchPolicy | None = None,
 ) -> VettedModel:
-    """Decode + verify + check compatibility + build an interpreter + run the golden vectors.
+    """Verify + decode + check compatibility + build an interpreter + run the golden vectors.
 
     Raises ModelError whose `.kind` is the failed check (signature, checksum, truncated,
     incompatible, golden, runtime, ...).
     """
-    try:
-        bundle = decode_bundle(data, public_key, allow_unsigned=allow_unsigned)
-    except BundleError as exc:
-        raise ModelError(str(exc), kind=exc.kind) from exc
-    expected.check(bundle.manifest)
-    classifier = Classifier(bundle.model, bundle.manifest, threads=threads, policy=policy)
-    classifier.check_golden()
-    if not bundle.raw:
-        bundle = Bundle(bundle.manifest, bundle.model, bundle.signed, bytes(data))
-    return VettedModel(bundle, classifier)
+    bundle = verify_bundle(data, public_key=public_key, allow_unsigned=allow_unsigned)
+    return build_model(bundle, expected=expected, threads=threads, policy=policy)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -163,23 +224,27 @@ class ModelStore:
             return None
 
     def save(self, bundle: Bundle) -> None:
-        """Make `bundle` current; the old current becomes previous (unless it is the same)."""
+        """Make verified `bundle` current; the old current becomes previous (unless the same
+        version); its version is remembered and raises the high-water mark."""
         self._ensure()
         new_version = bundle.manifest.version
         cur = self.current_path
         if cur.is_file():
             old = cur.read_bytes()
             if old == bundle.raw:
+                self.remember(bundle)
                 return
-            if _version_of(old) != new_version:
+            if self.version_of(old) != new_version:
                 atomic_write(self.previous_path, old)
         atomic_write(cur, bundle.raw)
+        self.remember(bundle)
         self.unblock_up_to(new_version)
 
     def rollback(self) -> tuple[int | None, int | None]:
         """Swap current and previous on disk; block the version rolled away from.
 
-        Returns (from_version, to_version). EdgeError if there is no previous bundle.
+        Returns (from_version, to_version), None where this node never recorded the version
+        (a state dir from an older pi_edge). EdgeError if there is no previous bundle.
         """
         if not self.previous_path.is_file():
             raise EdgeError(
@@ -191,11 +256,58 @@ class ModelStore:
         if cur is not None:
             atomic_write(self.previous_path, cur)
         atomic_write(self.current_path, prev)
-        from_v = _version_of(cur) if cur is not None else None
-        to_v = _version_of(prev)
+        from_v = self.version_of(cur) if cur is not None else None
+        to_v = self.version_of(prev)
         if from_v is not None:
             self._write_blocked(sorted(set(self.blocked()) | {from_v}))
         return from_v, to_v
+
+    # -- versions.json: written only after a verified decode ---------------------------------
+    def _versions(self) -> tuple[int, dict[str, int]]:
+        path = self.dir / VERSIONS
+        if not path.is_file():
+            return 0, {}
+        try:
+            obj: Any = json.loads(path.read_bytes())
+            highest = obj["highest"]
+            known = obj["bundles"]
+            if not (type(highest) is int and isinstance(known, dict)):
+                raise TypeError("wrong types")
+            return highest, {
+                k: v for k, v in known.items() if isinstance(k, str) and type(v) is int
+            }
+        except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            log.warning(
+                "%s is unreadable (%s); the high-water mark restarts from the bundles this "
+                "node verifies now",
+                path,
+                exc,
+            )
+            return 0, {}
+
+    def highest(self) -> int:
+        """The newest version this node accepted (0: none yet): the replay high-water mark."""
+        return self._versions()[0]
+
+    def version_of(self, raw: bytes) -> int | None:
+        """The version of stored bundle bytes `raw`, as this node recorded it when it verified
+        them; None if it never did. Never parses the bundle."""
+        return self._versions()[1].get(hashlib.sha256(raw).hexdigest())
+
+    def remember(self, bundle: Bundle) -> None:
+        """Record verified `bundle`'s version (by its bytes' sha256), raising the high-water
+        mark to it."""
+        highest, known = self._versions()
+        digest = hashlib.sha256(bundle.raw).hexdigest()
+        version = bundle.manifest.version
+        if known.get(digest) == version and highest >= version:
+            return
+        known.pop(digest, None)
+        known[digest] = version
+        keep = dict(list(known.items())[-KNOWN_BUNDLES:])
+        self._ensure()
+        body = {"highest": max(highest, version), "bundles": keep}
+        atomic_write(self.dir / VERSIONS, json.dumps(body, indent=1).encode())
 
     def blocked(self) -> list[int]:
         path = self.dir / BLOCKED
@@ -215,11 +327,3 @@ class ModelStore:
         keep = [v for v in blocked if v > version]
         if keep != blocked:
             self._write_blocked(keep)
-
-
-def _version_of(raw: bytes) -> int | None:
-    """Manifest version of a stored bundle without verifying it (for bookkeeping only)."""
-    try:
-        return decode_bundle(raw, None, allow_unsigned=True).manifest.version
-    except BundleError:
-        return None

@@ -1,6 +1,7 @@
 """edgeloop's wire contract: topics, vocabulary, window codec, messages, control, model bundle.
 
-Stdlib + numpy only; the full byte-level spec is protocol/README.md.
+Stdlib + numpy only at import (verifying a bundle imports `cryptography`); the full byte-level
+spec is protocol/README.md.
 """
 
 from ._version import __version__

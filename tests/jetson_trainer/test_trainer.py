@@ -237,32 +237,27 @@ def test_build_bundle_api_writes_a_signed_bundle_and_keras_model(
     x = np.load(tiny_data / "train_data.npy")
     y = np.load(tiny_data / "train_labels.npy")
     path = build_bundle(
-        x, y, tmp_path, epochs=2, seed=1, version=7, parent=6, private_key=keypair[0]
+        x, y, tmp_path, epochs=2, seed=1, version=7, parent=6, private_key=keypair[0], site="p/a"
     )
     assert path == tmp_path / "model.bundle" and (tmp_path / "model.keras").exists()
     bundle = decode_bundle(path.read_bytes(), load_public_key(keypair[1]))
-    assert (bundle.manifest.version, bundle.manifest.parent) == (7, 6)
+    assert (bundle.manifest.version, bundle.manifest.parent, bundle.manifest.site) == (7, 6, "p/a")
 
 
 @pytest.mark.broker
 def test_publish_leaves_the_bundle_retained_on_model_current(
-    trained: Trained, broker: Broker, topics: Topics
+    trained: Trained, broker: Broker, topics: Topics, tmp_path: Path
 ) -> None:
-    data = trained.bundle.read_bytes()
-    assert (
-        main(
-            [
-                "publish",
-                "--model",
-                str(trained.bundle),
-                "--broker",
-                broker.address,
-                "--prefix",
-                topics.prefix,
-            ]
-        )
-        == 0
-    )
+    publish = ["publish", "--broker", broker.address, "--prefix", topics.prefix, "--model"]
+    # `train` made it for the default site: the Pis on this prefix would refuse it
+    assert main([*publish, str(trained.bundle)]) == EXIT_REFUSED
+    keys = ["--private-key", str(trained.private_key), "--public-key", str(trained.public_key)]
+    reissue = ["reissue", "--model", str(trained.bundle), "--version", "2", *keys]
+    assert main([*reissue, "--out", str(tmp_path), "--prefix", topics.prefix]) == 0
+    bundle = tmp_path / "model.bundle"
+    data = bundle.read_bytes()
+    assert decode_bundle(data, load_public_key(trained.public_key)).manifest.site == topics.prefix
+    assert main([*publish, str(bundle)]) == 0
     got: list[tuple[bytes, bool]] = []
     done = threading.Event()
     client = make_client("test-subscriber")

@@ -16,7 +16,7 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocol import CLASSES, Manifest, encode_bundle
+from protocol import CLASSES, DEFAULT_PREFIX, Manifest, encode_bundle
 from protocol.features import feature_stats
 
 
@@ -39,10 +39,17 @@ class EdgeModels:
     def bundle(
         self, version: int, *, signed: bool = True, int8: bool = False, **changes: object
     ) -> bytes:
+        """Bundle `version` of the test model; a node takes one from MQTT only if it was made
+        for its prefix: pass `site=topics.prefix` (the default is DEFAULT_PREFIX)."""
         base = self.int8_manifest if int8 else self.manifest
         model = self.int8_model if int8 else self.model
         m = replace(base, version=version, parent=version - 1 if version > 1 else None, **changes)
         return encode_bundle(m, model, self.private_key.sign if signed else None)
+
+    def bundle_manifest(self, version: int, **changes: object) -> dict[str, object]:
+        """The JSON object of `bundle(version)`'s manifest, to corrupt in tests."""
+        m = replace(self.manifest, version=version, parent=version - 1 if version > 1 else None)
+        return {**m.to_dict(), **changes}
 
 
 def _tiny_model(tf: object, t: int, c: int, k: int) -> object:
@@ -117,6 +124,7 @@ def build(out: Path) -> EdgeModels:
             model_sha256=hashlib.sha256(model_bytes).hexdigest(),
             model_bytes=len(model_bytes),
             created=1.7e9,
+            site=DEFAULT_PREFIX,
             quantization=quant,
             arch="test-tiny",
             converter=f"tensorflow {tf.__version__}",

@@ -123,7 +123,7 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="batch_max"):
         resolve(EdgeConfig, env={"EDGELOOP_BATCH_MAX": "0"})
     with pytest.raises(ConfigError, match="not a boolean"):
-        resolve(EdgeConfig, env={"EDGELOOP_INSECURE_DEV": "maybe"})
+        resolve(EdgeConfig, env={"EDGELOOP_DASHBOARD": "maybe"})
     with pytest.raises(ConfigError, match="broker"):
         EdgeConfig(broker="host:notaport")
     with pytest.raises(ConfigError, match="machine id"):

@@ -61,7 +61,10 @@ def test_unsigned_bundle_is_refused_unless_insecure_dev(models: EdgeModels) -> N
     with pytest.raises(ModelError, match="unsigned") as err:
         _vet(models, models.bundle(2, signed=False))
     assert err.value.kind == "signature"
-    assert _vet(models, models.bundle(2, signed=False), allow_unsigned=True)
+    with pytest.raises(ModelError, match="unsigned"):  # a key is configured: never unsigned
+        _vet(models, models.bundle(2, signed=False), allow_unsigned=True)
+    unsigned = models.bundle(2, signed=False)
+    assert vet_bundle(unsigned, public_key=None, allow_unsigned=True, expected=EXPECTED)
 
 
 def test_tampered_bundle_is_refused(models: EdgeModels) -> None:
@@ -81,7 +84,8 @@ def test_bundle_failing_its_golden_vectors_is_refused(models: EdgeModels) -> Non
 
 def test_incompatible_bundle_is_refused(models: EdgeModels) -> None:
     with pytest.raises(ModelError, match="classes") as err:
-        _vet(models, models.bundle(2, classes=("a", "b", "c", "d")))
+        # (train_stats describe the trainer's classes; a manifest must describe its own)
+        _vet(models, models.bundle(2, classes=("a", "b", "c", "d"), train_stats={}))
     assert err.value.kind == "incompatible"
     with pytest.raises(ModelError, match="window_length"):
         vet_bundle(

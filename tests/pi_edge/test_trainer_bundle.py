@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ from protocol import (
 
 from .conftest import Publisher
 
+# The site the trainer bundle is made for: the prefix of the node that takes it from MQTT
+# (unique to this session, as every test's prefix is).
+SITE = f"edgeloop-test/trainer-bundle-{os.getpid()}-{time.time_ns()}"
+
 
 @dataclass(frozen=True)
 class TrainerBundle:
@@ -47,7 +52,7 @@ def trainer_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainerBundle:
     x, y = make_split("train", 400, np.random.default_rng(0))
     x_test, y_test = make_split("infer", 120, np.random.default_rng(1))
     priv, pub = generate_keypair(out / "keys")
-    path = build_bundle(x, y, out / "bundle", epochs=2, private_key=priv, version=11)
+    path = build_bundle(x, y, out / "bundle", epochs=2, private_key=priv, version=11, site=SITE)
     np.save(out / "x.npy", x_test)
     np.save(out / "y.npy", y_test)
     return TrainerBundle(path, pub, x_test, y_test, out / "x.npy", out / "y.npy")
@@ -62,7 +67,7 @@ def test_trainer_bundle_passes_vetting_and_its_golden_vectors(
         allow_unsigned=False,
         expected=Expected(CLASSES, CHANNELS, 60),
     )
-    assert vetted.version == 11 and vetted.bundle.signed
+    assert vetted.version == 11 and vetted.bundle.signed and vetted.bundle.manifest.site == SITE
     assert vetted.bundle.manifest.golden, "trainer bundles carry golden vectors"
     assert vetted.classifier.check_golden() == len(vetted.bundle.manifest.golden)
     probs = vetted.classifier.predict(trainer_bundle.x)
@@ -83,12 +88,17 @@ def test_evaluate_cli_on_a_trainer_bundle(
 
 
 @pytest.fixture
+def site_topics() -> Topics:
+    return Topics(SITE)
+
+
+@pytest.fixture
 def waiting_service(
-    broker: Any, topics: Topics, trainer_bundle: TrainerBundle, tmp_path: Path
+    broker: Any, site_topics: Topics, trainer_bundle: TrainerBundle, tmp_path: Path
 ) -> Iterator[EdgeService]:
     cfg = EdgeConfig(
         broker=broker.address,
-        prefix=topics.prefix,
+        prefix=site_topics.prefix,
         node=f"edge-wait-{time.time_ns()}",
         public_key=trainer_bundle.public_key_path,
         state_dir=tmp_path / "state",
@@ -105,9 +115,10 @@ def test_node_without_a_model_takes_the_retained_bundle_then_classifies(
     waiting_service: EdgeService,
     publisher: Publisher,
     listen: Any,
-    topics: Topics,
+    site_topics: Topics,
     trainer_bundle: TrainerBundle,
 ) -> None:
+    topics = site_topics
     lst = listen(topics.predictions(), topics.statuses())
     publisher.publish(topics.model_current, trainer_bundle.path.read_bytes(), retain=True)
     svc = waiting_service.start()
