@@ -3,21 +3,36 @@
 A batch is acknowledged to the broker only after `add_batch` returned, i.e. after its rows are
 committed (WAL, synchronous=FULL): a crash before that means the broker resends it. Duplicates
 (a resent batch) are dropped by window id.
+
+The file holds training data nobody can send again, so it is never deleted: a corrupt or
+foreign store is moved aside to `windows.sqlite.corrupt-<UTC time>` (protocol.storage), kept,
+logged and reported (`moved_aside`; the trainer's status says so), and a fresh store started.
+A record a drift batch should never carry (a score that is not finite) is refused and counted
+(`rejected`), not mistaken for a duplicate; a stored row that no longer decodes, or whose label
+or shape does not fit, is skipped and counted (`bad_rows`) when training data is read. seq
+lives in the `id` text and the frame, so the wire's whole 0..2**64-1 fits.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from protocol.drift_batch import DriftBatch, window_id
-from protocol.window import decode_window, encode_window
+from protocol.drift_batch import DriftBatch, Kept, window_id
+from protocol.errors import PayloadError
+from protocol.storage import Layout, MovedAside, SqliteFile
+from protocol.window import Window, decode_window, encode_window
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
@@ -41,6 +56,85 @@ CREATE TABLE IF NOT EXISTS models (
     champion_drift REAL, challenger_drift REAL, champion_original REAL, challenger_original REAL
 );
 """
+_LAYOUT = Layout(
+    "the trainer's window store",
+    _SCHEMA,
+    (
+        (
+            "windows",
+            (
+                "seqno",
+                "id",
+                "machine",
+                "label",
+                "reason",
+                "predicted",
+                "score",
+                "node",
+                "model_version",
+                "frame",
+                "received",
+            ),
+        ),
+        (
+            "models",
+            (
+                "attempt",
+                "version",
+                "parent",
+                "created",
+                "accepted",
+                "reason",
+                "labels_used",
+                "champion_drift",
+                "challenger_drift",
+                "champion_original",
+                "challenger_original",
+            ),
+        ),
+    ),
+    migrations=("",),  # layout 0 → 1 changes no data; it marks the file as checked
+    synchronous="FULL",
+    cache_kib=2048,
+    recovery="its labeled windows are in the moved file, which is kept: stop the trainer and "
+    "copy it (with its -wal file) back as windows.sqlite after `sqlite3 <file> .recover`, or "
+    "keep it as a record",
+)
+_MAX_BAD_SEQNOS = 100_000  # distinct bad rows remembered, so a re-read is not counted twice
+
+
+def check_kept(k: Kept) -> None:
+    """Refuse a record no Pi should send; ValueError says which field.
+
+    >>> import numpy as np
+    >>> w = Window("m01", 2**64 - 1, 0, np.zeros((60, 4), np.float32), label=1)
+    >>> check_kept(Kept(w, "labeled", 1, float("nan")))
+    Traceback (most recent call last):
+    ...
+    ValueError: window m01:18446744073709551615:0 has score nan, not a finite number
+    """
+    if isinstance(k.score, bool) or not isinstance(k.score, int | float):
+        raise ValueError(f"window {window_id(k.window)} has score {k.score!r}, not a number")
+    if not math.isfinite(k.score):
+        raise ValueError(f"window {window_id(k.window)} has score {k.score!r}, not a finite number")
+    p = k.predicted
+    if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 127):
+        raise ValueError(f"window {window_id(k.window)} has prediction {p!r}, not 0..127")
+
+
+def labeled_window(row_id: Any, label: Any, frame: Any) -> Window:
+    """A stored (id, label, frame) as a checked, labeled Window; ValueError if it is bad."""
+    if not isinstance(frame, bytes):
+        raise ValueError(f"stored window {row_id!r}: frame is {type(frame).__name__}, not bytes")
+    try:
+        window = decode_window(frame)
+    except PayloadError as exc:
+        raise ValueError(f"stored window {row_id!r}: {exc}") from None
+    if window_id(window) != row_id:
+        raise ValueError(f"stored row {row_id!r} holds window {window_id(window)}")
+    if window.label is None or window.label != label:
+        raise ValueError(f"stored window {row_id!r}: label {label!r}, frame {window.label!r}")
+    return window
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,112 +144,181 @@ class StoreCounts:
     by_machine: dict[str, int]
     by_class: dict[int, int]
     by_reason: dict[str, int]
+    rejected: int = 0  # records refused on the way in (since this process started)
+    bad_rows: int = 0  # distinct stored rows skipped on the way out
+    moved_aside: tuple[str, ...] = ()  # unusable store files moved aside (kept), oldest first
 
 
 class WindowStore:
     """Thread-safe SQLite store of received windows and of the model history."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, heal: bool = True) -> None:
+        self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _LAYOUT, heal=heal)
+        self.rejected = 0
+        self._bad_seqnos: set[int] = set()
+
+    @property
+    def moved_aside(self) -> list[MovedAside]:
+        """Unusable store files this object moved aside (kept on disk), oldest first."""
+        with self._lock:
+            return list(self._file.moved_aside)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._file.close()
 
     def add_batch(self, batch: DriftBatch, now: float | None = None) -> tuple[int, int]:
-        """Commit every record of `batch`; returns (added, duplicates dropped)."""
+        """Commit every record of `batch`; returns (added, duplicates dropped).
+
+        A record with a field out of range is refused and counted (`rejected`), neither added
+        nor a duplicate; a failed write is rolled back whole and raises StorageError.
+        """
         received = time.time() if now is None else now
-        rows = [
-            (
-                window_id(k.window),
-                k.window.machine,
-                k.window.label,
-                k.reason,
-                k.predicted,
-                k.score,
-                batch.node,
-                batch.model_version,
-                encode_window(k.window),
-                received,
-            )
-            for k in batch.records
-        ]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        rows = []
+        refused: list[Exception] = []
+        for k in batch.records:
             try:
-                before = self._db.total_changes
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO windows (id, machine, label, reason, predicted, score, "
-                    "node, model_version, frame, received) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                check_kept(k)
+                rows.append(
+                    (
+                        window_id(k.window),
+                        k.window.machine,
+                        k.window.label,
+                        k.reason,
+                        k.predicted,
+                        float(k.score),
+                        batch.node,
+                        batch.model_version,
+                        encode_window(k.window),
+                        received,
+                    )
+                )
+            except (ValueError, PayloadError) as exc:
+                refused.append(exc)
+        with self._lock:
+            if refused:
+                if not self.rejected:
+                    log.warning(
+                        "refused a record of a drift batch from %s: %s (further ones are only "
+                        "counted)",
+                        batch.node,
+                        refused[0],
+                    )
+                self.rejected += len(refused)
+            if not rows:
+                return 0, 0
+            with self._file.write() as db:
+                before = db.total_changes
+                db.executemany(  # ON CONFLICT, not OR IGNORE: only a duplicate id is dropped
+                    "INSERT INTO windows (id, machine, label, reason, predicted, score, node, "
+                    "model_version, frame, received) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(id) DO NOTHING",
                     rows,
                 )
-                added = self._db.total_changes - before
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                added = db.total_changes - before
         return added, len(rows) - added
 
     def latest_labeled_seqno(self) -> int:
         with self._lock:
-            (value,) = self._db.execute(
-                "SELECT COALESCE(MAX(seqno), 0) FROM windows WHERE label IS NOT NULL"
-            ).fetchone()
+            (value,) = self._file.read(
+                lambda db: db.execute(
+                    "SELECT COALESCE(MAX(seqno), 0) FROM windows WHERE label IS NOT NULL"
+                ).fetchone()
+            )
         return int(value)
 
     def labeled_after(self, seqno: int) -> int:
         """How many labeled windows arrived after store position `seqno`."""
         with self._lock:
-            (n,) = self._db.execute(
-                "SELECT COUNT(*) FROM windows WHERE label IS NOT NULL AND seqno > ?", (seqno,)
-            ).fetchone()
+            (n,) = self._file.read(
+                lambda db: db.execute(
+                    "SELECT COUNT(*) FROM windows WHERE label IS NOT NULL AND seqno > ?", (seqno,)
+                ).fetchone()
+            )
         return int(n)
 
     def recent_labeled(
-        self, limit: int, after: int = 0
+        self, limit: int, after: int = 0, shape: tuple[int, int] | None = None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], int]:
         """The newest `limit` labeled windows after position `after`, oldest first.
 
-        Returns (X (N, T, C), y (N,), highest seqno included).
+        Returns (X (N, T, C), y (N,), highest seqno looked at). A row that does not decode,
+        whose label disagrees with its frame, or whose shape is not `shape` (default: the
+        newest good row's) is skipped and counted (`bad_rows`), never handed to training.
         """
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seqno, frame FROM windows WHERE label IS NOT NULL AND seqno > ? "
-                "ORDER BY seqno DESC LIMIT ?",
-                (after, limit),
-            ).fetchall()
-        rows.reverse()
-        if not rows:
-            return np.zeros((0, 0, 0), np.float32), np.zeros(0, np.int64), after
-        windows = [decode_window(bytes(frame)) for _, frame in rows]
-        x = np.stack([w.data for w in windows]).astype(np.float32)
-        y = np.array([w.label for w in windows], np.int64)
-        return x, y, int(rows[-1][0])
-
-    def counts(self) -> StoreCounts:
-        with self._lock:
-            total, labeled = self._db.execute(
-                "SELECT COUNT(*), COUNT(label) FROM windows"
-            ).fetchone()
-            by_machine = dict(
-                self._db.execute(
-                    "SELECT machine, COUNT(*) FROM windows GROUP BY machine"
+            rows = self._file.read(
+                lambda db: db.execute(
+                    "SELECT seqno, id, label, frame FROM windows WHERE label IS NOT NULL AND "
+                    "seqno > ? ORDER BY seqno DESC LIMIT ?",
+                    (after, limit),
                 ).fetchall()
             )
+        if not rows:
+            return np.zeros((0, 0, 0), np.float32), np.zeros(0, np.int64), after
+        windows: list[Window] = []
+        bad: dict[int, str] = {}
+        for seqno, row_id, label, frame in rows:  # newest first
+            try:
+                window = labeled_window(row_id, label, frame)
+                if shape is None:
+                    shape = window.shape
+                elif window.shape != shape:
+                    raise ValueError(f"stored window {row_id!r} has shape {window.shape}")
+            except ValueError as exc:
+                bad[int(seqno)] = str(exc)
+                continue
+            windows.append(window)
+        if bad:
+            self._count_bad(bad)
+        last = int(rows[0][0])
+        if not windows:
+            return np.zeros((0, 0, 0), np.float32), np.zeros(0, np.int64), last
+        windows.reverse()
+        x = np.stack([w.data for w in windows]).astype(np.float32)
+        y = np.array([w.label for w in windows], np.int64)
+        return x, y, last
+
+    def _count_bad(self, bad: dict[int, str]) -> None:
+        with self._lock:
+            new = [s for s in bad if s not in self._bad_seqnos]
+            if len(self._bad_seqnos) < _MAX_BAD_SEQNOS:
+                self._bad_seqnos.update(new)
+        if new:
+            log.warning(
+                "skipped %d bad stored window(s) of %s (kept in the file): %s",
+                len(new),
+                self.path,
+                bad[new[0]],
+            )
+
+    def counts(self) -> StoreCounts:
+        def query(
+            db: sqlite3.Connection,
+        ) -> tuple[int, int, dict[Any, Any], dict[Any, Any], dict[Any, Any]]:
+            total, labeled = db.execute("SELECT COUNT(*), COUNT(label) FROM windows").fetchone()
+            by_machine = dict(
+                db.execute("SELECT machine, COUNT(*) FROM windows GROUP BY machine").fetchall()
+            )
             by_class = dict(
-                self._db.execute(
+                db.execute(
                     "SELECT label, COUNT(*) FROM windows WHERE label IS NOT NULL GROUP BY label"
                 ).fetchall()
             )
             by_reason = dict(
-                self._db.execute("SELECT reason, COUNT(*) FROM windows GROUP BY reason").fetchall()
+                db.execute("SELECT reason, COUNT(*) FROM windows GROUP BY reason").fetchall()
             )
-        return StoreCounts(int(total), int(labeled), by_machine, by_class, by_reason)
+            return total, labeled, by_machine, by_class, by_reason
+
+        with self._lock:
+            total, labeled, by_machine, by_class, by_reason = self._file.read(query)
+            extra = (self.rejected, len(self._bad_seqnos))
+            aside = tuple(str(m.path) for m in self._file.moved_aside)
+        return StoreCounts(
+            int(total), int(labeled), by_machine, by_class, by_reason, *extra, moved_aside=aside
+        )
 
     def record_model(
         self,
@@ -169,8 +332,8 @@ class WindowStore:
     ) -> None:
         """Remember a training attempt (accepted or not) for the dashboard and the history."""
         cd, xd, co, xo = scores if scores else (None, None, None, None)
-        with self._lock:
-            self._db.execute(
+        with self._lock, self._file.write() as db:
+            db.execute(
                 "INSERT INTO models (version, parent, created, accepted, reason, labels_used, "
                 "champion_drift, challenger_drift, champion_original, challenger_original) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -178,7 +341,10 @@ class WindowStore:
             )
 
     def model_history(self, limit: int = 10) -> list[dict[str, object]]:
-        with self._lock:
-            cur = self._db.execute("SELECT * FROM models ORDER BY attempt DESC LIMIT ?", (limit,))
+        def query(db: sqlite3.Connection) -> list[dict[str, object]]:
+            cur = db.execute("SELECT * FROM models ORDER BY attempt DESC LIMIT ?", (limit,))
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        with self._lock:
+            return self._file.read(query)

@@ -3,11 +3,14 @@ transaction every `flush_s`, so neither the worker nor paho's thread waits for t
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from protocol.errors import StorageError
+from protocol.guard import Faults, ThreadWatch
 
 from .history import PredictionHistory
 
@@ -25,8 +28,10 @@ class HistoryRecorder:
         max_queued: int = 8_192,
         flush_s: float = 0.25,
         flush_rows: int = 2_048,
+        faults: Faults | None = None,
     ) -> None:
         self.history = history
+        self.faults = faults or Faults(logging.getLogger(__name__))
         self._on_failed = on_failed  # (error, rows lost): counted and logged by the owner
         self.max_queued = max_queued  # rows waiting; beyond, dropped and counted
         self.flush_s = flush_s  # one SQLite transaction per interval, not per batch
@@ -40,6 +45,10 @@ class HistoryRecorder:
 
     def start(self) -> None:
         self._thread.start()
+
+    def watch(self, watch: ThreadWatch) -> None:
+        """Add the recorder's thread to `watch`."""
+        watch.add(self._thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued, then end the thread."""
@@ -63,17 +72,19 @@ class HistoryRecorder:
     def _loop(self) -> None:
         """Write queued rows every `flush_s` (sooner when many wait), once more on stop."""
         done = False
+        guard = self.faults.loop("edge-history", self._stop)  # the outermost frame
         while not done:
             done = self._stop.is_set()
-            with self._cond:
-                if not done and self._queued < self.flush_rows:
-                    self._cond.wait(self.flush_s)
-                chunks = list(self._queue)
-                self._queue.clear()
-                self._queued = 0
-            if chunks:
-                rows = [p for chunk in chunks for p in chunk]
-                try:
-                    self.history.add(rows)
-                except sqlite3.Error as exc:
-                    self._on_failed(exc, len(rows))
+            with guard:
+                with self._cond:
+                    if not done and self._queued < self.flush_rows:
+                        self._cond.wait(self.flush_s)
+                    chunks = list(self._queue)
+                    self._queue.clear()
+                    self._queued = 0
+                if chunks:
+                    rows = [p for chunk in chunks for p in chunk]
+                    try:
+                        self.history.add(rows)
+                    except StorageError as exc:  # rolled back; counted by the owner
+                        self._on_failed(exc, len(rows))

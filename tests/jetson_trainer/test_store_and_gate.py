@@ -9,8 +9,9 @@ import pytest
 
 from jetson_trainer.gate import GateConfig, Scores, decide
 from jetson_trainer.store import WindowStore
-from protocol import Window
+from protocol import Window, encode_window
 from protocol.drift_batch import DriftBatch, Kept
+from protocol.errors import StorageError
 
 
 def make_batch(seqs: range, labeled: bool = True, batch_id: bytes = bytes(16)) -> DriftBatch:
@@ -83,3 +84,82 @@ def test_gate_accepts_only_better_challengers_that_do_not_forget(
     decision = decide(champion, challenger, GateConfig(margin=0.01))
     assert decision.accepted is accepted
     assert words in decision.reason
+
+
+# -- storage that heals (issue 11, finding 7) ---------------------------------------------------
+def test_the_largest_wire_seq_round_trips_through_the_store_once(tmp_path: Path) -> None:
+    window = Window("m01", 2**64 - 1, -(2**63), np.full((60, 4), 2.0, np.float32), label=2)
+    batch = DriftBatch(bytes(16), "pi-1", 1, (Kept(window, "labeled", 2, 0.5),))
+    store = WindowStore(tmp_path / "s.sqlite")
+    assert store.add_batch(batch) == (1, 0)
+    store.close()
+    store = WindowStore(tmp_path / "s.sqlite")
+    assert store.add_batch(batch) == (0, 1)  # the resend is a duplicate by window id
+    x, y, _ = store.recent_labeled(5)
+    assert y.tolist() == [2] and x[0, 0, 0] == 2.0
+
+
+def test_a_nan_score_is_refused_and_counted_not_taken_for_a_duplicate(tmp_path: Path) -> None:
+    store = WindowStore(tmp_path / "s.sqlite")
+    good = make_batch(range(3)).records
+    nan = Kept(make_batch(range(3, 4)).records[0].window, "labeled", 0, float("nan"))
+    assert store.add_batch(DriftBatch(bytes(16), "pi-1", 1, (*good, nan))) == (3, 0)
+    counts = store.counts()
+    assert (counts.windows, counts.rejected) == (3, 1)
+
+
+def test_a_write_failing_mid_transaction_leaves_nothing_open_and_the_next_write_works(
+    tmp_path: Path,
+) -> None:
+    store = WindowStore(tmp_path / "s.sqlite")
+    db = store._file.db
+    db.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON windows WHEN NEW.id = 'm01:5:5' "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    with pytest.raises(StorageError, match="disk is full"):
+        store.add_batch(make_batch(range(10)))
+    assert not store._file.db.in_transaction
+    assert store.counts().windows == 0
+    db.execute("DROP TRIGGER full")
+    assert store.add_batch(make_batch(range(10))) == (10, 0)
+
+
+def test_bad_stored_rows_are_skipped_when_training_data_is_read(tmp_path: Path) -> None:
+    store = WindowStore(tmp_path / "s.sqlite")
+    store.add_batch(make_batch(range(6)))
+    db = store._file.db
+    db.execute("UPDATE windows SET frame = x'0102' WHERE id = 'm01:1:1'")  # does not decode
+    db.execute("UPDATE windows SET label = 3 WHERE id = 'm00:2:2'")  # disagrees with its frame
+    odd = Window("m01", 3, 3, np.zeros((30, 4), np.float32), label=3)
+    db.execute(
+        "UPDATE windows SET frame = ? WHERE id = 'm01:3:3'", (encode_window(odd),)
+    )  # another shape
+    x, y, last = store.recent_labeled(10)
+    assert x.shape == (3, 60, 4) and y.tolist() == [0, 0, 1]  # seqs 0, 4, 5
+    assert last == 6
+    store.recent_labeled(10)  # read again: the same bad rows are not counted twice
+    assert store.counts().bad_rows == 3
+
+
+def test_a_corrupt_store_is_moved_aside_kept_and_reported(
+    tmp_path: Path, keypair: tuple[Path, Path]
+) -> None:
+    from jetson_trainer.serve import ServeConfig, TrainerDaemon
+
+    path = tmp_path / "trainer" / "windows.sqlite"
+    path.parent.mkdir()
+    damaged = b"SQLite format 3\x00" + bytes(8000)
+    path.write_bytes(damaged)
+    daemon = TrainerDaemon(
+        ServeConfig(broker="127.0.0.1:1", store=path.parent, private_key=keypair[0])
+    )
+    try:
+        (moved,) = daemon.store.moved_aside
+        assert moved.path.read_bytes() == damaged  # training data is never deleted
+        assert daemon.store.add_batch(make_batch(range(4))) == (4, 0)
+        status = daemon.status()
+    finally:
+        daemon.store.close()
+    assert status.errors["store_moved_aside"] == 1
+    assert status.detail["store_moved_aside"] == [str(moved.path)]
