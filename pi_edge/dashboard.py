@@ -53,6 +53,9 @@ class Snapshot:
     stale_after_s: float = 10.0
     drift: str = "ok"
     evidence: dict[str, Any] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)  # protocol.guard.Faults.counts()
+    machines_tracked: int = 0
+    machines_evicted: int = 0
 
 
 def badge(row: MachineRow, snap: Snapshot) -> str:
@@ -115,6 +118,15 @@ def render(snap: Snapshot) -> RenderableType:
             f"  labeled accuracy {acc} ({seen} labels)  kept: {b.get('pending', 0)} pending, "
             f"{b.get('inflight', 0)} in flight, {b.get('acknowledged', 0)} shipped"
         )
+    if snap.machines_evicted:
+        header.append(
+            f"\nmachines {snap.machines_tracked} tracked, {snap.machines_evicted} evicted "
+            "(least recently seen; raise --max-machines if this fleet is larger)",
+            style="yellow",
+        )
+    if snap.faults:
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(snap.faults.items()))
+        header.append(f"\nunexpected faults (threads carried on): {faults}", style="bold red")
     parts: list[RenderableType] = [header]
     if snap.last_model_error:
         parts.append(Text(f"last refused bundle: {snap.last_model_error}", style="red"))

@@ -212,6 +212,7 @@ class DriftMonitor:
         self.confidence_ref = 1.0 - min(max(mean_confidence, 0.0), 1.0)
         self.error_ref = max(1.0 - accuracy, 0.02)
         self._slots: dict[str, int] = {}
+        self._free: list[int] = []  # slots of forgotten machines, reused before growing
         self._input = np.zeros(0)  # per-machine CUSUM statistics, indexed by slot
         self._confidence = np.zeros(0)
         self._state = np.zeros(0, np.int8)
@@ -236,7 +237,9 @@ class DriftMonitor:
 
     def _slot_of(self, machine: str) -> int:
         slot = self._slots.get(machine)
-        if slot is None:
+        if slot is None and self._free:
+            slot = self._slots[machine] = self._free.pop()
+        elif slot is None:
             slot = self._slots[machine] = len(self._slots)
             if slot >= len(self._state):  # grow the per-machine arrays by doubling
                 grow = max(16, len(self._state))
@@ -306,6 +309,22 @@ class DriftMonitor:
         ).astype(np.int8)
         return Verdicts(states, ood_score, flags)
 
+    def forget(self, machines: list[str]) -> None:
+        """Drop the detectors of `machines` (evicted by the node's machine cap); their slots
+        are zeroed and reused, so the arrays stay as large as the most machines held at once.
+        """
+        for m in machines:
+            slot = self._slots.pop(m, None)
+            if slot is not None:
+                self._input[slot] = self._confidence[slot] = 0.0
+                self._state[slot] = _OK
+                self._free.append(slot)
+
+    @property
+    def machines(self) -> int:
+        """How many machines have detectors now."""
+        return len(self._slots)
+
     def machine_state(self, machine: str) -> DriftState:
         slot = self._slots.get(machine)
         return DriftState.OK if slot is None else DriftState(int(self._state[slot]))
@@ -313,12 +332,23 @@ class DriftMonitor:
     @property
     def overall(self) -> DriftState:
         """Worst of every machine's state and the pooled accuracy state."""
-        worst = int(self._state[: len(self._slots)].max(initial=0))
+        worst = int(self._state.max(initial=0))  # unused and freed slots are zero (ok)
         return DriftState(max(worst, self._accuracy_state.state))
 
-    def snapshot(self) -> dict[str, Any]:
-        """Levels and states for status messages and dashboards."""
+    def snapshot(self, top: int | None = None) -> dict[str, Any]:
+        """Levels and states for status messages and dashboards.
+
+        With `top`, only the `top` machines of highest level are listed (worst first), and
+        `machines_total` says how many there are, so a status stays bounded in size.
+        """
         cfg = self.config
+        slots = sorted(self._slots.items())
+        if top is not None and len(slots) > top:
+            level = np.maximum(
+                self._input / cfg.input_threshold, self._confidence / cfg.confidence_threshold
+            )
+            worst = sorted(slots, key=lambda ms: (-int(self._state[ms[1]]), -level[ms[1]], ms[0]))
+            slots = sorted(worst[:top])
         return {
             "overall": self.overall.label,
             "accuracy_level": round(self.accuracy.level, 3),
@@ -333,8 +363,9 @@ class DriftMonitor:
                         float(self._confidence[i]) / cfg.confidence_threshold, 3
                     ),
                 }
-                for m, i in sorted(self._slots.items())
+                for m, i in slots
             },
+            "machines_total": len(self._slots),
         }
 
 

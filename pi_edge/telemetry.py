@@ -14,6 +14,7 @@ from typing import Any
 from protocol import Status
 
 from .dashboard import MachineRow, Snapshot
+from .machines import DEFAULT_MAX_MACHINES, STATUS_MACHINES, MachineTracker
 from .outputs import HistoryRow
 from .stats import KindCounter, LatencyWindow, RateMeter
 
@@ -58,9 +59,23 @@ class Queue:
 
 
 class NodeTelemetry:
-    """Counters and statistics of one node; every method may be called from any thread."""
+    """Counters and statistics of one node; every method may be called from any thread.
 
-    def __init__(self, node: str, role: str, software_version: str, log_interval_s: float) -> None:
+    Per-machine rows are kept for at most `max_machines` machines (least recently seen go
+    first: `add_batch` returns them so that the node's other per-machine state forgets them
+    too), and a status names at most `status_machines` of them.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        role: str,
+        software_version: str,
+        log_interval_s: float,
+        *,
+        max_machines: int = DEFAULT_MAX_MACHINES,
+        status_machines: int = STATUS_MACHINES,
+    ) -> None:
         self.node = node
         self.role = role
         self.software_version = software_version
@@ -69,6 +84,8 @@ class NodeTelemetry:
         self._rate = RateMeter(5)
         self._latency = LatencyWindow(2048)
         self._machines: dict[str, _MachineStats] = {}
+        self._tracker = MachineTracker(max_machines)
+        self._status_machines = status_machines
         self._classified = 0
         self._batches = 0
         self._started = time.monotonic()
@@ -79,8 +96,11 @@ class NodeTelemetry:
             should_log = self._errors.count(kind, time.monotonic(), n)
             return should_log, self._errors.suppressed(kind)
 
-    def add_batch(self, rows: list[HistoryRow], latencies_ms: list[float]) -> None:
-        """One classified batch: its predictions update the node and per-machine figures."""
+    def add_batch(self, rows: list[HistoryRow], latencies_ms: list[float]) -> list[str]:
+        """One classified batch: its predictions update the node and per-machine figures.
+
+        Returns the machines evicted by the cap (already forgotten here).
+        """
         now = time.monotonic()
         with self._lock:
             self._classified += len(rows)
@@ -95,6 +115,10 @@ class NodeTelemetry:
                 st.rate.add(1, now)
                 st.latency.add(row.latency_ms)
             self._latency.extend(latencies_ms)
+            evicted = self._tracker.seen(row.machine for row in rows)
+            for machine in evicted:
+                del self._machines[machine]
+        return evicted
 
     def status(
         self,
@@ -103,9 +127,18 @@ class NodeTelemetry:
         broker: str,
         drift: str,
         evidence: dict[str, Any],
+        *,
+        state: str = "online",
+        faults: dict[str, int] | None = None,
+        dead_threads: tuple[str, ...] = (),
     ) -> Status:
-        """The retained status message of this node."""
+        """The retained status message of this node.
+
+        `faults` (protocol.guard.Faults.counts()) appear in `errors` as `fault:<where>:<Type>`;
+        a degraded node names its `dead_threads` in `detail`.
+        """
         now = time.monotonic()
+        faults = faults or {}
         with self._lock:
             p50, p99 = self._latency.percentiles()
             metrics = {
@@ -118,9 +151,14 @@ class NodeTelemetry:
                 "uptime_s": round(now - self._started, 1),
                 "latency_p50_ms": p50,
                 "latency_p99_ms": p99,
+                "machines_tracked": float(len(self._tracker)),
+                "machines_evicted": float(self._tracker.evicted),
+                "faults": float(sum(faults.values())),
             }
             errors = self._errors.as_dict()
-            machines = sorted(self._machines)
+            errors.update((f"fault:{kind}", n) for kind, n in faults.items())
+            recent = self._tracker.ids()[-self._status_machines :]
+            machines = sorted(recent)
         detail: dict[str, Any] = {
             "broker": broker,
             "runtime": model.runtime,
@@ -133,10 +171,12 @@ class NodeTelemetry:
             "machines": machines,
             **evidence,
         }
+        if dead_threads:
+            detail["dead_threads"] = list(dead_threads)
         return Status(
             node=self.node,
             role=self.role,
-            state="online",
+            state=state,
             software_version=self.software_version,
             model_version=model.version,
             timestamp=time.time(),
@@ -155,6 +195,7 @@ class NodeTelemetry:
         machine_drift: dict[str, str],
         evidence: dict[str, Any],
         low_confidence: float,
+        faults: dict[str, int] | None = None,
     ) -> Snapshot:
         """What the dashboard renders."""
         now = time.monotonic()
@@ -181,6 +222,7 @@ class NodeTelemetry:
                 if not k.startswith("bundle_") and k not in _NOT_PAYLOAD
             }
             rate = self._rate.rate(now)
+            tracked, evicted = len(self._tracker), self._tracker.evicted
         return Snapshot(
             node=self.node,
             model_version=model.version,
@@ -196,4 +238,7 @@ class NodeTelemetry:
             low_confidence=low_confidence,
             drift=drift,
             evidence=evidence,
+            faults=dict(faults or {}),
+            machines_tracked=tracked,
+            machines_evicted=evicted,
         )

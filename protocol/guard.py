@@ -28,7 +28,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["Faults", "ThreadWatch", "guard_client", "paho_thread_alive"]
+__all__ = [
+    "Faults",
+    "LoopGuard",
+    "ThreadWatch",
+    "guard_client",
+    "paho_thread_alive",
+    "publish_retained",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,12 +52,21 @@ _PAHO_CALLBACKS = (
 )
 
 
-class Faults:
-    """Unexpected exceptions per kind, thread-safe; logs the first of each kind in full."""
+MAX_KINDS = 64  # distinct kinds counted; beyond, a new kind is counted as `<where>:other`
 
-    def __init__(self, log: logging.Logger, interval_s: float = 10.0) -> None:
+
+class Faults:
+    """Unexpected exceptions per kind, thread-safe; logs the first of each kind in full.
+
+    At most `max_kinds` kinds are kept apart, so a status that shows `counts()` stays bounded.
+    """
+
+    def __init__(
+        self, log: logging.Logger, interval_s: float = 10.0, max_kinds: int = MAX_KINDS
+    ) -> None:
         self._log = log
         self._interval_s = interval_s
+        self._max_kinds = max_kinds
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
@@ -61,6 +77,8 @@ class Faults:
         kind = f"{where}:{type(exc).__name__}"
         now = time.monotonic()
         with self._lock:
+            if kind not in self._counts and len(self._counts) >= self._max_kinds:
+                kind = f"{where}:other"
             self._counts[kind] = self._counts.get(kind, 0) + 1
             last = self._last_log.get(kind)
             first = last is None
@@ -103,6 +121,17 @@ class Faults:
         guarded.__doc__ = fn.__doc__
         return guarded
 
+    def loop(
+        self,
+        where: str,
+        stop: threading.Event | None = None,
+        *,
+        min_s: float = 0.01,
+        max_s: float = 1.0,
+    ) -> LoopGuard:
+        """The handler for one iteration of a worker loop: `with guard: body` (see LoopGuard)."""
+        return LoopGuard(self, where, stop, min_s=min_s, max_s=max_s)
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(sorted(self._counts.items()))
@@ -110,6 +139,63 @@ class Faults:
     def total(self) -> int:
         with self._lock:
             return sum(self._counts.values())
+
+
+class LoopGuard:
+    """`with guard:` around one iteration of a worker loop: an exception is counted, the loop
+    goes on with its next iteration, and a loop that keeps failing backs off.
+
+    After the n-th failure in a row it waits min(max_s, min_s · 2^(n-2)) (none after the
+    first; on `stop` if given, so stopping stays prompt), so a persistent failure cannot spin a
+    core. A success resets the count. BaseExceptions that are not Exceptions (SystemExit,
+    KeyboardInterrupt) pass: the thread ends, and a ThreadWatch reports it.
+
+    >>> import logging
+    >>> faults = Faults(logging.getLogger("doctest"))
+    >>> guard = faults.loop("worker")
+    >>> for item in (1, 0, 2, 0, 0):
+    ...     with guard:
+    ...         _ = 1 / item
+    >>> faults.counts(), guard.failures
+    ({'worker:ZeroDivisionError': 3}, 2)
+    """
+
+    def __init__(
+        self,
+        faults: Faults,
+        where: str,
+        stop: threading.Event | None = None,
+        *,
+        min_s: float = 0.01,
+        max_s: float = 1.0,
+    ) -> None:
+        self.faults = faults
+        self.where = where
+        self.stop = stop
+        self.min_s = min_s
+        self.max_s = max_s
+        self.failures = 0  # in a row
+
+    def __enter__(self) -> LoopGuard:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if exc is None:
+            self.failures = 0
+            return False
+        if not isinstance(exc, Exception):
+            return False
+        self.failures += 1
+        self.faults.record(self.where, exc)
+        if self.failures > 1:
+            delay = min(self.max_s, self.min_s * 2 ** (self.failures - 2))
+            if self.stop is not None:
+                self.stop.wait(delay)
+            else:
+                time.sleep(delay)
+        return True
 
 
 def guard_client(client: Any, faults: Faults, name: str = "mqtt") -> None:
@@ -147,6 +233,17 @@ class ThreadWatch:
         """Watch `thread` (under `name`, default its own)."""
         self.add_check(name or thread.name, thread.is_alive)
 
+    def add_paho(self, client: Any, name: str) -> None:
+        """Watch paho's network thread of `client`; call it after `client.loop_start()`.
+
+        The thread object is kept here: paho sets its own reference to None when the thread
+        ends, so a thread that died would otherwise look like one never started.
+        """
+        thread = getattr(client, "_thread", None)
+        if thread is None:
+            raise ValueError(f"{name}: call add_paho after loop_start()")
+        self.add(thread, name)
+
     def add_check(self, name: str, is_alive: Callable[[], bool]) -> None:
         """Watch anything that can say whether it is alive (e.g. paho's network thread)."""
         with self._lock:
@@ -165,6 +262,34 @@ class ThreadWatch:
 
 
 def paho_thread_alive(client: Any) -> bool:
-    """Whether paho's `loop_start` network thread is still running (True if never started)."""
+    """Whether paho's `loop_start` network thread is running now.
+
+    False before `loop_start`, after `loop_stop`, and once the thread died: paho then sets its
+    `_thread` to None (so ThreadWatch.add_paho keeps the thread object instead).
+    """
     thread = getattr(client, "_thread", None)
-    return thread is None or bool(thread.is_alive())
+    return thread is not None and bool(thread.is_alive())
+
+
+def publish_retained(client: Any, topic: str, payload: bytes, timeout: float = 2.0) -> bool:
+    """Publish a retained QoS 1 message and wait for the broker's ack; True if it was acked.
+
+    Works also when paho's network thread has died (a degraded node's last status): paho then
+    writes and reads on the calling thread, with `on_message` detached first, so that incoming
+    messages are dropped rather than handled on this thread (the client is going down; with
+    manual acks they stay unacknowledged and come again). Never raises for a lost connection.
+    """
+    try:
+        if paho_thread_alive(client):
+            info = client.publish(topic, payload, qos=1, retain=True)
+            info.wait_for_publish(timeout)
+            return bool(info.is_published())
+        client.loop_stop()  # joins the dead thread; paho then does its I/O on this thread
+        client.on_message = None
+        info = client.publish(topic, payload, qos=1, retain=True)
+        deadline = time.monotonic() + timeout
+        while not info.is_published() and time.monotonic() < deadline:
+            client.loop(0.05)
+        return bool(info.is_published())
+    except (RuntimeError, ValueError, OSError):
+        return False
