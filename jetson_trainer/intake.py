@@ -2,9 +2,13 @@
 
 The session has a fixed client id and no clean start, with QoS 1 subscriptions to
 `…/drift/batches` and the nodes' statuses. paho's network thread only enqueues; the intake
-thread decodes and stores each batch and acknowledges it by hand only after the store
-committed it (or found it worthless), retrying a failing store with backoff meanwhile, so a
-batch is never lost between the broker and the disk. It also notes what the Pis report.
+thread decodes and stores each batch, retrying a failing store with backoff meanwhile. Once
+the store committed a batch (all duplicates counts), it tells the Pi that sent it — a
+`protocol.batch_ack.BatchAck` at QoS 1 on `…/drift/acks/<node>`, on which the Pi deletes the
+batch's windows — and only then acknowledges the batch to the broker. So a batch is never lost
+between the Pi, the broker and the disk, even when the broker crashes before saving its queues.
+A malformed batch is acknowledged to the broker but not to the Pi (whose windows then stay
+where they are). It also notes what the Pis report.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from protocol import PayloadError, Status, Topics, decode_batch
-from protocol.mqtt import connect, make_client
+from protocol.batch_ack import BatchAck
+from protocol.errors import StorageError
+from protocol.guard import Faults, ThreadWatch, guard_client
+from protocol.mqtt import ConnectionWatch, Credentials, connect, make_client
 
 from .store import WindowStore
 
@@ -29,6 +35,7 @@ __all__ = ["INBOX_MAX", "SESSION_EXPIRY_S", "Intake", "IntakeCounts"]
 
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
+MAX_PIS = 1024  # edge nodes whose last status is kept (the least recently heard go first)
 INBOX_MAX = 1000  # the broker's in-flight window bounds it in practice: batches wait for acks
 _STOP = "\x00stop"
 _CONNECTED = "\x00connected"
@@ -44,6 +51,8 @@ class IntakeCounts:
     bad_batches: int = 0
     store_errors: int = 0
     crashes: int = 0
+    acks: int = 0  # batch acknowledgements published to the Pis
+    publish_refused: int = 0  # PUBACKs with a failure reason code (the ACL said no)
     pis: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -61,8 +70,13 @@ class Intake:
         offline_status: bytes,
         stop: threading.Event,
         on_connected: Callable[[], None],
+        faults: Faults | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.broker = broker
+        self.credentials = credentials
+        self.link: ConnectionWatch | None = None  # set by start(): connected, refused and why
+        self.faults = faults or Faults(log)
         self.topics = topics
         self.store = store
         self._store_dir = store_dir
@@ -81,14 +95,28 @@ class Intake:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self._refusals_logged: set[int] = set()
+        guard_client(self.client, self.faults, "trainer-mqtt")
         self._thread = threading.Thread(target=self._run, name="trainer-intake", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Start the intake thread, then open the persistent session (paho reconnects)."""
         self._thread.start()
-        connect(self.client, self.broker, clean_start=False, session_expiry_s=SESSION_EXPIRY_S)
+        self.link = connect(
+            self.client,
+            self.broker,
+            credentials=self.credentials,
+            clean_start=False,
+            session_expiry_s=SESSION_EXPIRY_S,
+        )
         self.client.loop_start()
+
+    def watch(self, watch: ThreadWatch) -> None:
+        """Add the intake thread and paho's network thread (the daemon needs both) to `watch`."""
+        watch.add(self._thread)
+        watch.add_paho(self.client, "trainer-mqtt")
 
     def stop(self) -> None:
         """End the intake thread; unacknowledged batches come again next session."""
@@ -128,8 +156,7 @@ class Intake:
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
     ) -> None:
-        if getattr(reason, "is_failure", False):
-            log.error("broker refused the trainer: %s", reason)
+        if getattr(reason, "is_failure", False):  # self.link logged why and what to check
             return
         self._set_connected(True)
         client.subscribe([(self.topics.drift_batches, 1), (self.topics.statuses(), 1)])
@@ -144,6 +171,24 @@ class Intake:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self._enqueue((msg.topic, msg.mid, msg.qos, msg.payload))
 
+    def _on_publish(
+        self, client: Any, userdata: Any, mid: int, reason: Any = 0, props: Any = None
+    ) -> None:
+        code = int(getattr(reason, "value", reason))
+        if code < 0x80:
+            return
+        self._bump(publish_refused=1)
+        if code not in self._refusals_logged:  # once per reason code; the status counts them
+            self._refusals_logged.add(code)
+            log.error(
+                "the broker refused a publish by the trainer (PUBACK 0x%02X %s): check that "
+                "the trainer logs in as the trainer role and that the ACL grants it `write` on "
+                "{prefix}/drift/acks/+ (batch acknowledgements; without them the Pis keep "
+                "resending), model/current and nodes/+/status (protocol/README.md, roles and ACL)",
+                code,
+                reason,
+            )
+
     def _enqueue(self, item: tuple[str, int, int, bytes]) -> None:
         # blocks paho only when 1000 items wait, which the broker's in-flight limit prevents;
         # dropping instead would lose a batch that is never acknowledged
@@ -156,13 +201,25 @@ class Intake:
 
     # -- intake thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        guard = self.faults.loop("trainer-intake", self._stop)  # the outermost frame
         while not self._stop.is_set():
-            try:
-                if not self._step(self._inbox.get()):
+            item = self._inbox.get()
+            handled = False
+            with guard:  # an unexpected error is logged once per kind and counted
+                if not self._step(item):
                     return
-            except Exception:  # the thread's outermost frame: log, count, go on
-                self._bump(crashes=1)
-                log.exception("intake thread: unexpected error; the item stays unacknowledged")
+                handled = True
+            if not handled:
+                self._failed(item)
+
+    def _failed(self, item: tuple[str, int, int, bytes]) -> None:
+        """An item raised unexpectedly: a drift batch stays unacknowledged (the broker sends it
+        again next session, nothing is lost); anything else (a status) is acknowledged, since
+        it would fail again and is only advice."""
+        self._bump(crashes=1)
+        topic, mid, qos, _ = item
+        if topic != self.topics.drift_batches and qos > 0:
+            self.client.ack(mid, qos)
 
     def _step(self, item: tuple[str, int, int, bytes]) -> bool:
         """Handle one inbox item; False when the thread should end."""
@@ -177,8 +234,8 @@ class Intake:
                 return False  # stopping: unacknowledged, the broker resends it next session
         else:
             self._note_status(payload)
-        if qos > 0:
-            self.client.ack(mid, qos)  # only now: the batch is committed (or worthless)
+        if qos > 0:  # only now: the batch is committed and the Pi told (or it was worthless)
+            self.client.ack(mid, qos)
         return True
 
     def store_with_retry(self, payload: bytes, first_delay_s: float = 0.5) -> bool:
@@ -192,7 +249,7 @@ class Intake:
             try:
                 self._store_batch(payload)
                 return True
-            except sqlite3.Error as exc:
+            except StorageError as exc:  # rolled back (a corrupt store was moved aside)
                 self._bump(store_errors=1)
                 log.error(
                     "could not store a drift batch (%s); it stays unacknowledged and is retried "
@@ -206,6 +263,9 @@ class Intake:
             delay = min(delay * 2, 30.0)
 
     def _store_batch(self, payload: bytes) -> None:
+        """Decode, store (StorageError: nothing committed, nothing acknowledged), then publish
+        the Pi's acknowledgement. A malformed batch is dropped unacknowledged: its windows stay
+        in the Pi's buffer (a newer Pi's batch version waits there for the trainer's upgrade)."""
         try:
             batch = decode_batch(payload)
         except PayloadError as exc:
@@ -215,6 +275,10 @@ class Intake:
         added, duplicates = self.store.add_batch(batch)
         self._bump(batches=1, duplicates=duplicates)
         log.debug("stored batch from %s: %d new, %d duplicate", batch.node, added, duplicates)
+        refused = len(batch.records) - added - duplicates
+        ack = BatchAck(batch.batch_id, added, duplicates, max(0, refused))
+        self.client.publish(self.topics.drift_acks(batch.node), ack.to_json(), qos=1)
+        self._bump(acks=1)
 
     def _note_status(self, payload: bytes) -> None:
         try:
@@ -224,4 +288,7 @@ class Intake:
         if status.role == "edge":
             seen = {"state": status.state, "drift": status.drift, "model": status.model_version}
             with self._lock:
+                self._pis.pop(status.node, None)  # re-inserted last: the dict is by recency
                 self._pis[status.node] = seen
+                while len(self._pis) > MAX_PIS:  # a flood of node ids: forget the stalest
+                    del self._pis[next(iter(self._pis))]

@@ -17,14 +17,24 @@ from dataclasses import dataclass
 from .errors import PayloadError
 
 DEFAULT_PREFIX = "edgeloop/v1"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # always fullmatch: "$" lets a "\n" in
 
 
 def check_id(value: str, what: str = "machine id") -> str:
-    """Return `value` if it is a valid machine/node id (1-64 of A-Z a-z 0-9 _ . -)."""
-    if not isinstance(value, str) or not _ID.match(value):
+    """Return `value` if it is a valid machine/node id (1-64 of A-Z a-z 0-9 _ . -).
+
+    >>> check_id("m01")
+    'm01'
+    >>> try:
+    ...     check_id("m01\\n")
+    ... except PayloadError as exc:
+    ...     print(exc.kind)
+    bad_id
+    """
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        shown = repr(value[:80]) if isinstance(value, str) else f"of type {type(value).__name__}"
         raise PayloadError(
-            f"{what} {value!r} is invalid; use 1-64 characters from A-Z a-z 0-9 _ . - "
+            f"{what} {shown} is invalid; use 1-64 characters from A-Z a-z 0-9 _ . - "
             "(no '/', '+' or '#', which are MQTT wildcards)",
             kind="bad_id",
         )
@@ -56,6 +66,14 @@ class Topics:
     def drift_batches(self) -> str:
         return f"{self.prefix}/drift/batches"
 
+    def drift_acks(self, node: str) -> str:
+        """Where the trainer acknowledges `node`'s stored drift batches (protocol.batch_ack).
+
+        >>> Topics("site").drift_acks("pi-1")
+        'site/drift/acks/pi-1'
+        """
+        return f"{self.prefix}/drift/acks/{check_id(node, 'node id')}"
+
     @property
     def model_current(self) -> str:
         return f"{self.prefix}/model/current"
@@ -82,4 +100,4 @@ class Topics:
         if not topic.startswith(head):
             return None
         rest = topic[len(head) :].split("/")
-        return rest[0] if len(rest) == 2 and _ID.match(rest[0]) else None
+        return rest[0] if len(rest) == 2 and _ID.fullmatch(rest[0]) else None

@@ -15,6 +15,7 @@ import pytest
 from pi_edge import EdgeService
 from pi_edge.__main__ import main
 from protocol import Status, Topics, Window, decode_batch, encode_window, window_id
+from protocol.batch_ack import BatchAck
 from sensor_sim.physics import generate
 
 from ._model import EdgeModels
@@ -48,16 +49,26 @@ def test_every_labeled_window_reaches_drift_batches_exactly_as_sent(
     _send(publisher, topics, sent)
     labeled = {window_id(w): w for w in sent if w.label is not None}
 
+    acked: set[bytes] = set()
+
     def got_all(msgs: list[tuple[str, bytes, bool]]) -> bool:
-        ids = {
-            window_id(k.window)
-            for t, p, _ in msgs
-            if t == topics.drift_batches
-            for k in decode_batch(p).records
-            if k.reason == "labeled"
-        }
+        """Acknowledge each new batch as the trainer does once stored; True when all came."""
+        ids = set()
+        for t, p, _ in msgs:
+            if t != topics.drift_batches:
+                continue
+            batch = decode_batch(p)
+            ids |= {window_id(k.window) for k in batch.records if k.reason == "labeled"}
+            if batch.batch_id not in acked:
+                acked.add(batch.batch_id)
+                ack = BatchAck(batch.batch_id, stored=len(batch.records))
+                publisher.publish(topics.drift_acks(batch.node), ack.to_json())
         return set(labeled) <= ids
 
+    # the broker's PUBACK deletes nothing: the rows wait for the trainer's acknowledgement
+    assert batches.wait_for(lambda msgs: any(t == topics.drift_batches for t, _, _ in msgs), 20)
+    time.sleep(0.5)
+    assert svc.evidence.buffer.counts().acknowledged == 0
     assert batches.wait_for(got_all, 20)
     received = {
         window_id(k.window): k
@@ -143,14 +154,14 @@ def test_a_failing_buffer_write_is_counted_and_classification_goes_on(
     models: EdgeModels,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sqlite3
+    from protocol.errors import StorageError
 
     listener = listen(topics.predictions(), topics.statuses())
     svc = service_factory(model=models.bundle_path)
     _online(listener, topics, svc.config.node, 1)
 
     def disk_full(*args: object, **kwargs: object) -> int:
-        raise sqlite3.OperationalError("database or disk is full")
+        raise StorageError("could not write to the buffer: database or disk is full")
 
     monkeypatch.setattr(svc.evidence.buffer, "add", disk_full)
     labeled = [
