@@ -6,10 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= sim,edge,trainer,dev
 
-.PHONY: demo test setup system-deps lint format bench clean lock
+.PHONY: demo demo-secure test setup system-deps lint format bench clean lock
 
 demo: setup  ## broker + trainer + pi_edge + simulator + dashboards, in tmux
 	$(BIN)/python -m scripts.demo
+
+demo-secure: setup  ## the same in the secure profile: TLS only, a user per role, the ACL
+	$(BIN)/python -m scripts.demo --secure
 
 test: setup  ## lint and type-check, then the whole test suite against a private Mosquitto
 	$(BIN)/ruff check .

@@ -30,21 +30,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, EdgeloopError
 from .topics import DEFAULT_PREFIX, Topics
 
+if TYPE_CHECKING:
+    from .mqtt import Credentials
+
 __all__ = [
     "ENV_PREFIX",
+    "MqttSettings",
     "add_arguments",
     "broker_setting",
     "check",
+    "env_credentials",
     "env_names",
     "flag_of",
     "flags_of",
@@ -74,6 +80,7 @@ class _Meta:
     cli: bool
     metavar: str | None
     check: Callable[[Any], Any] | None
+    file: bool = True
 
 
 def setting(
@@ -89,15 +96,21 @@ def setting(
     metavar: str | None = None,
     check: Callable[[Any], Any] | None = None,
     factory: Callable[[], Any] | None = None,
+    file: bool = True,
 ) -> Any:
     """A dataclass field with what the flag, env var, file key and range check need.
 
     `low`/`high`: inclusive range of a number (or of each item of a tuple); `choices`: allowed
     values; `flag`: the long option (default `--field-name`, `--no-field-name` for a bool that
     defaults to true); `env`: the variable (default EDGELOOP_FIELD_NAME, "" for none); `cli`:
-    False for file/env-only settings; `check`: a callable that raises ValueError on a bad value.
+    False for file/env-only settings; `check`: a callable that raises ValueError on a bad value;
+    `file`: False for a setting a config file may not set (`resolve` refuses it there). With
+    `env=""` and `file=False` the setting is flag-only, and `resolve` also refuses the variable
+    EDGELOOP_<NAME> it would have had: something that weakens security (pi_edge's
+    --insecure-dev) must be typed on the command line, not inherited from a file or an
+    environment.
     """
-    meta = {_META: _Meta(help, low, high, choices, flag, env, cli, metavar, check)}
+    meta = {_META: _Meta(help, low, high, choices, flag, env, cli, metavar, check, file)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -129,6 +142,151 @@ def prefix_setting() -> Any:
         check=Topics,
         env=ENV_PREFIX + "PREFIX",
     )
+
+
+def _readable_file(path: Path) -> None:
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ValueError("is not a readable file")
+
+
+def _secret(**kwargs: Any) -> Any:
+    """A `setting` that never shows in a repr (the password)."""
+    f = setting(**kwargs)
+    f.repr = False
+    return f
+
+
+_PASSWORD_MAX = 65535  # MQTT's limit on a password
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSettings:
+    """How a role logs in to the broker: user, password and TLS, declared once for all roles.
+
+    A role's settings class inherits these fields (keyword-only, so they never clash with its
+    own), and `credentials()` turns them into the one `protocol.mqtt.Credentials` that
+    `protocol.mqtt.connect` applies. Their environment names are shared by every role
+    (EDGELOOP_MQTT_*), so a systemd EnvironmentFile per role carries them. The password comes
+    from a file (`--mqtt-password-file`) or EDGELOOP_MQTT_PASSWORD (or a config file) and has
+    no flag: a command line is visible to every user in `ps`.
+
+    >>> @dataclasses.dataclass(frozen=True, slots=True)
+    ... class Role(MqttSettings):
+    ...     broker: str = broker_setting()
+    >>> role = resolve(Role, env={"EDGELOOP_MQTT_USER": "edge", "EDGELOOP_MQTT_PASSWORD": "pw"})
+    >>> role, role.credentials().describe()
+    (Role(mqtt_user='edge', mqtt_password_file=None, mqtt_ca_file=None, mqtt_cert_file=None, \
+mqtt_key_file=None, mqtt_tls=False, broker='127.0.0.1:1883'), "user 'edge' over plain TCP")
+    """
+
+    mqtt_user: str | None = setting(
+        None,
+        help="MQTT user name (secure profile: sensor, edge, trainer or operator)",
+        env=ENV_PREFIX + "MQTT_USER",
+        metavar="USER",
+    )
+    mqtt_password: str | None = _secret(
+        default=None,
+        help="MQTT password (environment or config file only: a flag would show in `ps`)",
+        env=ENV_PREFIX + "MQTT_PASSWORD",
+        cli=False,
+    )
+    mqtt_password_file: Path | None = setting(
+        None,
+        help="file whose first line is the MQTT password (chmod 600)",
+        env=ENV_PREFIX + "MQTT_PASSWORD_FILE",
+        check=_readable_file,
+    )
+    mqtt_ca_file: Path | None = setting(
+        None,
+        help="CA certificate (PEM) the broker's TLS certificate must chain to; turns TLS on",
+        env=ENV_PREFIX + "MQTT_CA_FILE",
+        check=_readable_file,
+    )
+    mqtt_cert_file: Path | None = setting(
+        None,
+        help="client certificate (PEM) for a broker that requires one (with --mqtt-key-file)",
+        env=ENV_PREFIX + "MQTT_CERT_FILE",
+        check=_readable_file,
+    )
+    mqtt_key_file: Path | None = setting(
+        None,
+        help="private key (PEM) of --mqtt-cert-file",
+        env=ENV_PREFIX + "MQTT_KEY_FILE",
+        check=_readable_file,
+    )
+    mqtt_tls: bool = setting(
+        False,
+        help="TLS checked against the system's CAs (on anyway with --mqtt-ca-file)",
+        env=ENV_PREFIX + "MQTT_TLS",
+    )
+
+    def __post_init__(self) -> None:  # a role's own __post_init__ calls check() for all fields
+        check(self)
+
+    def credentials(self) -> Credentials:
+        """The one credentials object for `protocol.mqtt.connect`; reads the password file.
+
+        ConfigError if the password is given twice, unreadable or empty, or a certificate
+        comes without its key.
+        """
+        from .mqtt import Credentials, TLSParameters
+
+        password = self.mqtt_password
+        if self.mqtt_password_file is not None:
+            if password is not None:
+                raise ConfigError(
+                    "the MQTT password is set twice, by EDGELOOP_MQTT_PASSWORD (or the config "
+                    "file) and by --mqtt-password-file / EDGELOOP_MQTT_PASSWORD_FILE; keep one"
+                )
+            password = _read_password(self.mqtt_password_file)
+        tls = None
+        if self.mqtt_tls or self.mqtt_ca_file or self.mqtt_cert_file or self.mqtt_key_file:
+            tls = TLSParameters(self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
+        return Credentials(self.mqtt_user, password, tls)
+
+
+def env_credentials(env: Mapping[str, str]) -> Credentials:
+    """The MQTT login from EDGELOOP_MQTT_* alone, for tools without a settings class (benches,
+    scripts): the same names, checks and password rules as every role.
+
+    >>> env_credentials({}).describe()
+    'anonymous over plain TCP'
+    """
+    settings: MqttSettings = resolve(MqttSettings, env=env)
+    return settings.credentials()
+
+
+def _read_password(path: Path) -> str:
+    """The first line of `path`; warns when others may read the file."""
+    import logging
+
+    try:
+        mode = path.stat().st_mode
+        with path.open("rb") as fh:
+            raw = fh.read(_PASSWORD_MAX + 2)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the MQTT password file {path}: {exc}; set --mqtt-password-file or "
+            "EDGELOOP_MQTT_PASSWORD_FILE to a file this user can read"
+        ) from exc
+    try:
+        password = raw.decode().splitlines()[0] if raw.strip() else ""
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the MQTT password file {path} is not UTF-8 text") from exc
+    if not password or len(password.encode()) > _PASSWORD_MAX:
+        raise ConfigError(
+            f"the MQTT password file {path} holds no password on its first line (or one over "
+            f"{_PASSWORD_MAX} bytes); write the password there (scripts/secure_profile.py "
+            "makes one per role)"
+        )
+    if mode & 0o077:
+        logging.getLogger(__name__).warning(
+            "MQTT password file %s can be read by other users (mode %o); chmod 600 it",
+            path,
+            mode & 0o777,
+        )
+    return password
 
 
 def _meta(f: dataclasses.Field[Any]) -> _Meta:
@@ -189,7 +347,7 @@ def _ways(cls: type, name: str) -> str:
     f = next(f for f in _fields(cls) if f.name == name)
     env = {v: k for k, v in env_names(cls).items()}.get(name)
     ways = ([flag_of(cls, name)] if _meta(f).cli else []) + ([env] if env else [])
-    return " or ".join([*ways, f"config key {name!r}"])
+    return " or ".join([*ways] + ([f"config key {name!r}"] if _meta(f).file else []))
 
 
 def _where(cls: type, name: str) -> str:
@@ -300,8 +458,17 @@ def resolve(
     """An instance of `cls` from defaults < `base` < TOML `file` < `env` < `flags`."""
     values: dict[str, Any] = dict(base or {})
     if file is not None:
-        values.update(from_mapping(cls, read_toml(file, section), source=str(file)))
+        from_file = read_toml(file, section)
+        _refuse_flag_only(
+            cls, [k for k in from_file if k in _flag_only(cls)], f"config file {file}"
+        )
+        values.update(from_mapping(cls, from_file, source=str(file)))
     if env is not None:
+        prefix = getattr(cls, "ENV_PREFIX", ENV_PREFIX)
+        named = [n for n in _flag_only(cls, env=True) if env.get(prefix + n.upper(), "") != ""]
+        _refuse_flag_only(
+            cls, named, "the environment (" + ", ".join(prefix + n.upper() for n in named) + ")"
+        )
         by_env = {key: env[var] for var, key in env_names(cls).items() if env.get(var, "") != ""}
         values.update(from_mapping(cls, by_env, source="the environment"))
     if flags:
@@ -323,6 +490,25 @@ def resolve(
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"bad settings for {cls.__name__}: {exc}") from exc
+
+
+def _flag_only(cls: type, *, env: bool = False) -> set[str]:
+    """Fields a config file may not set (`setting(file=False)`); with `env`, those that also
+    have no environment variable (`env=""`): flag-only settings."""
+    return {
+        f.name
+        for f in _fields(cls)
+        if _META in f.metadata and not _meta(f).file and (not env or _meta(f).env == "")
+    }
+
+
+def _refuse_flag_only(cls: type, names: list[str], source: str) -> None:
+    if names:
+        flags = ", ".join(flag_of(cls, n) for n in sorted(names))
+        raise ConfigError(
+            f"setting(s) {sorted(names)} in {source} may only be given on the command line "
+            f"({flags}); remove them there and pass the flag where you mean it"
+        )
 
 
 def _in_range(v: Any, m: _Meta) -> bool:

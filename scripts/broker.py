@@ -2,6 +2,9 @@
 
 Used by `make demo`, the test fixture and the benches, so none of them touches a broker that
 already listens on 1883. Usage as a script: `python -m scripts.broker --port-file F`.
+With a profile (`Broker(profile=SecureProfile(dir))`, `--secure DIR`) it runs the secure
+profile instead: deploy/mosquitto/edgeloop-secure.conf with that directory's password file,
+ACL and certificates, TLS only, on the same kind of free loopback port.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from scripts.secure_profile import SECURE_CONF, ProfileError, SecureProfile, render_conf
 
 REPO_CONF = Path(__file__).resolve().parent.parent / "mosquitto.conf"
 INSTALL_HINT = "install it with: sudo apt-get install -y mosquitto  (or run `make setup`)"
@@ -53,7 +58,16 @@ def mosquitto_binary() -> str:
 class Broker:
     """A Mosquitto process on 127.0.0.1:<port> with its own config and persistence dir."""
 
-    def __init__(self, run_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        port: int | None = None,
+        *,
+        profile: SecureProfile | None = None,
+        require_certificate: bool = False,
+    ) -> None:
+        self.profile = profile
+        self.require_certificate = require_certificate
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="edgeloop-broker-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -67,21 +81,39 @@ class Broker:
         return f"{self.host}:{self.port}"
 
     def _write_conf(self) -> None:
-        base = REPO_CONF.read_text()
-        extra = (
-            # Run as whoever launched it: as root, mosquitto would otherwise switch to the
-            # `mosquitto` user, which can neither write this run dir nor keep the death signal.
+        # Run as whoever launched it: as root, mosquitto would otherwise switch to the
+        # `mosquitto` user, which can neither write this run dir nor keep the death signal.
+        run = (
             f"\nuser {getpass.getuser()}\n"
-            f"listener {self.port} {self.host}\n"
             f"persistence_location {self.run_dir}/\n"
             f"log_dest file {self.log_path}\n"
         )
-        self.conf_path.write_text(base + extra)
+        if self.profile is None:
+            base = REPO_CONF.read_text() + f"\nlistener {self.port} {self.host}\n"
+        else:
+            p = self.profile.check()
+            base = render_conf(
+                SECURE_CONF.read_text(),
+                {
+                    "password_file": str(p.passwd_file),
+                    "acl_file": str(p.acl_file),
+                    "listener": f"{self.port} {self.host}",
+                    "cafile": str(p.ca_file),
+                    "certfile": str(p.server_cert),
+                    "keyfile": str(p.server_key),
+                    "require_certificate": "true" if self.require_certificate else "false",
+                },
+            )
+            run += "persistence true\n"
+        self.conf_path.write_text(base + run)
 
     def start(self, timeout: float = 10.0) -> Broker:
         """Start mosquitto and wait until it accepts TCP connections."""
         binary = mosquitto_binary()
-        self._write_conf()
+        try:
+            self._write_conf()
+        except ProfileError as exc:
+            raise BrokerError(str(exc)) from exc
         self._proc = subprocess.Popen(
             [binary, "-c", str(self.conf_path)],
             stdout=subprocess.DEVNULL,
@@ -124,6 +156,18 @@ class Broker:
         self.stop()
         self.start()
 
+    def kill9(self) -> None:
+        """Crash mosquitto (SIGKILL): no final save, so only its last autosave survives.
+
+        `start()` then brings it back on the same port with the same persistence dir, as a
+        service manager would after a crash.
+        """
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait(timeout=5)
+
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): it stops reading sockets — a hung broker, for tests."""
         if self._proc is not None:
@@ -150,9 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--port-file", type=Path, help="write the chosen port here")
     parser.add_argument("--run-dir", type=Path, help="config, log and persistence dir")
+    parser.add_argument(
+        "--secure",
+        type=Path,
+        metavar="DIR",
+        help="run the secure profile made by `python -m scripts.secure_profile --out DIR`",
+    )
     args = parser.parse_args(argv)
+    profile = SecureProfile(args.secure.resolve()) if args.secure else None
     try:
-        broker = Broker(run_dir=args.run_dir, port=args.port or None).start()
+        broker = Broker(run_dir=args.run_dir, port=args.port or None, profile=profile).start()
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

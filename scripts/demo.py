@@ -4,6 +4,11 @@ Starts a private Mosquitto on a free loopback port, makes a signing key and seed
 missing, then opens tmux with one pane per role (each pane shows that role's dashboard). The
 trainer pane trains an initial model if none exists and publishes it retained; pi_edge picks it
 up. Detach or quit tmux (Ctrl-b d), or Ctrl-C here, and everything started is stopped.
+
+`--secure` (`make demo-secure`) runs the same in the secure profile: the broker takes only TLS
+and one user per role (a development CA, certificates, passwords and ACL are made once in
+RUN_DIR/secure by scripts/secure_profile.py), and each pane logs in as its role — the simulator
+as `sensor`, pi_edge as `edge`, the trainer as `trainer` — from that role's env file.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 
 from protocol import DEFAULT_PREFIX
 from scripts.broker import Broker, BrokerError
+from scripts.secure_profile import ProfileError, SecureProfile, make_profile
 
 REPO = Path(__file__).resolve().parent.parent
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -31,8 +37,13 @@ def _tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["tmux", *args], check=check, capture_output=True, text=True)
 
 
-def pane_commands(run: Path, port: int, machines: int, hz: float) -> dict[str, str]:
-    """Shell command for each pane; every one ends in a shell so a crash stays readable."""
+def pane_commands(
+    run: Path, port: int, machines: int, hz: float, profile: SecureProfile | None = None
+) -> dict[str, str]:
+    """Shell command for each pane; every one ends in a shell so a crash stays readable.
+
+    With a secure profile each pane first loads its role's login (user, password file, CA).
+    """
     broker = f"127.0.0.1:{port}"
     keys, model, data = run / "keys", run / "model", run / "data"
     q = shlex.quote
@@ -51,7 +62,13 @@ def pane_commands(run: Path, port: int, machines: int, hz: float) -> dict[str, s
         "--fault-mtbf 30 --repair-mean 30"
     )
     keep = "; echo; echo '[exited — press Enter to close]'; read -r _"
-    return {"simulator": sim + keep, "pi_edge": edge + keep, "trainer": trainer + keep}
+    commands = {"simulator": sim, "pi_edge": edge, "trainer": trainer}
+    if profile is not None:
+        roles = {"simulator": "sensor", "pi_edge": "edge", "trainer": "trainer"}
+        for pane, role in roles.items():
+            login = f"set -a; . {q(str(profile.env_file(role)))}; set +a; "
+            commands[pane] = login + commands[pane]
+    return {pane: command + keep for pane, command in commands.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--machines", type=int, default=int(os.environ.get("DEMO_MACHINES", "16")))
     parser.add_argument("--hz", type=float, default=float(os.environ.get("DEMO_HZ", "10")))
     parser.add_argument("--no-attach", action="store_true", help="do not attach to tmux")
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="the secure profile: TLS, a user per role, the ACL (made in RUN_DIR/secure)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("tmux") is None:
         print(
@@ -75,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    profile = None
     try:
-        broker = Broker(run_dir=run / "broker").start()
-    except BrokerError as exc:
+        if args.secure:
+            profile = SecureProfile(run / "secure")
+            if profile.missing():
+                profile = make_profile(run / "secure")
+        broker = Broker(
+            run_dir=run / ("broker-secure" if profile else "broker"), profile=profile
+        ).start()
+    except (BrokerError, ProfileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     env_line = f"export EDGELOOP_BROKER=127.0.0.1:{broker.port}"
@@ -92,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         prepare(run)
-        commands = pane_commands(run, broker.port, args.machines, args.hz)
+        commands = pane_commands(run, broker.port, args.machines, args.hz, profile)
         _tmux(
             "new-session",
             "-d",
@@ -132,7 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             f"tmux session '{SESSION}': simulator (left), pi_edge (top right), trainer "
             "(bottom right). Keys in the simulator pane: d = step drift, o = drift off."
         )
-        print(f"Watch the wire: mosquitto_sub -p {broker.port} -t '{DEFAULT_PREFIX}/#' -v")
+        if profile is None:
+            print(f"Watch the wire: mosquitto_sub -p {broker.port} -t '{DEFAULT_PREFIX}/#' -v")
+        else:
+            print(
+                f"Secure profile in {profile.dir} (TLS, a user per role). Watch the wire as the "
+                f"operator: mosquitto_sub -p {broker.port} --cafile {profile.ca_file} "
+                f'-u operator -P "$(cat {profile.password_file("operator")})" '
+                f"-t '{DEFAULT_PREFIX}/#' -v"
+            )
         inside_tmux = bool(os.environ.get("TMUX"))  # attach would refuse to nest
         if not args.no_attach and sys.stdin.isatty() and not inside_tmux:
             subprocess.run(["tmux", "attach-session", "-t", SESSION], check=False)

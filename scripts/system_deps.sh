@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the Debian packages edgeloop needs (mosquitto, tmux) if they are missing.
+# Install the Debian packages edgeloop needs (mosquitto, mosquitto-clients, tmux) if missing.
 # Only installs; never starts or stops the system's own broker.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+# the tests prove the secure profile's ACL with the real mosquitto_pub / mosquitto_sub
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 sudo=""

@@ -9,6 +9,7 @@ import pytest
 
 from protocol import Topics
 from scripts.broker import Broker, BrokerError
+from scripts.secure_profile import SecureProfile, make_profile
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +19,26 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         b = Broker(run_dir=tmp_path_factory.mktemp("mosquitto")).start()
     except BrokerError as exc:
         pytest.fail(f"cannot start the test broker: {exc}")
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_profile(tmp_path_factory: pytest.TempPathFactory) -> SecureProfile:
+    """CA, certificates, a password per role and an ACL for every `test/<name>` prefix."""
+    return make_profile(tmp_path_factory.mktemp("secure-profile"), prefix="test/+")
+
+
+@pytest.fixture(scope="session")
+def secure_broker(
+    tmp_path_factory: pytest.TempPathFactory, secure_profile: SecureProfile
+) -> Iterator[Broker]:
+    """Mosquitto in the secure profile (TLS only, a user per role, the ACL) on a free port."""
+    try:
+        b = Broker(run_dir=tmp_path_factory.mktemp("mosquitto-secure"), profile=secure_profile)
+        b.start()
+    except BrokerError as exc:
+        pytest.fail(f"cannot start the secure test broker: {exc}")
     yield b
     b.stop()
 

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from protocol import Topics
-from protocol.mqtt import connect, make_client
+from protocol.mqtt import Credentials, connect, make_client
 
 from ._model import EdgeModels, build
 
@@ -25,7 +25,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> EdgeModels:
 class Listener:
     """A subscriber that records every message per topic (thread-safe)."""
 
-    def __init__(self, address: str, filters: list[str], name: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        filters: list[str],
+        name: str,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._cond = threading.Condition()
         self.client = make_client(name)
@@ -34,7 +40,7 @@ class Listener:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        connect(self.client, address)
+        connect(self.client, address, credentials=credentials)
         self.client.loop_start()
         assert self._subscribed.wait(10), "listener did not subscribe"
 
@@ -82,11 +88,11 @@ def listen(broker: Any) -> Iterator[Callable[..., Listener]]:
 
 
 class Publisher:
-    def __init__(self, address: str, name: str) -> None:
+    def __init__(self, address: str, name: str, credentials: Credentials | None = None) -> None:
         self.client = make_client(name)
         self._connected = threading.Event()
         self.client.on_connect = lambda *a: self._connected.set()
-        connect(self.client, address)
+        connect(self.client, address, credentials=credentials)
         self.client.loop_start()
         assert self._connected.wait(10), "publisher did not connect"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from protocol import DEFAULT_PREFIX
-from protocol.settings import env_names
+from protocol.settings import MqttSettings, env_names
 from sensor_sim import FleetConfig, SimConfig
 from sensor_sim.__main__ import build_parser, connection, main
 
@@ -145,9 +145,10 @@ def test_unreadable_config_file_exits_2(tmp_path: Path, caplog: pytest.LogCaptur
 
 
 def test_simulator_env_names_never_collide_with_other_roles() -> None:
-    """Only the broker and the prefix are shared; every other variable is EDGELOOP_SIM_*."""
+    """Only the broker, the prefix and the MQTT login (EDGELOOP_MQTT_*, the same meaning in
+    every role) are shared; every other variable is EDGELOOP_SIM_*."""
     names = {**env_names(SimConfig), **env_names(FleetConfig)}
-    shared = {"EDGELOOP_BROKER", "EDGELOOP_PREFIX"}
+    shared = {"EDGELOOP_BROKER", "EDGELOOP_PREFIX", *env_names(MqttSettings)}
     assert shared <= set(names)
     for var, field in names.items():
         assert var in shared or var == "EDGELOOP_SIM_" + field.upper()

@@ -103,7 +103,8 @@ class ScriptedKeys(KeyReader):
 
 
 @pytest.mark.broker
-def test_dashboard_keys_travel_over_sim_control_and_q_quits(broker, topics):
+def test_dashboard_keys_act_on_this_simulator_without_sending_control_and_q_quits(broker, topics):
+    """Keys are applied locally: in the secure profile a sensor may not publish sim/control."""
     from .conftest import subscribed
 
     with subscribed(broker, topics) as (_, client):
@@ -127,7 +128,7 @@ def test_dashboard_keys_travel_over_sim_control_and_q_quits(broker, topics):
                 stop.set()
                 t.join(5)
         assert done, "q did not end the live dashboard"
-        assert b'{"v":1,"cmd":"drift","machines":["all"],"mode":"step"}' in seen
+        assert seen == []  # nothing went out on sim/control
 
 
 def test_key_reader_reads_single_keys_from_a_terminal_without_blocking():
