@@ -10,6 +10,7 @@ no model — which separates the cost of that hand-off from the cost of pi_edge'
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import signal
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 from protocol import CLASSES, DEFAULT_PREFIX, Prediction, Topics, decode_any
 from protocol.mqtt import connect, make_client, publish_many
+from protocol.settings import env_credentials
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = False
     client.on_connect = on_connect
     client.on_message = on_message
-    connect(client, args.broker)
+    connect(client, args.broker, credentials=env_credentials(os.environ))
 
     def _stop(signum: int, frame: object) -> None:
         nonlocal stop

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from protocol import DEFAULT_PREFIX, Topics, Window, encode_window
 from protocol.mqtt import connect, make_client
+from protocol.settings import env_credentials
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"{args.tag}{i:03d}" for i in range(args.machines)]
     topic = [topics.window(m) for m in names]
     client = make_client(f"bench-drive-{time.monotonic_ns()}")
-    connect(client, args.broker)
+    connect(client, args.broker, credentials=env_credentials(os.environ))
     client.loop_start()
     deadline = time.monotonic() + 10
     while not client.is_connected():

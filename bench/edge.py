@@ -30,6 +30,7 @@ import numpy as np
 
 from protocol import Topics
 from protocol.mqtt import connect, make_client
+from protocol.settings import env_credentials
 from scripts.broker import Broker
 
 PY = sys.executable
@@ -63,7 +64,7 @@ class Collector:
             [(topics.predictions(), 0), (topics.statuses(), 0)]
         )
         self._client.on_message = self._on_message
-        connect(self._client, broker)
+        connect(self._client, broker, credentials=env_credentials(os.environ))
         self._client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:

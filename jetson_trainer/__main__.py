@@ -2,12 +2,14 @@
 
 keygen    --out DIR
 train     --data DIR --out DIR [--arch compact|seed] [--epochs N] [--seed S]
-          [--quantization int8|float16|float32] [--private-key PEM] [--version N]
+          [--quantization int8|float16|float32] [--private-key PEM] [--version N] [--prefix P]
 evaluate  --model BUNDLE (--data DIR [--split NAME] | --x X.npy --y Y.npy) [--json]
           [--public-key PEM | --insecure-dev]
 finetune  --model BUNDLE (--data DIR | --x X.npy --y Y.npy) [--replay DIR] --out DIR
           [--keras PATH] [--labels-per-class K | --max-labels N] [--private-key PEM]
-          [--public-key PEM | --insecure-dev]
+          [--public-key PEM | --insecure-dev] [--prefix P]
+reissue   --model BUNDLE --version N --private-key PEM --out DIR [--prefix P]
+          [--public-key PEM | --insecure-dev]   the fleet-wide rollback: an old model, new version
 publish   --model BUNDLE [--broker HOST:PORT] [--prefix P] [--config FILE]
 serve     --store DIR --private-key PEM [--broker HOST:PORT] [--data DIR] [--config FILE] …
           the daemon: stores drift batches, fine-tunes, gates and publishes (see --help)
@@ -28,7 +30,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protocol import ConfigError, EdgeloopError
+from protocol import DEFAULT_PREFIX, BundleError, ConfigError, EdgeloopError
 from protocol.cli import EXIT_FAILED, EXIT_OK, report
 from protocol.settings import add_arguments, flags_of, resolve
 
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--quantization", choices=("int8", "float16", "float32"), default="int8")
     t.add_argument("--private-key", type=Path, help="sign with this key (else unsigned)")
     t.add_argument("--version", type=int, default=1, help="bundle version (monotonic)")
+    _site_arg(t, DEFAULT_PREFIX)
     t.add_argument("--progress-bar", action="store_true", help="Keras per-batch progress bar")
 
     e = sub.add_parser("evaluate", help="run the TFLite model inside a bundle on labeled data")
@@ -98,6 +101,22 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--private-key", type=Path, help="sign the child with this key")
     _key_args(f)
+    _site_arg(f, None)
+
+    r = sub.add_parser(
+        "reissue",
+        help="re-sign an old bundle's model as a new, higher version (fleet-wide rollback)",
+        description="Pis refuse a bundle older than the newest they accepted, so to roll the "
+        "fleet back, re-issue the old model under a higher version and publish that. With "
+        "`serve` running, stop it, re-issue into its models DIR as vNNNN (the next version), "
+        "and start it: the re-issued model is then its champion and is published retained.",
+    )
+    r.add_argument("--model", type=Path, required=True, help="the old model.bundle")
+    r.add_argument("--version", type=int, required=True, help="the new version (above all)")
+    r.add_argument("--private-key", type=Path, required=True, help="the trainer's signing key")
+    r.add_argument("--out", type=Path, required=True, help="DIR for the re-issued bundle")
+    _key_args(r)
+    _site_arg(r, None)
 
     u = sub.add_parser("publish", help="send a bundle retained, QoS 1, to <prefix>/model/current")
     _config_arg(u)
@@ -120,6 +139,18 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help=f"TOML settings (top level or a [{SECTION}] table); env vars and flags override it",
+    )
+
+
+def _site_arg(p: argparse.ArgumentParser, default: str | None) -> None:
+    keeps = f"default {default}" if default else "default: the parent bundle's"
+    p.add_argument(
+        "--prefix",
+        dest="site",
+        default=default,
+        metavar="P",
+        help=f"topic prefix (site) of the Pis the bundle is for; they refuse another site's "
+        f"bundle ({keeps})",
     )
 
 
@@ -189,6 +220,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         quantization=args.quantization,
         private_key=args.private_key,
         version=args.version,
+        site=args.site,
         eval_splits=_eval_splits(args.data),
         verbose=2 if args.progress_bar else 1,
     )
@@ -274,6 +306,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         private_key=args.private_key,
         eval_splits=_eval_splits(args.data, replay_dir),
+        site=args.site,
     )
     r = outcome.report
     rows = {}
@@ -308,8 +341,42 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     bundle = decode_bundle(data, None, allow_unsigned=True)  # layout + checksum only
     if not bundle.signed:
         log.warning("publishing an UNSIGNED bundle; Pis refuse it unless run with --insecure-dev")
-    topic = publish_bundle(data, config.broker, prefix=config.prefix, timeout=config.timeout)
+    if bundle.manifest.site != config.prefix:
+        raise BundleError(
+            f"bundle v{bundle.manifest.version} was made for site {bundle.manifest.site!r}, "
+            f"not {config.prefix!r}: the Pis there would refuse it; publish it with --prefix "
+            f"{bundle.manifest.site or '…'}, or re-issue it for this site (`reissue --prefix`)",
+            kind="site",
+        )
+    topic = publish_bundle(
+        data,
+        config.broker,
+        prefix=config.prefix,
+        timeout=config.timeout,
+        credentials=config.credentials(),
+    )
     log.info("bundle v%d is the retained model on %s", bundle.manifest.version, topic)
+    return EXIT_OK
+
+
+def _cmd_reissue(args: argparse.Namespace) -> int:
+    from .artifacts import KERAS_NAME, read_bundle, reissue
+
+    old = read_bundle(args.model, args.public_key, insecure_dev=args.insecure_dev)
+    path = reissue(
+        old,
+        args.out,
+        version=args.version,
+        private_key=args.private_key,
+        site=args.site,
+        keras_path=Path(args.model).parent / KERAS_NAME,
+    )
+    log.info(
+        "v%d is model v%d again, signed; send it with `publish --model %s`",
+        args.version,
+        old.manifest.version,
+        path,
+    )
     return EXIT_OK
 
 
@@ -342,6 +409,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     daemon.start()
     worker = threading.Thread(target=daemon.run_forever, name="trainer-policy", daemon=True)
     worker.start()
+    daemon.watch.add(worker)
+
+    def refused() -> bool:  # the broker keeps refusing the trainer's login (or TLS)
+        link = daemon.intake.link
+        return link is not None and link.failure() is not None
+
     try:
         if console is not None:
             from rich.live import Live
@@ -353,13 +426,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 console=console,
                 refresh_per_second=2,
             ):
-                while not stop.wait(0.5):
+                while not stop.wait(0.5) and not daemon.watchdog() and not refused():
                     pass
         else:
-            stop.wait()
+            while not stop.wait(0.5) and not daemon.watchdog() and not refused():
+                pass  # the main thread watches
     finally:
         daemon.stop()
         worker.join(timeout=5)
+    failure = daemon.intake.link.failure() if daemon.intake.link is not None else None
+    if failure is not None:
+        raise failure  # exit 1 with what to check: user, password, CA
+    if daemon.dead_threads:
+        log.error(
+            "serve exits %d: thread(s) %s died (degraded); a service manager should restart it",
+            EXIT_FAILED,
+            ", ".join(daemon.dead_threads),
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -369,6 +453,7 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "finetune": _cmd_finetune,
     "publish": _cmd_publish,
+    "reissue": _cmd_reissue,
     "serve": _cmd_serve,
 }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protocol import check_id
-from protocol.settings import broker_setting, check, prefix_setting, setting
+from protocol.settings import MqttSettings, broker_setting, check, prefix_setting, setting
 
 from .gate import GateConfig
 from .policy import PolicyConfig
@@ -37,7 +37,7 @@ def _positive(value: float) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class ServeConfig:
+class ServeConfig(MqttSettings):
     """The daemon's settings (`python -m jetson_trainer serve -h` lists their flags)."""
 
     store: Path = setting(help="DIR for the window store", metavar="DIR")
@@ -108,7 +108,7 @@ class ServeConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class PublishConfig:
+class PublishConfig(MqttSettings):
     """`publish`: send one bundle retained to `<prefix>/model/current`."""
 
     model: Path = setting(help="model.bundle to publish", metavar="BUNDLE")

@@ -9,6 +9,11 @@ challenger when the policy says so.
 Threads: paho's network thread only enqueues; the intake thread stores and acknowledges; the
 policy thread runs `run_forever`; the main thread may render `snapshot()`. Each thread's state
 is one class with its own lock (`Intake.counts()`, `LoopState.view()`).
+
+No thread dies quietly: paho's callbacks are wrapped by `protocol.guard` and each loop has the
+last-resort handler at its outermost frame (faults counted, in status as `fault:<where>:<Type>`).
+If a watched thread dies anyway, `watchdog()` (called by `serve`'s main thread) publishes a
+retained status "degraded" naming it, and `serve` stops and exits 1 for its service manager.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from protocol import EdgeloopError, Status, Topics, __version__
+from protocol.guard import Faults, ThreadWatch, publish_retained
 
 from .champion import (
     OriginalData,
@@ -43,6 +49,7 @@ __all__ = ["DaemonState", "LoopState", "ServeConfig", "TrainerDaemon"]
 
 log = logging.getLogger(__name__)
 ROLE = "trainer"
+DEGRADED = "degraded"
 MAX_LATE_LABELS = 500  # labels that arrived during a fine-tune, added to the gate's holdout
 STATUS_EVERY_S = 2.0
 
@@ -64,6 +71,8 @@ class DaemonState:
     last_attempt: Attempt | None
     pis: dict[str, dict[str, Any]]
     started: float
+    acks: int = 0  # batch acknowledgements published to the Pis
+    publish_refused: int = 0  # publishes the broker refused (PUBACK ≥ 0x80: the ACL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +137,10 @@ class TrainerDaemon:
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._original: OriginalData | None = None
+        self.faults = Faults(log)
+        self.watch = ThreadWatch()  # intake + paho thread; `serve` adds the policy thread
+        self.failed = threading.Event()
+        self.dead_threads: tuple[str, ...] = ()
         self.intake = Intake(
             broker=config.broker,
             client_id=config.client_id,
@@ -137,6 +150,8 @@ class TrainerDaemon:
             offline_status=self._offline(),
             stop=self._stop,
             on_connected=self._on_connected,
+            faults=self.faults,
+            credentials=config.credentials(),  # reads the password file: ConfigError now
         )
         self.client = self.intake.client
 
@@ -145,7 +160,8 @@ class TrainerDaemon:
         """Load data and champion (training one if needed), then open the session."""
         public_key = public_key_of(self.config.private_key)
         self._original = load_original(self.config.data)
-        loaded = load_champion(self.config.models_dir, public_key)
+        site = self.config.prefix  # the Pis refuse a bundle made for another prefix
+        loaded = load_champion(self.config.models_dir, public_key, site)
         skipped = loaded.skipped
         champion = loaded.champion
         if champion is None and self._original is not None:
@@ -155,35 +171,69 @@ class TrainerDaemon:
                 self._original,
                 self.config.private_key,
                 epochs=self.config.initial_epochs,
+                site=site,
             )
-            loaded = load_champion(self.config.models_dir, public_key)
+            loaded = load_champion(self.config.models_dir, public_key, site)
             champion, skipped = loaded.champion, skipped + loaded.skipped
         elif champion is None:
             log.error("no model in %s and no --data to train one; waiting", self.config.models_dir)
         self.loop.update(phase="idle", champion=champion, skipped_bundles=skipped)
         self.intake.start()
+        self.intake.watch(self.watch)
         return self
 
     def stop(self) -> None:
-        """Stop the intake, mark the trainer offline (retained) and close the store."""
+        """Stop the intake, mark the trainer offline (retained) and close the store.
+
+        A degraded trainer leaves its degraded status retained, so that an operator sees why.
+        """
         self.intake.stop()
-        self.intake.close((self.topics.status(self.config.client_id), self._offline()))
+        last = self.status().to_json() if self.dead_threads else self._offline()
+        publish_retained(self.client, self.topics.status(self.config.client_id), last)
+        self.intake.close()
         self.store.close()
+
+    def watchdog(self) -> bool:
+        """Whether a thread the daemon needs has died; the first time, go degraded.
+
+        Degraded: an error log says the daemon must be restarted, a retained status with state
+        "degraded" names the dead threads, and `failed` is set (`serve` then exits 1).
+        """
+        if self.failed.is_set():
+            return True
+        dead = tuple(self.watch.dead())
+        if not dead or self._stop.is_set():
+            return False
+        self.dead_threads = dead
+        log.error(
+            "trainer thread(s) %s died; the daemon cannot go on and reports %r. Run it under a "
+            "service manager that restarts it (systemd Restart=on-failure); the log above says "
+            "why the thread ended",
+            ", ".join(dead),
+            DEGRADED,
+        )
+        self.failed.set()
+        publish_retained(
+            self.client, self.topics.status(self.config.client_id), self.status().to_json()
+        )
+        return True
 
     def run_forever(self) -> None:
         """The policy loop; returns when stop() is called from another thread or signal."""
         next_status = 0.0
+        guard = self.faults.loop("trainer-policy", self._stop)  # the outermost frame
         while not self._stop.is_set():
-            try:
-                self.tick()
-            except (EdgeloopError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
-                # one failed fine-tune (Keras, converter, disk) must not end the daemon's loop
-                log.exception("fine-tune failed: %s; the champion keeps serving", exc)
-                self.loop.update(phase="idle")
-                self.policy.attempted(accepted=False)
-            if time.monotonic() >= next_status:
-                self._publish_status()
-                next_status = time.monotonic() + STATUS_EVERY_S
+            with guard:
+                try:
+                    self.tick()
+                except (EdgeloopError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
+                    # one failed fine-tune (Keras, converter, disk) must not end the daemon's loop
+                    log.exception("fine-tune failed: %s; the champion keeps serving", exc)
+                    self.loop.update(phase="idle")
+                    self.policy.attempted(accepted=False)
+                if time.monotonic() >= next_status and not self.failed.is_set():
+                    self._publish_status()
+                    next_status = time.monotonic() + STATUS_EVERY_S
             self._stop.wait(self.config.tick_s)
 
     @property
@@ -210,6 +260,8 @@ class TrainerDaemon:
             last_attempt=loop.last_attempt,
             pis=counts.pis,
             started=self._started,
+            acks=counts.acks,
+            publish_refused=counts.publish_refused,
         )
 
     # -- intake thread ------------------------------------------------------------------
@@ -273,6 +325,7 @@ class TrainerDaemon:
                 private_key=self.config.private_key,
                 config=self._retrain,
                 late_labels=lambda: self._late_labels(last),
+                site=self.config.prefix,
             )
         finally:
             self.loop.update(phase="idle")
@@ -347,15 +400,24 @@ class TrainerDaemon:
             "bad_batch": s.bad_batches,
             "store_failed": s.store_errors,
             "intake_crashed": s.intake_crashes,
+            "publish_refused": s.publish_refused,
             "bad_bundle": len(s.skipped_bundles),
+            "store_rejected": counts.rejected,
+            "store_bad_rows": counts.bad_rows,
+            "store_moved_aside": len(counts.moved_aside),
+            **{f"fault:{kind}": n for kind, n in self.faults.counts().items()},
         }
         detail: dict[str, Any] = {"phase": s.phase, "policy": s.policy}
         if s.skipped_bundles:
             detail["skipped_bundles"] = list(s.skipped_bundles)
+        if counts.moved_aside:  # kept training data an operator should look at
+            detail["store_moved_aside"] = list(counts.moved_aside[-5:])
+        if self.dead_threads:
+            detail["dead_threads"] = list(self.dead_threads)
         return Status(
             node=self.config.client_id,
             role=ROLE,
-            state="online",
+            state=DEGRADED if self.dead_threads else "online",
             software_version=_version(),
             model_version=s.champion,
             timestamp=time.time(),
@@ -364,6 +426,7 @@ class TrainerDaemon:
                 "stored_labeled": counts.labeled,
                 "batches": s.batches,
                 "duplicates": s.duplicates,
+                "batch_acks": s.acks,
                 "uptime_s": round(time.monotonic() - s.started, 1),
             },
             errors={k: v for k, v in errors.items() if v},

@@ -1,4 +1,5 @@
-"""`python -m pi_edge` (console script `edgeloop-edge`): run | evaluate | rollback | export.
+"""`python -m pi_edge` (console script `edgeloop-edge`): run | evaluate | rollback | export |
+recover-buffer.
 
 Exit codes are edgeloop's shared table (protocol.cli): 0 ok, 1 failed, 2 bad setting, 3 refused.
 """
@@ -17,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from protocol import ConfigError, EdgeloopError, load_public_key
-from protocol.cli import report
+from protocol import BundleError, ConfigError, EdgeloopError, load_public_key
+from protocol.cli import EXIT_FAILED, EXIT_OK, report
 from protocol.settings import add_arguments, flags_of, resolve
 
 from . import __version__
@@ -60,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, help="file to write (default: standard output)")
     _config_arg(ex)
     add_arguments(ex, EdgeConfig, only=("state_dir",))
+    rc = sub.add_parser(
+        "recover-buffer",
+        help="queue the windows of a moved-aside buffer file for shipping again",
+        description="A corrupt buffer.sqlite is moved aside to buffer.sqlite.corrupt-<time> "
+        "and kept; this copies every readable, valid window from such a file into the state "
+        "dir's buffer (a running node ships them; duplicates are ignored).",
+    )
+    rc.add_argument("file", type=Path, help="the moved-aside buffer file")
+    _config_arg(rc)
+    add_arguments(rc, EdgeConfig, only=("state_dir",))
     return p
 
 
@@ -116,9 +127,12 @@ def _run(args: argparse.Namespace) -> int:
             "no public key: pass --public-key PATH (or EDGELOOP_PUBLIC_KEY) so "
             "bundles can be verified, or --insecure-dev for development only"
         )
-    public_key = load_public_key(cfg.public_key) if cfg.public_key is not None else None
+    public_key = _public_key(cfg.public_key)
     if cfg.insecure_dev:
-        log.warning("--insecure-dev: unsigned model bundles will be accepted")
+        log.warning(
+            "--insecure-dev: no public key, model bundles are accepted unverified (unsigned "
+            "ones too); development only"
+        )
     from .service import EdgeService
 
     stop = threading.Event()
@@ -130,6 +144,10 @@ def _run(args: argparse.Namespace) -> int:
         with contextlib.suppress(ValueError):  # ValueError: not the main thread (a test)
             signal.signal(sig, _handle)
     service = EdgeService(cfg, public_key=public_key).start()
+
+    def refused() -> bool:
+        return service.connection_failure() is not None
+
     try:
         if console is not None:
             from rich.live import Live
@@ -143,14 +161,25 @@ def _run(args: argparse.Namespace) -> int:
                 transient=False,
                 redirect_stderr=False,
             ):
-                while not stop.wait(0.25):
+                while not stop.wait(0.25) and not service.watchdog() and not refused():
                     pass
         else:
-            stop.wait()
+            while not stop.wait(0.25) and not service.watchdog() and not refused():
+                pass  # the main thread watches too
     finally:
         service.stop()
         log.info("pi_edge stopped")
-    return 0
+    failure = service.connection_failure()
+    if failure is not None:
+        raise failure  # the broker will not let this node in: exit 1, saying what to check
+    if service.dead_threads:
+        log.error(
+            "pi_edge exits %d: thread(s) %s died (degraded); a service manager should restart it",
+            EXIT_FAILED,
+            ", ".join(service.dead_threads),
+        )
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -162,7 +191,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     if cfg.public_key is None and not cfg.insecure_dev:
         raise ConfigError("pass --public-key PATH to verify the bundle, or --insecure-dev")
-    key = load_public_key(cfg.public_key) if cfg.public_key else None
+    key = _public_key(cfg.public_key)
     try:
         x = np.load(args.x, allow_pickle=False)
         y = np.load(args.y, allow_pickle=False)
@@ -205,6 +234,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _public_key(path: Path | None) -> bytes | None:
+    """The configured key, checked (small-order keys refused); a bad one is a ConfigError."""
+    if path is None:
+        return None
+    try:
+        return load_public_key(path)
+    except BundleError as exc:
+        raise ConfigError(f"--public-key: {exc}") from exc
+
+
 def _rollback(args: argparse.Namespace) -> int:
     from .models import ModelStore
 
@@ -212,13 +251,20 @@ def _rollback(args: argparse.Namespace) -> int:
     state_dir = build_config(args).state_dir
     from_v, to_v = ModelStore(state_dir).rollback()
     log.info(
-        "rolled back from model v%s to v%s in %s; a running node loads it within one "
-        "status interval, and will not re-install v%s from the retained topic",
-        from_v,
-        to_v,
+        "rolled back from model v%s to v%s in %s; a running node loads it within one status "
+        "interval and keeps it across restarts (current.bundle is the operator's own, trusted "
+        "below the high-water mark); it will not re-install v%s from the retained topic, and "
+        "refuses any older bundle from the network",
+        "?" if from_v is None else from_v,
+        "?" if to_v is None else to_v,
         state_dir,
-        from_v,
+        "?" if from_v is None else from_v,
     )
+    if from_v is None:
+        log.warning(
+            "the version rolled back from is unknown (a state dir from an older pi_edge), so "
+            "it is not blocked: a retained copy of it may come back"
+        )
     return 0
 
 
@@ -234,7 +280,7 @@ def _export(args: argparse.Namespace) -> int:
         since = parse_duration(args.since) if args.since else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    history = PredictionHistory(path)
+    history = PredictionHistory(path, heal=False)  # a running node may own the file
     try:
         text = export(history.rows(since_s=since), args.format)
     finally:
@@ -249,10 +295,39 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover_buffer(args: argparse.Namespace) -> int:
+    from .buffer import DurableBuffer, recover
+
+    _setup_logging(args.verbose)
+    if not args.file.is_file():
+        raise ConfigError(f"no file {args.file}; pass a buffer.sqlite.corrupt-<time> file")
+    path = build_config(args).state_dir / "buffer.sqlite"
+    buffer = DurableBuffer(path)
+    try:
+        added, skipped = recover(args.file, buffer)
+    finally:
+        buffer.close()
+    log.info(
+        "queued %d window(s) from %s in %s (%d unreadable, invalid or already there); "
+        "keep the file until the trainer has them",
+        added,
+        args.file,
+        path,
+        skipped,
+    )
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (protocol.cli: 0 ok, 1 failed, 2 usage, 3 refused)."""
     args = _parser().parse_args(argv)
-    commands = {"run": _run, "evaluate": _evaluate, "export": _export, "rollback": _rollback}
+    commands = {
+        "run": _run,
+        "evaluate": _evaluate,
+        "export": _export,
+        "rollback": _rollback,
+        "recover-buffer": _recover_buffer,
+    }
     try:
         return commands[args.command](args)
     except EdgeloopError as exc:

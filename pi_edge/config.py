@@ -30,9 +30,10 @@ from protocol import (
     Topics,
     check_id,
 )
-from protocol.settings import broker_setting, check, prefix_setting, setting
+from protocol.settings import MqttSettings, broker_setting, check, prefix_setting, setting
 
 from .drift import DriftConfig
+from .machines import DEFAULT_MAX_MACHINES
 
 SECTION = "edge"  # the TOML table a shared config file keeps pi_edge's settings in
 
@@ -62,7 +63,7 @@ def _floor(value: float) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class EdgeConfig:
+class EdgeConfig(MqttSettings):
     """Settings of one pi_edge node; checked on construction."""
 
     broker: str = broker_setting()
@@ -83,7 +84,13 @@ class EdgeConfig:
     public_key: Path | None = setting(
         None, help="trainer's Ed25519 public key (PEM/hex/raw) that bundles must verify with"
     )
-    insecure_dev: bool = setting(False, help="accept unsigned bundles (development only)")
+    insecure_dev: bool = setting(
+        False,
+        help="no public key: accept unsigned, unverified bundles (development only; flag only, "
+        "never from a config file or the environment; refused together with --public-key)",
+        env="",
+        file=False,
+    )
     model: Path | None = setting(None, help="bundle to start from if the state dir has none")
     state_dir: Path = setting(
         factory=default_state_dir, help="where models, kept windows and history live"
@@ -129,6 +136,13 @@ class EdgeConfig:
         low=0.0,
         high=1000.0,
     )
+    max_machines: int = setting(
+        DEFAULT_MAX_MACHINES,
+        help="machines tracked at once; beyond, the least recently seen is forgotten (counted "
+        "as machines_evicted in status)",
+        low=1,
+        high=1_000_000,
+    )
     classes: tuple[str, ...] = setting(CLASSES, help="class names a model must have", cli=False)
     channels: tuple[str, ...] = setting(CHANNELS, help="channel names a model must have", cli=False)
     window_length: int = setting(
@@ -141,6 +155,12 @@ class EdgeConfig:
             raise ConfigError(
                 f"queue_size {self.queue_size} must be ≥ batch_max {self.batch_max}; "
                 "raise --queue-size or lower --batch-max"
+            )
+        if self.insecure_dev and self.public_key is not None:
+            raise ConfigError(
+                f"--insecure-dev together with a public key ({self.public_key}): a node with a "
+                "key verifies every bundle and never accepts an unsigned one; drop "
+                "--insecure-dev (or, for development, the key)"
             )
 
     @property

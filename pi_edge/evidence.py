@@ -11,7 +11,6 @@ The shipper (shipper.py) sends kept windows at QoS 1 on its own connection; the 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -24,10 +23,14 @@ import numpy.typing as npt
 
 from protocol import Manifest, Topics, Window
 from protocol.drift_batch import Kept
+from protocol.errors import StorageError
+from protocol.guard import Faults, ThreadWatch
+from protocol.mqtt import Credentials
 
-from .buffer import DurableBuffer
+from .buffer import BufferCounts, DurableBuffer
 from .drift import DriftConfig, DriftMonitor, DriftState, Verdicts
 from .history import PredictionHistory
+from .machines import STATUS_MACHINES
 from .recorder import HistoryRecorder
 from .shipper import BatchShipper
 
@@ -67,6 +70,14 @@ class Keeper:
         self._last[window.machine] = now
         return why
 
+    def forget(self, machines: list[str]) -> None:
+        """Drop the rate limits of `machines` (evicted by the node's machine cap)."""
+        for m in machines:
+            self._last.pop(m, None)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
 
 @dataclass(frozen=True, slots=True)
 class EvidenceConfig:
@@ -79,17 +90,28 @@ class EvidenceConfig:
     history_max_rows: int = 1_000_000
     history_max_age_s: float = 7 * 86400
     flagged_per_machine_s: float = 1.0
+    status_machines: int = STATUS_MACHINES  # machines whose drift levels a status lists
+    credentials: Credentials | None = None  # the shipper's MQTT login (the node's own)
 
 
 class Evidence:
     """Drift monitor + keeper + durable buffer, with the shipper and the history recorder."""
 
-    def __init__(self, config: EvidenceConfig) -> None:
+    def __init__(self, config: EvidenceConfig, faults: Faults | None = None) -> None:
         self.config = config
+        self.faults = faults or Faults(log)
+        # a corrupt file is moved aside and replaced (protocol.storage); only a state dir that
+        # cannot be written raises StorageError, which `pi_edge run` reports and exits 1 on
         self.buffer = DurableBuffer(config.state_dir / "buffer.sqlite", config.buffer_max_rows)
-        self.history = PredictionHistory(
-            config.state_dir / "history.sqlite", config.history_max_rows, config.history_max_age_s
-        )
+        try:
+            self.history = PredictionHistory(
+                config.state_dir / "history.sqlite",
+                config.history_max_rows,
+                config.history_max_age_s,
+            )
+        except BaseException:
+            self.buffer.close()
+            raise
         self.keeper = Keeper(config.flagged_per_machine_s)
         self._lock = threading.Lock()  # guards monitor and storage_errors (worker, recorder,
         self.monitor: DriftMonitor | None = None  # status thread)
@@ -102,15 +124,25 @@ class Evidence:
             config.topics.drift_batches,
             config.node,
             lambda: self.model_version,
+            faults=self.faults,
+            credentials=config.credentials,
+            ack_topic=config.topics.drift_acks(config.node),
         )
         self.recorder = HistoryRecorder(
-            self.history, lambda exc, rows: self._storage_failed("history_failed", exc, rows)
+            self.history,
+            lambda exc, rows: self._storage_failed("history_failed", exc, rows),
+            faults=self.faults,
         )
 
     def start(self) -> Evidence:
         self.shipper.start()
         self.recorder.start()
         return self
+
+    def watch(self, watch: ThreadWatch) -> None:
+        """Add the shipper's and the recorder's threads (they must stay alive) to `watch`."""
+        self.shipper.watch(watch)
+        self.recorder.watch(watch)
 
     def stop(self) -> None:
         self.recorder.stop()
@@ -167,18 +199,28 @@ class Evidence:
         if records:
             try:
                 self.buffer.add(records)
-            except sqlite3.Error as exc:  # disk full, locked: classification must go on
+            except StorageError as exc:  # disk full, corrupt (healed): classification goes on
                 self._storage_failed("buffer_failed", exc, len(records))
                 return 0
             self.shipper.wake()
         return len(records)
+
+    def forget(self, machines: list[str]) -> None:
+        """Drop every per-machine state of `machines` (evicted by the node's machine cap)."""
+        if not machines:
+            return
+        with self._lock:
+            if self.monitor is not None:
+                self.monitor.forget(machines)
+            self.keeper.forget(machines)
 
     def record(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Queue history rows for the recorder; never blocks."""
         self.recorder.record(rows)
 
     def _storage_failed(self, kind: str, exc: Exception, rows: int) -> None:
-        """Count a failed SQLite write and log it at most every 10 s; the caller carries on."""
+        """Count a failed (rolled back) SQLite write and log it at most every 10 s; the caller
+        carries on. A corrupt file was moved aside and replaced already (protocol.storage)."""
         now = time.monotonic()
         with self._lock:
             self.storage_errors[kind] = self.storage_errors.get(kind, 0) + rows
@@ -208,21 +250,49 @@ class Evidence:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            drift = self.monitor.snapshot() if self.monitor else {"overall": "ok"}
+            drift = (
+                self.monitor.snapshot(top=self.config.status_machines)
+                if self.monitor
+                else {"overall": "ok"}
+            )
             storage_errors = dict(self.storage_errors)
-        counts = self.buffer.counts()
-        return {
-            "drift": drift,
-            "buffer": {
+        buffer: dict[str, Any]
+        counts: BufferCounts | None = None
+        try:
+            counts = self.buffer.counts()
+        except StorageError as exc:  # the status still goes out, saying why the counts do not
+            buffer = {"unreadable": str(exc)}
+        else:
+            buffer = {
                 "pending": counts.pending,
                 "inflight": counts.inflight,
                 "labeled": counts.labeled,
                 "acknowledged": counts.acknowledged,
                 "evicted_unlabeled": counts.evicted_unlabeled,
                 "evicted_labeled": counts.evicted_labeled,
-            },
+            }
+        return {
+            "drift": drift,
+            "buffer": buffer,
             "batches_sent": self.shipper.batches_sent,
-            "batches_acked": self.shipper.batches_acked,
+            "batches_acked": self.shipper.batches_acked,  # by the trainer: rows deleted
+            "shipper": self.shipper.stats(),
             "history_dropped": self.recorder.dropped,
             "storage_errors": storage_errors,
+            "storage": self._storage(counts),
+        }
+
+    def _storage(self, counts: BufferCounts | None) -> dict[str, Any]:
+        """Files moved aside (the newest 5 paths of each, and how many) and rows refused."""
+        buffer_aside = self.buffer.moved_aside
+        history_aside = self.history.moved_aside
+        return {
+            "buffer_moved_aside": [str(m.path) for m in buffer_aside[-5:]],
+            "buffer_moved_aside_count": len(buffer_aside),
+            "history_moved_aside": [str(m.path) for m in history_aside[-5:]],
+            "history_moved_aside_count": len(history_aside),
+            "buffer_rejected": counts.rejected if counts else None,
+            "buffer_quarantined": counts.quarantined if counts else None,
+            "history_rejected": self.history.rejected,
+            "history_bad_rows": self.history.bad_rows,
         }

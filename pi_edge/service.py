@@ -12,6 +12,17 @@ Threads and where their state lives:
     edge-shipper          BatchShipper (shipper.py), on its own MQTT connection
     edge-history          HistoryRecorder (recorder.py)
 
+No thread dies quietly: every paho callback is wrapped by `protocol.guard` and every loop has
+the last-resort handler at its outermost frame, so an unexpected exception is logged once per
+kind, counted (status `errors` "fault:<where>:<Type>", metric "faults") and the thread goes on.
+If a thread dies anyway, `watchdog()` (the status thread, and `pi_edge run`'s main thread)
+notices: the node publishes a retained status "degraded" naming the dead threads, and `run`
+stops and exits 1 so that a service manager restarts it.
+
+Per-machine state is capped at `max_machines`: machines.py's MachineTracker (kept by telemetry)
+picks the least recently seen machine, and every per-machine structure forgets it (telemetry,
+drift detectors, keeper rate limits, prediction topics).
+
 Figures (rates, latencies, error counts) live in NodeTelemetry (telemetry.py); the closed loop
 (drift verdicts, kept windows) in Evidence (evidence.py).
 """
@@ -27,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from protocol import PayloadError, Status, Window, decode_any
-from protocol.mqtt import connect, make_client, publish_many
+from protocol.errors import BrokerRefusedError
+from protocol.guard import Faults, ThreadWatch, guard_client, publish_retained
+from protocol.mqtt import ConnectionWatch, connect, make_client, publish_many
 
 from . import __version__
 from .batching import BatchPolicy, Inbox
@@ -44,7 +57,7 @@ from .telemetry import NodeTelemetry, Queue
 log = logging.getLogger(__name__)
 
 ROLE = "edge"
-MAX_TOPIC_CACHE = 65536  # distinct machine ids whose prediction topic is kept built
+DEGRADED = "degraded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +78,23 @@ class EdgeService:
         self.inbox: Inbox[_Item] = Inbox(config.queue_size)
         self._input_shape = (config.window_length, len(config.channels))
         self._stop = threading.Event()
-        self.telemetry = NodeTelemetry(config.node, ROLE, __version__, config.log_interval_s)
+        self.faults = Faults(log, config.log_interval_s)
+        self.watch = ThreadWatch()  # the threads this node cannot go on without
+        self.failed = threading.Event()  # set once a watched thread is found dead
+        self.dead_threads: tuple[str, ...] = ()
+        self._final_lock = threading.Lock()  # one thread at a time publishes a last status
+        self._allowed = None if "+" in config.machines else frozenset(config.machines)
+        self.telemetry = NodeTelemetry(
+            config.node,
+            ROLE,
+            __version__,
+            config.log_interval_s,
+            max_machines=config.max_machines,
+        )
         self._topics_by_machine: dict[str, str] = {}  # the worker's own cache
         self.broker_state = "not started"
+        self.credentials = config.credentials()  # reads the password file: ConfigError now
+        self.link: ConnectionWatch | None = None  # set by start(): connected, refused and why
         self.evidence = Evidence(
             EvidenceConfig(
                 state_dir=config.state_dir,
@@ -77,12 +104,15 @@ class EdgeService:
                 drift=DriftConfig(confidence_floor=config.low_confidence),
                 buffer_max_rows=config.buffer_max_rows,
                 flagged_per_machine_s=config.keep_flagged_per_s,
-            )
+                credentials=self.credentials,
+            ),
+            faults=self.faults,
         )
         self.models = ModelManager(
             config.state_dir,
             public_key=public_key,
             allow_unsigned=config.insecure_dev,
+            site=config.prefix,
             expected=Expected(config.classes, config.channels, config.window_length),
             threads=config.threads,
             policy=self.policy,
@@ -90,6 +120,7 @@ class EdgeService:
             on_refused=self.telemetry.count_error,
             on_install=self.evidence.model_changed,
             disk_poll_s=config.status_interval_s,
+            faults=self.faults,
         )
         self._client: Any = None
         self._threads: list[threading.Thread] = []
@@ -105,48 +136,62 @@ class EdgeService:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        guard_client(client, self.faults, "edge-mqtt")
         self._client = client
         self.models.start()
+        self.models.watch(self.watch)
         for name, target in (("edge-worker", self._worker), ("edge-status", self._status_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+            self.watch.add(t)
         self.broker_state = "connecting"
         self.evidence.start()
+        self.evidence.watch(self.watch)
         try:
-            connect(client, self.config.broker)
+            self.link = connect(client, self.config.broker, credentials=self.credentials)
         except ValueError as exc:
             raise EdgeError(f"broker address: {exc}") from exc
         client.loop_start()
+        self.watch.add_paho(client, "edge-mqtt")
         log.info(
             "pi_edge %s node %s connecting to %s", __version__, self.config.node, self.config.broker
         )
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publish a retained offline status, disconnect, join the threads."""
+        """Publish a retained offline (or degraded) status, disconnect, join the threads.
+
+        A degraded node leaves its degraded status retained, so that an operator sees why.
+        """
         self._stop.set()
         self.inbox.wake()
         self.models.stop(timeout)
         client = self._client
         if client is not None:
-            if self.broker_state == "connected":
-                info = client.publish(
-                    self.topics.status(self.config.node),
-                    Status.offline(self.config.node, ROLE, __version__).to_json(),
-                    qos=1,
-                    retain=True,
+            with self._final_lock:
+                last = (
+                    self.status()
+                    if self.dead_threads
+                    else Status.offline(self.config.node, ROLE, __version__)
                 )
-                try:
-                    info.wait_for_publish(timeout=2.0)
-                except (RuntimeError, ValueError):
-                    log.warning("could not publish the offline status before disconnecting")
+                if self.broker_state == "connected" and not self._publish_retained(last.to_json()):
+                    log.warning("could not publish the %s status before disconnecting", last.state)
             client.disconnect()
             client.loop_stop()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
         self.evidence.stop()
+
+    def connection_failure(self) -> BrokerRefusedError | None:
+        """Why the broker keeps refusing this node (bad credentials, ACL, TLS), once it has
+        refused `ConnectionWatch.give_up_after` times in a row; `pi_edge run` exits with it."""
+        for link in (self.link, self.evidence.shipper.link):
+            failure = link.failure() if link is not None else None
+            if failure is not None:
+                return failure
+        return None
 
     def __enter__(self) -> EdgeService:
         return self.start()
@@ -171,9 +216,8 @@ class EdgeService:
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
     ) -> None:
-        if getattr(reason_code, "is_failure", False):
-            self.broker_state = f"refused ({reason_code})"
-            log.error("broker %s refused the connection: %s", self.config.broker, reason_code)
+        if getattr(reason_code, "is_failure", False):  # self.link logged why and what to check
+            self.broker_state = self.link.state if self.link else f"refused ({reason_code})"
             return
         self.broker_state = "connected"
         subs = [(self.topics.windows(m, self.config.shared_group), 0) for m in self.config.machines]
@@ -210,6 +254,10 @@ class EdgeService:
         try:
             if machine is None:
                 raise PayloadError(f"topic {topic!r} is not a machine window topic", "bad_topic")
+            if self._allowed is not None and machine not in self._allowed:
+                raise PayloadError(
+                    f"machine {machine!r} is not in this node's --machines list", "not_allowed"
+                )
             window = decode_any(msg.payload, machine, self._input_shape)
         except PayloadError as exc:
             self._bad_payload(exc, topic)
@@ -229,20 +277,25 @@ class EdgeService:
 
     # ------------------------------------------------------------------ inference
     def _worker(self) -> None:
+        guard = self.faults.loop("edge-worker", self._stop)  # the outermost frame
         while not self._stop.is_set():
-            if self.models.model is None:  # nothing to classify with: wait for a vetted model
-                pending = self.models.take_pending()
-                if pending is not None:
-                    self.models.install(*pending)
-                else:
-                    self._stop.wait(0.1)
-                continue
-            batch = self.inbox.get_batch(self.policy, timeout=0.2)
+            with guard:
+                self._work_once()
+
+    def _work_once(self) -> None:
+        if self.models.model is None:  # nothing to classify with: wait for a vetted model
             pending = self.models.take_pending()
             if pending is not None:
                 self.models.install(*pending)
-            if batch:
-                self._classify(batch)
+            else:
+                self._stop.wait(0.1)
+            return
+        batch = self.inbox.get_batch(self.policy, timeout=0.2)
+        pending = self.models.take_pending()
+        if pending is not None:
+            self.models.install(*pending)
+        if batch:
+            self._classify(batch)
 
     def _classify(self, batch: list[_Item]) -> None:
         model = self.models.model
@@ -280,7 +333,11 @@ class EdgeService:
         )
         failed = 0 if publish_many(self._client, out.messages) else len(out.messages)
         self.evidence.record(out.history)
-        self.telemetry.add_batch(out.history, out.latencies_ms)
+        evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
+        if evicted:  # the machine cap: every per-machine structure forgets the same ids
+            self.evidence.forget(evicted)
+            for machine in evicted:
+                self._topics_by_machine.pop(machine, None)
         if failed and self.telemetry.count_error("publish_failed", failed)[0]:
             log.warning(
                 "dropped %d prediction(s): not connected to %s, or the broker is not reading "
@@ -292,17 +349,52 @@ class EdgeService:
     def _prediction_topic(self, machine: str) -> str:
         """The prediction topic of `machine`, built (and its id checked) once per machine."""
         topic = self._topics_by_machine.get(machine)
-        if topic is None:
-            if len(self._topics_by_machine) >= MAX_TOPIC_CACHE:  # a flood of ids: start over
-                self._topics_by_machine.clear()
+        if topic is None:  # bounded: evicted machines are dropped in _classify
             topic = self._topics_by_machine[machine] = self.topics.prediction(machine)
         return topic
 
     # ------------------------------------------------------------------ status
     def _status_loop(self) -> None:
+        guard = self.faults.loop("edge-status", self._stop)  # the outermost frame
         while not self._stop.wait(self.config.status_interval_s):
+            with guard:
+                if not self.watchdog() and self.broker_state == "connected":
+                    self._publish_status()
+
+    def watchdog(self) -> bool:
+        """Whether a thread this node needs has died; the first time, go degraded.
+
+        Degraded: a retained status with state "degraded" names the dead threads and an error
+        says that the node must be restarted; `failed` is set (`pi_edge run` then stops and
+        exits 1). Called by the status thread and by `pi_edge run`'s main thread.
+        """
+        if self.failed.is_set():
+            return True
+        dead = tuple(self.watch.dead())
+        if not dead or self._stop.is_set():
+            return False
+        with self._final_lock:
+            if self.failed.is_set():
+                return True
+            self.dead_threads = dead
+            log.error(
+                "thread(s) %s of node %s died; the node cannot go on and reports %r. Run "
+                "pi_edge under a service manager that restarts it (systemd Restart=on-failure); "
+                "the log above says why the thread ended",
+                ", ".join(dead),
+                self.config.node,
+                DEGRADED,
+            )
+            self.failed.set()
             if self.broker_state == "connected":
-                self._publish_status()
+                self._publish_retained(self.status().to_json())
+        return True
+
+    def _publish_retained(self, payload: bytes, timeout: float = 2.0) -> bool:
+        """Publish `payload` as this node's retained status (also with paho's thread dead)."""
+        return publish_retained(
+            self._client, self.topics.status(self.config.node), payload, timeout
+        )
 
     def _publish_status(self) -> None:
         client = self._client
@@ -317,12 +409,16 @@ class EdgeService:
 
     def status(self) -> Status:
         """This node's status message, as published retained."""
+        dead = self.dead_threads
         return self.telemetry.status(
             self.models.info(),
             self._queue(),
             self.broker_state,
             self.evidence.overall(),
             self.evidence.snapshot(),
+            state=DEGRADED if dead else "online",
+            faults=self.faults.counts(),
+            dead_threads=dead,
         )
 
     def snapshot(self) -> Snapshot:
@@ -335,4 +431,5 @@ class EdgeService:
             self.evidence.machine_states(),
             self.evidence.snapshot(),
             self.config.low_confidence,
+            self.faults.counts(),
         )

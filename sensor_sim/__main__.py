@@ -271,7 +271,7 @@ def _send(args: argparse.Namespace) -> int:
         cmd = _command(args)
     except PayloadError as exc:
         raise ConfigError(f"invalid command: {exc}") from exc
-    send_command(conn.broker, conn.prefix, cmd)
+    send_command(conn.broker, conn.prefix, cmd, credentials=conn.credentials())
     return EXIT_OK
 
 

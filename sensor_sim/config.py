@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from protocol import ConfigError, check_id
 from protocol.settings import (
+    MqttSettings,
     broker_setting,
     check,
     from_mapping,
@@ -59,7 +60,7 @@ def _positive(value: float) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Connection:
+class Connection(MqttSettings):
     """Where the control commands (drift, fault, repair, labels) publish."""
 
     broker: str = broker_setting()
@@ -70,7 +71,7 @@ class Connection:
 
 
 @dataclass(frozen=True, slots=True)
-class SimConfig:
+class SimConfig(MqttSettings):
     """Everything `Simulator` needs; `duration_s` 0 means run until stopped."""
 
     ENV_PREFIX: ClassVar[str] = "EDGELOOP_SIM_"  # pi_edge has EDGELOOP_MACHINES too

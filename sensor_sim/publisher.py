@@ -3,7 +3,10 @@
 Threads: the caller's thread runs `Simulator.run` — it owns the fleet, generates and publishes
 every window and applies commands. paho's network thread only parses control messages
 (`protocol.Command.from_json`) and hands them over through a bounded queue; a malformed
-message is logged, counted by kind and dropped, and publishing goes on.
+message is logged, counted by kind and dropped, and publishing goes on. Its callbacks are
+wrapped by `protocol.guard`: anything unexpected is counted (status `errors`
+"fault:<where>:<Type>") and the thread goes on. If paho's thread dies anyway, `run` notices at
+its next status, publishes a retained "degraded" status and raises SimError (exit 1).
 
 Timing: tick k is due at ``start + k / hz`` (absolute deadlines, so the rate does not drift
 under load); each tick publishes one window per machine. A tick that is late is published at
@@ -31,7 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from protocol import Command, PayloadError, Status, Topics, __version__, encode_window
-from protocol.mqtt import connect, make_client
+from protocol.errors import BrokerRefusedError
+from protocol.guard import Faults, guard_client, paho_thread_alive, publish_retained
+from protocol.mqtt import ConnectionWatch, Credentials, connect, make_client, publish_confirmed
 
 from .config import SimConfig
 from .errors import SimError
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 
 ROLE = "simulator"
 INBOX_SIZE = 256
+DEGRADED = "degraded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +106,16 @@ class Simulator:
         self._started = time.monotonic()
         self._last_event = ""
         self._client: mqtt.Client | None = None
+        self._link: ConnectionWatch | None = None  # connected? refused, and why?
         self._closing = False
+        self._faults = Faults(log)
+        self._dead: tuple[str, ...] = ()  # threads found dead: the status says "degraded"
 
     # ---- paho thread: flags, counters and a hand-off, nothing heavy -------------------------
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
     ) -> None:
-        if reason.is_failure:
-            log.error("broker %s refused the connection: %s", self.config.broker, reason)
+        if reason.is_failure:  # self._link logged why and which settings to check
             return
         client.subscribe(self.topics.sim_control, qos=1)
         self._connected.set()
@@ -156,24 +164,32 @@ class Simulator:
         """Connect (in the background) with a retained offline Last Will."""
         client_id = f"{self.config.node}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         will = Status.offline(self.config.node, ROLE, __version__).to_json()
+        credentials = self.config.credentials()  # ConfigError before anything starts
         client = make_client(client_id, will_topic=self._status_topic, will_payload=will)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        guard_client(client, self._faults, "sim-mqtt")
         self._client = client
-        connect(client, self.config.broker)
+        self._link = connect(client, self.config.broker, credentials=credentials)
         client.loop_start()
         return self
 
     def wait_connected(self, timeout: float | None = None) -> None:
         timeout = self.config.connect_timeout_s if timeout is None else timeout
-        if not self._connected.wait(timeout):
-            raise SimError(
-                f"could not connect to the MQTT broker at {self.config.broker} within "
-                f"{timeout:g} s; is it running? (`python -m scripts.broker` starts "
-                "one) or pass --broker HOST:PORT",
-                kind="connect",
-            )
+        deadline = time.monotonic() + timeout
+        while not self._connected.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            link = self._link
+            failure = link.failure() if link is not None else None
+            if failure is not None:  # refused: credentials, ACL or TLS; retrying cannot help
+                raise SimError(str(failure), kind="refused")
+            if time.monotonic() >= deadline:
+                raise SimError(
+                    f"could not connect to the MQTT broker at {self.config.broker} within "
+                    f"{timeout:g} s ({link.state if link else 'not started'}); is it running? "
+                    "(`python -m scripts.broker` starts one) or pass --broker HOST:PORT",
+                    kind="connect",
+                )
 
     def close(self) -> None:
         """Publish the retained offline status and disconnect (the will is for crashes)."""
@@ -181,7 +197,7 @@ class Simulator:
         if client is None:
             return
         self._closing = True
-        if self.connected:
+        if self.connected and not self._dead:  # a degraded status stays: it says why
             offline = Status.offline(self.config.node, ROLE, __version__).to_json()
             info = client.publish(self._status_topic, offline, qos=1, retain=True)
             try:
@@ -229,10 +245,20 @@ class Simulator:
     def status(self) -> Status:
         snap = self.snapshot()
         drifts = {row.drift for row in snap.machines}
+        errors = dict(snap.errors)
+        errors.update((f"fault:{kind}", n) for kind, n in self._faults.counts().items())
+        detail: dict[str, Any] = {
+            "machines": {
+                row.machine: {"state": row.state, "drift": row.drift, "labels": row.labels}
+                for row in snap.machines
+            }
+        }
+        if self._dead:
+            detail["dead_threads"] = list(self._dead)
         return Status(
             node=self.config.node,
             role=ROLE,
-            state="online",
+            state=DEGRADED if self._dead else "online",
             software_version=__version__,
             timestamp=time.time(),
             metrics={
@@ -246,14 +272,9 @@ class Simulator:
                 "late_ticks": float(snap.late_ticks),
                 "uptime_s": round(snap.uptime_s, 1),
             },
-            errors=dict(snap.errors),
+            errors=errors,
             drift=drifts.pop() if len(drifts) == 1 else "mixed",
-            detail={
-                "machines": {
-                    row.machine: {"state": row.state, "drift": row.drift, "labels": row.labels}
-                    for row in snap.machines
-                }
-            },
+            detail=detail,
         )
 
     def _publish_status(self) -> None:
@@ -261,14 +282,32 @@ class Simulator:
         if client is not None and self.connected:
             client.publish(self._status_topic, self.status().to_json(), qos=1, retain=True)
 
-    def send_command(self, cmd: Command) -> None:
-        """Publish `cmd` on sim/control (QoS 1): dashboard keys go the same way as any tool."""
-        client = self._client
-        if client is None or not self.connected:
-            self._count_error("key_not_sent")
-            log.warning("not connected: command %s not sent", cmd.to_json().decode())
+    def _check_alive(self, client: mqtt.Client) -> None:
+        """paho's network thread died (nothing else ends it while running): go degraded."""
+        if paho_thread_alive(client):
             return
-        client.publish(self.topics.sim_control, cmd.to_json(), qos=1)
+        self._dead = ("sim-mqtt",)
+        log.error(
+            "the simulator's MQTT network thread died; it reports %r and stops. Run it under a "
+            "service manager that restarts it; the log above says why the thread ended",
+            DEGRADED,
+        )
+        if self.connected:
+            publish_retained(client, self._status_topic, self.status().to_json())
+        raise SimError(
+            "the MQTT network thread died (degraded); restart the simulator", kind="degraded"
+        )
+
+    def send_command(self, cmd: Command) -> None:
+        """Apply `cmd` (a dashboard key) to this simulator, the way a received one is applied.
+
+        Not over MQTT: in the secure profile a sensor may not publish on sim/control (only an
+        operator may), and the keys act on this simulator only.
+        """
+        try:
+            self._inbox.put_nowait(cmd)
+        except queue.Full:
+            self._reject("queue_full", f"control inbox full ({INBOX_SIZE}); dropped a key")
 
     # ---- the loop ----------------------------------------------------------------------------
     def _apply_pending(self) -> None:
@@ -277,11 +316,16 @@ class Simulator:
                 cmd = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            try:
-                with self._lock:
-                    changed = self.fleet.apply(cmd)
-            except SimError as exc:
-                self._reject(exc.kind, f"rejected control command {cmd.to_json().decode()}: {exc}")
+            changed = None
+            with self._faults.loop("sim-control"):  # a command must not stop the publishing
+                try:
+                    with self._lock:
+                        changed = self.fleet.apply(cmd)
+                except SimError as exc:
+                    self._reject(
+                        exc.kind, f"rejected control command {cmd.to_json().decode()}: {exc}"
+                    )
+            if changed is None:
                 continue
             text = cmd.to_json().decode()
             with self._lock:
@@ -370,6 +414,7 @@ class Simulator:
                 last_rate_t, last_counts = now, counts
                 next_rate = now + cfg.rate_interval_s
             if now >= next_status:
+                self._check_alive(client)
                 self._publish_status()
                 next_status = now + cfg.status_interval_s
             if now >= next_report:
@@ -397,34 +442,31 @@ class Simulator:
         return report
 
 
-def send_command(broker: str, prefix: str, cmd: Command, timeout_s: float = 5.0) -> None:
-    """Publish one control command at QoS 1 and return once the broker acknowledged it."""
+def send_command(
+    broker: str,
+    prefix: str,
+    cmd: Command,
+    timeout_s: float = 5.0,
+    credentials: Credentials | None = None,
+) -> None:
+    """Publish one control command at QoS 1 and return once the broker took it (its PUBACK
+    says so: in the secure profile only the operator's credentials may send control)."""
     topics = Topics(prefix)
-    connected = threading.Event()
-
-    def on_connect(
-        client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
-    ) -> None:
-        if not reason.is_failure:
-            connected.set()
-
     client = make_client(f"sim-cli-{os.getpid()}-{time.monotonic_ns() & 0xFFFF:04x}")
-    client.on_connect = on_connect
-    connect(client, broker)
+    guard_client(client, Faults(log), "sim-cli-mqtt")
+    link = connect(client, broker, credentials=credentials)
     client.loop_start()
     try:
-        if not connected.wait(timeout_s):
-            raise SimError(
-                f"could not connect to the MQTT broker at {broker} within "
-                f"{timeout_s:g} s; pass --broker HOST:PORT or set EDGELOOP_BROKER",
-                kind="connect",
-            )
-        info = client.publish(topics.sim_control, cmd.to_json(), qos=1)
         try:
-            info.wait_for_publish(timeout=timeout_s)
+            link.wait(timeout_s)
+            sent = publish_confirmed(
+                client, link, topics.sim_control, cmd.to_json(), timeout=timeout_s
+            )
+        except BrokerRefusedError as exc:
+            raise SimError(str(exc), kind="refused") from exc
         except (RuntimeError, ValueError) as exc:
             raise SimError(f"control command not delivered to {broker}: {exc}", "publish") from exc
-        if not info.is_published():
+        if not sent:
             raise SimError(
                 f"broker {broker} did not acknowledge the command within {timeout_s:g} s",
                 kind="publish",

@@ -266,7 +266,9 @@ def test_hot_swap_drops_no_window_and_classifies_none_twice(
     feeder = threading.Thread(target=feed)
     feeder.start()
     time.sleep(0.3)
-    publisher.publish(topics.model_current, models.bundle(2), qos=1, retain=True)
+    publisher.publish(
+        topics.model_current, models.bundle(2, site=topics.prefix), qos=1, retain=True
+    )
     feeder.join()
     for m in machines:
         preds = _wait_preds(lst, topics, m, n, timeout=20)
@@ -300,14 +302,22 @@ def test_refused_bundles_leave_the_old_model_serving_with_the_reason_in_status(
     lst = listen(topics.predictions(), topics.statuses())
     svc = service_factory(model=models.bundle_path)
     _online(lst, topics, svc.config.node, version=1)
-    tampered = bytearray(models.bundle(3))
+    tampered = bytearray(models.bundle(3, site=topics.prefix))
     tampered[len(tampered) // 2] ^= 0x01
     golden_bad = [{"x": g["x"], "probs": g["probs"][::-1]} for g in models.manifest.golden]
     cases = [
-        (models.bundle(2, signed=False), "bundle_signature", "unsigned"),
+        (models.bundle(2, signed=False, site=topics.prefix), "bundle_signature", "unsigned"),
         (bytes(tampered), "bundle_signature", "does not verify"),
-        (models.bundle(4, golden=golden_bad), "bundle_golden", "golden vectors fail"),
-        (models.bundle(5, window_length=30), "bundle_incompatible", "window_length"),
+        (
+            models.bundle(4, golden=golden_bad, site=topics.prefix),
+            "bundle_golden",
+            "golden vectors fail",
+        ),
+        (
+            models.bundle(5, window_length=30, golden=[], site=topics.prefix),
+            "bundle_incompatible",
+            "window_length",
+        ),
     ]
     for seq, (data, kind, reason) in enumerate(cases):
         before = svc.status().errors.get(kind, 0)
@@ -397,15 +407,19 @@ def test_rollback_is_picked_up_by_a_running_node_and_sticks(
 ) -> None:
     lst = listen(topics.statuses())
     svc = service_factory(model=models.bundle_path)
-    publisher.publish(topics.model_current, models.bundle(2), qos=1, retain=True)
+    publisher.publish(
+        topics.model_current, models.bundle(2, site=topics.prefix), qos=1, retain=True
+    )
     assert svc.wait_for_model(2)
     assert main(["rollback", "--state-dir", str(state_dir)]) == 0
     assert svc.wait_for_model(1, timeout=5), "running node did not load the rolled-back model"
     # a reconnect re-delivers the retained v2: the rollback must stick
-    svc.submit_bundle(models.bundle(2), "mqtt")
+    svc.submit_bundle(models.bundle(2, site=topics.prefix), "mqtt")
     time.sleep(0.5)
     assert svc.model_version == 1
-    publisher.publish(topics.model_current, models.bundle(3), qos=1, retain=True)
+    publisher.publish(
+        topics.model_current, models.bundle(3, site=topics.prefix), qos=1, retain=True
+    )
     assert svc.wait_for_model(3)
     _online(lst, topics, svc.config.node, version=3)
 
