@@ -27,6 +27,10 @@ DRIFT_MODES = ("off", "step", "offset", "gain", "ramp", "regime")
 ALL = "all"
 MAX_CONTROL_BYTES = 16 * 1024
 MAX_IDS = 1024  # machines named in one command
+# Physical bounds: a gain of 1e300 would make the simulator's samples infinite.
+MAX_OFFSET = 1e4  # sensor units (°C, mm/s, bar, kW)
+MAX_GAIN = 100.0
+MAX_RAMP_S = 1e7  # ~115 days
 _FIELDS = frozenset({"v", "cmd", "machines", "mode", "state", "params"})
 
 # Allowed numeric params per drift mode; channel names take a per-channel value.
@@ -97,10 +101,16 @@ class Command:
                 f"got {sorted(unknown)}",
                 kind="bad_field",
             )
-        if self.mode == "gain" and any(v <= 0 for v in self.params.values()):
-            raise PayloadError("gain params must be > 0", kind="bad_field")
-        if self.mode == "ramp" and self.params.get("duration_s", 1.0) <= 0:
-            raise PayloadError("ramp duration_s must be > 0", kind="bad_field")
+        if self.mode == "offset" and any(abs(v) > MAX_OFFSET for v in self.params.values()):
+            raise PayloadError(
+                f"offset params must be within ±{MAX_OFFSET:g} (sensor units)", kind="bad_field"
+            )
+        if self.mode == "gain" and any(not 0 < v <= MAX_GAIN for v in self.params.values()):
+            raise PayloadError(f"gain params must be in (0, {MAX_GAIN:g}]", kind="bad_field")
+        if self.mode == "ramp" and not 0 < self.params.get("duration_s", 1.0) <= MAX_RAMP_S:
+            raise PayloadError(
+                f"ramp duration_s must be in (0, {MAX_RAMP_S:g}] seconds", kind="bad_field"
+            )
         if self.mode == "regime" and not 0.2 <= self.params.get("load", 1.3) <= 5:
             raise PayloadError("regime load must be within 0.2..5", kind="bad_field")
 

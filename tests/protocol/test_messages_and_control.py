@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from protocol import Command, PayloadError, Prediction, Status, Topics
@@ -90,3 +92,22 @@ def test_topics_refuse_wildcards_in_ids_and_prefix() -> None:
 def test_parse_address_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_address("localhost:http")
+
+
+@pytest.mark.parametrize(
+    "mode,params",
+    [
+        ("gain", {"temperature": 1e300}),
+        ("gain", {"power": 0.0}),
+        ("offset", {"pressure": -1e6}),
+        ("ramp", {"duration_s": 1e12}),
+    ],
+)
+def test_control_params_beyond_physical_bounds_are_refused(
+    mode: str, params: dict[str, float]
+) -> None:
+    """A gain of 1e300 would make the simulator's samples infinite; it is refused at decode."""
+    payload = json.dumps({"v": 1, "cmd": "drift", "mode": mode, "params": params}).encode()
+    with pytest.raises(PayloadError) as info:
+        Command.from_json(payload)
+    assert info.value.kind == "bad_field"
