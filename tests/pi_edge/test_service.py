@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from protocol import (
     Topics,
     Window,
     decode_bundle,
+    encode_bundle,
     encode_window,
 )
 from protocol.window import window_to_json
@@ -292,6 +294,14 @@ def test_hot_swap_drops_no_window_and_classifies_none_twice(
     assert status.detail["last_model_error"] is None
 
 
+def _foreign_key_bundle(models: EdgeModels, version: int, site: str) -> bytes:
+    """A well-formed bundle signed by a key this node does not trust."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    manifest = replace(models.manifest, version=version, parent=version - 1, site=site)
+    return encode_bundle(manifest, models.model, Ed25519PrivateKey.generate().sign)
+
+
 def test_refused_bundles_leave_the_old_model_serving_with_the_reason_in_status(
     service_factory: Callable[..., EdgeService],
     publisher: Publisher,
@@ -318,6 +328,9 @@ def test_refused_bundles_leave_the_old_model_serving_with_the_reason_in_status(
             "bundle_incompatible",
             "window_length",
         ),
+        (_foreign_key_bundle(models, 6, topics.prefix), "bundle_signature", "does not verify"),
+        (bytes(tampered[:200]), "bundle_truncated", "its header says"),
+        (b"\x00" * 64, "bundle_bad_magic", "expected"),
     ]
     for seq, (data, kind, reason) in enumerate(cases):
         before = svc.status().errors.get(kind, 0)
