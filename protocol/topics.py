@@ -59,6 +59,22 @@ class Topics:
     def prediction(self, machine: str) -> str:
         return f"{self.prefix}/machines/{check_id(machine)}/prediction"
 
+    def machine_state(self, machine: str) -> str:
+        """Where pi_edge keeps `machine`'s debounced state, retained (protocol.machine_state).
+
+        >>> Topics("site").machine_state("m01")
+        'site/machines/m01/state'
+        """
+        return f"{self.prefix}/machines/{check_id(machine)}/state"
+
+    def machine_event(self, machine: str) -> str:
+        """Where pi_edge publishes each change of `machine`'s debounced state (not retained).
+
+        >>> Topics("site").machine_event("m01")
+        'site/machines/m01/event'
+        """
+        return f"{self.prefix}/machines/{check_id(machine)}/event"
+
     def status(self, node: str) -> str:
         return f"{self.prefix}/nodes/{check_id(node, 'node id')}/status"
 

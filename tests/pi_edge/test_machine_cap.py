@@ -93,6 +93,7 @@ def _tracked(svc: EdgeService) -> dict[str, int]:
         "drift_slots": len(monitor._state),
         "keeper": len(svc.evidence.keeper),
         "topics": len(svc._topics_by_machine),
+        "machine_states": len(svc.machine_states),
     }
 
 
