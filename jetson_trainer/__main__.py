@@ -415,7 +415,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         link = daemon.intake.link
         return link is not None and link.failure() is not None
 
+    metrics = None
     try:
+        if config.metrics_port is not None:  # prometheus-client is imported only then
+            from protocol.exporter import MetricsServer
+
+            from .exporter import daemon_families
+
+            metrics = MetricsServer(
+                lambda: daemon_families(daemon),
+                config.metrics_host,
+                config.metrics_port,
+                faults=daemon.faults,
+                where="trainer-metrics",
+            )
         if console is not None:
             from rich.live import Live
 
@@ -432,6 +445,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             while not stop.wait(0.5) and not daemon.watchdog() and not refused():
                 pass  # the main thread watches
     finally:
+        if metrics is not None:
+            metrics.close()
         daemon.stop()
         worker.join(timeout=5)
     failure = daemon.intake.link.failure() if daemon.intake.link is not None else None

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protocol import check_id
-from protocol.settings import MqttSettings, broker_setting, check, prefix_setting, setting
+from protocol.settings import (
+    MqttSettings,
+    broker_setting,
+    check,
+    metrics_host_setting,
+    metrics_port_setting,
+    prefix_setting,
+    setting,
+)
 
 from .gate import GateConfig
 from .policy import PolicyConfig
@@ -81,6 +89,8 @@ class ServeConfig(MqttSettings):
     initial_epochs: int = setting(40, help="epochs of the initial model", low=1, metavar="N")
     dashboard: bool = setting(True, help="plain logs instead of the live terminal dashboard")
     tick_s: float = setting(1.0, help="seconds between policy checks", check=_positive, metavar="S")
+    metrics_port: int | None = metrics_port_setting()
+    metrics_host: str = metrics_host_setting()
 
     def __post_init__(self) -> None:
         check(self)

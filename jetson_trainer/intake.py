@@ -47,6 +47,7 @@ class IntakeCounts:
 
     connected: bool = False
     batches: int = 0
+    windows: int = 0  # windows stored (new, not duplicates)
     duplicates: int = 0
     bad_batches: int = 0
     store_errors: int = 0
@@ -273,7 +274,7 @@ class Intake:
             log.warning("dropped a malformed drift batch (%s): %s", exc.kind, exc)
             return
         added, duplicates = self.store.add_batch(batch)
-        self._bump(batches=1, duplicates=duplicates)
+        self._bump(batches=1, windows=added, duplicates=duplicates)
         log.debug("stored batch from %s: %d new, %d duplicate", batch.node, added, duplicates)
         refused = len(batch.records) - added - duplicates
         ack = BatchAck(batch.batch_id, added, duplicates, max(0, refused))

@@ -73,6 +73,7 @@ class DaemonState:
     started: float
     acks: int = 0  # batch acknowledgements published to the Pis
     publish_refused: int = 0  # publishes the broker refused (PUBACK ≥ 0x80: the ACL)
+    windows: int = 0  # new windows stored from batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +263,7 @@ class TrainerDaemon:
             started=self._started,
             acks=counts.acks,
             publish_refused=counts.publish_refused,
+            windows=counts.windows,
         )
 
     # -- intake thread ------------------------------------------------------------------

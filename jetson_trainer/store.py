@@ -340,6 +340,19 @@ class WindowStore:
                 (version, parent, time.time(), int(accepted), reason, labels_used, cd, xd, co, xo),
             )
 
+    def attempt_counts(self) -> dict[str, int]:
+        """Fine-tune attempts recorded in this store, by gate outcome (accepted, rejected)."""
+
+        def query(db: sqlite3.Connection) -> list[tuple[int, int]]:
+            return db.execute("SELECT accepted, COUNT(*) FROM models GROUP BY accepted").fetchall()
+
+        with self._lock:
+            rows = self._file.read(query)
+        counts = {"accepted": 0, "rejected": 0}
+        for accepted, n in rows:
+            counts["accepted" if accepted else "rejected"] += int(n)
+        return counts
+
     def model_history(self, limit: int = 10) -> list[dict[str, object]]:
         def query(db: sqlite3.Connection) -> list[dict[str, object]]:
             cur = db.execute("SELECT * FROM models ORDER BY attempt DESC LIMIT ?", (limit,))

@@ -55,6 +55,8 @@ __all__ = [
     "flag_of",
     "flags_of",
     "from_mapping",
+    "metrics_host_setting",
+    "metrics_port_setting",
     "prefix_setting",
     "read_toml",
     "resolve",
@@ -141,6 +143,27 @@ def prefix_setting() -> Any:
         metavar="PREFIX",
         check=Topics,
         env=ENV_PREFIX + "PREFIX",
+    )
+
+
+def metrics_port_setting() -> Any:
+    """The Prometheus `/metrics` port of a role (off by default), declared here once for all."""
+    return setting(
+        None,
+        help="serve Prometheus metrics on this port at /metrics (0: any free port, logged; "
+        "default: off)",
+        low=0,
+        high=65535,
+        metavar="PORT",
+    )
+
+
+def metrics_host_setting() -> Any:
+    """The address the metrics port listens on: loopback unless a plant opens it on purpose."""
+    return setting(
+        "127.0.0.1",
+        help="address the metrics port listens on (0.0.0.0: every interface)",
+        metavar="ADDR",
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("tensorflow", "keras", "sklearn", "pandas", "paho")
+HEAVY = ("tensorflow", "keras", "sklearn", "pandas", "paho", "prometheus_client")
 
 
 def test_importing_protocol_pulls_in_no_heavy_package() -> None:
