@@ -58,13 +58,19 @@ class ProfileError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """One ACL line: `role` may `access` ('read' or 'write') `<prefix>/<topic>`; `why` is for
-    the README table and the comment in the ACL file."""
+    """One ACL line: `role` may `access` ('read' or 'write') `<prefix>/<topic>` (`absolute`:
+    `<topic>` itself, outside the prefix, e.g. Home Assistant's); `why` is for the README table
+    and the comment in the ACL file."""
 
     role: str
     access: str
     topic: str
     why: str
+    absolute: bool = False
+
+    def full(self, prefix: str) -> str:
+        """The ACL's topic for `prefix`."""
+        return self.topic if self.absolute else f"{prefix}/{self.topic}"
 
 
 # The ACL, once: the file, the README table and the tests all come from it.
@@ -81,6 +87,27 @@ ACL: tuple[Grant, ...] = (
     Grant("edge", "write", "nodes/+/status", "its retained status and Last Will"),
     Grant("edge", "write", "drift/batches", "ships labeled and flagged windows"),
     Grant("edge", "read", "drift/acks/+", "the trainer's acknowledgements of stored batches"),
+    Grant(
+        "edge",
+        "write",
+        "homeassistant/sensor/+/+/config",
+        "Home Assistant discovery configs (`--ha-discovery`; `ha-remove` clears them)",
+        absolute=True,
+    ),
+    Grant(
+        "edge",
+        "read",
+        "homeassistant/sensor/+/+/config",
+        "`ha-remove` finds a node's retained configs",
+        absolute=True,
+    ),
+    Grant(
+        "edge",
+        "read",
+        "homeassistant/status",
+        "Home Assistant's birth message: publish the configs again",
+        absolute=True,
+    ),
     Grant("trainer", "write", "model/current", "the only publisher of the model"),
     Grant("trainer", "read", "drift/batches", "stores batches for fine-tuning"),
     Grant("trainer", "write", "drift/acks/+", "acknowledges each batch once it is stored"),
@@ -111,7 +138,7 @@ def acl_text(prefix: str = DEFAULT_PREFIX) -> str:
         lines += ["", f"user {role}"]
         for g in ACL:
             if g.role == role:  # a comment line: Mosquitto reads a trailing one as topic
-                lines += [f"# {g.why}", f"topic {g.access} {prefix}/{g.topic}"]
+                lines += [f"# {g.why}", f"topic {g.access} {g.full(prefix)}"]
     lines.append("topic read $SYS/#")  # the last block is the operator's: broker statistics
     return "\n".join(lines) + "\n"
 

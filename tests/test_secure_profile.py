@@ -530,7 +530,7 @@ def test_the_committed_acl_and_the_readme_table_are_the_acl_table() -> None:
     assert (REPO / "deploy" / "mosquitto" / "acl").read_text() == acl_text()
     readme = (REPO / "protocol" / "README.md").read_text()
     for grant in ACL:
-        row = f"| {grant.role} | {grant.access} | `{{prefix}}/{grant.topic}` |"
+        row = f"| {grant.role} | {grant.access} | `{grant.full('{prefix}')}` |"
         assert row in readme, row
     assert set(ROLES) == {g.role for g in ACL}
 
