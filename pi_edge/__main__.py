@@ -71,7 +71,38 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("file", type=Path, help="the moved-aside buffer file")
     _config_arg(rc)
     add_arguments(rc, EdgeConfig, only=("state_dir",))
+    ha = sub.add_parser(
+        "ha-remove",
+        help="remove a node's Home Assistant discovery configs (empty retained payloads)",
+        description="Clears the retained discovery configs of --node: with --machines those "
+        "machines' sensors; without (or '+') every config found under "
+        "<ha-prefix>/sensor/<node>/, the node's own too. Stop the node (or run it without "
+        "--ha-discovery) first, or it publishes them again.",
+    )
+    ha.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds without a new retained config before the search for them ends (default 1)",
+    )
+    _config_arg(ha)
+    add_arguments(ha, EdgeConfig, only=_HA_REMOVE_SETTINGS)
     return p
+
+
+_HA_REMOVE_SETTINGS = (
+    "broker",
+    "prefix",
+    "node",
+    "machines",
+    "ha_prefix",
+    "mqtt_user",
+    "mqtt_password_file",
+    "mqtt_ca_file",
+    "mqtt_cert_file",
+    "mqtt_key_file",
+    "mqtt_tls",
+)
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -318,6 +349,36 @@ def _recover_buffer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ha_remove(args: argparse.Namespace) -> int:
+    from protocol.mqtt import connect, make_client
+
+    from .ha import remove
+
+    _setup_logging(args.verbose)
+    cfg = build_config(args)
+    machines = None if "+" in cfg.machines else cfg.machines
+    client = make_client(f"{cfg.node}-ha-remove-{os.getpid()}"[:64])  # never the node's own id
+    link = connect(client, cfg.broker, credentials=cfg.credentials())
+    client.loop_start()
+    try:
+        link.wait(10.0)
+        cleared = remove(
+            client, cfg.node, cfg.ha_prefix, machines, cfg.prefix, settle_s=max(args.settle, 0.0)
+        )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    for topic in cleared:
+        log.info("cleared %s", topic)
+    log.info(
+        "removed %d Home Assistant discovery config(s) of node %s under %s/",
+        len(cleared),
+        cfg.node,
+        cfg.ha_prefix,
+    )
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (protocol.cli: 0 ok, 1 failed, 2 usage, 3 refused)."""
     args = _parser().parse_args(argv)
@@ -327,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": _export,
         "rollback": _rollback,
         "recover-buffer": _recover_buffer,
+        "ha-remove": _ha_remove,
     }
     try:
         return commands[args.command](args)

@@ -30,9 +30,19 @@ from protocol import (
     Topics,
     check_id,
 )
-from protocol.settings import MqttSettings, broker_setting, check, prefix_setting, setting
+from protocol.settings import (
+    MqttSettings,
+    broker_setting,
+    check,
+    metrics_host_setting,
+    metrics_port_setting,
+    prefix_setting,
+    setting,
+)
 
 from .drift import DriftConfig
+from .ha import DEFAULT_HA_PREFIX, check_ha_prefix
+from .machine_state import DEFAULT_STATE_WINDOWS, Debouncer
 from .machines import DEFAULT_MAX_MACHINES
 
 SECTION = "edge"  # the TOML table a shared config file keeps pi_edge's settings in
@@ -60,6 +70,10 @@ def _ids(value: tuple[str, ...]) -> None:
 
 def _floor(value: float) -> None:
     DriftConfig(confidence_floor=value)  # the detector's own rule, not a copy of it
+
+
+def _state_confidence(value: float) -> None:
+    Debouncer(min_confidence=value)  # the debouncer's own rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +157,35 @@ class EdgeConfig(MqttSettings):
         low=1,
         high=1_000_000,
     )
+    state_windows: int = setting(
+        DEFAULT_STATE_WINDOWS,
+        help="consecutive windows of a new class before a machine's state changes (retained "
+        "…/machines/{m}/state and an …/event)",
+        low=1,
+        high=100_000,
+    )
+    state_min_confidence: float = setting(
+        0.0,
+        help="windows less confident than this neither start nor break a machine's state change",
+        check=_state_confidence,
+    )
+    ha_discovery: bool = setting(
+        False,
+        help="publish Home Assistant MQTT discovery configs (retained): a device per machine "
+        "with state, class, confidence and drift sensors",
+    )
+    ha_prefix: str = setting(
+        DEFAULT_HA_PREFIX,
+        help="Home Assistant's discovery prefix (its birth topic is <ha_prefix>/status)",
+        check=check_ha_prefix,
+    )
     classes: tuple[str, ...] = setting(CLASSES, help="class names a model must have", cli=False)
     channels: tuple[str, ...] = setting(CHANNELS, help="channel names a model must have", cli=False)
     window_length: int = setting(
         WINDOW_LENGTH, help="samples per window a model must take", low=1, high=4096, cli=False
     )
+    metrics_port: int | None = metrics_port_setting()
+    metrics_host: str = metrics_host_setting()
 
     def __post_init__(self) -> None:
         check(self)

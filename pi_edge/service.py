@@ -21,7 +21,8 @@ stops and exits 1 so that a service manager restarts it.
 
 Per-machine state is capped at `max_machines`: machines.py's MachineTracker (kept by telemetry)
 picks the least recently seen machine, and every per-machine structure forgets it (telemetry,
-drift detectors, keeper rate limits, prediction topics).
+drift detectors, keeper rate limits, prediction topics,
+debounced machine states).
 
 Figures (rates, latencies, error counts) live in NodeTelemetry (telemetry.py); the closed loop
 (drift verdicts, kept windows) in Evidence (evidence.py).
@@ -33,7 +34,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,14 +50,20 @@ from .dashboard import Snapshot
 from .drift import DriftConfig
 from .errors import EdgeError, ModelError
 from .evidence import Evidence, EvidenceConfig
+from .ha import HaDiscovery
+from .machine_state import Change, Debouncer
 from .model_manager import ModelManager
 from .models import Expected
 from .outputs import Clock, batch_outputs
 from .telemetry import NodeTelemetry, Queue
 
+if TYPE_CHECKING:
+    from protocol.exporter import MetricsServer
+
 log = logging.getLogger(__name__)
 
 ROLE = "edge"
+_NO_CONN = 4  # paho MQTT_ERR_NO_CONN: a QoS 1 message waits for the reconnect
 DEGRADED = "degraded"
 
 
@@ -92,6 +99,14 @@ class EdgeService:
             max_machines=config.max_machines,
         )
         self._topics_by_machine: dict[str, str] = {}  # the worker's own cache
+        self.ha = (  # Home Assistant discovery (ha.py): configs per machine first seen
+            HaDiscovery(config.node, config.prefix, config.ha_prefix, __version__)
+            if config.ha_discovery
+            else None
+        )
+        self.machine_states = Debouncer(
+            config.state_windows, config.state_min_confidence, normal=config.classes[0]
+        )
         self.broker_state = "not started"
         self.credentials = config.credentials()  # reads the password file: ConfigError now
         self.link: ConnectionWatch | None = None  # set by start(): connected, refused and why
@@ -124,10 +139,12 @@ class EdgeService:
         )
         self._client: Any = None
         self._threads: list[threading.Thread] = []
+        self.metrics: MetricsServer | None = None  # /metrics, if --metrics-port
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeService:
         """Load the startup model, connect in the background and start the threads."""
+        self._start_metrics()  # first: a port in use fails before anything else has started
         self.models.load_startup(self.config.model)
         will = Status.offline(self.config.node, ROLE, __version__).to_json()
         client = make_client(
@@ -183,6 +200,31 @@ class EdgeService:
             t.join(timeout)
         self._threads.clear()
         self.evidence.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def _start_metrics(self) -> None:
+        """Serve /metrics if --metrics-port is set (prometheus-client is imported only then)."""
+        port = self.config.metrics_port
+        if port is None:
+            return
+        from protocol.exporter import MetricsServer
+
+        from .exporter import edge_families
+
+        self.metrics = MetricsServer(
+            lambda: edge_families(self.status(), self.snapshot(), self.inbox.arrived),
+            self.config.metrics_host,
+            port,
+            faults=self.faults,
+            where="edge-metrics",
+        )
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound /metrics port (the real one when --metrics-port 0), None when off."""
+        return None if self.metrics is None else self.metrics.port
 
     def connection_failure(self) -> BrokerRefusedError | None:
         """Why the broker keeps refusing this node (bad credentials, ACL, TLS), once it has
@@ -222,8 +264,12 @@ class EdgeService:
         self.broker_state = "connected"
         subs = [(self.topics.windows(m, self.config.shared_group), 0) for m in self.config.machines]
         subs.append((self.topics.model_current, 1))
+        if self.ha is not None:  # HA's birth message: re-publish the configs
+            subs.append((self.ha.birth_topic, 1))
         client.subscribe(subs)
         self._publish_status()
+        if self.ha is not None:
+            self.ha.publish_node(client)
         log.info(
             "connected to %s; subscribed to %s", self.config.broker, ", ".join(t for t, _ in subs)
         )
@@ -249,6 +295,9 @@ class EdgeService:
         if topic == self.topics.model_current:
             if msg.payload:
                 self.models.submit(msg.payload, "mqtt")
+            return
+        if self.ha is not None and topic == self.ha.birth_topic:
+            self.ha.on_birth(bytes(msg.payload[:16]))  # sets a flag; the worker publishes
             return
         machine = self.topics.machine_of(topic)
         try:
@@ -283,6 +332,8 @@ class EdgeService:
                 self._work_once()
 
     def _work_once(self) -> None:
+        if self.ha is not None:  # after HA's birth message: every tracked machine's configs
+            self.ha.pump(self._client, self._topics_by_machine)
         if self.models.model is None:  # nothing to classify with: wait for a vetted model
             pending = self.models.take_pending()
             if pending is not None:
@@ -332,10 +383,16 @@ class EdgeService:
             self._prediction_topic,
         )
         failed = 0 if publish_many(self._client, out.messages) else len(out.messages)
+        debounce = self.machine_states.update  # per window a counter; a change is published
+        for row, item in zip(out.history, batch, strict=True):
+            change = debounce(row.machine, row.label, row.confidence, item.received_ns / 1e9)
+            if change is not None:
+                self._publish_change(change, row.drift, row.model_version)
         self.evidence.record(out.history)
         evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
         if evicted:  # the machine cap: every per-machine structure forgets the same ids
             self.evidence.forget(evicted)
+            self.machine_states.forget(evicted)
             for machine in evicted:
                 self._topics_by_machine.pop(machine, None)
         if failed and self.telemetry.count_error("publish_failed", failed)[0]:
@@ -346,11 +403,35 @@ class EdgeService:
                 self.config.broker,
             )
 
+    def _publish_change(self, change: Change, drift: str, model_version: int) -> None:
+        """Publish `change`: the machine's retained state, then its event (both QoS 1).
+
+        Disconnected, paho keeps QoS 1 messages for the reconnect; changes need `state_windows`
+        windows each, and windows stop with the broker, so what waits is bounded by the inbox.
+        """
+        state, event = change.messages(self.config.node, drift, model_version)
+        out = [(self.topics.machine_state(change.machine), state.to_json(), True)]
+        if event is not None:
+            out.append((self.topics.machine_event(change.machine), event.to_json(), False))
+        log.info(
+            "machine %s: %s → %s (%s)",
+            change.machine,
+            change.previous or "unknown",
+            change.cls,
+            change.event or "first state",
+        )
+        for topic, payload, retain in out:
+            rc = self._client.publish(topic, payload, qos=1, retain=retain).rc
+            if rc not in (0, _NO_CONN) and self.telemetry.count_error("state_publish_failed")[0]:
+                log.warning("could not queue %s for the broker (paho rc %s)", topic, rc)
+
     def _prediction_topic(self, machine: str) -> str:
         """The prediction topic of `machine`, built (and its id checked) once per machine."""
         topic = self._topics_by_machine.get(machine)
         if topic is None:  # bounded: evicted machines are dropped in _classify
             topic = self._topics_by_machine[machine] = self.topics.prediction(machine)
+            if self.ha is not None:  # first seen (or again after eviction): HA discovery
+                self.ha.machine_seen(self._client, machine)
         return topic
 
     # ------------------------------------------------------------------ status
