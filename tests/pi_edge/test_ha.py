@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,6 +164,17 @@ def test_a_node_publishes_retained_discovery_republishes_on_ha_birth_and_ha_remo
         assert config["device"]["identifiers"][0].startswith(f"edgeloop:{node}")
         if topic in expected:
             assert config["availability_topic"] == topics.status(node)
+
+    # the same retained configs through a client we did not write: Mosquitto's own mosquitto_sub
+    exe = shutil.which("mosquitto_sub")
+    assert exe, "mosquitto_sub missing: sudo apt-get install -y mosquitto-clients"
+    want = len(expected) + 1
+    cmd = [exe, "-h", broker.host, "-p", str(broker.port), "-t", f"{ha}/#", "-v"]
+    out = subprocess.run([*cmd, "-C", str(want), "-W", "10"], capture_output=True, check=True)
+    lines = out.stdout.decode().splitlines()
+    seen = dict(line.split(" ", 1) for line in lines)
+    assert set(seen) == set(got)
+    assert all(json.loads(seen[t]) == json.loads(got[t]) for t in seen)
 
     publisher.publish(f"{ha}/status", b"online")  # Home Assistant (re)started
     assert live.wait_for(lambda _: all(len(live.on(t)) >= 2 for t in expected | {node_topic}))
