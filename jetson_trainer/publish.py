@@ -10,7 +10,7 @@ from protocol.mqtt import Credentials, connect, make_client, publish_confirmed
 
 from .errors import TrainerError
 
-__all__ = ["publish_bundle"]
+__all__ = ["publish_bundle", "publish_message"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,30 @@ def publish_bundle(
     may not publish the model (in the secure profile only the trainer's credentials may).
     """
     topics = Topics(prefix) if prefix else Topics()
+    publish_message(
+        data,
+        broker,
+        topics.model_current,
+        "bundle",
+        retain=True,
+        timeout=timeout,
+        credentials=credentials,
+    )
+    return topics.model_current
+
+
+def publish_message(
+    data: bytes,
+    broker: str,
+    topic: str,
+    what: str,
+    *,
+    retain: bool = False,
+    timeout: float = 10.0,
+    credentials: Credentials | None = None,
+) -> None:
+    """Send `data` on `topic` at QoS 1 and return once the broker acknowledged it (`what`
+    names it in errors); BrokerRefusedError if the login or the ACL says no."""
     client = make_client(f"edgeloop-trainer-publish-{uuid.uuid4().hex[:8]}")
     try:
         link = connect(client, broker, credentials=credentials)
@@ -37,17 +61,17 @@ def publish_bundle(
     client.loop_start()
     try:
         link.wait(timeout)  # BrokerRefusedError says why: unreachable, login or TLS
-        if not publish_confirmed(
-            client, link, topics.model_current, data, retain=True, timeout=timeout
-        ):
+        if not publish_confirmed(client, link, topic, data, retain=retain, timeout=timeout):
             raise TrainerError(
-                f"broker {broker} did not acknowledge the bundle on "
-                f"{topics.model_current} within {timeout:.0f} s"
+                f"broker {broker} did not acknowledge the {what} on {topic} within {timeout:.0f} s"
             )
         log.info(
-            "published %d bytes retained on %s via %s", len(data), topics.model_current, broker
+            "published %d bytes%s on %s via %s",
+            len(data),
+            " retained" if retain else "",
+            topic,
+            broker,
         )
-        return topics.model_current
     finally:
         client.disconnect()
         client.loop_stop()

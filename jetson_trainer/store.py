@@ -210,6 +210,10 @@ class WindowStore:
             if not rows:
                 return 0, 0
             with self._file.write() as db:
+                relabeled = [(r[0], r[2]) for r in rows if r[2] is not None]
+                if relabeled:  # a maintenance label reached a window stored unlabeled (or
+                    # with another label): it goes in again, as a new arrival with its label
+                    db.executemany("DELETE FROM windows WHERE id = ? AND label IS NOT ?", relabeled)
                 before = db.total_changes
                 db.executemany(  # ON CONFLICT, not OR IGNORE: only a duplicate id is dropped
                     "INSERT INTO windows (id, machine, label, reason, predicted, score, node, "

@@ -214,9 +214,14 @@ class DurableBuffer:
             return 0
         with self._lock, self._file.write() as db:
             before = db.total_changes
-            db.executemany(  # ON CONFLICT, not OR IGNORE: only a duplicate id is ignored
+            db.executemany(  # ON CONFLICT, not OR IGNORE: only a duplicate id is handled
+                # a duplicate is ignored, unless it brings a (new) label: a maintenance label
+                # reached a window kept unlabeled; the row is upgraded and, if it was in
+                # flight, taken out of that batch so that it is sent again with its label
                 "INSERT INTO kept (id, machine, labeled, reason, predicted, score, frame, "
-                "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "labeled = excluded.labeled, reason = excluded.reason, frame = excluded.frame, "
+                "inflight = 0 WHERE excluded.labeled = 1 AND kept.frame != excluded.frame",
                 rows,
             )
             added = db.total_changes - before

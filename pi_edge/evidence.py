@@ -205,6 +205,19 @@ class Evidence:
             self.shipper.wake()
         return len(records)
 
+    def keep_records(self, records: list[Kept]) -> int:
+        """Write windows labeled after the fact (maintenance labels) to the durable buffer; a
+        row still there unlabeled, or with another label, is upgraded (buffer.py)."""
+        if not records:
+            return 0
+        try:
+            added = self.buffer.add(records)
+        except StorageError as exc:
+            self._storage_failed("buffer_failed", exc, len(records))
+            return 0
+        self.shipper.wake()
+        return added
+
     def forget(self, machines: list[str]) -> None:
         """Drop every per-machine state of `machines` (evicted by the node's machine cap)."""
         if not machines:

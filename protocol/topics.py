@@ -91,6 +91,15 @@ class Topics:
         return f"{self.prefix}/drift/acks/{check_id(node, 'node id')}"
 
     @property
+    def labels(self) -> str:
+        """Where maintenance label events go (protocol.labels), QoS 1, not retained.
+
+        >>> Topics("site").labels
+        'site/labels'
+        """
+        return f"{self.prefix}/labels"
+
+    @property
     def model_current(self) -> str:
         return f"{self.prefix}/model/current"
 
