@@ -584,7 +584,7 @@ def check(obj: Any) -> None:
 def _default_text(f: dataclasses.Field[Any]) -> str:
     if f.default is not dataclasses.MISSING:
         d = f.default
-        if d is None:
+        if d is None or d == ():
             return ""
         if isinstance(d, tuple):
             d = ",".join(str(x) for x in d)
