@@ -108,6 +108,23 @@ ACL: tuple[Grant, ...] = (
         "Home Assistant's birth message: publish the configs again",
         absolute=True,
     ),
+    *(
+        Grant("edge", "write", f"spBv1.0/+/{kind}/+", why, absolute=True)
+        for kind, why in (
+            ("NBIRTH", "Sparkplug B node birth (`--sparkplug GROUP`)"),
+            ("NDATA", "Sparkplug B node data (model version)"),
+            ("NDEATH", "Sparkplug B node death: its Will, and before a clean stop"),
+        )
+    ),
+    *(
+        Grant("edge", "write", f"spBv1.0/+/{kind}/+/+", why, absolute=True)
+        for kind, why in (
+            ("DBIRTH", "Sparkplug B device (machine) birth"),
+            ("DDATA", "Sparkplug B device data, by exception"),
+            ("DDEATH", "Sparkplug B device death (a silent or evicted machine)"),
+        )
+    ),
+    Grant("edge", "read", "spBv1.0/+/NCMD/+", "Sparkplug B node commands (rebirth)", absolute=True),
     Grant("trainer", "write", "model/current", "the only publisher of the model"),
     Grant("trainer", "read", "drift/batches", "stores batches for fine-tuning"),
     Grant("trainer", "write", "drift/acks/+", "acknowledges each batch once it is stored"),
@@ -116,6 +133,14 @@ ACL: tuple[Grant, ...] = (
     Grant("operator", "read", "#", "sees everything under the prefix (and `$SYS/#`)"),
     Grant("operator", "write", "sim/control", "the only sender of simulator control"),
     Grant("operator", "write", "labels", "the only sender of labels"),
+    Grant("operator", "read", "spBv1.0/#", "Sparkplug B: a SCADA host's view", absolute=True),
+    Grant(
+        "operator",
+        "write",
+        "spBv1.0/+/NCMD/+",
+        "Sparkplug B node commands (`Node Control/Rebirth`)",
+        absolute=True,
+    ),
 )
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages edgeloop needs (mosquitto, mosquitto-clients, tmux) if missing.
+# Install the Debian packages edgeloop needs (mosquitto, mosquitto-clients, tmux, nodejs, npm)
+# if missing.
 # Only installs; never starts or stops the system's own broker.
 set -euo pipefail
 need=()
@@ -7,6 +8,9 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 # the tests prove the secure profile's ACL with the real mosquitto_pub / mosquitto_sub
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# the Sparkplug test decodes payloads with Eclipse Tahu's JavaScript library (tests/tools/sparkplug)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 sudo=""
