@@ -5,6 +5,11 @@ missing, then opens tmux with one pane per role (each pane shows that role's das
 trainer pane trains an initial model if none exists and publishes it retained; pi_edge picks it
 up. Detach or quit tmux (Ctrl-b d), or Ctrl-C here, and everything started is stopped.
 
+`--signals` (`make demo-signals`) runs it with per-signal readings: the simulator publishes one
+message per sample and channel on the topics of deploy/signals.example.toml and pi_edge
+assembles the windows (4 machines at 1 window/s unless --machines/--hz say otherwise; not with
+--secure, whose ACL grants sensors the window topics only).
+
 `--secure` (`make demo-secure`) runs the same in the secure profile: the broker takes only TLS
 and one user per role (a development CA, certificates, passwords and ACL are made once in
 RUN_DIR/secure by scripts/secure_profile.py), and each pane logs in as its role — the simulator
@@ -31,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 PY = str(REPO / ".venv" / "bin" / "python")
 SESSION = "edgeloop"
 PRIVATE_KEY, PUBLIC_KEY = "trainer_ed25519.pem", "trainer_ed25519.pub.pem"
+SIGNALS_FILE = REPO / "deploy" / "signals.example.toml"
 
 
 def _tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -38,11 +44,17 @@ def _tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def pane_commands(
-    run: Path, port: int, machines: int, hz: float, profile: SecureProfile | None = None
+    run: Path,
+    port: int,
+    machines: int,
+    hz: float,
+    profile: SecureProfile | None = None,
+    signals: Path | None = None,
 ) -> dict[str, str]:
     """Shell command for each pane; every one ends in a shell so a crash stays readable.
 
     With a secure profile each pane first loads its role's login (user, password file, CA).
+    With a signals file the simulator publishes per-signal readings and pi_edge assembles them.
     """
     broker = f"127.0.0.1:{port}"
     keys, model, data = run / "keys", run / "model", run / "data"
@@ -61,6 +73,9 @@ def pane_commands(
         f"{PY} -m sensor_sim run --broker {broker} --machines {machines} --hz {hz} "
         "--fault-mtbf 30 --repair-mean 30"
     )
+    if signals is not None:  # one reading per message both ways (pi_edge/README.md, Signals)
+        sim += f" --signals {q(str(signals))}"
+        edge += f" --signals {q(str(signals))}"
     keep = "; echo; echo '[exited — press Enter to close]'; read -r _"
     commands = {"simulator": sim, "pi_edge": edge, "trainer": trainer}
     if profile is not None:
@@ -74,8 +89,15 @@ def pane_commands(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "demo")
-    parser.add_argument("--machines", type=int, default=int(os.environ.get("DEMO_MACHINES", "16")))
-    parser.add_argument("--hz", type=float, default=float(os.environ.get("DEMO_HZ", "10")))
+    parser.add_argument("--machines", type=int, default=os.environ.get("DEMO_MACHINES"))
+    parser.add_argument("--hz", type=float, default=os.environ.get("DEMO_HZ"))
+    parser.add_argument(
+        "--signals",
+        action="store_true",
+        help=f"per-signal readings ({SIGNALS_FILE.relative_to(REPO)}): the simulator publishes "
+        "one message per sample and channel, pi_edge assembles windows; defaults to 4 machines "
+        "at 1 window/s (960 messages/s) instead of 16 at 10",
+    )
     parser.add_argument("--no-attach", action="store_true", help="do not attach to tmux")
     parser.add_argument(
         "--secure",
@@ -83,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the secure profile: TLS, a user per role, the ACL (made in RUN_DIR/secure)",
     )
     args = parser.parse_args(argv)
+    if args.signals and args.secure:
+        print(
+            "error: --signals with --secure: the secure profile's ACL lets sensors publish "
+            "window topics only; run the signals demo without --secure",
+            file=sys.stderr,
+        )
+        return 2
     if shutil.which("tmux") is None:
         print(
             "error: tmux not found; install it with: sudo apt-get install -y tmux", file=sys.stderr
@@ -121,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         prepare(run)
-        commands = pane_commands(run, broker.port, args.machines, args.hz, profile)
+        machines = int(args.machines or (4 if args.signals else 16))
+        hz = float(args.hz or (1 if args.signals else 10))
+        signals = SIGNALS_FILE if args.signals else None
+        commands = pane_commands(run, broker.port, machines, hz, profile, signals)
         _tmux(
             "new-session",
             "-d",

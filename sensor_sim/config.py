@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from protocol import ConfigError, check_id
+from protocol import CHANNELS, ConfigError, check_id
 from protocol.settings import (
     MqttSettings,
     broker_setting,
@@ -41,6 +41,7 @@ from protocol.settings import (
     resolve,
     setting,
 )
+from protocol.signals import SignalMap
 
 from .fleet import FleetConfig
 
@@ -103,6 +104,13 @@ class SimConfig(MqttSettings):
         False,
         help="ignore --hz and publish as fast as possible (measures the ceiling)",
     )
+    signals: Path | None = setting(
+        None,
+        help="publish each window as per-signal readings on the topics of this signals file "
+        "(TOML, as pi_edge --signals reads it; every signal needs a 'time' key) instead of "
+        "window messages",
+        metavar="FILE",
+    )
     dashboard: bool = setting(
         True,
         help="live dashboard; off: log lines (also when stdout is not a terminal)",
@@ -148,6 +156,31 @@ class SimConfig(MqttSettings):
 
     def __post_init__(self) -> None:
         check(self)
+        self.signal_map()  # a wrong signals file fails before anything starts
+
+    def signal_map(self) -> SignalMap | None:
+        """The checked signals file, or None; ConfigError if the simulator cannot publish it.
+
+        Every signal needs a `time` key: the simulator's sample time runs ahead of the wall
+        clock (a window of T samples per tick), so arrival times would not rebuild its windows.
+        """
+        if self.signals is None:
+            return None
+        signals = SignalMap.from_toml(self.signals, CHANNELS)
+        untimed = [s.topic for s in signals.signals if s.time is None]
+        wild = [s.topic for s in signals.signals if "+" in s.topic.split("/")]
+        if untimed:
+            raise ConfigError(
+                f"signals file {self.signals}: the simulator needs a `time` key on every "
+                f"signal (missing on {untimed}): its sample time runs ahead of the wall clock, "
+                "so arrival times would not rebuild its windows"
+            )
+        if wild:
+            raise ConfigError(
+                f"signals file {self.signals}: the simulator publishes on concrete topics; "
+                f"write out the '+' level of {wild}"
+            )
+        return signals
 
     @property
     def period_s(self) -> float:

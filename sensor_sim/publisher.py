@@ -17,6 +17,18 @@ applies commands as they arrive, so a command takes effect within ~0.1 s.
 `max_rate=True` drops the clock and publishes as fast as one core allows (every
 `backpressure_every` ticks it waits until paho has written the last window to the socket),
 to measure the publish ceiling.
+
+Per-signal mode (`--signals FILE`): each window goes out as T × C readings, one message per
+sample and channel on the file's topics (`{"ts": <s>, "value": <v>}` or the file's keys), all
+of a tick in one write (`protocol.mqtt.publish_many`). Sample times: the first tick's window
+is the last whole window before the wall clock, slots `s0 … s0+T-1` with `s0` a multiple of
+the window length T (so pi_edge's epoch-aligned windows are exactly the simulator's), and
+every tick's window follows the last: window n covers slots `s0 + n·T … s0 + n·T + T-1`, at
+`slot / sample_hz` seconds. So sample time runs `hz · T / sample_hz` times as fast as the wall
+clock: 1× (real time) with the shipped 60 Hz example at `--hz 1`, 600× at 1 Hz and `--hz 10`;
+ahead of the wall clock, pi_edge's latency figures (from the sensor time) go negative. The
+window's `timestamp_ns` is its first slot's time. pi_edge reassembles window n as seq
+`s0/T + n` with equal values (float32, exactly).
 """
 
 from __future__ import annotations
@@ -36,7 +48,15 @@ import numpy as np
 from protocol import Command, PayloadError, Status, Topics, __version__, encode_window
 from protocol.errors import BrokerRefusedError
 from protocol.guard import Faults, guard_client, paho_thread_alive, publish_retained
-from protocol.mqtt import ConnectionWatch, Credentials, connect, make_client, publish_confirmed
+from protocol.mqtt import (
+    ConnectionWatch,
+    Credentials,
+    connect,
+    make_client,
+    publish_confirmed,
+    publish_many,
+)
+from protocol.signals import SignalMap, slot_ns
 
 from .config import SimConfig
 from .errors import SimError
@@ -93,6 +113,16 @@ class Simulator:
         self.topics = Topics(config.prefix)
         self.fleet = Fleet(config.fleet, np.random.default_rng(config.seed))
         self._window_topics = [self.topics.window(mid) for mid in self.fleet.ids]
+        self._signals = config.signal_map()  # per-signal mode, or None
+        self._signal_topics = (
+            []
+            if self._signals is None
+            else [
+                [self._signals.topic(j, mid) for j in range(len(self._signals.signals))]
+                for mid in self.fleet.ids
+            ]
+        )
+        self._next_slot: int | None = None  # per-signal mode: the next window's first slot
         self._status_topic = self.topics.status(config.node)
         self._inbox: queue.Queue[Command] = queue.Queue(maxsize=INBOX_SIZE)
         self._lock = threading.Lock()  # guards fleet reads from other threads and counters
@@ -347,6 +377,8 @@ class Simulator:
             stop.wait(min(0.1, remaining))
 
     def _publish_tick(self, client: mqtt.Client, dt: float) -> Any:
+        if self._signals is not None:
+            return self._publish_signals(client, dt, self._signals)
         with self._lock:
             windows = self.fleet.tick(dt, time.time_ns())
         info = None
@@ -360,6 +392,23 @@ class Simulator:
         if failed:
             self._count_error("publish_failed", failed)
         return info
+
+    def _publish_signals(self, client: mqtt.Client, dt: float, signals: SignalMap) -> None:
+        """One tick in per-signal mode: every machine's window as readings, in one write."""
+        t = self.fleet.config.window_length
+        if self._next_slot is None:  # the last whole window before now, on a boundary
+            self._next_slot = (math.floor(time.time() * signals.sample_hz) // t - 1) * t
+        first = self._next_slot
+        self._next_slot += t
+        with self._lock:
+            windows = self.fleet.tick(dt, slot_ns(first, signals.sample_hz))
+        items: list[tuple[str, bytes]] = []
+        for i, window in enumerate(windows):
+            items += signal_messages(signals, self._signal_topics[i], window.data, first)
+        if publish_many(client, items):
+            self._published += 1
+        else:
+            self._count_error("publish_failed", len(windows))
 
     def run(
         self, stop: threading.Event | None = None, on_idle: Callable[[], None] | None = None
@@ -440,6 +489,33 @@ class Simulator:
         )
         log.info("%s", report.describe())
         return report
+
+
+def signal_messages(
+    signals: SignalMap, topics: list[str], data: Any, first_slot: int
+) -> list[tuple[str, bytes]]:
+    """(topic, payload) of every reading of one window (T × C `data`), sample by sample.
+
+    `topics[j]` is signal j's topic for the machine; slot `first_slot + r` holds row r.
+
+    >>> import numpy as np
+    >>> from protocol.signals import SignalSpec
+    >>> m = SignalMap([SignalSpec("p/{machine}/t", "temperature", time="ts")], ("temperature",))
+    >>> data = np.array([[20.5], [21.0]], np.float32)
+    >>> for topic, payload in signal_messages(m, ["p/m01/t"], data, 1_700_000_000):
+    ...     print(topic, payload.decode())
+    p/m01/t {"ts":1700000000.0,"value":20.5}
+    p/m01/t {"ts":1700000001.0,"value":21.0}
+    """
+    hz = signals.sample_hz
+    columns = signals.channel_of
+    rows = data.tolist()  # Python floats: the float32 values, exactly
+    out = []
+    for r, row in enumerate(rows):
+        t_s = (first_slot + r) / hz
+        for j, topic in enumerate(topics):
+            out.append((topic, signals.encode(j, t_s, row[columns[j]])))
+    return out
 
 
 def send_command(
