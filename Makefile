@@ -6,13 +6,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= sim,edge,trainer,dev
 
-.PHONY: demo demo-secure test setup system-deps lint format bench clean lock
+.PHONY: demo demo-secure demo-signals test setup system-deps lint format bench clean lock
 
 demo: setup  ## broker + trainer + pi_edge + simulator + dashboards, in tmux
 	$(BIN)/python -m scripts.demo
 
 demo-secure: setup  ## the same in the secure profile: TLS only, a user per role, the ACL
 	$(BIN)/python -m scripts.demo --secure
+
+demo-signals: setup  ## the same with per-signal readings (deploy/signals.example.toml), 4 machines
+	$(BIN)/python -m scripts.demo --signals
 
 test: setup  ## lint and type-check, then the whole test suite against a private Mosquitto
 	$(BIN)/ruff check .
@@ -24,6 +27,7 @@ setup: $(STAMP) system-deps
 
 system-deps:
 	@bash scripts/system_deps.sh
+	@test -d tests/tools/sparkplug/node_modules || npm ci --prefix tests/tools/sparkplug --no-audit --no-fund  # the tests' independent Sparkplug decoder
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }

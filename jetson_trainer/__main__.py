@@ -11,6 +11,11 @@ finetune  --model BUNDLE (--data DIR | --x X.npy --y Y.npy) [--replay DIR] --out
 reissue   --model BUNDLE --version N --private-key PEM --out DIR [--prefix P]
           [--public-key PEM | --insecure-dev]   the fleet-wide rollback: an old model, new version
 publish   --model BUNDLE [--broker HOST:PORT] [--prefix P] [--config FILE]
+label     --machine M --class C [--from T] [--to T] [--id ID] [--cancel] [--broker HOST:PORT]
+          a maintenance label event on <prefix>/labels (times: now, now-15m, epoch s, RFC 3339)
+import    FILE… --out DIR [--maintenance LOG.csv] [--unlabeled-normal] [--sample-hz HZ]
+          [--max-gap-s S] [--stride N] [--holdout F] [--channel-map OLD=NEW] [--report FILE]
+          historian CSV (long or wide) / Parquet + maintenance log → a data set `train` reads
 serve     --store DIR --private-key PEM [--broker HOST:PORT] [--data DIR] [--config FILE] …
           the daemon: stores drift batches, fine-tunes, gates and publishes (see --help)
 
@@ -34,7 +39,7 @@ from protocol import DEFAULT_PREFIX, BundleError, ConfigError, EdgeloopError
 from protocol.cli import EXIT_FAILED, EXIT_OK, report
 from protocol.settings import add_arguments, flags_of, resolve
 
-from .config import SECTION, PublishConfig, ServeConfig
+from .config import SECTION, ImportConfig, LabelConfig, PublishConfig, ServeConfig
 from .errors import TrainerError
 
 if TYPE_CHECKING:
@@ -121,6 +126,29 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("publish", help="send a bundle retained, QoS 1, to <prefix>/model/current")
     _config_arg(u)
     add_arguments(u, PublishConfig)
+    lab = sub.add_parser(
+        "label",
+        help="send a maintenance label: machine, class, from, to (QoS 1 on <prefix>/labels)",
+        description="Tell the Pis what a technician found: they label the windows of that "
+        "machine and time they still hold and every new one inside it, and ship them to the "
+        "trainer like any labeled window. Without --to the label holds until further notice "
+        "(a later label of the machine ends it).",
+    )
+    _config_arg(lab)
+    add_arguments(lab, LabelConfig)
+    im = sub.add_parser(
+        "import",
+        help="historian export + maintenance log → a data set for train (no TensorFlow)",
+        description="Resample historian samples (long or wide CSV, Parquet) per machine onto "
+        "a grid, cut windows, label them from a maintenance log (machine, from, to, class) and "
+        "write train/infer splits `train` reads, plus unlabeled_data.npy, windows.csv and "
+        "import_report.json. See jetson_trainer/README.md, 'Importing plant history'. Every "
+        "setting is also an EDGELOOP_IMPORT_<NAME> env var.",
+    )
+    im.add_argument(
+        "inputs", nargs="*", type=Path, metavar="FILE", help="historian export(s) (CSV/Parquet)"
+    )
+    add_arguments(im, ImportConfig)
     s = sub.add_parser(
         "serve",
         help="the trainer daemon: store drift batches, fine-tune, gate, publish",
@@ -380,6 +408,51 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    import time
+
+    from protocol import Topics
+    from protocol.labels import LabelEvent, parse_when
+
+    from .publish import publish_message
+
+    config: LabelConfig = _settings(args, LabelConfig)
+    now = time.time()
+    event = LabelEvent(
+        config.machine,
+        config.label_class,
+        parse_when(config.start, now),
+        None if config.end is None else parse_when(config.end, now),
+        config.label_id or "",
+        "cancel" if config.cancel else "set",
+        config.source,
+        now,
+    )
+    topic = Topics(config.prefix).labels
+    publish_message(
+        event.to_json(),
+        config.broker,
+        topic,
+        "label event",
+        timeout=config.timeout,
+        credentials=config.credentials(),
+    )
+    log.info("label %s sent on %s: %s", event.label_id, topic, event.to_json().decode())
+    return EXIT_OK
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .importer import run_import
+
+    flags = flags_of(args, ImportConfig)
+    if args.inputs:
+        given = [p for p in str(flags.pop("signals", "")).split(",") if p.strip()]
+        flags["signals"] = [*given, *(str(p) for p in args.inputs)]
+    config: ImportConfig = resolve(ImportConfig, env=os.environ, flags=flags)
+    run_import(config)
+    return EXIT_OK
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -469,6 +542,8 @@ _COMMANDS = {
     "finetune": _cmd_finetune,
     "publish": _cmd_publish,
     "reissue": _cmd_reissue,
+    "label": _cmd_label,
+    "import": _cmd_import,
     "serve": _cmd_serve,
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from protocol import check_id
 from protocol.settings import (
@@ -32,9 +32,10 @@ from .gate import GateConfig
 from .policy import PolicyConfig
 
 if TYPE_CHECKING:
+    from .historian import Grid
     from .retrain import RetrainConfig
 
-__all__ = ["SECTION", "PublishConfig", "ServeConfig"]
+__all__ = ["SECTION", "ImportConfig", "PublishConfig", "ServeConfig"]
 
 SECTION = "trainer"  # the TOML table a shared config file keeps the trainer's keys in
 
@@ -117,11 +118,137 @@ class ServeConfig(MqttSettings):
         )
 
 
+def _channel_map_ok(items: tuple[str, ...]) -> None:
+    from .historian import parse_channel_map  # numpy: only when the setting is checked
+
+    parse_channel_map(items)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportConfig:
+    """`import`: historian exports + a maintenance log → a data set `train` reads.
+
+    Flags, or EDGELOOP_IMPORT_<NAME> env vars (own prefix: `--out` must not come from a
+    variable meant for another command); no config file (a one-off command).
+    """
+
+    ENV_PREFIX: ClassVar[str] = "EDGELOOP_IMPORT_"
+
+    out: Path = setting(help="DIR for the data set (train_/infer_data.npy …)", metavar="DIR")
+    signals: tuple[Path, ...] = setting(
+        (),
+        help="historian export(s): CSV, long or wide, or Parquet (also as positional FILEs)",
+        metavar="FILE[,FILE]",
+    )
+    maintenance: Path | None = setting(
+        None, help="maintenance log CSV: machine, from, to, class (to empty: open)", metavar="FILE"
+    )
+    unlabeled_normal: bool = setting(
+        False, help="label windows outside every maintenance interval normal (else unlabeled)"
+    )
+    sample_hz: float = setting(
+        1.0, help="grid the samples are resampled to, Hz", low=0.001, high=10000.0, metavar="HZ"
+    )
+    max_gap_s: float = setting(
+        5.0, help="longest hole forward-filled, s; a longer one is a gap", low=0.0, metavar="S"
+    )
+    stride: int | None = setting(
+        None, help="samples from one window's start to the next (default: window length)", low=1
+    )
+    holdout: float = setting(
+        0.2,
+        help="last fraction in time of each machine's labeled windows, written to infer",
+        low=0.0,
+        high=0.9,
+        metavar="FRACTION",
+    )
+    signal_format: str = setting(
+        "auto",
+        help="table layout: auto (from the header), long or wide",
+        choices=("auto", "long", "wide"),
+        flag="--format",
+    )
+    channel_map: tuple[str, ...] = setting(
+        (),
+        help="historian channel names onto the model's, e.g. TT101=temperature,VIB=vibration",
+        metavar="OLD=NEW[,OLD=NEW]",
+        check=_channel_map_ok,
+    )
+    report: Path | None = setting(
+        None, help="also write the report here (.json: JSON, else Markdown)", metavar="FILE"
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    @property
+    def grid(self) -> Grid:
+        """The resampling grid and window cut these settings describe."""
+        from .historian import Grid
+
+        return Grid(self.sample_hz, self.max_gap_s, stride=self.stride)
+
+
 @dataclass(frozen=True, slots=True)
 class PublishConfig(MqttSettings):
     """`publish`: send one bundle retained to `<prefix>/model/current`."""
 
     model: Path = setting(help="model.bundle to publish", metavar="BUNDLE")
+    broker: str = broker_setting()
+    prefix: str = prefix_setting()
+    timeout: float = setting(
+        10.0, help="seconds to wait for the broker", check=_positive, metavar="S"
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+def _label_time(value: str) -> None:
+    import time
+
+    from protocol.labels import parse_when
+
+    parse_when(value, time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class LabelConfig(MqttSettings):
+    """`label`: send a maintenance label event to `<prefix>/labels` (protocol.labels)."""
+
+    machine: str = setting(help="the machine the label is about", check=check_id, env="")
+    label_class: str = setting(
+        help="what was found: one of the model's classes", flag="--class", env="", file=False
+    )
+    start: str = setting(
+        "now",
+        help="when it began: 'now', 'now-15m' (s/m/h/d ago), epoch seconds or RFC 3339 with a zone",
+        flag="--from",
+        env="",
+        file=False,
+        check=_label_time,
+    )
+    end: str | None = setting(
+        None,
+        help="when it ended (same forms); omit for 'until further notice'",
+        flag="--to",
+        env="",
+        file=False,
+        check=_label_time,
+    )
+    label_id: str | None = setting(
+        None,
+        help="the label's id (re-use it to close or correct a label; default machine@from)",
+        flag="--id",
+        env="",
+        file=False,
+    )
+    cancel: bool = setting(
+        False, help="withdraw the label --id for windows still to come", env="", file=False
+    )
+    source: str | None = setting(
+        None, help="who labeled (a name, a work order)", env="EDGELOOP_LABEL_SOURCE"
+    )
     broker: str = broker_setting()
     prefix: str = prefix_setting()
     timeout: float = setting(

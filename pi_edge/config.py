@@ -39,11 +39,14 @@ from protocol.settings import (
     prefix_setting,
     setting,
 )
+from protocol.signals import SignalMap
+from protocol.sparkplug import check_group
 
 from .drift import DriftConfig
 from .ha import DEFAULT_HA_PREFIX, check_ha_prefix
 from .machine_state import DEFAULT_STATE_WINDOWS, Debouncer
 from .machines import DEFAULT_MAX_MACHINES
+from .sparkplug import DEFAULT_SILENCE_S
 
 SECTION = "edge"  # the TOML table a shared config file keeps pi_edge's settings in
 
@@ -179,6 +182,44 @@ class EdgeConfig(MqttSettings):
         help="Home Assistant's discovery prefix (its birth topic is <ha_prefix>/status)",
         check=check_ha_prefix,
     )
+    sparkplug: str | None = setting(
+        None,
+        help="also publish as an Eclipse Sparkplug B edge node in this group (spBv1.0/GROUP/…; "
+        "the node id is the edge node id, each machine a device)",
+        metavar="GROUP",
+        check=check_group,
+    )
+    sparkplug_silence_s: float = setting(
+        DEFAULT_SILENCE_S,
+        help="a machine without windows for this long gets a Sparkplug DDEATH (DBIRTH when back)",
+        low=0.5,
+        high=86400.0,
+        flag="--sparkplug-silence",
+    )
+    label_hold_windows: int = setting(
+        2048,
+        help="recent windows held (in memory, ~1 KB each) so that a late maintenance label on "
+        "{prefix}/labels can still reach them (0: labels reach new windows only)",
+        low=0,
+        high=1_000_000,
+    )
+    label_hold_s: float = setting(
+        3600.0,
+        help="the oldest held window a late label can still reach, in seconds",
+        low=0.0,
+        high=30 * 86400.0,
+    )
+    signals: Path | None = setting(
+        None,
+        help="also take per-signal readings: a TOML file mapping MQTT topics to machines and "
+        "channels (pi_edge/README.md, 'Signals'); windows are assembled from them",
+        metavar="FILE",
+    )
+    republish_windows: bool = setting(
+        False,
+        help="with --signals: publish each assembled window as a binary protocol window on "
+        "…/machines/{m}/window (QoS 0; the node then does not subscribe to window topics)",
+    )
     classes: tuple[str, ...] = setting(CLASSES, help="class names a model must have", cli=False)
     channels: tuple[str, ...] = setting(CHANNELS, help="channel names a model must have", cli=False)
     window_length: int = setting(
@@ -200,6 +241,25 @@ class EdgeConfig(MqttSettings):
                 "key verifies every bundle and never accepts an unsigned one; drop "
                 "--insecure-dev (or, for development, the key)"
             )
+        if self.signals is not None:
+            self.signal_map()  # a wrong signals file fails at start (ConfigError), not later
+            if self.shared_group is not None:
+                raise ConfigError(
+                    f"--signals with --shared-group {self.shared_group}: a shared subscription "
+                    "hands each reading to one node of the group, so no node sees a whole "
+                    "window; drop --shared-group (split machines with --machines instead)"
+                )
+        elif self.republish_windows:
+            raise ConfigError(
+                "--republish-windows needs --signals FILE: only assembled windows are "
+                "republished (windows that came as windows are on the broker already)"
+            )
+
+    def signal_map(self) -> SignalMap | None:
+        """The checked signals file (None without --signals); ConfigError if it is wrong."""
+        if self.signals is None:
+            return None
+        return SignalMap.from_toml(self.signals, self.channels)
 
     @property
     def topics(self) -> Topics:

@@ -11,6 +11,7 @@ Threads and where their state lives:
     edge-status (here)    publish the retained status every `status_interval_s`
     edge-shipper          BatchShipper (shipper.py), on its own MQTT connection
     edge-history          HistoryRecorder (recorder.py)
+    edge-sparkplug        SparkplugNode (sparkplug.py, `--sparkplug`), on its own MQTT connection
 
 No thread dies quietly: every paho callback is wrapped by `protocol.guard` and every loop has
 the last-resort handler at its outermost frame, so an unexpected exception is logged once per
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protocol import PayloadError, Status, Window, decode_any
+from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.errors import BrokerRefusedError
 from protocol.guard import Faults, ThreadWatch, guard_client, publish_retained
 from protocol.mqtt import ConnectionWatch, connect, make_client, publish_many
@@ -51,10 +52,13 @@ from .drift import DriftConfig
 from .errors import EdgeError, ModelError
 from .evidence import Evidence, EvidenceConfig
 from .ha import HaDiscovery
+from .labels import Labeler
 from .machine_state import Change, Debouncer
 from .model_manager import ModelManager
 from .models import Expected
 from .outputs import Clock, batch_outputs
+from .signals import PROBLEMS, Assembler
+from .sparkplug import SparkplugNode
 from .telemetry import NodeTelemetry, Queue
 
 if TYPE_CHECKING:
@@ -123,6 +127,21 @@ class EdgeService:
             ),
             faults=self.faults,
         )
+        self.signal_map = config.signal_map()  # --signals: readings → windows (signals.py)
+        self._signals_lock = threading.Lock()  # paho's thread feeds, the worker forgets
+        self.assembler = (
+            Assembler(
+                self.signal_map,
+                config.window_length,
+                max_machines=config.max_machines,
+                on_problem=self._signal_problem,
+            )
+            if self.signal_map is not None
+            else None
+        )
+        self.labeler = Labeler(  # maintenance label events (labels.py)
+            config.state_dir, hold_windows=config.label_hold_windows, hold_s=config.label_hold_s
+        )
         self.models = ModelManager(
             config.state_dir,
             public_key=public_key,
@@ -140,6 +159,23 @@ class EdgeService:
         self._client: Any = None
         self._threads: list[threading.Thread] = []
         self.metrics: MetricsServer | None = None  # /metrics, if --metrics-port
+        self.sparkplug = (  # --sparkplug GROUP: a Sparkplug B edge node on its own connection
+            SparkplugNode(
+                group=config.sparkplug,
+                node=config.node,
+                broker=config.broker,
+                state_dir=config.state_dir,
+                normal=config.classes[0],
+                sw_version=__version__,
+                model_version=lambda: self.models.version,
+                faults=self.faults,
+                count_error=self.telemetry.count_error,
+                credentials=self.credentials,
+                silence_s=config.sparkplug_silence_s,
+            )
+            if config.sparkplug
+            else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeService:
@@ -171,6 +207,8 @@ class EdgeService:
             raise EdgeError(f"broker address: {exc}") from exc
         client.loop_start()
         self.watch.add_paho(client, "edge-mqtt")
+        if self.sparkplug is not None:
+            self.sparkplug.start(self.watch)
         log.info(
             "pi_edge %s node %s connecting to %s", __version__, self.config.node, self.config.broker
         )
@@ -199,6 +237,8 @@ class EdgeService:
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+        if self.sparkplug is not None:  # after the worker: its NDEATH is the last word
+            self.sparkplug.stop(timeout)
         self.evidence.stop()
         if self.metrics is not None:
             self.metrics.close()
@@ -229,7 +269,8 @@ class EdgeService:
     def connection_failure(self) -> BrokerRefusedError | None:
         """Why the broker keeps refusing this node (bad credentials, ACL, TLS), once it has
         refused `ConnectionWatch.give_up_after` times in a row; `pi_edge run` exits with it."""
-        for link in (self.link, self.evidence.shipper.link):
+        spb = self.sparkplug.link if self.sparkplug is not None else None
+        for link in (self.link, self.evidence.shipper.link, spb):
             failure = link.failure() if link is not None else None
             if failure is not None:
                 return failure
@@ -262,8 +303,17 @@ class EdgeService:
             self.broker_state = self.link.state if self.link else f"refused ({reason_code})"
             return
         self.broker_state = "connected"
-        subs = [(self.topics.windows(m, self.config.shared_group), 0) for m in self.config.machines]
+        subs = (
+            []  # republishing: it would hear its own windows again
+            if self.config.republish_windows
+            else [
+                (self.topics.windows(m, self.config.shared_group), 0) for m in self.config.machines
+            ]
+        )
+        if self.signal_map is not None:  # per-signal readings, QoS 0 like windows
+            subs += [(f, 0) for f in self.signal_map.filters()]
         subs.append((self.topics.model_current, 1))
+        subs.append((self.topics.labels, 1))
         if self.ha is not None:  # HA's birth message: re-publish the configs
             subs.append((self.ha.birth_topic, 1))
         client.subscribe(subs)
@@ -296,8 +346,18 @@ class EdgeService:
             if msg.payload:
                 self.models.submit(msg.payload, "mqtt")
             return
+        if topic == self.topics.labels:  # decoded here, applied by the worker
+            try:
+                self.labeler.submit(msg.payload)
+            except PayloadError as exc:
+                self._bad_payload(exc, topic, "label event")
+            else:
+                self.inbox.wake()
+            return
         if self.ha is not None and topic == self.ha.birth_topic:
             self.ha.on_birth(bytes(msg.payload[:16]))  # sets a flag; the worker publishes
+            return
+        if self.assembler is not None and self._on_signal(topic, msg.payload, received_ns):
             return
         machine = self.topics.machine_of(topic)
         try:
@@ -313,11 +373,60 @@ class EdgeService:
             return
         self.inbox.put(_Item(window, received_ns))
 
-    def _bad_payload(self, exc: PayloadError, topic: str) -> None:
+    def _on_signal(self, topic: str, payload: bytes, received_ns: int) -> bool:
+        """One per-signal reading (on paho's thread, cheap): parse it, feed the assembler,
+        queue the windows it finished (and republish them). False if `topic` is no signal's."""
+        signals, assembler = self.signal_map, self.assembler
+        assert signals is not None and assembler is not None
+        found = signals.match(topic)
+        if found is None:
+            return False
+        machine, index = found
+        try:
+            if self._allowed is not None and machine not in self._allowed:
+                raise PayloadError(
+                    f"machine {machine[:80]!r} is not in this node's --machines list",
+                    "not_allowed",
+                )
+            t_s, value = signals.parse(index, payload, received_ns / 1e9)
+            with self._signals_lock:
+                windows = assembler.feed(machine, index, t_s, value)
+        except PayloadError as exc:
+            self._bad_payload(exc, topic, "signal reading")
+            return True
+        for window in windows:
+            self.inbox.put(_Item(window, received_ns))
+        if windows and self.config.republish_windows:
+            items = [(self.topics.window(w.machine), encode_window(w)) for w in windows]
+            if (
+                not publish_many(self._client, items)
+                and self.telemetry.count_error("republish_failed", len(items))[0]
+            ):
+                log.warning(
+                    "could not republish %d assembled window(s): not connected to %s, or the "
+                    "broker is not reading them (QoS 0)",
+                    len(items),
+                    self.config.broker,
+                )
+        return True
+
+    def _signal_problem(self, kind: str, n: int) -> None:
+        """The assembler's problems (signal_late, signal_gap_dropped, …): counted, logged."""
+        should_log, more = self.telemetry.count_error(kind, n)
+        if should_log:
+            log.warning(
+                "signals: %s: %s%s",
+                kind,
+                PROBLEMS.get(kind, kind),
+                f" [{more} more not logged]" if more else "",
+            )
+
+    def _bad_payload(self, exc: PayloadError, topic: str, what: str = "window") -> None:
         should_log, more = self.telemetry.count_error(exc.kind)
         if should_log:
             log.warning(
-                "dropped a bad window on %s (%s): %s%s",
+                "dropped a bad %s on %s (%s): %s%s",
+                what,
                 topic,
                 exc.kind,
                 exc,
@@ -334,6 +443,8 @@ class EdgeService:
     def _work_once(self) -> None:
         if self.ha is not None:  # after HA's birth message: every tracked machine's configs
             self.ha.pump(self._client, self._topics_by_machine)
+        if self.labeler.pending():  # label events: held windows they reach are kept again
+            self.evidence.keep_records(self.labeler.pump(time.time()))
         if self.models.model is None:  # nothing to classify with: wait for a vetted model
             pending = self.models.take_pending()
             if pending is not None:
@@ -352,7 +463,8 @@ class EdgeService:
         model = self.models.model
         assert model is not None
         start_ns = time.time_ns()
-        windows = [item.window for item in batch]
+        originals = [item.window for item in batch]
+        windows = self.labeler.label_new(originals)  # maintenance labels of open intervals
         x = np.stack([w.data for w in windows])
         try:
             probs = model.classifier.predict(x)
@@ -371,6 +483,7 @@ class EdgeService:
         top = probs.argmax(axis=1)
         verdicts = self.evidence.observe(windows, x, probs, top)
         self.evidence.keep(windows, verdicts, top)  # durable before anything is published
+        self.labeler.hold(windows, top, verdicts.ood_score, start_ns / 1e9, originals)
         out = batch_outputs(
             windows,
             [item.received_ns for item in batch],
@@ -388,11 +501,19 @@ class EdgeService:
             change = debounce(row.machine, row.label, row.confidence, item.received_ns / 1e9)
             if change is not None:
                 self._publish_change(change, row.drift, row.model_version)
+        if self.sparkplug is not None:  # a dict update per window; its thread publishes
+            self.sparkplug.observe(out.history, self.machine_states.current)
         self.evidence.record(out.history)
         evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
         if evicted:  # the machine cap: every per-machine structure forgets the same ids
             self.evidence.forget(evicted)
             self.machine_states.forget(evicted)
+            if self.assembler is not None:
+                with self._signals_lock:
+                    self.assembler.forget(evicted)
+            self.labeler.forget(evicted)
+            if self.sparkplug is not None:
+                self.sparkplug.forget(evicted)
             for machine in evicted:
                 self._topics_by_machine.pop(machine, None)
         if failed and self.telemetry.count_error("publish_failed", failed)[0]:
@@ -491,12 +612,20 @@ class EdgeService:
     def status(self) -> Status:
         """This node's status message, as published retained."""
         dead = self.dead_threads
+        evidence = self.evidence.snapshot()
+        evidence["labels"] = self.labeler.stats()
+        if self.assembler is not None:
+            with self._signals_lock:
+                evidence["signals"] = {
+                    **self.assembler.counts,
+                    "machines": len(self.assembler),
+                }
         return self.telemetry.status(
             self.models.info(),
             self._queue(),
             self.broker_state,
             self.evidence.overall(),
-            self.evidence.snapshot(),
+            evidence,
             state=DEGRADED if dead else "online",
             faults=self.faults.counts(),
             dead_threads=dead,

@@ -236,7 +236,7 @@ def test_bad_payloads_are_counted_by_kind_and_good_ones_all_classified(
     assert errors == {**dict.fromkeys(bad, 3), "bundle_bad_magic": 1}
     assert svc.model_version == 1
     window_logs = [r for r in caplog.records if "dropped a bad window" in r.getMessage()]
-    assert sorted(r.args[1] for r in window_logs) == sorted(bad)  # type: ignore[index]
+    assert sorted(r.args[2] for r in window_logs) == sorted(bad)  # type: ignore[index]  # what, topic, kind
     snap = svc.snapshot()
     assert snap.bad_payloads == dict.fromkeys(bad, 3)
     status = _status_where(
