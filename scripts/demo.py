@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         _tmux("select-pane", "-t", first)
         print(
             f"tmux session '{SESSION}': simulator (left), pi_edge (top right), trainer "
-            "(bottom right). Keys in the simulator pane: d = step drift, o = drift off."
+            "(bottom right). Keys in the simulator pane: d = step drift, o = drift off, "
+            "l = technician labels on/off."
         )
         if profile is None:
             print(f"Watch the wire: mosquitto_sub -p {broker.port} -t '{DEFAULT_PREFIX}/#' -v")

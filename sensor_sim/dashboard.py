@@ -48,7 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_PER_SECOND = 4
-KEY_HELP = "keys: d step drift on/off · o drift off · f random fault · r repair all · q quit"
+KEY_HELP = (
+    "keys: d step drift on/off · o drift off · f random fault · r repair all · "
+    "l technician labels on/off · q quit"
+)
 _STATE_STYLE = {"normal": "green"}
 
 
@@ -173,6 +176,10 @@ def run_live(
             if key in ("q", "Q"):
                 stop.set()
                 return
+            if key.lower() == "l":  # label events, not a control command: they go to pi_edge
+                sim.technician()
+                key = keys.read()
+                continue
             cmd = command_for_key(key.lower(), sim.snapshot(), rng)
             if cmd is not None:
                 sim.send_command(cmd)

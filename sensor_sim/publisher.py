@@ -45,7 +45,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protocol import Command, PayloadError, Status, Topics, __version__, encode_window
+from protocol import (
+    CLASSES,
+    Command,
+    PayloadError,
+    Status,
+    Topics,
+    Window,
+    __version__,
+    encode_window,
+)
 from protocol.errors import BrokerRefusedError
 from protocol.guard import Faults, guard_client, paho_thread_alive, publish_retained
 from protocol.mqtt import (
@@ -123,9 +132,19 @@ class Simulator:
             ]
         )
         self._next_slot: int | None = None  # per-signal mode: the next window's first slot
+        if self._signals is not None and self.fleet.label_fraction:
+            log.info(
+                "per-signal readings carry no ground truth (label fraction %g ignored); press l "
+                "or run `python -m jetson_trainer label` to send maintenance labels",
+                self.fleet.label_fraction,
+            )
+            self.fleet.label_fraction = 0.0
         self._status_topic = self.topics.status(config.node)
         self._inbox: queue.Queue[Command] = queue.Queue(maxsize=INBOX_SIZE)
         self._lock = threading.Lock()  # guards fleet reads from other threads and counters
+        self._technician_on = False  # key l: label events follow the machines' true states
+        self._labeled_states: dict[str, str] = {}  # machine → class of its last label event
+        self.labels_events = 0
         self._connected = threading.Event()
         self._errors: dict[str, int] = {}
         self._control_ok = 0
@@ -339,6 +358,42 @@ class Simulator:
         except queue.Full:
             self._reject("queue_full", f"control inbox full ({INBOX_SIZE}); dropped a key")
 
+    def technician(self, on: bool | None = None) -> bool:
+        """Switch the technician on (or off; None toggles) and return the new setting.
+
+        On, the simulator publishes a maintenance label event (protocol.labels, QoS 1 on
+        `{prefix}/labels`) per machine with its true class from its next window on, until
+        further notice, and a new one whenever a machine's true state changes (which ends the
+        previous one): what a plant without in-band labels has (`--label-fraction 0`,
+        `--signals`). In the secure profile a sensor may not publish labels (the operator's
+        role does): the broker refuses them and pi_edge never sees them.
+        """
+        with self._lock:
+            self._technician_on = not self._technician_on if on is None else on
+            self._labeled_states.clear()
+            state = self._technician_on
+        log.info("technician %s: label events on %s", "on" if state else "off", self.topics.labels)
+        return state
+
+    def _technician_step(self, client: mqtt.Client, windows: list[Window]) -> None:
+        """Label each machine whose true state changed since it was last labeled (the windows
+        carry it; their time is the label's start)."""
+        from protocol.labels import LabelEvent
+
+        labeled = self._labeled_states
+        for window, machine in zip(windows, self.fleet.machines, strict=True):
+            cls = CLASSES[machine.state]
+            if labeled.get(window.machine) == cls:
+                continue
+            event = LabelEvent(
+                window.machine, cls, window.timestamp_ns / 1e9, source=f"{self.config.node}"
+            )
+            if client.publish(self.topics.labels, event.to_json(), qos=1).rc in (0, 4):
+                labeled[window.machine] = cls  # 4: not connected, paho sends it on reconnect
+                self.labels_events += 1
+            else:
+                self._count_error("label_publish_failed")
+
     # ---- the loop ----------------------------------------------------------------------------
     def _apply_pending(self) -> None:
         while True:
@@ -381,6 +436,8 @@ class Simulator:
             return self._publish_signals(client, dt, self._signals)
         with self._lock:
             windows = self.fleet.tick(dt, time.time_ns())
+            if self._technician_on:
+                self._technician_step(client, windows)
         info = None
         failed = 0
         for i, window in enumerate(windows):
@@ -402,6 +459,8 @@ class Simulator:
         self._next_slot += t
         with self._lock:
             windows = self.fleet.tick(dt, slot_ns(first, signals.sample_hz))
+            if self._technician_on:
+                self._technician_step(client, windows)
         items: list[tuple[str, bytes]] = []
         for i, window in enumerate(windows):
             items += signal_messages(signals, self._signal_topics[i], window.data, first)

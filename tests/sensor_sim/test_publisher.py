@@ -178,3 +178,56 @@ def test_topic_prefix_isolates_simulators(broker, topics, sub):
         run.thread.join(3)
     time.sleep(0.1)
     assert got.snapshot() == []
+
+
+def test_the_technician_labels_each_machine_and_every_change_of_its_true_state(broker, topics):
+    """Key `l`: an open label event per machine with its true class, and a new one when a
+    machine's state changes; read by mosquitto_sub, a client we did not write."""
+    import shutil
+    import subprocess
+
+    from protocol import Command
+    from protocol.labels import LabelEvent
+
+    exe = shutil.which("mosquitto_sub")
+    assert exe, "mosquitto_sub missing: sudo apt-get install -y mosquitto-clients"
+    reader = subprocess.Popen(
+        [
+            exe,
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-q",
+            "1",
+            "-t",
+            topics.labels,
+            "-C",
+            "4",
+            "-W",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)  # mosquitto_sub subscribes
+    with running_sim(broker, topics, machines=3, hz=10.0) as run:
+        run.sim.send_command(Command("fault", machines=("m02",), state="drive_wear"))
+        assert wait_for(lambda: run.sim.snapshot().machines[1].state == "drive_wear")
+        before = time.time()
+        assert run.sim.technician() is True
+        assert wait_for(lambda: run.sim.labels_events == 3)
+        run.sim.send_command(Command("repair", machines=("m02",)))
+        assert wait_for(lambda: run.sim.labels_events == 4)
+        out, _ = reader.communicate(timeout=30)
+        assert run.sim.technician() is False
+    events = [LabelEvent.from_json(line) for line in out.splitlines()]
+    assert sorted((e.machine, e.cls, e.end) for e in events) == [
+        ("m01", "normal", None),
+        ("m02", "drive_wear", None),
+        ("m02", "normal", None),
+        ("m03", "normal", None),
+    ]
+    assert all(before - 0.2 <= e.start <= time.time() for e in events)
+    m02 = [e for e in events if e.machine == "m02"]
+    assert m02[0].start < m02[1].start  # the repair's label starts later and ends the fault's
