@@ -1,6 +1,6 @@
 """edgeloop's wire contract: topics, vocabulary, window codec, messages, control, model bundle.
 
-Stdlib + numpy only at import (verifying a bundle imports `cryptography`); the full byte-level
+Stdlib + numpy only at import (verifying a bundle loads OpenSSL's Ed25519); the full byte-level
 spec is protocol/README.md.
 """
 

@@ -1,7 +1,11 @@
-"""Ed25519 verification of model bundles with `cryptography` (OpenSSL), strict about keys.
+"""Ed25519 verification of model bundles with OpenSSL, strict about keys.
 
-`cryptography` is imported inside `verify`, so `import protocol` stays light; it ships wheels
-for aarch64 and armv7, and pi_edge's `edge` extra installs it.
+Two ways to OpenSSL's Ed25519: the libcrypto this Python process already maps for `ssl` and
+`hashlib` (protocol/_openssl.py, via ctypes: no extra resident memory), else `cryptography`
+(its wheels bring their own OpenSSL, for aarch64 and armv7 too; 6.3 MB resident on the Pi, so
+it is the fallback). `EDGELOOP_SIGNATURE_BACKEND=cryptography` forces the latter. Both are
+imported inside `verify`, so `import protocol` stays light; both give the same verdicts on
+RFC 8032 and Wycheproof (tests/protocol/test_ed25519_vectors.py).
 
 A public key must be a canonical encoding (y < p) of a point that is not of small order. With a
 small-order key (the identity, above all) one forged signature verifies every message — OpenSSL
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 from .errors import BundleError
 
-__all__ = ["KEY_BYTES", "SIGNATURE_BYTES", "check_public_key", "verify"]
+__all__ = ["KEY_BYTES", "SIGNATURE_BYTES", "backend", "check_public_key", "verify"]
 
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -73,6 +77,17 @@ def check_public_key(key: bytes) -> bytes:
     return key
 
 
+def backend() -> str:
+    """ "openssl" (the process's own libcrypto) or "cryptography", per the rules above."""
+    import os
+
+    if os.environ.get("EDGELOOP_SIGNATURE_BACKEND", "") == "cryptography":
+        return "cryptography"
+    from . import _openssl
+
+    return "openssl" if _openssl.available() else "cryptography"
+
+
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True if `signature` is `public_key`'s Ed25519 signature (RFC 8032) of `message`.
 
@@ -82,6 +97,10 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     key = check_public_key(public_key)
     if len(signature) != SIGNATURE_BYTES:
         return False
+    if backend() == "openssl":
+        from . import _openssl
+
+        return _openssl.verify(key, bytes(message), bytes(signature))
     try:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -18,8 +18,9 @@ The signature covers the header too, so no field can be changed without breaking
 Verify, then parse: `decode_bundle` checks the layout and the sizes from the header (a manifest
 over MAX_MANIFEST_BYTES is refused there), then the signature over the raw bytes, and only then
 reads one byte of the manifest. With a public key given, an unsigned bundle is always refused.
-Verification uses `cryptography` (imported when a bundle is verified, not with `protocol`) and
-refuses small-order and non-canonical public keys (`_signature.py`).
+Verification uses OpenSSL's Ed25519 — the process's own libcrypto, else `cryptography` — (imported
+when a bundle is verified, not with `protocol`) and refuses small-order and non-canonical public
+keys (`_signature.py`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Bundle signature verification against RFC 8032 §7.1 and Project Wycheproof, and key checks.
 
-`protocol.bundle.verify_signature` must agree with every published verdict, and refuse the 14
+`protocol.bundle.verify_signature` must agree with every published verdict, through the
+process's own libcrypto and through `cryptography` alike, and refuse the 14
 small-order public key encodings (libsodium's blocklist, sign bit either way) before checking
 any signature: with the identity key, OpenSSL itself accepts one forged signature for every
 message, which the last tests show.
@@ -21,6 +22,21 @@ from protocol import BundleError, Manifest, decode_bundle, encode_bundle, load_p
 from protocol.bundle import check_public_key, verify_signature
 
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True, params=["openssl", "cryptography"])
+def signature_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs through both ways to OpenSSL (protocol/_signature.py)."""
+    from protocol._signature import backend
+
+    if request.param == "cryptography":
+        monkeypatch.setenv("EDGELOOP_SIGNATURE_BACKEND", "cryptography")
+    else:
+        monkeypatch.delenv("EDGELOOP_SIGNATURE_BACKEND", raising=False)
+    assert backend() == request.param
+    return str(request.param)
+
+
 P = 2**255 - 19
 
 # RFC 8032 §7.1: (secret seed, public key, message, signature) of TEST 1, 2, 3 and SHA(abc).
@@ -197,3 +213,24 @@ def test_the_forgery_does_not_verify_with_a_real_key() -> None:
     raw = real.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     with pytest.raises(BundleError, match="does not verify"):
         decode_bundle(data, raw)
+
+
+def test_a_pi_verifies_without_loading_cryptography(signature_backend: str) -> None:
+    """The Pi's resident set: verifying through the process's libcrypto loads no `cryptography`
+    (its Rust extension costs 6.3 MB of the 64 MB budget)."""
+    import subprocess
+    import sys
+
+    if signature_backend != "openssl":
+        pytest.skip("the cryptography backend is the one that loads it, by design")
+    _, key, msg, sig = RFC8032[1]
+    code = (
+        "import sys; from protocol.bundle import verify_signature; "
+        f"assert verify_signature(bytes.fromhex('{key}'), bytes.fromhex('{msg}'), "
+        f"bytes.fromhex('{sig}')); "
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
