@@ -130,6 +130,7 @@ def edge_families(status: Status, snap: Snapshot, received: int) -> list[Metric]
         ),
     ]
     fams += _model(status)
+    fams += _fleet(status)
     fams += _machines(snap)
     fams += _evidence(snap.evidence)
     return fams
@@ -155,6 +156,36 @@ def _model(status: Status) -> list[Metric]:
             "edgeloop_model_age_seconds",
             "seconds since the model was installed",
             _num(d, "model_age_s"),
+        ),
+    ]
+
+
+def _fleet(status: Status) -> list[Metric]:
+    """`--fleet` only: the members this node sees, its share, the windows it left to others."""
+    fleet = status.detail.get("fleet")
+    if not isinstance(fleet, dict):
+        return []
+    members = fleet.get("members")
+    return [
+        gauge(
+            "edgeloop_fleet_members",
+            "live members of this node's fleet group as it sees them (itself included)",
+            float(len(members)) if isinstance(members, list) else 0.0,
+        ),
+        gauge(
+            "edgeloop_fleet_machines_owned",
+            "machines this node classifies, of those it has seen",
+            _num(fleet, "owned"),
+        ),
+        counter(
+            "edgeloop_fleet_windows_skipped",
+            "windows and readings left to the fleet member that owns their machine",
+            _num(fleet, "skipped"),
+        ),
+        counter(
+            "edgeloop_fleet_member_changes",
+            "changes of the member set this node has seen",
+            _num(fleet, "generation"),
         ),
     ]
 

@@ -46,6 +46,11 @@ class MachineTracker:
         self.evicted += len(out)
         return out
 
+    def forget(self, machines: Iterable[str]) -> None:
+        """Stop tracking `machines` (not an eviction: they went elsewhere; not counted)."""
+        for m in machines:
+            self._ids.pop(m, None)
+
     def ids(self) -> list[str]:
         """Tracked ids, least recently seen first."""
         return list(self._ids)

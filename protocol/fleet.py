@@ -1,0 +1,138 @@
+"""Fleet groups: which live node of a group owns which machine, decided by every node alone.
+
+Nodes of one fleet group (`pi_edge run --fleet GROUP`) never talk to each other and have no
+coordinator. Each learns the group's live members from the retained statuses on
+`…/nodes/+/status` (`detail.fleet.group`, state online/offline/degraded, the offline Last Will)
+and gives each machine to the member with the highest rendezvous (highest-random-weight) hash
+of `(node, machine)`. All members compute the same owner from the same member set, so every
+machine is classified by exactly one node; when a node goes, only its machines move (each to
+the member that ranks second for it), and a node that joins takes about 1/n of them.
+
+This is part of the contract (protocol/README.md, "Fleet"): the console, or any third party,
+finds a machine's owning node with `rendezvous_owner(machine, members)` from the statuses alone.
+
+    weight(node, machine) = big-endian uint64 of BLAKE2b-64(utf8(node) ‖ 0x00 ‖ utf8(machine))
+    owner(machine)        = the member with the largest weight (ties: the larger node id)
+
+>>> members = ("pi-a", "pi-b", "pi-c")
+>>> [rendezvous_owner(m, members) for m in ("m01", "m04", "m05")]
+['pi-b', 'pi-c', 'pi-a']
+>>> [rendezvous_owner(m, (*members, "pi-d")) for m in ("m01", "m04", "m05")]  # pi-d joins
+['pi-d', 'pi-c', 'pi-a']
+>>> [rendezvous_owner(m, ("pi-a", "pi-b")) for m in ("m01", "m04", "m05")]  # pi-c goes
+['pi-b', 'pi-b', 'pi-a']
+>>> rendezvous_owner("m01", ()) is None
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "FLEET_DETAIL",
+    "Membership",
+    "fleet_group_of",
+    "rendezvous_owner",
+    "rendezvous_weight",
+]
+
+FLEET_DETAIL = "fleet"  # the status `detail` key: {"group", "members", "owned", ...}
+
+
+def rendezvous_weight(node: str, machine: str) -> int:
+    """The stable 64-bit weight of `machine` on `node` (the same on every host and run;
+    Python's `hash()` is salted per process and would split the fleet).
+
+    >>> rendezvous_weight("pi-a", "m01")
+    7106909881034969508
+    """
+    digest = hashlib.blake2b(node.encode() + b"\0" + machine.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def rendezvous_owner(machine: str, members: Iterable[str]) -> str | None:
+    """The member that owns `machine` (None if there is no member).
+
+    >>> rendezvous_owner("m07", ["pi-b", "pi-a"]) == rendezvous_owner("m07", ["pi-a", "pi-b"])
+    True
+    """
+    best: tuple[int, str] | None = None
+    for node in members:
+        key = (rendezvous_weight(node, machine), node)
+        if best is None or key > best:
+            best = key
+    return None if best is None else best[1]
+
+
+def fleet_group_of(detail: Mapping[str, Any]) -> str | None:
+    """The fleet group a status's `detail` names, or None (not a fleet node, or malformed).
+
+    >>> fleet_group_of({"fleet": {"group": "line-1"}}), fleet_group_of({"fleet": 3})
+    ('line-1', None)
+    """
+    fleet = detail.get(FLEET_DETAIL)
+    group = fleet.get("group") if isinstance(fleet, dict) else None
+    return group if isinstance(group, str) else None
+
+
+class Membership:
+    """The live members of one fleet group as seen by node `node`, from the statuses it hears.
+
+    A member is live while its last `online` status of this group arrived less than
+    `timeout_s` ago and no offline or degraded status (its Last Will, a clean stop, a dead
+    thread) or a status of another group came after it. `node` itself is always a member
+    (while it runs it serves, whatever its own retained status says). Times are the caller's
+    monotonic clock at arrival, never the sender's timestamp, so clocks need not agree. Not
+    thread-safe: feed and read it from one thread (pi_edge: paho's network thread).
+
+    Its own statuses, echoed by the broker, tell the observer whether it is the one cut off:
+    once it has heard itself, and then not for `timeout_s` (its process was frozen, its link
+    stalled), nobody is timed out — the others did not go silent, it went deaf — so that a
+    node waking up does not claim every machine for the windows still in its socket.
+
+    >>> m = Membership("line-1", "pi-a", timeout_s=6.0)
+    >>> m.observe("pi-b", "online", "line-1", now=0.0), m.members(1.0)
+    (True, ('pi-a', 'pi-b'))
+    >>> m.members(6.5)  # pi-b fell silent (killed before its Will came): gone after 6 s
+    ('pi-a',)
+    >>> m.observe("pi-c", "online", "line-1", now=7.0), m.observe("pi-c", "offline", None, 7.5)
+    (True, True)
+    >>> m.members(7.6), m.observe("sim", "online", None, 8.0)  # no fleet detail: not a member
+    (('pi-a',), False)
+    """
+
+    def __init__(self, group: str, node: str, timeout_s: float) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"fleet timeout {timeout_s!r} s must be > 0")
+        self.group = group
+        self.node = node
+        self.timeout_s = timeout_s
+        self._seen: dict[str, float] = {}  # other live-looking node → arrival of its online
+        self._self_seen: float | None = None  # arrival of this node's own last online status
+
+    def observe(self, node: str, state: str, group: str | None, now: float) -> bool:
+        """One status of `node` (its `state` and `detail.fleet.group`) arrived at `now`.
+
+        Returns whether it could change the member set (a new member, or one gone).
+        """
+        if node == self.node:
+            if state == "online":
+                self._self_seen = now
+            return False
+        if state == "online" and group == self.group:
+            known = node in self._seen and now - self._seen[node] < self.timeout_s
+            self._seen[node] = now
+            return not known
+        return self._seen.pop(node, None) is not None
+
+    def members(self, now: float) -> tuple[str, ...]:
+        """The live members at `now`, sorted, this node included; expired ones are dropped
+        (unless this node has stopped hearing its own statuses: then it keeps them all)."""
+        deaf = self._self_seen is not None and now - self._self_seen >= self.timeout_s
+        expired = [] if deaf else [n for n, t in self._seen.items() if now - t >= self.timeout_s]
+        for n in expired:
+            del self._seen[n]
+        return tuple(sorted((self.node, *self._seen)))
