@@ -4,7 +4,8 @@ Used by `make demo`, the test fixture and the benches, so none of them touches a
 already listens on 1883. Usage as a script: `python -m scripts.broker --port-file F`.
 With a profile (`Broker(profile=SecureProfile(dir))`, `--secure DIR`) it runs the secure
 profile instead: deploy/mosquitto/edgeloop-secure.conf with that directory's password file,
-ACL and certificates, TLS only, on the same kind of free loopback port.
+ACL and certificates, TLS only, on the same kind of free loopback port. `extra_conf` appends
+more options to either, e.g. a bridge to another broker (tests/test_bridge.py).
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ class Broker:
         *,
         profile: SecureProfile | None = None,
         require_certificate: bool = False,
+        extra_conf: str = "",
     ) -> None:
         self.profile = profile
         self.require_certificate = require_certificate
+        # appended after everything else, e.g. a bridge section (deploy/mosquitto/bridge-site.conf)
+        self.extra_conf = extra_conf
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="edgeloop-broker-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -105,7 +109,8 @@ class Broker:
                 },
             )
             run += "persistence true\n"
-        self.conf_path.write_text(base + run)
+        extra = f"\n{self.extra_conf}\n" if self.extra_conf else ""
+        self.conf_path.write_text(base + run + extra)
 
     def start(self, timeout: float = 10.0) -> Broker:
         """Start mosquitto and wait until it accepts TCP connections."""
