@@ -29,6 +29,7 @@ import numpy as np
 
 from protocol import EdgeloopError, Status, Topics, __version__
 from protocol.guard import Faults, ThreadWatch, publish_retained
+from protocol.proc import ProcSampler
 
 from .champion import (
     OriginalData,
@@ -137,6 +138,7 @@ class TrainerDaemon:
         self._retrain = config.retrain
         self._stop = threading.Event()
         self._started = time.monotonic()
+        self._proc = ProcSampler()  # status metrics cpu_percent and rss_mb
         self._original: OriginalData | None = None
         self.faults = Faults(log)
         self.watch = ThreadWatch()  # intake + paho thread; `serve` adds the policy thread
@@ -361,21 +363,7 @@ class TrainerDaemon:
         """The dashboard's view: one consistent state plus the store's counts and history."""
         s = self.state
         counts = self.store.counts()
-        gate = None
-        if s.last_attempt is not None:
-            last = s.last_attempt
-            d = last.decision
-            gate = {
-                "accepted": d.accepted,
-                "reason": d.reason,
-                "labels_used": last.labels_used,
-                "seconds": last.seconds,
-                "holdout": last.holdout,
-                "champion_drift": d.champion.drift,
-                "challenger_drift": d.challenger.drift,
-                "champion_original": d.champion.original,
-                "challenger_original": d.challenger.original,
-            }
+        gate = _gate(s)
         return TrainerSnapshot(
             phase=s.phase,
             policy=s.policy,
@@ -410,6 +398,9 @@ class TrainerDaemon:
             **{f"fault:{kind}": n for kind, n in self.faults.counts().items()},
         }
         detail: dict[str, Any] = {"phase": s.phase, "policy": s.policy}
+        gate = _gate(s)
+        if gate is not None:  # the console's timeline shows both scores of each decision
+            detail["last_gate"] = gate
         if s.skipped_bundles:
             detail["skipped_bundles"] = list(s.skipped_bundles)
         if counts.moved_aside:  # kept training data an operator should look at
@@ -430,6 +421,7 @@ class TrainerDaemon:
                 "duplicates": s.duplicates,
                 "batch_acks": s.acks,
                 "uptime_s": round(time.monotonic() - s.started, 1),
+                **self._proc.metrics(),
             },
             errors={k: v for k, v in errors.items() if v},
             detail=detail,
@@ -441,6 +433,25 @@ class TrainerDaemon:
 
     def _offline(self) -> bytes:
         return Status.offline(self.config.client_id, ROLE, _version()).to_json()
+
+
+def _gate(s: DaemonState) -> dict[str, Any] | None:
+    """The last gate decision with both models' scores (status detail `last_gate`), or None."""
+    if s.last_attempt is None:
+        return None
+    last = s.last_attempt
+    d = last.decision
+    return {
+        "accepted": d.accepted,
+        "reason": d.reason,
+        "labels_used": last.labels_used,
+        "seconds": last.seconds,
+        "holdout": last.holdout,
+        "champion_drift": d.champion.drift,
+        "challenger_drift": d.challenger.drift,
+        "champion_original": d.champion.original,
+        "challenger_original": d.challenger.original,
+    }
 
 
 def _version() -> str:

@@ -3,7 +3,8 @@
 Its own thread ("edge-models") vets bundles (signature, compatibility, golden vectors) that the
 paho thread queued (latest wins), saves the good ones as last good, and puts them in a hand-over
 slot; the worker swaps them in between two batches (`take_pending` + `install`), so a swap never
-falls inside a batch. The same thread notices `pi_edge rollback` rewriting current.bundle.
+falls inside a batch. The same thread notices `pi_edge rollback` rewriting current.bundle, and
+does that rollback itself when an operator asks over MQTT (`request_rollback`, a node command).
 
 A bundle from the network is verified over its raw bytes before any field is read; then it must
 be made for this node's site and not be older than the high-water mark (`check_site`,
@@ -84,6 +85,7 @@ class ModelManager:
         self._bundles: deque[tuple[bytes, str]] = deque(maxlen=1)
         self._cond = threading.Condition()
         self._disk_stamp: int | None = None
+        self._rollbacks = 0  # requested over MQTT, done by the model thread
         self._swapped = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge-models", daemon=True)
@@ -144,6 +146,16 @@ class ModelManager:
         """Queue a bundle for vetting (latest wins); never blocks (the paho thread calls it)."""
         with self._cond:
             self._bundles.append((bytes(data), source))
+            self._cond.notify()
+
+    def request_rollback(self) -> None:
+        """Ask the model thread to roll back (as `pi_edge rollback` does); never blocks.
+
+        The paho thread calls it on an operator's node command; the rollback (disk writes,
+        vetting the previous bundle) runs on the model thread, the swap on the worker.
+        """
+        with self._cond:
+            self._rollbacks += 1
             self._cond.notify()
 
     def wait_for(self, version: int | None = None, timeout: float = 10.0) -> bool:
@@ -208,16 +220,42 @@ class ModelManager:
         while not self._stop.is_set():
             with guard:
                 with self._cond:
-                    if not self._bundles:
+                    if not self._bundles and not self._rollbacks:
                         self._cond.wait(max(0.0, next_disk_check - time.monotonic()))
                     if self._stop.is_set():
                         return
                     item = self._bundles.popleft() if self._bundles else None
+                    rollbacks, self._rollbacks = self._rollbacks, 0
+                if rollbacks:
+                    self._rollback(rollbacks)
                 if item is not None:
                     self._handle(*item)
                 if time.monotonic() >= next_disk_check:
                     next_disk_check = time.monotonic() + self._disk_poll_s
                     self._check_disk()
+
+    def _rollback(self, requests: int) -> None:
+        """Roll back once (however many requests came at once), then load current.bundle."""
+        if requests > 1:
+            log.info("%d rollback requests at once: rolling back once", requests)
+        try:
+            from_v, to_v = self.store.rollback()
+        except (OSError, EdgeError) as exc:
+            self._on_refused("rollback_failed")
+            log.error(
+                "rollback requested by an operator failed: %s; still serving %s",
+                exc,
+                "nothing" if self.version is None else f"v{self.version}",
+            )
+            return
+        log.info(
+            "rollback requested by an operator: current.bundle is now v%s (was v%s); v%s is "
+            "blocked from the retained topic",
+            "?" if to_v is None else to_v,
+            "?" if from_v is None else from_v,
+            "?" if from_v is None else from_v,
+        )
+        self._check_disk()
 
     def _check_disk(self) -> None:
         """current.bundle rewritten by someone else (`pi_edge rollback`): load it."""
