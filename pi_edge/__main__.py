@@ -26,6 +26,10 @@ from . import __version__
 from .config import SECTION, EdgeConfig
 from .errors import EdgeError
 
+# A render of the dashboard costs ~10-20 ms of CPU (rich lays out the whole table); at 4 Hz that
+# doubled a node's CPU at the demo's 160 windows/s (bench/demo_load.py), at 1 Hz it is a quarter.
+DASHBOARD_HZ = 1
+
 log = logging.getLogger("pi_edge")
 
 
@@ -188,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
             with Live(
                 get_renderable=lambda: render(service.snapshot()),
                 console=console,
-                refresh_per_second=4,
+                refresh_per_second=DASHBOARD_HZ,
                 transient=False,
                 redirect_stderr=False,
             ):

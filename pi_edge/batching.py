@@ -7,7 +7,15 @@ it waits at most `policy.max_wait_s` for the batch to fill, and is woken once wh
 not on every put. Why: on one GIL, a worker that grabs every window as it lands wakes and
 contends with the network thread per window; bench/edge.py measured flat-out throughput swing
 between 10k and 16k windows/s run to run that way, and 15k–18k/s with the wait. Below the
-threshold nothing waits, so light traffic pays no latency for it.
+threshold nothing waits for a full batch.
+
+At a light, realistic rate (below `policy.low_rate_below_per_s`) the worker instead gathers for
+up to `policy.low_rate_wait_s` after the first window (no wake-up per put meanwhile), trading a
+few milliseconds of latency for CPU: every batch costs two thread hand-offs (paho → worker, and
+worker → paho with the predictions) and the fixed cost of an invoke and of the detectors'
+numpy calls, whatever its size. At the demo's 160 windows/s a 20 ms gather makes batches of ~3
+(bench/demo_load.py has the CPU per window with and without it). The rates in between (the
+1,000/s latency bench) pay nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ class BatchPolicy:
     """Micro-batch size, and how long to wait for a batch to fill once windows arrive faster
     than `wait_above_per_s` (0: always wait).
 
-    >>> BatchPolicy(max_size=24, max_wait_s=0.002)
-    BatchPolicy(max_size=24, max_wait_s=0.002, wait_above_per_s=0.0)
+    >>> p = BatchPolicy(max_size=24, max_wait_s=0.002)
+    >>> p.max_size, p.max_wait_s, p.wait_above_per_s, p.low_rate_wait_s
+    (24, 0.002, 0.0, 0.0)
     >>> BatchPolicy(max_size=0)
     Traceback (most recent call last):
     ...
@@ -37,8 +46,14 @@ class BatchPolicy:
     max_size: int = 64
     max_wait_s: float = 0.001
     wait_above_per_s: float = 0.0
+    low_rate_wait_s: float = 0.0
+    low_rate_below_per_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.low_rate_wait_s <= 1.0:
+            raise ValueError(f"low-rate batch wait {self.low_rate_wait_s} s must be in 0..1 s")
+        if self.low_rate_below_per_s < 0:
+            raise ValueError(f"low-rate threshold {self.low_rate_below_per_s}/s must be ≥ 0")
         if not 1 <= self.max_size <= 4096:
             raise ValueError(f"batch max {self.max_size} must be in 1..4096")
         if not 0.0 <= self.max_wait_s <= 1.0:
@@ -105,12 +120,13 @@ class Inbox(Generic[T]):
             if now - self._rate_t0 >= 0.1:
                 self.arrival_rate = (self.arrived - self._rate_n0) / (now - self._rate_t0)
                 self._rate_t0, self._rate_n0 = now, self.arrived
-            if (
-                len(self._items) < policy.max_size
-                and policy.max_wait_s > 0
-                and self.arrival_rate >= policy.wait_above_per_s
-            ):
-                deadline = now + policy.max_wait_s
+            wait = 0.0
+            if self.arrival_rate < policy.low_rate_below_per_s:
+                wait = policy.low_rate_wait_s  # light traffic: gather a few per invoke
+            elif self.arrival_rate >= policy.wait_above_per_s:
+                wait = policy.max_wait_s  # heavy traffic: let the batch fill
+            if len(self._items) < policy.max_size and wait > 0:
+                deadline = now + wait
                 while len(self._items) < policy.max_size:
                     left = deadline - time.monotonic()
                     if left <= 0:

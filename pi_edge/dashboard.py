@@ -1,6 +1,6 @@
 """The live terminal view: a pure function from a `Snapshot` to a rich renderable.
 
-`pi_edge run` wraps `render` in `rich.live.Live(get_renderable=..., refresh_per_second=4)`;
+`pi_edge run` wraps `render` in `rich.live.Live(get_renderable=..., refresh_per_second=1)`;
 tests render it to a fixed-width colourless console and compare text. rich is imported only
 when something is rendered: a `--no-dashboard` service saves its ~2.4 MB.
 """
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+    from rich.text import Text
 
 OK, FAULT, LOW_CONF, STALE = "OK", "FAULT", "LOW-CONF", "STALE"
 _BADGE_STYLE = {OK: "bold green", FAULT: "bold red", LOW_CONF: "bold yellow", STALE: "dim"}
@@ -89,7 +90,6 @@ def _age(seconds: float | None) -> str:
 def render(snap: Snapshot) -> RenderableType:
     """Header lines + one table row per machine."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
     model = (
@@ -130,32 +130,56 @@ def render(snap: Snapshot) -> RenderableType:
     parts: list[RenderableType] = [header]
     if snap.last_model_error:
         parts.append(Text(f"last refused bundle: {snap.last_model_error}", style="red"))
-    table = Table(expand=False, pad_edge=False, box=None, header_style="bold")
-    for name, justify in (
-        ("machine", "left"),
-        ("class", "left"),
-        ("conf", "right"),
-        ("state", "left"),
-        ("drift", "left"),
-        ("win/s", "right"),
-        ("p50 ms", "right"),
-        ("p99 ms", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for row in snap.machines:
-        b = badge(row, snap)
-        table.add_row(
-            row.machine,
-            row.last_class,
-            f"{row.confidence:.2f}",
-            Text(b, style=_BADGE_STYLE[b]),
-            Text(row.drift, style=_DRIFT_STYLE.get(row.drift, "")),
-            f"{row.windows_per_s:.1f}",
-            f"{row.latency_p50_ms:.1f}",
-            f"{row.latency_p99_ms:.1f}",
-        )
     if not snap.machines:
         parts.append(Text("no windows yet", style="dim"))
     else:
-        parts.append(table)
+        parts.append(_table(snap))
     return Group(*parts)
+
+
+_COLUMNS = (  # name, right-aligned
+    ("machine", False),
+    ("class", False),
+    ("conf", True),
+    ("state", False),
+    ("drift", False),
+    ("win/s", True),
+    ("p50 ms", True),
+    ("p99 ms", True),
+)
+
+
+def _table(snap: Snapshot) -> Text:
+    """The machine table as one styled Text of fixed-width columns.
+
+    Not a rich Table: laying one out measures every cell, and at 1 Hz that alone cost pi_edge
+    more CPU than classifying the demo's 160 windows/s (bench/demo_load.py); padded strings
+    cost a fraction of it and look the same.
+    """
+    from rich.text import Text
+
+    rows = []
+    for row in snap.machines:
+        b = badge(row, snap)
+        rows.append(
+            (
+                (row.machine, ""),
+                (row.last_class, ""),
+                (f"{row.confidence:.2f}", ""),
+                (b, _BADGE_STYLE[b]),
+                (row.drift, _DRIFT_STYLE.get(row.drift, "")),
+                (f"{row.windows_per_s:.1f}", ""),
+                (f"{row.latency_p50_ms:.1f}", ""),
+                (f"{row.latency_p99_ms:.1f}", ""),
+            )
+        )
+    widths = [max(len(name), *(len(r[i][0]) for r in rows)) for i, (name, _) in enumerate(_COLUMNS)]
+    out = Text()
+    for i, (name, right) in enumerate(_COLUMNS):
+        out.append(("  " if i else "") + (name.rjust if right else name.ljust)(widths[i]), "bold")
+    for r in rows:
+        out.append("\n")
+        for i, (cell, style) in enumerate(r):
+            padded = cell.rjust(widths[i]) if _COLUMNS[i][1] else cell.ljust(widths[i])
+            out.append(("  " if i else "") + padded, style)
+    return out

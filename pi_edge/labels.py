@@ -158,7 +158,7 @@ class RecentWindows:
     """The node's last ~`max_windows` windows (whole batches: up to one batch more), none older
     than `max_age_s`, oldest first.
 
-    Memory: a window is ~1.5 KB (60 × 4 float32 plus its frame), so 2,048 cost ~3 MB.
+    Memory: a window is ~1.5 KB (60 × 4 float32 plus its frame), so the default 1,024 cost ~1.5 MB.
     """
 
     def __init__(self, max_windows: int, max_age_s: float) -> None:
@@ -240,7 +240,7 @@ class Labeler:
         self,
         state_dir: Path | None,
         *,
-        hold_windows: int = 2048,
+        hold_windows: int = 1024,
         hold_s: float = 3600.0,
         max_labels: int = MAX_LABELS,
     ) -> None:

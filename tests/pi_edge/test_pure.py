@@ -416,3 +416,34 @@ def test_confusion_png_labels_rows_with_class_names(tmp_path: Path) -> None:
     assert not (a < 100).all(axis=2)[:, :3].any()  # the unlabeled one has no text left of cells
     with pytest.raises(ValueError, match="3 class names"):
         confusion_png(cm, named, classes=("a", "b", "c"))
+
+
+def test_inbox_gathers_light_traffic_for_the_low_rate_wait_without_a_wake_per_put() -> None:
+    box: Inbox[int] = Inbox(capacity=100)
+    policy = BatchPolicy(
+        max_size=32,
+        max_wait_s=0.0,
+        wait_above_per_s=1e6,
+        low_rate_wait_s=0.05,
+        low_rate_below_per_s=1000.0,
+    )
+
+    def feed() -> None:
+        for i in range(5):
+            box.put(i)
+            time.sleep(0.005)
+
+    t = threading.Thread(target=feed)
+    t0 = time.monotonic()
+    t.start()
+    batch = box.get_batch(policy, timeout=1.0)
+    waited = time.monotonic() - t0
+    t.join()
+    assert batch == [0, 1, 2, 3, 4]  # one batch, not five
+    assert 0.04 <= waited < 0.5
+    # above the threshold nothing waits: a lone window comes at once
+    fast = BatchPolicy(max_size=32, max_wait_s=0.0, low_rate_wait_s=0.05, low_rate_below_per_s=0.0)
+    box.put(7)
+    t0 = time.monotonic()
+    assert box.get_batch(fast, timeout=1.0) == [7]
+    assert time.monotonic() - t0 < 0.03

@@ -1,0 +1,190 @@
+"""CPU per window at the demo's load (16 machines × 10 Hz), pi_edge against the no-model ceiling.
+
+`python -m bench.demo_load [--seconds 30] [--rounds 2] [--model BUNDLE --public-key PEM]`
+
+Flat-out figures hide what a Pi pays at a realistic rate: fixed costs (status, dashboard
+refreshes, paho's loop, timers) spread over few windows. Each target runs in turn, alternating
+over rounds, while a driver publishes 160 windows/s paced; the figure is the target's user +
+system CPU time (/proc/PID/stat) over the predictions it made. pi_edge runs twice: as a service
+(`--no-dashboard`) and with its live dashboard on a pseudo-terminal (200 × 50), as in the demo.
+Targets (issue 13): pi_edge ≤ 1.2× the ceiling's CPU per window without its dashboard, ≤ 1.4×
+with it; peak RSS ≤ 64 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import tempfile
+import termios
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from protocol import Topics
+from scripts.broker import Broker
+
+from .edge import PY, Collector, cpu_seconds, make_model, peak_rss_mb, wait_ready
+
+NODE = "bench-pi"
+MACHINES, HZ = 16, 10.0
+
+
+@dataclass
+class Row:
+    target: str
+    round_: int
+    predicted: int
+    cpu_us: float
+    rss_mb: float
+
+
+def _pty_popen(cmd: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `cmd` with a 200 × 50 pseudo-terminal as stdin/stdout/stderr; drain it."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+
+    def drain() -> None:
+        try:
+            while os.read(master, 65536):
+                pass
+        except OSError:  # the child closed the terminal
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, master
+
+
+def run_target(
+    broker: Broker,
+    collector: Collector,
+    name: str,
+    cmd: list[str],
+    seconds: float,
+    round_: int,
+    tty: bool,
+) -> Row:
+    master = None
+    if tty:
+        proc, master = _pty_popen(cmd)
+    else:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_ready(collector, broker)
+        time.sleep(2.0)  # past start-up: the dashboard and the status thread are running
+        collector.take()
+        tag = f"d{round_}{name[:3]}"
+        drive = [
+            PY,
+            "-m",
+            "bench._drive",
+            "--broker",
+            broker.address,
+            "--machines",
+            str(MACHINES),
+            "--count",
+            str(int(MACHINES * HZ * seconds)),
+            "--rate",
+            str(MACHINES * HZ),
+            "--tag",
+            tag,
+        ]
+        cpu0 = cpu_seconds(proc.pid)
+        subprocess.run(drive, check=True, capture_output=True, text=True)
+        time.sleep(1.0)  # the last predictions
+        cpu = cpu_seconds(proc.pid) - cpu0
+        items = collector.take()
+        mine = sum(json.loads(p)["machine"].startswith(tag) for _, p in items)
+        return Row(name, round_, mine, cpu * 1e6 / max(mine, 1), peak_rss_mb(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if master is not None:
+            os.close(master)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", type=Path)
+    p.add_argument("--public-key", type=Path)
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each paced run")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--json", type=Path, help="also write the rows and medians here")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-demo-"))
+    model, pub = args.model, args.public_key
+    if model is None or pub is None:
+        model, pub = make_model(work)
+    rows: list[Row] = []
+    with Broker(run_dir=work / "broker") as broker:
+        collector = Collector(broker.address, Topics())
+
+        def edge(dashboard: bool) -> list[str]:
+            cmd = [PY, "-m", "pi_edge", "run", "--broker", broker.address]
+            cmd += ["--public-key", str(pub), "--model", str(model), "--node", NODE]
+            cmd += ["--state-dir", str(work / f"edge-{int(dashboard)}")]
+            return cmd + ([] if dashboard else ["--no-dashboard"])
+
+        targets = {
+            "ceiling": ([PY, "-m", "bench._ceiling", "--broker", broker.address], False),
+            "ceiling-threaded": (
+                [PY, "-m", "bench._ceiling", "--broker", broker.address, "--threaded"],
+                False,
+            ),
+            "pi_edge": (edge(False), False),
+            "pi_edge+dashboard": (edge(True), True),
+        }
+        for round_ in range(args.rounds):
+            for name, (cmd, tty) in targets.items():
+                row = run_target(broker, collector, name, cmd, args.seconds, round_, tty)
+                print(
+                    f"round {round_} {name:18s} {row.predicted:6d} predictions "
+                    f"{row.cpu_us:6.0f} µs CPU/window  peak RSS {row.rss_mb:5.1f} MB",
+                    flush=True,
+                )
+                rows.append(row)
+        collector.close()
+    med = {
+        name: (
+            float(np.median([r.cpu_us for r in rows if r.target == name])),
+            float(max(r.rss_mb for r in rows if r.target == name)),
+        )
+        for name in targets
+    }
+    ceiling = med["ceiling"][0]
+    print(f"\nat {MACHINES} machines × {HZ:g} Hz, medians over {args.rounds} rounds:")
+    print("| target | CPU µs/window | × ceiling | target | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    goals = {
+        "ceiling": "—",
+        "ceiling-threaded": "(the hand-off alone)",
+        "pi_edge": "≤ 1.2×",
+        "pi_edge+dashboard": "≤ 1.4×",
+    }
+    for name, (cpu, rss) in med.items():
+        print(f"| {name} | {cpu:.0f} | {cpu / ceiling:.2f}× | {goals[name]} | {rss:.1f} |")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"rows": [r.__dict__ for r in rows], "medians": med}, indent=1)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
