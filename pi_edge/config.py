@@ -43,6 +43,7 @@ from protocol.signals import SignalMap
 from protocol.sparkplug import check_group
 
 from .drift import DriftConfig
+from .fleet import DEFAULT_FLEET_TIMEOUT_S
 from .ha import DEFAULT_HA_PREFIX, check_ha_prefix
 from .machine_state import DEFAULT_STATE_WINDOWS, Debouncer
 from .machines import DEFAULT_MAX_MACHINES
@@ -95,8 +96,24 @@ class EdgeConfig(MqttSettings):
     )
     shared_group: str | None = setting(
         None,
-        help="MQTT 5 shared subscription group (round-robin on Mosquitto)",
+        help="MQTT 5 shared subscription group (round-robin on Mosquitto: one machine's "
+        "windows alternate between nodes, splitting its drift state; prefer --fleet)",
         check=lambda v: check_id(v, "shared group"),
+    )
+    fleet: str | None = setting(
+        None,
+        help="fleet group: the live nodes of GROUP split the machines among themselves by "
+        "rendezvous hashing over their statuses; each classifies only its own (README 'Fleet')",
+        metavar="GROUP",
+        check=lambda v: check_id(v, "fleet group"),
+    )
+    fleet_timeout_s: float = setting(
+        DEFAULT_FLEET_TIMEOUT_S,
+        help="with --fleet: a member silent for this long is gone and its machines move (its "
+        "status comes every min(--status-interval, this/3) s)",
+        low=0.5,
+        high=3600.0,
+        flag="--fleet-timeout",
     )
     public_key: Path | None = setting(
         None, help="trainer's Ed25519 public key (PEM/hex/raw) that bundles must verify with"
@@ -126,6 +143,20 @@ class EdgeConfig(MqttSettings):
         low=0.0,
         high=1e7,
         flag="--batch-wait-above",
+    )
+    batch_wait_low_ms: float = setting(
+        20.0,
+        help="below --batch-wait-below windows/s, gather windows this long per invoke (less CPU "
+        "per window, this much more latency; 0: classify each window at once)",
+        low=0.0,
+        high=1000.0,
+    )
+    batch_wait_below_per_s: float = setting(
+        400.0,
+        help="windows/s below which the worker gathers for --batch-wait-low-ms",
+        low=0.0,
+        high=1e7,
+        flag="--batch-wait-below",
     )
     queue_size: int = setting(
         2048, help="inbox capacity; when full the oldest window is dropped", low=1, high=1_000_000
@@ -197,8 +228,8 @@ class EdgeConfig(MqttSettings):
         flag="--sparkplug-silence",
     )
     label_hold_windows: int = setting(
-        2048,
-        help="recent windows held (in memory, ~1 KB each) so that a late maintenance label on "
+        1024,
+        help="recent windows held (in memory, ~1.5 KB each) so that a late maintenance label on "
         "{prefix}/labels can still reach them (0: labels reach new windows only)",
         low=0,
         high=1_000_000,
@@ -230,6 +261,12 @@ class EdgeConfig(MqttSettings):
 
     def __post_init__(self) -> None:
         check(self)
+        if self.fleet is not None and self.shared_group is not None:
+            raise ConfigError(
+                f"--fleet {self.fleet} with --shared-group {self.shared_group}: a fleet node "
+                "hears every window and keeps its own machines, a shared subscription would "
+                "hand it only some of them; drop --shared-group"
+            )
         if self.queue_size < self.batch_max:
             raise ConfigError(
                 f"queue_size {self.queue_size} must be ≥ batch_max {self.batch_max}; "

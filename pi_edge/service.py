@@ -3,7 +3,8 @@
 Threads and where their state lives:
 
     paho network thread   `_on_message`: decode a window and Inbox.put it (never blocks), or
-                          hand a bundle to the ModelManager; publish status on (re)connect
+                          hand a bundle (or an operator's rollback command) to the
+                          ModelManager; publish status on (re)connect
     worker (here)         Inbox.get_batch → swap in a vetted model if one is pending (so a swap
                           falls between two batches) → one invoke per batch → outputs.py turns
                           it into payloads and history rows → one paho hand-over (`publish_many`)
@@ -25,6 +26,11 @@ picks the least recently seen machine, and every per-machine structure forgets i
 drift detectors, keeper rate limits, prediction topics,
 debounced machine states).
 
+With `--fleet GROUP` (fleet.py, protocol/fleet.py) the node also hears every node's status: the
+paho thread keeps the group's live members and drops, before decoding, each window or reading of
+a machine another member owns (status `fleet_skipped`); machines it gives away when a member
+joins are forgotten by the worker through the same path as the cap's evictions (`_forget`).
+
 Figures (rates, latencies, error counts) live in NodeTelemetry (telemetry.py); the closed loop
 (drift verdicts, kept windows) in Evidence (evidence.py).
 """
@@ -41,8 +47,10 @@ import numpy as np
 
 from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.errors import BrokerRefusedError
+from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.guard import Faults, ThreadWatch, guard_client, publish_retained
 from protocol.mqtt import ConnectionWatch, connect, make_client, publish_many
+from protocol.node_command import NodeCommand
 
 from . import __version__
 from .batching import BatchPolicy, Inbox
@@ -51,6 +59,8 @@ from .dashboard import Snapshot
 from .drift import DriftConfig
 from .errors import EdgeError, ModelError
 from .evidence import Evidence, EvidenceConfig
+from .fleet import Change as FleetChange
+from .fleet import Membership, Ownership
 from .ha import HaDiscovery
 from .labels import Labeler
 from .machine_state import Change, Debouncer
@@ -69,6 +79,7 @@ log = logging.getLogger(__name__)
 ROLE = "edge"
 _NO_CONN = 4  # paho MQTT_ERR_NO_CONN: a QoS 1 message waits for the reconnect
 DEGRADED = "degraded"
+FLEET_KEEPALIVE_S = 5  # MQTT keepalive of a fleet member: its Will comes ≤ 7.5 s after a crash
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +95,11 @@ class EdgeService:
         self.config = config
         self.topics = config.topics
         self.policy = BatchPolicy(
-            config.batch_max, config.batch_wait_ms / 1000.0, config.batch_wait_above_per_s
+            config.batch_max,
+            config.batch_wait_ms / 1000.0,
+            config.batch_wait_above_per_s,
+            config.batch_wait_low_ms / 1000.0,
+            config.batch_wait_below_per_s,
         )
         self.inbox: Inbox[_Item] = Inbox(config.queue_size)
         self._input_shape = (config.window_length, len(config.channels))
@@ -95,6 +110,24 @@ class EdgeService:
         self.dead_threads: tuple[str, ...] = ()
         self._final_lock = threading.Lock()  # one thread at a time publishes a last status
         self._allowed = None if "+" in config.machines else frozenset(config.machines)
+        self.fleet = (  # --fleet GROUP: this node's share of the machines (fleet.py)
+            Ownership(
+                Membership(config.fleet, config.node, config.fleet_timeout_s),
+                max_cached=4 * config.max_machines,
+                on_change=self._fleet_changed,
+            )
+            if config.fleet is not None
+            else None
+        )
+        self._fleet_lost: list[tuple[int, list[str]]] = []  # the worker's: (barrier, machines)
+        self._status_every = (  # a fleet member's status is its heartbeat: ≥ 3 per timeout
+            min(config.status_interval_s, config.fleet_timeout_s / 3)
+            if config.fleet is not None
+            else config.status_interval_s
+        )
+        status_x = self.topics.status("x")  # …/nodes/x/status: what surrounds a node id
+        cut = status_x.rindex("/x/")
+        self._status_head, self._status_tail = status_x[: cut + 1], status_x[cut + 2 :]
         self.telemetry = NodeTelemetry(
             config.node,
             ROLE,
@@ -103,6 +136,7 @@ class EdgeService:
             max_machines=config.max_machines,
         )
         self._topics_by_machine: dict[str, str] = {}  # the worker's own cache
+        self._command_topic = self.topics.node_command(config.node)
         self.ha = (  # Home Assistant discovery (ha.py): configs per machine first seen
             HaDiscovery(config.node, config.prefix, config.ha_prefix, __version__)
             if config.ha_discovery
@@ -202,7 +236,13 @@ class EdgeService:
         self.evidence.start()
         self.evidence.watch(self.watch)
         try:
-            self.link = connect(client, self.config.broker, credentials=self.credentials)
+            self.link = connect(
+                client,
+                self.config.broker,
+                credentials=self.credentials,
+                # a fleet member killed outright: the broker sends its Will after 1.5 × this
+                keepalive=FLEET_KEEPALIVE_S if self.fleet is not None else 15,
+            )
         except ValueError as exc:
             raise EdgeError(f"broker address: {exc}") from exc
         client.loop_start()
@@ -303,6 +343,9 @@ class EdgeService:
             self.broker_state = self.link.state if self.link else f"refused ({reason_code})"
             return
         self.broker_state = "connected"
+        if self.fleet is not None:  # first, in its own SUBSCRIBE: the retained statuses of
+            # the group arrive before any window, so a joining node knows the others at once
+            client.subscribe(self.topics.statuses(), qos=1)
         subs = (
             []  # republishing: it would hear its own windows again
             if self.config.republish_windows
@@ -314,6 +357,7 @@ class EdgeService:
             subs += [(f, 0) for f in self.signal_map.filters()]
         subs.append((self.topics.model_current, 1))
         subs.append((self.topics.labels, 1))
+        subs.append((self.topics.node_command(self.config.node), 1))  # operator: rollback
         if self.ha is not None:  # HA's birth message: re-publish the configs
             subs.append((self.ha.birth_topic, 1))
         client.subscribe(subs)
@@ -346,6 +390,9 @@ class EdgeService:
             if msg.payload:
                 self.models.submit(msg.payload, "mqtt")
             return
+        if topic == self._command_topic:  # an operator's rollback: the model thread does it
+            self._on_node_command(msg.payload)
+            return
         if topic == self.topics.labels:  # decoded here, applied by the worker
             try:
                 self.labeler.submit(msg.payload)
@@ -357,6 +404,9 @@ class EdgeService:
         if self.ha is not None and topic == self.ha.birth_topic:
             self.ha.on_birth(bytes(msg.payload[:16]))  # sets a flag; the worker publishes
             return
+        if self.fleet is not None and topic.startswith(self._status_head):
+            self._on_status(topic, msg.payload)
+            return
         if self.assembler is not None and self._on_signal(topic, msg.payload, received_ns):
             return
         machine = self.topics.machine_of(topic)
@@ -367,11 +417,27 @@ class EdgeService:
                 raise PayloadError(
                     f"machine {machine!r} is not in this node's --machines list", "not_allowed"
                 )
+            if self.fleet is not None and not self.fleet.owns(machine, time.monotonic()):
+                return  # another member's machine: counted as skipped, not an error
             window = decode_any(msg.payload, machine, self._input_shape)
         except PayloadError as exc:
             self._bad_payload(exc, topic)
             return
         self.inbox.put(_Item(window, received_ns))
+
+    def _on_node_command(self, payload: bytes) -> None:
+        """A node command (protocol.node_command): decoded here, carried out off paho's thread."""
+        try:
+            command = NodeCommand.from_json(payload)
+        except PayloadError as exc:
+            self._bad_payload(exc, self._command_topic, "node command")
+            return
+        log.info(
+            "node command %s%s from the operator",
+            command.cmd,
+            f" ({command.id})" if command.id else "",
+        )
+        self.models.request_rollback()  # v1 knows only "rollback"
 
     def _on_signal(self, topic: str, payload: bytes, received_ns: int) -> bool:
         """One per-signal reading (on paho's thread, cheap): parse it, feed the assembler,
@@ -388,6 +454,8 @@ class EdgeService:
                     f"machine {machine[:80]!r} is not in this node's --machines list",
                     "not_allowed",
                 )
+            if self.fleet is not None and not self.fleet.owns(machine, time.monotonic()):
+                return True  # another member's machine: its assembler has the reading
             t_s, value = signals.parse(index, payload, received_ns / 1e9)
             with self._signals_lock:
                 windows = assembler.feed(machine, index, t_s, value)
@@ -409,6 +477,29 @@ class EdgeService:
                     self.config.broker,
                 )
         return True
+
+    def _on_status(self, topic: str, payload: bytes) -> None:
+        """A node's status (or Will) while in a fleet: who of the group is live."""
+        fleet = self.fleet
+        assert fleet is not None
+        node = topic[len(self._status_head) : -len(self._status_tail)]
+        if not node or "/" in node or not topic.endswith(self._status_tail):
+            return  # not a status topic (the subscription is …/nodes/+/status)
+        if not payload:
+            fleet.observe(node, "offline", None, time.monotonic())  # retained status cleared
+            return
+        try:
+            status = Status.from_json(payload)
+        except PayloadError as exc:
+            self._bad_payload(exc, topic, "node status")
+            return
+        group = fleet_group_of(status.detail)
+        fleet.observe(node, status.state, group, time.monotonic())
+
+    def _fleet_changed(self, change: FleetChange) -> None:
+        """Members came or went (on paho's thread): log it; the worker forgets lost machines."""
+        log.info("%s", change.describe())
+        self.inbox.wake()
 
     def _signal_problem(self, kind: str, n: int) -> None:
         """The assembler's problems (signal_late, signal_gap_dropped, …): counted, logged."""
@@ -458,6 +549,8 @@ class EdgeService:
             self.models.install(*pending)
         if batch:
             self._classify(batch)
+        if self.fleet is not None:
+            self._forget_given_away()
 
     def _classify(self, batch: list[_Item]) -> None:
         model = self.models.model
@@ -506,16 +599,7 @@ class EdgeService:
         self.evidence.record(out.history)
         evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
         if evicted:  # the machine cap: every per-machine structure forgets the same ids
-            self.evidence.forget(evicted)
-            self.machine_states.forget(evicted)
-            if self.assembler is not None:
-                with self._signals_lock:
-                    self.assembler.forget(evicted)
-            self.labeler.forget(evicted)
-            if self.sparkplug is not None:
-                self.sparkplug.forget(evicted)
-            for machine in evicted:
-                self._topics_by_machine.pop(machine, None)
+            self._forget(evicted)
         if failed and self.telemetry.count_error("publish_failed", failed)[0]:
             log.warning(
                 "dropped %d prediction(s): not connected to %s, or the broker is not reading "
@@ -523,6 +607,37 @@ class EdgeService:
                 failed,
                 self.config.broker,
             )
+
+    def _forget_given_away(self) -> None:
+        """Forget the machines another fleet member took, once the windows of theirs that were
+        queued before the move are classified (the inbox is FIFO: once as many items have left
+        it as had arrived when the move was seen, they have)."""
+        fleet = self.fleet
+        assert fleet is not None
+        lost = fleet.take_lost()
+        pending = self._fleet_lost
+        if lost:
+            pending.append((self.inbox.arrived, lost))
+        gone = self.inbox.arrived - len(self.inbox)  # arrived read first: a lower bound
+        while pending and pending[0][0] <= gone:
+            machines = [m for m in pending.pop(0)[1] if not fleet.owned(m)]  # not won back
+            if machines:
+                self.telemetry.forget(machines)
+                self._forget(machines)
+
+    def _forget(self, machines: list[str]) -> None:
+        """Every per-machine structure forgets `machines` (evicted by the machine cap, or given
+        to another fleet member); telemetry has forgotten them already."""
+        self.evidence.forget(machines)
+        self.machine_states.forget(machines)
+        if self.assembler is not None:
+            with self._signals_lock:
+                self.assembler.forget(machines)
+        self.labeler.forget(machines)
+        if self.sparkplug is not None:
+            self.sparkplug.forget(machines)
+        for machine in machines:
+            self._topics_by_machine.pop(machine, None)
 
     def _publish_change(self, change: Change, drift: str, model_version: int) -> None:
         """Publish `change`: the machine's retained state, then its event (both QoS 1).
@@ -558,7 +673,7 @@ class EdgeService:
     # ------------------------------------------------------------------ status
     def _status_loop(self) -> None:
         guard = self.faults.loop("edge-status", self._stop)  # the outermost frame
-        while not self._stop.wait(self.config.status_interval_s):
+        while not self._stop.wait(self._status_every):
             with guard:
                 if not self.watchdog() and self.broker_state == "connected":
                     self._publish_status()
@@ -620,6 +735,11 @@ class EdgeService:
                     **self.assembler.counts,
                     "machines": len(self.assembler),
                 }
+        extra: dict[str, float] = {}
+        if self.fleet is not None:  # detail.fleet: what other members and the console read
+            evidence[FLEET_DETAIL] = fleet = self.fleet.info()
+            extra["fleet_skipped"] = float(fleet["skipped"])
+            extra["fleet_owned"] = float(fleet["owned"])
         return self.telemetry.status(
             self.models.info(),
             self._queue(),
@@ -629,6 +749,7 @@ class EdgeService:
             state=DEGRADED if dead else "online",
             faults=self.faults.counts(),
             dead_threads=dead,
+            extra_metrics=extra,
         )
 
     def snapshot(self) -> Snapshot:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol import Status
+from protocol.proc import ProcSampler
 
 from .dashboard import MachineRow, Snapshot
 from .machines import DEFAULT_MAX_MACHINES, STATUS_MACHINES, MachineTracker
@@ -89,6 +90,7 @@ class NodeTelemetry:
         self._classified = 0
         self._batches = 0
         self._started = time.monotonic()
+        self._proc = ProcSampler()  # cpu_percent (since the last status) and rss_mb
 
     def count_error(self, kind: str, n: int = 1) -> tuple[bool, int]:
         """Count `n` errors of `kind`; (whether to log now, how many went unlogged before)."""
@@ -120,6 +122,13 @@ class NodeTelemetry:
                 del self._machines[machine]
         return evicted
 
+    def forget(self, machines: list[str]) -> None:
+        """Drop the rows of `machines` (another fleet member classifies them now)."""
+        with self._lock:
+            self._tracker.forget(machines)
+            for machine in machines:
+                self._machines.pop(machine, None)
+
     def status(
         self,
         model: ModelInfo,
@@ -131,11 +140,13 @@ class NodeTelemetry:
         state: str = "online",
         faults: dict[str, int] | None = None,
         dead_threads: tuple[str, ...] = (),
+        extra_metrics: dict[str, float] | None = None,
     ) -> Status:
         """The retained status message of this node.
 
         `faults` (protocol.guard.Faults.counts()) appear in `errors` as `fault:<where>:<Type>`;
-        a degraded node names its `dead_threads` in `detail`.
+        a degraded node names its `dead_threads` in `detail`; `extra_metrics` (e.g. a fleet
+        member's `fleet_skipped`) join `metrics`.
         """
         now = time.monotonic()
         faults = faults or {}
@@ -154,6 +165,8 @@ class NodeTelemetry:
                 "machines_tracked": float(len(self._tracker)),
                 "machines_evicted": float(self._tracker.evicted),
                 "faults": float(sum(faults.values())),
+                **self._proc.metrics(),
+                **(extra_metrics or {}),
             }
             errors = self._errors.as_dict()
             errors.update((f"fault:{kind}", n) for kind, n in faults.items())

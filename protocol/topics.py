@@ -78,6 +78,14 @@ class Topics:
     def status(self, node: str) -> str:
         return f"{self.prefix}/nodes/{check_id(node, 'node id')}/status"
 
+    def node_command(self, node: str) -> str:
+        """Where an operator sends `node` a command (protocol.node_command), QoS 1.
+
+        >>> Topics("site").node_command("pi-1")
+        'site/nodes/pi-1/command'
+        """
+        return f"{self.prefix}/nodes/{check_id(node, 'node id')}/command"
+
     @property
     def drift_batches(self) -> str:
         return f"{self.prefix}/drift/batches"

@@ -3,7 +3,8 @@
 Starts a private Mosquitto on a free loopback port, makes a signing key and seed-style data if
 missing, then opens tmux with one pane per role (each pane shows that role's dashboard). The
 trainer pane trains an initial model if none exists and publishes it retained; pi_edge picks it
-up. Detach or quit tmux (Ctrl-b d), or Ctrl-C here, and everything started is stopped.
+up. A fourth pane, full width at the bottom, runs the operator's console (`python -m console`)
+over all of them. Detach or quit tmux (Ctrl-b d), or Ctrl-C here, and everything started is stopped.
 
 `--signals` (`make demo-signals`) runs it with per-signal readings: the simulator publishes one
 message per sample and channel on the topics of deploy/signals.example.toml and pi_edge
@@ -13,7 +14,8 @@ assembles the windows (4 machines at 1 window/s unless --machines/--hz say other
 `--secure` (`make demo-secure`) runs the same in the secure profile: the broker takes only TLS
 and one user per role (a development CA, certificates, passwords and ACL are made once in
 RUN_DIR/secure by scripts/secure_profile.py), and each pane logs in as its role — the simulator
-as `sensor`, pi_edge as `edge`, the trainer as `trainer` — from that role's env file.
+as `sensor`, pi_edge as `edge`, the trainer as `trainer`, the console as `operator` — from that
+role's env file.
 """
 
 from __future__ import annotations
@@ -76,10 +78,17 @@ def pane_commands(
     if signals is not None:  # one reading per message both ways (pi_edge/README.md, Signals)
         sim += f" --signals {q(str(signals))}"
         edge += f" --signals {q(str(signals))}"
+    # the operator's console (console/): every machine and node, sparklines, the loop's timeline
+    console = f"{PY} -m console --broker {broker} --log-file {q(str(run / 'console.log'))}"
     keep = "; echo; echo '[exited — press Enter to close]'; read -r _"
-    commands = {"simulator": sim, "pi_edge": edge, "trainer": trainer}
+    commands = {"simulator": sim, "pi_edge": edge, "trainer": trainer, "console": console}
     if profile is not None:
-        roles = {"simulator": "sensor", "pi_edge": "edge", "trainer": "trainer"}
+        roles = {
+            "simulator": "sensor",
+            "pi_edge": "edge",
+            "trainer": "trainer",
+            "console": "operator",
+        }
         for pane, role in roles.items():
             login = f"set -a; . {q(str(profile.env_file(role)))}; set +a; "
             commands[pane] = login + commands[pane]
@@ -162,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "-x",
             "220",
             "-y",
-            "60",
+            "80",
             "-n",
             "edgeloop",
             "-c",
@@ -188,11 +197,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{env_line}; {commands['trainer']}",
             "Enter",
         )
+        # the console below the three, full width (pane 3): it needs the room
+        _tmux("split-window", "-t", first, "-v", "-f", "-l", "55%", "-c", str(REPO))
+        _tmux(
+            "send-keys",
+            "-t",
+            f"{SESSION}:edgeloop.3",
+            f"{env_line}; {commands['console']}",
+            "Enter",
+        )
         _tmux("select-pane", "-t", first)
         print(
-            f"tmux session '{SESSION}': simulator (left), pi_edge (top right), trainer "
-            "(bottom right). Keys in the simulator pane: d = step drift, o = drift off, "
-            "l = technician labels on/off."
+            f"tmux session '{SESSION}': simulator (top left), pi_edge (top right), trainer "
+            "(middle right), operator console (bottom). Keys in the simulator pane: d = step "
+            "drift, o = drift off, l = technician labels on/off. In the console (pane 3): d/c "
+            "drift on/off the selected machine, l label it, tab + b roll a node back, q quit."
         )
         if profile is None:
             print(f"Watch the wire: mosquitto_sub -p {broker.port} -t '{DEFAULT_PREFIX}/#' -v")

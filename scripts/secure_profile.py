@@ -85,6 +85,7 @@ ACL: tuple[Grant, ...] = (
     Grant("edge", "write", "machines/+/state", "debounced machine state"),
     Grant("edge", "write", "machines/+/event", "machine state changes"),
     Grant("edge", "write", "nodes/+/status", "its retained status and Last Will"),
+    Grant("edge", "read", "nodes/+/status", "fleet members (`--fleet GROUP`): who is live"),
     Grant("edge", "write", "drift/batches", "ships labeled and flagged windows"),
     Grant("edge", "read", "drift/acks/+", "the trainer's acknowledgements of stored batches"),
     Grant(
@@ -125,6 +126,7 @@ ACL: tuple[Grant, ...] = (
         )
     ),
     Grant("edge", "read", "spBv1.0/+/NCMD/+", "Sparkplug B node commands (rebirth)", absolute=True),
+    Grant("edge", "read", "nodes/+/command", "operator commands to a node (rollback)"),
     Grant("trainer", "write", "model/current", "the only publisher of the model"),
     Grant("trainer", "read", "drift/batches", "stores batches for fine-tuning"),
     Grant("trainer", "write", "drift/acks/+", "acknowledges each batch once it is stored"),
@@ -133,6 +135,7 @@ ACL: tuple[Grant, ...] = (
     Grant("operator", "read", "#", "sees everything under the prefix (and `$SYS/#`)"),
     Grant("operator", "write", "sim/control", "the only sender of simulator control"),
     Grant("operator", "write", "labels", "the only sender of labels"),
+    Grant("operator", "write", "nodes/+/command", "node commands (the console's rollback)"),
     Grant("operator", "read", "spBv1.0/#", "Sparkplug B: a SCADA host's view", absolute=True),
     Grant(
         "operator",

@@ -401,6 +401,22 @@ def test_edge_reads_windows_through_a_shared_subscription_and_not_the_trainers_b
     assert edge.topics_seen() == [topics.window("m07")]  # no batch: edge may not read them
 
 
+def test_a_fleet_edge_node_hears_the_other_nodes_statuses_and_a_sensor_does_not(
+    clients: Any, topics: Topics
+) -> None:
+    """`pi_edge run --fleet` learns its group's members from `…/nodes/+/status`."""
+    edge = clients("edge", topics.statuses())
+    sensor = clients("sensor", topics.statuses())
+    other = clients("edge")
+    assert other.publish(topics.status("pi-b"), b"{}")
+    deadline = time.monotonic() + 5
+    while not edge.messages and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert edge.topics_seen() == [topics.status("pi-b")]
+    assert sensor.topics_seen() == []  # the ACL is what lets edge read them
+
+
 # -- the edgeloop CLIs with each role's credentials ------------------------------------------
 @pytest.mark.broker
 def test_control_cli_works_with_operator_credentials_and_fails_clearly_with_a_sensors(
