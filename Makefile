@@ -4,7 +4,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= sim,edge,trainer,dev
+EXTRAS ?= sim,edge,trainer,dev,console
 
 .PHONY: demo demo-secure demo-signals test setup system-deps lint format bench clean lock
 
@@ -42,10 +42,8 @@ lint:
 format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-bench: setup  ## the benchmarks that print the README's tables (several minutes each)
-	$(BIN)/python -m bench.models
-	$(BIN)/python -m bench.edge
-	$(BIN)/python -m bench.drift_recovery
+bench: setup  ## the whole benchmark suite (< 15 min on 2 cores) → bench/results.md + bench/plots/
+	$(BIN)/python -m bench
 
 lock:  ## refresh constraints.txt from the current venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt.new && mv constraints.txt.new constraints.txt

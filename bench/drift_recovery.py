@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import shutil
 import sys
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated of {list(MODES)}")
     p.add_argument("--timeout", type=float, default=150.0, help="seconds per mode after onset")
     p.add_argument("--work", type=Path, help="working dir (default: a temp dir)")
+    p.add_argument("--json", type=Path, help="also write the per-mode results here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     work = args.work or Path(tempfile.mkdtemp(prefix="edgeloop-recovery-"))
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         time_repeats=10,
         quantizations=("int8",),
     )
-    print(f"initial compact model trained in {time.monotonic() - t0:.0f} s", flush=True)
+    train_s = time.monotonic() - t0
+    print(f"initial compact model trained in {train_s:.0f} s", flush=True)
     results = []
     for mode in args.modes.split(","):
         command = MODES[mode]
@@ -225,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r.after is None:
             print(f"{r.mode}: no new model — {r.gate}")
+    if args.json:
+        modes = [{**dataclasses.asdict(r), "params": MODES[r.mode].params} for r in results]
+        args.json.write_text(
+            json.dumps({"initial_train_s": train_s, "timeout_s": args.timeout, "modes": modes})
+        )
     return 0
 
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from scripts.broker import Broker
 
 PY = sys.executable
 NODE = "bench-pi"
+# the latency percentiles each Result keeps (finer in the tail, where the targets are)
+QUANTILES = np.concatenate([np.arange(0, 90, 1.0), np.linspace(90, 100, 101)])
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Result:
     peak_rss_mb: float
     inbox_drops: int | None = None  # pi_edge only: its own drop-oldest count in this run
     cpu_us: float = float("nan")  # the target's CPU time per prediction in this run
+    # latency (ms) at the percentiles QUANTILES: the distribution, for bench/report.py's plot
+    quantiles_ms: list[float] = field(default_factory=list)
 
 
 class Collector:
@@ -157,6 +161,7 @@ def run_mode(
         peak_rss_mb(pid),
         collector.drops.get(NODE, 0) - drops_before if target == "pi_edge" else None,
         cpu * 1e6 / len(mine) if mine else float("nan"),
+        np.percentile(lat_ms, QUANTILES).round(4).tolist() if mine else [],
     )
 
 
@@ -166,7 +171,7 @@ def steady_rate(arrivals: np.ndarray) -> float:
         return 0.0
     a = np.sort(arrivals)
     lo, hi = int(len(a) * 0.1), int(len(a) * 0.9)
-    return (hi - lo) / ((a[hi] - a[lo]) / 1e9)
+    return float((hi - lo) / ((a[hi] - a[lo]) / 1e9))
 
 
 def wait_ready(collector: Collector, broker: Broker, seconds: float = 60) -> None:
@@ -234,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         default="ceiling,ceiling-threaded,pi_edge",
         help="comma-separated subset of: ceiling, ceiling-threaded, pi_edge",
     )
+    p.add_argument("--json", type=Path, help="also write every Result row here")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-edge-"))
     model, pub = args.model, args.public_key
@@ -280,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 results += measure(broker, collector, name, cmd, args, round_)
         collector.close()
     print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Seed 000's CNN against edgeloop's compact net, trained on the same data in one run.
 
-    python -m bench.models [--epochs 40] [--seed 0] [--labels-per-class 12] [--json PATH]
+    python -m bench.models [--epochs 40] [--seed-epochs N] [--seed 0] [--labels-per-class 12]
+                           [--json PATH]
 
 Generates the seed-size data set (sensor_sim.dataset.write_datasets: 5,000 train, 1,000 infer,
 2,000 drift_train, 800 drift_infer windows) into a temp dir, trains both architectures, ships
@@ -28,7 +29,10 @@ log = logging.getLogger("bench.models")
 ARCHS = ("seed", "compact")
 
 
-def run(out: Path, *, epochs: int, seed: int, per_class: int) -> list[dict[str, Any]]:
+def run(
+    out: Path, *, epochs: int, seed: int, per_class: int, seed_epochs: int | None = None
+) -> list[dict[str, Any]]:
+    """Train, ship and fine-tune each arch; `seed_epochs` (default `epochs`) caps seed 000's."""
     from jetson_trainer.data import apply_normalisation, load_split
     from jetson_trainer.keys import generate_keypair
     from jetson_trainer.pipeline import run_finetune, run_train
@@ -51,13 +55,14 @@ def run(out: Path, *, epochs: int, seed: int, per_class: int) -> list[dict[str, 
     drift = need("drift_train")
     rows = []
     for arch in ARCHS:
-        log.info("training %s", arch)
+        arch_epochs = seed_epochs if arch == "seed" and seed_epochs else epochs
+        log.info("training %s (%d epochs at most)", arch, arch_epochs)
         trained = run_train(
             x,
             y,
             out / arch,
             arch=arch,
-            epochs=epochs,
+            epochs=arch_epochs,
             seed=seed,
             eval_splits=evals,
             private_key=private_key,
@@ -79,7 +84,7 @@ def run(out: Path, *, epochs: int, seed: int, per_class: int) -> list[dict[str, 
             x_replay=x,
             y_replay=y,
             per_class=per_class,
-            epochs=epochs,
+            epochs=arch_epochs,
             seed=seed,
             private_key=private_key,
             eval_splits=evals,
@@ -100,6 +105,7 @@ def run(out: Path, *, epochs: int, seed: int, per_class: int) -> list[dict[str, 
                 "drift_after": cmp["drift_infer"]["child"]["accuracy"],
                 "train_s": r["train_seconds"],
                 "epochs_run": r["epochs_run"],
+                "epochs_max": arch_epochs,
                 "finetune_s": tuned.report["finetune_seconds"],
                 "n_labels": tuned.report["n_labeled"],
                 "n_replay": tuned.report["n_replay"],
@@ -152,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument(
+        "--seed-epochs",
+        type=int,
+        help="epoch cap for seed 000's network only (default: --epochs); make bench lowers it "
+        "to stay within its time budget — its size and speed do not depend on it",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels-per-class", type=int, default=12)
     p.add_argument("--json", type=Path, help="also write the rows here")
@@ -161,7 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with tempfile.TemporaryDirectory(prefix="edgeloop-bench-") as tmp:
         out = args.keep or Path(tmp)
-        rows = run(out, epochs=args.epochs, seed=args.seed, per_class=args.labels_per_class)
+        rows = run(
+            out,
+            epochs=args.epochs,
+            seed=args.seed,
+            per_class=args.labels_per_class,
+            seed_epochs=args.seed_epochs,
+        )
     Console(width=160).print(table(rows))
     seed_row, compact_row = rows
     print(markdown(rows))
