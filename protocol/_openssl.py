@@ -83,9 +83,23 @@ def _load() -> Any:
     return lib
 
 
+# RFC 8032 §7.1 TEST 1: the known answer `available()` checks before trusting the library
+_KAT_KEY = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+_KAT_SIG = (
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555f"
+    "b8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+)
+
+
+@functools.cache
 def available() -> bool:
-    """Whether this process can verify Ed25519 through its own libcrypto."""
-    return _load() is not None
+    """Whether this process can verify Ed25519 through its own libcrypto: the library loads and
+    gives RFC 8032's verdicts on a known answer (an OpenSSL without Ed25519, e.g. a FIPS-only
+    build, would refuse every bundle; then `cryptography` verifies instead)."""
+    if _load() is None:
+        return False
+    key, sig = bytes.fromhex(_KAT_KEY), bytes.fromhex(_KAT_SIG)
+    return verify(key, b"", sig) and not verify(key, b"\x00", sig)
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
