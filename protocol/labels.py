@@ -214,9 +214,11 @@ class LabelEvent:
         machine, label_class = obj["machine"], obj["class"]
         if not isinstance(machine, str) or not isinstance(label_class, str):
             raise _bad("label event machine and class must be strings")
-        label_id = obj.get("id") or ""
-        if not isinstance(label_id, str):
-            raise _bad(f"label id {short(label_id)} must be a string")
+        label_id = obj.get("id")
+        if label_id is None:  # absent or null: the default, machine@from
+            label_id = ""
+        elif not isinstance(label_id, str) or not label_id:
+            raise _bad(f"label id {short(label_id)} must be a non-empty string (or left out)")
         try:
             return cls(
                 machine,
