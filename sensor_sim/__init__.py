@@ -14,6 +14,9 @@ from .errors import SimError
 from .fleet import Fleet, FleetConfig, machine_ids
 from .machine import Machine, MachineConfig
 from .physics import DRIFT, INFER, PROFILES, STANDARD, Profile, generate, sample, sine_moments
+from .plant import Plant, PlantConfig, PlantStream
+from .plant_dataset import load_plant_split, write_plant_datasets
+from .plant_fleet import PlantFleet
 from .publisher import RunReport, Simulator, send_command
 from .snapshot import MachineRow, Snapshot
 
@@ -32,6 +35,10 @@ __all__ = [
     "Machine",
     "MachineConfig",
     "MachineRow",
+    "Plant",
+    "PlantConfig",
+    "PlantFleet",
+    "PlantStream",
     "Profile",
     "RunReport",
     "SimConfig",
@@ -42,6 +49,7 @@ __all__ = [
     "apply",
     "effect",
     "generate",
+    "load_plant_split",
     "machine_ids",
     "make_split",
     "resolve_sim",
@@ -49,4 +57,5 @@ __all__ = [
     "send_command",
     "sine_moments",
     "write_datasets",
+    "write_plant_datasets",
 ]

@@ -34,7 +34,7 @@ from protocol import (
 from protocol.cli import EXIT_OK, report
 from protocol.settings import add_arguments, flags_of, resolve
 
-from .config import SECTION, Connection, SimConfig, resolve_sim
+from .config import REALISMS, SECTION, Connection, SimConfig, resolve_sim
 from .dataset import DEFAULT_SIZES, SPLITS, write_datasets
 from .errors import SimError
 from .fleet import FleetConfig
@@ -185,7 +185,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPLIT=N",
         help=f"override a split size, e.g. train=400 (defaults {dict(DEFAULT_SIZES)})",
     )
+    _plant_dataset_args(dataset)
     return parser
+
+
+def _plant_dataset_args(p: argparse.ArgumentParser) -> None:
+    """`dataset --realism plant` and its knobs (sensor_sim/plant_dataset.py)."""
+    p.add_argument(
+        "--realism",
+        choices=REALISMS,
+        default="seed",
+        help="seed: seed 000's eight files (default); plant: a realistic plant's history, its "
+        "labeled train subset and a held-out infer stream with true class and severity",
+    )
+    plant = p.add_argument_group("--realism plant")
+    plant.add_argument("--machines", type=int, default=16, help="machine count (default 16)")
+    plant.add_argument("--hours", type=float, default=24.0, help="history (default 24)")
+    plant.add_argument("--test-hours", type=float, default=12.0, help="infer (default 12)")
+    plant.add_argument(
+        "--period-s", type=float, default=30.0, help="plant s between windows (default 30)"
+    )
+    plant.add_argument(
+        "--label-fraction", type=float, default=0.05, help="share of labeled windows (0.05)"
+    )
+    plant.add_argument(
+        "--plant-drift",
+        type=_machines,
+        default=(),
+        metavar="IDS",
+        help="machine ids that drift (a ramp to the drift regime over --plant-drift-ramp)",
+    )
+    plant.add_argument("--plant-drift-ramp", type=float, default=3600.0, metavar="S")
+    plant.add_argument(
+        "--time-scale", type=float, default=1.0, help="plant seconds per --period-s second"
+    )
 
 
 def _setup_logging(verbose: bool, console: object | None = None) -> None:
@@ -255,12 +288,45 @@ def _run(args: argparse.Namespace) -> int:
 
 def _dataset(args: argparse.Namespace) -> int:
     """Write the offline data sets; an unwritable --out is a failed run, not a traceback."""
+    if args.realism == "plant":
+        return _plant_dataset(args)
     try:
         shapes = write_datasets(args.out, args.seed, dict(args.size))
     except OSError as exc:
         raise SimError(f"cannot write data sets to {args.out}: {exc}", kind="io") from exc
     for name, shape in shapes.items():
         log.info("%s: %s -> %s", name, shape, args.out / (name + "_data.npy"))
+    return EXIT_OK
+
+
+def _plant_dataset(args: argparse.Namespace) -> int:
+    """`dataset --realism plant`: the history, its labeled train subset, the infer stream."""
+    from .plant import PlantConfig
+    from .plant_dataset import write_plant_datasets
+
+    if args.size:
+        raise ConfigError("--size sets seed 000's splits; with --realism plant use --hours")
+    try:
+        config = PlantConfig(
+            label_fraction=args.label_fraction,
+            drift_machines=tuple(args.plant_drift),
+            drift_ramp_s=args.plant_drift_ramp,
+            time_scale=args.time_scale,
+        )
+        sizes = write_plant_datasets(
+            args.out,
+            args.seed,
+            machines=args.machines,
+            hours=args.hours,
+            test_hours=args.test_hours,
+            period_s=args.period_s,
+            config=config,
+        )
+    except SimError as exc:
+        raise ConfigError(str(exc)) from exc
+    except OSError as exc:
+        raise SimError(f"cannot write data sets to {args.out}: {exc}", kind="io") from exc
+    log.info("plant data sets in %s: %s windows", args.out, sizes)
     return EXIT_OK
 
 

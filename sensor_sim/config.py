@@ -43,7 +43,10 @@ from protocol.settings import (
 )
 from protocol.signals import SignalMap
 
-from .fleet import FleetConfig
+from .fleet import FleetConfig, machine_ids
+from .plant import PlantConfig
+
+REALISMS = ("seed", "plant")  # --realism: seed 000's physics, or the realistic plant
 
 __all__ = ["SECTION", "Connection", "SimConfig", "resolve_sim", "setting_names"]
 
@@ -111,6 +114,36 @@ class SimConfig(MqttSettings):
         "window messages",
         metavar="FILE",
     )
+    realism: str = setting(
+        "seed",
+        help="seed: seed 000's class physics (default, unchanged); plant: the realistic plant "
+        "(rare developing faults, correlated channels, artefacts, late noisy label events; "
+        "sensor_sim/README.md, 'Realistic plant')",
+        choices=REALISMS,
+    )
+    time_scale: float = setting(
+        1.0,
+        help="with --realism plant: plant seconds per wall second (60: an hour-long fault "
+        "develops in a minute)",
+        low=1e-6,
+        high=1e6,
+        metavar="X",
+    )
+    plant_drift: tuple[str, ...] = setting(
+        (),
+        help="with --realism plant: comma-separated machine ids that drift (a ramp to seed "
+        "000's drift regime over --plant-drift-ramp plant seconds); the others do not",
+        check=lambda v: [check_id(m, "machine id") for m in v],
+        metavar="IDS",
+    )
+    plant_drift_ramp_s: float = setting(
+        3600.0,
+        help="with --plant-drift: plant seconds from no drift to the full drift regime",
+        low=1e-3,
+        high=1e9,
+        flag="--plant-drift-ramp",
+        metavar="S",
+    )
     dashboard: bool = setting(
         True,
         help="live dashboard; off: log lines (also when stdout is not a terminal)",
@@ -157,6 +190,12 @@ class SimConfig(MqttSettings):
     def __post_init__(self) -> None:
         check(self)
         self.signal_map()  # a wrong signals file fails before anything starts
+        unknown = sorted(set(self.plant_drift) - set(machine_ids(self.fleet.machines)))
+        if unknown:
+            raise ConfigError(
+                f"plant_drift names {unknown}, not machines of this {self.fleet.machines}-machine "
+                "simulator (m01..); give ids within --machines"
+            )
 
     def signal_map(self) -> SignalMap | None:
         """The checked signals file, or None; ConfigError if the simulator cannot publish it.
@@ -185,6 +224,15 @@ class SimConfig(MqttSettings):
     @property
     def period_s(self) -> float:
         return 1.0 / self.hz
+
+    def plant_config(self) -> PlantConfig:
+        """The realistic plant's parameters for `--realism plant` (label share: the fleet's)."""
+        return PlantConfig(
+            label_fraction=self.fleet.label_fraction,
+            drift_machines=self.plant_drift,
+            drift_ramp_s=self.plant_drift_ramp_s,
+            time_scale=self.time_scale,
+        )
 
 
 def setting_names(cls: type) -> tuple[str, ...]:

@@ -70,6 +70,7 @@ from protocol.signals import SignalMap, slot_ns
 from .config import SimConfig
 from .errors import SimError
 from .fleet import Fleet
+from .plant_fleet import PlantFleet
 from .snapshot import MachineRow, Snapshot
 
 if TYPE_CHECKING:
@@ -120,7 +121,12 @@ class Simulator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.topics = Topics(config.prefix)
-        self.fleet = Fleet(config.fleet, np.random.default_rng(config.seed))
+        rng = np.random.default_rng(config.seed)
+        self.fleet = (
+            PlantFleet(config.fleet, config.plant_config(), rng)
+            if config.realism == "plant"
+            else Fleet(config.fleet, rng)
+        )
         self._window_topics = [self.topics.window(mid) for mid in self.fleet.ids]
         self._signals = config.signal_map()  # per-signal mode, or None
         self._signal_topics = (
@@ -394,6 +400,14 @@ class Simulator:
             else:
                 self._count_error("label_publish_failed")
 
+    def _plant_labels(self, client: mqtt.Client) -> None:
+        """`--realism plant`: publish the late label events that fell due (QoS 1, `…/labels`)."""
+        if not isinstance(self.fleet, PlantFleet):
+            return
+        for event in self.fleet.due_label_events():
+            if client.publish(self.topics.labels, event.to_json(), qos=1).rc not in (0, 4):
+                self._count_error("label_publish_failed")
+
     # ---- the loop ----------------------------------------------------------------------------
     def _apply_pending(self) -> None:
         while True:
@@ -436,6 +450,7 @@ class Simulator:
             return self._publish_signals(client, dt, self._signals)
         with self._lock:
             windows = self.fleet.tick(dt, time.time_ns())
+            self._plant_labels(client)
             if self._technician_on:
                 self._technician_step(client, windows)
         info = None
@@ -459,6 +474,7 @@ class Simulator:
         self._next_slot += t
         with self._lock:
             windows = self.fleet.tick(dt, slot_ns(first, signals.sample_hz))
+            self._plant_labels(client)
             if self._technician_on:
                 self._technician_step(client, windows)
         items: list[tuple[str, bytes]] = []
