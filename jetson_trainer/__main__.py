@@ -16,6 +16,7 @@ label     --machine M --class C [--from T] [--to T] [--id ID] [--cancel] [--brok
 import    FILE… --out DIR [--maintenance LOG.csv] [--unlabeled-normal] [--sample-hz HZ]
           [--max-gap-s S] [--stride N] [--holdout F] [--channel-map OLD=NEW] [--report FILE]
           historian CSV (long or wide) / Parquet + maintenance log → a data set `train` reads
+models    [--state-dir DIR] [--json]   the model history `serve` keeps in its --store DIR
 serve     --store DIR --private-key PEM [--broker HOST:PORT] [--data DIR] [--config FILE] …
           the daemon: stores drift batches, fine-tunes, gates and publishes (see --help)
 
@@ -149,6 +150,17 @@ def _parser() -> argparse.ArgumentParser:
         "inputs", nargs="*", type=Path, metavar="FILE", help="historian export(s) (CSV/Parquet)"
     )
     add_arguments(im, ImportConfig)
+    mo = sub.add_parser(
+        "models",
+        help="the model history: versions, parents, status, labels, gate scores, deployments",
+    )
+    mo.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="the daemon's --store DIR (default: env EDGELOOP_STORE)",
+    )
+    mo.add_argument("--json", action="store_true", help="print one JSON list of the records")
     s = sub.add_parser(
         "serve",
         help="the trainer daemon: store drift batches, fine-tune, gate, publish",
@@ -408,6 +420,33 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .registry import REGISTRY_NAME, Registry, format_table, parse_registry
+
+    state = args.state_dir or (
+        Path(os.environ["EDGELOOP_STORE"]) if os.environ.get("EDGELOOP_STORE") else None
+    )
+    if state is None:
+        raise ConfigError("give --state-dir DIR: the --store DIR of `serve` (or EDGELOOP_STORE)")
+    if not state.is_dir():
+        raise TrainerError(f"{state} is not a directory; give the --store DIR of `serve`")
+    path = state / REGISTRY_NAME
+    try:
+        reg, refused = parse_registry(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        log.warning("no model history in %s yet (%s): `serve` writes it", state, REGISTRY_NAME)
+        reg, refused = Registry(), []
+    except OSError as exc:
+        raise TrainerError(f"cannot read {path}: {exc}") from exc
+    if refused:
+        log.error("%s: skipped %d damaged line(s): %s", path, len(refused), "; ".join(refused[:5]))
+    if args.json:
+        sys.stdout.write(json.dumps([m.to_dict() for m in reg.records]) + "\n")
+    else:
+        sys.stdout.write(format_table(reg) + "\n")
+    return EXIT_OK
+
+
 def _cmd_label(args: argparse.Namespace) -> int:
     import time
 
@@ -544,6 +583,7 @@ _COMMANDS = {
     "reissue": _cmd_reissue,
     "label": _cmd_label,
     "import": _cmd_import,
+    "models": _cmd_models,
     "serve": _cmd_serve,
 }
 

@@ -36,7 +36,7 @@ from protocol import load_public_key as _load_public_key
 from .data import apply_normalisation, train_stats
 from .errors import TrainerError
 from .keys import load_private_key
-from .metrics import classification_metrics
+from .metrics import classification_metrics, confidence_summary
 from .runtime import LiteModel
 
 __all__ = [
@@ -94,16 +94,22 @@ def make_manifest(
     y_val: np.ndarray,
     y_stats: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
+    x_confidence: np.ndarray | None = None,
 ) -> Manifest:
     """The manifest for `model`: statistics from `x_stats`, metrics and golden from validation.
 
     With `y_stats`, train_stats also carries the class-conditional window-feature statistics
     (protocol.features) that the Pi's drift detector and out-of-distribution flag need. `site`
     is the topic prefix of the nodes the model is for: a node refuses a bundle from the network
-    made for another site.
+    made for another site. With `x_confidence` (windows as the Pis will see them, e.g. both
+    regimes of a drift, unlabeled), the confidence figures — the reference of the Pi's
+    confidence detector — come from those windows instead of the validation set.
     """
-    probs = LiteModel(model).predict(apply_normalisation(x_val, norm))
+    lite = LiteModel(model)
+    probs = lite.predict(apply_normalisation(x_val, norm))
     m = classification_metrics(y_val, probs)
+    if x_confidence is not None and len(x_confidence):
+        m.update(confidence_summary(lite.predict(apply_normalisation(x_confidence, norm))))
     metrics = {
         k: m[k]
         for k in (

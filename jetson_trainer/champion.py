@@ -88,15 +88,32 @@ def next_version(models_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def load_champion(models_dir: Path, public_key: bytes, site: str | None = None) -> Loaded:
+def _dir_version(d: Path) -> int | None:
+    """7 for a `v0007` directory, else None."""
+    return int(d.name[1:]) if d.name[:1] == "v" and d.name[1:].isdigit() else None
+
+
+def load_champion(
+    models_dir: Path,
+    public_key: bytes,
+    site: str | None = None,
+    exclude: frozenset[int] = frozenset(),
+) -> Loaded:
     """The newest `v*/model.bundle` under `models_dir` that verifies, was made for `site` (if
-    given) and whose Keras model loads."""
+    given), is not one of the `exclude`d versions (those a node rolled back: the model
+    registry's bad versions) and whose Keras model loads."""
     import keras
 
     skipped: list[str] = []
     for path in sorted(models_dir.glob("v*/model.bundle"), reverse=True):
+        if _dir_version(path.parent) in exclude:
+            log.info("not loading %s: a node rolled it back (marked bad)", path)
+            continue
         try:
             bundle = decode_bundle(path.read_bytes(), public_key)
+            if bundle.manifest.version in exclude:
+                log.info("not loading %s: v%d was rolled back", path, bundle.manifest.version)
+                continue
             if site is not None and bundle.manifest.site != site:
                 raise EdgeloopError(
                     f"made for site {bundle.manifest.site!r}, this trainer's --prefix is "

@@ -45,6 +45,13 @@ def _positive(value: float) -> None:
         raise ValueError("must be greater than 0")
 
 
+def _groups(value: tuple[str, ...]) -> None:
+    for group in value:
+        check_id(group, "canary group")
+    if len(set(value)) != len(value):
+        raise ValueError("names a group twice")
+
+
 @dataclass(frozen=True, slots=True)
 class ServeConfig(MqttSettings):
     """The daemon's settings (`python -m jetson_trainer serve -h` lists their flags)."""
@@ -90,6 +97,22 @@ class ServeConfig(MqttSettings):
     initial_epochs: int = setting(40, help="epochs of the initial model", low=1, metavar="N")
     dashboard: bool = setting(True, help="plain logs instead of the live terminal dashboard")
     tick_s: float = setting(1.0, help="seconds between policy checks", check=_positive, metavar="S")
+    canary_groups: tuple[str, ...] = setting(
+        (),
+        help="staged rollout: offer each new version first to these rollout groups' retained "
+        "topics ({prefix}/model/groups/G) and put it on model/current only once their nodes "
+        "served it without a rollback (empty: publish straight to model/current)",
+        metavar="G1[,G2]",
+        check=_groups,
+    )
+    canary_watch_s: float = setting(
+        120.0,
+        help="with --canary-groups: promote a version this long after the first canary began "
+        "serving it, if no canary rolled back (sooner when every canary's health watch passed)",
+        low=1.0,
+        high=7 * 86400.0,
+        metavar="S",
+    )
     metrics_port: int | None = metrics_port_setting()
     metrics_host: str = metrics_host_setting()
 

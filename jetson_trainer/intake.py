@@ -73,8 +73,10 @@ class Intake:
         on_connected: Callable[[], None],
         faults: Faults | None = None,
         credentials: Credentials | None = None,
+        on_status: Callable[[Status], None] | None = None,
     ) -> None:
         self.broker = broker
+        self._on_status = on_status  # called on the intake thread with each edge node's status
         self.credentials = credentials
         self.link: ConnectionWatch | None = None  # set by start(): connected, refused and why
         self.faults = faults or Faults(log)
@@ -293,3 +295,5 @@ class Intake:
                 self._pis[status.node] = seen
                 while len(self._pis) > MAX_PIS:  # a flood of node ids: forget the stalest
                     del self._pis[next(iter(self._pis))]
+            if self._on_status is not None:  # the model registry: deployments, rollbacks
+                self._on_status(status)

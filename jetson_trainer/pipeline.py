@@ -68,7 +68,15 @@ def _figures(
 
 
 def _write_report(out_dir: Path, report: dict[str, Any]) -> None:
+    from .modelcard import write_model_card
+
     (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_model_card(out_dir)  # model_card.md: manifest + this report, figures linked
+
+
+def _class_counts(y: np.ndarray) -> dict[str, int]:
+    """Labeled windows per class name (the model card's and registry's labels)."""
+    return {name: int((np.asarray(y) == i).sum()) for i, name in enumerate(CLASSES)}
 
 
 def run_train(
@@ -144,6 +152,8 @@ def run_train(
         "epochs_run": result.epochs_run,
         "n_train": len(result.x_train),
         "n_validation": len(result.x_val),
+        "class_counts": _class_counts(y),
+        "requested": quantization,
         "version": version,
         "parent": parent,
         "shipped": chosen.quantization,
@@ -298,6 +308,8 @@ def run_finetune(
         "parent": pm.version,
         "n_labeled": len(labeled),
         "n_replay": summary["n_replay"],
+        "class_counts": _class_counts(y_new[labeled]),
+        "requested": pm.quantization,
         "finetune_seconds": round(summary["seconds"], 2),
         "shipped": chosen.quantization,
         "conversion": {q: v.summary() for q, v in variants.items()},

@@ -25,6 +25,7 @@ from .artifacts import make_manifest, write_artifacts
 from .convert import convert_and_verify, converter_version, pick_variant
 from .data import apply_normalisation, stratified_split
 from .gate import GateConfig, GateDecision, Scores, decide
+from .reference import balanced, pseudo_label
 from .runtime import LiteModel
 from .train import finetune_model
 
@@ -100,10 +101,16 @@ def retrain(
     config: RetrainConfig | None = None,
     late_labels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
     site: str | None = None,
+    version: int | None = None,
+    recent: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Attempt:
     """Fine-tune, score, gate; write a signed bundle into `out_dir` only if accepted.
 
-    The challenger is made for `site` (the daemon's --prefix), by default the champion's.
+    The challenger is made for `site` (the daemon's --prefix), by default the champion's, as
+    `version` (default the champion's + 1; the daemon passes one above every version it ever
+    saw, since a champion restored after a rollback is older than the newest on disk).
+    `recent`: the windows the Pis shipped since the trigger, labeled or not (y = -1 where not),
+    for the accepted challenger's detector statistics (reference.py).
     """
     cfg = config or RetrainConfig()
     start = time.monotonic()
@@ -162,12 +169,17 @@ def retrain(
     )
     challenger = None
     if decision.accepted:
-        version = champion.version + 1
-        # Statistics cover both regimes, weighted equally, so the Pi's detector accepts the
-        # regime this model was tuned for as well as the original one.
-        reps = max(1, len(rep_idx) // max(1, len(y_fit)))
-        x_stats = np.concatenate([x_rep[rep_idx], np.repeat(x_fit, reps, axis=0)])
-        y_stats = np.concatenate([y_rep[rep_idx], np.repeat(y_fit, reps, axis=0)])
+        version = champion.version + 1 if version is None else version
+        # Statistics (and the confidence reference) cover both regimes, weighted equally, so
+        # the Pi's detector accepts the regime this model was tuned for as well as the
+        # original one; "now" is every recent window, not only the labeled few (reference.py)
+        x_now, y_now = x_fit, y_fit
+        if recent is not None and len(recent[1]):
+            x_now = np.concatenate([x_fit, recent[0]])
+            y_now = np.concatenate(
+                [y_fit, pseudo_label(chosen.model, champion.norm, recent[0], recent[1])]
+            )
+        x_stats, y_stats = balanced(x_rep[rep_idx], y_rep[rep_idx], x_now, y_now, rng)
         manifest = make_manifest(
             model=chosen.model,
             version=version,
@@ -179,6 +191,7 @@ def retrain(
             norm=champion.norm,
             x_stats=x_stats,
             y_stats=y_stats,
+            x_confidence=x_stats,
             x_val=np.concatenate([x_hold, x_orig[:500]]),
             y_val=np.concatenate([y_hold, y_orig[:500]]),
             extra={"labels_used": len(y_new), "gate": decision.reason},

@@ -18,6 +18,7 @@ retained status "degraded" naming it, and `serve` stops and exits 1 for its serv
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -41,8 +42,11 @@ from .champion import (
 )
 from .config import ServeConfig
 from .dashboard import TrainerSnapshot
+from .errors import TrainerError
 from .intake import Intake
+from .model_history import ModelHistory
 from .policy import Observation, TrainPolicy
+from .reference import champion_handles, renew_reference
 from .retrain import Attempt, Champion, accuracy, retrain
 from .store import WindowStore
 
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 ROLE = "trainer"
 DEGRADED = "degraded"
 MAX_LATE_LABELS = 500  # labels that arrived during a fine-tune, added to the gate's holdout
+RECENT_WINDOWS = 1000  # newest shipped windows (labeled or not) for a new detector reference
 STATUS_EVERY_S = 2.0
 
 
@@ -142,6 +147,7 @@ class TrainerDaemon:
         self._original: OriginalData | None = None
         self.faults = Faults(log)
         self.watch = ThreadWatch()  # intake + paho thread; `serve` adds the policy thread
+        self.history = ModelHistory(config.store)  # model registry: versions, deployments, bad
         self.failed = threading.Event()
         self.dead_threads: tuple[str, ...] = ()
         self.intake = Intake(
@@ -155,6 +161,7 @@ class TrainerDaemon:
             on_connected=self._on_connected,
             faults=self.faults,
             credentials=config.credentials(),  # reads the password file: ConfigError now
+            on_status=self.history.on_status,
         )
         self.client = self.intake.client
 
@@ -164,7 +171,8 @@ class TrainerDaemon:
         public_key = public_key_of(self.config.private_key)
         self._original = load_original(self.config.data)
         site = self.config.prefix  # the Pis refuse a bundle made for another prefix
-        loaded = load_champion(self.config.models_dir, public_key, site)
+        bad = self.history.bad_versions()  # rolled back by a node: never offered again
+        loaded = load_champion(self.config.models_dir, public_key, site, bad)
         skipped = loaded.skipped
         champion = loaded.champion
         if champion is None and self._original is not None:
@@ -176,10 +184,13 @@ class TrainerDaemon:
                 epochs=self.config.initial_epochs,
                 site=site,
             )
-            loaded = load_champion(self.config.models_dir, public_key, site)
+            loaded = load_champion(self.config.models_dir, public_key, site, bad)
             champion, skipped = loaded.champion, skipped + loaded.skipped
         elif champion is None:
             log.error("no model in %s and no --data to train one; waiting", self.config.models_dir)
+        champion = self.history.adopt(
+            champion, self.config.models_dir, self.config.private_key, site
+        )
         self.loop.update(phase="idle", champion=champion, skipped_bundles=skipped)
         self.intake.start()
         self.intake.watch(self.watch)
@@ -275,6 +286,7 @@ class TrainerDaemon:
         champion = self.loop.champion
         if champion is not None:
             publish_champion(self.client, self.topics, champion)
+            self.history.published(champion)
 
     # -- policy loop ---------------------------------------------------------------------
     def observation(self) -> Observation:
@@ -304,6 +316,9 @@ class TrainerDaemon:
 
     def tick(self) -> None:
         """One policy step: maybe fine-tune, gate, record, and publish an accepted challenger."""
+        if self.history.changed.is_set():  # a node rolled back a version
+            self.history.changed.clear()
+            self._leave_bad_champion()
         champion = self.loop.champion
         if champion is None:
             self.loop.update(policy="no champion model")
@@ -318,6 +333,7 @@ class TrainerDaemon:
         self.loop.update(phase=f"fine-tuning v{champion.version} on {len(y)} labels")
         empty = (x[:0], y[:0])
         original = self._original
+        version = self.history.next_version(self.config.models_dir, champion)
         try:
             attempt = retrain(
                 champion,
@@ -330,13 +346,16 @@ class TrainerDaemon:
                 config=self._retrain,
                 late_labels=lambda: self._late_labels(last),
                 site=self.config.prefix,
+                version=version,
+                recent=self.store.recent_windows(RECENT_WINDOWS, after=self.policy.labels_after),
             )
         finally:
             self.loop.update(phase="idle")
         self.loop.update(last_attempt=attempt)
         d = attempt.decision
+        self._record(version, champion, attempt, y, last)
         self.store.record_model(
-            champion.version + 1,
+            version,
             champion.version,
             accepted=d.accepted,
             reason=d.reason,
@@ -349,10 +368,92 @@ class TrainerDaemon:
             ),
         )
         self.policy.attempted(accepted=d.accepted)
+        if attempt.challenger is None and champion_handles(d, self._retrain.gate.margin):
+            renewed = self._renew_reference(champion, d.reason)
+            attempt = dataclasses.replace(attempt, challenger=renewed)
+        if attempt.challenger is not None and champion.version in self.history.bad_versions():
+            why = f"its parent v{champion.version} was rolled back while it trained"
+            self.history.discard(attempt.challenger, why)  # marked bad, never published
+            attempt = dataclasses.replace(attempt, challenger=None)
         if attempt.challenger is not None:
             self.loop.update(champion=attempt.challenger, champion_since=last)
             self.policy.model_changed()
             publish_champion(self.client, self.topics, attempt.challenger)
+            self.history.published(attempt.challenger)
+
+    def _renew_reference(self, champion: Champion, why: str) -> Champion | None:
+        """The champion handles the drift (the gate said so): re-issue its network as a new
+        version whose detector statistics include what the Pis see now (reference.py), so
+        their drift alarm ends instead of staying on for good."""
+        # the drift episode so far: windows stored since RECENT_WINDOWS before this trigger (a
+        # ramp renews several times on its way; each renewal covers the path since the last)
+        after = max(0, self.policy.labels_after - RECENT_WINDOWS)
+        x_now, y_now = self.store.recent_windows(2 * RECENT_WINDOWS, after=after)
+        if not len(y_now):
+            return None
+        original = self._original
+        empty = (x_now[:0], y_now[:0])
+        version = self.history.next_version(self.config.models_dir, champion)
+        reason = f"reference renewed: the champion handles the drift ({why})"
+        try:
+            path, manifest = renew_reference(
+                champion,
+                x_now,
+                y_now,
+                replay=original.replay if original else empty,
+                original_holdout=original.holdout if original else empty,
+                out_dir=self.config.models_dir,
+                private_key=self.config.private_key,
+                version=version,
+                reason=reason,
+                site=self.config.prefix,
+            )
+        except (OSError, ValueError, TrainerError) as exc:
+            log.error("could not renew v%d's detector reference: %s", champion.version, exc)
+            return None
+        self.store.record_model(
+            version,
+            champion.version,
+            accepted=True,
+            reason=reason,
+            labels_used=int((y_now >= 0).sum()),
+            scores=None,
+        )
+        return Champion(version, path.read_bytes(), champion.model, manifest, champion.keras, path)
+
+    def _record(
+        self, version: int, champion: Champion, attempt: Attempt, y: np.ndarray, last: int
+    ) -> None:
+        """Put the fine-tune attempt in the model registry (history.record_attempt)."""
+        original = self._original
+        self.history.record_attempt(
+            version,
+            champion,
+            attempt,
+            y,
+            source=f"trainer store, labeled windows seqno {self.policy.labels_after + 1}..{last}",
+            data={
+                "new_labels": len(y),
+                "replay": min(self._retrain.replay_size, len(original.replay[1]))
+                if original
+                else 0,
+                "original_holdout": len(original.holdout[1]) if original else 0,
+            },
+        )
+
+    def _leave_bad_champion(self) -> None:
+        """The champion was rolled back by a node: offer the last good version instead."""
+        champion = self.loop.champion
+        if champion is None or champion.version not in self.history.bad_versions():
+            return
+        new = self.history.fallback(
+            champion, self.config.models_dir, self.config.private_key, self.config.prefix
+        )
+        self.loop.update(champion=new, champion_since=self.store.latest_labeled_seqno())
+        self.policy.model_changed()
+        if new is not None:
+            publish_champion(self.client, self.topics, new)
+            self.history.published(new)
 
     def _late_labels(self, after: int) -> tuple[np.ndarray, np.ndarray]:
         x, y, _ = self.store.recent_labeled(MAX_LATE_LABELS, after=after)
@@ -395,6 +496,7 @@ class TrainerDaemon:
             "store_rejected": counts.rejected,
             "store_bad_rows": counts.bad_rows,
             "store_moved_aside": len(counts.moved_aside),
+            "bad_rollback_entry": self.history.bad_entries(),
             **{f"fault:{kind}": n for kind, n in self.faults.counts().items()},
         }
         detail: dict[str, Any] = {"phase": s.phase, "policy": s.policy}
@@ -407,6 +509,9 @@ class TrainerDaemon:
             detail["store_moved_aside"] = list(counts.moved_aside[-5:])
         if self.dead_threads:
             detail["dead_threads"] = list(self.dead_threads)
+        bad_models = sorted(self.history.bad_versions())
+        if bad_models:  # rolled back by a node, never offered again (`models` lists why)
+            detail["bad_models"] = bad_models[-32:]
         return Status(
             node=self.config.client_id,
             role=ROLE,

@@ -285,6 +285,39 @@ class WindowStore:
         y = np.array([w.label for w in windows], np.int64)
         return x, y, last
 
+    def recent_windows(
+        self, limit: int, after: int = 0, shape: tuple[int, int] | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """The newest `limit` windows after position `after`, labeled or not, oldest first.
+
+        Returns (X (N, T, C), y (N,)) with y = -1 where a window has no label: what the Pis
+        saw lately, for the detector statistics of the next model. Rows that do not decode or
+        have another shape are skipped (recent_labeled counts them).
+        """
+        with self._lock:
+            rows = self._file.read(
+                lambda db: db.execute(
+                    "SELECT frame FROM windows WHERE seqno > ? ORDER BY seqno DESC LIMIT ?",
+                    (after, limit),
+                ).fetchall()
+            )
+        data: list[npt.NDArray[np.float32]] = []
+        labels: list[int] = []
+        for (frame,) in reversed(rows):
+            try:
+                window = decode_window(frame)
+            except (PayloadError, TypeError, ValueError):
+                continue
+            if shape is None:
+                shape = window.shape
+            if window.shape != shape:
+                continue
+            data.append(window.data)
+            labels.append(-1 if window.label is None else int(window.label))
+        if not data:
+            return np.zeros((0, 0, 0), np.float32), np.zeros(0, np.int64)
+        return np.stack(data).astype(np.float32), np.array(labels, np.int64)
+
     def _count_bad(self, bad: dict[int, str]) -> None:
         with self._lock:
             new = [s for s in bad if s not in self._bad_seqnos]
