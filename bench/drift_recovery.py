@@ -7,7 +7,9 @@ pi_edge and the simulator (16 machines × 10 Hz, 5 % labels, faults every ~30 s)
 Mosquitto. After 15 s of drift-free traffic the drift is commanded on every machine; the bench
 records seconds from onset to pi_edge's drift state, to the first drift batch the trainer
 stored, and to the new model serving on pi_edge; the labels the fine-tune used; and the
-accuracy of the old and the new model on fresh drifted and original windows (400 each).
+accuracy of the old and the new model on fresh drifted and original windows (400 each); and
+seconds from onset until every machine's drift state is ok again and stays ok for 20 s
+(a swap starts the detectors over at ok, so only a lasting ok counts as cleared).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class Recovery:
     before: tuple[float, float]  # old model: drifted, original
     after: tuple[float, float] | None  # new model: drifted, original
     gate: str
+    cleared_s: float | None = None  # onset → every machine's drift state ok again
+    end_levels: dict[str, object] | None = None  # the detector at the end: what still alarms
+    params: dict[str, float] = dataclasses.field(default_factory=dict)  # the drift command's
 
 
 def poll(cond: object, timeout: float) -> float | None:
@@ -79,6 +84,32 @@ def accuracy(
     )
 
 
+HOLD_S = 20.0  # "cleared" = ok on every machine for this long without a relapse
+
+
+def held_ok(cond: object, timeout: float, hold: float) -> float | None:
+    """Monotonic time at which `cond` became true and then stayed true for `hold` seconds,
+    if that spell starts within `timeout` seconds; None otherwise."""
+    start = time.monotonic()
+    since: float | None = None
+    while True:
+        now = time.monotonic()
+        if cond():  # type: ignore[operator]
+            since = now if since is None else since
+            if now - since >= hold:
+                return since
+        else:
+            since = None
+            if now - start > timeout:
+                return None
+        time.sleep(0.1)
+
+
+def _all_ok(edge: EdgeService) -> bool:
+    """Every machine's drift detector, and the pooled accuracy one, says ok."""
+    return bool(edge.evidence.machine_states()) and edge.evidence.overall() == "ok"
+
+
 def run_mode(
     mode: str,
     command: Command,
@@ -87,6 +118,7 @@ def run_mode(
     initial: Path,
     keys: tuple[Path, Path],
     timeout: float,
+    clear_timeout: float = 60.0,
 ) -> Recovery:
     private, public = keys
     run = work / mode
@@ -152,6 +184,14 @@ def run_mode(
                 lambda: edge.model_version not in (None, 1), timeout - (time.monotonic() - onset)
             )
             live = None if live is None else time.monotonic() - onset
+            # drift cleared: every machine's detector back to ok, and staying ok for HOLD_S (a
+            # swap starts the detectors over at ok: only a lasting ok counts); the clock runs
+            # from the onset
+            cleared = None
+            if detect is not None:
+                cleared = held_ok(lambda: _all_ok(edge), clear_timeout, HOLD_S)
+                cleared = None if cleared is None else cleared - onset
+            end_levels = edge.evidence.snapshot()["drift"]
             elapsed = time.monotonic() - onset
         finally:
             stop.set()
@@ -168,7 +208,9 @@ def run_mode(
         labels = decode_bundle(current.read_bytes(), None, allow_unsigned=True).manifest.extra.get(
             "labels_used"
         )
-    return Recovery(mode, detect, first, live, labels, before, after, gate)
+    return Recovery(
+        mode, detect, first, live, labels, before, after, gate, cleared, end_levels, command.params
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=150.0, help="seconds per mode after onset")
     p.add_argument("--work", type=Path, help="working dir (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the per-mode results here")
+    p.add_argument(
+        "--ramp-s",
+        type=float,
+        default=90.0,
+        help="length of the ramp drift (bench.drift_detection's 300 s would outlast the run)",
+    )
+    p.add_argument(
+        "--clear-timeout",
+        type=float,
+        default=90.0,
+        help="seconds after the new model (or the timeout) for the drift to clear",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     work = args.work or Path(tempfile.mkdtemp(prefix="edgeloop-recovery-"))
@@ -200,18 +254,25 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for mode in args.modes.split(","):
         command = MODES[mode]
-        results.append(run_mode(mode, command, work, data, work / "initial", keys, args.timeout))
+        if mode == "ramp":
+            command = dataclasses.replace(command, params={"duration_s": args.ramp_s})
+        results.append(
+            run_mode(
+                mode, command, work, data, work / "initial", keys, args.timeout, args.clear_timeout
+            )
+        )
         r = results[-1]
         print(
             f"{mode}: detect {r.detect_s} first batch {r.first_batch_s} live {r.live_s} "
-            f"gate: {r.gate}",
+            f"cleared {r.cleared_s} gate: {r.gate}",
             flush=True,
         )
     print(
         "\n| drift mode | onset → drift state (s) | → first batch stored (s) | → new model "
-        "live (s) | labels used | drifted acc. before → after | original acc. before → after |"
+        "live (s) | → drift cleared (s) | labels used | drifted acc. before → after | original "
+        "acc. before → after |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
 
         def f(v: float | None) -> str:
@@ -219,17 +280,28 @@ def main(argv: list[str] | None = None) -> int:
 
         after_d = "-" if r.after is None else f"{r.after[0]:.3f}"
         after_o = "-" if r.after is None else f"{r.after[1]:.3f}"
-        params = " ".join(f"{k}={v:g}" for k, v in MODES[r.mode].params.items())
+        params = " ".join(f"{k}={v:g}" for k, v in r.params.items())
         print(
             f"| {r.mode} {params} | {f(r.detect_s)} | {f(r.first_batch_s)} | {f(r.live_s)} | "
+            f"{f(r.cleared_s)} | "
             f"{r.labels if r.labels is not None else '-'} | {r.before[0]:.3f} → {after_d} | "
             f"{r.before[1]:.3f} → {after_o} |"
         )
     for r in results:
         if r.after is None:
             print(f"{r.mode}: no new model — {r.gate}")
+        if r.cleared_s is None and r.end_levels:
+            still = {
+                m: d
+                for m, d in r.end_levels.get("machines", {}).items()  # type: ignore[attr-defined]
+                if d["state"] != "ok"
+            }
+            print(
+                f"{r.mode}: drift not cleared; accuracy {r.end_levels.get('accuracy_state')}, "
+                f"machines still alarmed: {still}"
+            )
     if args.json:
-        modes = [{**dataclasses.asdict(r), "params": MODES[r.mode].params} for r in results]
+        modes = [dataclasses.asdict(r) for r in results]
         args.json.write_text(
             json.dumps({"initial_train_s": train_s, "timeout_s": args.timeout, "modes": modes})
         )
