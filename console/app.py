@@ -63,6 +63,7 @@ NODE_COLUMNS = (
     "CPU %",
     "RSS MB",
     "model",
+    "est. acc",
     "drift / phase",
     "seen",
 )

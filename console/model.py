@@ -116,9 +116,11 @@ class NodeRow:
     drift: str | None = None
     detail: str = ""
     seen: float = 0.0
+    estimate: float | None = None  # an edge node's label-free accuracy estimate
 
     def cells(self, now: float) -> tuple[str, ...]:
-        """node, role, state, rate, inbox, drops, CPU %, RSS MB, model, drift/phase, age."""
+        """node, role, state, rate, inbox, drops, CPU %, RSS MB, model, est. accuracy,
+        drift/phase, age."""
         return (
             self.node,
             self.role,
@@ -129,6 +131,7 @@ class NodeRow:
             _num(self.cpu_percent, "{:.0f}"),
             _num(self.rss_mb, "{:.0f}"),
             "-" if self.model_version is None else f"v{self.model_version}",
+            _num(self.estimate, "{:.3f}"),
             self.detail or (self.drift or "-"),
             _age(now - self.seen) if self.seen else "-",
         )
@@ -225,6 +228,7 @@ class SiteModel:
         row.rss_mb = metrics.get("rss_mb")
         row.drift = status.drift
         row.detail = str(detail.get("phase", ""))[:40] if status.role == "trainer" else ""
+        row.estimate = _f(_dict(detail.get("estimate")), "accuracy_est")  # pi_edge estimate.py
         self.nodes[node] = row
         self._bound(self.nodes, self._max_nodes, self._memory)
 

@@ -115,6 +115,15 @@ class EdgeConfig(MqttSettings):
         high=3600.0,
         flag="--fleet-timeout",
     )
+    rollout_group: str | None = setting(
+        None,
+        help="staged rollout: this node is in rollout group NAME (e.g. canary) and also takes "
+        "models from {prefix}/model/groups/NAME, where the trainer offers a new version first; "
+        "it serves the highest version offered there or on model/current (README 'Staged "
+        "rollout')",
+        metavar="NAME",
+        check=lambda v: check_id(v, "rollout group"),
+    )
     public_key: Path | None = setting(
         None, help="trainer's Ed25519 public key (PEM/hex/raw) that bundles must verify with"
     )
@@ -174,6 +183,14 @@ class EdgeConfig(MqttSettings):
     dashboard: bool = setting(True, help="live view (off: service mode, plain logs)")
     low_confidence: float = setting(
         0.6, help="confidence below which a window is flagged and kept", check=_floor
+    )
+    watch_s: float = setting(
+        120.0,
+        help="after a swap to a newer model, watch its health (labeled accuracy, confidence, "
+        "out-of-distribution rate against the previous model's) this long and roll back by "
+        "itself if it is clearly worse (0: no watch)",
+        low=0.0,
+        high=7 * 86400.0,
     )
     buffer_max_rows: int = setting(
         50_000, help="kept windows on disk before the oldest unlabeled go", low=1, high=10_000_000
@@ -239,6 +256,31 @@ class EdgeConfig(MqttSettings):
         help="the oldest held window a late label can still reach, in seconds",
         low=0.0,
         high=30 * 86400.0,
+    )
+    label_requests_per_min: int = setting(
+        8,
+        help="at most this many held windows per minute asked to be labeled on "
+        "{prefix}/labels/requests (the least sure, spread over classes and machines), only while "
+        "drift is suspect/drift or the accuracy estimate is below --label-requests-below "
+        "(0: never ask)",
+        low=0,
+        high=10_000,
+    )
+    label_requests_per_machine: int = setting(
+        2, help="windows of one machine in one label request", low=1, high=64
+    )
+    label_requests_below: float = setting(
+        0.9,
+        help="ask for labels while the label-free accuracy estimate is below this (0: only "
+        "on drift)",
+        low=0.0,
+        high=1.0,
+    )
+    estimate_windows: int = setting(
+        512,
+        help="recent windows the label-free accuracy estimate (detail.estimate) is taken over",
+        low=1,
+        high=1_000_000,
     )
     signals: Path | None = setting(
         None,

@@ -118,6 +118,13 @@ def render(snap: Snapshot) -> RenderableType:
             f"  labeled accuracy {acc} ({seen} labels)  kept: {b.get('pending', 0)} pending, "
             f"{b.get('inflight', 0)} in flight, {b.get('acknowledged', 0)} shipped"
         )
+        est = ev.get("estimate") or {}
+        if est.get("accuracy_est") is not None:  # label-free (estimate.py)
+            header.append(
+                f"\naccuracy estimate {est['accuracy_est']:.3f} ({est.get('method')}, "
+                f"last {est.get('windows')} windows, no labels needed)",
+                style="bold yellow" if est["accuracy_est"] < 0.9 else "",
+            )
     if snap.machines_evicted:
         header.append(
             f"\nmachines {snap.machines_tracked} tracked, {snap.machines_evicted} evicted "

@@ -130,7 +130,9 @@ def edge_families(status: Status, snap: Snapshot, received: int) -> list[Metric]
         ),
     ]
     fams += _model(status)
+    fams += _health(status)
     fams += _fleet(status)
+    fams += _estimate(status)
     fams += _machines(snap)
     fams += _evidence(snap.evidence)
     return fams
@@ -158,6 +160,76 @@ def _model(status: Status) -> list[Metric]:
             _num(d, "model_age_s"),
         ),
     ]
+
+
+def _health(status: Status) -> list[Metric]:
+    """Rollbacks since the node started, by who decided, and whether a new model is watched."""
+    health = status.detail.get("model_health")
+    if not isinstance(health, dict):
+        return []
+    return [
+        labeled(
+            "edgeloop_model_rollbacks",
+            "model rollbacks since the node started: auto=true when the node found a newly "
+            "swapped-in model clearly worse, false when an operator asked",
+            ("auto",),
+            {
+                ("true",): _num(health, "auto_rollbacks"),
+                ("false",): _num(health, "operator_rollbacks"),
+            },
+            kind="counter",
+        ),
+        gauge(
+            "edgeloop_model_health_watching",
+            "1 while the node watches a newly swapped-in model's health (--watch-s)",
+            float(health.get("watching") is not None),
+        ),
+    ]
+
+
+def _estimate(status: Status) -> list[Metric]:
+    """The label-free accuracy estimate (pi_edge/estimate.py) and, where labels came, the
+    labeled accuracy over the same recent windows; label requests sent."""
+    detail = status.detail
+    est = detail.get("estimate")
+    if not isinstance(est, dict):
+        return []
+    fams: list[Metric] = [
+        gauge(
+            "edgeloop_windows_estimated",
+            "recent windows the accuracy estimate is taken over",
+            _num(est, "windows"),
+        )
+    ]
+    if est.get("accuracy_est") is not None:
+        fams.append(
+            labeled(
+                "edgeloop_accuracy_estimate",
+                "label-free estimate of the serving model's accuracy on recent windows, by method "
+                "(atc: average thresholded confidence, doc, mean_confidence)",
+                ("method",),
+                {(str(est.get("method")),): _num(est, "accuracy_est")},
+            )
+        )
+    if est.get("labeled_accuracy") is not None:
+        fams.append(
+            gauge(
+                "edgeloop_labeled_accuracy_recent",
+                "accuracy on the labeled windows among the estimate's recent windows",
+                _num(est, "labeled_accuracy"),
+            )
+        )
+    labels = detail.get("labels")
+    requests = labels.get("requests") if isinstance(labels, dict) else None
+    if isinstance(requests, dict):
+        fams.append(
+            counter(
+                "edgeloop_label_requests_windows",
+                "held windows this node asked to have labeled (…/labels/requests)",
+                _num(requests, "windows"),
+            )
+        )
+    return fams
 
 
 def _fleet(status: Status) -> list[Metric]:

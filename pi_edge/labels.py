@@ -40,7 +40,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,7 @@ class _Batch:
     scores: list[float]
     arrived: float
     labeled_by: list[str | None]
+    sureness: list[tuple[float, float]] | None = None  # (confidence, margin): label requests
 
 
 class RecentWindows:
@@ -179,7 +180,10 @@ class RecentWindows:
         scores: Iterable[float],
         labeled_by: Sequence[str | None],
         now: float,
+        sureness: Sequence[tuple[float, float]] | None = None,
     ) -> None:
+        """Hold a classified batch; `sureness` (confidence, margin) per window lets
+        `unlabeled` offer the windows for label requests (pi_edge/asklabels.py)."""
         if not self.max_windows or not windows:
             return
         batch = _Batch(
@@ -188,6 +192,7 @@ class RecentWindows:
             [float(x) for x in scores],
             now,
             list(labeled_by),
+            None if sureness is None else list(sureness),
         )
         self._batches.append(batch)
         self._count += len(batch.windows)
@@ -216,6 +221,18 @@ class RecentWindows:
                 out.append(Kept(labeled, "labeled", batch.predicted[i], batch.scores[i]))
         return out
 
+    def unlabeled(self) -> Iterator[tuple[Window, int, float, float]]:
+        """(window, predicted, confidence, margin) of every held window without a label whose
+        batch came with its sureness, oldest first (what a label request may ask about)."""
+        for batch in self._batches:
+            if batch.sureness is None:
+                continue
+            for w, p, (conf, margin) in zip(
+                batch.windows, batch.predicted, batch.sureness, strict=True
+            ):
+                if w.label is None:
+                    yield w, p, conf, margin
+
     def forget(self, machines: Sequence[str]) -> None:
         gone = set(machines)
         for batch in self._batches:
@@ -226,6 +243,8 @@ class RecentWindows:
                 batch.predicted = [batch.predicted[i] for i in keep]
                 batch.scores = [batch.scores[i] for i in keep]
                 batch.labeled_by = [batch.labeled_by[i] for i in keep]
+                if batch.sureness is not None:
+                    batch.sureness = [batch.sureness[i] for i in keep]
         while self._batches and not self._batches[0].windows:
             self._batches.popleft()
 
@@ -329,16 +348,18 @@ class Labeler:
         scores: Iterable[float],
         now: float,
         originals: Sequence[Window] | None = None,
+        sureness: Sequence[tuple[float, float]] | None = None,
     ) -> None:
         """Hold classified windows for late labels; `originals` (before `label_new`) tell which
-        labels came from an event (those a later event may still change)."""
+        labels came from an event (those a later event may still change); `sureness`
+        (confidence, margin per window) makes them candidates for label requests."""
         if not self.held.max_windows:
             return
         if originals is None or originals is windows:  # label_new changed nothing
             by: Sequence[str | None] = [None] * len(windows)
         else:
             by = ["event" if w is not o else None for w, o in zip(windows, originals, strict=True)]
-        self.held.add(windows, predicted, scores, by, now)
+        self.held.add(windows, predicted, scores, by, now, sureness)
 
     def forget(self, machines: Sequence[str]) -> None:
         """Drop the held windows of `machines` (evicted by the machine cap); labels stay."""

@@ -1,10 +1,18 @@
 """The model's life on one node: vet, store, hand over to the worker, notice a rollback on disk.
 
 Its own thread ("edge-models") vets bundles (signature, compatibility, golden vectors) that the
-paho thread queued (latest wins), saves the good ones as last good, and puts them in a hand-over
-slot; the worker swaps them in between two batches (`take_pending` + `install`), so a swap never
-falls inside a batch. The same thread notices `pi_edge rollback` rewriting current.bundle, and
-does that rollback itself when an operator asks over MQTT (`request_rollback`, a node command).
+paho thread queued (latest per topic wins: a rollout group's node hears its group's topic and
+model/current and ends on the highest version offered), saves the good ones as last good, and
+puts them in a hand-over slot; the worker swaps them in between two batches (`take_pending` +
+`install`), so a swap never falls inside a batch. The same thread notices `pi_edge rollback`
+rewriting current.bundle, and does that rollback itself when an operator asks over MQTT
+(`request_rollback`, a node command).
+
+After a swap to a newer model the worker feeds each batch's figures to `observe`; health.py
+judges them against the previous model's figures from just before the swap, and when the new
+model is clearly worse within `watch_s` the model thread rolls back by itself, the same way as
+the node command (previous becomes current, the bad version blocked), recording why
+(rollbacks.json, status `detail.rollbacks` and `detail.model_health`).
 
 A bundle from the network is verified over its raw bytes before any field is read; then it must
 be made for this node's site and not be older than the high-water mark (`check_site`,
@@ -18,15 +26,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from protocol import Manifest
 from protocol.guard import Faults, ThreadWatch
 
 from .batching import BatchPolicy
 from .errors import EdgeError, ModelError
+from .health import Figures, HealthPolicy, HealthState, ModelHealth, Verdict
 from .models import (
     Expected,
     ModelStore,
@@ -41,6 +53,8 @@ from .telemetry import ModelInfo
 __all__ = ["ModelManager"]
 
 log = logging.getLogger(__name__)
+
+OPERATOR_COMMAND = "node command from the operator"  # a rollback request's default reason
 
 
 class ModelManager:
@@ -61,6 +75,8 @@ class ModelManager:
         on_install: Callable[[Manifest], None],
         disk_poll_s: float = 2.0,
         faults: Faults | None = None,
+        watch_s: float = 0.0,
+        health_policy: HealthPolicy | None = None,
     ) -> None:
         self.store = ModelStore(state_dir)
         self._faults = faults or Faults(log)
@@ -82,10 +98,20 @@ class ModelManager:
         self._target_version: int | None = None  # the version serving or about to
         self._last_error: str | None = None
         self._last_error_at: float | None = None
-        self._bundles: deque[tuple[bytes, str]] = deque(maxlen=1)
+        # the latest bundle per source (model/current, a rollout group's topic): bounded by the
+        # node's few topics; a group's offer never pushes out model/current's or vice versa
+        self._bundles: dict[str, bytes] = {}
+        self._offered: dict[str, int] = {}  # source → newest installable version it offered
         self._cond = threading.Condition()
         self._disk_stamp: int | None = None
         self._rollbacks = 0  # requested over MQTT, done by the model thread
+        self._rollback_reason = OPERATOR_COMMAND
+        self._auto: tuple[int, Verdict] | None = None  # (clearly worse version, why): roll back
+        self._health = ModelHealth(watch_s, health_policy)  # under _health_lock
+        self._health_lock = threading.Lock()
+        self._rollback_list: list[dict[str, Any]] = []  # rollbacks.json, under _lock
+        self._rollback_counts = {"auto": 0, "operator": 0}  # seen since start, under _lock
+        self._refresh_rollbacks(initial=True)
         self._swapped = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge-models", daemon=True)
@@ -145,18 +171,47 @@ class ModelManager:
     def submit(self, data: bytes, source: str = "mqtt") -> None:
         """Queue a bundle for vetting (latest wins); never blocks (the paho thread calls it)."""
         with self._cond:
-            self._bundles.append((bytes(data), source))
+            self._bundles.pop(source, None)  # re-inserted last: handled in arrival order
+            self._bundles[source] = bytes(data)
             self._cond.notify()
 
-    def request_rollback(self) -> None:
+    def request_rollback(self, reason: str = "") -> None:
         """Ask the model thread to roll back (as `pi_edge rollback` does); never blocks.
 
         The paho thread calls it on an operator's node command; the rollback (disk writes,
         vetting the previous bundle) runs on the model thread, the swap on the worker.
+        `reason` goes into the rollback's record (default: a node command).
         """
         with self._cond:
             self._rollbacks += 1
+            self._rollback_reason = reason or OPERATOR_COMMAND
             self._cond.notify()
+
+    def observe(
+        self,
+        version: int,
+        probabilities: npt.NDArray[np.float32],
+        predicted: npt.NDArray[np.int64],
+        ood: npt.NDArray[np.bool_],
+        labels: list[int | None],
+    ) -> None:
+        """A batch classified by model `version` (the worker calls this): its figures go to
+        the health watch; a clearly worse new model is rolled back by the model thread."""
+        batch = Figures.of_batch(probabilities, predicted, ood, labels)
+        with self._health_lock:
+            verdict = self._health.observe(version, batch, time.monotonic())
+        if verdict is not None:
+            self._settled(version, verdict)
+
+    def health_detail(self) -> dict[str, Any]:
+        """The status's `detail.rollbacks` (newest last, at most 8) and `detail.model_health`."""
+        with self._health_lock:
+            health = self._health.snapshot(time.monotonic(), time.time())
+        with self._lock:
+            rollbacks = [dict(r) for r in self._rollback_list]
+            health["auto_rollbacks"] = self._rollback_counts["auto"]
+            health["operator_rollbacks"] = self._rollback_counts["operator"]
+        return {"rollbacks": rollbacks, "model_health": health}
 
     def wait_for(self, version: int | None = None, timeout: float = 10.0) -> bool:
         """Block until a model (of `version`, if given) is serving; False on timeout."""
@@ -199,6 +254,13 @@ class ModelManager:
         """Make `vetted` the serving model: by the worker between batches, or at start."""
         old = self._model
         self._on_install(vetted.bundle.manifest)
+        with self._health_lock:  # a newer version (not a rollback) is watched
+            self._health.installed(
+                None if old is None else old.version,
+                vetted.version,
+                time.monotonic(),
+                watch=source != "rollback",
+            )
         self._model = vetted
         with self._lock:
             self._installed_at = time.monotonic()
@@ -220,42 +282,109 @@ class ModelManager:
         while not self._stop.is_set():
             with guard:
                 with self._cond:
-                    if not self._bundles and not self._rollbacks:
+                    if not self._bundles and not self._rollbacks and self._auto is None:
                         self._cond.wait(max(0.0, next_disk_check - time.monotonic()))
                     if self._stop.is_set():
                         return
-                    item = self._bundles.popleft() if self._bundles else None
+                    item = None
+                    if self._bundles:
+                        source = next(iter(self._bundles))
+                        item = (self._bundles.pop(source), source)
                     rollbacks, self._rollbacks = self._rollbacks, 0
+                    reason = self._rollback_reason
+                    auto, self._auto = self._auto, None
                 if rollbacks:
-                    self._rollback(rollbacks)
+                    if rollbacks > 1:
+                        log.info("%d rollback requests at once: rolling back once", rollbacks)
+                    self._rollback(reason, auto=False)
+                if auto is not None:
+                    self._auto_rollback(*auto)
                 if item is not None:
                     self._handle(*item)
                 if time.monotonic() >= next_disk_check:
                     next_disk_check = time.monotonic() + self._disk_poll_s
                     self._check_disk()
+                    self._tick()
 
-    def _rollback(self, requests: int) -> None:
-        """Roll back once (however many requests came at once), then load current.bundle."""
-        if requests > 1:
-            log.info("%d rollback requests at once: rolling back once", requests)
+    def _tick(self) -> None:
+        """End a watch whose time is up even when no window comes."""
+        version = self.version
+        with self._health_lock:
+            verdict = self._health.tick(time.monotonic())
+        if verdict is not None and version is not None:
+            self._settled(version, verdict)
+
+    def _settled(self, version: int, verdict: Verdict) -> None:
+        """A watch of `version` ended (worker or model thread): log it; if the model is
+        clearly worse, have the model thread roll it back."""
+        if verdict.state is not HealthState.WORSE:
+            log.info("model v%d: health watch %s: %s", version, verdict.state.value, verdict.reason)
+            return
+        log.warning("model v%d is clearly worse than the one before: %s", version, verdict.reason)
+        with self._cond:
+            self._auto = (version, verdict)
+            self._cond.notify()
+
+    def _auto_rollback(self, version: int, verdict: Verdict) -> None:
+        """Roll back from `version`, found clearly worse, unless it no longer serves."""
+        current = self.store.current_path
         try:
-            from_v, to_v = self.store.rollback()
+            on_disk = self.store.version_of(current.read_bytes()) if current.is_file() else None
+        except OSError:
+            on_disk = None
+        target = self._target_version
+        if self.version != version or target not in (None, version) or on_disk != version:
+            log.info(
+                "model v%d was found clearly worse but is no longer the current model (serving "
+                "%s, current.bundle v%s); no automatic rollback",
+                version,
+                "nothing" if self.version is None else f"v{self.version}",
+                "?" if on_disk is None else on_disk,
+            )
+            return
+        self._rollback(verdict.reason, auto=True)
+
+    def _rollback(self, reason: str, *, auto: bool) -> None:
+        """Roll back once (as `pi_edge rollback`), record why, then load current.bundle."""
+        who = "automatic rollback" if auto else "rollback requested by an operator"
+        try:
+            from_v, to_v = self.store.rollback(reason, auto=auto)
         except (OSError, EdgeError) as exc:
             self._on_refused("rollback_failed")
             log.error(
-                "rollback requested by an operator failed: %s; still serving %s",
+                "%s failed: %s; still serving %s",
+                who,
                 exc,
                 "nothing" if self.version is None else f"v{self.version}",
             )
             return
-        log.info(
-            "rollback requested by an operator: current.bundle is now v%s (was v%s); v%s is "
-            "blocked from the retained topic",
+        log.log(
+            logging.WARNING if auto else logging.INFO,
+            "%s: current.bundle is now v%s (was v%s); v%s is blocked from the retained topic "
+            "(why: %s)",
+            who,
             "?" if to_v is None else to_v,
             "?" if from_v is None else from_v,
             "?" if from_v is None else from_v,
+            reason,
         )
+        self._refresh_rollbacks()
         self._check_disk()
+
+    def _refresh_rollbacks(self, initial: bool = False) -> None:
+        """Re-read rollbacks.json; count the rollbacks new to this process by kind."""
+        try:
+            records = self.store.rollbacks()
+        except OSError as exc:
+            log.warning("cannot read the rollback list in %s: %s", self.store.dir, exc)
+            return
+        with self._lock:
+            if not initial:
+                known = {(r["from"], r["ts"]) for r in self._rollback_list}
+                for r in records:
+                    if (r["from"], r["ts"]) not in known:
+                        self._rollback_counts["auto" if r["auto"] else "operator"] += 1
+            self._rollback_list = records
 
     def _check_disk(self) -> None:
         """current.bundle rewritten by someone else (`pi_edge rollback`): load it."""
@@ -263,6 +392,7 @@ class ModelManager:
         if stamp is None or stamp == self._disk_stamp:
             return
         self._disk_stamp = stamp
+        self._refresh_rollbacks()  # `pi_edge rollback` recorded one
         try:
             data = self.store.current_path.read_bytes()
         except OSError:
@@ -287,6 +417,8 @@ class ModelManager:
             current = self._target_version if self._target_version is not None else self.version
             if version == current:
                 log.debug("bundle v%d from %s is already serving; ignored", version, source)
+                if not from_disk:
+                    self._offered[source] = version
                 return
             if not from_disk and version in self.store.blocked():
                 log.info(
@@ -297,7 +429,12 @@ class ModelManager:
                 )
                 return
             if not from_disk:
-                check_not_replayed(bundle.manifest, self.store.highest())
+                try:
+                    check_not_replayed(bundle.manifest, self.store.highest())
+                except ModelError:
+                    if self._superseded(version, source):
+                        return
+                    raise
             vetted = build_model(
                 bundle, expected=self._expected, threads=self._threads, policy=self._policy
             )
@@ -305,6 +442,7 @@ class ModelManager:
             self._refused(exc, source)
             return
         if not from_disk:
+            self._offered[source] = vetted.version
             self._persist(vetted)
         else:
             self._remember(vetted)
@@ -313,6 +451,16 @@ class ModelManager:
         with self._lock:
             self._pending = (vetted, source)
         self._on_pending()
+
+    def _superseded(self, version: int, source: str) -> bool:
+        """A rollout group's node hears two offers (its group's topic and model/current): an
+        older bundle on one while the other offers a newer one is expected, not a replay, so
+        it is ignored without counting a refusal (it is never installed either way)."""
+        higher = max((v for s, v in self._offered.items() if s != source), default=None)
+        if higher is None or version >= higher:
+            return False
+        log.debug("bundle v%d from %s ignored: v%d is offered elsewhere", version, source, higher)
+        return True
 
     def _vet(self, data: bytes) -> VettedModel:
         bundle = verify_bundle(

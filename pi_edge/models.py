@@ -9,6 +9,9 @@ State dir layout::
     STATE_DIR/models/versions.json     {"highest": N, "bundles": {sha256: version}}: the
                                        high-water mark (no bundle from the network below it is
                                        accepted) and the versions of bundles this node verified
+    STATE_DIR/models/rollbacks.json    {"v": 1, "rollbacks": [...]}: the last 8 rollbacks
+                                       ({"from", "to", "reason", "ts", "auto"}), newest last;
+                                       the status shows them as `detail.rollbacks`
 
 versions.json is written by the node only, after a verified decode, so bookkeeping (which
 version is current, which to block on rollback) never parses an unverified manifest: a stored
@@ -23,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,10 @@ CURRENT = "current.bundle"
 PREVIOUS = "previous.bundle"
 BLOCKED = "blocked.json"
 VERSIONS = "versions.json"
+ROLLBACKS = "rollbacks.json"
+ROLLBACKS_KEPT = 8  # rollbacks rollbacks.json (and the status) remember, newest last
+REASON_MAX = 200  # characters of a rollback's reason
+OPERATOR_ROLLBACK = "pi_edge rollback on the node"  # the reason of the CLI's rollback
 KNOWN_BUNDLES = 8  # bundle hashes versions.json remembers (current and previous among them)
 
 
@@ -240,11 +248,15 @@ class ModelStore:
         self.remember(bundle)
         self.unblock_up_to(new_version)
 
-    def rollback(self) -> tuple[int | None, int | None]:
-        """Swap current and previous on disk; block the version rolled away from.
+    def rollback(
+        self, reason: str = OPERATOR_ROLLBACK, *, auto: bool = False, now: float | None = None
+    ) -> tuple[int | None, int | None]:
+        """Swap current and previous on disk; block the version rolled away from; record the
+        rollback (`reason`, whether the node decided it by itself) in rollbacks.json.
 
         Returns (from_version, to_version), None where this node never recorded the version
-        (a state dir from an older pi_edge). EdgeError if there is no previous bundle.
+        (a state dir from an older pi_edge; such a rollback is not recorded). EdgeError if
+        there is no previous bundle.
         """
         if not self.previous_path.is_file():
             raise EdgeError(
@@ -260,7 +272,37 @@ class ModelStore:
         to_v = self.version_of(prev)
         if from_v is not None:
             self._write_blocked(sorted(set(self.blocked()) | {from_v}))
+            record = {
+                "from": from_v,
+                "to": to_v,
+                "reason": reason[:REASON_MAX],
+                "ts": round(time.time() if now is None else now, 3),
+                "auto": auto,
+            }
+            kept = [*self.rollbacks(), record][-ROLLBACKS_KEPT:]
+            body = {"v": 1, "rollbacks": kept}
+            atomic_write(self.dir / ROLLBACKS, json.dumps(body, indent=1).encode())
         return from_v, to_v
+
+    def rollbacks(self) -> list[dict[str, Any]]:
+        """The recorded rollbacks, newest last (at most 8); an unreadable file or entry is
+        skipped with a warning, never an error: it is a report, not a decision."""
+        path = self.dir / ROLLBACKS
+        try:
+            obj: Any = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, RecursionError) as exc:
+            log.warning("%s is unreadable (%s); the rollback list starts over", path, exc)
+            return []
+        entries = obj.get("rollbacks") if isinstance(obj, dict) else None
+        if not isinstance(entries, list):
+            log.warning("%s has no rollback list; the rollback list starts over", path)
+            return []
+        good = [e for e in entries if _is_rollback(e)]
+        if len(good) != len(entries):
+            log.warning("%s: %d malformed rollback(s) skipped", path, len(entries) - len(good))
+        return good[-ROLLBACKS_KEPT:]
 
     # -- versions.json: written only after a verified decode ---------------------------------
     def _versions(self) -> tuple[int, dict[str, int]]:
@@ -327,3 +369,24 @@ class ModelStore:
         keep = [v for v in blocked if v > version]
         if keep != blocked:
             self._write_blocked(keep)
+
+
+def _is_rollback(e: Any) -> bool:
+    """Whether `e` is a rollback record: {"from": int, "to": int|None, "reason": str,
+    "ts": number, "auto": bool}, nothing else.
+
+    >>> _is_rollback({"from": 3, "to": 2, "reason": "x", "ts": 1.5, "auto": True})
+    True
+    >>> _is_rollback({"from": None, "to": 2, "reason": "x", "ts": 1.5, "auto": True})
+    False
+    """
+    return (
+        isinstance(e, dict)
+        and set(e) == {"from", "to", "reason", "ts", "auto"}
+        and type(e["from"]) is int
+        and (e["to"] is None or type(e["to"]) is int)
+        and isinstance(e["reason"], str)
+        and len(e["reason"]) <= REASON_MAX
+        and type(e["ts"]) in (int, float)
+        and type(e["auto"]) is bool
+    )

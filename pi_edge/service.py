@@ -49,15 +49,18 @@ from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.errors import BrokerRefusedError
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.guard import Faults, ThreadWatch, guard_client, publish_retained
+from protocol.label_request import LabelRequest, LabelRequests
 from protocol.mqtt import ConnectionWatch, connect, make_client, publish_many
 from protocol.node_command import NodeCommand
 
 from . import __version__
+from .asklabels import SPAN_S, AskConfig, Candidate, LabelAsker
 from .batching import BatchPolicy, Inbox
 from .config import EdgeConfig
 from .dashboard import Snapshot
 from .drift import DriftConfig
 from .errors import EdgeError, ModelError
+from .estimate import AccuracyEstimator
 from .evidence import Evidence, EvidenceConfig
 from .fleet import Change as FleetChange
 from .fleet import Membership, Ownership
@@ -137,6 +140,9 @@ class EdgeService:
         )
         self._topics_by_machine: dict[str, str] = {}  # the worker's own cache
         self._command_topic = self.topics.node_command(config.node)
+        self._group_topic = (  # staged rollout: the group's models are offered here first
+            self.topics.model_group(config.rollout_group) if config.rollout_group else None
+        )
         self.ha = (  # Home Assistant discovery (ha.py): configs per machine first seen
             HaDiscovery(config.node, config.prefix, config.ha_prefix, __version__)
             if config.ha_discovery
@@ -176,6 +182,14 @@ class EdgeService:
         self.labeler = Labeler(  # maintenance label events (labels.py)
             config.state_dir, hold_windows=config.label_hold_windows, hold_s=config.label_hold_s
         )
+        self.estimator = AccuracyEstimator(config.estimate_windows)  # label-free (estimate.py)
+        self.asker = LabelAsker(  # label requests for the least sure held windows (asklabels.py)
+            AskConfig(
+                per_minute=config.label_requests_per_min,
+                per_machine=config.label_requests_per_machine,
+                below=config.label_requests_below,
+            )
+        )
         self.models = ModelManager(
             config.state_dir,
             public_key=public_key,
@@ -189,6 +203,7 @@ class EdgeService:
             on_install=self.evidence.model_changed,
             disk_poll_s=config.status_interval_s,
             faults=self.faults,
+            watch_s=config.watch_s,  # health watch after a swap: automatic rollback
         )
         self._client: Any = None
         self._threads: list[threading.Thread] = []
@@ -356,6 +371,8 @@ class EdgeService:
         if self.signal_map is not None:  # per-signal readings, QoS 0 like windows
             subs += [(f, 0) for f in self.signal_map.filters()]
         subs.append((self.topics.model_current, 1))
+        if self._group_topic is not None:  # --rollout-group: the highest of both is served
+            subs.append((self._group_topic, 1))
         subs.append((self.topics.labels, 1))
         subs.append((self.topics.node_command(self.config.node), 1))  # operator: rollback
         if self.ha is not None:  # HA's birth message: re-publish the configs
@@ -389,6 +406,10 @@ class EdgeService:
         if topic == self.topics.model_current:
             if msg.payload:
                 self.models.submit(msg.payload, "mqtt")
+            return
+        if topic == self._group_topic:  # vetted like model/current, latest per topic kept
+            if msg.payload:
+                self.models.submit(msg.payload, f"mqtt group {self.config.rollout_group}")
             return
         if topic == self._command_topic:  # an operator's rollback: the model thread does it
             self._on_node_command(msg.payload)
@@ -437,7 +458,9 @@ class EdgeService:
             command.cmd,
             f" ({command.id})" if command.id else "",
         )
-        self.models.request_rollback()  # v1 knows only "rollback"
+        self.models.request_rollback(  # v1 knows only "rollback"
+            f"node command from the operator{f' ({command.id})' if command.id else ''}"
+        )
 
     def _on_signal(self, topic: str, payload: bytes, received_ns: int) -> bool:
         """One per-signal reading (on paho's thread, cheap): parse it, feed the assembler,
@@ -549,6 +572,7 @@ class EdgeService:
             self.models.install(*pending)
         if batch:
             self._classify(batch)
+            self._ask_labels()
         if self.fleet is not None:
             self._forget_given_away()
 
@@ -575,8 +599,20 @@ class EdgeService:
         inferred_ns = time.time_ns()
         top = probs.argmax(axis=1)
         verdicts = self.evidence.observe(windows, x, probs, top)
+        labels = [w.label for w in windows]
+        self.models.observe(model.version, probs, top, verdicts.flags == 1, labels)  # health
         self.evidence.keep(windows, verdicts, top)  # durable before anything is published
-        self.labeler.hold(windows, top, verdicts.ood_score, start_ns / 1e9, originals)
+        rows = np.arange(len(windows))
+        confidence = probs[rows, top].astype(np.float64)
+        metrics = model.bundle.manifest.metrics
+        self.estimator.observe(model.version, metrics, confidence, top, labels)  # estimate.py
+        sureness = None
+        if self.labeler.held.max_windows and probs.shape[1] > 1:  # candidates for requests
+            margin = confidence - np.partition(probs, -2, axis=1)[:, -2]
+            sureness = list(zip(confidence.tolist(), margin.tolist(), strict=True))
+        self.labeler.hold(
+            windows, top, verdicts.ood_score, start_ns / 1e9, originals, sureness=sureness
+        )
         out = batch_outputs(
             windows,
             [item.received_ns for item in batch],
@@ -607,6 +643,50 @@ class EdgeService:
                 failed,
                 self.config.broker,
             )
+
+    def _ask_labels(self) -> None:
+        """Ask for the labels of the held windows that would help most (asklabels.py), while
+        the node is unsure; one QoS 1 message on `…/labels/requests`, within the budget."""
+        asker, now = self.asker, time.time()
+        if now < asker.next_check:
+            return
+        if not asker.due(now, self.evidence.overall(), self.estimator.accuracy_est):
+            return
+        picks = asker.pick(
+            (
+                Candidate(w.machine, w.seq, w.timestamp_ns, p, conf, margin)
+                for w, p, conf, margin in self.labeler.held.unlabeled()
+                if w.timestamp_ns > 0  # a window without a sensor time cannot be named
+            ),
+            now,
+            drifting={m for m, state in self.evidence.machine_states().items() if state != "ok"},
+            sure_at=self.estimator.sure_at,  # sure windows of healthy machines are not asked
+        )
+        if not picks:
+            return
+        classes = self.config.classes
+        requests = tuple(
+            LabelRequest(
+                c.machine,
+                c.ts_ns / 1e9,  # exactly what labels.RecentWindows compares with
+                c.ts_ns / 1e9 + SPAN_S,
+                classes[c.predicted],
+                min(max(round(c.confidence, 4), 0.0), 1.0),
+                c.seq,
+            )
+            for c in picks
+        )
+        payload = LabelRequests(self.config.node, now, requests).to_json()
+        rc = self._client.publish(self.topics.label_requests, payload, qos=1).rc
+        if rc not in (0, _NO_CONN) and self.telemetry.count_error("label_request_failed")[0]:
+            log.warning("could not queue a label request for the broker (paho rc %s)", rc)
+            return
+        log.info(
+            "asked for the labels of %d window(s) on %s: %s",
+            len(requests),
+            self.topics.label_requests,
+            ", ".join(f"{r.machine}#{r.seq} ({r.predicted} {r.confidence:.2f})" for r in requests),
+        )
 
     def _forget_given_away(self) -> None:
         """Forget the machines another fleet member took, once the windows of theirs that were
@@ -729,6 +809,11 @@ class EdgeService:
         dead = self.dead_threads
         evidence = self.evidence.snapshot()
         evidence["labels"] = self.labeler.stats()
+        evidence["labels"]["requests"] = self.asker.stats()  # label requests sent
+        evidence["estimate"] = self.estimator.summary()  # label-free accuracy estimate
+        evidence.update(self.models.health_detail())  # rollbacks, model_health
+        if self.config.rollout_group is not None:  # the trainer's staged rollout reads it
+            evidence["rollout_group"] = self.config.rollout_group
         if self.assembler is not None:
             with self._signals_lock:
                 evidence["signals"] = {
@@ -760,7 +845,7 @@ class EdgeService:
             self.broker_state,
             self.evidence.overall(),
             self.evidence.machine_states(),
-            self.evidence.snapshot(),
+            {**self.evidence.snapshot(), "estimate": self.estimator.summary()},
             self.config.low_confidence,
             self.faults.counts(),
         )

@@ -108,8 +108,32 @@ class Topics:
         return f"{self.prefix}/labels"
 
     @property
+    def label_requests(self) -> str:
+        """Where pi_edge asks for the labels that would help it most (protocol.label_request),
+        QoS 1, not retained.
+
+        >>> Topics("site").label_requests
+        'site/labels/requests'
+        """
+        return f"{self.prefix}/labels/requests"
+
+    @property
     def model_current(self) -> str:
         return f"{self.prefix}/model/current"
+
+    def model_group(self, group: str) -> str:
+        """Where the trainer offers a rollout `group` (canary nodes) a new model first: the
+        same signed bundle as `model_current`, retained, QoS 1 (protocol/README.md, "Staged
+        rollout").
+
+        >>> Topics("site").model_group("canary")
+        'site/model/groups/canary'
+        >>> Topics("site").model_group("line/1")
+        Traceback (most recent call last):
+        ...
+        protocol.errors.PayloadError: rollout group 'line/1' is invalid; ...
+        """
+        return f"{self.prefix}/model/groups/{check_id(group, 'rollout group')}"
 
     @property
     def sim_control(self) -> str:

@@ -144,6 +144,19 @@ class SimConfig(MqttSettings):
         flag="--plant-drift-ramp",
         metavar="S",
     )
+    answer_label_requests: bool = setting(
+        False,
+        help="play the technician who answers pi_edge's label requests ({prefix}/labels/"
+        "requests): a label event with each requested window's true class, on {prefix}/labels",
+    )
+    label_answer_delay_s: float = setting(
+        5.0,
+        help="with --answer-label-requests: seconds from a request to its answer",
+        low=0.0,
+        high=86400.0,
+        flag="--label-answer-delay",
+        metavar="S",
+    )
     dashboard: bool = setting(
         True,
         help="live dashboard; off: log lines (also when stdout is not a terminal)",

@@ -67,6 +67,7 @@ from protocol.mqtt import (
 )
 from protocol.signals import SignalMap, slot_ns
 
+from .answers import RequestAnswerer
 from .config import SimConfig
 from .errors import SimError
 from .fleet import Fleet
@@ -149,6 +150,11 @@ class Simulator:
         self._inbox: queue.Queue[Command] = queue.Queue(maxsize=INBOX_SIZE)
         self._lock = threading.Lock()  # guards fleet reads from other threads and counters
         self._technician_on = False  # key l: label events follow the machines' true states
+        self.answerer = (  # --answer-label-requests: label what a node asks for (answers.py)
+            RequestAnswerer(config.label_answer_delay_s, source=config.node)
+            if config.answer_label_requests
+            else None
+        )
         self._labeled_states: dict[str, str] = {}  # machine → class of its last label event
         self.labels_events = 0
         self._connected = threading.Event()
@@ -173,6 +179,8 @@ class Simulator:
         if reason.is_failure:  # self._link logged why and which settings to check
             return
         client.subscribe(self.topics.sim_control, qos=1)
+        if self.answerer is not None:
+            client.subscribe(self.topics.label_requests, qos=1)
         self._connected.set()
         log.info(
             "connected to %s; listening for commands on %s",
@@ -191,6 +199,9 @@ class Simulator:
             log.warning("lost the broker %s (%s); paho reconnects", self.config.broker, reason)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if self.answerer is not None and msg.topic == self.topics.label_requests:
+            self.answerer.submit(msg.payload, time.monotonic())  # answered by the loop
+            return
         try:
             cmd = Command.from_json(msg.payload)
             self._inbox.put_nowait(cmd)
@@ -310,6 +321,8 @@ class Simulator:
         }
         if self._dead:
             detail["dead_threads"] = list(self._dead)
+        if self.answerer is not None:  # --answer-label-requests: requests, windows answered
+            detail["label_answers"] = dict(self.answerer.counts)
         return Status(
             node=self.config.node,
             role=ROLE,
@@ -400,6 +413,18 @@ class Simulator:
             else:
                 self._count_error("label_publish_failed")
 
+    def _answer_requests(self, client: mqtt.Client, windows: list[Window]) -> None:
+        """`--answer-label-requests`: remember the true class of the windows of this tick, and
+        publish the answers to label requests whose delay has passed (QoS 1, `…/labels`)."""
+        answerer = self.answerer
+        assert answerer is not None
+        answerer.remember(windows, [CLASSES[m.state] for m in self.fleet.machines])
+        for event in answerer.due(time.monotonic()):
+            if client.publish(self.topics.labels, event.to_json(), qos=1).rc in (0, 4):
+                self.labels_events += 1
+            else:
+                self._count_error("label_publish_failed")
+
     def _plant_labels(self, client: mqtt.Client) -> None:
         """`--realism plant`: publish the late label events that fell due (QoS 1, `…/labels`)."""
         if not isinstance(self.fleet, PlantFleet):
@@ -453,6 +478,8 @@ class Simulator:
             self._plant_labels(client)
             if self._technician_on:
                 self._technician_step(client, windows)
+            if self.answerer is not None:
+                self._answer_requests(client, windows)
         info = None
         failed = 0
         for i, window in enumerate(windows):

@@ -77,7 +77,19 @@ def test_a_node_row_shows_rate_inbox_drops_cpu_rss_and_model() -> None:
     site.status(edge(), T0)
     [(key, cells)] = site.node_rows(T0 + 1)
     assert key == "pi-1"
-    assert cells == ("pi-1", "edge", "online", "160.0", "3/1024", "2", "17", "82", "v1", "-", "1s")
+    assert cells == (
+        "pi-1", "edge", "online", "160.0", "3/1024", "2", "17", "82", "v1", "-", "-", "1s"
+    )  # fmt: skip
+
+
+def test_a_node_row_shows_the_label_free_accuracy_estimate() -> None:
+    site = SiteModel()
+    estimate = {"accuracy_est": 0.8125, "windows": 512, "method": "atc"}
+    site.status(edge(detail={"estimate": estimate}), T0)
+    [(_, cells)] = site.node_rows(T0 + 1)
+    assert cells[9] == "0.812"
+    site.status(edge(detail={"estimate": {"accuracy_est": None, "windows": 0}}), T0 + 2)
+    assert site.node_rows(T0 + 3)[0][1][9] == "-"
 
 
 def test_a_machine_row_joins_its_state_prediction_and_owning_node() -> None:

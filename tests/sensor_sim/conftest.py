@@ -84,7 +84,8 @@ class Running:
 @contextmanager
 def running_sim(broker: Any, topics: Topics, **fleet: Any) -> Iterator[Running]:
     """A Simulator on its own thread, faults off and no labels unless asked, until exit."""
-    sim_kwargs = {k: fleet.pop(k) for k in ("hz", "duration_s", "max_rate", "seed") if k in fleet}
+    sim_keys = ("hz", "duration_s", "max_rate", "seed", "answer_label_requests")
+    sim_kwargs = {k: fleet.pop(k) for k in (*sim_keys, "label_answer_delay_s") if k in fleet}
     fleet.setdefault("mtbf_s", 0.0)
     fleet.setdefault("label_fraction", 0.0)
     cfg = SimConfig(
