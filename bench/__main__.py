@@ -17,8 +17,10 @@ The steps, their parameters and their seconds in the first full run (715 s in al
 - edge: 2 rounds, 10,000 windows flat out, 10 s at 1,000/s (a p99 over 10,000 windows, not 5,000)
 - demo_load: 2 rounds of 20 s per target at 16 machines × 10 Hz (223 s)
 - fleet: 1, 2, 3 nodes, as bench/fleet.py's author sized it (93 s)
-- drift_recovery: every mode, 50 s per mode after onset — the ramp never needs a new model
-  and would otherwise wait out the default 150 s (204 s)
+- drift_recovery: every mode, up to 50 s from onset to the new model, then until the drift
+  has cleared on every machine and stayed clear for 20 s (a 90 s ramp ends within the run)
+- plant: bench.plant --quick, seed-style data vs the realistic plant (quality, delays, false alarms)
+- estimate: the Pi's label-free accuracy estimate against the truth, per drift mode
 
 A bench that fails or overruns its time limit is stopped (its whole process group), recorded
 with the end of its log in meta.json, and the others still run; the report says "not measured".
@@ -72,9 +74,11 @@ STEPS = (
     Step("edge", f"-m bench.edge {_SHARED} --rounds 2 --count 10000 --seconds 10", 300),
     Step("demo_load", f"-m bench.demo_load {_SHARED} --seconds 20 --rounds 2", 360),
     Step("fleet", f"-m bench.fleet {_SHARED}", 360),
-    Step("drift_recovery", "-m bench.drift_recovery --timeout 50", 480),
+    Step("drift_recovery", "-m bench.drift_recovery --timeout 50", 600),
+    Step("plant", "-m bench.plant --quick", 240),
+    Step("estimate", f"-m bench.estimate {_SHARED}", 120),
 )
-NEEDS_MODEL = {"edge", "demo_load", "fleet"}
+NEEDS_MODEL = {"edge", "demo_load", "fleet", "estimate"}
 
 
 def machine() -> dict[str, Any]:

@@ -76,23 +76,29 @@ class StagedRollout:
         never offered. Returns whether `champion` was newly offered."""
         with self._lock:
             offered, promoted = self._offered, self._promoted
+            bad = self._rollout is not None and self._rollout.phase is Phase.BAD
         if champion is not None and (offered is None or offered.version != champion.version):
             self.offer(champion)
             return True
         if promoted is not None:
             publish_champion(self._client, self._topics, promoted)
-        if offered is not None and self.enabled:
+        if offered is not None and self.enabled and not bad:  # a bad one is never sent again
             self._publish_groups(offered)
         return False
 
     # -- policy thread ------------------------------------------------------------------
-    def offer(self, champion: Champion) -> None:
-        """Publish a new version: to the canary groups (a rollout starts), else model/current."""
+    def offer(self, champion: Champion, bad: frozenset[int] = frozenset()) -> None:
+        """Publish a new version: to the canary groups (a rollout starts), else model/current.
+
+        The rollout it replaces is first judged once more on the latest reports and `bad`
+        (the registry's bad versions), so that one a canary just rolled back ends as bad.
+        """
         if not self.enabled:
             publish_champion(self._client, self._topics, champion)
             with self._lock:
                 self._offered = self._promoted = champion
             return
+        self.step(bad)
         self._publish_groups(champion)
         now = time.monotonic()
         with self._lock:

@@ -74,6 +74,13 @@ class ServeConfig(MqttSettings):
     labels_needed: int = setting(
         48, help="labels per fine-tune", low=4, flag="--labels", metavar="N"
     )
+    labels_per_class: int = setting(
+        2,
+        help="fine-tune as soon as every class has this many new labels (2: 8 labels), "
+        "--labels at most (0: always wait for --labels)",
+        low=0,
+        metavar="N",
+    )
     check_labels: int = setting(
         24, help="newest labels the champion is checked on", low=1, metavar="N"
     )
@@ -127,7 +134,9 @@ class ServeConfig(MqttSettings):
     @property
     def policy(self) -> PolicyConfig:
         """The fine-tune trigger's settings."""
-        return PolicyConfig(self.labels_needed, self.check_labels, self.trigger_accuracy)
+        return PolicyConfig(
+            self.labels_needed, self.check_labels, self.trigger_accuracy, self.labels_per_class
+        )
 
     @property
     def retrain(self) -> RetrainConfig:

@@ -2,7 +2,8 @@
 
     watching ──(champion accuracy on the newest labels < trigger_accuracy,
                 or a Pi reports drift)──▶ collecting
-    collecting ──(≥ labels_needed labeled windows arrived after the trigger)──▶ train
+    collecting ──(≥ labels_needed labeled windows arrived after the trigger, or, with
+                  per_class, ≥ per_class of every class)──▶ train
 
 Training uses only labels that arrived after the trigger, so windows from before the drift do
 not dilute the few labels a fine-tune gets. After an attempt the policy watches again; a Pi's
@@ -18,6 +19,17 @@ not loop on the same report), while low accuracy on fresh labels always does.
 20
 >>> p.update(Observation(store_seqno=30, new_labels=4, recent_accuracy=0.5, pi_drift=True))
 'train'
+
+With `per_class`, a handful of labels do — as soon as each class has that many (2 per class: 8
+labels); `labels_needed` stays the cap, so a class the plant never shows does not block it:
+
+>>> p = TrainPolicy(PolicyConfig(labels_needed=48, per_class=2))
+>>> p.update(Observation(10, 0, None, pi_drift=True))
+'collecting: 0/48 labels since trigger (a Pi reports drift)'
+>>> p.update(Observation(20, 7, None, True, class_counts=(4, 1, 2, 0)))
+'collecting: 7/48 labels since trigger, per class 4/1/2/0 of 2 (a Pi reports drift)'
+>>> p.update(Observation(30, 9, None, True, class_counts=(4, 2, 2, 2)))
+'train'
 """
 
 from __future__ import annotations
@@ -30,10 +42,13 @@ class PolicyConfig:
     labels_needed: int = 48
     check_labels: int = 24
     trigger_accuracy: float = 0.9
+    per_class: int = 0  # > 0: train once every class has this many new labels
 
     def __post_init__(self) -> None:
         if self.labels_needed < 4 or self.check_labels < 1:
             raise ValueError("policy labels_needed must be ≥ 4 and check_labels ≥ 1")
+        if self.per_class < 0:
+            raise ValueError("policy per_class must be ≥ 0 (0: off)")
         if not 0 < self.trigger_accuracy <= 1:
             raise ValueError("policy trigger_accuracy must be within (0, 1]")
 
@@ -46,12 +61,14 @@ class Observation:
     new_labels:       labeled windows after `labels_after` (while collecting) or in total
     recent_accuracy:  champion accuracy on the newest `check_labels` labels (None if too few)
     pi_drift:         a Pi running the champion reports drift
+    class_counts:     new labels per class after `labels_after` (for per_class; None: unknown)
     """
 
     store_seqno: int
     new_labels: int
     recent_accuracy: float | None
     pi_drift: bool
+    class_counts: tuple[int, ...] | None = None
 
 
 class TrainPolicy:
@@ -78,10 +95,18 @@ class TrainPolicy:
             self.labels_after = obs.store_seqno
             self.trigger_reason = acc_text if low_accuracy else "a Pi reports drift"
             return f"collecting: 0/{cfg.labels_needed} labels since trigger ({self.trigger_reason})"
+        counts = obs.class_counts
+        if cfg.per_class and counts and min(counts) >= cfg.per_class:
+            return "train"
         if obs.new_labels < cfg.labels_needed:
+            per_class = (
+                f", per class {'/'.join(map(str, counts))} of {cfg.per_class}"
+                if cfg.per_class and counts
+                else ""
+            )
             return (
-                f"collecting: {obs.new_labels}/{cfg.labels_needed} labels since trigger "
-                f"({self.trigger_reason})"
+                f"collecting: {obs.new_labels}/{cfg.labels_needed} labels since trigger"
+                f"{per_class} ({self.trigger_reason})"
             )
         return "train"
 

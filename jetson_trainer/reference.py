@@ -34,6 +34,7 @@ from .runtime import LiteModel
 log = logging.getLogger(__name__)
 
 REFERENCE_SIZE = 500  # windows per regime in the statistics
+HANDLES_MARGIN = 0.03  # the champion "handles" a drift within 3 points of its original accuracy
 
 
 def pseudo_label(
@@ -74,12 +75,15 @@ def balanced(
     return np.concatenate(parts_x), np.concatenate(parts_y)
 
 
-def champion_handles(decision: GateDecision, margin: float = 0.01) -> bool:
-    """The gate refused, and only because the champion is already as good on the recent
-    drift data as on the original holdout: the drift moved the inputs, not the answers.
+def champion_handles(decision: GateDecision, margin: float = HANDLES_MARGIN) -> bool:
+    """The gate refused, and the champion is about as good on the recent drift data as on the
+    original holdout (within `margin`; a few dozen labels do not resolve finer): the drift
+    moved the inputs, not the answers — a new reference, not a new network.
 
     >>> from jetson_trainer.gate import Scores, decide
     >>> champion_handles(decide(Scores(1.0, 1.0, 0.05), Scores(1.0, 1.0, 0.05)))
+    True
+    >>> champion_handles(decide(Scores(0.984, 1.0, 0.05), Scores(0.984, 1.0, 0.05)))
     True
     >>> champion_handles(decide(Scores(0.7, 1.0, 0.9), Scores(0.98, 0.9, 0.1)))
     False
@@ -104,12 +108,15 @@ def renew_reference(
     private_key: Path | None,
     version: int,
     reason: str,
+    labels_used: int,
     site: str | None = None,
     seed: int = 0,
 ) -> tuple[Path, Any]:
     """Write the champion's network as `version` with statistics of both regimes.
 
-    `x_now`/`y_now`: recent windows (y = -1 where unlabeled). Returns (bundle path, manifest).
+    `x_now`/`y_now`: recent windows (y = -1 where unlabeled). `labels_used`: the labels of the
+    attempt whose gate found the champion handles the drift (the labeled windows among `x_now`
+    only feed the validation metrics). Returns (bundle path, manifest).
     """
     norm = dict(champion.manifest.normalisation)
     rng = np.random.default_rng(seed)
@@ -136,7 +143,7 @@ def renew_reference(
         x_confidence=x_stats,
         extra={
             "reference_update": True,
-            "labels_used": int(labeled.sum()),
+            "labels_used": labels_used,
             "gate": reason,
             "train_stats_source": f"{len(x_now)} recent windows ({int(labeled.sum())} labeled) "
             f"+ {min(len(x_rep), REFERENCE_SIZE)} replay windows",

@@ -75,8 +75,8 @@ class CanaryReport:
     @property
     def finished(self) -> bool:
         """The node's health watch of the version it serves ended without a rollback."""
-        return self.serving is not None and self.watched == self.serving and (
-            self.verdict in FINISHED
+        return (
+            self.serving is not None and self.watched == self.serving and (self.verdict in FINISHED)
         )
 
     @classmethod

@@ -28,16 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from protocol import EdgeloopError, Status, Topics, __version__
+from protocol import CLASSES, EdgeloopError, Status, Topics, __version__
 from protocol.guard import Faults, ThreadWatch, publish_retained
 from protocol.proc import ProcSampler
 
+from .canary import StagedRollout
 from .champion import (
     OriginalData,
     load_champion,
     load_original,
     public_key_of,
-    publish_champion,
     train_initial,
 )
 from .config import ServeConfig
@@ -57,6 +57,25 @@ ROLE = "trainer"
 DEGRADED = "degraded"
 MAX_LATE_LABELS = 500  # labels that arrived during a fine-tune, added to the gate's holdout
 RECENT_WINDOWS = 1000  # newest shipped windows (labeled or not) for a new detector reference
+
+
+def few_labels(y: np.ndarray, per_class: int, cap: int) -> np.ndarray:
+    """Indices (into the labels since the trigger, oldest first) a fine-tune trains on: the
+    first `per_class` of every class when each class has that many, else the newest `cap`.
+
+    >>> y = np.array([0, 0, 0, 1, 2, 1, 3, 2, 3, 0])
+    >>> few_labels(y, 2, 48).tolist()
+    [0, 1, 3, 4, 5, 6, 7, 8]
+    >>> few_labels(y, 3, 4).tolist()
+    [6, 7, 8, 9]
+    """
+    if per_class:
+        picks = [np.flatnonzero(y == c)[:per_class] for c in range(len(CLASSES))]
+        if all(len(p) == per_class for p in picks):
+            return np.sort(np.concatenate(picks))
+    return np.arange(max(0, len(y) - cap), len(y))
+
+
 STATUS_EVERY_S = 2.0
 
 
@@ -161,9 +180,12 @@ class TrainerDaemon:
             on_connected=self._on_connected,
             faults=self.faults,
             credentials=config.credentials(),  # reads the password file: ConfigError now
-            on_status=self.history.on_status,
+            on_status=self._on_status,
         )
         self.client = self.intake.client
+        self.rollout = StagedRollout(  # --canary-groups: canaries first, then model/current
+            self.client, self.topics, config.canary_groups, config.canary_watch_s
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> TrainerDaemon:
@@ -285,8 +307,13 @@ class TrainerDaemon:
         self._publish_status()
         champion = self.loop.champion
         if champion is not None:
-            publish_champion(self.client, self.topics, champion)
+            self.rollout.announce(champion)  # model/current, or the canary groups first
             self.history.published(champion)
+
+    def _on_status(self, status: Status) -> None:
+        """An edge node's status: the model registry and the staged rollout note it."""
+        self.history.on_status(status)
+        self.rollout.on_status(status)
 
     # -- policy loop ---------------------------------------------------------------------
     def observation(self) -> Observation:
@@ -307,15 +334,23 @@ class TrainerDaemon:
             for p in self.intake.counts().pis.values()
         )
         after = self.policy.labels_after if self.policy.collecting else 0
+        per_class = (
+            self.store.labeled_by_class(after, len(CLASSES))
+            if self.policy.collecting and self.config.labels_per_class
+            else None
+        )
         return Observation(
             self.store.latest_labeled_seqno(),
             self.store.labeled_after(after),
             recent_accuracy,
             pi_drift,
+            per_class,
         )
 
     def tick(self) -> None:
         """One policy step: maybe fine-tune, gate, record, and publish an accepted challenger."""
+        if self.rollout.enabled:  # promote the canaries' version once they passed (or end
+            self.rollout.step(self.history.bad_versions())  # it as bad, before the fallback)
         if self.history.changed.is_set():  # a node rolled back a version
             self.history.changed.clear()
             self._leave_bad_champion()
@@ -327,9 +362,12 @@ class TrainerDaemon:
         self.loop.update(policy=decision)
         if decision != "train":
             return
-        x, y, last = self.store.recent_labeled(
-            self.config.labels_needed, after=self.policy.labels_after
+        x_all, y_all, last = self.store.recent_labeled(
+            MAX_LATE_LABELS, after=self.policy.labels_after
         )
+        use = few_labels(y_all, self.config.labels_per_class, self.config.labels_needed)
+        x, y = x_all[use], y_all[use]
+        spare = np.setdiff1d(np.arange(len(y_all)), use)  # not trained on: the gate judges on them
         self.loop.update(phase=f"fine-tuning v{champion.version} on {len(y)} labels")
         empty = (x[:0], y[:0])
         original = self._original
@@ -344,7 +382,7 @@ class TrainerDaemon:
                 out_dir=self.config.models_dir,
                 private_key=self.config.private_key,
                 config=self._retrain,
-                late_labels=lambda: self._late_labels(last),
+                late_labels=lambda: self._late_labels(last, x_all[spare], y_all[spare]),
                 site=self.config.prefix,
                 version=version,
                 recent=self.store.recent_windows(RECENT_WINDOWS, after=self.policy.labels_after),
@@ -368,8 +406,8 @@ class TrainerDaemon:
             ),
         )
         self.policy.attempted(accepted=d.accepted)
-        if attempt.challenger is None and champion_handles(d, self._retrain.gate.margin):
-            renewed = self._renew_reference(champion, d.reason)
+        if attempt.challenger is None and champion_handles(d):
+            renewed = self._renew_reference(champion, d.reason, attempt.labels_used)
             attempt = dataclasses.replace(attempt, challenger=renewed)
         if attempt.challenger is not None and champion.version in self.history.bad_versions():
             why = f"its parent v{champion.version} was rolled back while it trained"
@@ -378,10 +416,10 @@ class TrainerDaemon:
         if attempt.challenger is not None:
             self.loop.update(champion=attempt.challenger, champion_since=last)
             self.policy.model_changed()
-            publish_champion(self.client, self.topics, attempt.challenger)
+            self.rollout.offer(attempt.challenger, self.history.bad_versions())
             self.history.published(attempt.challenger)
 
-    def _renew_reference(self, champion: Champion, why: str) -> Champion | None:
+    def _renew_reference(self, champion: Champion, why: str, labels: int) -> Champion | None:
         """The champion handles the drift (the gate said so): re-issue its network as a new
         version whose detector statistics include what the Pis see now (reference.py), so
         their drift alarm ends instead of staying on for good."""
@@ -406,6 +444,7 @@ class TrainerDaemon:
                 private_key=self.config.private_key,
                 version=version,
                 reason=reason,
+                labels_used=labels,
                 site=self.config.prefix,
             )
         except (OSError, ValueError, TrainerError) as exc:
@@ -416,7 +455,7 @@ class TrainerDaemon:
             champion.version,
             accepted=True,
             reason=reason,
-            labels_used=int((y_now >= 0).sum()),
+            labels_used=labels,
             scores=None,
         )
         return Champion(version, path.read_bytes(), champion.model, manifest, champion.keras, path)
@@ -452,12 +491,21 @@ class TrainerDaemon:
         self.loop.update(champion=new, champion_since=self.store.latest_labeled_seqno())
         self.policy.model_changed()
         if new is not None:
-            publish_champion(self.client, self.topics, new)
+            # with canary groups the canaries get it back first; the bad rollout ends as bad
+            self.rollout.offer(new, self.history.bad_versions())
             self.history.published(new)
 
-    def _late_labels(self, after: int) -> tuple[np.ndarray, np.ndarray]:
+    def _late_labels(
+        self, after: int, x_spare: np.ndarray, y_spare: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels the fine-tune did not train on, for the gate: the spare ones since the
+        trigger and every one that arrived while it trained."""
         x, y, _ = self.store.recent_labeled(MAX_LATE_LABELS, after=after)
-        return x, y
+        if not len(y_spare):
+            return x, y
+        if not len(y):
+            return x_spare, y_spare
+        return np.concatenate([x_spare, x]), np.concatenate([y_spare, y])
 
     # -- what the world sees -------------------------------------------------------------
     def snapshot(self) -> TrainerSnapshot:
@@ -512,6 +560,9 @@ class TrainerDaemon:
         bad_models = sorted(self.history.bad_versions())
         if bad_models:  # rolled back by a node, never offered again (`models` lists why)
             detail["bad_models"] = bad_models[-32:]
+        rollout = self.rollout.detail()
+        if rollout is not None:  # --canary-groups: the staged rollout's state
+            detail["rollout"] = rollout
         return Status(
             node=self.config.client_id,
             role=ROLE,

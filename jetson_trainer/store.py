@@ -243,6 +243,19 @@ class WindowStore:
             )
         return int(n)
 
+    def labeled_by_class(self, seqno: int, classes: int) -> tuple[int, ...]:
+        """Labeled windows per class (0..classes-1) that arrived after store position `seqno`."""
+        with self._lock:
+            rows = self._file.read(
+                lambda db: db.execute(
+                    "SELECT label, COUNT(*) FROM windows WHERE label IS NOT NULL AND seqno > ? "
+                    "GROUP BY label",
+                    (seqno,),
+                ).fetchall()
+            )
+        got = {int(k): int(n) for k, n in rows if isinstance(k, int)}
+        return tuple(got.get(c, 0) for c in range(classes))
+
     def recent_labeled(
         self, limit: int, after: int = 0, shape: tuple[int, int] | None = None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], int]:
