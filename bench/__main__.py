@@ -15,10 +15,10 @@ The steps, their parameters and their seconds in the first full run (715 s in al
   size and speed do not depend on it; 40 epochs and their fine-tuning would add ~60 s) (70 s)
 - model: the shared compact model, bench.edge.make_model in a subprocess (17 s)
 - edge: 2 rounds, 10,000 windows flat out, 10 s at 1,000/s (a p99 over 10,000 windows, not 5,000)
-- demo_load: 2 rounds of 20 s per target at 16 machines × 10 Hz (223 s)
+- demo_load: 2 rounds of 15 s per target at 16 machines × 10 Hz
 - fleet: 1, 2, 3 nodes, as bench/fleet.py's author sized it (93 s)
 - drift_recovery: every mode, up to 50 s from onset to the new model, then until the drift
-  has cleared on every machine and stayed clear for 20 s (a 90 s ramp ends within the run)
+  has cleared on every machine and stayed clear for 20 s (a 60 s ramp ends within the run)
 - plant: bench.plant --quick, seed-style data vs the realistic plant (quality, delays, false alarms)
 - estimate: the Pi's label-free accuracy estimate against the truth, per drift mode
 
@@ -72,9 +72,9 @@ STEPS = (
     Step("codec", "-m bench.codec", 60),
     Step("models", "-m bench.models --seed-epochs 15", 360),
     Step("edge", f"-m bench.edge {_SHARED} --rounds 2 --count 10000 --seconds 10", 300),
-    Step("demo_load", f"-m bench.demo_load {_SHARED} --seconds 20 --rounds 2", 360),
+    Step("demo_load", f"-m bench.demo_load {_SHARED} --seconds 15 --rounds 2", 300),
     Step("fleet", f"-m bench.fleet {_SHARED}", 360),
-    Step("drift_recovery", "-m bench.drift_recovery --timeout 50", 600),
+    Step("drift_recovery", "-m bench.drift_recovery --timeout 50 --ramp-s 60", 600),
     Step("plant", "-m bench.plant --quick", 240),
     Step("estimate", f"-m bench.estimate {_SHARED}", 120),
 )

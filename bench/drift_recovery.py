@@ -10,6 +10,13 @@ stored, and to the new model serving on pi_edge; the labels the fine-tune used; 
 accuracy of the old and the new model on fresh drifted and original windows (400 each); and
 seconds from onset until every machine's drift state is ok again and stays ok for 20 s
 (a swap starts the detectors over at ok, so only a lasting ok counts as cleared).
+
+`--plant [--quick]` (or `plant-` modes in --modes): the same loop on the realistic plant
+(bench/_plant_loop.py): an initial model trained on a plant data set, the simulator in
+`--realism plant` with compressed time, drift on one machine (plant-step, plant-gain) or on all
+(plant-step-all), scarce late noisy labels; per row the false drift alarms before the onset and
+the macro-F1 (TRUE classes) of the old and new model on fresh drifted and undrifted plant
+windows against the undrifted model's. --quick: plant-step only, < 5 minutes.
 """
 
 from __future__ import annotations
@@ -28,6 +35,18 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._plant_loop import (
+    PLANT_MODES,
+    AlarmTally,
+    FailureLog,
+    PlantLoop,
+    attempts,
+    drifting,
+    eval_streams,
+    plant_table,
+    retarget,
+    score_bundle,
+)
 from bench.drift_detection import MODES
 from jetson_trainer.keys import generate_keypair, load_private_key
 from jetson_trainer.pipeline import run_train
@@ -40,6 +59,7 @@ from sensor_sim.dataset import write_datasets
 from sensor_sim.drift import DriftSettings, apply, effect
 from sensor_sim.fleet import FleetConfig
 from sensor_sim.physics import sample
+from sensor_sim.plant_dataset import write_plant_datasets
 from sensor_sim.publisher import SimConfig, Simulator
 
 
@@ -56,6 +76,7 @@ class Recovery:
     cleared_s: float | None = None  # onset → every machine's drift state ok again
     end_levels: dict[str, object] | None = None  # the detector at the end: what still alarms
     params: dict[str, float] = dataclasses.field(default_factory=dict)  # the drift command's
+    plant: dict[str, object] | None = None  # plant- modes: macro-F1s, false alarms (_plant_loop)
 
 
 def poll(cond: object, timeout: float) -> float | None:
@@ -119,7 +140,12 @@ def run_mode(
     keys: tuple[Path, Path],
     timeout: float,
     clear_timeout: float = 60.0,
+    labels_needed: int = 48,
+    per_class: int = 2,
+    plant: PlantLoop | None = None,
+    ask: bool = False,
 ) -> Recovery:
+    """One live run of `mode`; with `plant`, on the realistic plant (bench/_plant_loop.py)."""
     private, public = keys
     run = work / mode
     shutil.copytree(initial, run / "models" / "v0001")
@@ -139,7 +165,8 @@ def run_mode(
                 data=data,
                 models=run / "models",
                 client_id=f"trainer-{mode}",
-                labels_needed=48,
+                labels_needed=labels_needed,
+                labels_per_class=per_class,
                 finetune_epochs=30,
             )
         ).start()
@@ -153,6 +180,7 @@ def run_mode(
                 state_dir=run / "edge",
                 dashboard=False,
                 status_interval_s=0.5,
+                label_hold_windows=1024 if plant is None else plant.label_hold_windows,  # default
             ),
             public_key=load_public_key(public),
         ).start()
@@ -162,26 +190,57 @@ def run_mode(
                 prefix=topics.prefix,
                 node=f"sim-{mode}",
                 seed=3,
-                fleet=FleetConfig(machines=16, label_fraction=0.05, mtbf_s=30, repair_s=30),
+                fleet=FleetConfig(
+                    machines=16, label_fraction=0.0 if ask else 0.05, mtbf_s=30, repair_s=30
+                ),
+                # --ask-labels: no label in the windows; the node asks for the windows it is
+                # least sure of and the simulator, as a technician, answers after 1 s
+                answer_label_requests=ask,
+                label_answer_delay_s=1.0,
+                realism="seed" if plant is None else "plant",
+                time_scale=1.0 if plant is None else plant.time_scale,
             )
         )
+        tally, failures = AlarmTally(), FailureLog()
+        logging.getLogger("jetson_trainer.serve").addHandler(failures)
         stop = threading.Event()
         try:
             edge.wait_for_model(1, 30)
             poll(lambda: edge.broker_state == "connected", 10)
             sim.start()
             threading.Thread(target=lambda: sim.run(stop), daemon=True).start()
-            time.sleep(15)
+            if plant is None:
+                time.sleep(15)
+            else:  # undrifted plant traffic: count the detector's false drift alarms
+                warm_end = time.monotonic() + plant.warmup_s
+                while time.monotonic() < warm_end:
+                    tally.update(edge.evidence.overall(), edge.evidence.machine_states())
+                    time.sleep(0.1)
+            attempt_before = daemon.state.last_attempt  # a fine-tune before the onset: a false one
+            version_before = edge.model_version
             batches_before = daemon.state.batches
-            onset = time.monotonic()
+            onset, onset_wall = time.monotonic(), time.time()
+            states = edge.evidence.machine_states()
+            quiet = [m for m, st in states.items() if st != "drift"]
+            alarmed = sorted(set(states) - set(quiet))  # in drift before the onset: false alarms
+            at_onset = edge.evidence.overall()
+            if plant is not None:  # not on a machine already flagged by a false alarm
+                command = retarget(command, quiet)
             sim.send_command(command)
-            detect = poll(lambda: edge.evidence.overall() == "drift", timeout)
+            if plant is None:
+                detect = poll(lambda: edge.evidence.overall() == "drift", timeout)
+            else:  # a commanded machine not already alarmed (false alarms do not count)
+                detect = poll(
+                    lambda: drifting(edge.evidence.machine_states(), command.machines, quiet),
+                    timeout,
+                )
             first = poll(
                 lambda: daemon.state.batches > batches_before, timeout - (time.monotonic() - onset)
             )
             first = None if first is None else time.monotonic() - onset
             live = poll(
-                lambda: edge.model_version not in (None, 1), timeout - (time.monotonic() - onset)
+                lambda: edge.model_version not in (None, version_before),
+                timeout - (time.monotonic() - onset),
             )
             live = None if live is None else time.monotonic() - onset
             # drift cleared: every machine's detector back to ok, and staying ok for HOLD_S (a
@@ -193,32 +252,95 @@ def run_mode(
                 cleared = None if cleared is None else cleared - onset
             end_levels = edge.evidence.snapshot()["drift"]
             elapsed = time.monotonic() - onset
+            policy = daemon.state.policy
         finally:
+            logging.getLogger("jetson_trainer.serve").removeHandler(failures)
             stop.set()
             sim.close()
             edge.stop()
             daemon.stop()
     attempt = daemon.state.last_attempt
     gate = attempt.decision.reason if attempt else "no fine-tune started"
-    before = accuracy(initial / "model.bundle", public, command, elapsed, seed=7)
     after = labels = None
     current = run / "edge" / "models" / "current.bundle"
     if live is not None:
-        after = accuracy(current, public, command, elapsed, seed=7)
         labels = decode_bundle(current.read_bytes(), None, allow_unsigned=True).manifest.extra.get(
             "labels_used"
         )
+    plant_figures = None
+    if plant is None:
+        before = accuracy(initial / "model.bundle", public, command, elapsed, seed=7)
+        if live is not None:
+            after = accuracy(current, public, command, elapsed, seed=7)
+    else:  # macro-F1 (TRUE classes) of the old and new model on fresh plant windows
+        streams = eval_streams(command, elapsed, plant.eval_hours, seed=7)
+        old = score_bundle(initial / "model.bundle", public, streams)
+        new = score_bundle(current, public, streams) if live is not None else None
+        before = (old["drifted"]["macro_f1"], old["undrifted"]["macro_f1"])
+        if new is not None:
+            after = (new["drifted"]["macro_f1"], new["undrifted"]["macro_f1"])
+        plant_figures = {
+            "old": old,
+            "new": new,
+            "eval_windows": len(streams.true),
+            "eval_fault_share": float((streams.true != 0).mean()),
+            "warmup_s": plant.warmup_s,
+            "false_drift_alarms": tally.overall,
+            "false_machine_drift_alarms": tally.machine,
+            "finetune_before_onset": attempt_before is not None,
+            "version_at_onset": version_before,
+            "time_scale": plant.time_scale,
+            "label_hold_windows": plant.label_hold_windows,
+            "label_wait_s": list(plant.label_wait_s()),
+            "label_events_sent": getattr(sim.fleet, "label_events", None),
+            "machines": list(command.machines),
+            "policy_at_end": policy,
+            "overall_at_onset": at_onset,
+            "machines_in_drift_at_onset": alarmed,
+            "attempts": attempts(run / "trainer" / "model_registry.jsonl", onset_wall),
+            "failed_finetunes": [(round(t - onset, 1), why) for t, why in failures.failures],
+        }
     return Recovery(
-        mode, detect, first, live, labels, before, after, gate, cleared, end_levels, command.params
-    )
+        mode, detect, first, live, labels, before, after, gate, cleared, end_levels,
+        command.params, plant_figures,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated of {list(MODES)}")
+    p.add_argument(
+        "--modes",
+        help=f"comma-separated of {list(MODES)} (default: all of them) or the realistic plant's "
+        f"{list(PLANT_MODES)}",
+    )
+    p.add_argument(
+        "--plant",
+        action="store_true",
+        help="the realistic plant's row set (bench/_plant_loop.py): plant-step,plant-step-all",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="with --plant: plant-step only, a smaller initial data set, timeouts ≤ 90/60 s "
+        "(< 5 minutes)",
+    )
     p.add_argument("--timeout", type=float, default=150.0, help="seconds per mode after onset")
     p.add_argument("--work", type=Path, help="working dir (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the per-mode results here")
+    p.add_argument(
+        "--labels", type=int, default=48, help="the trainer's --labels: most labels it waits for"
+    )
+    p.add_argument(
+        "--labels-per-class",
+        type=int,
+        default=2,
+        help="the trainer's --labels-per-class: it fine-tunes once every class has this many",
+    )
+    p.add_argument(
+        "--ask-labels",
+        action="store_true",
+        help="no labels in the windows: the node asks for labels and the simulator answers",
+    )
     p.add_argument(
         "--ramp-s",
         type=float,
@@ -233,46 +355,87 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    plant = PlantLoop.quick() if args.quick else PlantLoop()
+    if args.modes:
+        modes = args.modes.split(",")
+    elif args.plant:
+        modes = ["plant-step"] if args.quick else ["plant-step", "plant-step-all"]
+    else:
+        modes = list(MODES)
+    unknown = [m for m in modes if m not in MODES and m not in PLANT_MODES]
+    if unknown:
+        p.error(f"unknown mode(s) {unknown}; choose from {list(MODES) + list(PLANT_MODES)}")
+    if args.quick:
+        args.timeout, args.clear_timeout = min(args.timeout, 90.0), min(args.clear_timeout, 60.0)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgeloop-recovery-"))
-    data = work / "data"
-    write_datasets(data, seed=42)
     keys = generate_keypair(work / "keys")
-    x, y = np.load(data / "train_data.npy"), np.load(data / "train_labels.npy")
-    t0 = time.monotonic()
-    run_train(
-        x,
-        y,
-        work / "initial",
-        private_key=keys[0],
-        figures=False,
-        verbose=0,
-        time_repeats=10,
-        quantizations=("int8",),
-    )
-    train_s = time.monotonic() - t0
-    print(f"initial compact model trained in {train_s:.0f} s", flush=True)
-    results = []
-    for mode in args.modes.split(","):
-        command = MODES[mode]
+    # the initial compact model of each kind of data the modes need: seed 000's, the plant's
+    initial: dict[str, tuple[Path, Path, float]] = {}  # kind → (data, model dir, train s)
+    for kind in ("seed", "plant"):
+        if not any((m in PLANT_MODES) == (kind == "plant") for m in modes):
+            continue
+        data = work / ("data" if kind == "seed" else "plant_data")
+        if kind == "seed":
+            write_datasets(data, seed=42)
+        else:  # labels as a trainer gets them on the plant: 5 % of windows, 5 % wrong
+            write_plant_datasets(
+                data, 42, machines=16, hours=plant.hours, test_hours=plant.test_hours
+            )
+        x, y = np.load(data / "train_data.npy"), np.load(data / "train_labels.npy")
+        t0 = time.monotonic()
+        out = work / ("initial" if kind == "seed" else "plant_initial")
+        run_train(
+            x,
+            y,
+            out,
+            private_key=keys[0],
+            epochs=40 if kind == "seed" else plant.epochs,
+            figures=False,
+            verbose=0,
+            time_repeats=10,
+            quantizations=("int8",),
+        )
+        initial[kind] = (data, out, time.monotonic() - t0)
+        print(f"initial compact model ({kind}, {len(y)} windows) trained in "
+              f"{initial[kind][2]:.0f} s", flush=True)  # fmt: skip
+    train_s = initial["seed"][2] if "seed" in initial else None
+    results: list[Recovery] = []
+    plant_results: list[Recovery] = []
+    for mode in modes:
+        on_plant = mode in PLANT_MODES
+        command = PLANT_MODES[mode] if on_plant else MODES[mode]
         if mode == "ramp":
             command = dataclasses.replace(command, params={"duration_s": args.ramp_s})
-        results.append(
+        data, model_dir, _ = initial["plant" if on_plant else "seed"]
+        (plant_results if on_plant else results).append(
             run_mode(
-                mode, command, work, data, work / "initial", keys, args.timeout, args.clear_timeout
+                mode,
+                command,
+                work,
+                data,
+                model_dir,
+                keys,
+                args.timeout,
+                args.clear_timeout,
+                args.labels,
+                args.labels_per_class,
+                plant if on_plant else None,
+                args.ask_labels,
             )
         )
-        r = results[-1]
+        r = (plant_results if on_plant else results)[-1]
         print(
             f"{mode}: detect {r.detect_s} first batch {r.first_batch_s} live {r.live_s} "
             f"cleared {r.cleared_s} gate: {r.gate}",
             flush=True,
         )
-    print(
-        "\n| drift mode | onset → drift state (s) | → first batch stored (s) | → new model "
-        "live (s) | → drift cleared (s) | labels used | drifted acc. before → after | original "
-        "acc. before → after |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    if results:
+        print(
+            "\n| drift mode | onset → drift state (s) | → first batch stored (s) | → new model "
+            "live (s) | → drift cleared (s) | labels used | drifted acc. before → after | "
+            "original acc. before → after |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
     for r in results:
 
         def f(v: float | None) -> str:
@@ -287,7 +450,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.labels if r.labels is not None else '-'} | {r.before[0]:.3f} → {after_d} | "
             f"{r.before[1]:.3f} → {after_o} |"
         )
-    for r in results:
+    if plant_results:
+        print()
+        print(plant_table([dataclasses.asdict(r) for r in plant_results]))
+        for r in plant_results:  # what the detector and the trainer did (t: s from onset)
+            pl = r.plant or {}
+            print(
+                f"{r.mode}: in drift at the onset {pl.get('machines_in_drift_at_onset')}; "
+                f"fine-tunes {pl.get('attempts')}; failed {pl.get('failed_finetunes')}"
+            )
+    for r in results + plant_results:
         if r.after is None:
             print(f"{r.mode}: no new model — {r.gate}")
         if r.cleared_s is None and r.end_levels:
@@ -301,10 +473,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"machines still alarmed: {still}"
             )
     if args.json:
-        modes = [dataclasses.asdict(r) for r in results]
-        args.json.write_text(
-            json.dumps({"initial_train_s": train_s, "timeout_s": args.timeout, "modes": modes})
-        )
+        out = {
+            "initial_train_s": train_s,
+            "timeout_s": args.timeout,
+            "modes": [dataclasses.asdict(r) for r in results],
+        }
+        if plant_results:  # the realistic plant's rows (bench.report: drift section)
+            out["plant_initial_train_s"] = initial["plant"][2]
+            out["plant_loop"] = dataclasses.asdict(plant)
+            out["plant_modes"] = [dataclasses.asdict(r) for r in plant_results]
+        args.json.write_text(json.dumps(out))
     return 0
 
 

@@ -15,11 +15,20 @@ manifest's statistics describe that regime, so the Pis stop reporting drift.
 True
 >>> decide(Scores(1.0, 1.0, drift_loss=0.08), Scores(1.0, 1.0, drift_loss=0.07)).accepted
 False
+
+On the original holdout the challenger is judged on accuracy *and* macro-F1 when both are
+known: on a plant where 95 % of windows are normal, accuracy hides a model that forgot a fault.
+
+>>> d = decide(Scores(0.7, 0.99, original_f1=0.90), Scores(0.9, 0.985, original_f1=0.75))
+>>> d.accepted, d.reason[:72]
+(False, 'challenger loses 15.0 points of macro-F1 on the original holdout (0.900')
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,7 @@ class Scores:
     drift: float
     original: float
     drift_loss: float | None = None
+    original_f1: float | None = None  # macro-F1 on the original holdout
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,22 @@ class GateDecision:
     challenger: Scores
 
 
+def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
+    """Mean F1 over the classes present in `y` (numpy; the gate needs no scikit-learn).
+
+    >>> macro_f1(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 0]), 2)
+    0.7333333333333334
+    """
+    f1s = []
+    for c in range(classes):
+        truth, guess = y == c, pred == c
+        if not truth.any():
+            continue
+        tp = float((truth & guess).sum())
+        f1s.append(2 * tp / (truth.sum() + guess.sum()))
+    return float(np.mean(f1s)) if f1s else float("nan")
+
+
 def _surer(champion: Scores, challenger: Scores, cfg: GateConfig) -> bool:
     return (
         abs(challenger.drift - champion.drift) < 1e-12
@@ -76,6 +102,18 @@ def decide(champion: Scores, challenger: Scores, config: GateConfig | None = Non
         reason = (
             f"challenger does not beat the champion on recent drift data "
             f"({champion.drift:.3f} → {challenger.drift:.3f})"
+        )
+        return GateDecision(False, reason, champion, challenger)
+    f1_loss = (
+        champion.original_f1 - challenger.original_f1
+        if champion.original_f1 is not None and challenger.original_f1 is not None
+        else None
+    )
+    if f1_loss is not None and f1_loss > cfg.margin + 1e-12 and f1_loss > loss:
+        reason = (
+            f"challenger loses {f1_loss * 100:.1f} points of macro-F1 on the original holdout "
+            f"({champion.original_f1:.3f} → {challenger.original_f1:.3f}), more than the "
+            f"{cfg.margin * 100:.1f} allowed"
         )
         return GateDecision(False, reason, champion, challenger)
     if loss > cfg.margin + 1e-12:

@@ -16,7 +16,13 @@ import numpy as np
 from protocol import CLASSES, DEFAULT_PREFIX, Bundle
 
 from .artifacts import make_manifest, write_artifacts
-from .convert import QUANTIZATIONS, convert_and_verify, converter_version, pick_variant
+from .convert import (
+    QUANTIZATIONS,
+    convert_and_verify,
+    convert_with_fallback,
+    converter_version,
+    pick_variant,
+)
 from .data import apply_normalisation, check_xy
 from .energy import PowerMeter
 from .errors import TrainerError
@@ -250,11 +256,11 @@ def run_finetune(
         x_check = np.concatenate([x_check, x_replay[pick]])
         y_check = np.concatenate([y_check, y_replay[pick]])
     rep_x = np.concatenate([x_new] if x_replay is None else [x_new, x_replay[:2000]])
-    variants = convert_and_verify(
+    variants = convert_with_fallback(
         tuned,
         apply_normalisation(rep_x, norm),
         apply_normalisation(x_check, norm),
-        (pm.quantization,),
+        pm.quantization,
         seed=seed,
         time_repeats=time_repeats,
     )

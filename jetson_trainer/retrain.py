@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from protocol import DEFAULT_PREFIX
+from protocol import CLASSES, DEFAULT_PREFIX
 
 from .artifacts import make_manifest, write_artifacts
-from .convert import convert_and_verify, converter_version, pick_variant
+from .convert import convert_with_fallback, converter_version, pick_variant
 from .data import apply_normalisation, stratified_split
-from .gate import GateConfig, GateDecision, Scores, decide
+from .gate import GateConfig, GateDecision, Scores, decide, macro_f1
 from .reference import balanced, pseudo_label
 from .runtime import LiteModel
 from .train import finetune_model
@@ -84,6 +84,16 @@ def score(
     return float((probs.argmax(axis=1) == y).mean()), float(-np.log(p_true).mean())
 
 
+def original_scores(
+    model: bytes, norm: dict[str, list[float]], x: np.ndarray, y: np.ndarray
+) -> tuple[float, float | None]:
+    """(accuracy, macro-F1) of a .tflite model on the original holdout (nan, None if empty)."""
+    if len(y) == 0:
+        return float("nan"), None
+    pred = LiteModel(model).predict(apply_normalisation(x, norm)).argmax(axis=1)
+    return float((pred == y).mean()), macro_f1(y, pred, len(CLASSES))
+
+
 def accuracy(model: bytes, norm: dict[str, list[float]], x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of a .tflite model on raw windows."""
     return score(model, norm, x, y)[0]
@@ -141,11 +151,11 @@ def retrain(
     rep_idx = rng.choice(len(x_rep), min(len(x_rep), 500), replace=False)
     x_cal = np.concatenate([x_rep[rep_idx], x_fit])  # conversion calibration: both regimes
     x_check = np.concatenate([x_orig[:500], x_hold])
-    variants = convert_and_verify(
+    variants = convert_with_fallback(
         keras_model,
         apply_normalisation(x_cal, champion.norm),
         apply_normalisation(x_check, champion.norm),
-        ("int8",),
+        "int8",
         seed=cfg.seed,
         time_repeats=10,
     )
@@ -156,10 +166,10 @@ def retrain(
             x_hold, y_hold = np.concatenate([x_hold, x_late]), np.concatenate([y_hold, y_late])
     champ_drift, champ_loss = score(champion.model, champion.norm, x_hold, y_hold)
     chall_drift, chall_loss = score(chosen.model, champion.norm, x_hold, y_hold)
-    champ_scores = Scores(champ_drift, champion.accuracy(x_orig, y_orig), champ_loss)
-    chall_scores = Scores(
-        chall_drift, accuracy(chosen.model, champion.norm, x_orig, y_orig), chall_loss
-    )
+    champ_acc, champ_f1 = original_scores(champion.model, champion.norm, x_orig, y_orig)
+    chall_acc, chall_f1 = original_scores(chosen.model, champion.norm, x_orig, y_orig)
+    champ_scores = Scores(champ_drift, champ_acc, champ_loss, champ_f1)
+    chall_scores = Scores(chall_drift, chall_acc, chall_loss, chall_f1)
     decision = decide(champ_scores, chall_scores, cfg.gate)
     log.info(
         "gate %s on %d drift windows: %s",
