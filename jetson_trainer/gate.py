@@ -20,8 +20,8 @@ On the original holdout the challenger is judged on accuracy *and* macro-F1 when
 known: on a plant where 95 % of windows are normal, accuracy hides a model that forgot a fault.
 
 >>> d = decide(Scores(0.7, 0.99, original_f1=0.90), Scores(0.9, 0.985, original_f1=0.75))
->>> d.accepted, d.reason[:72]
-(False, 'challenger loses 15.0 points of macro-F1 on the original holdout (0.900')
+>>> d.accepted, d.reason.split(" (")[0]
+(False, 'challenger loses 15.0 points of macro-F1 on the original holdout')
 """
 
 from __future__ import annotations
