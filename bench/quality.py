@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from jetson_trainer.gate import macro_f1  # the gate's own: one definition
+
 __all__ = [
     "Episode",
     "accuracy",
@@ -65,22 +67,6 @@ def per_class_recall(true: npt.ArrayLike, pred: npt.ArrayLike, k: int) -> list[f
     cm = confusion(true, pred, k)
     support = cm.sum(axis=1)
     return [float(cm[i, i] / support[i]) if support[i] else math.nan for i in range(k)]
-
-
-def macro_f1(true: npt.ArrayLike, pred: npt.ArrayLike, k: int) -> float:
-    """Mean F1 over the classes present in `true` (a class never predicted scores 0).
-
-    >>> macro_f1([0, 0, 1, 1], [0, 0, 0, 0], 2)  # always "normal": half the classes missed
-    0.3333333333333333
-    """
-    cm = confusion(true, pred, k)
-    f1 = []
-    for i in range(k):
-        support, predicted, hit = cm[i].sum(), cm[:, i].sum(), cm[i, i]
-        if support == 0:
-            continue
-        f1.append(2 * hit / (support + predicted) if support + predicted else 0.0)
-    return float(np.mean(f1)) if f1 else math.nan
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +66,16 @@ class GateDecision:
     challenger: Scores
 
 
-def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
-    """Mean F1 over the classes present in `y` (numpy; the gate needs no scikit-learn).
+def macro_f1(y: npt.ArrayLike, pred: npt.ArrayLike, classes: int) -> float:
+    """Mean F1 over the classes present in `y`; a class never predicted scores 0 (numpy: the
+    gate needs no scikit-learn; bench/quality.py scores the plant with it too).
 
-    >>> macro_f1(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 0]), 2)
+    >>> macro_f1([0, 0, 1, 1], [0, 0, 1, 0], 2)
     0.7333333333333334
+    >>> macro_f1([0, 0, 1, 1], [0, 0, 0, 0], 2)  # always "normal": half the classes missed
+    0.3333333333333333
     """
+    y, pred = np.asarray(y), np.asarray(pred)
     f1s = []
     for c in range(classes):
         truth, guess = y == c, pred == c
