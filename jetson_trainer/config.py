@@ -94,6 +94,11 @@ class ServeConfig(MqttSettings):
     )
     finetune_epochs: int = setting(30, help="fine-tune epochs", low=1, flag="--epochs", metavar="N")
     replay_size: int = setting(1000, help="replay windows per fine-tune", low=0, metavar="N")
+    self_training: bool = setting(
+        True,
+        help="fine-tune on the labels alone, without the second pass on the unlabeled drift "
+        "windows' confident pseudo-labels (selftrain.py)",
+    )
     margin: float = setting(
         0.01,
         help="accuracy the challenger may lose on the original holdout",
@@ -147,6 +152,7 @@ class ServeConfig(MqttSettings):
             epochs=self.finetune_epochs,
             replay_size=self.replay_size,
             gate=GateConfig(margin=self.margin),
+            self_training=self.self_training,
         )
 
 

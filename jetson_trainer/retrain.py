@@ -1,11 +1,14 @@
 """One fine-tune attempt of the daemon: challenger from champion, scored, gated, bundled.
 
-The recent labeled windows are split into a training part and a held-out part; the challenger
-is fine-tuned on the training part plus replay of the original data, converted to int8 TFLite,
-and both models are scored with LiteRT (the artifact that ships) on the held-out drift windows
-and on the original holdout. Labels keep arriving while the challenger trains; `late_labels`
-hands those to the gate too, so it judges on more than a dozen windows. Only an accepted
-challenger becomes a signed bundle on disk.
+The challenger is fine-tuned on the recent labels plus replay of the original data, then
+(self-training, selftrain.py) once more with the first pass's confident pseudo-labels of the
+unlabeled recent drift windows added; it is converted to int8 TFLite (float16/float32 when int8
+disagrees), and both models are scored with LiteRT (the artifact that ships) on drift labels it
+never trained on and on the original holdout. Those drift labels are the caller's spare ones
+(`held_out`) when there are at least `min_gate_labels`, else a stratified part of the labels
+(then the challenger trains on the rest); labels that arrive while it trains (`late_labels`)
+join them, so the gate judges on more than a handful. Only an accepted challenger becomes a
+signed bundle on disk.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .data import apply_normalisation, stratified_split
 from .gate import GateConfig, GateDecision, Scores, decide, macro_f1
 from .reference import balanced, pseudo_label
 from .runtime import LiteModel
+from .selftrain import pick as pick_pseudo_labels
 from .train import finetune_model
 
 log = logging.getLogger(__name__)
@@ -58,10 +62,14 @@ class RetrainConfig:
     replay_size: int = 1000
     seed: int = 0
     gate: GateConfig = field(default_factory=GateConfig)
+    self_training: bool = True  # second pass with the first's confident pseudo-labels
+    min_gate_labels: int = 4  # spare drift labels that let the challenger train on all others
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout_fraction < 1 or self.epochs < 1 or self.replay_size < 0:
             raise ValueError("retrain needs 0 < holdout_fraction < 1, epochs ≥ 1, replay_size ≥ 0")
+        if self.min_gate_labels < 1:
+            raise ValueError("retrain needs min_gate_labels ≥ 1: the gate judges on drift labels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,7 @@ class Attempt:
     holdout: int  # drift windows the gate judged on
     seconds: float
     challenger: Champion | None  # set when accepted
+    pseudo_labels: int = 0  # unlabeled drift windows the second pass trained on
 
 
 def score(
@@ -113,6 +122,7 @@ def retrain(
     site: str | None = None,
     version: int | None = None,
     recent: tuple[np.ndarray, np.ndarray] | None = None,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Attempt:
     """Fine-tune, score, gate; write a signed bundle into `out_dir` only if accepted.
 
@@ -120,13 +130,21 @@ def retrain(
     `version` (default the champion's + 1; the daemon passes one above every version it ever
     saw, since a champion restored after a rollback is older than the newest on disk).
     `recent`: the windows the Pis shipped since the trigger, labeled or not (y = -1 where not),
-    for the accepted challenger's detector statistics (reference.py).
+    for self-training and the accepted challenger's detector statistics (reference.py).
+    `held_out`: recent drift labels not in `x_new`, for the gate only.
     """
     cfg = config or RetrainConfig()
     start = time.monotonic()
-    fit_idx, hold_idx = stratified_split(y_new, cfg.holdout_fraction, cfg.seed)
-    x_fit, y_fit = x_new[fit_idx], y_new[fit_idx]
-    x_hold, y_hold = x_new[hold_idx], y_new[hold_idx]
+    if held_out is not None and len(held_out[1]) >= cfg.min_gate_labels:
+        x_fit, y_fit = x_new, y_new  # every label trains; the gate has its own
+        x_hold, y_hold = held_out
+    else:
+        fit_idx, hold_idx = stratified_split(y_new, cfg.holdout_fraction, cfg.seed)
+        x_fit, y_fit = x_new[fit_idx], y_new[fit_idx]
+        x_hold, y_hold = x_new[hold_idx], y_new[hold_idx]
+        if held_out is not None and len(held_out[1]):
+            x_hold = np.concatenate([x_hold, held_out[0]])
+            y_hold = np.concatenate([y_hold, held_out[1]])
     x_rep, y_rep = replay
     x_orig, y_orig = original_holdout
     log.info(
@@ -136,6 +154,15 @@ def retrain(
         len(y_hold),
         min(cfg.replay_size, len(y_rep)),
     )
+    unlabeled = (
+        recent[0][np.asarray(recent[1]) < 0]
+        if cfg.self_training and recent is not None
+        else x_new[:0]
+    )
+    # with self-training each pass gets half the epochs: about the time of one full pass
+    passes = 2 if len(unlabeled) else 1
+    epochs = max(1, cfg.epochs // passes)
+    rng = np.random.default_rng(cfg.seed)
     keras_model = finetune_model(
         champion.keras,
         x_fit,
@@ -143,11 +170,32 @@ def retrain(
         x_rep,
         y_rep,
         norm=champion.norm,
-        epochs=cfg.epochs,
+        epochs=epochs,
         seed=cfg.seed,
         replay_size=cfg.replay_size,
     )
-    rng = np.random.default_rng(cfg.seed)
+    n_pseudo = 0
+    if passes == 2:
+        probs = keras_model.predict(apply_normalisation(unlabeled, champion.norm), verbose=0)
+        idx, y_pseudo = pick_pseudo_labels(np.asarray(probs), rng=rng)
+        n_pseudo = len(idx)
+        log.info(
+            "self-training: %d of %d unlabeled drift windows pseudo-labeled (confident)",
+            n_pseudo,
+            len(unlabeled),
+        )
+        if n_pseudo:
+            keras_model = finetune_model(
+                champion.keras,
+                np.concatenate([x_fit, unlabeled[idx]]),
+                np.concatenate([y_fit, y_pseudo]),
+                x_rep,
+                y_rep,
+                norm=champion.norm,
+                epochs=epochs,
+                seed=cfg.seed,
+                replay_size=cfg.replay_size,
+            )
     rep_idx = rng.choice(len(x_rep), min(len(x_rep), 500), replace=False)
     x_cal = np.concatenate([x_rep[rep_idx], x_fit])  # conversion calibration: both regimes
     x_check = np.concatenate([x_orig[:500], x_hold])
@@ -204,10 +252,15 @@ def retrain(
             x_confidence=x_stats,
             x_val=np.concatenate([x_hold, x_orig[:500]]),
             y_val=np.concatenate([y_hold, y_orig[:500]]),
-            extra={"labels_used": len(y_new), "gate": decision.reason},
+            extra={
+                "labels_used": len(y_new),
+                "pseudo_labels": n_pseudo,
+                "gate": decision.reason,
+            },
         )
         path = write_artifacts(
             out_dir / f"v{version:04d}", manifest, chosen.model, keras_model, private_key
         )
         challenger = Champion(version, path.read_bytes(), chosen.model, manifest, keras_model, path)
-    return Attempt(decision, len(y_new), len(y_hold), time.monotonic() - start, challenger)
+    seconds = time.monotonic() - start
+    return Attempt(decision, len(y_new), len(y_hold), seconds, challenger, n_pseudo)

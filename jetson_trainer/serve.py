@@ -382,10 +382,11 @@ class TrainerDaemon:
                 out_dir=self.config.models_dir,
                 private_key=self.config.private_key,
                 config=self._retrain,
-                late_labels=lambda: self._late_labels(last, x_all[spare], y_all[spare]),
+                late_labels=lambda: self._late_labels(last),
                 site=self.config.prefix,
                 version=version,
                 recent=self.store.recent_windows(RECENT_WINDOWS, after=self.policy.labels_after),
+                held_out=(x_all[spare], y_all[spare]),
             )
         finally:
             self.loop.update(phase="idle")
@@ -495,17 +496,11 @@ class TrainerDaemon:
             self.rollout.offer(new, self.history.bad_versions())
             self.history.published(new)
 
-    def _late_labels(
-        self, after: int, x_spare: np.ndarray, y_spare: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Labels the fine-tune did not train on, for the gate: the spare ones since the
-        trigger and every one that arrived while it trained."""
+    def _late_labels(self, after: int) -> tuple[np.ndarray, np.ndarray]:
+        """Labels that arrived while the fine-tune trained (after store seqno `after`), for
+        the gate beside the spare ones."""
         x, y, _ = self.store.recent_labeled(MAX_LATE_LABELS, after=after)
-        if not len(y_spare):
-            return x, y
-        if not len(y):
-            return x_spare, y_spare
-        return np.concatenate([x_spare, x]), np.concatenate([y_spare, y])
+        return x, y
 
     # -- what the world sees -------------------------------------------------------------
     def snapshot(self) -> TrainerSnapshot:
