@@ -170,6 +170,15 @@ class EdgeConfig(MqttSettings):
     queue_size: int = setting(
         2048, help="inbox capacity; when full the oldest window is dropped", low=1, high=1_000_000
     )
+    queue_full_wait_ms: float = setting(
+        50.0,
+        help="when the inbox is full, paho's thread waits up to this long for the worker to "
+        "take a batch before dropping the oldest window: backpressure to the broker instead of "
+        "receiving windows only to drop them (0: drop at once)",
+        low=0.0,
+        high=1000.0,
+        metavar="MS",
+    )
     status_interval_s: float = setting(
         2.0,
         help="seconds between status messages",

@@ -104,7 +104,7 @@ class EdgeService:
             config.batch_wait_low_ms / 1000.0,
             config.batch_wait_below_per_s,
         )
-        self.inbox: Inbox[_Item] = Inbox(config.queue_size)
+        self.inbox: Inbox[_Item] = Inbox(config.queue_size, config.queue_full_wait_ms / 1000)
         self._input_shape = (config.window_length, len(config.channels))
         self._stop = threading.Event()
         self.faults = Faults(log, config.log_interval_s)

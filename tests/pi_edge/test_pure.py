@@ -446,3 +446,30 @@ def test_inbox_gathers_light_traffic_for_the_low_rate_wait_without_a_wake_per_pu
     t0 = time.monotonic()
     assert box.get_batch(fast, timeout=1.0) == [7]
     assert time.monotonic() - t0 < 0.03
+
+
+def test_a_full_inbox_holds_the_put_until_the_worker_takes_a_batch_instead_of_dropping() -> None:
+    from pi_edge.batching import BatchPolicy, Inbox
+
+    box = Inbox[int](capacity=4, full_wait_s=1.0)
+    for i in range(4):
+        box.put(i)
+    taken: list[int] = []
+
+    def worker() -> None:
+        time.sleep(0.1)  # busy with a batch while paho's thread finds the inbox full
+        taken.extend(box.get_batch(BatchPolicy(max_size=2, max_wait_s=0.0), timeout=0.0))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    start = time.monotonic()
+    evicted = box.put(4)
+    waited = time.monotonic() - start
+    t.join()
+    assert not evicted and box.dropped == 0 and box.full_waits == 1
+    assert 0.05 < waited < 0.9  # held until the worker took its batch, not the full second
+    rest = box.get_batch(BatchPolicy(max_size=8, max_wait_s=0.0), timeout=0.0)
+    assert taken + rest == [0, 1, 2, 3, 4]  # nothing lost, order kept
+    no_wait = Inbox[int](capacity=1)
+    no_wait.put(0)
+    assert no_wait.put(1) and no_wait.dropped == 1 and no_wait.full_waits == 0
