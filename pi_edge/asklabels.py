@@ -11,10 +11,19 @@ holds its recent windows anyway (labels.RecentWindows); this module picks among 
   sure, estimate.Reference.sure_at) or of a machine whose drift state is not ok (a drifting
   machine's confident windows may be confidently wrong: regime drift); a sure window of a
   healthy machine would spend a scarce label on what the model knows;
-- least sure first: smallest margin between the two top probabilities, then lowest confidence;
-- round robin over (predicted class, machine) buckets, the buckets in order of their least sure
-  window, so consecutive picks differ in class and machine while each is the least sure of its
-  bucket; at most `per_machine` windows of one machine per request;
+- least sure first: smallest margin between the two top probabilities, then lowest confidence,
+  then newest (its answer must find it still held);
+- round robin over the predicted classes (in order of their least sure window), and within a
+  class over its machines, so 8 picks are 2 of each class the model predicts, from different
+  machines, each the least sure of its machine (the trainer fine-tunes once it has 2 labels of
+  every class; the least sure windows alone sit between two confusable classes); at most
+  `per_machine` windows of one machine per request;
+- while machines drift the predictions are not to be trusted (regime drift: confidently
+  wrong), so the picks go round robin over the machines instead, one each, those asked longest
+  ago first: each machine's current state is a draw of the true classes. Live, 90 s of regime
+  drift, 16 windows asked: with ties broken oldest first, 5 to 10 of the 16 answers found
+  their window (the oldest held ones expired before the answer) and only 2 classes; now 15 of
+  16, all 4 classes;
 - at most `per_minute` windows asked for in any 60 s (`Budget`), and only while the node's drift
   verdict is suspect/drift or its label-free accuracy estimate is below `below` (`LabelAsker`).
 
@@ -26,13 +35,14 @@ the requested window's timestamp, so it reaches the held window through `labels.
 ...     [(0, 0.9), (0, 0.4), (1, 0.5), (0, 0.45), (2, 0.99)])]
 >>> c.append(Candidate("m02", 9, 9 * 10**9, 0, 0.6, 0.6))
 >>> [(x.machine, x.seq) for x in select(c, k=4, per_machine=3)]
-[('m01', 1), ('m01', 2), ('m02', 9), ('m01', 4)]
+[('m01', 1), ('m01', 2), ('m01', 4), ('m02', 9)]
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["SPAN_S", "AskConfig", "Budget", "Candidate", "LabelAsker", "select"]
@@ -63,9 +73,14 @@ def select(
     k: int,
     per_machine: int,
     asked: Container[tuple[str, int, int]] = (),
+    *,
+    by_class: bool = True,
+    last_asked: Mapping[str, float] | None = None,
 ) -> list[Candidate]:
-    """Up to `k` candidates, least sure first, round robin over (class, machine) buckets, at
-    most `per_machine` per machine, none whose key is in `asked`.
+    """Up to `k` candidates, least sure first, round robin over predicted classes and within
+    each over machines, at most `per_machine` per machine, none whose key is in `asked`.
+    `by_class=False` (predictions not trusted: drift): round robin over machines only, those
+    asked longest ago (`last_asked`, epoch s; never asked first) first.
 
     >>> mk = lambda m, s, p, conf: Candidate(m, s, s, p, conf, conf)
     >>> pool = [mk("a", s, 0, 0.3 + s / 100) for s in range(5)] + [mk("b", 9, 1, 0.8)]
@@ -78,31 +93,50 @@ def select(
     """
     if k <= 0 or per_machine <= 0:
         return []
-    buckets: dict[tuple[int, str], list[Candidate]] = {}
+    groups: dict[int, dict[str, list[Candidate]]] = {}
     for c in candidates:
         if c.key not in asked:
-            buckets.setdefault((c.predicted, c.machine), []).append(c)
-    queues = []
-    for bucket in buckets.values():
-        bucket.sort(key=lambda c: (c.margin, c.confidence, c.ts_ns))
-        queues.append(deque(bucket))
-    queues.sort(key=lambda q: (q[0].margin, q[0].confidence, q[0].machine))
+            group = c.predicted if by_class else 0
+            groups.setdefault(group, {}).setdefault(c.machine, []).append(c)
+    ago = last_asked or {}
+    classes: list[deque[deque[Candidate]]] = []  # per class: its machines' queues, in turn
+    for of_group in groups.values():
+        queues = []
+        for bucket in of_group.values():
+            bucket.sort(key=_unsure)
+            queues.append(deque(bucket))
+        queues.sort(key=lambda q: (ago.get(q[0].machine, -math.inf), *_unsure(q[0])))
+        classes.append(deque(queues))
+    classes.sort(key=lambda m: _unsure(m[0][0]))
     picked: list[Candidate] = []
     per: dict[str, int] = {}
-    while queues and len(picked) < k:
+    while classes and len(picked) < k:
         still = []
-        for q in queues:
+        for machines in classes:  # one window of each class per round
             if len(picked) >= k:
                 break
-            c = q.popleft()
-            if per.get(c.machine, 0) >= per_machine:
-                continue  # this machine has its share: its buckets are done
-            picked.append(c)
-            per[c.machine] = per.get(c.machine, 0) + 1
-            if q:
-                still.append(q)
-        queues = still
+            while machines:
+                q = machines.popleft()
+                if per.get(q[0].machine, 0) >= per_machine:
+                    continue  # this machine has its share: drop its queue
+                c = q.popleft()
+                picked.append(c)
+                per[c.machine] = per.get(c.machine, 0) + 1
+                if q:
+                    machines.append(q)  # the class's next window comes from another machine
+                break
+            if machines:
+                still.append(machines)
+        classes = still
     return picked
+
+
+def _unsure(c: Candidate) -> tuple[float, float, int]:
+    """Sort key: least sure first (smallest margin, then lowest confidence), then newest: the
+    answer comes back seconds later and must still find its window held (labels.RecentWindows
+    forgets the oldest; a regime drift's windows are all 1.00 sure, and the oldest ones asked
+    for expired before their answers arrived)."""
+    return (c.margin, c.confidence, -c.ts_ns)
 
 
 class Budget:
@@ -169,6 +203,7 @@ class LabelAsker:
         self.config = config
         self.budget = Budget(config.per_minute)
         self._asked: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+        self._last_asked: dict[str, float] = {}  # machine → when a window of it was last asked
         self._next = float("-inf")
         self.requests = 0  # messages
         self.windows = 0  # windows asked for
@@ -202,10 +237,18 @@ class LabelAsker:
         """
         room = self.budget.available(now)
         eligible = (c for c in candidates if c.confidence < sure_at or c.machine in drifting)
-        picks = select(eligible, room, self.config.per_machine, self._asked)
+        if drifting:  # the predicted classes are not to be trusted: one window of each machine
+            # in turn, the machines asked longest ago first (each machine's current state is
+            # a draw of the true classes; a few machines' least sure windows are not)
+            picks = select(
+                eligible, room, 1, self._asked, by_class=False, last_asked=self._last_asked
+            )
+        else:
+            picks = select(eligible, room, self.config.per_machine, self._asked)
         self.budget.take(len(picks), now)
         for c in picks:
             self._asked[c.key] = None
+            self._last_asked[c.machine] = now
         while len(self._asked) > MAX_REMEMBERED:
             self._asked.popitem(last=False)
         if picks:

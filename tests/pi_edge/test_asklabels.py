@@ -76,6 +76,19 @@ def test_select_on_a_drifted_fleet_asks_every_machine_and_class_before_repeating
     assert got[0] == worst  # the least sure of all is asked first
 
 
+def test_select_covers_every_predicted_class_even_when_two_classes_hold_the_least_sure() -> None:
+    # 16 machines, 4 of each class; classes 0 and 2 are confusable (their windows unsure),
+    # 1 and 3 sure: 8 picks must still be 2 of each class, from 8 machines
+    pool = [
+        _c(f"m{m:02d}", 100 * m + i, m % 4, (0.5 if m % 2 == 0 else 0.97) + i / 1000)
+        for m in range(16)
+        for i in range(20)
+    ]
+    got = select(pool, 8, 2, ())
+    assert sorted(c.predicted for c in got) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len({c.machine for c in got}) == 8
+
+
 @pytest.mark.parametrize(
     ("per_minute", "calls", "want"),
     [
@@ -337,3 +350,21 @@ def test_sure_at_follows_the_serving_model() -> None:
     metrics = {"accuracy": 1.0, "confidence_q01": 0.9961, "confidence_q05": 0.9961}
     est.observe(3, metrics, np.array([0.99]), np.zeros(1, np.int64), [None])
     assert est.sure_at == pytest.approx(0.9941)
+
+
+def test_in_drift_the_asker_spreads_over_machines_asked_longest_ago_not_over_predictions() -> None:
+    # regime drift: the model predicts class 1 for everything, so predicted classes say
+    # nothing; one window per machine, and the next request goes to machines not asked yet
+    asker = LabelAsker(AskConfig(per_minute=8, per_machine=2))
+    pool = [_c(f"m{m:02d}", 100 * m + i, 1, 0.6 + i / 100) for m in range(12) for i in range(5)]
+    drifting = {f"m{m:02d}" for m in range(12)}
+    first = asker.pick(pool, 0.0, drifting=drifting)
+    assert len(first) == 8 and len({c.machine for c in first}) == 8
+    second = asker.pick(pool, 61.0, drifting=drifting)
+    assert {c.machine for c in second[:4]} == drifting - {c.machine for c in first}
+    assert all(c.seq % 100 == 0 for c in first)  # each machine's least sure window
+
+
+def test_among_equally_sure_windows_the_newest_is_asked_so_the_answer_finds_it_held() -> None:
+    pool = [_c("m01", seq, 1, 1.0) for seq in range(10)]  # confidently (wrong) everywhere
+    assert [c.seq for c in select(pool, 2, 5, ())] == [9, 8]
