@@ -15,7 +15,7 @@ The steps, their parameters and their seconds in the first full run (715 s in al
   size and speed do not depend on it; 40 epochs and their fine-tuning would add ~60 s) (70 s)
 - model: the shared compact model, bench.edge.make_model in a subprocess (17 s)
 - edge: 2 rounds, 15,000 windows flat out (fewer made the rate noisy), 10 s at 1,000/s (a p99
-  over 10,000 windows, not 5,000)
+  over 10,000 windows, not 5,000); pi_edge of 0b7a045 (before issue 13) flat out beside it
 - demo_load: 2 rounds of 15 s per target at 16 machines × 10 Hz
 - fleet: 1, 2, 3 nodes, as bench/fleet.py's author sized it (93 s)
 - drift_recovery: every mode, up to 50 s from onset to the new model, then until the drift
@@ -57,6 +57,7 @@ REPO = BENCH_DIR.parent
 
 
 _SHARED = "--model MODEL --public-key KEY"
+BASELINE = "0b7a045"  # pi_edge before issue 13: the edge bench runs it side by side, flat out
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,11 @@ class Step:
 STEPS = (
     Step("codec", "-m bench.codec", 60),
     Step("models", "-m bench.models --seed-epochs 15", 360),
-    Step("edge", f"-m bench.edge {_SHARED} --rounds 2 --count 15000 --seconds 10", 300),
+    Step(
+        "edge",
+        f"-m bench.edge {_SHARED} --rounds 2 --count 15000 --seconds 10 --baseline {BASELINE}",
+        300,
+    ),
     Step("demo_load", f"-m bench.demo_load {_SHARED} --seconds 15 --rounds 2", 300),
     Step("fleet", f"-m bench.fleet {_SHARED}", 360),
     Step("drift_recovery", "-m bench.drift_recovery --timeout 50 --ramp-s 60", 600),

@@ -10,6 +10,10 @@ subscribes to the predictions and measures the sustained rate and the sensor→p
 target's VmHWM; CPU µs/window is the target's user + system CPU time during a run (from
 /proc/PID/stat) over the predictions it made, the cost that matters at a realistic, paced rate.
 Targets (issue 5): pi_edge ≥ 0.8× ceiling rate; p99 ≤ 5 ms at 1,000/s; peak RSS ≤ 80 MB.
+
+`--baseline REV` adds pi_edge as it was at git revision REV (a detached worktree of this
+repository, run from there; flat out only) to every round: issue 13's "flat-out throughput no
+worse than before", measured side by side instead of against figures from another day.
 """
 
 from __future__ import annotations
@@ -240,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of: ceiling, ceiling-threaded, pi_edge",
     )
     p.add_argument("--json", type=Path, help="also write every Result row here")
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run pi_edge of this git revision (flat out), side by side",
+    )
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-edge-"))
     model, pub = args.model, args.public_key
@@ -280,15 +289,66 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(chosen) - set(targets))
         if unknown:
             raise SystemExit(f"error: unknown --targets {unknown}; choose from {sorted(targets)}")
-        for round_ in range(args.rounds):  # alternate targets so drift in load hits both
-            for name in chosen:
-                cmd = targets[name]
-                results += measure(broker, collector, name, cmd, args, round_)
+        cwd: dict[str, Path] = {}
+        if args.baseline:
+            tree = checkout(args.baseline, work / "baseline")
+            if tree is not None:
+                name = f"pi_edge@{args.baseline}"
+                targets[name] = [*targets["pi_edge"][:-5], "--state-dir", str(work / "edge-base")]
+                targets[name] += ["--no-dashboard", "--node", NODE]
+                cwd[name] = tree
+                chosen.append(name)
+        try:
+            for round_ in range(args.rounds):  # alternate targets so drift in load hits all
+                for name in chosen:
+                    results += measure(
+                        broker,
+                        collector,
+                        name,
+                        targets[name],
+                        args,
+                        round_,
+                        cwd=cwd.get(name),
+                        paced=name not in cwd,
+                    )
+        finally:
+            if cwd:
+                subprocess.run(
+                    [
+                        "git",
+                        "-C",
+                        str(REPO),
+                        "worktree",
+                        "remove",
+                        "--force",
+                        str(work / "baseline"),
+                    ],
+                    capture_output=True,
+                    check=False,
+                )
         collector.close()
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
     return 0
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def checkout(rev: str, path: Path) -> Path | None:
+    """A detached worktree of this repository at `rev` in `path`; None (and why, on stderr) if
+    git cannot make one (no repository, unknown revision)."""
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), rev],
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    if out.returncode:
+        print(f"baseline {rev} not measured: git worktree: {out.stderr.strip()}", file=sys.stderr)
+        return None
+    return path
 
 
 def measure(
@@ -298,19 +358,24 @@ def measure(
     cmd: list[str],
     args: argparse.Namespace,
     round_: int,
+    *,
+    cwd: Path | None = None,
+    paced: bool = True,
 ) -> list[Result]:
-    """Start one target, run the flat-out and the paced drive against it, stop it."""
+    """Start one target (in `cwd`: its own code), run the flat-out and (if `paced`) the paced
+    drive against it, stop it."""
     collector.drops.pop(NODE, None)  # a new process counts from zero
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=cwd,
     )
     try:
         wait_ready(collector, broker)
-        paced = f"{args.rate:.0f}/s"
-        return [
+        pace = f"{args.rate:.0f}/s"
+        flat = [
             run_mode(
                 broker,
                 collector,
@@ -320,13 +385,18 @@ def measure(
                 count=args.count,
                 rate=0,
                 tag=f"{name[:4]}{name[-4:]}max{round_}",
-            ),
+            )
+        ]
+        if not paced:
+            return flat
+        return [
+            *flat,
             run_mode(
                 broker,
                 collector,
                 name,
                 proc.pid,
-                mode=paced,
+                mode=pace,
                 count=int(args.rate * args.seconds),
                 rate=args.rate,
                 tag=f"{name[:4]}{name[-4:]}pace{round_}",
@@ -384,10 +454,11 @@ def print_table(results: list[Result]) -> None:
             f"  p99 {med[key][2]:7.2f} ms  CPU {med[key][3]:5.0f} µs/window"
         )
     edge = med.get(("pi_edge", "max"))
-    for ref in ("ceiling", "ceiling-threaded"):
+    for ref in ("ceiling", "ceiling-threaded", *(t for t, _ in med if t.startswith("pi_edge@"))):
         ceil = med.get((ref, "max"))
         if ceil and edge and ceil[0]:
-            print(f"pi_edge / {ref} sustained rate: {edge[0] / ceil[0]:.2f}× (target ≥ 0.8×)")
+            goal = "≥ 0.9×: no worse" if ref.startswith("pi_edge@") else "≥ 0.8×"
+            print(f"pi_edge / {ref} sustained rate: {edge[0] / ceil[0]:.2f}× (target {goal})")
     rss = max((r.peak_rss_mb for r in results if r.target == "pi_edge"), default=float("nan"))
     print(f"pi_edge peak RSS: {rss:.0f} MB (target ≤ 80 MB)")
 

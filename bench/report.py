@@ -39,6 +39,7 @@ TRAIN_S_MAX = 60.0  # issue 4: compact initial training on 2 CPU cores
 FT_ACC_MIN = 0.98  # issue 4/6: after fine-tuning, on both drifted and original data
 FT_LABELS_MAX = 50  # issue 4/6
 FLAT_OUT_MIN = 0.8  # issue 5: pi_edge ≥ 0.8× the (faster) ceiling's flat-out rate
+BASELINE_MIN = 0.9  # issue 13: flat out no worse than pi_edge before it (same run; box noise)
 P99_MS_MAX = 5.0  # issue 5: p99 sensor→prediction at 1,000 windows/s
 EDGE_RSS_MB_MAX = 80.0  # issue 5: peak RSS flat out
 DEMO_CPU_MAX = {"pi_edge": 1.2, "pi_edge+dashboard": 1.4}  # issue 13: × ceiling CPU/window
@@ -313,9 +314,12 @@ def edge_section(
         return [fnum(med(t, mode, key), fmt) for t in targets]
 
     ceilings = [t for t in targets if t.startswith("ceiling")]
+    baseline = next((t for t in targets if t.startswith("pi_edge@")), None)
     best_ceiling = max((med(t, "max", "rate") for t in ceilings), default=float("nan"))
     edge_rate = med("pi_edge", "max", "rate")
     ratio = edge_rate / best_ceiling if best_ceiling else float("nan")
+    base_rate = med(baseline, "max", "rate") if baseline is not None else float("nan")
+    base_ratio = edge_rate / base_rate if base_rate else float("nan")
     p99 = med("pi_edge", paced, "p99_ms")
     rss = max((r["peak_rss_mb"] for r in rows if r["target"] == "pi_edge"), default=float("nan"))
     drops = dropped("pi_edge", paced)
@@ -331,6 +335,22 @@ def edge_section(
             ),
         ],
         ["flat out: CPU µs/window", *cells("max", "cpu_us", "{:.0f}"), "—", mark(None)],
+        *(
+            [
+                [
+                    f"flat out: pi_edge / {baseline} (before issue 13, same run)",
+                    *["" for _ in targets],
+                    *s.row(
+                        f"pi_edge flat out / {baseline}",
+                        f"{fnum(base_ratio, '{:.2f}')}×",
+                        f"pi_edge ≥ {BASELINE_MIN}× ({fnum(base_ratio, '{:.2f}')}×)",
+                        ge(base_ratio, BASELINE_MIN),
+                    ),
+                ]
+            ]
+            if baseline is not None
+            else []
+        ),
         [f"{paced}: p50 ms", *cells(paced, "p50_ms", "{:.2f}"), "—", mark(None)],
         [
             f"{paced}: p99 ms",
@@ -387,7 +407,14 @@ def edge_section(
         title
         + _how(meta, "edge")
         + f"Medians over {rounds} rounds (targets alternate so load drift hits all alike); "
-        "a driver sends from 100 machines, a collector measures sensor→prediction latency.\n\n"
+        "a driver sends from 100 machines, a collector measures sensor→prediction latency."
+        + (
+            f" `{baseline}` is pi_edge as it was before issue 13, run from a git worktree of "
+            "that revision with the same model and broker, flat out only."
+            if baseline is not None
+            else ""
+        )
+        + "\n\n"
         + table(["measure", *targets, "target", "✓/✗"], out)
         + "\n\n![flat-out windows/s](plots/edge_throughput.png)\n"
         + f"![latency distribution at {paced}](plots/edge_latency.png)\n"

@@ -13,9 +13,12 @@ At a light, realistic rate (below `policy.low_rate_below_per_s`) the worker inst
 up to `policy.low_rate_wait_s` after the first window (no wake-up per put meanwhile), trading a
 few milliseconds of latency for CPU: every batch costs two thread hand-offs (paho → worker, and
 worker → paho with the predictions) and the fixed cost of an invoke and of the detectors'
-numpy calls, whatever its size. At the demo's 160 windows/s pi_edge's default 50 ms gather
-makes batches of ~8 and cut its CPU per window from ~840 to ~390 µs (bench/demo_load.py, one
-box, side by side). The rates in between (the 1,000/s latency bench) pay nothing.
+numpy calls, whatever its size. At the demo's 160 windows/s a 50 ms gather makes batches of
+~8 and cut pi_edge's CPU per window from ~840 to ~390 µs (bench/demo_load.py, one box, side by
+side); the default 100 ms (batches of ~16) took it from 1.09× to 0.93× the no-model ceiling's
+CPU per window, 1.27× to 1.05× with the dashboard (one run each, quiet box). A window of 6 s of
+samples is then classified up to 0.1 s later. The rates in between (the 1,000/s latency
+bench) pay nothing.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ class EdgeConfig(MqttSettings):
         flag="--batch-wait-above",
     )
     batch_wait_low_ms: float = setting(
-        50.0,
+        100.0,
         help="below --batch-wait-below windows/s, gather windows this long per invoke (less CPU "
         "per window, this much more latency; 0: classify each window at once)",
         low=0.0,
