@@ -91,7 +91,7 @@ class ShipperConfig:
     reconnect_grace_s: float = 3.0  # after a reconnect: time for queued acknowledgements
     refused_backoff_s: float = 5.0  # first pause after a refused publish (doubles)
     session_expiry_s: int = 3600  # the broker keeps acknowledgements for us this long
-    poll_s: float = 0.2
+    poll_s: float = 1.0  # timers only (resend, backoff): every event wakes the loop at once
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_inflight < 1:
