@@ -196,6 +196,18 @@ def retrain(
                 seed=cfg.seed,
                 replay_size=cfg.replay_size,
             )
+        elif cfg.epochs > epochs:  # nothing sure enough: the labels get the other half
+            keras_model = finetune_model(
+                keras_model,
+                x_fit,
+                y_fit,
+                x_rep,
+                y_rep,
+                norm=champion.norm,
+                epochs=cfg.epochs - epochs,
+                seed=cfg.seed,
+                replay_size=cfg.replay_size,
+            )
     rep_idx = rng.choice(len(x_rep), min(len(x_rep), 500), replace=False)
     x_cal = np.concatenate([x_rep[rep_idx], x_fit])  # conversion calibration: both regimes
     x_check = np.concatenate([x_orig[:500], x_hold])

@@ -118,3 +118,26 @@ def test_pseudo_labels_need_confidence_and_no_class_drowns_the_others() -> None:
     assert (np.diff(idx) > 0).all() and (probs[idx].argmax(axis=1) == cls).all()
     with pytest.raises(ValueError, match="probabilities"):
         pick(np.zeros(4), rng=rng)
+
+
+def test_when_no_drift_window_is_sure_the_labels_get_the_second_pass(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    import jetson_trainer.retrain as retrain_module
+
+    real = retrain_module.finetune_model
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(int(kwargs["epochs"]))  # type: ignore[call-overload]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retrain_module, "finetune_model", counting)
+    monkeypatch.setattr(
+        retrain_module,
+        "pick_pseudo_labels",
+        lambda probs, rng: (np.zeros(0, np.int64), np.zeros(0, np.int64)),
+    )
+    attempt = _attempt(setup, tmp_path, RetrainConfig(epochs=20), held_out=setup.spare)
+    assert attempt.pseudo_labels == 0 and calls == [10, 10]  # 20 epochs in all, labels only
+    assert attempt.decision.accepted, attempt.decision.reason
