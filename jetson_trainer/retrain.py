@@ -163,17 +163,22 @@ def retrain(
     passes = 2 if len(unlabeled) else 1
     epochs = max(1, cfg.epochs // passes)
     rng = np.random.default_rng(cfg.seed)
-    keras_model = finetune_model(
-        champion.keras,
-        x_fit,
-        y_fit,
-        x_rep,
-        y_rep,
-        norm=champion.norm,
-        epochs=epochs,
-        seed=cfg.seed,
-        replay_size=cfg.replay_size,
-    )
+
+    def tune(start: Any, x: np.ndarray, y: np.ndarray, n_epochs: int) -> Any:
+        """`start` fine-tuned on (x, y) plus replay, in the champion's input contract."""
+        return finetune_model(
+            start,
+            x,
+            y,
+            x_rep,
+            y_rep,
+            norm=champion.norm,
+            epochs=n_epochs,
+            seed=cfg.seed,
+            replay_size=cfg.replay_size,
+        )
+
+    keras_model = tune(champion.keras, x_fit, y_fit, epochs)
     n_pseudo = 0
     if passes == 2:
         probs = keras_model.predict(apply_normalisation(unlabeled, champion.norm), verbose=0)
@@ -185,29 +190,10 @@ def retrain(
             len(unlabeled),
         )
         if n_pseudo:
-            keras_model = finetune_model(
-                champion.keras,
-                np.concatenate([x_fit, unlabeled[idx]]),
-                np.concatenate([y_fit, y_pseudo]),
-                x_rep,
-                y_rep,
-                norm=champion.norm,
-                epochs=epochs,
-                seed=cfg.seed,
-                replay_size=cfg.replay_size,
-            )
+            x_both = np.concatenate([x_fit, unlabeled[idx]])
+            keras_model = tune(champion.keras, x_both, np.concatenate([y_fit, y_pseudo]), epochs)
         elif cfg.epochs > epochs:  # nothing sure enough: the labels get the other half
-            keras_model = finetune_model(
-                keras_model,
-                x_fit,
-                y_fit,
-                x_rep,
-                y_rep,
-                norm=champion.norm,
-                epochs=cfg.epochs - epochs,
-                seed=cfg.seed,
-                replay_size=cfg.replay_size,
-            )
+            keras_model = tune(keras_model, x_fit, y_fit, cfg.epochs - epochs)
     rep_idx = rng.choice(len(x_rep), min(len(x_rep), 500), replace=False)
     x_cal = np.concatenate([x_rep[rep_idx], x_fit])  # conversion calibration: both regimes
     x_check = np.concatenate([x_orig[:500], x_hold])
