@@ -16,7 +16,9 @@ seconds from onset until every machine's drift state is ok again and stays ok fo
 `--realism plant` with compressed time, drift on one machine (plant-step, plant-gain) or on all
 (plant-step-all), scarce late noisy labels; per row the false drift alarms before the onset and
 the macro-F1 (TRUE classes) of the old and new model on fresh drifted and undrifted plant
-windows against the undrifted model's. --quick: plant-step only, < 5 minutes.
+windows against the undrifted model's. --quick: plant-step-all only, about 5 minutes.
+The plant's trainer waits for a plant day of labels (PlantLoop.labels), not 2 per class: with
+5 % wrong labels every class has a few within minutes, most of the faults' wrong.
 """
 
 from __future__ import annotations
@@ -306,6 +308,10 @@ def run_mode(
     )  # fmt: skip
 
 
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
@@ -321,20 +327,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="with --plant: plant-step only, a smaller initial data set, timeouts ≤ 90/60 s "
-        "(< 5 minutes)",
+        help="with --plant: plant-step-all only and a smaller initial data set (about 5 minutes)",
     )
     p.add_argument("--timeout", type=float, default=150.0, help="seconds per mode after onset")
     p.add_argument("--work", type=Path, help="working dir (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the per-mode results here")
     p.add_argument(
-        "--labels", type=int, default=48, help="the trainer's --labels: most labels it waits for"
+        "--labels",
+        type=int,
+        default=None,
+        help="the trainer's --labels: most labels it waits for (default 48; plant: 1000)",
     )
     p.add_argument(
         "--labels-per-class",
         type=int,
-        default=2,
-        help="the trainer's --labels-per-class: it fine-tunes once every class has this many",
+        default=None,
+        help="the trainer's --labels-per-class: it fine-tunes once every class has this many "
+        "(default 2; plant: 0, off)",
     )
     p.add_argument(
         "--ask-labels",
@@ -359,14 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.modes:
         modes = args.modes.split(",")
     elif args.plant:
-        modes = ["plant-step"] if args.quick else ["plant-step", "plant-step-all"]
+        modes = ["plant-step-all"] if args.quick else ["plant-step", "plant-step-all"]
     else:
         modes = list(MODES)
     unknown = [m for m in modes if m not in MODES and m not in PLANT_MODES]
     if unknown:
         p.error(f"unknown mode(s) {unknown}; choose from {list(MODES) + list(PLANT_MODES)}")
-    if args.quick:
-        args.timeout, args.clear_timeout = min(args.timeout, 90.0), min(args.clear_timeout, 60.0)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgeloop-recovery-"))
     keys = generate_keypair(work / "keys")
     # the initial compact model of each kind of data the modes need: seed 000's, the plant's
@@ -415,10 +422,10 @@ def main(argv: list[str] | None = None) -> int:
                 data,
                 model_dir,
                 keys,
-                args.timeout,
-                args.clear_timeout,
-                args.labels,
-                args.labels_per_class,
+                plant.timeout_s if on_plant else args.timeout,
+                plant.clear_timeout_s if on_plant else args.clear_timeout,
+                _given(args.labels, plant.labels if on_plant else 48),
+                _given(args.labels_per_class, plant.per_class if on_plant else 2),
                 plant if on_plant else None,
                 args.ask_labels,
             )

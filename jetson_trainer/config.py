@@ -106,6 +106,14 @@ class ServeConfig(MqttSettings):
         high=0.99,
         metavar="FRACTION",
     )
+    f1_margin: float = setting(
+        0.02,
+        help="macro-F1 the challenger may lose on the original holdout (rare faults make it "
+        "move more than accuracy)",
+        low=0.0,
+        high=0.99,
+        metavar="FRACTION",
+    )
     initial_epochs: int = setting(40, help="epochs of the initial model", low=1, metavar="N")
     dashboard: bool = setting(True, help="plain logs instead of the live terminal dashboard")
     tick_s: float = setting(1.0, help="seconds between policy checks", check=_positive, metavar="S")
@@ -151,7 +159,7 @@ class ServeConfig(MqttSettings):
         return RetrainConfig(
             epochs=self.finetune_epochs,
             replay_size=self.replay_size,
-            gate=GateConfig(margin=self.margin),
+            gate=GateConfig(margin=self.margin, f1_margin=self.f1_margin),
             self_training=self.self_training,
         )
 

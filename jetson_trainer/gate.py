@@ -18,10 +18,15 @@ False
 
 On the original holdout the challenger is judged on accuracy *and* macro-F1 when both are
 known: on a plant where 95 % of windows are normal, accuracy hides a model that forgot a fault.
+Macro-F1 gets its own margin (2 points): each fault's F1 rests on a few hundred windows, and
+fine-tunes of one plant drift that recover the drifted macro-F1 equally well (0.88–0.90)
+scored 0.781–0.810 on an original holdout where the champion scored 0.797 (offline, 8 runs).
 
 >>> d = decide(Scores(0.7, 0.99, original_f1=0.90), Scores(0.9, 0.985, original_f1=0.75))
 >>> d.accepted, d.reason.split(" (")[0]
 (False, 'challenger loses 15.0 points of macro-F1 on the original holdout')
+>>> decide(Scores(0.7, 0.99, original_f1=0.797), Scores(0.9, 0.99, original_f1=0.783)).accepted
+True
 """
 
 from __future__ import annotations
@@ -46,16 +51,21 @@ class Scores:
 @dataclass(frozen=True, slots=True)
 class GateConfig:
     """margin: accuracy (a fraction) the challenger may lose on the original holdout;
-    min_gain: accuracy it must gain on drift data; min_loss_gain: relative log-loss drop that
-    counts as beating the champion at equal drift accuracy."""
+    f1_margin: macro-F1 it may lose there; min_gain: accuracy it must gain on drift data;
+    min_loss_gain: relative log-loss drop that counts as beating the champion at equal drift
+    accuracy."""
 
     margin: float = 0.01
     min_gain: float = 0.0
     min_loss_gain: float = 0.2
+    f1_margin: float = 0.02
 
     def __post_init__(self) -> None:
-        if not all(0 <= v < 1 for v in (self.margin, self.min_gain, self.min_loss_gain)):
-            raise ValueError("gate margin, min_gain and min_loss_gain must be fractions in [0, 1)")
+        values = (self.margin, self.min_gain, self.min_loss_gain, self.f1_margin)
+        if not all(0 <= v < 1 for v in values):
+            raise ValueError(
+                "gate margin, f1_margin, min_gain and min_loss_gain must be fractions in [0, 1)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +124,11 @@ def decide(champion: Scores, challenger: Scores, config: GateConfig | None = Non
         if champion.original_f1 is not None and challenger.original_f1 is not None
         else None
     )
-    if f1_loss is not None and f1_loss > cfg.margin + 1e-12 and f1_loss > loss:
+    if f1_loss is not None and f1_loss > cfg.f1_margin + 1e-12:
         reason = (
             f"challenger loses {f1_loss * 100:.1f} points of macro-F1 on the original holdout "
             f"({champion.original_f1:.3f} → {challenger.original_f1:.3f}), more than the "
-            f"{cfg.margin * 100:.1f} allowed"
+            f"{cfg.f1_margin * 100:.1f} allowed"
         )
         return GateDecision(False, reason, champion, challenger)
     if loss > cfg.margin + 1e-12:

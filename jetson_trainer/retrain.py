@@ -1,6 +1,7 @@
 """One fine-tune attempt of the daemon: challenger from champion, scored, gated, bundled.
 
-The challenger is fine-tuned on the recent labels plus replay of the original data, then
+The challenger is fine-tuned on the recent labels plus replay of the original data (the
+windows the champion agrees with, class-balanced: replay.py), then
 (self-training, selftrain.py) once more with the first pass's confident pseudo-labels of the
 unlabeled recent drift windows added; it is converted to int8 TFLite (float16/float32 when int8
 disagrees), and both models are scored with LiteRT (the artifact that ships) on drift labels it
@@ -29,6 +30,7 @@ from .convert import convert_with_fallback, converter_version, pick_variant
 from .data import apply_normalisation, stratified_split
 from .gate import GateConfig, GateDecision, Scores, decide, macro_f1
 from .reference import balanced, pseudo_label
+from .replay import pick_replay
 from .runtime import LiteModel
 from .selftrain import pick as pick_pseudo_labels
 from .train import finetune_model
@@ -147,12 +149,18 @@ def retrain(
             y_hold = np.concatenate([y_hold, held_out[1]])
     x_rep, y_rep = replay
     x_orig, y_orig = original_holdout
+    rng = np.random.default_rng(cfg.seed)
+    # replay: original windows the champion agrees with, class-balanced (replay.py)
+    tune_rep = np.zeros(0, np.int64)
+    if len(y_rep) and cfg.replay_size:
+        rep_pred = LiteModel(champion.model).predict(apply_normalisation(x_rep, champion.norm))
+        tune_rep = pick_replay(rep_pred.argmax(axis=1), y_rep, cfg.replay_size, rng)
     log.info(
         "fine-tuning v%d on %d new labels (+%d held out) with %d replay windows",
         champion.version,
         len(y_fit),
         len(y_hold),
-        min(cfg.replay_size, len(y_rep)),
+        len(tune_rep),
     )
     unlabeled = (
         recent[0][np.asarray(recent[1]) < 0]
@@ -162,7 +170,6 @@ def retrain(
     # with self-training each pass gets half the epochs: about the time of one full pass
     passes = 2 if len(unlabeled) else 1
     epochs = max(1, cfg.epochs // passes)
-    rng = np.random.default_rng(cfg.seed)
 
     def tune(start: Any, x: np.ndarray, y: np.ndarray, n_epochs: int) -> Any:
         """`start` fine-tuned on (x, y) plus replay, in the champion's input contract."""
@@ -170,12 +177,12 @@ def retrain(
             start,
             x,
             y,
-            x_rep,
-            y_rep,
+            x_rep[tune_rep],
+            y_rep[tune_rep],
             norm=champion.norm,
             epochs=n_epochs,
             seed=cfg.seed,
-            replay_size=cfg.replay_size,
+            replay_size=len(tune_rep),
         )
 
     keras_model = tune(champion.keras, x_fit, y_fit, epochs)

@@ -362,8 +362,9 @@ class TrainerDaemon:
         self.loop.update(policy=decision)
         if decision != "train":
             return
+        # every label a fine-tune may use (--labels) and up to MAX_LATE_LABELS more for the gate
         x_all, y_all, last = self.store.recent_labeled(
-            MAX_LATE_LABELS, after=self.policy.labels_after
+            self.config.labels_needed + MAX_LATE_LABELS, after=self.policy.labels_after
         )
         use = few_labels(y_all, self.config.labels_per_class, self.config.labels_needed)
         x, y = x_all[use], y_all[use]

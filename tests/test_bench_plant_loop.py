@@ -109,3 +109,13 @@ def test_eval_streams_share_the_fault_timeline_and_differ_by_the_drift() -> None
     assert gap.max() > 0.5
     again = eval_streams(PLANT_MODES["plant-step"], 10.0, hours=2.0, seed=5)
     assert np.array_equal(again.drifted, s.drifted) and np.array_equal(again.true, s.true)
+
+
+def test_eval_streams_drift_only_the_machines_the_command_names() -> None:
+    one = eval_streams(PLANT_MODES["plant-step"], 10.0, hours=0.5, seed=5)  # m03 only
+    every = eval_streams(PLANT_MODES["plant-step-all"], 10.0, hours=0.5, seed=5)
+    machine = np.tile(np.arange(16), len(one.true) // 16)  # tick-major, machines in id order
+    moved = np.abs(one.drifted - one.undrifted).max(axis=(1, 2)) > 0
+    assert moved[machine == 2].all()  # m03
+    assert not moved[machine != 2].any()
+    assert np.abs(every.drifted - every.undrifted).max(axis=(1, 2)).min() > 0

@@ -56,6 +56,7 @@ def test_serve_takes_flags_over_env_over_the_config_file(
     assert c.policy.trigger_accuracy == 0.7 and c.policy.labels_needed == 48
     assert c.retrain.epochs == 7 and c.retrain.replay_size == 500
     assert c.retrain.gate.margin == 0.03
+    assert c.retrain.gate.f1_margin == 0.02  # its own default
 
 
 def test_serve_keeps_its_old_flag_names(tmp_path: Path) -> None:

@@ -76,6 +76,10 @@ def test_model_history_keeps_rejected_and_accepted_attempts(tmp_path: Path) -> N
         (Scores(0.90, 1.0), Scores(0.90, 1.0), False, "does not beat"),
         (Scores(0.90, 1.0), Scores(0.85, 1.0), False, "does not beat"),
         (Scores(0.74, 0.99), Scores(0.99, 0.98), True, "beats"),
+        # macro-F1 on the original holdout has its own margin (2 points by default)
+        (Scores(0.6, 0.99, None, 0.797), Scores(0.9, 0.99, None, 0.783), True, "beats"),
+        (Scores(0.6, 0.99, None, 0.797), Scores(0.9, 0.99, None, 0.770), False, "macro-F1"),
+        (Scores(0.6, 0.99, None, 0.797), Scores(0.9, 0.975, None, 0.797), False, "1.5 points"),
     ],
 )
 def test_gate_accepts_only_better_challengers_that_do_not_forget(
