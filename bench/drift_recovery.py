@@ -79,6 +79,40 @@ class Recovery:
     end_levels: dict[str, object] | None = None  # the detector at the end: what still alarms
     params: dict[str, float] = dataclasses.field(default_factory=dict)  # the drift command's
     plant: dict[str, object] | None = None  # plant- modes: macro-F1s, false alarms (_plant_loop)
+    # after the onset, each change of what the node says: [s, model version, machines in
+    # drift, machines suspect] (why a drift did not clear, or when it did)
+    states: list[list[object]] = dataclasses.field(default_factory=list)
+
+
+class StateLog:
+    """Polls a node's model version and per-machine drift states from the onset on and keeps
+    each change, seconds from the onset (a thread; `stop` ends it)."""
+
+    def __init__(self, edge: EdgeService, onset: float, every_s: float = 0.2) -> None:
+        self.rows: list[list[object]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(edge, onset, every_s), name="state-log", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, edge: EdgeService, onset: float, every_s: float) -> None:
+        last: tuple[object, ...] | None = None
+        while not self._stop.wait(every_s):
+            states = edge.evidence.machine_states()
+            now = (
+                edge.model_version,
+                sorted(m for m, st in states.items() if st == "drift"),
+                sorted(m for m, st in states.items() if st == "suspect"),
+            )
+            if now != last:
+                self.rows.append([round(time.monotonic() - onset, 1), *now])
+                last = now
+
+    def stop(self) -> list[list[object]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.rows
 
 
 def poll(cond: object, timeout: float) -> float | None:
@@ -222,6 +256,7 @@ def run_mode(
             version_before = edge.model_version
             batches_before = daemon.state.batches
             onset, onset_wall = time.monotonic(), time.time()
+            log_states = StateLog(edge, onset)
             states = edge.evidence.machine_states()
             quiet = [m for m, st in states.items() if st != "drift"]
             alarmed = sorted(set(states) - set(quiet))  # in drift before the onset: false alarms
@@ -253,6 +288,7 @@ def run_mode(
                 cleared = held_ok(lambda: _all_ok(edge), clear_timeout, HOLD_S)
                 cleared = None if cleared is None else cleared - onset
             end_levels = edge.evidence.snapshot()["drift"]
+            timeline = log_states.stop()
             elapsed = time.monotonic() - onset
             policy = daemon.state.policy
         finally:
@@ -304,7 +340,7 @@ def run_mode(
         }
     return Recovery(
         mode, detect, first, live, labels, before, after, gate, cleared, end_levels,
-        command.params, plant_figures,
+        command.params, plant_figures, timeline,
     )  # fmt: skip
 
 
@@ -477,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(
                 f"{r.mode}: drift not cleared; accuracy {r.end_levels.get('accuracy_state')}, "
-                f"machines still alarmed: {still}"
+                f"machines still alarmed: {still}; the last changes [s, model, drift, "
+                f"suspect]: {r.states[-6:]}"
             )
     if args.json:
         out = {

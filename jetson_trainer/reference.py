@@ -7,10 +7,11 @@ keeps alarming on a model that classifies well (issue 14: a permanent alarm teac
 to ignore it). Two ways here:
 
 * an accepted challenger's statistics come from the original regime and from *every* recent
-  window the Pis shipped, labeled or not (an unlabeled one counts for the class the model gives
-  it, which is the class the Pi's detector compares it with), weighted equally — not only from
-  the few labeled windows it was tuned on (a class with two labels gave a spread far too
-  narrow, and its machines stayed in drift);
+  window the Pis shipped of the machines in drift, labeled or not (an unlabeled one counts for
+  the class the model gives it, which is the class the Pi's detector compares it with),
+  weighted equally — not from the labeled windows it was tuned on (a class with two labels
+  gave a spread far too narrow, and its machines stayed in drift; with one machine drifting,
+  the other machines' labels hid its regime);
 * when the gate refuses a challenger because the champion already handles the drift (a slow
   ramp: still exact, only the inputs moved), the champion's network is re-issued as a new
   version with renewed statistics (`renew_reference`): same weights, new reference.

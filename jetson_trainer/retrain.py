@@ -235,13 +235,12 @@ def retrain(
         version = champion.version + 1 if version is None else version
         # Statistics (and the confidence reference) cover both regimes, weighted equally, so
         # the Pi's detector accepts the regime this model was tuned for as well as the
-        # original one; "now" is every recent window, not only the labeled few (reference.py)
+        # original one; "now" is every recent window (of the drifting machines), not the
+        # labels, which may come from every machine while one drifts (reference.py)
         x_now, y_now = x_fit, y_fit
         if recent is not None and len(recent[1]):
-            x_now = np.concatenate([x_fit, recent[0]])
-            y_now = np.concatenate(
-                [y_fit, pseudo_label(chosen.model, champion.norm, recent[0], recent[1])]
-            )
+            x_now = recent[0]
+            y_now = pseudo_label(chosen.model, champion.norm, recent[0], recent[1])
         x_stats, y_stats = balanced(x_rep[rep_idx], y_rep[rep_idx], x_now, y_now, rng)
         manifest = make_manifest(
             model=chosen.model,

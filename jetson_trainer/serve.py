@@ -386,7 +386,9 @@ class TrainerDaemon:
                 late_labels=lambda: self._late_labels(last),
                 site=self.config.prefix,
                 version=version,
-                recent=self.store.recent_windows(RECENT_WINDOWS, after=self.policy.labels_after),
+                recent=self.store.recent_windows(
+                    RECENT_WINDOWS, after=self.policy.labels_after, drifting=True
+                ),
                 held_out=(x_all[spare], y_all[spare]),
             )
         finally:
@@ -428,7 +430,7 @@ class TrainerDaemon:
         # the drift episode so far: windows stored since RECENT_WINDOWS before this trigger (a
         # ramp renews several times on its way; each renewal covers the path since the last)
         after = max(0, self.policy.labels_after - RECENT_WINDOWS)
-        x_now, y_now = self.store.recent_windows(2 * RECENT_WINDOWS, after=after)
+        x_now, y_now = self.store.recent_windows(2 * RECENT_WINDOWS, after=after, drifting=True)
         if not len(y_now):
             return None
         original = self._original

@@ -299,21 +299,36 @@ class WindowStore:
         return x, y, last
 
     def recent_windows(
-        self, limit: int, after: int = 0, shape: tuple[int, int] | None = None
+        self,
+        limit: int,
+        after: int = 0,
+        shape: tuple[int, int] | None = None,
+        *,
+        drifting: bool = False,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """The newest `limit` windows after position `after`, labeled or not, oldest first.
 
         Returns (X (N, T, C), y (N,)) with y = -1 where a window has no label: what the Pis
         saw lately, for the detector statistics of the next model. Rows that do not decode or
-        have another shape are skipped (recent_labeled counts them).
+        have another shape are skipped (recent_labeled counts them). `drifting`: only the
+        machines a Pi shipped a window of for drift (reason "drift") after `after`, if any —
+        when one machine of sixteen drifts, its windows are the new regime, not the others'.
         """
+        query = "SELECT frame FROM windows WHERE seqno > ?"
+        if drifting:
+            query += (
+                " AND machine IN (SELECT DISTINCT machine FROM windows WHERE seqno > ? AND "
+                "reason = 'drift')"
+            )
+        query += " ORDER BY seqno DESC LIMIT ?"
         with self._lock:
             rows = self._file.read(
                 lambda db: db.execute(
-                    "SELECT frame FROM windows WHERE seqno > ? ORDER BY seqno DESC LIMIT ?",
-                    (after, limit),
+                    query, (after, after, limit) if drifting else (after, limit)
                 ).fetchall()
             )
+        if drifting and not rows:  # nothing shipped for drift: every machine's windows
+            return self.recent_windows(limit, after, shape)
         data: list[npt.NDArray[np.float32]] = []
         labels: list[int] = []
         for (frame,) in reversed(rows):
