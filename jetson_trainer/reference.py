@@ -58,18 +58,30 @@ def balanced(
     rng: np.random.Generator,
     size: int = REFERENCE_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `size` windows of each regime, the smaller one repeated to weigh as much.
+    """Up to `size` windows of each regime, the smaller one repeated to weigh as much: a random
+    draw of the old regime and the newest of "now" (oldest first), so that after a ramp the
+    reference holds where the inputs ended, not the path they took (a renewal covering the
+    whole path left the end of a ramp at the edge of the spread, and machines crept back into
+    drift for another renewal or two).
 
     >>> rng = np.random.default_rng(0)
     >>> x, y = balanced(np.zeros((900, 2, 1)), np.zeros(900), np.ones((3, 2, 1)), np.ones(3), rng)
     >>> len(y), int(y.sum())
     (998, 498)
+    >>> _, y = balanced(np.zeros((9, 2, 1)), np.zeros(9), np.zeros((9, 2, 1)), np.arange(9), rng, 3)
+    >>> y[3:].astype(int).tolist()  # the newest three of "now"
+    [6, 7, 8]
     """
     parts_x, parts_y = [], []
-    for xs, ys in ((x_old, y_old), (x_now, y_now)):
+    for xs, ys, newest in ((x_old, y_old, False), (x_now, y_now, True)):
         if not len(ys):
             continue
-        pick = rng.choice(len(ys), size, replace=False) if len(ys) > size else np.arange(len(ys))
+        if len(ys) <= size:
+            pick = np.arange(len(ys))
+        else:
+            pick = (
+                np.arange(len(ys) - size, len(ys)) if newest else rng.choice(len(ys), size, False)
+            )
         reps = max(1, size // len(pick))
         parts_x.append(np.repeat(xs[pick], reps, axis=0))
         parts_y.append(np.repeat(ys[pick], reps, axis=0))

@@ -311,14 +311,16 @@ class WindowStore:
         Returns (X (N, T, C), y (N,)) with y = -1 where a window has no label: what the Pis
         saw lately, for the detector statistics of the next model. Rows that do not decode or
         have another shape are skipped (recent_labeled counts them). `drifting`: only the
-        machines a Pi shipped a window of for drift (reason "drift") after `after`, if any —
-        when one machine of sixteen drifts, its windows are the new regime, not the others'.
+        machines a Pi shipped a window of for drift or out of distribution after `after`, if
+        any — when one machine of sixteen drifts, its windows are the new regime, not the
+        others'. (A machine in drift ships its out-of-distribution windows for that reason;
+        one that is merely unsure — a developing fault — does not count.)
         """
         query = "SELECT frame FROM windows WHERE seqno > ?"
         if drifting:
             query += (
                 " AND machine IN (SELECT DISTINCT machine FROM windows WHERE seqno > ? AND "
-                "reason = 'drift')"
+                "reason IN ('drift', 'out_of_distribution'))"
             )
         query += " ORDER BY seqno DESC LIMIT ?"
         with self._lock:

@@ -170,8 +170,9 @@ def test_a_corrupt_store_is_moved_aside_kept_and_reported(
 
 
 def test_recent_windows_of_the_drifting_machines_only(tmp_path: Path) -> None:
-    """One machine of three drifts: the new detector reference is its windows, not the fleet's
-    labeled ones (plant-step: the others' labels outnumber its windows 15 to 1)."""
+    """One machine of three drifts: the new detector reference is the windows of the machines a
+    Pi flagged, not the fleet's labeled ones (plant-step: the others' labels outnumber its
+    windows 15 to 1)."""
     store = WindowStore(tmp_path / "s.sqlite")
 
     def kept(machine: str, seq: int, reason: str, value: float) -> Kept:
@@ -185,19 +186,22 @@ def test_recent_windows_of_the_drifting_machines_only(tmp_path: Path) -> None:
         kept("m02", 3, "labeled", 2.0),
         kept("m03", 4, "drift", 3.0),
         kept("m03", 5, "labeled", 3.0),
-        kept("m02", 6, "low_confidence", 2.0),
+        kept("m02", 6, "out_of_distribution", 2.0),
+        kept("m05", 7, "low_confidence", 5.0),  # merely unsure: not drifting
+        kept("m05", 8, "labeled", 5.0),
     ]
     store.add_batch(DriftBatch(bytes(16), "pi-1", 1, tuple(before)))
     store.add_batch(DriftBatch(bytes(15) + b"\x01", "pi-1", 2, tuple(after)))
     x, y = store.recent_windows(10, after=1, drifting=True)
-    assert x[:, 0, 0].tolist() == [3.0, 3.0] and y.tolist() == [-1, 0]  # m03's, oldest first
+    # m03's (for drift) and m02's (out of distribution), oldest first; not m01's or m05's
+    assert x[:, 0, 0].tolist() == [2.0, 3.0, 3.0, 2.0] and y.tolist() == [0, -1, 0, -1]
     x, _ = store.recent_windows(10, after=1)
-    assert x[:, 0, 0].tolist() == [1.0, 2.0, 3.0, 3.0, 2.0]
-    x, _ = store.recent_windows(10, after=0, drifting=True)  # m01 drifted before: both
-    assert sorted(x[:, 0, 0].tolist()) == [1.0, 3.0, 3.0, 9.0]
+    assert x[:, 0, 0].tolist() == [1.0, 2.0, 3.0, 3.0, 2.0, 5.0, 5.0]
+    x, _ = store.recent_windows(10, after=0, drifting=True)  # m01 drifted before: all three
+    assert sorted(x[:, 0, 0].tolist()) == [1.0, 2.0, 2.0, 3.0, 3.0, 9.0]
     # nothing shipped for drift after the position: every machine's windows
     store.add_batch(
-        DriftBatch(bytes(14) + b"\x01\x01", "pi-1", 3, (kept("m04", 7, "labeled", 4.0),))
+        DriftBatch(bytes(14) + b"\x01\x01", "pi-1", 3, (kept("m04", 9, "labeled", 4.0),))
     )
-    x, _ = store.recent_windows(10, after=6, drifting=True)
+    x, _ = store.recent_windows(10, after=8, drifting=True)
     assert x[:, 0, 0].tolist() == [4.0]
