@@ -121,6 +121,7 @@ def make_manifest(
             "confidence_q05",
             "confidence_q25",
             "confidence_q50",
+            "mean_confidence_per_class",
         )
     }
     return Manifest(

@@ -228,6 +228,13 @@ class Manifest:
         for name in ("accuracy", "mean_confidence"):  # the drift monitor's reference values
             if name in metrics:
                 _real(f"metrics.{name}", metrics[name], 0.0, 1.0)
+        per_class_key = "mean_confidence_per_class"  # optional: bundles before issue 14 lack it
+        if per_class_key in metrics:
+            per_class = _object(f"metrics.{per_class_key}", metrics[per_class_key])
+            for name, value in per_class.items():
+                if name not in self.classes:
+                    raise _fail(f"metrics.{per_class_key} names unknown class {name!r:.64}")
+                _real(f"metrics.{per_class_key}.{name:.64}", value, 0.0, 1.0)
 
     def _check_golden(self) -> None:
         golden = self.golden

@@ -123,3 +123,51 @@ def test_hysteresis_does_not_flap_around_the_suspect_level() -> None:
         "suspect",
         "ok",
     ]
+
+
+def test_a_stuck_sensor_is_counted_not_taken_for_drift(reference: FeatureReference) -> None:
+    """Normal windows whose pressure channel holds one value (a stuck sensor, as the realistic
+    plant makes them) leave the machine ok and are counted on it; a real drift on the same
+    machine is still found."""
+    monitor = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
+    plain = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
+    rng = np.random.default_rng(5)
+    pressure = 2  # CHANNELS: temperature, vibration, pressure, power
+    for _ in range(300):
+        y = np.zeros(1, np.int64)
+        x = generate(y, rng)
+        x[0, :, pressure] = 11.0
+        monitor.observe(["m01"], x, one_hot(y), [None])
+        x[0, -1, pressure] = 11.01  # the same, but not quite flat: the feature drift shows
+        plain.observe(["m01"], x, one_hot(y), [None])
+    assert monitor.machine_state("m01") == DriftState.OK
+    assert plain.machine_state("m01") == DriftState.DRIFT  # the test can fail
+    assert monitor.snapshot()["machines"]["m01"]["stuck_windows"] == 300
+    assert "stuck_windows" not in plain.snapshot()["machines"]["m01"]
+    for _ in range(50):
+        y = rng.integers(0, 4, 1)
+        monitor.observe(["m01"], generate(y, rng, "drift"), one_hot(y), [None])
+    assert monitor.machine_state("m01") == DriftState.DRIFT
+
+
+def test_a_class_predicted_less_surely_is_judged_by_its_own_confidence(
+    reference: FeatureReference,
+) -> None:
+    """On a plant a developing fault is predicted at ~0.7: with the class's own validation
+    confidence as reference (metrics.mean_confidence_per_class) that is no drift; against the
+    overall 0.99 it is."""
+    per_class = DriftMonitor(reference, 0.99, 0.99, class_confidence=[0.99, 0.7, None, None])
+    overall = DriftMonitor(reference, 0.99, 0.99)
+    rng = np.random.default_rng(6)
+    for _ in range(200):
+        y = np.ones(1, np.int64)  # bearing_fault, predicted at 0.7
+        x = generate(y, rng)
+        for monitor in (per_class, overall):
+            monitor.observe(["m01"], x, one_hot(y, 0.7), [None])
+    assert per_class.machine_state("m01") == DriftState.OK
+    assert overall.machine_state("m01") == DriftState.DRIFT
+    # a class without its own reference (None) still uses the overall one
+    for _ in range(200):
+        y = np.full(1, 2, np.int64)
+        per_class.observe(["m02"], generate(y, rng), one_hot(y, 0.7), [None])
+    assert per_class.machine_state("m02") == DriftState.DRIFT

@@ -123,6 +123,22 @@ def test_manifest_rejects_unknown_fields_and_bad_normalisation() -> None:
         Manifest.from_dict({**good, "version": 0})
 
 
+def test_manifest_checks_the_confidence_per_class() -> None:
+    good = manifest().to_dict()
+    metrics = {**good["metrics"], "mean_confidence_per_class": {"normal": 0.99, "drive_wear": 0.7}}
+    assert Manifest.from_dict({**good, "metrics": metrics}).metrics == metrics
+    for bad, words in (
+        ({"gearbox": 0.9}, "unknown class"),
+        ({"normal": 1.5}, "mean_confidence_per_class.normal"),
+        ({"normal": "high"}, "mean_confidence_per_class.normal"),
+        ([0.9, 0.8], "mean_confidence_per_class"),
+    ):
+        with pytest.raises(BundleError, match=words):
+            Manifest.from_dict(
+                {**good, "metrics": {**good["metrics"], "mean_confidence_per_class": bad}}
+            )
+
+
 def test_public_key_loads_from_pem_hex_and_raw(key: Ed25519PrivateKey, tmp_path: Path) -> None:
     pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
