@@ -52,6 +52,8 @@ _LIMITS = (
 
 
 def _f(v: Any) -> str:
+    if isinstance(v, Mapping):  # e.g. metrics.mean_confidence_per_class
+        return ", ".join(f"{k} {_f(x)}" for k, x in v.items()) or "—"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
