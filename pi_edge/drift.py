@@ -12,9 +12,10 @@ Signals, per window unless noted:
   input       mean squared z-score of the window's features (protocol.features) against the
               training statistics of the class the model predicted; ≈ 1 without drift. A
               window with a flat-lined channel (one value for all its samples: a stuck sensor)
-              counts as no evidence either way and is counted per machine instead: a stuck
-              sensor is a sensor fault, not process drift (on the realistic plant it caused 5
-              of the 12 machine-level false drift alarms in 24 plant hours).
+              counts as no evidence either way, here and for confidence, and is counted per
+              machine instead: a stuck sensor is a sensor fault, not process drift (on the
+              realistic plant it caused 5 of the 12 machine-level false drift alarms in 24
+              plant hours).
   confidence  1 − top probability, against 1 − the manifest's mean validation confidence of
               the predicted class (`metrics.mean_confidence_per_class`; else the overall
               mean): on a plant a developing fault is predicted less surely than a normal
@@ -297,6 +298,9 @@ class DriftMonitor:
         stuck = flat_lined(raw)
         if stuck.any():  # a stuck sensor: no evidence of drift either way (module docstring)
             input_score = np.where(stuck, 1.0, input_score)
+            evidence = np.where(stuck, 1.0 - self._confidence_refs[predicted], confidence)
+        else:
+            evidence = confidence
         ood_score = distance.min(axis=1)
         get = self._slots.get
         known = [get(m) for m in machines]
@@ -315,7 +319,7 @@ class DriftMonitor:
             )
             self._confidence[s] = cusum_step(
                 self._confidence[s],
-                1.0 - confidence[idx],
+                1.0 - evidence[idx],
                 self._confidence_refs[predicted[idx]],
                 cfg.confidence_allowance,
                 cfg.confidence_threshold,

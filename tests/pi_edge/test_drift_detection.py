@@ -127,8 +127,8 @@ def test_hysteresis_does_not_flap_around_the_suspect_level() -> None:
 
 def test_a_stuck_sensor_is_counted_not_taken_for_drift(reference: FeatureReference) -> None:
     """Normal windows whose pressure channel holds one value (a stuck sensor, as the realistic
-    plant makes them) leave the machine ok and are counted on it; a real drift on the same
-    machine is still found."""
+    plant makes them), on which the model is unsure, leave the machine ok and are counted on
+    it; a real drift on the same machine is still found."""
     monitor = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
     plain = DriftMonitor(reference, mean_confidence=0.99, accuracy=0.99)
     rng = np.random.default_rng(5)
@@ -137,9 +137,9 @@ def test_a_stuck_sensor_is_counted_not_taken_for_drift(reference: FeatureReferen
         y = np.zeros(1, np.int64)
         x = generate(y, rng)
         x[0, :, pressure] = 11.0
-        monitor.observe(["m01"], x, one_hot(y), [None])
-        x[0, -1, pressure] = 11.01  # the same, but not quite flat: the feature drift shows
-        plain.observe(["m01"], x, one_hot(y), [None])
+        monitor.observe(["m01"], x, one_hot(y, 0.5), [None])  # the model unsure on it, too
+        x[0, -1, pressure] = 11.01  # the same, but not quite flat: the drift shows
+        plain.observe(["m01"], x, one_hot(y, 0.5), [None])
     assert monitor.machine_state("m01") == DriftState.OK
     assert plain.machine_state("m01") == DriftState.DRIFT  # the test can fail
     assert monitor.snapshot()["machines"]["m01"]["stuck_windows"] == 300
