@@ -12,10 +12,10 @@ Signals, per window unless noted:
   input       mean squared z-score of the window's features (protocol.features) against the
               training statistics of the class the model predicted; ≈ 1 without drift. A
               window with a flat-lined channel (one value for all its samples: a stuck sensor)
-              counts as no evidence either way, here and for confidence, and is counted per
-              machine instead: a stuck sensor is a sensor fault, not process drift (on the
-              realistic plant it caused 5 of the 12 machine-level false drift alarms in 24
-              plant hours).
+              where training windows of its class always varied counts as no evidence either
+              way, here and for confidence, and is counted per machine instead: a stuck
+              sensor is a sensor fault, not process drift (on the realistic plant it caused 5
+              of the 12 machine-level false drift alarms in 24 plant hours).
   confidence  1 − top probability, against 1 − the manifest's mean validation confidence of
               the predicted class (`metrics.mean_confidence_per_class`; else the overall
               mean): on a plant a developing fault is predicted less surely than a normal
@@ -220,8 +220,11 @@ class DriftMonitor:
         the overall `mean_confidence`)."""
         self.config = config or DriftConfig()
         self.reference = reference
+        self._never_flat = (
+            None if reference is None else never_flat(reference, reference.mean.shape[1] // 2)
+        )
         self.confidence_ref = 1.0 - min(max(mean_confidence, 0.0), 1.0)
-        # per predicted class; grown to any class index with the overall reference
+        # per predicted class, padded with the overall reference (any class index has one)
         self._confidence_refs = np.array(
             [
                 self.confidence_ref if c is None else 1.0 - min(max(float(c), 0.0), 1.0)
@@ -295,7 +298,10 @@ class DriftMonitor:
             predicted = probabilities.argmax(axis=1)
         confidence = probabilities[rows, predicted].astype(np.float64)
         input_score = z2[rows, predicted]
-        stuck = flat_lined(raw)
+        if self._never_flat is not None and raw.shape[2] == self._never_flat.shape[1]:
+            stuck = (flat_lined(raw) & self._never_flat[predicted]).any(axis=1)
+        else:  # no statistics: no way to tell a stuck sensor from a quiet one
+            stuck = np.zeros(n, bool)
         if stuck.any():  # a stuck sensor: no evidence of drift either way (module docstring)
             input_score = np.where(stuck, 1.0, input_score)
             evidence = np.where(stuck, 1.0 - self._confidence_refs[predicted], confidence)
@@ -403,16 +409,26 @@ class DriftMonitor:
 
 
 def flat_lined(raw: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-    """Per window (N, T, C): does any channel hold one value for all T samples (stuck)?
+    """Per window and channel (N, T, C) → (N, C): one value for all T samples?
 
     >>> w = np.random.default_rng(0).normal(size=(3, 60, 4)).astype(np.float32)
     >>> w[1, :, 2] = 11.0
-    >>> flat_lined(w).tolist()
+    >>> flat_lined(w).any(axis=1).tolist()
     [False, True, False]
     """
     if raw.shape[1] < 2:
-        return np.zeros(raw.shape[0], bool)
-    return np.asarray((raw.max(axis=1) == raw.min(axis=1)).any(axis=1))
+        return np.zeros(raw.shape[::2], bool)
+    return np.asarray(raw.max(axis=1) == raw.min(axis=1))
+
+
+def never_flat(reference: FeatureReference, channels: int) -> npt.NDArray[np.bool_]:
+    """Per class and channel (K, C): did that channel vary in (nearly) every training window
+    of that class — its spread's mean more than 3 of its stds above 0? Only then is a flat
+    window a stuck sensor; a slow signal forward-filled into windows (pi_edge --signals) is
+    flat in training too, and stays ordinary evidence."""
+    spread_mean = reference.mean[:, channels : 2 * channels]
+    spread_std = reference.std[:, channels : 2 * channels]
+    return np.asarray(spread_mean > 3.0 * spread_std)
 
 
 def _rounds(slots: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:

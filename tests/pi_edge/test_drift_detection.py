@@ -171,3 +171,28 @@ def test_a_class_predicted_less_surely_is_judged_by_its_own_confidence(
         y = np.full(1, 2, np.int64)
         per_class.observe(["m02"], generate(y, rng), one_hot(y, 0.7), [None])
     assert per_class.machine_state("m02") == DriftState.DRIFT
+
+
+def test_a_channel_flat_in_training_too_is_not_a_stuck_sensor() -> None:
+    """A slow signal forward-filled into windows (pi_edge --signals) is flat in training as
+    well: its flat windows stay ordinary evidence, and a drift on such a plant is found."""
+    rng = np.random.default_rng(7)
+    y = np.repeat(np.arange(4), 500)
+    x = generate(y, rng)
+    x[:, :, 0] = x[:, :1, 0]  # temperature: one reading per window
+    monitor = DriftMonitor(
+        FeatureReference(feature_stats(x, y, CLASSES), CLASSES), mean_confidence=0.99, accuracy=0.99
+    )
+    for _ in range(200):
+        y1 = rng.integers(0, 4, 1)
+        w = generate(y1, rng)
+        w[:, :, 0] = w[:, :1, 0]
+        monitor.observe(["m01"], w, one_hot(y1), [None])
+    assert monitor.machine_state("m01") == DriftState.OK
+    assert "stuck_windows" not in monitor.snapshot()["machines"]["m01"]
+    for _ in range(50):
+        y1 = rng.integers(0, 4, 1)
+        w = generate(y1, rng, "drift")
+        w[:, :, 0] = w[:, :1, 0]
+        monitor.observe(["m01"], w, one_hot(y1), [None])
+    assert monitor.machine_state("m01") == DriftState.DRIFT
