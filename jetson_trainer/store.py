@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from protocol.drift_batch import DriftBatch, Kept, window_id
+from protocol.drift_batch import REASONS, DriftBatch, Kept, window_id
 from protocol.errors import PayloadError
 from protocol.storage import Layout, MovedAside, SqliteFile
 from protocol.window import Window, decode_window, encode_window
@@ -147,6 +147,11 @@ class StoreCounts:
     rejected: int = 0  # records refused on the way in (since this process started)
     bad_rows: int = 0  # distinct stored rows skipped on the way out
     moved_aside: tuple[str, ...] = ()  # unusable store files moved aside (kept), oldest first
+
+
+# the reasons a Pi ships a window of a machine in drift for (protocol.drift_batch.REASONS)
+DRIFTING_REASONS = ("drift", "out_of_distribution")
+assert set(DRIFTING_REASONS) <= set(REASONS)
 
 
 class WindowStore:
@@ -320,13 +325,13 @@ class WindowStore:
         if drifting:
             query += (
                 " AND machine IN (SELECT DISTINCT machine FROM windows WHERE seqno > ? AND "
-                "reason IN ('drift', 'out_of_distribution'))"
+                "reason IN (?, ?))"
             )
         query += " ORDER BY seqno DESC LIMIT ?"
         with self._lock:
             rows = self._file.read(
                 lambda db: db.execute(
-                    query, (after, after, limit) if drifting else (after, limit)
+                    query, (after, after, *DRIFTING_REASONS, limit) if drifting else (after, limit)
                 ).fetchall()
             )
         if drifting and not rows:  # nothing shipped for drift: every machine's windows
