@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any
 
+from nodekit.mqtt import connect, make_client, publish_many
+from nodekit.settings import env_credentials
 from protocol import CLASSES, DEFAULT_PREFIX, Prediction, Topics, decode_any
-from protocol.mqtt import connect, make_client, publish_many
-from protocol.settings import env_credentials
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
+from nodekit.mqtt import connect, make_client
+from nodekit.settings import env_credentials
 from protocol import DEFAULT_PREFIX, Topics, Window, encode_window
-from protocol.mqtt import connect, make_client
-from protocol.settings import env_credentials
 
 
 def main(argv: list[str] | None = None) -> int:

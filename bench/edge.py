@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from nodekit.mqtt import connect, make_client
+from nodekit.settings import env_credentials
 from protocol import Topics
-from protocol.mqtt import connect, make_client
-from protocol.settings import env_credentials
 from scripts.broker import Broker
 
 PY = sys.executable

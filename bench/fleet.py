@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from nodekit.mqtt import connect, make_client
 from protocol import Topics
 from protocol.fleet import rendezvous_owner
-from protocol.mqtt import connect, make_client
 from scripts.broker import Broker
 
 from .edge import steady_rate

@@ -46,8 +46,8 @@ import numpy as np
 
 from bench.drift_detection import MODES
 from bench.edge import cpu_seconds, make_model, peak_rss_mb
+from nodekit.mqtt import connect, make_client
 from protocol import DEFAULT_PREFIX, Topics
-from protocol.mqtt import connect, make_client
 from scripts.broker import Broker, _die_with_parent
 from sensor_sim.publisher import send_command
 

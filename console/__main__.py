@@ -5,8 +5,8 @@
 
 Settings: defaults < `--config FILE` (TOML, top level or a `[console]` table) < EDGELOOP_*
 environment < flags; the MQTT login (user, password file, CA) is the one every role shares
-(protocol.settings.MqttSettings): in the secure profile the console logs in as `operator`.
-Exit codes are edgeloop's shared table (protocol.cli).
+(nodekit.settings.MqttSettings): in the secure profile the console logs in as `operator`.
+Exit codes are edgeloop's shared table (nodekit.cli).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import EdgeloopError, Topics
-from protocol.cli import EXIT_OK, report
-from protocol.settings import (
+from nodekit.cli import EXIT_OK, report
+from nodekit.settings import (
     MqttSettings,
     add_arguments,
     broker_setting,
@@ -31,6 +30,7 @@ from protocol.settings import (
     resolve,
     setting,
 )
+from protocol import EdgeloopError, Topics
 
 from . import __version__
 

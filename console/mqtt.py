@@ -5,7 +5,7 @@ without blocking: statuses and machine states go into a bounded queue (oldest dr
 counted when the screen falls behind), predictions are coalesced to the newest per machine (at
 most `max_machines`), so 100 machines at 10 Hz cost the screen one row update per tick. A
 payload that does not decode is counted per kind (`bad`) and logged at most once per kind and
-minute; every callback is wrapped by `protocol.guard`, so nothing kills the thread.
+minute; every callback is wrapped by `nodekit.guard`, so nothing kills the thread.
 
 The UI thread calls `drain()` at its refresh tick and publishes actions with `send()`: QoS 1,
 not retained; paho queues them while the broker is away.
@@ -20,10 +20,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
+from nodekit.guard import Faults, guard_client
+from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
 from protocol import PayloadError, Prediction, Status, Topics
-from protocol.guard import Faults, guard_client
 from protocol.machine_state import MachineState
-from protocol.mqtt import ConnectionWatch, Credentials, connect, make_client
 
 __all__ = ["ConsoleLink", "Drained"]
 

@@ -36,9 +36,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nodekit.cli import EXIT_FAILED, EXIT_OK, report
+from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import DEFAULT_PREFIX, BundleError, ConfigError, EdgeloopError
-from protocol.cli import EXIT_FAILED, EXIT_OK, report
-from protocol.settings import add_arguments, flags_of, resolve
 
 from .config import SECTION, ImportConfig, LabelConfig, PublishConfig, ServeConfig
 from .errors import TrainerError
@@ -530,7 +530,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     metrics = None
     try:
         if config.metrics_port is not None:  # prometheus-client is imported only then
-            from protocol.exporter import MetricsServer
+            from nodekit.metrics_server import MetricsServer
 
             from .exporter import daemon_families
 
@@ -623,7 +623,7 @@ def _import_tensorflow(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns its exit code (protocol.cli: 0 ok, 1 failed, 2 usage, 3 refused)."""
+    """Run one command; returns its exit code (nodekit.cli: 0 ok, 1 failed, 2 usage, 3 refused)."""
     args = _parser().parse_args(argv)
     _quiet(args.verbose)
     root = logging.getLogger()

@@ -1,10 +1,10 @@
 """The trainer's settings, each declared once; flags, env vars and config keys derive from them.
 
 `ServeConfig` is the daemon's, `PublishConfig` the `publish` command's; both share the broker
-and prefix declarations. Precedence (see `protocol.settings`): defaults < `--config` TOML file
+and prefix declarations. Precedence (see `nodekit.settings`): defaults < `--config` TOML file
 (top level or a `[trainer]` table) < `EDGELOOP_<FIELD>` env vars < flags.
 
->>> from protocol.settings import resolve
+>>> from nodekit.settings import resolve
 >>> c = resolve(ServeConfig, env={"EDGELOOP_MARGIN": "0.02"},
 ...             flags={"store": "/tmp/s", "private_key": "/tmp/k.pem", "labels_needed": "32"})
 >>> (c.policy.labels_needed, c.retrain.gate.margin, str(c.models_dir))
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from protocol import check_id
-from protocol.settings import (
+from nodekit.settings import (
     MqttSettings,
     broker_setting,
     check,
@@ -27,6 +26,7 @@ from protocol.settings import (
     prefix_setting,
     setting,
 )
+from protocol import check_id
 
 from .gate import GateConfig
 from .policy import PolicyConfig

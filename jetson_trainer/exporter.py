@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 
-from protocol.exporter import counter, exposition, gauge, info, labeled, split_fault
+from nodekit.metrics_server import counter, exposition, gauge, info, labeled, split_fault
 
 if TYPE_CHECKING:
     from .serve import DaemonState, TrainerDaemon
@@ -46,7 +46,7 @@ class TrainerReading:
     daemon: DaemonState
     store: StoreCounts
     attempts: Mapping[str, int]  # WindowStore.attempt_counts()
-    faults: Mapping[str, int]  # protocol.guard.Faults.counts()
+    faults: Mapping[str, int]  # nodekit.guard.Faults.counts()
     uptime_s: float = 0.0
 
 

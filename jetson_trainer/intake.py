@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodekit.errors import StorageError
+from nodekit.guard import Faults, ThreadWatch, guard_client
+from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
 from protocol import PayloadError, Status, Topics, decode_batch
 from protocol.batch_ack import BatchAck
-from protocol.errors import StorageError
-from protocol.guard import Faults, ThreadWatch, guard_client
-from protocol.mqtt import ConnectionWatch, Credentials, connect, make_client
 
 from .store import WindowStore
 

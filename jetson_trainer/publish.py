@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import uuid
 
+from nodekit.mqtt import Credentials, connect, make_client, publish_confirmed
 from protocol import Topics
-from protocol.mqtt import Credentials, connect, make_client, publish_confirmed
 
 from .errors import TrainerError
 

@@ -10,7 +10,7 @@ Threads: paho's network thread only enqueues; the intake thread stores and ackno
 policy thread runs `run_forever`; the main thread may render `snapshot()`. Each thread's state
 is one class with its own lock (`Intake.counts()`, `LoopState.view()`).
 
-No thread dies quietly: paho's callbacks are wrapped by `protocol.guard` and each loop has the
+No thread dies quietly: paho's callbacks are wrapped by `nodekit.guard` and each loop has the
 last-resort handler at its outermost frame (faults counted, in status as `fault:<where>:<Type>`).
 If a watched thread dies anyway, `watchdog()` (called by `serve`'s main thread) publishes a
 retained status "degraded" naming it, and `serve` stops and exits 1 for its service manager.
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from nodekit.guard import Faults, ThreadWatch, publish_retained
+from nodekit.proc import ProcSampler
 from protocol import CLASSES, EdgeloopError, Status, Topics, __version__
-from protocol.guard import Faults, ThreadWatch, publish_retained
-from protocol.proc import ProcSampler
 
 from .canary import StagedRollout
 from .champion import (

@@ -5,7 +5,7 @@ committed (WAL, synchronous=FULL): a crash before that means the broker resends 
 (a resent batch) are dropped by window id.
 
 The file holds training data nobody can send again, so it is never deleted: a corrupt or
-foreign store is moved aside to `windows.sqlite.corrupt-<UTC time>` (protocol.storage), kept,
+foreign store is moved aside to `windows.sqlite.corrupt-<UTC time>` (nodekit.storage), kept,
 logged and reported (`moved_aside`; the trainer's status says so), and a fresh store started.
 A record a drift batch should never carry (a score that is not finite) is refused and counted
 (`rejected`), not mistaken for a duplicate; a stored row that no longer decodes, or whose label
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from nodekit.storage import Layout, MovedAside, SqliteFile
 from protocol.drift_batch import REASONS, DriftBatch, Kept, window_id
 from protocol.errors import PayloadError
-from protocol.storage import Layout, MovedAside, SqliteFile
 from protocol.window import Window, decode_window, encode_window
 
 log = logging.getLogger(__name__)

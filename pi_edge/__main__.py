@@ -1,7 +1,7 @@
 """`python -m pi_edge` (console script `edgeloop-edge`): run | evaluate | rollback | export |
 recover-buffer.
 
-Exit codes are edgeloop's shared table (protocol.cli): 0 ok, 1 failed, 2 bad setting, 3 refused.
+Exit codes are edgeloop's shared table (nodekit.cli): 0 ok, 1 failed, 2 bad setting, 3 refused.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nodekit.cli import EXIT_FAILED, EXIT_OK, report
+from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import BundleError, ConfigError, EdgeloopError, load_public_key
-from protocol.cli import EXIT_FAILED, EXIT_OK, report
-from protocol.settings import add_arguments, flags_of, resolve
 
 from . import __version__
 from .config import SECTION, EdgeConfig
@@ -354,7 +354,7 @@ def _recover_buffer(args: argparse.Namespace) -> int:
 
 
 def _ha_remove(args: argparse.Namespace) -> int:
-    from protocol.mqtt import connect, make_client
+    from nodekit.mqtt import connect, make_client
 
     from .ha import remove
 
@@ -384,7 +384,7 @@ def _ha_remove(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns its exit code (protocol.cli: 0 ok, 1 failed, 2 usage, 3 refused)."""
+    """Run one command; returns its exit code (nodekit.cli: 0 ok, 1 failed, 2 usage, 3 refused)."""
     args = _parser().parse_args(argv)
     commands = {
         "run": _run,

@@ -11,7 +11,7 @@ WAL with synchronous=NORMAL survives a killed process (kill -9): every committed
 WAL. Only an OS crash or power cut can lose the last commits; `synchronous="FULL"` closes that
 too at the cost of an fsync per batch.
 
-The file heals (protocol.storage): a corrupt or foreign buffer is moved aside to
+The file heals (nodekit.storage): a corrupt or foreign buffer is moved aside to
 `buffer.sqlite.corrupt-<UTC time>` and KEPT (its windows were never sent), reported in the
 node's status (`storage.buffer_moved_aside`), and a fresh buffer is started. Records are checked
 on the way in (`rejected`: a score that is not finite, a prediction out of int8) and rows on the
@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodekit.errors import StorageError
+from nodekit.storage import Layout, MovedAside, SqliteFile
 from protocol.drift_batch import Kept, window_id
-from protocol.errors import PayloadError, StorageError
-from protocol.storage import Layout, MovedAside, SqliteFile
+from protocol.errors import PayloadError
 from protocol.window import decode_window, encode_window
 
 log = logging.getLogger(__name__)

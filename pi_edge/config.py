@@ -1,10 +1,10 @@
 """EdgeConfig: every setting of `pi_edge run`, declared once (flags, env vars and file keys
-are derived from these fields by `protocol.settings`).
+are derived from these fields by `nodekit.settings`).
 
 Precedence (last wins): defaults < `--config FILE` (TOML, top level or an `[edge]` table,
 unknown keys refused) < environment (`EDGELOOP_<NAME>`) < command-line flags.
 
->>> from protocol.settings import resolve
+>>> from nodekit.settings import resolve
 >>> cfg = resolve(EdgeConfig, env={"EDGELOOP_BROKER": "pi-hub:1884"}, flags={"batch_max": "16"})
 >>> cfg.broker, cfg.batch_max, cfg.node.startswith("edge-")
 ('pi-hub:1884', 16, True)
@@ -22,15 +22,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import (
-    CHANNELS,
-    CLASSES,
-    WINDOW_LENGTH,
-    ConfigError,
-    Topics,
-    check_id,
-)
-from protocol.settings import (
+from nodekit.settings import (
     MqttSettings,
     broker_setting,
     check,
@@ -38,6 +30,14 @@ from protocol.settings import (
     metrics_port_setting,
     prefix_setting,
     setting,
+)
+from protocol import (
+    CHANNELS,
+    CLASSES,
+    WINDOW_LENGTH,
+    ConfigError,
+    Topics,
+    check_id,
 )
 from protocol.signals import SignalMap
 from protocol.sparkplug import check_group

@@ -54,7 +54,7 @@ class Snapshot:
     stale_after_s: float = 10.0
     drift: str = "ok"
     evidence: dict[str, Any] = field(default_factory=dict)
-    faults: dict[str, int] = field(default_factory=dict)  # protocol.guard.Faults.counts()
+    faults: dict[str, int] = field(default_factory=dict)  # nodekit.guard.Faults.counts()
     machines_tracked: int = 0
     machines_evicted: int = 0
 

@@ -5,7 +5,7 @@
      └── EdgeError             pi_edge could not do what was asked (model, runtime, storage)
           └── ModelError       a bundle was refused (.kind: signature, golden, ...; exit 3)
 
-Only `pi_edge.__main__` turns these into a log line and an exit code (protocol.cli).
+Only `pi_edge.__main__` turns these into a log line and an exit code (nodekit.cli).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class EdgeError(EdgeloopError):
 class ModelError(EdgeError):
     """A model bundle was refused; `kind` names the failed check for per-kind counters."""
 
-    refused = True  # protocol.cli.exit_code: EXIT_REFUSED
+    refused = True  # nodekit.cli.exit_code: EXIT_REFUSED
 
     def __init__(self, message: str, kind: str = "model") -> None:
         super().__init__(message)

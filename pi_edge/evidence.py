@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from nodekit.errors import StorageError
+from nodekit.guard import Faults, ThreadWatch
+from nodekit.mqtt import Credentials
 from protocol import Manifest, Topics, Window
 from protocol.drift_batch import Kept
-from protocol.errors import StorageError
-from protocol.guard import Faults, ThreadWatch
-from protocol.mqtt import Credentials
 
 from .buffer import BufferCounts, DurableBuffer
 from .drift import DriftConfig, DriftMonitor, DriftState, Verdicts
@@ -100,7 +100,7 @@ class Evidence:
     def __init__(self, config: EvidenceConfig, faults: Faults | None = None) -> None:
         self.config = config
         self.faults = faults or Faults(log)
-        # a corrupt file is moved aside and replaced (protocol.storage); only a state dir that
+        # a corrupt file is moved aside and replaced (nodekit.storage); only a state dir that
         # cannot be written raises StorageError, which `pi_edge run` reports and exits 1 on
         self.buffer = DurableBuffer(config.state_dir / "buffer.sqlite", config.buffer_max_rows)
         try:
@@ -233,7 +233,7 @@ class Evidence:
 
     def _storage_failed(self, kind: str, exc: Exception, rows: int) -> None:
         """Count a failed (rolled back) SQLite write and log it at most every 10 s; the caller
-        carries on. A corrupt file was moved aside and replaced already (protocol.storage)."""
+        carries on. A corrupt file was moved aside and replaced already (nodekit.storage)."""
         now = time.monotonic()
         with self._lock:
             self.storage_errors[kind] = self.storage_errors.get(kind, 0) + rows

@@ -14,8 +14,8 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
+from nodekit.metrics_server import counter, gauge, info, labeled, split_fault
 from protocol import Status
-from protocol.exporter import counter, gauge, info, labeled, split_fault
 
 from .dashboard import Snapshot, badge
 

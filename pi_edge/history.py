@@ -3,9 +3,9 @@
 Seed 003 stored predictions in a remote Postgres through REST; on a Pi they stay local and are
 exported on demand (`python -m pi_edge export --since 1h --format csv`).
 
-The file heals (protocol.storage): a corrupt or foreign history is moved aside to
+The file heals (nodekit.storage): a corrupt or foreign history is moved aside to
 `history.sqlite.corrupt-<UTC time>` (the newest three copies are kept) and a fresh one started.
-A seq of 2**63 or more is stored as its two's complement (protocol.storage.seq_to_db), so the
+A seq of 2**63 or more is stored as its two's complement (nodekit.storage.seq_to_db), so the
 wire's whole 0..2**64-1 fits and every smaller seq reads back as itself; never ORDER BY seq in
 SQL. Every row is checked on the way in and on the way out: a bad one is skipped and counted
 (`rejected`, `bad_rows`), never written or exported.
@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nodekit.storage import Layout, MovedAside, SqliteFile, seq_from_db, seq_to_db
 from protocol.errors import PayloadError
 from protocol.messages import Prediction
-from protocol.storage import Layout, MovedAside, SqliteFile, seq_from_db, seq_to_db
 from protocol.topics import check_id
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from nodekit.guard import Faults, ThreadWatch
 from protocol import Manifest
-from protocol.guard import Faults, ThreadWatch
 
 from .batching import BatchPolicy
 from .errors import EdgeError, ModelError

@@ -9,8 +9,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from protocol.errors import StorageError
-from protocol.guard import Faults, ThreadWatch
+from nodekit.errors import StorageError
+from nodekit.guard import Faults, ThreadWatch
 
 from .history import PredictionHistory
 

@@ -14,7 +14,7 @@ Threads and where their state lives:
     edge-history          HistoryRecorder (recorder.py)
     edge-sparkplug        SparkplugNode (sparkplug.py, `--sparkplug`), on its own MQTT connection
 
-No thread dies quietly: every paho callback is wrapped by `protocol.guard` and every loop has
+No thread dies quietly: every paho callback is wrapped by `nodekit.guard` and every loop has
 the last-resort handler at its outermost frame, so an unexpected exception is logged once per
 kind, counted (status `errors` "fault:<where>:<Type>", metric "faults") and the thread goes on.
 If a thread dies anyway, `watchdog()` (the status thread, and `pi_edge run`'s main thread)
@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nodekit.errors import BrokerRefusedError
+from nodekit.guard import Faults, ThreadWatch, guard_client, publish_retained
+from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many
 from protocol import PayloadError, Status, Window, decode_any, encode_window
-from protocol.errors import BrokerRefusedError
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
-from protocol.guard import Faults, ThreadWatch, guard_client, publish_retained
 from protocol.label_request import LabelRequest, LabelRequests
-from protocol.mqtt import ConnectionWatch, connect, make_client, publish_many
 from protocol.node_command import NodeCommand
 
 from . import __version__
@@ -75,7 +75,7 @@ from .sparkplug import SparkplugNode
 from .telemetry import NodeTelemetry, Queue
 
 if TYPE_CHECKING:
-    from protocol.exporter import MetricsServer
+    from nodekit.metrics_server import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class EdgeService:
         port = self.config.metrics_port
         if port is None:
             return
-        from protocol.exporter import MetricsServer
+        from nodekit.metrics_server import MetricsServer
 
         from .exporter import edge_families
 

@@ -33,11 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nodekit.guard import Faults, ThreadWatch, guard_client
+from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import DriftBatch, encode_batch
 from protocol.errors import PayloadError
-from protocol.guard import Faults, ThreadWatch, guard_client
-from protocol.mqtt import ConnectionWatch, Credentials, connect, make_client
 
 from .buffer import DurableBuffer
 from .delivery import Deliveries, Flight, ResendPolicy

@@ -64,9 +64,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from nodekit.guard import Faults, ThreadWatch, guard_client
+from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
 from protocol.errors import PayloadError
-from protocol.guard import Faults, ThreadWatch, guard_client
-from protocol.mqtt import ConnectionWatch, Credentials, connect, make_client
 from protocol.sparkplug import (
     BD_SEQ,
     REBIRTH,

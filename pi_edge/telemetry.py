@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nodekit.proc import ProcSampler
 from protocol import Status
-from protocol.proc import ProcSampler
 
 from .dashboard import MachineRow, Snapshot
 from .machines import DEFAULT_MAX_MACHINES, STATUS_MACHINES, MachineTracker
@@ -144,7 +144,7 @@ class NodeTelemetry:
     ) -> Status:
         """The retained status message of this node.
 
-        `faults` (protocol.guard.Faults.counts()) appear in `errors` as `fault:<where>:<Type>`;
+        `faults` (nodekit.guard.Faults.counts()) appear in `errors` as `fault:<where>:<Type>`;
         a degraded node names its `dead_threads` in `detail`; `extra_metrics` (e.g. a fleet
         member's `fleet_skipped`) join `metrics`.
         """

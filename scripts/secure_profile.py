@@ -29,8 +29,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodekit.mqtt import Credentials, TLSParameters
 from protocol import DEFAULT_PREFIX, Topics
-from protocol.mqtt import Credentials, TLSParameters
 
 __all__ = [
     "ACL",

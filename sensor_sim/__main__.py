@@ -5,7 +5,7 @@ drift    send a drift command           fault   force a fault state
 repair   repair machines                labels  set the ground-truth label fraction
 dataset  write seed 000's eight .npy files and classes.json
 
-Exit codes (protocol.cli): 0 ok, 1 failed (broker unreachable), 2 bad setting or command.
+Exit codes (nodekit.cli): 0 ok, 1 failed (broker unreachable), 2 bad setting or command.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from nodekit.cli import EXIT_OK, report
+from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import (
     CHANNELS,
     CLASSES,
@@ -31,8 +33,6 @@ from protocol import (
     PayloadError,
     __version__,
 )
-from protocol.cli import EXIT_OK, report
-from protocol.settings import add_arguments, flags_of, resolve
 
 from .config import REALISMS, SECTION, Connection, SimConfig, resolve_sim
 from .dataset import DEFAULT_SIZES, SPLITS, write_datasets

@@ -1,7 +1,7 @@
 """The simulator's settings, declared once: flags, env names and config keys derive from them.
 
 `SimConfig` (the publisher's settings) and `FleetConfig` (fleet.py) together make the `run`
-command's settings; `Connection` is what the control commands need. `protocol.settings`
+command's settings; `Connection` is what the control commands need. `nodekit.settings`
 derives the flags, the environment variables and the TOML keys from these fields.
 Precedence, last wins: defaults < `--config FILE` (TOML, top level or a `[sim]` table,
 unknown keys refused) < environment < flags.
@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from protocol import CHANNELS, ConfigError, check_id
-from protocol.settings import (
+from nodekit.settings import (
     MqttSettings,
     broker_setting,
     check,
@@ -41,6 +40,7 @@ from protocol.settings import (
     resolve,
     setting,
 )
+from protocol import CHANNELS, ConfigError, check_id
 from protocol.signals import SignalMap
 
 from .fleet import FleetConfig, machine_ids

@@ -24,8 +24,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from nodekit.settings import check, setting
 from protocol import WINDOW_LENGTH, Command, Window
-from protocol.settings import check, setting
 
 from .drift import DriftSettings
 from .errors import SimError

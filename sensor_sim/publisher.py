@@ -4,7 +4,7 @@ Threads: the caller's thread runs `Simulator.run` — it owns the fleet, generat
 every window and applies commands. paho's network thread only parses control messages
 (`protocol.Command.from_json`) and hands them over through a bounded queue; a malformed
 message is logged, counted by kind and dropped, and publishing goes on. Its callbacks are
-wrapped by `protocol.guard`: anything unexpected is counted (status `errors`
+wrapped by `nodekit.guard`: anything unexpected is counted (status `errors`
 "fault:<where>:<Type>") and the thread goes on. If paho's thread dies anyway, `run` notices at
 its next status, publishes a retained "degraded" status and raises SimError (exit 1).
 
@@ -20,7 +20,7 @@ to measure the publish ceiling.
 
 Per-signal mode (`--signals FILE`): each window goes out as T × C readings, one message per
 sample and channel on the file's topics (`{"ts": <s>, "value": <v>}` or the file's keys), all
-of a tick in one write (`protocol.mqtt.publish_many`). Sample times: the first tick's window
+of a tick in one write (`nodekit.mqtt.publish_many`). Sample times: the first tick's window
 is the last whole window before the wall clock, slots `s0 … s0+T-1` with `s0` a multiple of
 the window length T (so pi_edge's epoch-aligned windows are exactly the simulator's), and
 every tick's window follows the last: window n covers slots `s0 + n·T … s0 + n·T + T-1`, at
@@ -45,6 +45,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nodekit.errors import BrokerRefusedError
+from nodekit.guard import Faults, guard_client, paho_thread_alive, publish_retained
+from nodekit.mqtt import (
+    ConnectionWatch,
+    Credentials,
+    connect,
+    make_client,
+    publish_confirmed,
+    publish_many,
+)
 from protocol import (
     CLASSES,
     Command,
@@ -54,16 +64,6 @@ from protocol import (
     Window,
     __version__,
     encode_window,
-)
-from protocol.errors import BrokerRefusedError
-from protocol.guard import Faults, guard_client, paho_thread_alive, publish_retained
-from protocol.mqtt import (
-    ConnectionWatch,
-    Credentials,
-    connect,
-    make_client,
-    publish_confirmed,
-    publish_many,
 )
 from protocol.signals import SignalMap, slot_ns
 

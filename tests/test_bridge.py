@@ -25,9 +25,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from jetson_trainer.publish import publish_bundle
+from nodekit.mqtt import Credentials, connect, make_client
 from pi_edge import EdgeConfig, EdgeService
 from protocol import DEFAULT_PREFIX, Prediction, Status, Topics, Window, encode_window
-from protocol.mqtt import Credentials, connect, make_client
 from scripts.broker import Broker, BrokerError
 from scripts.secure_profile import SecureProfile, render_conf
 from tests.pi_edge._model import EdgeModels, build

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol.mqtt import connect, make_client
+from nodekit.mqtt import connect, make_client
 from scripts.broker import Broker
 
 pytestmark = pytest.mark.broker

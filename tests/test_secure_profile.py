@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from protocol import Topics
-from protocol.errors import BrokerRefusedError, ConfigError
-from protocol.mqtt import (
+from nodekit.errors import BrokerRefusedError
+from nodekit.mqtt import (
     CA_WAYS,
     CERT_WAYS,
     PASSWORD_WAYS,
@@ -33,7 +32,9 @@ from protocol.mqtt import (
     make_client,
     publish_confirmed,
 )
-from protocol.settings import MqttSettings, env_names, flag_of, resolve
+from nodekit.settings import MqttSettings, env_names, flag_of, resolve
+from protocol import Topics
+from protocol.errors import ConfigError
 from scripts.broker import Broker
 from scripts.secure_profile import ACL, ROLES, SECURE_CONF, SecureProfile, acl_text, render_conf
 
@@ -490,7 +491,7 @@ def test_the_credential_settings_are_the_flags_and_variables_the_messages_name()
 def test_the_password_has_no_flag_and_never_shows_in_a_repr(tmp_path: Path) -> None:
     import argparse
 
-    from protocol.settings import add_arguments
+    from nodekit.settings import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser, MqttSettings)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from jetson_trainer.config import ServeConfig
+from nodekit.settings import env_names
 from pi_edge.config import EdgeConfig
-from protocol.settings import env_names
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "deploy" / "systemd"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from console.__main__ import ConsoleConfig, _parser, build_config, main
-from protocol.cli import EXIT_USAGE
+from nodekit.cli import EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from nodekit.mqtt import connect, make_client
 from protocol import Status, Topics
-from protocol.mqtt import connect, make_client
 from protocol.window import Window, encode_window
 from scripts.broker import _die_with_parent
 from sensor_sim.physics import generate

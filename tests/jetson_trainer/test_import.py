@@ -485,7 +485,7 @@ def test_a_slot_keeps_its_latest_sample_and_sample_hz_sets_the_grid(plant, tmp_p
 def test_import_settings_have_their_own_env_prefix(plant, tmp_path) -> None:
     """EDGELOOP_IMPORT_*: a variable meant for `serve` (EDGELOOP_DATA…) never steers import."""
     from jetson_trainer.config import ImportConfig
-    from protocol.settings import env_names
+    from nodekit.settings import env_names
 
     assert all(var == "EDGELOOP_IMPORT_" + f.upper() for var, f in env_names(ImportConfig).items())
     src = _write_long(tmp_path / "s.csv", _samples(plant))

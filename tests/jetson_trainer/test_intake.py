@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from nodekit.errors import StorageError
+from nodekit.mqtt import connect, make_client
 from protocol import Topics, Window
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import DriftBatch, Kept, encode_batch
-from protocol.errors import StorageError
-from protocol.mqtt import connect, make_client
 
 
 def _payload(n: int = 3) -> bytes:

@@ -17,8 +17,8 @@ import pytest
 
 from jetson_trainer.intake import MAX_PIS
 from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from nodekit.mqtt import connect, make_client
 from protocol import Status, Topics
-from protocol.mqtt import connect, make_client
 
 from .test_intake import _payload
 

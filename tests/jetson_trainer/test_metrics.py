@@ -20,11 +20,11 @@ from jetson_trainer.exporter import daemon_families
 from jetson_trainer.keys import generate_keypair
 from jetson_trainer.serve import TrainerDaemon
 from jetson_trainer.store import WindowStore
+from nodekit.metrics_server import MetricsServer
+from nodekit.mqtt import connect, make_client
 from protocol import Topics, Window
 from protocol.drift_batch import DriftBatch, Kept, encode_batch
 from protocol.errors import ConfigError
-from protocol.exporter import MetricsServer
-from protocol.mqtt import connect, make_client
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

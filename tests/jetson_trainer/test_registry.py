@@ -25,8 +25,8 @@ from jetson_trainer.registry import (
     parse_rollbacks,
 )
 from jetson_trainer.retrain import Attempt, Champion
+from nodekit.cli import EXIT_FAILED, EXIT_USAGE
 from protocol import CLASSES, Manifest
-from protocol.cli import EXIT_FAILED, EXIT_USAGE
 
 from .conftest import Trained
 

@@ -13,8 +13,8 @@ import pytest
 
 from jetson_trainer.__main__ import main
 from jetson_trainer.keys import generate_keypair, load_private_key
+from nodekit.cli import EXIT_REFUSED, EXIT_USAGE
 from protocol import Manifest, decode_bundle, encode_bundle, load_public_key
-from protocol.cli import EXIT_REFUSED, EXIT_USAGE
 
 MODEL = b"TFL3" + bytes(range(200))
 

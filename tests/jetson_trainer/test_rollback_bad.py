@@ -15,8 +15,8 @@ import pytest
 
 from jetson_trainer.keys import load_private_key
 from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from nodekit.mqtt import connect, make_client
 from protocol import Bundle, Status, Topics, decode_bundle, encode_bundle, load_public_key
-from protocol.mqtt import connect, make_client
 from scripts.broker import Broker
 
 from .conftest import Trained

@@ -10,9 +10,9 @@ import jetson_trainer
 import protocol
 from jetson_trainer.__main__ import _parser, _settings, main
 from jetson_trainer.config import PublishConfig, ServeConfig
+from nodekit.cli import EXIT_USAGE
+from nodekit.settings import flags_of, resolve
 from protocol import DEFAULT_PREFIX, ConfigError
-from protocol.cli import EXIT_USAGE
-from protocol.settings import flags_of, resolve
 
 
 def _serve_args(tmp_path: Path, *extra: str) -> list[str]:

@@ -20,9 +20,9 @@ import pytest
 
 from jetson_trainer.keys import load_private_key
 from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from nodekit.mqtt import connect, make_client
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Topics, Window, decode_bundle, encode_bundle, encode_window, load_public_key
-from protocol.mqtt import connect, make_client
 from protocol.node_command import NodeCommand
 from scripts.broker import Broker
 from sensor_sim.physics import generate

@@ -9,9 +9,9 @@ import pytest
 
 from jetson_trainer.gate import GateConfig, Scores, decide
 from jetson_trainer.store import WindowStore
+from nodekit.errors import StorageError
 from protocol import Window, encode_window
 from protocol.drift_batch import DriftBatch, Kept
-from protocol.errors import StorageError
 
 
 def make_batch(seqs: range, labeled: bool = True, batch_id: bytes = bytes(16)) -> DriftBatch:

@@ -18,9 +18,9 @@ from jetson_trainer import build_bundle, generate_keypair
 from jetson_trainer.__main__ import main
 from jetson_trainer.energy import PowerMeter, parse_power_mw
 from jetson_trainer.runtime import LiteModel
+from nodekit.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE
+from nodekit.mqtt import connect, make_client
 from protocol import Bundle, BundleError, SignatureError, Topics, decode_bundle, load_public_key
-from protocol.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE
-from protocol.mqtt import connect, make_client
 from scripts.broker import Broker
 
 from .conftest import Trained

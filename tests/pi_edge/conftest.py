@@ -11,8 +11,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from nodekit.mqtt import Credentials, connect, make_client
 from protocol import Topics
-from protocol.mqtt import Credentials, connect, make_client
 
 from ._model import EdgeModels, build
 

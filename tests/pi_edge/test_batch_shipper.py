@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nodekit.mqtt import Credentials, connect, make_client
 from pi_edge.buffer import DurableBuffer
 from pi_edge.shipper import BatchShipper, ShipperConfig
 from protocol import Topics, Window
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import Kept, decode_batch, window_id
-from protocol.mqtt import Credentials, connect, make_client
 from scripts.broker import Broker
 from scripts.secure_profile import SecureProfile
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from nodekit.cli import EXIT_USAGE
+from nodekit.settings import resolve
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.__main__ import main
 from protocol import ConfigError, Status, Topics, Window, encode_window
 from protocol.bundle import HEADER
-from protocol.cli import EXIT_USAGE
-from protocol.settings import resolve
 
 from ._model import EdgeModels
 from .conftest import Listener, Publisher

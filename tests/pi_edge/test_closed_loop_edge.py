@@ -154,7 +154,7 @@ def test_a_failing_buffer_write_is_counted_and_classification_goes_on(
     models: EdgeModels,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from protocol.errors import StorageError
+    from nodekit.errors import StorageError
 
     listener = listen(topics.predictions(), topics.statuses())
     svc = service_factory(model=models.bundle_path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nodekit.settings import env_names, flag_of
 from pi_edge.config import EdgeConfig
-from protocol.settings import env_names, flag_of
 
 README = Path(__file__).resolve().parents[2] / "pi_edge" / "README.md"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nodekit.errors import StorageError
 from pi_edge.buffer import DurableBuffer, recover
 from protocol import Window
 from protocol.drift_batch import Kept, window_id
-from protocol.errors import StorageError
 
 
 def kept(i: int, labeled: bool = True, machine: str = "m01") -> Kept:

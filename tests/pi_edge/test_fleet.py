@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
+from nodekit.mqtt import connect, make_client
 from protocol import Status, Topics
 from protocol.fleet import fleet_group_of, rendezvous_owner
-from protocol.mqtt import connect, make_client
 from protocol.window import decode_window
 from scripts.broker import Broker
 from tests.faults._kit import Child, wait_until

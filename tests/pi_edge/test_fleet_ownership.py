@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from nodekit.settings import resolve
 from pi_edge.config import EdgeConfig
 from pi_edge.fleet import Change, Membership, Ownership
 from protocol import ConfigError
 from protocol.fleet import rendezvous_owner
-from protocol.settings import resolve
 
 MACHINES = [f"m{i:02d}" for i in range(48)]
 
@@ -116,9 +116,9 @@ def test_a_bad_fleet_group_is_refused() -> None:
 
 
 def test_prometheus_metrics_of_a_fleet_member_and_none_without_a_fleet() -> None:
+    from nodekit.metrics_server import exposition
     from pi_edge.exporter import _fleet
     from protocol import Status
-    from protocol.exporter import exposition
 
     own, _ = ownership()
     own.observe("pi-b", "online", "g", 0.0)

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from nodekit.settings import resolve
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.__main__ import main
 from pi_edge.ha import FIELDS, check_ha_prefix, discovery, encode, node_discovery, object_id
 from protocol import ConfigError, Topics, Window, encode_window
-from protocol.settings import resolve
 
 from ._model import EdgeModels
 from .conftest import Listener, Publisher

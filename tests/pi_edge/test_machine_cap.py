@@ -31,7 +31,7 @@ class _Classifier:
 
 
 class _Client:
-    """What protocol.mqtt.publish_many needs of a paho client; counts the bytes handed over."""
+    """What nodekit.mqtt.publish_many needs of a paho client; counts the bytes handed over."""
 
     protocol = 5  # MQTTv5
 

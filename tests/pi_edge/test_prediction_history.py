@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nodekit.errors import StorageError
 from pi_edge.history import (
     _SCHEMA,
     COLUMNS,
@@ -21,7 +22,6 @@ from pi_edge.history import (
 )
 from pi_edge.recorder import HistoryRecorder
 from protocol import Prediction
-from protocol.errors import StorageError
 
 
 def pred(seq: int, published_s: float, truth: str | None = None) -> Prediction:

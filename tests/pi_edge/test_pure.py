@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from nodekit.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE
+from nodekit.settings import resolve
 from pi_edge import (
     BatchPolicy,
     ConfigError,
@@ -31,8 +33,6 @@ from pi_edge.__main__ import _parser, build_config, main
 from pi_edge._png import confusion_png
 from pi_edge.evaluate import confusion_matrix, macro_f1
 from protocol import decode_bundle
-from protocol.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE
-from protocol.settings import resolve
 
 from ._model import EdgeModels
 

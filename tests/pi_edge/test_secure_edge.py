@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from jetson_trainer.publish import publish_bundle
+from nodekit.settings import resolve
 from pi_edge.config import EdgeConfig
 from pi_edge.service import EdgeService
 from protocol import Topics
-from protocol.settings import resolve
 from scripts.broker import Broker
 from scripts.secure_profile import SecureProfile
 from sensor_sim import Simulator

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from nodekit.guard import Faults
+from nodekit.settings import resolve
 from pi_edge import EdgeService
 from pi_edge.config import EdgeConfig
 from pi_edge.outputs import HistoryRow
@@ -32,8 +34,6 @@ from pi_edge.sparkplug import (
     device_metrics,
 )
 from protocol import ConfigError, PayloadError, Topics, Window, encode_window
-from protocol.guard import Faults
-from protocol.settings import resolve
 from protocol.sparkplug import (
     REBIRTH,
     DataType,

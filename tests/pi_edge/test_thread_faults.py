@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 import pi_edge.service as service_module
+from nodekit.guard import paho_thread_alive
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Topics, Window, encode_window
-from protocol.guard import paho_thread_alive
 
 from ._model import EdgeModels
 from .conftest import Listener, Publisher

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from nodekit.mqtt import parse_address
 from protocol import Command, PayloadError, Prediction, Status, Topics
-from protocol.mqtt import parse_address
 
 
 def test_prediction_round_trip_keeps_latency_breakdown() -> None:

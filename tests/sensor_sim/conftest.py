@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from nodekit.mqtt import connect, make_client
 from protocol import PayloadError, Topics, Window, decode_window
-from protocol.mqtt import connect, make_client
 from sensor_sim import FleetConfig, RunReport, SimConfig, Simulator
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from nodekit.mqtt import connect, make_client
 from protocol import Command, Topics, Window
 from protocol.label_request import LabelRequest, LabelRequests
 from protocol.labels import LabelEvent
-from protocol.mqtt import connect, make_client
 
 from .conftest import running_sim, subscribed, wait_for
 

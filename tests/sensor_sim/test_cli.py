@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from nodekit.settings import MqttSettings, env_names
 from protocol import DEFAULT_PREFIX
-from protocol.settings import MqttSettings, env_names
 from sensor_sim import FleetConfig, SimConfig
 from sensor_sim.__main__ import build_parser, connection, main
 

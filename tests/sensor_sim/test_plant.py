@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nodekit.mqtt import connect, make_client
 from protocol import CHANNELS, CLASSES, Command, Topics, Window, decode_window
 from protocol.labels import LabelEvent
-from protocol.mqtt import connect, make_client
 from sensor_sim import FleetConfig, SimConfig
 from sensor_sim.__main__ import main
 from sensor_sim.dataset import write_datasets

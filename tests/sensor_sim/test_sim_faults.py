@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from nodekit.guard import paho_thread_alive
 from protocol import Command, Status, Topics
-from protocol.guard import paho_thread_alive
 
 from .conftest import running_sim, subscribed, wait_for
 

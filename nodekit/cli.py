@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from ._version import __version__
-from .errors import BundleError, ConfigError, EdgeloopError
+from protocol._version import __version__
+from protocol.errors import BundleError, ConfigError, EdgeloopError
 
 __all__ = [
     "EXIT_FAILED",

@@ -1,4 +1,4 @@
-"""protocol.storage: a SQLite file is checked at open, moved aside when unusable, and every write
+"""nodekit.storage: a SQLite file is checked at open, moved aside when unusable, and every write
 is one transaction that a failure rolls back whole."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.errors import StorageError
-from protocol.storage import Layout, SqliteFile, seq_from_db, seq_to_db
+from nodekit.errors import StorageError
+from nodekit.storage import Layout, SqliteFile, seq_from_db, seq_to_db
 
 LAYOUT = Layout(
     "the test file",

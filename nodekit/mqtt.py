@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BrokerRefusedError, ConfigError
+from protocol.errors import ConfigError
+
+from .errors import BrokerRefusedError
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 1883
 
-# Where a user sets each credential (protocol.settings declares them; a test keeps these true).
+# Where a user sets each credential (nodekit.settings declares them; a test keeps these true).
 USER_WAYS = "--mqtt-user or EDGELOOP_MQTT_USER"
 PASSWORD_WAYS = "--mqtt-password-file, EDGELOOP_MQTT_PASSWORD_FILE or EDGELOOP_MQTT_PASSWORD"
 CA_WAYS = "--mqtt-ca-file or EDGELOOP_MQTT_CA_FILE"
@@ -108,7 +110,7 @@ class TLSParameters:
 class Credentials:
     """Who a client is to the broker and how it talks to it: user, password and TLS.
 
-    One object per client, built from a role's settings (`protocol.settings.MqttSettings`)
+    One object per client, built from a role's settings (`nodekit.settings.MqttSettings`)
     and applied by `connect`. The password never appears in a repr or a log line.
 
     >>> c = Credentials("edge", "s3cret", TLSParameters(Path("ca.crt")))

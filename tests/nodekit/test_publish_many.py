@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from nodekit.mqtt import connect, make_client, publish_many, publish_packets
 from protocol import Topics
-from protocol.mqtt import connect, make_client, publish_many, publish_packets
 from scripts.broker import Broker
 
 

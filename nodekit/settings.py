@@ -38,8 +38,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, EdgeloopError
-from .topics import DEFAULT_PREFIX, Topics
+from protocol.errors import ConfigError, EdgeloopError
+from protocol.topics import DEFAULT_PREFIX, Topics
 
 if TYPE_CHECKING:
     from .mqtt import Credentials
@@ -187,8 +187,8 @@ class MqttSettings:
     """How a role logs in to the broker: user, password and TLS, declared once for all roles.
 
     A role's settings class inherits these fields (keyword-only, so they never clash with its
-    own), and `credentials()` turns them into the one `protocol.mqtt.Credentials` that
-    `protocol.mqtt.connect` applies. Their environment names are shared by every role
+    own), and `credentials()` turns them into the one `nodekit.mqtt.Credentials` that
+    `nodekit.mqtt.connect` applies. Their environment names are shared by every role
     (EDGELOOP_MQTT_*), so a systemd EnvironmentFile per role carries them. The password comes
     from a file (`--mqtt-password-file`) or EDGELOOP_MQTT_PASSWORD (or a config file) and has
     no flag: a command line is visible to every user in `ps`.
@@ -248,7 +248,7 @@ mqtt_key_file=None, mqtt_tls=False, broker='127.0.0.1:1883'), "user 'edge' over 
         check(self)
 
     def credentials(self) -> Credentials:
-        """The one credentials object for `protocol.mqtt.connect`; reads the password file.
+        """The one credentials object for `nodekit.mqtt.connect`; reads the password file.
 
         ConfigError if the password is given twice, unreadable or empty, or a certificate
         comes without its key.

@@ -1,4 +1,4 @@
-"""protocol.settings: flags, env vars and file keys derived from one dataclass; one error type."""
+"""nodekit.settings: flags, env vars and file keys derived from one dataclass; one error type."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from protocol import ConfigError
-from protocol.settings import (
+from nodekit.settings import (
     add_arguments,
     broker_setting,
     check,
@@ -20,6 +19,7 @@ from protocol.settings import (
     resolve,
     setting,
 )
+from protocol import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

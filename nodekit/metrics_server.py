@@ -36,7 +36,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-from .errors import ConfigError
+from protocol.errors import ConfigError
+
 from .guard import Faults
 
 __all__ = [
@@ -92,7 +93,7 @@ def info(name: str, doc: str, value: Mapping[str, str]) -> InfoMetricFamily:
 
 
 def split_fault(kind: str) -> tuple[str, str]:
-    """`protocol.guard.Faults` kind `where:Type` → (where, type)."""
+    """`nodekit.guard.Faults` kind `where:Type` → (where, type)."""
     where, sep, typ = kind.rpartition(":")
     return (where, typ) if sep else (kind, "other")
 
