@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench import quality
-from pi_edge.runtime import Classifier
+from pi_edge.model.classifier import Classifier
 from protocol import CLASSES, Command, decode_bundle, load_public_key
 from sensor_sim.drift import DriftSettings, apply, effect
 from sensor_sim.fleet import machine_ids
@@ -198,7 +198,7 @@ def retarget(command: Command, quiet: Sequence[str]) -> Command:
 
 
 def attempts(registry: Path, onset_wall: float) -> list[dict[str, Any]]:
-    """The trainer's fine-tunes from its model registry (jetson_trainer/store.py), seconds
+    """The trainer's fine-tunes from its model registry (jetson_trainer/daemon/store.py), seconds
     from the onset (negative: before it), with the gate's verdict and the labels per class."""
     out: list[dict[str, Any]] = []
     if not registry.exists():

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pi_edge.drift import DriftMonitor, DriftState
-from pi_edge.runtime import Classifier
+from pi_edge.loop.drift import DriftMonitor, DriftState
+from pi_edge.model.classifier import Classifier
 from protocol import Command, decode_bundle, load_public_key
 from sensor_sim.fleet import Fleet, FleetConfig
 

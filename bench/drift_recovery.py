@@ -51,11 +51,11 @@ from bench._plant_loop import (
     score_bundle,
 )
 from bench.drift_detection import MODES
-from jetson_trainer.keys import generate_keypair, load_private_key
-from jetson_trainer.pipeline import run_train
-from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from jetson_trainer.build.keys import generate_keypair, load_private_key
+from jetson_trainer.build.pipeline import run_train
+from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from pi_edge import EdgeConfig, EdgeService
-from pi_edge.runtime import Classifier
+from pi_edge.model.classifier import Classifier
 from protocol import Command, Topics, decode_bundle, encode_bundle, load_public_key
 from scripts.broker import Broker
 from sensor_sim.dataset import write_datasets
@@ -255,7 +255,7 @@ def run_mode(
             )
         )
         tally, failures = AlarmTally(), FailureLog()
-        logging.getLogger("jetson_trainer.serve").addHandler(failures)
+        logging.getLogger("jetson_trainer.daemon.serve").addHandler(failures)
         stop = threading.Event()
         try:
             edge.wait_for_model(1, 30)
@@ -310,7 +310,7 @@ def run_mode(
             elapsed = time.monotonic() - onset
             policy = daemon.state.policy
         finally:
-            logging.getLogger("jetson_trainer.serve").removeHandler(failures)
+            logging.getLogger("jetson_trainer.daemon.serve").removeHandler(failures)
             stop.set()
             sim.close()
             edge.stop()

@@ -4,13 +4,13 @@
 
 Seed-style windows (sensor_sim.physics.sample, classes balanced) go through a real model in
 pi_edge's classifier, without drift and under each drift mode of the simulator
-(sensor_sim.drift.effect/apply, the parameters of bench/drift_detection.py), either on every
-window ("all") or on one machine in four ("1 of 4": what a node serving four machines sees when
-one drifts). The windows are cut into chunks of the node's estimate window (512 by default,
-`--estimate-windows`), and per chunk pi_edge.estimate gives its estimate by each method (atc,
-doc, mean_confidence) from the confidences alone; the truth is the chunk's accuracy. Reported
-per scenario: true accuracy, each method's mean estimate, mean absolute error and worst error
-over the chunks. Without --model, a compact model is trained first (bench.edge.make_model, in
+(sensor_sim.drift.effect/apply, the parameters of bench/drift_detection.py), either on every window
+("all") or on one machine in four ("1 of 4": what a node serving four machines sees when one
+drifts). The windows are cut into chunks of the node's estimate window (512 by default,
+`--estimate-windows`), and per chunk pi_edge.loop.accuracy_estimate gives its estimate by each
+method (atc, doc, mean_confidence) from the confidences alone; the truth is the chunk's accuracy.
+Reported per scenario: true accuracy, each method's mean estimate, mean absolute error and worst
+error over the chunks. Without --model, a compact model is trained first (bench.edge.make_model, in
 subprocesses, ~20 s). The whole run takes well under 2 minutes.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from pi_edge.estimate import DEFAULT_WINDOW, METHODS, Reference, estimate
-from pi_edge.runtime import Classifier
+from pi_edge.loop.accuracy_estimate import DEFAULT_WINDOW, METHODS, Reference, estimate
+from pi_edge.model.classifier import Classifier
 from protocol import CLASSES, decode_bundle, load_public_key
 from sensor_sim.drift import DriftEffect, DriftSettings, apply, effect
 from sensor_sim.physics import sample

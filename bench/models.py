@@ -33,10 +33,10 @@ def run(
     out: Path, *, epochs: int, seed: int, per_class: int, seed_epochs: int | None = None
 ) -> list[dict[str, Any]]:
     """Train, ship and fine-tune each arch; `seed_epochs` (default `epochs`) caps seed 000's."""
-    from jetson_trainer.data import apply_normalisation, load_split
-    from jetson_trainer.keys import generate_keypair
-    from jetson_trainer.pipeline import run_finetune, run_train
-    from jetson_trainer.runtime import micros_per_window
+    from jetson_trainer.build.data import apply_normalisation, load_split
+    from jetson_trainer.build.interpreter import micros_per_window
+    from jetson_trainer.build.keys import generate_keypair
+    from jetson_trainer.build.pipeline import run_finetune, run_train
     from protocol import decode_bundle
     from sensor_sim.dataset import write_datasets
 

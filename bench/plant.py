@@ -52,9 +52,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bench import quality
-from pi_edge.drift import DriftMonitor, DriftState
-from pi_edge.machine_state import DEFAULT_STATE_WINDOWS, Debouncer
-from pi_edge.runtime import Classifier
+from pi_edge.loop.drift import DriftMonitor, DriftState
+from pi_edge.model.classifier import Classifier
+from pi_edge.report.debounce import DEFAULT_STATE_WINDOWS, Debouncer
 from protocol import CLASSES, decode_bundle
 from sensor_sim.fleet import Fleet, FleetConfig, machine_ids
 from sensor_sim.plant import PlantConfig, PlantStream

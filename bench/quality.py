@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from jetson_trainer.gate import macro_f1  # the gate's own: one definition
+from jetson_trainer.versions.gate import macro_f1  # the gate's own: one definition
 
 __all__ = [
     "Episode",

@@ -856,7 +856,7 @@ ESTIMATE_UNDRIFTED_MAE_MAX = 0.02  # on validation-like traffic the estimate mus
 
 def estimate_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[Check]) -> str:
     """The label-free accuracy estimate against the true accuracy, per drift mode."""
-    title = "## Label-free accuracy estimate (pi_edge/estimate.py)\n\n"
+    title = "## Label-free accuracy estimate (pi_edge/loop/accuracy_estimate.py)\n\n"
     if not d:
         return title + _missing(meta, "estimate", c, "accuracy estimate")
     s = _Section("accuracy estimate", c)

@@ -205,7 +205,7 @@ def _key_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_splits(*dirs: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from .data import EVAL_SPLITS, load_split
+    from .build.data import EVAL_SPLITS, load_split
 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for d in dirs:
@@ -221,7 +221,7 @@ def _eval_splits(*dirs: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]
 def _print_table(results: dict[str, dict[str, Any]], title: str) -> None:
     from rich.console import Console
 
-    from .metrics import metrics_table
+    from .build.scores import metrics_table
 
     console = Console()
     console.width = max(console.width, 120)
@@ -229,7 +229,7 @@ def _print_table(results: dict[str, dict[str, Any]], title: str) -> None:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from .keys import generate_keypair
+    from .build.keys import generate_keypair
 
     priv, pub = generate_keypair(args.out, overwrite=args.force)
     log.info(
@@ -242,8 +242,8 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     _import_tensorflow(args.verbose)
-    from .data import load_split
-    from .pipeline import run_train
+    from .build.data import load_split
+    from .build.pipeline import run_train
 
     got = load_split(args.data, "train")
     if got is None:
@@ -275,7 +275,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_xy(args: argparse.Namespace, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from .data import load_split, load_xy
+    from .build.data import load_split, load_xy
 
     if args.x is not None or args.y is not None:
         if args.x is None or args.y is None or args.data is not None:
@@ -292,8 +292,8 @@ def _load_xy(args: argparse.Namespace, split: str) -> tuple[np.ndarray, np.ndarr
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .artifacts import read_bundle
-    from .pipeline import evaluate_model_bytes
+    from .build.artifacts import read_bundle
+    from .build.pipeline import evaluate_model_bytes
 
     x, y = _load_xy(args, args.split)
     bundle = read_bundle(args.model, args.public_key, insecure_dev=args.insecure_dev)
@@ -316,9 +316,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     _import_tensorflow(args.verbose)
     import keras
 
-    from .artifacts import keras_path_for, read_bundle
-    from .data import load_split
-    from .pipeline import run_finetune
+    from .build.artifacts import keras_path_for, read_bundle
+    from .build.data import load_split
+    from .build.pipeline import run_finetune
 
     parent = read_bundle(args.model, args.public_key, insecure_dev=args.insecure_dev)
     keras_model = keras.models.load_model(keras_path_for(args.model, args.keras))
@@ -371,7 +371,7 @@ def _settings(args: argparse.Namespace, cls: type) -> Any:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from protocol import decode_bundle
 
-    from .publish import publish_bundle
+    from .daemon.publish import publish_bundle
 
     config: PublishConfig = _settings(args, PublishConfig)
     try:
@@ -400,7 +400,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_reissue(args: argparse.Namespace) -> int:
-    from .artifacts import KERAS_NAME, read_bundle, reissue
+    from .build.artifacts import KERAS_NAME, read_bundle, reissue
 
     old = read_bundle(args.model, args.public_key, insecure_dev=args.insecure_dev)
     path = reissue(
@@ -421,7 +421,7 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .registry import REGISTRY_NAME, Registry, format_table, parse_registry
+    from .versions.registry import REGISTRY_NAME, Registry, format_table, parse_registry
 
     state = args.state_dir or (
         Path(os.environ["EDGELOOP_STORE"]) if os.environ.get("EDGELOOP_STORE") else None
@@ -453,7 +453,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
     from protocol import Topics
     from protocol.labels import LabelEvent, parse_when
 
-    from .publish import publish_message
+    from .daemon.publish import publish_message
 
     config: LabelConfig = _settings(args, LabelConfig)
     now = time.time()
@@ -481,7 +481,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from .importer import run_import
+    from .historian.command import run_import
 
     flags = flags_of(args, ImportConfig)
     if args.inputs:
@@ -498,7 +498,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config: ServeConfig = _settings(args, ServeConfig)
     _import_tensorflow(args.verbose)
-    from .serve import TrainerDaemon
+    from .daemon.serve import TrainerDaemon
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -532,7 +532,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if config.metrics_port is not None:  # prometheus-client is imported only then
             from nodekit.metrics_server import MetricsServer
 
-            from .exporter import daemon_families
+            from .daemon.prometheus import daemon_families
 
             metrics = MetricsServer(
                 lambda: daemon_families(daemon),
@@ -544,7 +544,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if console is not None:
             from rich.live import Live
 
-            from .dashboard import render
+            from .daemon.dashboard import render
 
             with Live(
                 get_renderable=lambda: render(daemon.snapshot()),

@@ -13,8 +13,8 @@ import numpy as np
 
 from protocol import DEFAULT_PREFIX
 
-from .keys import generate_keypair
-from .train import finetune_model  # imports Keras only when called
+from .build.keys import generate_keypair
+from .build.train import finetune_model  # imports Keras only when called
 
 __all__ = ["build_bundle", "finetune_model", "generate_keypair"]
 
@@ -39,7 +39,7 @@ def build_bundle(
 
     Returns the path of `out_dir/model.bundle`. No figures; `report.json` is written.
     """
-    from .pipeline import run_train
+    from .build.pipeline import run_train
 
     outcome = run_train(
         x,

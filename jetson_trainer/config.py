@@ -28,12 +28,12 @@ from nodekit.settings import (
 )
 from protocol import check_id
 
-from .gate import GateConfig
-from .policy import PolicyConfig
+from .daemon.finetune_policy import PolicyConfig
+from .versions.gate import GateConfig
 
 if TYPE_CHECKING:
-    from .historian import Grid
-    from .retrain import RetrainConfig
+    from .daemon.retrain import RetrainConfig
+    from .historian.core import Grid
 
 __all__ = ["SECTION", "ImportConfig", "PublishConfig", "ServeConfig"]
 
@@ -97,7 +97,7 @@ class ServeConfig(MqttSettings):
     self_training: bool = setting(
         True,
         help="fine-tune on the labels alone, without the second pass on the unlabeled drift "
-        "windows' confident pseudo-labels (selftrain.py)",
+        "windows' confident pseudo-labels (daemon/selftrain.py)",
     )
     margin: float = setting(
         0.01,
@@ -154,7 +154,7 @@ class ServeConfig(MqttSettings):
     @property
     def retrain(self) -> RetrainConfig:
         """One fine-tune attempt's settings, the gate's included."""
-        from .retrain import RetrainConfig  # numpy-heavy; not needed to parse flags
+        from .daemon.retrain import RetrainConfig  # numpy-heavy; not needed to parse flags
 
         return RetrainConfig(
             epochs=self.finetune_epochs,
@@ -165,7 +165,7 @@ class ServeConfig(MqttSettings):
 
 
 def _channel_map_ok(items: tuple[str, ...]) -> None:
-    from .historian import parse_channel_map  # numpy: only when the setting is checked
+    from .historian.core import parse_channel_map  # numpy: only when the setting is checked
 
     parse_channel_map(items)
 
@@ -230,7 +230,7 @@ class ImportConfig:
     @property
     def grid(self) -> Grid:
         """The resampling grid and window cut these settings describe."""
-        from .historian import Grid
+        from .historian.core import Grid
 
         return Grid(self.sample_hz, self.max_gap_s, stride=self.stride)
 

@@ -1,10 +1,10 @@
 """Serve a node's figures on `/metrics` for Prometheus, read from its snapshot at scrape time.
 
 Nothing here is updated on the hot path: a scrape calls the role's `families()` (pi_edge's
-`pi_edge/exporter.py`, the trainer's `jetson_trainer/exporter.py`), which reads the node's
-existing counters once and turns them into metric families. The registry is private (no
-process or platform collectors, no global default registry), and prometheus-client is imported
-only by this module and those two, which a role imports only when `--metrics-port` is set.
+`pi_edge/report/prometheus.py`, the trainer's `jetson_trainer/daemon/prometheus.py`), which reads
+the node's existing counters once and turns them into metric families. The registry is private (no
+process or platform collectors, no global default registry), and prometheus-client is imported only
+by this module and those two, which a role imports only when `--metrics-port` is set.
 
 >>> faults = {("edge-worker", "KeyError"): 1}
 >>> fams = [counter("edgeloop_windows_received", "windows decoded", 3),

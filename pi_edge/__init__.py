@@ -6,7 +6,7 @@ Public API (the CLI is `python -m pi_edge` / `edgeloop-edge`)::
     ModelManager                     a node's model life: vet, store, swap, rollback
     batch_outputs, HistoryRow        a classified batch → payloads, history rows (pure)
     NodeTelemetry                    a node's figures → status and dashboard snapshot
-    Classifier, interpreter_class    the TFLite runtime (one module: pi_edge.runtime)
+    Classifier, interpreter_class    the TFLite runtime (one module: pi_edge.model.classifier)
     ModelStore, vet_bundle           state dir and bundle checks
     BatchPolicy, Inbox               the bounded drop-oldest inbox and micro-batching
     RateMeter, LatencyWindow, KindCounter
@@ -18,17 +18,17 @@ from __future__ import annotations
 
 from protocol import __version__
 
-from .batching import BatchPolicy, Inbox
 from .config import EdgeConfig
-from .dashboard import MachineRow, Snapshot, render
 from .errors import ConfigError, EdgeError, ModelError
-from .model_manager import ModelManager
-from .models import Expected, ModelStore, VettedModel, vet_bundle
-from .outputs import HistoryRow, batch_outputs
-from .runtime import Classifier, interpreter_class
+from .intake.inbox import BatchPolicy, Inbox
+from .model.classifier import Classifier, interpreter_class
+from .model.lifecycle import ModelManager
+from .model.vetting import Expected, ModelStore, VettedModel, vet_bundle
+from .report.dashboard import MachineRow, Snapshot, render
+from .report.outputs import HistoryRow, batch_outputs
+from .report.running_stats import KindCounter, LatencyWindow, RateMeter
+from .report.telemetry import NodeTelemetry
 from .service import EdgeService
-from .stats import KindCounter, LatencyWindow, RateMeter
-from .telemetry import NodeTelemetry
 
 __all__ = [
     "BatchPolicy",

@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
         if console is not None:
             from rich.live import Live
 
-            from .dashboard import render
+            from .report.dashboard import render
 
             with Live(
                 get_renderable=lambda: render(service.snapshot()),
@@ -220,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .evaluate import evaluate
+    from .model.evaluate import evaluate
 
     _setup_logging(args.verbose)
     cfg = build_config(args)
@@ -280,7 +280,7 @@ def _public_key(path: Path | None) -> bytes | None:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .models import ModelStore
+    from .model.vetting import ModelStore
 
     _setup_logging(args.verbose)
     state_dir = build_config(args).state_dir
@@ -304,7 +304,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .history import PredictionHistory, export, parse_duration
+    from .report.history_store import PredictionHistory, export, parse_duration
 
     _setup_logging(args.verbose)
     state_dir = build_config(args).state_dir
@@ -331,7 +331,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _recover_buffer(args: argparse.Namespace) -> int:
-    from .buffer import DurableBuffer, recover
+    from .loop.buffer import DurableBuffer, recover
 
     _setup_logging(args.verbose)
     if not args.file.is_file():
@@ -356,7 +356,7 @@ def _recover_buffer(args: argparse.Namespace) -> int:
 def _ha_remove(args: argparse.Namespace) -> int:
     from nodekit.mqtt import connect, make_client
 
-    from .ha import remove
+    from .report.home_assistant import remove
 
     _setup_logging(args.verbose)
     cfg = build_config(args)

@@ -42,12 +42,12 @@ from protocol import (
 from protocol.signals import SignalMap
 from protocol.sparkplug import check_group
 
-from .drift import DriftConfig
-from .fleet import DEFAULT_FLEET_TIMEOUT_S
-from .ha import DEFAULT_HA_PREFIX, check_ha_prefix
-from .machine_state import DEFAULT_STATE_WINDOWS, Debouncer
-from .machines import DEFAULT_MAX_MACHINES
-from .sparkplug import DEFAULT_SILENCE_S
+from .intake.machine_cap import DEFAULT_MAX_MACHINES
+from .intake.ownership import DEFAULT_FLEET_TIMEOUT_S
+from .loop.drift import DriftConfig
+from .report.debounce import DEFAULT_STATE_WINDOWS, Debouncer
+from .report.home_assistant import DEFAULT_HA_PREFIX, check_ha_prefix
+from .report.sparkplug import DEFAULT_SILENCE_S
 
 SECTION = "edge"  # the TOML table a shared config file keeps pi_edge's settings in
 

@@ -6,13 +6,15 @@ Threads and where their state lives:
                           hand a bundle (or an operator's rollback command) to the
                           ModelManager; publish status on (re)connect
     worker (here)         Inbox.get_batch → swap in a vetted model if one is pending (so a swap
-                          falls between two batches) → one invoke per batch → outputs.py turns
-                          it into payloads and history rows → one paho hand-over (`publish_many`)
-    edge-models           ModelManager (model_manager.py): vet, store, hand over, see rollbacks
+                          falls between two batches) → one invoke per batch → report/outputs.py
+                          turns it into payloads and history rows → one paho hand-over
+                          (`publish_many`)
+    edge-models           ModelManager (model/lifecycle.py): vet, store, hand over, see rollbacks
     edge-status (here)    publish the retained status every `status_interval_s`
-    edge-shipper          BatchShipper (shipper.py), on its own MQTT connection
-    edge-history          HistoryRecorder (recorder.py)
-    edge-sparkplug        SparkplugNode (sparkplug.py, `--sparkplug`), on its own MQTT connection
+    edge-shipper          BatchShipper (loop/shipper.py), on its own MQTT connection
+    edge-history          HistoryRecorder (report/history_writer.py)
+    edge-sparkplug        SparkplugNode (report/sparkplug.py, `--sparkplug`), on its own MQTT
+                          connection
 
 No thread dies quietly: every paho callback is wrapped by `nodekit.guard` and every loop has
 the last-resort handler at its outermost frame, so an unexpected exception is logged once per
@@ -21,18 +23,17 @@ If a thread dies anyway, `watchdog()` (the status thread, and `pi_edge run`'s ma
 notices: the node publishes a retained status "degraded" naming the dead threads, and `run`
 stops and exits 1 so that a service manager restarts it.
 
-Per-machine state is capped at `max_machines`: machines.py's MachineTracker (kept by telemetry)
-picks the least recently seen machine, and every per-machine structure forgets it (telemetry,
-drift detectors, keeper rate limits, prediction topics,
-debounced machine states).
+Per-machine state is capped at `max_machines`: intake/machine_cap.py's MachineTracker (kept by
+telemetry) picks the least recently seen machine, and every per-machine structure forgets it
+(telemetry, drift detectors, keeper rate limits, prediction topics, debounced machine states).
 
-With `--fleet GROUP` (fleet.py, protocol/fleet.py) the node also hears every node's status: the
-paho thread keeps the group's live members and drops, before decoding, each window or reading of
-a machine another member owns (status `fleet_skipped`); machines it gives away when a member
-joins are forgotten by the worker through the same path as the cap's evictions (`_forget`).
+With `--fleet GROUP` (intake/ownership.py, protocol/fleet.py) the node also hears every node's
+status: the paho thread keeps the group's live members and drops, before decoding, each window or
+reading of a machine another member owns (status `fleet_skipped`); machines it gives away when a
+member joins are forgotten by the worker through the same path as the cap's evictions (`_forget`).
 
-Figures (rates, latencies, error counts) live in NodeTelemetry (telemetry.py); the closed loop
-(drift verdicts, kept windows) in Evidence (evidence.py).
+Figures (rates, latencies, error counts) live in NodeTelemetry (report/telemetry.py); the closed
+loop (drift verdicts, kept windows) in Evidence (loop/evidence.py).
 """
 
 from __future__ import annotations
@@ -54,25 +55,25 @@ from protocol.label_request import LabelRequest, LabelRequests
 from protocol.node_command import NodeCommand
 
 from . import __version__
-from .asklabels import SPAN_S, AskConfig, Candidate, LabelAsker
-from .batching import BatchPolicy, Inbox
 from .config import EdgeConfig
-from .dashboard import Snapshot
-from .drift import DriftConfig
 from .errors import EdgeError, ModelError
-from .estimate import AccuracyEstimator
-from .evidence import Evidence, EvidenceConfig
-from .fleet import Change as FleetChange
-from .fleet import Membership, Ownership
-from .ha import HaDiscovery
-from .labels import Labeler
-from .machine_state import Change, Debouncer
-from .model_manager import ModelManager
-from .models import Expected
-from .outputs import Clock, batch_outputs
-from .signals import PROBLEMS, Assembler
-from .sparkplug import SparkplugNode
-from .telemetry import NodeTelemetry, Queue
+from .intake.assembler import PROBLEMS, Assembler
+from .intake.inbox import BatchPolicy, Inbox
+from .intake.ownership import Change as FleetChange
+from .intake.ownership import Membership, Ownership
+from .loop.accuracy_estimate import AccuracyEstimator
+from .loop.drift import DriftConfig
+from .loop.evidence import Evidence, EvidenceConfig
+from .loop.label_requests import SPAN_S, AskConfig, Candidate, LabelAsker
+from .loop.maintenance_labels import Labeler
+from .model.lifecycle import ModelManager
+from .model.vetting import Expected
+from .report.dashboard import Snapshot
+from .report.debounce import Change, Debouncer
+from .report.home_assistant import HaDiscovery
+from .report.outputs import Clock, batch_outputs
+from .report.sparkplug import SparkplugNode
+from .report.telemetry import NodeTelemetry, Queue
 
 if TYPE_CHECKING:
     from nodekit.metrics_server import MetricsServer
@@ -113,7 +114,7 @@ class EdgeService:
         self.dead_threads: tuple[str, ...] = ()
         self._final_lock = threading.Lock()  # one thread at a time publishes a last status
         self._allowed = None if "+" in config.machines else frozenset(config.machines)
-        self.fleet = (  # --fleet GROUP: this node's share of the machines (fleet.py)
+        self.fleet = (  # --fleet GROUP: this node's share of the machines (intake/ownership.py)
             Ownership(
                 Membership(config.fleet, config.node, config.fleet_timeout_s),
                 max_cached=4 * config.max_machines,
@@ -143,7 +144,8 @@ class EdgeService:
         self._group_topic = (  # staged rollout: the group's models are offered here first
             self.topics.model_group(config.rollout_group) if config.rollout_group else None
         )
-        self.ha = (  # Home Assistant discovery (ha.py): configs per machine first seen
+        # Home Assistant discovery (report/home_assistant.py): configs per machine first seen
+        self.ha = (
             HaDiscovery(config.node, config.prefix, config.ha_prefix, __version__)
             if config.ha_discovery
             else None
@@ -167,7 +169,7 @@ class EdgeService:
             ),
             faults=self.faults,
         )
-        self.signal_map = config.signal_map()  # --signals: readings → windows (signals.py)
+        self.signal_map = config.signal_map()  # --signals: readings → windows (intake/assembler.py)
         self._signals_lock = threading.Lock()  # paho's thread feeds, the worker forgets
         self.assembler = (
             Assembler(
@@ -179,15 +181,19 @@ class EdgeService:
             if self.signal_map is not None
             else None
         )
-        self.labeler = Labeler(  # maintenance label events (labels.py)
+        self.labeler = Labeler(  # maintenance label events (loop/maintenance_labels.py)
             config.state_dir, hold_windows=config.label_hold_windows, hold_s=config.label_hold_s
         )
-        self.estimator = AccuracyEstimator(config.estimate_windows)  # label-free (estimate.py)
-        self.asker = LabelAsker(  # label requests for the least sure held windows (asklabels.py)
-            AskConfig(
-                per_minute=config.label_requests_per_min,
-                per_machine=config.label_requests_per_machine,
-                below=config.label_requests_below,
+        self.estimator = AccuracyEstimator(
+            config.estimate_windows
+        )  # label-free (loop/accuracy_estimate.py)
+        self.asker = (
+            LabelAsker(  # label requests for the least sure held windows (loop/label_requests.py)
+                AskConfig(
+                    per_minute=config.label_requests_per_min,
+                    per_machine=config.label_requests_per_machine,
+                    below=config.label_requests_below,
+                )
             )
         )
         self.models = ModelManager(
@@ -306,7 +312,7 @@ class EdgeService:
             return
         from nodekit.metrics_server import MetricsServer
 
-        from .exporter import edge_families
+        from .report.prometheus import edge_families
 
         self.metrics = MetricsServer(
             lambda: edge_families(self.status(), self.snapshot(), self.inbox.arrived),
@@ -605,7 +611,9 @@ class EdgeService:
         rows = np.arange(len(windows))
         confidence = probs[rows, top].astype(np.float64)
         metrics = model.bundle.manifest.metrics
-        self.estimator.observe(model.version, metrics, confidence, top, labels)  # estimate.py
+        self.estimator.observe(
+            model.version, metrics, confidence, top, labels
+        )  # loop/accuracy_estimate.py
         sureness = None
         if self.labeler.held.max_windows and probs.shape[1] > 1:  # candidates for requests
             margin = confidence - np.partition(probs, -2, axis=1)[:, -2]
@@ -645,8 +653,8 @@ class EdgeService:
             )
 
     def _ask_labels(self) -> None:
-        """Ask for the labels of the held windows that would help most (asklabels.py), while
-        the node is unsure; one QoS 1 message on `…/labels/requests`, within the budget."""
+        """Ask for the labels of the held windows that would help most (loop/label_requests.py),
+        while the node is unsure; one QoS 1 message on `…/labels/requests`, within the budget."""
         asker, now = self.asker, time.time()
         if now < asker.next_check:
             return

@@ -2,7 +2,7 @@ r"""The signals file: which per-signal MQTT topics carry which machine's which c
 
 A real plant publishes one reading per message (`plant/press3/temperature` → `48.2`, or
 `{"ts": 1700000000.5, "value": 48.2}`). A signals file (TOML) maps those topics to machines and
-channels; pi_edge assembles windows from them (pi_edge/signals.py) and the simulator can
+channels; pi_edge assembles windows from them (pi_edge/intake/assembler.py) and the simulator can
 publish its windows that way (`sensor_sim run --signals`). Both read the file with this module,
 which is pure: parse and check the file, match a topic, parse one sample, build one sample.
 

@@ -16,9 +16,9 @@ import pytest
 
 from bench import quality
 from bench.plant import PERIOD_S, replay, score
-from pi_edge.drift import DriftMonitor
-from pi_edge.machine_state import Debouncer
-from pi_edge.runtime import Classifier
+from pi_edge.loop.drift import DriftMonitor
+from pi_edge.model.classifier import Classifier
+from pi_edge.report.debounce import Debouncer
 from sensor_sim.plant import PlantStream
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from jetson_trainer.publish import publish_bundle
+from jetson_trainer.daemon.publish import publish_bundle
 from nodekit.mqtt import Credentials, connect, make_client
 from pi_edge import EdgeConfig, EdgeService
 from protocol import DEFAULT_PREFIX, Prediction, Status, Topics, Window, encode_window

@@ -3,7 +3,7 @@
 pi_edge can publish as a Sparkplug B edge node (`pi_edge run --sparkplug GROUP`) so that a
 SCADA host (Ignition, any Sparkplug host application) sees each machine as a device. This
 package is the pure part: it builds topics and payloads and counts sequence numbers; the MQTT
-shell is pi_edge/sparkplug.py. Topics (namespace `spBv1.0`; group, edge node and device ids
+shell is pi_edge/report/sparkplug.py. Topics (namespace `spBv1.0`; group, edge node and device ids
 are edgeloop ids, so they never hold the `/ + #` that Sparkplug forbids):
 
     spBv1.0/{group}/NBIRTH/{node}            spBv1.0/{group}/DBIRTH/{node}/{device}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jetson_trainer.keys import generate_keypair
-from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from jetson_trainer.build.keys import generate_keypair
+from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from pi_edge import EdgeConfig, EdgeService
-from pi_edge.runtime import Classifier
+from pi_edge.model.classifier import Classifier
 from protocol import Bundle, Topics, decode_bundle, load_public_key
 from scripts.broker import Broker
 from sensor_sim.dataset import write_datasets

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jetson_trainer.publish import publish_message
+from jetson_trainer.daemon.publish import publish_message
 from protocol import Command, Topics
 from protocol.labels import LabelEvent
 from scripts.broker import Broker

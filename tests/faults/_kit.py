@@ -43,8 +43,8 @@ SITE = "plant-f/v1"  # every fault test's prefix: the kit's model is made for th
 _TRAIN = """
 import dataclasses, sys
 from pathlib import Path
-from jetson_trainer.champion import load_original, public_key_of, train_initial
-from jetson_trainer.keys import generate_keypair, load_private_key
+from jetson_trainer.daemon.champion import load_original, public_key_of, train_initial
+from jetson_trainer.build.keys import generate_keypair, load_private_key
 from protocol import decode_bundle, encode_bundle
 from sensor_sim.dataset import write_datasets
 root, site = Path(sys.argv[1]), sys.argv[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jetson_trainer.__main__ import main
-from jetson_trainer.keys import generate_keypair
+from jetson_trainer.build.keys import generate_keypair
 from sensor_sim.dataset import write_datasets
 
 TINY_SIZES = {"train": 600, "infer": 200, "drift_train": 400, "drift_infer": 200}

@@ -1,12 +1,13 @@
-"""The staged rollout's shell (jetson_trainer/canary.py) with a recording client: which topic
-gets which version when, without a broker (the broker test is test_staged_rollout.py)."""
+"""The staged rollout's shell (jetson_trainer/daemon/rollout_shell.py) with a recording client:
+which topic gets which version when, without a broker (the broker test is
+test_staged_rollout.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from jetson_trainer.canary import StagedRollout
-from jetson_trainer.retrain import Champion
+from jetson_trainer.daemon.retrain import Champion
+from jetson_trainer.daemon.rollout_shell import StagedRollout
 from protocol import Status, Topics
 
 TOPICS = Topics("site")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jetson_trainer.keys import generate_keypair, load_private_key
-from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from jetson_trainer.build.keys import generate_keypair, load_private_key
+from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from protocol import Topics, decode_bundle, encode_bundle, load_public_key
 from scripts.broker import Broker
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jetson_trainer import convert
-from jetson_trainer.convert import Variant, convert_with_fallback, pick_variant
+from jetson_trainer.build import convert
+from jetson_trainer.build.convert import Variant, convert_with_fallback, pick_variant
 from jetson_trainer.errors import TrainerError
 
 

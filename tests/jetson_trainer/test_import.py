@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jetson_trainer.__main__ import main
-from jetson_trainer.data import load_split
+from jetson_trainer.build.data import load_split
 from protocol import CHANNELS, CLASSES, WINDOW_LENGTH
 from sensor_sim.physics import generate
 

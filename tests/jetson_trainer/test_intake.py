@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from nodekit.errors import StorageError
 from nodekit.mqtt import connect, make_client
 from protocol import Topics, Window

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from jetson_trainer.intake import MAX_PIS
-from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from jetson_trainer.daemon.intake import MAX_PIS
+from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from nodekit.mqtt import connect, make_client
 from protocol import Status, Topics
 

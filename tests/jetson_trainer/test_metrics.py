@@ -15,11 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jetson_trainer.__main__ import _parser, _settings
+from jetson_trainer.build.keys import generate_keypair
 from jetson_trainer.config import ServeConfig
-from jetson_trainer.exporter import daemon_families
-from jetson_trainer.keys import generate_keypair
-from jetson_trainer.serve import TrainerDaemon
-from jetson_trainer.store import WindowStore
+from jetson_trainer.daemon.prometheus import daemon_families
+from jetson_trainer.daemon.serve import TrainerDaemon
+from jetson_trainer.daemon.store import WindowStore
 from nodekit.metrics_server import MetricsServer
 from nodekit.mqtt import connect, make_client
 from protocol import Topics, Window

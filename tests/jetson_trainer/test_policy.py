@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jetson_trainer.policy import Observation, PolicyConfig, TrainPolicy
+from jetson_trainer.daemon.finetune_policy import Observation, PolicyConfig, TrainPolicy
 
 
 def obs(seqno: int, new: int, acc: float | None, pi: bool = False) -> Observation:

@@ -41,7 +41,7 @@ args = m._parser().parse_args(
 )
 config = m._settings(args, m.ServeConfig)
 assert config.retrain.epochs == 3 and config.policy.labels_needed == 48
-import jetson_trainer.serve, jetson_trainer.api
+import jetson_trainer.daemon.serve, jetson_trainer.api
 assert m.main(["keygen", "--out", sys.argv[1]]) == 0
 """
         + _NO_TF

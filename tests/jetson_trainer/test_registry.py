@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from jetson_trainer.__main__ import main
-from jetson_trainer.gate import GateDecision, Scores
-from jetson_trainer.model_history import ModelHistory
-from jetson_trainer.modelcard import CARD_NAME, model_card
-from jetson_trainer.registry import (
+from jetson_trainer.build.model_card import CARD_NAME, model_card
+from jetson_trainer.daemon.registry_shell import ModelHistory
+from jetson_trainer.daemon.retrain import Attempt, Champion
+from jetson_trainer.versions.gate import GateDecision, Scores
+from jetson_trainer.versions.registry import (
     REGISTRY_NAME,
     ModelRecord,
     Registry,
@@ -24,7 +25,6 @@ from jetson_trainer.registry import (
     parse_registry,
     parse_rollbacks,
 )
-from jetson_trainer.retrain import Attempt, Champion
 from nodekit.cli import EXIT_FAILED, EXIT_USAGE
 from protocol import CLASSES, Manifest
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jetson_trainer.__main__ import main
-from jetson_trainer.keys import generate_keypair, load_private_key
+from jetson_trainer.build.keys import generate_keypair, load_private_key
 from nodekit.cli import EXIT_REFUSED, EXIT_USAGE
 from protocol import Manifest, decode_bundle, encode_bundle, load_public_key
 
@@ -96,7 +96,7 @@ def test_reissue_refuses_a_bundle_that_does_not_verify(
 
 
 def test_a_first_model_trained_later_gets_the_next_version_not_v1(tmp_path: Path) -> None:
-    from jetson_trainer.champion import next_version
+    from jetson_trainer.daemon.champion import next_version
 
     assert next_version(tmp_path) == 1
     for name in ("v0001", "v0007", "vbad", "notes"):

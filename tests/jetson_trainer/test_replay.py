@@ -1,10 +1,11 @@
-"""The fine-tune's replay draw (jetson_trainer/replay.py): agreeing windows, classes balanced."""
+"""The fine-tune's replay draw (jetson_trainer/daemon/replay.py): agreeing windows, classes
+balanced."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from jetson_trainer.replay import pick_replay
+from jetson_trainer.daemon.replay import pick_replay
 
 
 def _plant_like(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

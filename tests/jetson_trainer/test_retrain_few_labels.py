@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jetson_trainer.retrain import Attempt, Champion, RetrainConfig, accuracy, retrain
-from jetson_trainer.selftrain import pick
+from jetson_trainer.daemon.retrain import Attempt, Champion, RetrainConfig, accuracy, retrain
+from jetson_trainer.daemon.selftrain import pick
 from protocol.bundle import decode_bundle, load_public_key
 from sensor_sim.drift import DriftSettings, apply, effect
 from sensor_sim.physics import sample
@@ -124,7 +124,7 @@ def test_when_no_drift_window_is_sure_the_labels_get_the_second_pass(
     setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    import jetson_trainer.retrain as retrain_module
+    import jetson_trainer.daemon.retrain as retrain_module
 
     real = retrain_module.finetune_model
 

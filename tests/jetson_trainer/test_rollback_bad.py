@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jetson_trainer.keys import load_private_key
-from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from jetson_trainer.build.keys import load_private_key
+from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from nodekit.mqtt import connect, make_client
 from protocol import Bundle, Status, Topics, decode_bundle, encode_bundle, load_public_key
 from scripts.broker import Broker

@@ -1,5 +1,5 @@
-"""The staged rollout policy (jetson_trainer/rollout.py): when a canary version is promoted, when
-it is bad, and what it waits for — tables of observations, no broker."""
+"""The staged rollout policy (jetson_trainer/versions/rollout.py): when a canary version is
+promoted, when it is bad, and what it waits for — tables of observations, no broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jetson_trainer.rollout import CanaryReport, Phase, Rollout
+from jetson_trainer.versions.rollout import CanaryReport, Phase, Rollout
 from protocol import Status
 
 V = 7

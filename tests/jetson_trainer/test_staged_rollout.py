@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jetson_trainer.keys import load_private_key
-from jetson_trainer.serve import ServeConfig, TrainerDaemon
+from jetson_trainer.build.keys import load_private_key
+from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from nodekit.mqtt import connect, make_client
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Topics, Window, decode_bundle, encode_bundle, encode_window, load_public_key

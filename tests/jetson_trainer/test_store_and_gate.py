@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jetson_trainer.gate import GateConfig, Scores, decide
-from jetson_trainer.store import WindowStore
+from jetson_trainer.daemon.store import WindowStore
+from jetson_trainer.versions.gate import GateConfig, Scores, decide
 from nodekit.errors import StorageError
 from protocol import Window, encode_window
 from protocol.drift_batch import DriftBatch, Kept
@@ -149,7 +149,7 @@ def test_bad_stored_rows_are_skipped_when_training_data_is_read(tmp_path: Path) 
 def test_a_corrupt_store_is_moved_aside_kept_and_reported(
     tmp_path: Path, keypair: tuple[Path, Path]
 ) -> None:
-    from jetson_trainer.serve import ServeConfig, TrainerDaemon
+    from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 
     path = tmp_path / "trainer" / "windows.sqlite"
     path.parent.mkdir()

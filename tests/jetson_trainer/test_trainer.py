@@ -16,8 +16,8 @@ import pytest
 
 from jetson_trainer import build_bundle, generate_keypair
 from jetson_trainer.__main__ import main
-from jetson_trainer.energy import PowerMeter, parse_power_mw
-from jetson_trainer.runtime import LiteModel
+from jetson_trainer.build.energy import PowerMeter, parse_power_mw
+from jetson_trainer.build.interpreter import LiteModel
 from nodekit.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE
 from nodekit.mqtt import connect, make_client
 from protocol import Bundle, BundleError, SignatureError, Topics, decode_bundle, load_public_key
@@ -41,7 +41,7 @@ def _decode(trained: Trained, data: bytes | None = None) -> Bundle:
 
 
 def test_seed_architecture_has_seed000_parameter_count() -> None:
-    from jetson_trainer.models import SEED_PARAMS, build_model
+    from jetson_trainer.build.architectures import SEED_PARAMS, build_model
 
     assert build_model("seed").count_params() == SEED_PARAMS == 603_844
     assert build_model("compact").count_params() < 5_000

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pi_edge.asklabels import SPAN_S, AskConfig, Budget, Candidate, LabelAsker, select
-from pi_edge.estimate import AccuracyEstimator, Reference, atc_threshold, estimate
-from pi_edge.labels import Labeler
+from pi_edge.loop.accuracy_estimate import AccuracyEstimator, Reference, atc_threshold, estimate
+from pi_edge.loop.label_requests import SPAN_S, AskConfig, Budget, Candidate, LabelAsker, select
+from pi_edge.loop.maintenance_labels import Labeler
 from protocol import CLASSES, PayloadError, Window
 from protocol.label_request import MAX_REQUESTS, LabelRequest, LabelRequests
 
@@ -302,8 +302,8 @@ def test_the_estimate_bench_reports_every_mode_against_the_truth(
 def test_the_dashboard_and_the_metrics_show_the_estimate() -> None:
     from prometheus_client.core import Metric
 
-    from pi_edge.dashboard import Snapshot, render
-    from pi_edge.exporter import edge_families
+    from pi_edge.report.dashboard import Snapshot, render
+    from pi_edge.report.prometheus import edge_families
     from protocol import Status
 
     from .test_pure import _text

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from nodekit.mqtt import Credentials, connect, make_client
-from pi_edge.buffer import DurableBuffer
-from pi_edge.shipper import BatchShipper, ShipperConfig
+from pi_edge.loop.buffer import DurableBuffer
+from pi_edge.loop.shipper import BatchShipper, ShipperConfig
 from protocol import Topics, Window
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import Kept, decode_batch, window_id
@@ -169,7 +169,7 @@ def test_a_batch_the_trainer_does_not_acknowledge_is_resent_with_backoff(
     buffer.add([kept(i) for i in range(10)])
     trainer = Trainer(broker, topics, acking=False)
     config = ShipperConfig(batch_size=16, ack_timeout_s=0.4, max_resend_wait_s=60, poll_s=0.05)
-    caplog.set_level(logging.WARNING, logger="pi_edge.shipper")
+    caplog.set_level(logging.WARNING, logger="pi_edge.loop.shipper")
     shipper = shipper_for(broker, buffer, topics, config)
     try:
         wait(lambda: len(trainer.copies) >= 3)  # sent, resent after 0.4 s, again after 0.8 s
@@ -254,7 +254,7 @@ def test_a_publish_the_acl_refuses_keeps_its_rows_and_is_logged_once(
     buffer = DurableBuffer(tmp_path / "b.sqlite")
     buffer.add([kept(i) for i in range(20)])
     config = ShipperConfig(batch_size=16, max_inflight=2, refused_backoff_s=0.1, poll_s=0.05)
-    with caplog.at_level(logging.ERROR, logger="pi_edge.shipper"):
+    with caplog.at_level(logging.ERROR, logger="pi_edge.loop.shipper"):
         shipper = shipper_for(
             secure_broker, buffer, topics, config, secure_profile.credentials("sensor")
         )

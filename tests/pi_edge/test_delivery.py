@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pi_edge.delivery import Deliveries, ResendPolicy
+from pi_edge.loop.delivery import Deliveries, ResendPolicy
 
 A, B = b"A" * 16, b"B" * 16
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi_edge.drift import Cusum, DriftConfig, DriftMonitor, DriftState, Hysteresis
+from pi_edge.loop.drift import Cusum, DriftConfig, DriftMonitor, DriftState, Hysteresis
 from protocol import CLASSES
 from protocol.features import FeatureReference, feature_stats
 from sensor_sim.physics import generate

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nodekit.errors import StorageError
-from pi_edge.buffer import DurableBuffer, recover
+from pi_edge.loop.buffer import DurableBuffer, recover
 from protocol import Window
 from protocol.drift_batch import Kept, window_id
 
@@ -27,7 +27,7 @@ def test_rows_survive_kill_9_of_the_writer(tmp_path: Path) -> None:
     db = tmp_path / "buffer.sqlite"
     code = (
         "import sys, time\n"
-        "from pi_edge.buffer import DurableBuffer\n"
+        "from pi_edge.loop.buffer import DurableBuffer\n"
         "from tests.pi_edge.test_durable_buffer import kept\n"
         f"buf = DurableBuffer(__import__('pathlib').Path({str(db)!r}))\n"
         "for i in range(10_000):\n"
@@ -229,8 +229,8 @@ def test_recover_buffer_command_queues_a_moved_aside_files_windows(tmp_path: Pat
 
 
 def test_evidence_starts_on_a_state_dir_with_corrupt_buffer_and_history(tmp_path: Path) -> None:
-    from pi_edge.drift import DriftConfig, Verdicts
-    from pi_edge.evidence import Evidence, EvidenceConfig
+    from pi_edge.loop.drift import DriftConfig, Verdicts
+    from pi_edge.loop.evidence import Evidence, EvidenceConfig
     from protocol import Topics
 
     (tmp_path / "buffer.sqlite").write_bytes(b"disk rot" * 1000)

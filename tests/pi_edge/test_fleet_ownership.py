@@ -1,5 +1,5 @@
-"""pi_edge/fleet.py's Ownership: the per-window answer, its cache, the machines handed over, and
-the `--fleet` settings (pure; the broker test is test_fleet.py)."""
+"""pi_edge/intake/ownership.py's Ownership: the per-window answer, its cache, the machines handed
+over, and the `--fleet` settings (pure; the broker test is test_fleet.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from nodekit.settings import resolve
 from pi_edge.config import EdgeConfig
-from pi_edge.fleet import Change, Membership, Ownership
+from pi_edge.intake.ownership import Change, Membership, Ownership
 from protocol import ConfigError
 from protocol.fleet import rendezvous_owner
 
@@ -117,7 +117,7 @@ def test_a_bad_fleet_group_is_refused() -> None:
 
 def test_prometheus_metrics_of_a_fleet_member_and_none_without_a_fleet() -> None:
     from nodekit.metrics_server import exposition
-    from pi_edge.exporter import _fleet
+    from pi_edge.report.prometheus import _fleet
     from protocol import Status
 
     own, _ = ownership()

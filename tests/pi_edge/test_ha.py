@@ -15,7 +15,14 @@ import pytest
 from nodekit.settings import resolve
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.__main__ import main
-from pi_edge.ha import FIELDS, check_ha_prefix, discovery, encode, node_discovery, object_id
+from pi_edge.report.home_assistant import (
+    FIELDS,
+    check_ha_prefix,
+    discovery,
+    encode,
+    node_discovery,
+    object_id,
+)
 from protocol import ConfigError, Topics, Window, encode_window
 
 from ._model import EdgeModels

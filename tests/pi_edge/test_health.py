@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi_edge.batching import BatchPolicy
-from pi_edge.health import (
+from pi_edge.intake.inbox import BatchPolicy
+from pi_edge.model.health_watch import (
     Figures,
     HealthPolicy,
     HealthState,
@@ -21,8 +21,8 @@ from pi_edge.health import (
     accuracy_drop_z,
     judge,
 )
-from pi_edge.model_manager import ModelManager
-from pi_edge.models import Expected, ModelStore
+from pi_edge.model.lifecycle import ModelManager
+from pi_edge.model.vetting import Expected, ModelStore
 from protocol import CHANNELS, CLASSES, DEFAULT_PREFIX, Bundle, Manifest, decode_bundle
 
 from ._model import EdgeModels

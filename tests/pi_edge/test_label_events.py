@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from jetson_trainer.intake import Intake
-from jetson_trainer.store import WindowStore
+from jetson_trainer.daemon.intake import Intake
+from jetson_trainer.daemon.store import WindowStore
 from pi_edge import EdgeService
 from protocol import CLASSES, Status, Topics, Window, decode_window, encode_window
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jetson_trainer.store import WindowStore
-from pi_edge.buffer import DurableBuffer
-from pi_edge.labels import LABELS_FILE, LabelBook, Labeler, RecentWindows
+from jetson_trainer.daemon.store import WindowStore
+from pi_edge.loop.buffer import DurableBuffer
+from pi_edge.loop.maintenance_labels import LABELS_FILE, LabelBook, Labeler, RecentWindows
 from protocol import CLASSES, DriftBatch, Kept, PayloadError, Window
 from protocol.labels import LabelEvent, parse_time, parse_when
 

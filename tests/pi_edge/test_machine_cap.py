@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from pi_edge import EdgeConfig, EdgeService
-from pi_edge.drift import DriftMonitor, DriftState
-from pi_edge.machines import STATUS_MACHINES, MachineTracker
+from pi_edge.intake.machine_cap import STATUS_MACHINES, MachineTracker
+from pi_edge.loop.drift import DriftMonitor, DriftState
 from protocol import CLASSES, Topics, Window, encode_window
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi_edge.machine_state import Change, Debouncer
+from pi_edge.report.debounce import Change, Debouncer
 from protocol import CLASSES
 from protocol.machine_state import MachineEvent, MachineState
 

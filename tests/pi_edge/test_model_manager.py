@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pi_edge.batching import BatchPolicy
-from pi_edge.model_manager import ModelManager
-from pi_edge.models import Expected, ModelStore
+from pi_edge.intake.inbox import BatchPolicy
+from pi_edge.model.lifecycle import ModelManager
+from pi_edge.model.vetting import Expected, ModelStore
 from protocol import CHANNELS, CLASSES, DEFAULT_PREFIX, Manifest, decode_bundle
 from protocol.bundle import HEADER
 

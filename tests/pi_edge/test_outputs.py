@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pi_edge.drift import DriftState, Verdicts
-from pi_edge.outputs import Clock, HistoryRow, batch_outputs
-from pi_edge.telemetry import ModelInfo, NodeTelemetry, Queue
+from pi_edge.loop.drift import DriftState, Verdicts
+from pi_edge.report.outputs import Clock, HistoryRow, batch_outputs
+from pi_edge.report.telemetry import ModelInfo, NodeTelemetry, Queue
 from protocol import CLASSES, Prediction, Window
 
 MS = 1_000_000
@@ -53,7 +53,7 @@ def test_payloads_carry_class_truth_drift_and_latency_spans() -> None:
 
 
 def test_history_rows_are_typed_and_in_the_history_column_order() -> None:
-    from pi_edge.history import COLUMNS
+    from pi_edge.report.history_store import COLUMNS
 
     windows, received, probs, top, verdicts = classified()
     out = batch_outputs(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nodekit.errors import StorageError
-from pi_edge.history import (
+from pi_edge.report.history_store import (
     _SCHEMA,
     COLUMNS,
     PredictionHistory,
@@ -20,7 +20,7 @@ from pi_edge.history import (
     parse_duration,
     row_of,
 )
-from pi_edge.recorder import HistoryRecorder
+from pi_edge.report.history_writer import HistoryRecorder
 from protocol import Prediction
 
 

@@ -30,8 +30,8 @@ from pi_edge import (
     render,
 )
 from pi_edge.__main__ import _parser, build_config, main
-from pi_edge._png import confusion_png
-from pi_edge.evaluate import confusion_matrix, macro_f1
+from pi_edge.model._png import confusion_png
+from pi_edge.model.evaluate import confusion_matrix, macro_f1
 from protocol import decode_bundle
 
 from ._model import EdgeModels
@@ -449,7 +449,7 @@ def test_inbox_gathers_light_traffic_for_the_low_rate_wait_without_a_wake_per_pu
 
 
 def test_a_full_inbox_holds_the_put_until_the_worker_takes_a_batch_instead_of_dropping() -> None:
-    from pi_edge.batching import BatchPolicy, Inbox
+    from pi_edge.intake.inbox import BatchPolicy, Inbox
 
     box = Inbox[int](capacity=4, full_wait_s=1.0)
     for i in range(4):

@@ -8,9 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-from pi_edge.batching import BatchPolicy
-from pi_edge.model_manager import ModelManager
-from pi_edge.models import Expected
+from pi_edge.intake.inbox import BatchPolicy
+from pi_edge.model.lifecycle import ModelManager
+from pi_edge.model.vetting import Expected
 from protocol import CHANNELS, CLASSES, DEFAULT_PREFIX
 
 from ._model import EdgeModels

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jetson_trainer.publish import publish_bundle
+from jetson_trainer.daemon.publish import publish_bundle
 from nodekit.settings import resolve
 from pi_edge.config import EdgeConfig
 from pi_edge.service import EdgeService

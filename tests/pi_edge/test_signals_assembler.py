@@ -1,12 +1,12 @@
-"""The signal assembler (pi_edge/signals.py), pure: order, duplicates, holes, gaps, bad values,
-clock jumps, bounded memory and the machine cap — each case checked cell by cell."""
+"""The signal assembler (pi_edge/intake/assembler.py), pure: order, duplicates, holes, gaps, bad
+values, clock jumps, bounded memory and the machine cap — each case checked cell by cell."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pi_edge.signals import MAX_PENDING, Assembler
+from pi_edge.intake.assembler import MAX_PENDING, Assembler
 from protocol import PayloadError, Window
 from protocol.signals import SignalMap, SignalSpec, slot_ns
 

@@ -23,8 +23,8 @@ from nodekit.guard import Faults
 from nodekit.settings import resolve
 from pi_edge import EdgeService
 from pi_edge.config import EdgeConfig
-from pi_edge.outputs import HistoryRow
-from pi_edge.sparkplug import (
+from pi_edge.report.outputs import HistoryRow
+from pi_edge.report.sparkplug import (
     CONFIDENCE_DEADBAND,
     STATE_FILE,
     BdSeqStore,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi_edge.buffer import DurableBuffer
+from pi_edge.loop.buffer import DurableBuffer
 from protocol import Window
 from protocol.drift_batch import DriftBatch, Kept, decode_batch, encode_batch
 from protocol.window import decode_any, decode_window, encode_window, window_to_json

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pi_edge.errors import ModelError
-from pi_edge.models import Expected, check_not_replayed, check_site, verify_bundle
+from pi_edge.model.vetting import Expected, check_not_replayed, check_site, verify_bundle
 from protocol import CHANNELS, CLASSES, BundleError, Manifest, decode_bundle, encode_bundle
 from protocol.bundle import HEADER
 

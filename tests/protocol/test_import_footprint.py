@@ -25,7 +25,9 @@ OURS = {"protocol", "nodekit", "pi_edge", "jetson_trainer", "console", "sensor_s
 def _contract_modules() -> list[str]:
     root = Path(protocol.__file__).parent
     return sorted(
-        m.name for m in pkgutil.walk_packages([str(root)], prefix="protocol.") if "_pb2" not in m.name
+        m.name
+        for m in pkgutil.walk_packages([str(root)], prefix="protocol.")
+        if "_pb2" not in m.name
     )
 
 

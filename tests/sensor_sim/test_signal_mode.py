@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi_edge.signals import Assembler
+from pi_edge.intake.assembler import Assembler
 from protocol import CHANNELS, ConfigError
 from protocol.signals import SignalMap, slot_ns
 from sensor_sim.config import resolve_sim

@@ -1,0 +1,1 @@
+"""jetson_trainer.build."""

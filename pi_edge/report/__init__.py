@@ -1,0 +1,1 @@
+"""pi_edge/report"""

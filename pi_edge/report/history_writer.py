@@ -1,0 +1,91 @@
+"""The prediction history's writer thread: rows queue up (bounded) and go to SQLite in one
+transaction every `flush_s`, so neither the worker nor paho's thread waits for the disk."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nodekit.errors import StorageError
+from nodekit.guard import Faults, ThreadWatch
+
+from .history_store import PredictionHistory
+
+__all__ = ["HistoryRecorder"]
+
+
+class HistoryRecorder:
+    """Queue of history rows and the "edge-history" thread that writes them."""
+
+    def __init__(
+        self,
+        history: PredictionHistory,
+        on_failed: Callable[[Exception, int], None],
+        *,
+        max_queued: int = 8_192,
+        flush_s: float = 1.0,
+        flush_rows: int = 2_048,
+        faults: Faults | None = None,
+    ) -> None:
+        self.history = history
+        self.faults = faults or Faults(logging.getLogger(__name__))
+        self._on_failed = on_failed  # (error, rows lost): counted and logged by the owner
+        self.max_queued = max_queued  # rows waiting; beyond, dropped and counted
+        self.flush_s = flush_s  # one SQLite transaction per interval, not per batch (each
+        # transaction has a fixed cost: at the demo load 1 s, not 0.25 s, is 160 rows in one)
+        self.flush_rows = flush_rows  # … or as soon as this many rows wait
+        self._queue: deque[Sequence[tuple[Any, ...]]] = deque()
+        self._queued = 0
+        self.dropped = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edge-history", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def watch(self, watch: ThreadWatch) -> None:
+        """Add the recorder's thread to `watch`."""
+        watch.add(self._thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then end the thread."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def record(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Queue rows (history.COLUMNS order); never blocks, drops and counts if full."""
+        with self._cond:
+            if self._queued + len(rows) > self.max_queued:
+                self.dropped += len(rows)
+                return
+            self._queue.append(rows)
+            self._queued += len(rows)
+            if self._queued >= self.flush_rows:
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        """Write queued rows every `flush_s` (sooner when many wait), once more on stop."""
+        done = False
+        guard = self.faults.loop("edge-history", self._stop)  # the outermost frame
+        while not done:
+            done = self._stop.is_set()
+            with guard:
+                with self._cond:
+                    if not done and self._queued < self.flush_rows:
+                        self._cond.wait(self.flush_s)
+                    chunks = list(self._queue)
+                    self._queue.clear()
+                    self._queued = 0
+                if chunks:
+                    rows = [p for chunk in chunks for p in chunk]
+                    try:
+                        self.history.add(rows)
+                    except StorageError as exc:  # rolled back; counted by the owner
+                        self._on_failed(exc, len(rows))
