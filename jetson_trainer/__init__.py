@@ -24,7 +24,7 @@ __all__ = [
     "generate_keypair",
 ]
 
-_LAZY = {"build_bundle": ".api", "finetune_model": ".api", "generate_keypair": ".keys"}
+_LAZY = {"build_bundle": ".api", "finetune_model": ".api", "generate_keypair": ".build.keys"}
 
 
 def __getattr__(name: str) -> Any:
