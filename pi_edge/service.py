@@ -53,6 +53,7 @@ from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.label_request import LabelRequest, LabelRequests
 from protocol.node_command import NodeCommand
+from protocol.status_detail import RolloutGroup
 
 from . import __version__
 from .config import EdgeConfig
@@ -522,7 +523,9 @@ class EdgeService:
         except PayloadError as exc:
             self._bad_payload(exc, topic, "node status")
             return
-        group = fleet_group_of(status.detail)
+        group = fleet_group_of(
+            status.detail, lambda exc: self._bad_payload(exc, topic, "node status detail")
+        )
         fleet.observe(node, status.state, group, time.monotonic())
 
     def _fleet_changed(self, change: FleetChange) -> None:
@@ -821,7 +824,7 @@ class EdgeService:
         evidence["estimate"] = self.estimator.summary()  # label-free accuracy estimate
         evidence.update(self.models.health_detail())  # rollbacks, model_health
         if self.config.rollout_group is not None:  # the trainer's staged rollout reads it
-            evidence["rollout_group"] = self.config.rollout_group
+            evidence[RolloutGroup.KEY] = RolloutGroup(self.config.rollout_group).to_json_obj()
         if self.assembler is not None:
             with self._signals_lock:
                 evidence["signals"] = {

@@ -27,6 +27,7 @@ from nodekit.guard import Faults, ThreadWatch
 from nodekit.mqtt import Credentials
 from protocol import Manifest, Topics, Window
 from protocol.drift_batch import Kept
+from protocol.status_detail import MAX_NOTE, BufferDetail, DriftDetail, ShipperDetail, clip_text
 
 from ..intake.machine_cap import STATUS_MACHINES
 from ..report.history_store import PredictionHistory
@@ -265,32 +266,32 @@ class Evidence:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             drift = (
-                self.monitor.snapshot(top=self.config.status_machines)
+                self.monitor.detail(top=self.config.status_machines)
                 if self.monitor
-                else {"overall": "ok"}
+                else DriftDetail("ok")
             )
             storage_errors = dict(self.storage_errors)
-        buffer: dict[str, Any]
+        buffer: BufferDetail
         counts: BufferCounts | None = None
         try:
             counts = self.buffer.counts()
         except StorageError as exc:  # the status still goes out, saying why the counts do not
-            buffer = {"unreadable": str(exc)}
+            buffer = BufferDetail(unreadable=clip_text(str(exc), MAX_NOTE))
         else:
-            buffer = {
-                "pending": counts.pending,
-                "inflight": counts.inflight,
-                "labeled": counts.labeled,
-                "acknowledged": counts.acknowledged,
-                "evicted_unlabeled": counts.evicted_unlabeled,
-                "evicted_labeled": counts.evicted_labeled,
-            }
+            buffer = BufferDetail(
+                pending=counts.pending,
+                inflight=counts.inflight,
+                labeled=counts.labeled,
+                acknowledged=counts.acknowledged,
+                evicted_unlabeled=counts.evicted_unlabeled,
+                evicted_labeled=counts.evicted_labeled,
+            )
         return {
-            "drift": drift,
-            "buffer": buffer,
+            DriftDetail.KEY: drift.to_json_obj(),
+            BufferDetail.KEY: buffer.to_json_obj(),
             "batches_sent": self.shipper.batches_sent,
             "batches_acked": self.shipper.batches_acked,  # by the trainer: rows deleted
-            "shipper": self.shipper.stats(),
+            ShipperDetail.KEY: self.shipper.stats(),
             "history_dropped": self.recorder.dropped,
             "storage_errors": storage_errors,
             "storage": self._storage(counts),

@@ -38,6 +38,7 @@ from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import DriftBatch, encode_batch
 from protocol.errors import PayloadError
+from protocol.status_detail import ShipperDetail
 
 from .buffer import DurableBuffer
 from .delivery import Deliveries, Flight, ResendPolicy
@@ -208,24 +209,28 @@ class BatchShipper:
         return self._awaiting[0]
 
     def stats(self) -> dict[str, Any]:
-        """Counters for the node's status (`detail.shipper`); safe from any thread."""
+        """Counters for the node's status (`detail.shipper`, as JSON); safe from any thread."""
+        return self.detail().to_json_obj()
+
+    def detail(self) -> ShipperDetail:
+        """`detail.shipper` of the status (protocol.status_detail); safe from any thread."""
         batches, windows, oldest = self._awaiting
         with self._lock:
-            return {
-                "batches_sent": self.batches_sent,
-                "batches_delivered": self.batches_delivered,
-                "batches_acked": self.batches_acked,
-                "batches_resent": self.batches_resent,
-                "awaiting_ack": batches,
-                "awaiting_ack_windows": windows,
-                "oldest_unacked_s": round(oldest, 1),
-                "refused": dict(self.refused),
-                "windows_refused_by_trainer": self.windows_refused_by_trainer,
-                "acks_unknown": self.acks_unknown,
-                "acks_bad": self.acks_bad + self.acks_dropped,
-                "subscribe_refused": self.subscribe_refused,
-                "no_subscriber": self.no_subscriber,
-            }
+            return ShipperDetail(
+                batches_sent=self.batches_sent,
+                batches_delivered=self.batches_delivered,
+                batches_acked=self.batches_acked,
+                batches_resent=self.batches_resent,
+                awaiting_ack=batches,
+                awaiting_ack_windows=windows,
+                oldest_unacked_s=round(oldest, 1),
+                refused=dict(self.refused),
+                windows_refused_by_trainer=self.windows_refused_by_trainer,
+                acks_unknown=self.acks_unknown,
+                acks_bad=self.acks_bad + self.acks_dropped,
+                subscribe_refused=self.subscribe_refused,
+                no_subscriber=self.no_subscriber,
+            )
 
     def watch(self, watch: ThreadWatch) -> None:
         """Add the shipper's thread and its paho network thread to `watch`."""

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol import Bundle, BundleError, Manifest, decode_bundle
+from protocol import Bundle, BundleError, Manifest, PayloadError, decode_bundle
+from protocol.status_detail import MAX_ROLLBACKS, Rollback, clip_text
 
 from ..errors import EdgeError, ModelError
 from ..intake.inbox import BatchPolicy
@@ -44,7 +45,7 @@ PREVIOUS = "previous.bundle"
 BLOCKED = "blocked.json"
 VERSIONS = "versions.json"
 ROLLBACKS = "rollbacks.json"
-ROLLBACKS_KEPT = 8  # rollbacks rollbacks.json (and the status) remember, newest last
+ROLLBACKS_KEPT = MAX_ROLLBACKS  # rollbacks rollbacks.json (and the status) remember, newest last
 REASON_MAX = 200  # characters of a rollback's reason
 OPERATOR_ROLLBACK = "pi_edge rollback on the node"  # the reason of the CLI's rollback
 KNOWN_BUNDLES = 8  # bundle hashes versions.json remembers (current and previous among them)
@@ -272,21 +273,26 @@ class ModelStore:
         to_v = self.version_of(prev)
         if from_v is not None:
             self._write_blocked(sorted(set(self.blocked()) | {from_v}))
-            record = {
-                "from": from_v,
-                "to": to_v,
-                "reason": reason[:REASON_MAX],
-                "ts": round(time.time() if now is None else now, 3),
-                "auto": auto,
-            }
-            kept = [*self.rollbacks(), record][-ROLLBACKS_KEPT:]
-            body = {"v": 1, "rollbacks": kept}
+            record = Rollback(
+                from_v,
+                to_v,
+                clip_text(reason[:REASON_MAX], REASON_MAX),
+                round(time.time() if now is None else now, 3),
+                auto,
+            )
+            kept = [*self.rollback_entries(), record][-ROLLBACKS_KEPT:]
+            body = {"v": 1, "rollbacks": [r.to_json_obj() for r in kept]}
             atomic_write(self.dir / ROLLBACKS, json.dumps(body, indent=1).encode())
         return from_v, to_v
 
     def rollbacks(self) -> list[dict[str, Any]]:
+        """The recorded rollbacks as JSON, newest last (at most 8)."""
+        return [r.to_json_obj() for r in self.rollback_entries()]
+
+    def rollback_entries(self) -> list[Rollback]:
         """The recorded rollbacks, newest last (at most 8); an unreadable file or entry is
-        skipped with a warning, never an error: it is a report, not a decision."""
+        skipped with a warning, never an error: it is a report, not a decision. An entry is
+        what the status shows (`protocol.status_detail.Rollback`)."""
         path = self.dir / ROLLBACKS
         try:
             obj: Any = json.loads(path.read_bytes())
@@ -299,9 +305,12 @@ class ModelStore:
         if not isinstance(entries, list):
             log.warning("%s has no rollback list; the rollback list starts over", path)
             return []
-        good = [e for e in entries if _is_rollback(e)]
-        if len(good) != len(entries):
-            log.warning("%s: %d malformed rollback(s) skipped", path, len(entries) - len(good))
+        good: list[Rollback] = []
+        for entry in entries:
+            try:
+                good.append(Rollback.from_obj(entry))
+            except PayloadError as exc:
+                log.warning("%s: a malformed rollback skipped: %s", path, exc)
         return good[-ROLLBACKS_KEPT:]
 
     # -- versions.json: written only after a verified decode ---------------------------------
@@ -369,24 +378,3 @@ class ModelStore:
         keep = [v for v in blocked if v > version]
         if keep != blocked:
             self._write_blocked(keep)
-
-
-def _is_rollback(e: Any) -> bool:
-    """Whether `e` is a rollback record: {"from": int, "to": int|None, "reason": str,
-    "ts": number, "auto": bool}, nothing else.
-
-    >>> _is_rollback({"from": 3, "to": 2, "reason": "x", "ts": 1.5, "auto": True})
-    True
-    >>> _is_rollback({"from": None, "to": 2, "reason": "x", "ts": 1.5, "auto": True})
-    False
-    """
-    return (
-        isinstance(e, dict)
-        and set(e) == {"from", "to", "reason", "ts", "auto"}
-        and type(e["from"]) is int
-        and (e["to"] is None or type(e["to"]) is int)
-        and isinstance(e["reason"], str)
-        and len(e["reason"]) <= REASON_MAX
-        and type(e["ts"]) in (int, float)
-        and type(e["auto"]) is bool
-    )
