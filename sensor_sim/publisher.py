@@ -66,6 +66,7 @@ from protocol import (
     encode_window,
 )
 from protocol.signals import SignalMap, slot_ns
+from protocol.status_detail import DETAIL_VERSION, SimMachine, SimMachines, clip_text
 
 from .answers import RequestAnswerer
 from .config import SimConfig
@@ -313,11 +314,12 @@ class Simulator:
         drifts = {row.drift for row in snap.machines}
         errors = dict(snap.errors)
         errors.update((f"fault:{kind}", n) for kind, n in self._faults.counts().items())
-        detail: dict[str, Any] = {
-            "machines": {
-                row.machine: {"state": row.state, "drift": row.drift, "labels": row.labels}
-                for row in snap.machines
-            }
+        machines = SimMachines(
+            {m.machine: SimMachine(m.state, clip_text(m.drift), m.labels) for m in snap.machines}
+        )
+        detail: dict[str, Any] = {  # the typed parts: protocol.status_detail
+            "v": DETAIL_VERSION,
+            SimMachines.KEY: machines.to_json_obj(),
         }
         if self._dead:
             detail["dead_threads"] = list(self._dead)
