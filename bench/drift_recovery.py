@@ -209,21 +209,24 @@ def run_mode(
     manifest = dataclasses.replace(bundle.manifest, site=topics.prefix)
     path.write_bytes(encode_bundle(manifest, bundle.model, load_private_key(private).sign))
     with Broker(run_dir=run / "broker") as broker:
-        daemon = TrainerDaemon(
-            ServeConfig(
-                broker=broker.address,
-                prefix=topics.prefix,
-                store=run / "trainer",
-                private_key=private,
-                data=data,
-                models=run / "models",
-                client_id=f"trainer-{mode}",
-                labels_needed=labels_needed,
-                labels_per_class=per_class,
-                finetune_epochs=30,
+        daemon = (
+            TrainerDaemon(
+                ServeConfig(
+                    broker=broker.address,
+                    prefix=topics.prefix,
+                    store=run / "trainer",
+                    private_key=private,
+                    data=data,
+                    models=run / "models",
+                    client_id=f"trainer-{mode}",
+                    labels_needed=labels_needed,
+                    labels_per_class=per_class,
+                    finetune_epochs=30,
+                )
             )
-        ).start()
-        threading.Thread(target=daemon.run_forever, daemon=True).start()
+            .start()
+            .start_policy()
+        )
         edge = EdgeService(
             EdgeConfig(
                 broker=broker.address,

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nodekit.cli import EXIT_FAILED, EXIT_OK, report
+from nodekit.cli import EXIT_OK, report
+from nodekit.lifecycle import run_node
 from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import BundleError, ConfigError, EdgeloopError, load_public_key
 
@@ -179,42 +180,23 @@ def _run(args: argparse.Namespace) -> int:
         with contextlib.suppress(ValueError):  # ValueError: not the main thread (a test)
             signal.signal(sig, _handle)
     service = EdgeService(cfg, public_key=public_key).start()
+    live = None
+    if console is not None:
+        from rich.live import Live
 
-    def refused() -> bool:
-        return service.connection_failure() is not None
+        from .report.dashboard import render
 
-    try:
-        if console is not None:
-            from rich.live import Live
-
-            from .report.dashboard import render
-
-            with Live(
-                get_renderable=lambda: render(service.snapshot()),
-                console=console,
-                refresh_per_second=DASHBOARD_HZ,
-                transient=False,
-                redirect_stderr=False,
-            ):
-                while not stop.wait(0.25) and not service.watchdog() and not refused():
-                    pass
-        else:
-            while not stop.wait(0.25) and not service.watchdog() and not refused():
-                pass  # the main thread watches too
-    finally:
-        service.stop()
-        log.info("pi_edge stopped")
-    failure = service.connection_failure()
-    if failure is not None:
-        raise failure  # the broker will not let this node in: exit 1, saying what to check
-    if service.dead_threads:
-        log.error(
-            "pi_edge exits %d: thread(s) %s died (degraded); a service manager should restart it",
-            EXIT_FAILED,
-            ", ".join(service.dead_threads),
+        live = Live(
+            get_renderable=lambda: render(service.snapshot()),
+            console=console,
+            refresh_per_second=DASHBOARD_HZ,
+            transient=False,
+            redirect_stderr=False,
         )
-        return EXIT_FAILED
-    return EXIT_OK
+    try:
+        return run_node(service, stop, name="pi_edge", log=log, live=live)
+    finally:
+        log.info("pi_edge stopped")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -354,7 +336,7 @@ def _recover_buffer(args: argparse.Namespace) -> int:
 
 
 def _ha_remove(args: argparse.Namespace) -> int:
-    from nodekit.mqtt import connect, make_client
+    from nodekit.mqtt import connect, make_client, start_loop
 
     from .report.home_assistant import remove
 
@@ -363,7 +345,7 @@ def _ha_remove(args: argparse.Namespace) -> int:
     machines = None if "+" in cfg.machines else cfg.machines
     client = make_client(f"{cfg.node}-ha-remove-{os.getpid()}"[:64])  # never the node's own id
     link = connect(client, cfg.broker, credentials=cfg.credentials())
-    client.loop_start()
+    start_loop(client)
     try:
         link.wait(10.0)
         cleared = remove(

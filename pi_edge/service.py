@@ -48,7 +48,8 @@ import numpy as np
 
 from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, guard_client, publish_retained
-from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many
+from nodekit.lifecycle import DEGRADED, Loop, Watchdog
+from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many, start_loop
 from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.label_request import LabelRequest, LabelRequests
@@ -82,7 +83,6 @@ log = logging.getLogger(__name__)
 
 ROLE = "edge"
 _NO_CONN = 4  # paho MQTT_ERR_NO_CONN: a QoS 1 message waits for the reconnect
-DEGRADED = "degraded"
 FLEET_KEEPALIVE_S = 5  # MQTT keepalive of a fleet member: its Will comes ≤ 7.5 s after a crash
 
 
@@ -109,10 +109,8 @@ class EdgeService:
         self._input_shape = (config.window_length, len(config.channels))
         self._stop = threading.Event()
         self.faults = Faults(log, config.log_interval_s)
-        self.watch = ThreadWatch()  # the threads this node cannot go on without
-        self.failed = threading.Event()  # set once a watched thread is found dead
-        self.dead_threads: tuple[str, ...] = ()
-        self._final_lock = threading.Lock()  # one thread at a time publishes a last status
+        # the threads this node cannot go on without, and how it ends when one dies
+        self._dog = Watchdog(f"pi_edge node {config.node}", self._degraded, log=log)
         self._allowed = None if "+" in config.machines else frozenset(config.machines)
         self.fleet = (  # --fleet GROUP: this node's share of the machines (intake/ownership.py)
             Ownership(
@@ -212,7 +210,10 @@ class EdgeService:
             watch_s=config.watch_s,  # health watch after a swap: automatic rollback
         )
         self._client: Any = None
-        self._threads: list[threading.Thread] = []
+        self._loops = (  # this node's own threads (the parts start theirs)
+            Loop("edge-worker", self._worker, wake=self.inbox.wake),
+            Loop("edge-status", self._status_loop),
+        )
         self.metrics: MetricsServer | None = None  # /metrics, if --metrics-port
         self.sparkplug = (  # --sparkplug GROUP: a Sparkplug B edge node on its own connection
             SparkplugNode(
@@ -246,13 +247,9 @@ class EdgeService:
         client.on_message = self._on_message
         guard_client(client, self.faults, "edge-mqtt")
         self._client = client
-        self.models.start()
-        self.models.watch(self.watch)
-        for name, target in (("edge-worker", self._worker), ("edge-status", self._status_loop)):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-            self.watch.add(t)
+        self.models.start().watch(self.watch)
+        for loop in self._loops:
+            loop.start().watch(self.watch)
         self.broker_state = "connecting"
         self.evidence.start()
         self.evidence.watch(self.watch)
@@ -266,10 +263,10 @@ class EdgeService:
             )
         except ValueError as exc:
             raise EdgeError(f"broker address: {exc}") from exc
-        client.loop_start()
+        start_loop(client)
         self.watch.add_paho(client, "edge-mqtt")
         if self.sparkplug is not None:
-            self.sparkplug.start(self.watch)
+            self.sparkplug.start().watch(self.watch)
         log.info(
             "pi_edge %s node %s connecting to %s", __version__, self.config.node, self.config.broker
         )
@@ -285,7 +282,7 @@ class EdgeService:
         self.models.stop(timeout)
         client = self._client
         if client is not None:
-            with self._final_lock:
+            with self._dog.lock:  # not at the same time as the watchdog's degraded status
                 last = (
                     self.status()
                     if self.dead_threads
@@ -295,9 +292,8 @@ class EdgeService:
                     log.warning("could not publish the %s status before disconnecting", last.state)
             client.disconnect()
             client.loop_stop()
-        for t in self._threads:
-            t.join(timeout)
-        self._threads.clear()
+        for loop in self._loops:
+            loop.stop(timeout)
         if self.sparkplug is not None:  # after the worker: its NDEATH is the last word
             self.sparkplug.stop(timeout)
         self.evidence.stop()
@@ -766,6 +762,21 @@ class EdgeService:
                 if not self.watchdog() and self.broker_state == "connected":
                     self._publish_status()
 
+    # the watchdog (nodekit.lifecycle): what `pi_edge run` and the tests read
+    @property
+    def watch(self) -> ThreadWatch:
+        """The threads this node cannot go on without."""
+        return self._dog.threads
+
+    @property
+    def failed(self) -> threading.Event:
+        """Set once a watched thread was found dead."""
+        return self._dog.failed
+
+    @property
+    def dead_threads(self) -> tuple[str, ...]:
+        return self._dog.dead
+
     def watchdog(self) -> bool:
         """Whether a thread this node needs has died; the first time, go degraded.
 
@@ -773,27 +784,11 @@ class EdgeService:
         says that the node must be restarted; `failed` is set (`pi_edge run` then stops and
         exits 1). Called by the status thread and by `pi_edge run`'s main thread.
         """
-        if self.failed.is_set():
-            return True
-        dead = tuple(self.watch.dead())
-        if not dead or self._stop.is_set():
-            return False
-        with self._final_lock:
-            if self.failed.is_set():
-                return True
-            self.dead_threads = dead
-            log.error(
-                "thread(s) %s of node %s died; the node cannot go on and reports %r. Run "
-                "pi_edge under a service manager that restarts it (systemd Restart=on-failure); "
-                "the log above says why the thread ended",
-                ", ".join(dead),
-                self.config.node,
-                DEGRADED,
-            )
-            self.failed.set()
-            if self.broker_state == "connected":
-                self._publish_retained(self.status().to_json())
-        return True
+        return self._dog.check(stopping=self._stop.is_set())
+
+    def _degraded(self, dead: tuple[str, ...]) -> None:
+        if self.broker_state == "connected":
+            self._publish_retained(self.status().to_json())
 
     def _publish_retained(self, payload: bytes, timeout: float = 2.0) -> bool:
         """Publish `payload` as this node's retained status (also with paho's thread dead)."""
