@@ -54,6 +54,7 @@ from bench.drift_detection import MODES
 from jetson_trainer.build.keys import generate_keypair, load_private_key
 from jetson_trainer.build.pipeline import run_train
 from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.model.classifier import Classifier
 from protocol import Command, Topics, decode_bundle, encode_bundle, load_public_key
@@ -228,7 +229,8 @@ def run_mode(
             .start_policy()
         )
         edge = EdgeService(
-            EdgeConfig(
+            build(
+                EdgeConfig,
                 broker=broker.address,
                 prefix=topics.prefix,
                 node=f"pi-{mode}",

@@ -151,20 +151,20 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
 def _run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     console = None
-    if cfg.dashboard:
+    if cfg.report.dashboard:
         from rich.console import Console
 
         console = Console(stderr=False)
         if not console.is_terminal:
             console = None
     _setup_logging(args.verbose, console)
-    if cfg.public_key is None and not cfg.insecure_dev:
+    if cfg.models.public_key is None and not cfg.models.insecure_dev:
         raise ConfigError(
             "no public key: pass --public-key PATH (or EDGELOOP_PUBLIC_KEY) so "
             "bundles can be verified, or --insecure-dev for development only"
         )
-    public_key = _public_key(cfg.public_key)
-    if cfg.insecure_dev:
+    public_key = _public_key(cfg.models.public_key)
+    if cfg.models.insecure_dev:
         log.warning(
             "--insecure-dev: no public key, model bundles are accepted unverified (unsigned "
             "ones too); development only"
@@ -206,9 +206,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     cfg = build_config(args)
-    if cfg.public_key is None and not cfg.insecure_dev:
+    if cfg.models.public_key is None and not cfg.models.insecure_dev:
         raise ConfigError("pass --public-key PATH to verify the bundle, or --insecure-dev")
-    key = _public_key(cfg.public_key)
+    key = _public_key(cfg.models.public_key)
     try:
         x = np.load(args.x, allow_pickle=False)
         y = np.load(args.y, allow_pickle=False)
@@ -220,8 +220,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         x,
         y,
         public_key=key,
-        allow_unsigned=cfg.insecure_dev,
-        threads=cfg.threads,
+        allow_unsigned=cfg.models.insecure_dev,
+        threads=cfg.models.threads,
         png=args.png,
     )
     if args.json:
@@ -342,14 +342,19 @@ def _ha_remove(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     cfg = build_config(args)
-    machines = None if "+" in cfg.machines else cfg.machines
+    machines = None if "+" in cfg.intake.machines else cfg.intake.machines
     client = make_client(f"{cfg.node}-ha-remove-{os.getpid()}"[:64])  # never the node's own id
     link = connect(client, cfg.broker, credentials=cfg.credentials())
     start_loop(client)
     try:
         link.wait(10.0)
         cleared = remove(
-            client, cfg.node, cfg.ha_prefix, machines, cfg.prefix, settle_s=max(args.settle, 0.0)
+            client,
+            cfg.node,
+            cfg.report.ha_prefix,
+            machines,
+            cfg.prefix,
+            settle_s=max(args.settle, 0.0),
         )
     finally:
         client.disconnect()
@@ -360,7 +365,7 @@ def _ha_remove(args: argparse.Namespace) -> int:
         "removed %d Home Assistant discovery config(s) of node %s under %s/",
         len(cleared),
         cfg.node,
-        cfg.ha_prefix,
+        cfg.report.ha_prefix,
     )
     return EXIT_OK
 

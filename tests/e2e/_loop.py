@@ -11,6 +11,7 @@ import numpy as np
 
 from jetson_trainer.build.keys import generate_keypair
 from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.model.classifier import Classifier
 from protocol import Bundle, Topics, decode_bundle, load_public_key
@@ -58,7 +59,8 @@ def start_loop(
         .start_policy()
     )
     edge = EdgeService(
-        EdgeConfig(
+        build(
+            EdgeConfig,
             broker=broker.address,
             prefix=topics.prefix,
             node=f"pi-{name}",

@@ -21,6 +21,7 @@ import pytest
 from jetson_trainer.build.keys import load_private_key
 from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from nodekit.mqtt import connect, make_client
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Topics, Window, decode_bundle, encode_bundle, encode_window, load_public_key
 from protocol.node_command import NodeCommand
@@ -125,7 +126,8 @@ def _feeder(broker: Broker, topics: Topics, rate: float = 200.0) -> Iterator[Non
 def _node(
     trained: Trained, broker: Broker, topics: Topics, tmp: Path, name: str, **kw: Any
 ) -> EdgeService:
-    config = EdgeConfig(
+    config = build(
+        EdgeConfig,
         broker=broker.address,
         prefix=topics.prefix,
         node=name,
