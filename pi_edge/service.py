@@ -446,6 +446,10 @@ class EdgeService:
         except PayloadError as exc:
             self._bad_payload(exc, topic, "node status")
             return
+        if status.node != node:  # the topic is the sender's (the ACL's); the payload must agree
+            why = f"status of node {status.node!r} differs from the topic's {node[:80]!r}"
+            self._bad_payload(PayloadError(why, "bad_id"), topic, "node status")
+            return
         group = fleet_group_of(
             status.detail, lambda exc: self._bad_payload(exc, topic, "node status detail")
         )

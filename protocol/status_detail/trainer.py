@@ -60,7 +60,7 @@ _STAGE_TEXT = {"starting": "starting", "training": "training initial model", "id
 ROLLOUT_PHASES = ("idle", "canary", "promoted", "bad")
 ENDED_PHASES = ("bad", "superseded")
 MAX_ENDED = 5  # earlier rollouts `rollout.ended` keeps
-MAX_GROUPS = 64  # canary groups
+MAX_GROUPS = MAX_IDS  # canary groups
 
 
 @dataclass(frozen=True, slots=True)
