@@ -32,24 +32,26 @@ from ._base import (
     finite_or_none,
     json_fields,
 )
-from .edge import (
+from .edge_loop import (
     ESTIMATE_METHODS,
-    HEALTH_SIGNALS,
-    HEALTH_VERDICTS,
     MAX_NOTE,
-    MAX_ROLLBACKS,
     BufferDetail,
     DriftDetail,
     EstimateDetail,
     FleetDetail,
-    HealthFigures,
     MachineDrift,
-    ModelHealthDetail,
     RecentMachines,
+    ShipperDetail,
+)
+from .edge_model import (
+    HEALTH_SIGNALS,
+    HEALTH_VERDICTS,
+    MAX_ROLLBACKS,
+    HealthFigures,
+    ModelHealthDetail,
     Rollback,
     Rollbacks,
     RolloutGroup,
-    ShipperDetail,
 )
 from .reader import DetailReader
 from .simulator import SimMachine, SimMachines

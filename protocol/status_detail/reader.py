@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from ..errors import PayloadError
 from ._base import Part, detail_version
-from .edge import Rollback, Rollbacks
+from .edge_model import Rollback, Rollbacks
 
 __all__ = ["DetailReader"]
 
