@@ -11,6 +11,15 @@ their parts from these classes, so writer and reader cannot drift apart; readers
 `DetailReader`, which turns a malformed part into None and tells them, so that they count it.
 Other keys of a detail are for people (dashboards) and stay open.
 
+    _base.py       the detail's version, the part protocol, bounded field checks, writer helpers
+    edge_model.py  an edge node's rollbacks, model health, rollout group (the trainer reads them)
+    edge_loop.py   an edge node's fleet, drift, machines, estimate, buffer, shipper
+    trainer.py     the trainer's phase and stage, last gate decision, staged rollout
+    simulator.py   the simulator's machines
+    reader.py      `DetailReader`: one status's parts on demand, never an exception
+
+Pure: no clock, socket or thread; every reader thread may call it (paho's, the UI's).
+
 A detail carries `v` (`DETAIL_VERSION`, 1). A detail without `v` comes from a node built before
 the version existed and is read as version 1 (its parts had the same shapes); a detail whose `v`
 is anything else is refused whole. Schemas: protocol/README.md, "Status detail"
