@@ -54,6 +54,7 @@ from bench.drift_detection import MODES
 from jetson_trainer.build.keys import generate_keypair, load_private_key
 from jetson_trainer.build.pipeline import run_train
 from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.model.classifier import Classifier
 from protocol import Command, Topics, decode_bundle, encode_bundle, load_public_key
@@ -209,23 +210,27 @@ def run_mode(
     manifest = dataclasses.replace(bundle.manifest, site=topics.prefix)
     path.write_bytes(encode_bundle(manifest, bundle.model, load_private_key(private).sign))
     with Broker(run_dir=run / "broker") as broker:
-        daemon = TrainerDaemon(
-            ServeConfig(
-                broker=broker.address,
-                prefix=topics.prefix,
-                store=run / "trainer",
-                private_key=private,
-                data=data,
-                models=run / "models",
-                client_id=f"trainer-{mode}",
-                labels_needed=labels_needed,
-                labels_per_class=per_class,
-                finetune_epochs=30,
+        daemon = (
+            TrainerDaemon(
+                ServeConfig(
+                    broker=broker.address,
+                    prefix=topics.prefix,
+                    store=run / "trainer",
+                    private_key=private,
+                    data=data,
+                    models=run / "models",
+                    client_id=f"trainer-{mode}",
+                    labels_needed=labels_needed,
+                    labels_per_class=per_class,
+                    finetune_epochs=30,
+                )
             )
-        ).start()
-        threading.Thread(target=daemon.run_forever, daemon=True).start()
+            .start()
+            .start_policy()
+        )
         edge = EdgeService(
-            EdgeConfig(
+            build(
+                EdgeConfig,
                 broker=broker.address,
                 prefix=topics.prefix,
                 node=f"pi-{mode}",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodekit.guard import Faults, guard_client
-from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
+from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, start_loop
 from protocol import PayloadError, Prediction, Status, Topics
 from protocol.machine_state import MachineState
 
@@ -80,7 +80,7 @@ class ConsoleLink:
         guard_client(client, self.faults, "console-mqtt")
         self._client = client
         self.link = connect(client, self.broker, credentials=self.credentials)
-        client.loop_start()
+        start_loop(client)
         return self
 
     def stop(self) -> None:

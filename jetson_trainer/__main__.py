@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nodekit.cli import EXIT_FAILED, EXIT_OK, report
+from nodekit.lifecycle import run_node
 from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import DEFAULT_PREFIX, BundleError, ConfigError, EdgeloopError
 
@@ -518,15 +519,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             root.addHandler(RichHandler(console=console, show_path=False))
         else:
             console = None
-    daemon.start()
-    worker = threading.Thread(target=daemon.run_forever, name="trainer-policy", daemon=True)
-    worker.start()
-    daemon.watch.add(worker)
-
-    def refused() -> bool:  # the broker keeps refusing the trainer's login (or TLS)
-        link = daemon.intake.link
-        return link is not None and link.failure() is not None
-
+    daemon.start().start_policy()
     metrics = None
     try:
         if config.metrics_port is not None:  # prometheus-client is imported only then
@@ -541,37 +534,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 faults=daemon.faults,
                 where="trainer-metrics",
             )
-        if console is not None:
-            from rich.live import Live
+    except BaseException:
+        daemon.stop()
+        raise
+    live = None
+    if console is not None:
+        from rich.live import Live
 
-            from .daemon.dashboard import render
+        from .daemon.dashboard import render
 
-            with Live(
-                get_renderable=lambda: render(daemon.snapshot()),
-                console=console,
-                refresh_per_second=2,
-            ):
-                while not stop.wait(0.5) and not daemon.watchdog() and not refused():
-                    pass
-        else:
-            while not stop.wait(0.5) and not daemon.watchdog() and not refused():
-                pass  # the main thread watches
+        live = Live(
+            get_renderable=lambda: render(daemon.snapshot()), console=console, refresh_per_second=2
+        )
+    try:
+        return run_node(daemon, stop, name="serve", log=log, every_s=0.5, live=live)
     finally:
         if metrics is not None:
             metrics.close()
-        daemon.stop()
-        worker.join(timeout=5)
-    failure = daemon.intake.link.failure() if daemon.intake.link is not None else None
-    if failure is not None:
-        raise failure  # exit 1 with what to check: user, password, CA
-    if daemon.dead_threads:
-        log.error(
-            "serve exits %d: thread(s) %s died (degraded); a service manager should restart it",
-            EXIT_FAILED,
-            ", ".join(daemon.dead_threads),
-        )
-        return EXIT_FAILED
-    return EXIT_OK
 
 
 _COMMANDS = {

@@ -33,7 +33,7 @@ from .versions.gate import GateConfig
 
 if TYPE_CHECKING:
     from .daemon.retrain import RetrainConfig
-    from .historian.core import Grid
+    from .historian.windowing import Grid
 
 __all__ = ["SECTION", "ImportConfig", "PublishConfig", "ServeConfig"]
 
@@ -165,7 +165,7 @@ class ServeConfig(MqttSettings):
 
 
 def _channel_map_ok(items: tuple[str, ...]) -> None:
-    from .historian.core import parse_channel_map  # numpy: only when the setting is checked
+    from .historian.layout import parse_channel_map  # numpy: only when the setting is checked
 
     parse_channel_map(items)
 
@@ -230,7 +230,7 @@ class ImportConfig:
     @property
     def grid(self) -> Grid:
         """The resampling grid and window cut these settings describe."""
-        from .historian.core import Grid
+        from .historian.windowing import Grid
 
         return Grid(self.sample_hz, self.max_gap_s, stride=self.stride)
 

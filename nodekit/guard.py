@@ -234,14 +234,12 @@ class ThreadWatch:
         self.add_check(name or thread.name, thread.is_alive)
 
     def add_paho(self, client: Any, name: str) -> None:
-        """Watch paho's network thread of `client`; call it after `client.loop_start()`.
+        """Watch paho's network thread of `client`; start it with `nodekit.mqtt.start_loop`."""
+        from .mqtt import network_thread
 
-        The thread object is kept here: paho sets its own reference to None when the thread
-        ends, so a thread that died would otherwise look like one never started.
-        """
-        thread = getattr(client, "_thread", None)
+        thread = network_thread(client)
         if thread is None:
-            raise ValueError(f"{name}: call add_paho after loop_start()")
+            raise ValueError(f"{name}: start the client with nodekit.mqtt.start_loop first")
         self.add(thread, name)
 
     def add_check(self, name: str, is_alive: Callable[[], bool]) -> None:
@@ -262,13 +260,14 @@ class ThreadWatch:
 
 
 def paho_thread_alive(client: Any) -> bool:
-    """Whether paho's `loop_start` network thread is running now.
+    """Whether the network thread `nodekit.mqtt.start_loop` started for `client` is running.
 
-    False before `loop_start`, after `loop_stop`, and once the thread died: paho then sets its
-    `_thread` to None (so ThreadWatch.add_paho keeps the thread object instead).
+    False before it was started, after `loop_stop`, and once the thread died.
     """
-    thread = getattr(client, "_thread", None)
-    return thread is not None and bool(thread.is_alive())
+    from .mqtt import network_thread
+
+    thread = network_thread(client)
+    return thread is not None and thread.is_alive()
 
 
 def publish_retained(client: Any, topic: str, payload: bytes, timeout: float = 2.0) -> bool:

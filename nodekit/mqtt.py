@@ -2,9 +2,14 @@
 
 `make_client` makes the paho client; `connect` applies the one `Credentials` object (user,
 password, TLS) and returns a `ConnectionWatch` that says whether the broker let the client
-in, and if not, why and what to check. paho-mqtt is imported only when a client is made, so
-`import protocol` stays stdlib + numpy. `publish_many` hands a batch of QoS 0 messages to paho
-as one write (see its docstring).
+in, and if not, why and what to check; `start_loop` starts paho's network thread and keeps
+hold of it (for the watchdog). paho-mqtt is imported only when a client is made.
+
+paho's private attributes are used in one place only, `publish_many`, the measured hot path of
+a node's predictions: it queues a micro-batch of QoS 0 PUBLISH packets as one write (paho's
+public `publish` costs a wake-up of the network thread and a `send` per message). It falls back
+to the public `publish` when those attributes are missing, and tests/nodekit/test_publish_many.py
+pins the behaviour on the pinned paho-mqtt 2.1.0.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +43,7 @@ __all__ = [
     "publish_confirmed",
     "publish_many",
     "publish_packets",
+    "start_loop",
 ]
 
 log = logging.getLogger(__name__)
@@ -174,6 +181,34 @@ def make_client(
     if will_topic is not None:
         client.will_set(will_topic, will_payload, qos=1, retain=True)
     return client
+
+
+_LOOPS: weakref.WeakKeyDictionary[Any, threading.Thread] = weakref.WeakKeyDictionary()
+_LOOPS_LOCK = threading.Lock()
+
+
+def start_loop(client: mqtt.Client) -> threading.Thread:
+    """`client.loop_start()`, returning paho's network thread (also kept for `network_thread`).
+
+    paho has no public handle on that thread, so it is found with `threading` alone: the thread
+    that `loop_start` added (paho names it `paho-mqtt-client-<id>`, which settles a tie when
+    another thread starts at the same moment).
+    """
+    with _LOOPS_LOCK:
+        before = set(threading.enumerate())
+        rc = client.loop_start()
+        new = [t for t in threading.enumerate() if t not in before]
+        if len(new) > 1:
+            new = [t for t in new if t.name.startswith("paho-mqtt-client-")] or new
+        if int(rc) != 0 or not new:
+            raise RuntimeError(f"paho did not start its network thread (rc {rc})")
+        _LOOPS[client] = new[0]
+        return new[0]
+
+
+def network_thread(client: Any) -> threading.Thread | None:
+    """The network thread `start_loop` started for `client` (None if it never did)."""
+    return _LOOPS.get(client)
 
 
 # MQTT 5 CONNACK reason codes that retrying with the same settings cannot cure, and what to do.

@@ -6,6 +6,12 @@ environment variables (`EDGELOOP_<NAME>`), the config-file keys (TOML, unknown k
 the type coercion and the range checks, so a setting is written exactly once. Precedence, last
 wins: defaults < config file < environment < flags.
 
+A role's settings are a tree: a field made with `section(Cls, help=...)` holds a section, a
+settings class of its own declared beside its concern (pi_edge's intake, model, loop and
+report sections). A section's settings are flags, variables and file keys of the role as if
+they were its own (flat names, unique across the tree; a config file may also group them in a
+table named after the section), and the role's code hands each part its section whole.
+
 Why not pydantic-settings or ConfigArgParse: the Pi image carries numpy, LiteRT and paho only,
 and the whole job is ~250 lines of stdlib on top of dataclasses and argparse.
 
@@ -49,6 +55,7 @@ __all__ = [
     "MqttSettings",
     "add_arguments",
     "broker_setting",
+    "build",
     "check",
     "env_credentials",
     "env_names",
@@ -60,12 +67,15 @@ __all__ = [
     "prefix_setting",
     "read_toml",
     "resolve",
+    "section",
     "setting",
+    "settings_of",
 ]
 
 ENV_PREFIX = "EDGELOOP_"
 ROLE_SECTIONS = frozenset({"edge", "sim", "trainer", "console"})  # tables of a shared file
 _META = "edgeloop"
+_SECTION = "edgeloop_section"
 _MISSING: Any = dataclasses.MISSING
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -116,6 +126,14 @@ def setting(
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls: type, *, help: str) -> Any:
+    """A field that holds one settings section: an instance of `cls` (a frozen settings
+    dataclass whose every field has a default), built from the same flat flags, variables and
+    file keys as the role's own settings. `help` titles the section in --help.
+    """
+    return dataclasses.field(default_factory=cls, metadata={_SECTION: (cls, help)})
 
 
 def _broker_ok(value: str) -> None:
@@ -319,12 +337,90 @@ def _meta(f: dataclasses.Field[Any]) -> _Meta:
     return typing.cast(_Meta, m)
 
 
-def _fields(cls: type) -> list[dataclasses.Field[Any]]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Leaf:
+    owner: type  # the class (the role's, or a section's) that declares the field
+    field: dataclasses.Field[Any]
+    hint: Any
+    section: str | None  # the section field's name (None: the role's own)
+
+
+def _is_section(f: dataclasses.Field[Any]) -> bool:
+    return _SECTION in f.metadata
+
+
+def _own_fields(cls: type) -> list[dataclasses.Field[Any]]:
     return list(dataclasses.fields(cls))
 
 
+def _tree(cls: type) -> dict[str, _Leaf]:
+    """{name: leaf} of every setting of `cls`, its sections' settings included (in order)."""
+    cached = _TREES.get(cls)
+    if cached is not None:
+        return cached
+    hints = _type_hints(cls)
+    out: dict[str, _Leaf] = {}
+    for f in _own_fields(cls):
+        if _is_section(f):
+            for name, leaf in _tree(f.metadata[_SECTION][0]).items():
+                if name in out:
+                    raise TypeError(f"{cls.__name__}: setting {name!r} is declared twice")
+                out[name] = dataclasses.replace(leaf, section=leaf.section or f.name)
+        else:
+            if f.name in out:
+                raise TypeError(f"{cls.__name__}: setting {f.name!r} is declared twice")
+            out[f.name] = _Leaf(cls, f, hints[f.name], None)
+    _TREES[cls] = out
+    return out
+
+
+_TREES: dict[type, dict[str, _Leaf]] = {}
+
+
+def _fields(cls: type) -> list[dataclasses.Field[Any]]:
+    """Every setting's field of `cls`, its sections' settings included."""
+    return [leaf.field for leaf in _tree(cls).values()]
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return {name: leaf.hint for name, leaf in _tree(cls).items()}
+
+
+def _sections(cls: type) -> dict[str, tuple[type, str]]:
+    """{section field name: (section class, help)} of `cls` (one level)."""
+    return {f.name: f.metadata[_SECTION] for f in _own_fields(cls) if _is_section(f)}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The field types of `cls`; a section's class is known from its field, wherever it was
+    declared (a class made in a function is not in its module's namespace)."""
+    local = {sub.__name__: sub for sub, _ in _sections(cls).values()}
+    return typing.get_type_hints(cls, localns=local)
+
+
+def _sections_deep(cls: type) -> dict[str, tuple[type, str]]:
+    """{section field name: (class, help)} of `cls` and of its sections' sections."""
+    out: dict[str, tuple[type, str]] = {}
+    for name, (sub, title) in _sections(cls).items():
+        out[name] = (sub, title)
+        out.update(_sections_deep(sub))
+    return out
+
+
+def settings_of(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """{name: field} of every setting of `cls`, its sections' settings included."""
+    return {name: leaf.field for name, leaf in _tree(cls).items()}
+
+
+def _build(cls: type, values: Mapping[str, Any]) -> Any:
+    """`cls` from flat `values`: each section from its own settings, then the role's."""
+    kwargs: dict[str, Any] = {}
+    for f in _own_fields(cls):
+        if _is_section(f):
+            kwargs[f.name] = _build(f.metadata[_SECTION][0], values)
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    return cls(**kwargs)
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -481,7 +577,7 @@ def resolve(
     """An instance of `cls` from defaults < `base` < TOML `file` < `env` < `flags`."""
     values: dict[str, Any] = dict(base or {})
     if file is not None:
-        from_file = read_toml(file, section)
+        from_file = _flatten_sections(cls, read_toml(file, section), file)
         _refuse_flag_only(
             cls, [k for k in from_file if k in _flag_only(cls)], f"config file {file}"
         )
@@ -508,11 +604,52 @@ def resolve(
             "missing setting(s): " + "; ".join(f"{n} (set {_ways(cls, n)})" for n in missing)
         )
     try:
-        return cls(**values)
+        return _build(cls, values)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"bad settings for {cls.__name__}: {exc}") from exc
+
+
+def build(cls: type, **values: Any) -> Any:
+    """An instance of `cls` from its settings by their flat names (as flags, variables and
+    file keys name them), each checked; the rest keep their defaults. For code and tests.
+
+    >>> @dataclasses.dataclass(frozen=True, slots=True)
+    ... class Batching:
+    ...     batch_max: int = setting(32, help="windows per invoke", low=1)
+    ...     def __post_init__(self) -> None:
+    ...         check(self)
+    >>> @dataclasses.dataclass(frozen=True, slots=True)
+    ... class Node:
+    ...     broker: str = broker_setting()
+    ...     batching: Batching = section(Batching, help="batching")
+    ...     def __post_init__(self) -> None:
+    ...         check(self)
+    >>> node = build(Node, batch_max=8)
+    >>> node.batching.batch_max, flag_of(Node, "batch_max"), env_names(Node)["EDGELOOP_BATCH_MAX"]
+    (8, '--batch-max', 'batch_max')
+    """
+    return resolve(cls, base=values)
+
+
+def _flatten_sections(cls: type, obj: dict[str, Any], source: Path) -> dict[str, Any]:
+    """A config file's keys with tables named after a section (`[edge.intake]`) merged in."""
+    sections = _sections(cls)
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in sections and isinstance(value, dict):
+            names = set(_tree(sections[key][0]))
+            stray = sorted(set(value) - names)
+            if stray:
+                raise ConfigError(
+                    f"unknown setting(s) {stray} in table {key!r} of {source}; that section "
+                    f"holds: {', '.join(sorted(names))}"
+                )
+            out.update(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _flag_only(cls: type, *, env: bool = False) -> set[str]:
@@ -547,8 +684,14 @@ def check(obj: Any) -> None:
     built from flags.
     """
     cls = type(obj)
-    hints = _hints(cls)
-    for f in _fields(cls):
+    hints = _type_hints(cls)
+    for f in _own_fields(cls):
+        if _is_section(f):
+            value, sub = getattr(obj, f.name), f.metadata[_SECTION][0]
+            if not isinstance(value, sub):
+                kind = sub.__name__
+                raise ConfigError(f"{f.name} must be a {kind}, got {_show(value)}")
+            continue  # a section checked its own settings when it was made
         m = _meta(f)
         v = getattr(obj, f.name)
         base, optional = _base_type(hints[f.name])
@@ -614,11 +757,21 @@ def add_arguments(
     exclude: tuple[str, ...] = (),
     only: tuple[str, ...] | None = None,
 ) -> None:
-    """One flag per CLI setting of `cls` (or of `only` those); unset flags stay unset (SUPPRESS)."""
+    """One flag per CLI setting of `cls` (or of `only` those); unset flags stay unset (SUPPRESS).
+
+    A section's flags are listed under its own heading in --help.
+    """
     hints = _hints(cls)
     envs = {v: k for k, v in env_names(cls).items()}
-    for f in _fields(cls):
-        m = _meta(f)
+    titles = {name: title for name, (_, title) in _sections_deep(cls).items()}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for leaf in _tree(cls).values():
+        f, m = leaf.field, _meta(leaf.field)
+        target: Any = parser
+        if leaf.section is not None:
+            if leaf.section not in groups:
+                groups[leaf.section] = parser.add_argument_group(titles[leaf.section])
+            target = groups[leaf.section]
         if not m.cli or f.name in exclude or (only is not None and f.name not in only):
             continue
         base, _ = _base_type(hints[f.name])
@@ -628,12 +781,12 @@ def add_arguments(
         common: dict[str, Any] = {"dest": f.name, "help": text, "default": argparse.SUPPRESS}
         if base is bool:
             action = "store_false" if flag.startswith("--no-") else "store_true"
-            parser.add_argument(flag, action=action, **common)
+            target.add_argument(flag, action=action, **common)
             continue
         common["metavar"] = m.metavar or _metavar(base, flag)
         if m.choices is not None and all(isinstance(c, str) for c in m.choices):
             common["choices"] = m.choices
-        parser.add_argument(flag, **common)
+        target.add_argument(flag, **common)
 
 
 def flags_of(args: argparse.Namespace, cls: type) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nodekit.cli import EXIT_FAILED, EXIT_OK, report
+from nodekit.cli import EXIT_OK, report
+from nodekit.lifecycle import run_node
 from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import BundleError, ConfigError, EdgeloopError, load_public_key
 
@@ -150,20 +151,20 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
 def _run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     console = None
-    if cfg.dashboard:
+    if cfg.report.dashboard:
         from rich.console import Console
 
         console = Console(stderr=False)
         if not console.is_terminal:
             console = None
     _setup_logging(args.verbose, console)
-    if cfg.public_key is None and not cfg.insecure_dev:
+    if cfg.models.public_key is None and not cfg.models.insecure_dev:
         raise ConfigError(
             "no public key: pass --public-key PATH (or EDGELOOP_PUBLIC_KEY) so "
             "bundles can be verified, or --insecure-dev for development only"
         )
-    public_key = _public_key(cfg.public_key)
-    if cfg.insecure_dev:
+    public_key = _public_key(cfg.models.public_key)
+    if cfg.models.insecure_dev:
         log.warning(
             "--insecure-dev: no public key, model bundles are accepted unverified (unsigned "
             "ones too); development only"
@@ -179,42 +180,23 @@ def _run(args: argparse.Namespace) -> int:
         with contextlib.suppress(ValueError):  # ValueError: not the main thread (a test)
             signal.signal(sig, _handle)
     service = EdgeService(cfg, public_key=public_key).start()
+    live = None
+    if console is not None:
+        from rich.live import Live
 
-    def refused() -> bool:
-        return service.connection_failure() is not None
+        from .report.dashboard import render
 
-    try:
-        if console is not None:
-            from rich.live import Live
-
-            from .report.dashboard import render
-
-            with Live(
-                get_renderable=lambda: render(service.snapshot()),
-                console=console,
-                refresh_per_second=DASHBOARD_HZ,
-                transient=False,
-                redirect_stderr=False,
-            ):
-                while not stop.wait(0.25) and not service.watchdog() and not refused():
-                    pass
-        else:
-            while not stop.wait(0.25) and not service.watchdog() and not refused():
-                pass  # the main thread watches too
-    finally:
-        service.stop()
-        log.info("pi_edge stopped")
-    failure = service.connection_failure()
-    if failure is not None:
-        raise failure  # the broker will not let this node in: exit 1, saying what to check
-    if service.dead_threads:
-        log.error(
-            "pi_edge exits %d: thread(s) %s died (degraded); a service manager should restart it",
-            EXIT_FAILED,
-            ", ".join(service.dead_threads),
+        live = Live(
+            get_renderable=lambda: render(service.snapshot()),
+            console=console,
+            refresh_per_second=DASHBOARD_HZ,
+            transient=False,
+            redirect_stderr=False,
         )
-        return EXIT_FAILED
-    return EXIT_OK
+    try:
+        return run_node(service, stop, name="pi_edge", log=log, live=live)
+    finally:
+        log.info("pi_edge stopped")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -224,9 +206,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     cfg = build_config(args)
-    if cfg.public_key is None and not cfg.insecure_dev:
+    if cfg.models.public_key is None and not cfg.models.insecure_dev:
         raise ConfigError("pass --public-key PATH to verify the bundle, or --insecure-dev")
-    key = _public_key(cfg.public_key)
+    key = _public_key(cfg.models.public_key)
     try:
         x = np.load(args.x, allow_pickle=False)
         y = np.load(args.y, allow_pickle=False)
@@ -238,8 +220,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         x,
         y,
         public_key=key,
-        allow_unsigned=cfg.insecure_dev,
-        threads=cfg.threads,
+        allow_unsigned=cfg.models.insecure_dev,
+        threads=cfg.models.threads,
         png=args.png,
     )
     if args.json:
@@ -354,20 +336,25 @@ def _recover_buffer(args: argparse.Namespace) -> int:
 
 
 def _ha_remove(args: argparse.Namespace) -> int:
-    from nodekit.mqtt import connect, make_client
+    from nodekit.mqtt import connect, make_client, start_loop
 
     from .report.home_assistant import remove
 
     _setup_logging(args.verbose)
     cfg = build_config(args)
-    machines = None if "+" in cfg.machines else cfg.machines
+    machines = None if "+" in cfg.intake.machines else cfg.intake.machines
     client = make_client(f"{cfg.node}-ha-remove-{os.getpid()}"[:64])  # never the node's own id
     link = connect(client, cfg.broker, credentials=cfg.credentials())
-    client.loop_start()
+    start_loop(client)
     try:
         link.wait(10.0)
         cleared = remove(
-            client, cfg.node, cfg.ha_prefix, machines, cfg.prefix, settle_s=max(args.settle, 0.0)
+            client,
+            cfg.node,
+            cfg.report.ha_prefix,
+            machines,
+            cfg.prefix,
+            settle_s=max(args.settle, 0.0),
         )
     finally:
         client.disconnect()
@@ -378,7 +365,7 @@ def _ha_remove(args: argparse.Namespace) -> int:
         "removed %d Home Assistant discovery config(s) of node %s under %s/",
         len(cleared),
         cfg.node,
-        cfg.ha_prefix,
+        cfg.report.ha_prefix,
     )
     return EXIT_OK
 

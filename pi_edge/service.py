@@ -48,7 +48,8 @@ import numpy as np
 
 from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, guard_client, publish_retained
-from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many
+from nodekit.lifecycle import DEGRADED, Loop, Watchdog
+from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many, start_loop
 from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.label_request import LabelRequest, LabelRequests
@@ -57,22 +58,13 @@ from protocol.node_command import NodeCommand
 from . import __version__
 from .config import EdgeConfig
 from .errors import EdgeError, ModelError
-from .intake.assembler import PROBLEMS, Assembler
-from .intake.inbox import BatchPolicy, Inbox
+from .intake.assembler import PROBLEMS
+from .intake.inbox import Inbox
 from .intake.ownership import Change as FleetChange
-from .intake.ownership import Membership, Ownership
-from .loop.accuracy_estimate import AccuracyEstimator
-from .loop.drift import DriftConfig
-from .loop.evidence import Evidence, EvidenceConfig
-from .loop.label_requests import SPAN_S, AskConfig, Candidate, LabelAsker
-from .loop.maintenance_labels import Labeler
-from .model.lifecycle import ModelManager
-from .model.vetting import Expected
+from .loop.label_requests import SPAN_S, Candidate
 from .report.dashboard import Snapshot
-from .report.debounce import Change, Debouncer
-from .report.home_assistant import HaDiscovery
+from .report.debounce import Change
 from .report.outputs import Clock, batch_outputs
-from .report.sparkplug import SparkplugNode
 from .report.telemetry import NodeTelemetry, Queue
 
 if TYPE_CHECKING:
@@ -82,7 +74,6 @@ log = logging.getLogger(__name__)
 
 ROLE = "edge"
 _NO_CONN = 4  # paho MQTT_ERR_NO_CONN: a QoS 1 message waits for the reconnect
-DEGRADED = "degraded"
 FLEET_KEEPALIVE_S = 5  # MQTT keepalive of a fleet member: its Will comes ≤ 7.5 s after a crash
 
 
@@ -98,145 +89,81 @@ class EdgeService:
     def __init__(self, config: EdgeConfig, *, public_key: bytes | None) -> None:
         self.config = config
         self.topics = config.topics
-        self.policy = BatchPolicy(
-            config.batch_max,
-            config.batch_wait_ms / 1000.0,
-            config.batch_wait_above_per_s,
-            config.batch_wait_low_ms / 1000.0,
-            config.batch_wait_below_per_s,
-        )
-        self.inbox: Inbox[_Item] = Inbox(config.queue_size, config.queue_full_wait_ms / 1000)
-        self._input_shape = (config.window_length, len(config.channels))
+        basics = config.basics()  # reads the password file: ConfigError now
+        intake, models, loop, report = config.intake, config.models, config.loop, config.report
+        self.policy = intake.batch_policy()
+        self.inbox: Inbox[_Item] = intake.inbox()
+        self._input_shape = (models.window_length, len(models.channels))
         self._stop = threading.Event()
-        self.faults = Faults(log, config.log_interval_s)
-        self.watch = ThreadWatch()  # the threads this node cannot go on without
-        self.failed = threading.Event()  # set once a watched thread is found dead
-        self.dead_threads: tuple[str, ...] = ()
-        self._final_lock = threading.Lock()  # one thread at a time publishes a last status
-        self._allowed = None if "+" in config.machines else frozenset(config.machines)
-        self.fleet = (  # --fleet GROUP: this node's share of the machines (intake/ownership.py)
-            Ownership(
-                Membership(config.fleet, config.node, config.fleet_timeout_s),
-                max_cached=4 * config.max_machines,
-                on_change=self._fleet_changed,
-            )
-            if config.fleet is not None
-            else None
-        )
+        self.faults = Faults(log, report.log_interval_s)
+        # the threads this node cannot go on without, and how it ends when one dies
+        self._dog = Watchdog(f"pi_edge node {config.node}", self._degraded, log=log)
+        self._allowed = intake.allowed
+        # --fleet GROUP: this node's share of the machines (intake/ownership.py)
+        self.fleet = intake.ownership(config.node, self._fleet_changed)
         self._fleet_lost: list[tuple[int, list[str]]] = []  # the worker's: (barrier, machines)
         self._status_every = (  # a fleet member's status is its heartbeat: ≥ 3 per timeout
-            min(config.status_interval_s, config.fleet_timeout_s / 3)
-            if config.fleet is not None
-            else config.status_interval_s
+            min(report.status_interval_s, intake.fleet_timeout_s / 3)
+            if self.fleet is not None
+            else report.status_interval_s
         )
         status_x = self.topics.status("x")  # …/nodes/x/status: what surrounds a node id
         cut = status_x.rindex("/x/")
         self._status_head, self._status_tail = status_x[: cut + 1], status_x[cut + 2 :]
         self.telemetry = NodeTelemetry(
-            config.node,
-            ROLE,
-            __version__,
-            config.log_interval_s,
-            max_machines=config.max_machines,
+            config.node, ROLE, __version__, report.log_interval_s, max_machines=intake.max_machines
         )
         self._topics_by_machine: dict[str, str] = {}  # the worker's own cache
         self._command_topic = self.topics.node_command(config.node)
         self._group_topic = (  # staged rollout: the group's models are offered here first
-            self.topics.model_group(config.rollout_group) if config.rollout_group else None
+            self.topics.model_group(models.rollout_group) if models.rollout_group else None
         )
         # Home Assistant discovery (report/home_assistant.py): configs per machine first seen
-        self.ha = (
-            HaDiscovery(config.node, config.prefix, config.ha_prefix, __version__)
-            if config.ha_discovery
-            else None
-        )
-        self.machine_states = Debouncer(
-            config.state_windows, config.state_min_confidence, normal=config.classes[0]
-        )
+        self.ha = report.home_assistant(basics, config.prefix, __version__)
+        self.machine_states = report.debouncer(normal=models.classes[0])
         self.broker_state = "not started"
-        self.credentials = config.credentials()  # reads the password file: ConfigError now
+        self.credentials = basics.credentials
         self.link: ConnectionWatch | None = None  # set by start(): connected, refused and why
-        self.evidence = Evidence(
-            EvidenceConfig(
-                state_dir=config.state_dir,
-                broker=config.broker,
-                node=config.node,
-                topics=self.topics,
-                drift=DriftConfig(confidence_floor=config.low_confidence),
-                buffer_max_rows=config.buffer_max_rows,
-                flagged_per_machine_s=config.keep_flagged_per_s,
-                credentials=self.credentials,
-            ),
-            faults=self.faults,
-        )
+        self.evidence = loop.evidence(basics, self.faults)  # drift, kept windows, history
         self.signal_map = config.signal_map()  # --signals: readings → windows (intake/assembler.py)
         self._signals_lock = threading.Lock()  # paho's thread feeds, the worker forgets
-        self.assembler = (
-            Assembler(
-                self.signal_map,
-                config.window_length,
-                max_machines=config.max_machines,
-                on_problem=self._signal_problem,
-            )
-            if self.signal_map is not None
-            else None
+        self.assembler = intake.assembler(
+            self.signal_map, models.window_length, self._signal_problem
         )
-        self.labeler = Labeler(  # maintenance label events (loop/maintenance_labels.py)
-            config.state_dir, hold_windows=config.label_hold_windows, hold_s=config.label_hold_s
-        )
-        self.estimator = AccuracyEstimator(
-            config.estimate_windows
-        )  # label-free (loop/accuracy_estimate.py)
-        self.asker = (
-            LabelAsker(  # label requests for the least sure held windows (loop/label_requests.py)
-                AskConfig(
-                    per_minute=config.label_requests_per_min,
-                    per_machine=config.label_requests_per_machine,
-                    below=config.label_requests_below,
-                )
-            )
-        )
-        self.models = ModelManager(
-            config.state_dir,
+        self.labeler = loop.labeler(basics)  # maintenance label events
+        self.estimator = loop.estimator()  # label-free accuracy estimate
+        self.asker = loop.asker()  # label requests for the least sure held windows
+        self.models = models.manager(
+            basics,
             public_key=public_key,
-            allow_unsigned=config.insecure_dev,
             site=config.prefix,
-            expected=Expected(config.classes, config.channels, config.window_length),
-            threads=config.threads,
             policy=self.policy,
+            disk_poll_s=report.status_interval_s,
             on_pending=self.inbox.wake,
             on_refused=self.telemetry.count_error,
             on_install=self.evidence.model_changed,
-            disk_poll_s=config.status_interval_s,
             faults=self.faults,
-            watch_s=config.watch_s,  # health watch after a swap: automatic rollback
         )
         self._client: Any = None
-        self._threads: list[threading.Thread] = []
+        self._loops = (  # this node's own threads (the parts start theirs)
+            Loop("edge-worker", self._worker, wake=self.inbox.wake),
+            Loop("edge-status", self._status_loop),
+        )
         self.metrics: MetricsServer | None = None  # /metrics, if --metrics-port
-        self.sparkplug = (  # --sparkplug GROUP: a Sparkplug B edge node on its own connection
-            SparkplugNode(
-                group=config.sparkplug,
-                node=config.node,
-                broker=config.broker,
-                state_dir=config.state_dir,
-                normal=config.classes[0],
-                sw_version=__version__,
-                model_version=lambda: self.models.version,
-                faults=self.faults,
-                count_error=self.telemetry.count_error,
-                credentials=self.credentials,
-                silence_s=config.sparkplug_silence_s,
-            )
-            if config.sparkplug
-            else None
+        self.sparkplug = report.sparkplug_node(  # --sparkplug GROUP, on its own connection
+            basics,
+            normal=models.classes[0],
+            version=__version__,
+            model_version=lambda: self.models.version,
+            faults=self.faults,
+            count_error=self.telemetry.count_error,
         )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeService:
         """Load the startup model, connect in the background and start the threads."""
         self._start_metrics()  # first: a port in use fails before anything else has started
-        self.models.load_startup(self.config.model)
+        self.models.load_startup(self.config.models.model)
         will = Status.offline(self.config.node, ROLE, __version__).to_json()
         client = make_client(
             self.config.node, will_topic=self.topics.status(self.config.node), will_payload=will
@@ -246,13 +173,9 @@ class EdgeService:
         client.on_message = self._on_message
         guard_client(client, self.faults, "edge-mqtt")
         self._client = client
-        self.models.start()
-        self.models.watch(self.watch)
-        for name, target in (("edge-worker", self._worker), ("edge-status", self._status_loop)):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-            self.watch.add(t)
+        self.models.start().watch(self.watch)
+        for loop in self._loops:
+            loop.start().watch(self.watch)
         self.broker_state = "connecting"
         self.evidence.start()
         self.evidence.watch(self.watch)
@@ -266,10 +189,10 @@ class EdgeService:
             )
         except ValueError as exc:
             raise EdgeError(f"broker address: {exc}") from exc
-        client.loop_start()
+        start_loop(client)
         self.watch.add_paho(client, "edge-mqtt")
         if self.sparkplug is not None:
-            self.sparkplug.start(self.watch)
+            self.sparkplug.start().watch(self.watch)
         log.info(
             "pi_edge %s node %s connecting to %s", __version__, self.config.node, self.config.broker
         )
@@ -285,7 +208,7 @@ class EdgeService:
         self.models.stop(timeout)
         client = self._client
         if client is not None:
-            with self._final_lock:
+            with self._dog.lock:  # not at the same time as the watchdog's degraded status
                 last = (
                     self.status()
                     if self.dead_threads
@@ -295,9 +218,8 @@ class EdgeService:
                     log.warning("could not publish the %s status before disconnecting", last.state)
             client.disconnect()
             client.loop_stop()
-        for t in self._threads:
-            t.join(timeout)
-        self._threads.clear()
+        for loop in self._loops:
+            loop.stop(timeout)
         if self.sparkplug is not None:  # after the worker: its NDEATH is the last word
             self.sparkplug.stop(timeout)
         self.evidence.stop()
@@ -307,7 +229,7 @@ class EdgeService:
 
     def _start_metrics(self) -> None:
         """Serve /metrics if --metrics-port is set (prometheus-client is imported only then)."""
-        port = self.config.metrics_port
+        port = self.config.report.metrics_port
         if port is None:
             return
         from nodekit.metrics_server import MetricsServer
@@ -316,7 +238,7 @@ class EdgeService:
 
         self.metrics = MetricsServer(
             lambda: edge_families(self.status(), self.snapshot(), self.inbox.arrived),
-            self.config.metrics_host,
+            self.config.report.metrics_host,
             port,
             faults=self.faults,
             where="edge-metrics",
@@ -369,9 +291,10 @@ class EdgeService:
             client.subscribe(self.topics.statuses(), qos=1)
         subs = (
             []  # republishing: it would hear its own windows again
-            if self.config.republish_windows
+            if self.config.intake.republish_windows
             else [
-                (self.topics.windows(m, self.config.shared_group), 0) for m in self.config.machines
+                (self.topics.windows(m, self.config.intake.shared_group), 0)
+                for m in self.config.intake.machines
             ]
         )
         if self.signal_map is not None:  # per-signal readings, QoS 0 like windows
@@ -415,7 +338,7 @@ class EdgeService:
             return
         if topic == self._group_topic:  # vetted like model/current, latest per topic kept
             if msg.payload:
-                self.models.submit(msg.payload, f"mqtt group {self.config.rollout_group}")
+                self.models.submit(msg.payload, f"mqtt group {self.config.models.rollout_group}")
             return
         if topic == self._command_topic:  # an operator's rollback: the model thread does it
             self._on_node_command(msg.payload)
@@ -493,7 +416,7 @@ class EdgeService:
             return True
         for window in windows:
             self.inbox.put(_Item(window, received_ns))
-        if windows and self.config.republish_windows:
+        if windows and self.config.intake.republish_windows:
             items = [(self.topics.window(w.machine), encode_window(w)) for w in windows]
             if (
                 not publish_many(self._client, items)
@@ -672,7 +595,7 @@ class EdgeService:
         )
         if not picks:
             return
-        classes = self.config.classes
+        classes = self.config.models.classes
         requests = tuple(
             LabelRequest(
                 c.machine,
@@ -766,6 +689,21 @@ class EdgeService:
                 if not self.watchdog() and self.broker_state == "connected":
                     self._publish_status()
 
+    # the watchdog (nodekit.lifecycle): what `pi_edge run` and the tests read
+    @property
+    def watch(self) -> ThreadWatch:
+        """The threads this node cannot go on without."""
+        return self._dog.threads
+
+    @property
+    def failed(self) -> threading.Event:
+        """Set once a watched thread was found dead."""
+        return self._dog.failed
+
+    @property
+    def dead_threads(self) -> tuple[str, ...]:
+        return self._dog.dead
+
     def watchdog(self) -> bool:
         """Whether a thread this node needs has died; the first time, go degraded.
 
@@ -773,27 +711,11 @@ class EdgeService:
         says that the node must be restarted; `failed` is set (`pi_edge run` then stops and
         exits 1). Called by the status thread and by `pi_edge run`'s main thread.
         """
-        if self.failed.is_set():
-            return True
-        dead = tuple(self.watch.dead())
-        if not dead or self._stop.is_set():
-            return False
-        with self._final_lock:
-            if self.failed.is_set():
-                return True
-            self.dead_threads = dead
-            log.error(
-                "thread(s) %s of node %s died; the node cannot go on and reports %r. Run "
-                "pi_edge under a service manager that restarts it (systemd Restart=on-failure); "
-                "the log above says why the thread ended",
-                ", ".join(dead),
-                self.config.node,
-                DEGRADED,
-            )
-            self.failed.set()
-            if self.broker_state == "connected":
-                self._publish_retained(self.status().to_json())
-        return True
+        return self._dog.check(stopping=self._stop.is_set())
+
+    def _degraded(self, dead: tuple[str, ...]) -> None:
+        if self.broker_state == "connected":
+            self._publish_retained(self.status().to_json())
 
     def _publish_retained(self, payload: bytes, timeout: float = 2.0) -> bool:
         """Publish `payload` as this node's retained status (also with paho's thread dead)."""
@@ -820,8 +742,8 @@ class EdgeService:
         evidence["labels"]["requests"] = self.asker.stats()  # label requests sent
         evidence["estimate"] = self.estimator.summary()  # label-free accuracy estimate
         evidence.update(self.models.health_detail())  # rollbacks, model_health
-        if self.config.rollout_group is not None:  # the trainer's staged rollout reads it
-            evidence["rollout_group"] = self.config.rollout_group
+        if self.config.models.rollout_group is not None:  # the trainer's staged rollout reads it
+            evidence["rollout_group"] = self.config.models.rollout_group
         if self.assembler is not None:
             with self._signals_lock:
                 evidence["signals"] = {
@@ -854,6 +776,6 @@ class EdgeService:
             self.evidence.overall(),
             self.evidence.machine_states(),
             {**self.evidence.snapshot(), "estimate": self.estimator.summary()},
-            self.config.low_confidence,
+            self.config.loop.low_confidence,
             self.faults.counts(),
         )

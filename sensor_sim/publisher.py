@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nodekit.errors import BrokerRefusedError
-from nodekit.guard import Faults, guard_client, paho_thread_alive, publish_retained
+from nodekit.guard import Faults, guard_client, publish_retained
+from nodekit.lifecycle import DEGRADED, Watchdog
 from nodekit.mqtt import (
     ConnectionWatch,
     Credentials,
@@ -54,6 +55,7 @@ from nodekit.mqtt import (
     make_client,
     publish_confirmed,
     publish_many,
+    start_loop,
 )
 from protocol import (
     CLASSES,
@@ -83,7 +85,6 @@ log = logging.getLogger(__name__)
 
 ROLE = "simulator"
 INBOX_SIZE = 256
-DEGRADED = "degraded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,8 @@ class Simulator:
         self._link: ConnectionWatch | None = None  # connected? refused, and why?
         self._closing = False
         self._faults = Faults(log)
-        self._dead: tuple[str, ...] = ()  # threads found dead: the status says "degraded"
+        # the threads the simulator cannot go on without (paho's), and how it ends when one dies
+        self._dog = Watchdog("the simulator", self._degraded, log=log)
 
     # ---- paho thread: flags, counters and a hand-off, nothing heavy -------------------------
     def _on_connect(
@@ -238,7 +240,8 @@ class Simulator:
         guard_client(client, self._faults, "sim-mqtt")
         self._client = client
         self._link = connect(client, self.config.broker, credentials=credentials)
-        client.loop_start()
+        start_loop(client)
+        self._dog.threads.add_paho(client, "sim-mqtt")
         return self
 
     def wait_connected(self, timeout: float | None = None) -> None:
@@ -350,21 +353,21 @@ class Simulator:
         if client is not None and self.connected:
             client.publish(self._status_topic, self.status().to_json(), qos=1, retain=True)
 
-    def _check_alive(self, client: mqtt.Client) -> None:
-        """paho's network thread died (nothing else ends it while running): go degraded."""
-        if paho_thread_alive(client):
-            return
-        self._dead = ("sim-mqtt",)
-        log.error(
-            "the simulator's MQTT network thread died; it reports %r and stops. Run it under a "
-            "service manager that restarts it; the log above says why the thread ended",
-            DEGRADED,
-        )
-        if self.connected:
+    @property
+    def _dead(self) -> tuple[str, ...]:
+        return self._dog.dead
+
+    def _degraded(self, dead: tuple[str, ...]) -> None:
+        client = self._client
+        if client is not None and self.connected:
             publish_retained(client, self._status_topic, self.status().to_json())
-        raise SimError(
-            "the MQTT network thread died (degraded); restart the simulator", kind="degraded"
-        )
+
+    def _check_alive(self) -> None:
+        """A thread the simulator needs died (paho's): go degraded and stop with an error."""
+        if self._dog.check(stopping=self._closing):
+            raise SimError(
+                "the MQTT network thread died (degraded); restart the simulator", kind="degraded"
+            )
 
     def send_command(self, cmd: Command) -> None:
         """Apply `cmd` (a dashboard key) to this simulator, the way a received one is applied.
@@ -565,7 +568,7 @@ class Simulator:
                 last_rate_t, last_counts = now, counts
                 next_rate = now + cfg.rate_interval_s
             if now >= next_status:
-                self._check_alive(client)
+                self._check_alive()
                 self._publish_status()
                 next_status = now + cfg.status_interval_s
             if now >= next_report:
@@ -633,7 +636,7 @@ def send_command(
     client = make_client(f"sim-cli-{os.getpid()}-{time.monotonic_ns() & 0xFFFF:04x}")
     guard_client(client, Faults(log), "sim-cli-mqtt")
     link = connect(client, broker, credentials=credentials)
-    client.loop_start()
+    start_loop(client)
     try:
         try:
             link.wait(timeout_s)

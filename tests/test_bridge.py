@@ -231,7 +231,8 @@ def test_model_down_batches_up_and_a_central_outage_loses_nothing(
     request.addfinalizer(central_view.close)
     node = f"edge-site-{time.time_ns()}"
     svc = EdgeService(
-        EdgeConfig(
+        build(
+            EdgeConfig,
             broker=site.address,
             node=node,
             public_key=models.public_key_path,

@@ -17,10 +17,11 @@ import logging
 import re
 import shutil
 import subprocess
-import threading
 import time
 from types import TracebackType
 from typing import Any
+
+from nodekit.lifecycle import Worker
 
 __all__ = ["PowerMeter", "parse_power_mw"]
 
@@ -36,7 +37,7 @@ def parse_power_mw(line: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class PowerMeter:
+class PowerMeter(Worker):
     """Context manager that samples `tegrastats --interval N` and summarises power and energy.
 
     `summary()` gives {"available": True, "avg_power_w", "energy_j", "seconds", "samples"} or
@@ -44,10 +45,10 @@ class PowerMeter:
     """
 
     def __init__(self, interval_ms: int = 200, binary: str | None = None) -> None:
+        super().__init__("tegrastats")
         self.interval_ms = interval_ms
         self._binary = binary if binary is not None else shutil.which("tegrastats")
         self._proc: subprocess.Popen[str] | None = None
-        self._thread: threading.Thread | None = None
         self._samples: list[int] = []
         self._t0 = 0.0
         self._seconds = 0.0
@@ -68,11 +69,9 @@ class PowerMeter:
             self._error = f"cannot start {self._binary}: {exc}"
             log.warning("%s", self._error)
             return self
-        self._thread = threading.Thread(target=self._read, name="tegrastats", daemon=True)
-        self._thread.start()
-        return self
+        return self.start()
 
-    def _read(self) -> None:
+    def _run(self) -> None:
         proc = self._proc
         if proc is None or proc.stdout is None:
             return
@@ -88,6 +87,10 @@ class PowerMeter:
         tb: TracebackType | None,
     ) -> None:
         self._seconds = time.monotonic() - self._t0
+        self.stop()
+
+    def _wake(self) -> None:
+        """End tegrastats: its stdout closes and the reading thread ends."""
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.terminate()
@@ -96,8 +99,6 @@ class PowerMeter:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def summary(self) -> dict[str, Any]:
         if not self._binary:

@@ -21,11 +21,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from nodekit.errors import StorageError
-from nodekit.guard import Faults, ThreadWatch, guard_client
-from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
+from nodekit.guard import Faults, guard_client, paho_thread_alive
+from nodekit.lifecycle import Worker
+from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, start_loop
 from protocol import PayloadError, Status, Topics, decode_batch
 from protocol.batch_ack import BatchAck
 
@@ -57,7 +58,7 @@ class IntakeCounts:
     pis: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-class Intake:
+class Intake(Worker):
     """Owns the MQTT session and the intake thread; `counts()` is safe from any thread."""
 
     def __init__(
@@ -75,6 +76,7 @@ class Intake:
         credentials: Credentials | None = None,
         on_status: Callable[[Status], None] | None = None,
     ) -> None:
+        super().__init__("trainer-intake")
         self.broker = broker
         self._on_status = on_status  # called on the intake thread with each edge node's status
         self.credentials = credentials
@@ -83,7 +85,7 @@ class Intake:
         self.topics = topics
         self.store = store
         self._store_dir = store_dir
-        self._stop = stop
+        self._stop = stop  # the daemon's: its stop ends this thread too
         self._on_connected_work = on_connected
         self._lock = threading.Lock()  # guards _counts (replaced whole, never mutated) and _pis
         self._counts = IntakeCounts()
@@ -101,12 +103,11 @@ class Intake:
         self.client.on_publish = self._on_publish
         self._refusals_logged: set[int] = set()
         guard_client(self.client, self.faults, "trainer-mqtt")
-        self._thread = threading.Thread(target=self._run, name="trainer-intake", daemon=True)
 
-    # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> None:
+    # -- lifecycle (stop and watch: nodekit.lifecycle.Worker) ------------------------------
+    def start(self) -> Self:
         """Start the intake thread, then open the persistent session (paho reconnects)."""
-        self._thread.start()
+        super().start()
         self.link = connect(
             self.client,
             self.broker,
@@ -114,20 +115,14 @@ class Intake:
             clean_start=False,
             session_expiry_s=SESSION_EXPIRY_S,
         )
-        self.client.loop_start()
+        start_loop(self.client)
+        self._watch_client("trainer-mqtt", lambda: paho_thread_alive(self.client))
+        return self
 
-    def watch(self, watch: ThreadWatch) -> None:
-        """Add the intake thread and paho's network thread (the daemon needs both) to `watch`."""
-        watch.add(self._thread)
-        watch.add_paho(self.client, "trainer-mqtt")
-
-    def stop(self) -> None:
-        """End the intake thread; unacknowledged batches come again next session."""
-        self._stop.set()
+    def _wake(self) -> None:
+        """On stop (unacknowledged batches come again next session)."""
         with contextlib.suppress(queue.Full):  # then it sees the stop event after its item
             self._inbox.put((_STOP, 0, 0, b""), timeout=1)
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
 
     def close(self, last_will: tuple[str, bytes] | None = None) -> None:
         """Publish `(topic, payload)` retained if given, then disconnect."""

@@ -52,7 +52,9 @@ class TrainerReading:
 
 def daemon_families(daemon: TrainerDaemon) -> list[Metric]:
     """Read `daemon` once and return its metric families (the collector's `collect`)."""
-    from .serve import DEGRADED, _version
+    from nodekit.lifecycle import DEGRADED
+
+    from .serve import _version
 
     state = daemon.state
     return trainer_families(

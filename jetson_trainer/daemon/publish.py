@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from nodekit.mqtt import Credentials, connect, make_client, publish_confirmed
+from nodekit.mqtt import Credentials, connect, make_client, publish_confirmed, start_loop
 from protocol import Topics
 
 from ..errors import TrainerError
@@ -58,7 +58,7 @@ def publish_message(
         link = connect(client, broker, credentials=credentials)
     except (ValueError, OSError) as exc:
         raise TrainerError(f"cannot connect to broker {broker}: {exc}") from exc
-    client.loop_start()
+    start_loop(client)
     try:
         link.wait(timeout)  # BrokerRefusedError says why: unreachable, login or TLS
         if not publish_confirmed(client, link, topic, data, retain=retain, timeout=timeout):

@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, publish_retained
+from nodekit.lifecycle import DEGRADED, Loop, Watchdog
 from nodekit.proc import ProcSampler
 from protocol import CLASSES, EdgeloopError, Status, Topics, __version__
 
@@ -48,7 +50,6 @@ __all__ = ["DaemonState", "LoopState", "ServeConfig", "TrainerDaemon"]
 
 log = logging.getLogger(__name__)
 ROLE = "trainer"
-DEGRADED = "degraded"
 MAX_LATE_LABELS = 500  # labels that arrived during a fine-tune, added to the gate's holdout
 RECENT_WINDOWS = 1000  # newest shipped windows (labeled or not) for a new detector reference
 
@@ -159,10 +160,10 @@ class TrainerDaemon:
         self._proc = ProcSampler()  # status metrics cpu_percent and rss_mb
         self._original: OriginalData | None = None
         self.faults = Faults(log)
-        self.watch = ThreadWatch()  # intake + paho thread; `serve` adds the policy thread
+        # intake + paho thread + policy thread, and how the daemon ends when one dies
+        self._dog = Watchdog("the trainer daemon", self._degraded, log=log)
         self.history = ModelHistory(config.store)  # model registry: versions, deployments, bad
-        self.failed = threading.Event()
-        self.dead_threads: tuple[str, ...] = ()
+        self._policy = Loop("trainer-policy", self.run_forever)  # start_policy() starts it
         self.intake = Intake(
             broker=config.broker,
             client_id=config.client_id,
@@ -208,8 +209,12 @@ class TrainerDaemon:
             champion, self.config.models_dir, self.config.private_key, site
         )
         self.loop.update(phase="idle", champion=champion, skipped_bundles=skipped)
-        self.intake.start()
-        self.intake.watch(self.watch)
+        self.intake.start().watch(self.watch)
+        return self
+
+    def start_policy(self) -> TrainerDaemon:
+        """Start the policy thread (`run_forever`): fine-tune, gate, publish as labels come."""
+        self._policy.start().watch(self.watch)
         return self
 
     def stop(self) -> None:
@@ -218,10 +223,24 @@ class TrainerDaemon:
         A degraded trainer leaves its degraded status retained, so that an operator sees why.
         """
         self.intake.stop()
+        self._policy.stop(timeout=5)
         last = self.status().to_json() if self.dead_threads else self._offline()
         publish_retained(self.client, self.topics.status(self.config.client_id), last)
         self.intake.close()
         self.store.close()
+
+    @property
+    def watch(self) -> ThreadWatch:
+        """The threads the daemon cannot go on without."""
+        return self._dog.threads
+
+    @property
+    def failed(self) -> threading.Event:
+        return self._dog.failed
+
+    @property
+    def dead_threads(self) -> tuple[str, ...]:
+        return self._dog.dead
 
     def watchdog(self) -> bool:
         """Whether a thread the daemon needs has died; the first time, go degraded.
@@ -229,24 +248,17 @@ class TrainerDaemon:
         Degraded: an error log says the daemon must be restarted, a retained status with state
         "degraded" names the dead threads, and `failed` is set (`serve` then exits 1).
         """
-        if self.failed.is_set():
-            return True
-        dead = tuple(self.watch.dead())
-        if not dead or self._stop.is_set():
-            return False
-        self.dead_threads = dead
-        log.error(
-            "trainer thread(s) %s died; the daemon cannot go on and reports %r. Run it under a "
-            "service manager that restarts it (systemd Restart=on-failure); the log above says "
-            "why the thread ended",
-            ", ".join(dead),
-            DEGRADED,
-        )
-        self.failed.set()
+        return self._dog.check(stopping=self._stop.is_set())
+
+    def _degraded(self, dead: tuple[str, ...]) -> None:
         publish_retained(
             self.client, self.topics.status(self.config.client_id), self.status().to_json()
         )
-        return True
+
+    def connection_failure(self) -> BrokerRefusedError | None:
+        """The broker's refusal once it keeps refusing the trainer's login (or TLS), else None."""
+        link = self.intake.link
+        return link.failure() if link is not None else None
 
     def run_forever(self) -> None:
         """The policy loop; returns when stop() is called from another thread or signal."""

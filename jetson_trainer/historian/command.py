@@ -1,6 +1,6 @@
 """`python -m jetson_trainer import`: historian files in, a data set `train` reads out.
 
-The I/O shell around `jetson_trainer.historian.core`: it opens the CSV and Parquet files, hands
+The I/O shell around the historian package's pure modules: it opens the CSV and Parquet files, hands
 their rows to the pure core, and writes what comes back into the seed 000 layout of
 `jetson_trainer.build.data`:
 
@@ -30,17 +30,11 @@ from protocol import CLASSES
 from protocol.errors import ConfigError
 
 from ..config import ImportConfig
-from .core import (
-    UNLABELED,
-    Collector,
-    DataSet,
-    Interval,
-    build_dataset,
-    detect_layout,
-    parse_channel_map,
-    parse_maintenance,
-    report_markdown,
-)
+from .collect import Collector
+from .dataset import DataSet, build_dataset
+from .layout import detect_layout, parse_channel_map
+from .maintenance import UNLABELED, Interval, parse_maintenance
+from .report import report_markdown
 
 __all__ = ["REPORT_NAME", "read_maintenance", "read_signals", "run_import"]
 

@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
-from nodekit.guard import Faults, ThreadWatch, guard_client
-from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
+from nodekit.guard import Faults, guard_client, paho_thread_alive
+from nodekit.lifecycle import Worker
+from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, start_loop
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import DriftBatch, encode_batch
 from protocol.errors import PayloadError
@@ -111,7 +112,7 @@ class ShipperConfig:
             raise ValueError(f"shipper session_expiry_s must be ≥ 0, got {self.session_expiry_s}")
 
 
-class BatchShipper:
+class BatchShipper(Worker):
     """Buffer → trainer at-least-once (exactly once in the trainer's store), over its own
     connection to `broker`; `stats()` for the node's status."""
 
@@ -128,6 +129,7 @@ class BatchShipper:
         *,
         ack_topic: str,
     ) -> None:
+        super().__init__("edge-shipper")
         self.buffer = buffer
         self.broker = broker
         self.credentials = credentials
@@ -150,8 +152,6 @@ class BatchShipper:
             ResendPolicy(self.config.ack_timeout_s, self.config.max_resend_wait_s),
             self.config.max_inflight,
         )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="edge-shipper", daemon=True)
         self._lock = threading.Lock()  # guards the counters below for `stats()`
         self.batches_sent = 0  # new batches published
         self.batches_delivered = 0  # broker PUBACKs with success
@@ -173,7 +173,7 @@ class BatchShipper:
         self._last_silence_log = -SILENT_TRAINER_LOG_S
         self._connected_once = False
 
-    def start(self) -> BatchShipper:
+    def start(self) -> Self:
         """Connect in the background (paho reconnects by itself) and start shipping."""
         self.link = connect(
             self.client,
@@ -182,21 +182,21 @@ class BatchShipper:
             clean_start=False,
             session_expiry_s=self.config.session_expiry_s,
         )
-        self.client.loop_start()
-        self._thread.start()
-        return self
+        start_loop(self.client)
+        self._watch_client("edge-shipper-mqtt", lambda: paho_thread_alive(self.client))
+        return super().start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop shipping; batches still on their way go back to pending in the buffer."""
-        self._stop.set()
-        self._put(("wake", 0, 0, None))
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        super().stop(timeout)
         self.client.disconnect()
         self.client.loop_stop()
-        if not self._thread.is_alive():
+        if not self.alive:
             for flight in self._deliveries.flights():
                 self.buffer.release(flight.token)
+
+    def _wake(self) -> None:
+        self._put(("wake", 0, 0, None))
 
     def wake(self) -> None:
         """New rows are in the buffer: ship them now instead of at the next poll."""
@@ -226,11 +226,6 @@ class BatchShipper:
                 "subscribe_refused": self.subscribe_refused,
                 "no_subscriber": self.no_subscriber,
             }
-
-    def watch(self, watch: ThreadWatch) -> None:
-        """Add the shipper's thread and its paho network thread to `watch`."""
-        watch.add(self._thread)
-        watch.add_paho(self.client, "edge-shipper-mqtt")
 
     # -- paho callbacks: enqueue only ----------------------------------------------------
     def _put(self, event: _Event) -> None:
@@ -284,7 +279,7 @@ class BatchShipper:
         self._put(("puback", mid, _code(reason), None))
 
     # -- shipper thread ----------------------------------------------------------------
-    def _loop(self) -> None:
+    def _run(self) -> None:
         # the shipper must outlive a bad moment (disk full, lost socket): the guard counts it,
         # and backs off from poll_s up to 5 s while it persists
         guard = self.faults.loop("edge-shipper", self._stop, min_s=self.config.poll_s, max_s=5.0)

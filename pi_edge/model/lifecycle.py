@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from nodekit.guard import Faults, ThreadWatch
+from nodekit.guard import Faults
+from nodekit.lifecycle import Worker
 from protocol import Manifest
 
 from ..errors import EdgeError, ModelError
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 OPERATOR_COMMAND = "node command from the operator"  # a rollback request's default reason
 
 
-class ModelManager:
+class ModelManager(Worker):
     """Serving model, pending hand-over and refusals of one node; thread-safe."""
 
     def __init__(
@@ -78,6 +79,7 @@ class ModelManager:
         watch_s: float = 0.0,
         health_policy: HealthPolicy | None = None,
     ) -> None:
+        super().__init__("edge-models")
         self.store = ModelStore(state_dir)
         self._faults = faults or Faults(log)
         self._public_key = public_key
@@ -113,23 +115,11 @@ class ModelManager:
         self._rollback_counts = {"auto": 0, "operator": 0}  # seen since start, under _lock
         self._refresh_rollbacks(initial=True)
         self._swapped = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="edge-models", daemon=True)
 
-    # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
-    def watch(self, watch: ThreadWatch) -> None:
-        """Add the model thread to `watch`."""
-        watch.add(self._thread)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+    # -- lifecycle (start, stop, watch: nodekit.lifecycle.Worker) ---------------------------
+    def _wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def load_startup(self, model_file: Path | None) -> None:
         """Last good from the state dir, else `model_file` (--model), else wait for MQTT."""
@@ -276,7 +266,7 @@ class ModelManager:
         )
 
     # -- model thread -----------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _run(self) -> None:
         next_disk_check = time.monotonic() + self._disk_poll_s
         guard = self._faults.loop("edge-models", self._stop)  # a bad bundle must not end it
         while not self._stop.is_set():

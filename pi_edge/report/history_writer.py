@@ -10,14 +10,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nodekit.errors import StorageError
-from nodekit.guard import Faults, ThreadWatch
+from nodekit.guard import Faults
+from nodekit.lifecycle import Worker
 
 from .history_store import PredictionHistory
 
 __all__ = ["HistoryRecorder"]
 
 
-class HistoryRecorder:
+class HistoryRecorder(Worker):
     """Queue of history rows and the "edge-history" thread that writes them."""
 
     def __init__(
@@ -30,6 +31,7 @@ class HistoryRecorder:
         flush_rows: int = 2_048,
         faults: Faults | None = None,
     ) -> None:
+        super().__init__("edge-history")
         self.history = history
         self.faults = faults or Faults(logging.getLogger(__name__))
         self._on_failed = on_failed  # (error, rows lost): counted and logged by the owner
@@ -41,23 +43,11 @@ class HistoryRecorder:
         self._queued = 0
         self.dropped = 0
         self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="edge-history", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def watch(self, watch: ThreadWatch) -> None:
-        """Add the recorder's thread to `watch`."""
-        watch.add(self._thread)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then end the thread."""
-        self._stop.set()
+    def _wake(self) -> None:
+        """On stop: write what is queued, then end the thread."""
         with self._cond:
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def record(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Queue rows (history.COLUMNS order); never blocks, drops and counts if full."""
@@ -70,7 +60,7 @@ class HistoryRecorder:
             if self._queued >= self.flush_rows:
                 self._cond.notify()
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         """Write queued rows every `flush_s` (sooner when many wait), once more on stop."""
         done = False
         guard = self.faults.loop("edge-history", self._stop)  # the outermost frame

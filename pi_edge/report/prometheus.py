@@ -104,16 +104,7 @@ def edge_families(status: Status, snap: Snapshot, received: int) -> list[Metric]
         ),
         gauge("edgeloop_inbox_depth", "windows waiting in the inbox", float(snap.queue_depth)),
         gauge("edgeloop_inbox_capacity", "inbox capacity (--queue-size)", snap.queue_capacity),
-        labeled(
-            "edgeloop_latency_recent_seconds",
-            "origin (sensor stamp, else receipt) to published, over the last 2048 windows; "
-            "quantiles computed on the node (not aggregatable)",
-            ("quantile",),
-            {
-                ("0.5",): _num(m, "latency_p50_ms") / 1000.0,
-                ("0.99",): _num(m, "latency_p99_ms") / 1000.0,
-            },
-        ),
+        _recent_latency(m),
         gauge(
             "edgeloop_machines_tracked", "machines with per-machine state", snap.machines_tracked
         ),
@@ -185,6 +176,23 @@ def _health(status: Status) -> list[Metric]:
             float(health.get("watching") is not None),
         ),
     ]
+
+
+def _recent_latency(m: Mapping[str, Any]) -> Metric:
+    """A summary (quantiles computed on the node over its last 2048 windows, not aggregatable):
+    promtool refuses a `quantile` label on any other type."""
+    family = Metric(
+        "edgeloop_latency_recent_seconds",
+        "origin (sensor stamp, else receipt) to published, over the last 2048 windows; "
+        "quantiles computed on the node (not aggregatable)",
+        "summary",
+    )
+    name = "edgeloop_latency_recent_seconds"
+    family.add_sample(name, {"quantile": "0.5"}, _num(m, "latency_p50_ms") / 1000.0)
+    family.add_sample(name, {"quantile": "0.99"}, _num(m, "latency_p99_ms") / 1000.0)
+    family.add_sample(name + "_count", {}, _num(m, "latency_window"))
+    family.add_sample(name + "_sum", {}, _num(m, "latency_window_sum_ms") / 1000.0)
+    return family
 
 
 def _estimate(status: Status) -> list[Metric]:

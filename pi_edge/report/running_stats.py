@@ -88,6 +88,10 @@ class LatencyWindow:
     def __len__(self) -> int:
         return self._n
 
+    def total(self) -> float:
+        """The sum of the samples in the window (a Prometheus summary's `_sum`)."""
+        return round(float(self._buf[: self._n].sum()), 3)
+
     def percentiles(self, qs: tuple[float, float] = (50.0, 99.0)) -> tuple[float, float]:
         if self._n == 0:
             return (0.0, 0.0)

@@ -62,10 +62,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
-from nodekit.guard import Faults, ThreadWatch, guard_client
-from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client
+from nodekit.guard import Faults, guard_client, paho_thread_alive
+from nodekit.lifecycle import Worker
+from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, start_loop
 from protocol.errors import PayloadError
 from protocol.sparkplug import (
     BD_SEQ,
@@ -271,7 +272,7 @@ class BdSeqStore:
         return value
 
 
-class SparkplugNode:
+class SparkplugNode(Worker):
     """The Sparkplug B edge node of one pi_edge node: its own MQTT connection and thread.
 
     `start()`, then the worker's `observe()`/`forget()`; `stop()` publishes NDEATH and
@@ -294,6 +295,7 @@ class SparkplugNode:
         silence_s: float = DEFAULT_SILENCE_S,
         deadband: float = CONFIDENCE_DEADBAND,
     ) -> None:
+        super().__init__("edge-sparkplug")
         self.topics = SparkplugTopics(group, node)
         self.broker = broker
         self.normal = normal
@@ -309,8 +311,7 @@ class SparkplugNode:
         self._lock = threading.Lock()  # the worker's hand-over: _latest, _gone
         self._latest: dict[str, Reading] = {}
         self._gone: set[str] = set()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._nudge = threading.Event()
         self._birth = threading.Event()  # connected: NBIRTH + DBIRTHs due
         self._ncmd: bytes | None = None  # the latest NCMD payload (paho thread → ours)
         self._connected = False
@@ -319,7 +320,6 @@ class SparkplugNode:
         self.bd_seq = -1  # the bdSeq of the current (or next) session
         self._sent_model: int | None = None
         self._client: Any = None
-        self._thread: threading.Thread | None = None
         self.published: dict[str, int] = {}  # message type -> count, for status and tests
 
     # ------------------------------------------------------------------ worker side (cheap)
@@ -341,7 +341,7 @@ class SparkplugNode:
                     row.model_version,
                     int(row.ts * 1000),
                 )
-        self._wake.set()
+        self._nudge.set()
 
     def forget(self, machines: Iterable[str]) -> None:
         """The node's machine cap evicted `machines`: DDEATH, then they are forgotten."""
@@ -349,10 +349,10 @@ class SparkplugNode:
             for m in machines:
                 self._latest.pop(m, None)
                 self._gone.add(m)
-        self._wake.set()
+        self._nudge.set()
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, watch: ThreadWatch | None = None) -> SparkplugNode:
+    def start(self) -> Self:
         """Connect (in the background) with NDEATH as the Will, start the thread."""
         self.bd_seq = self.store.advance()
         client = make_client(f"{self.topics.node}-spb")
@@ -362,16 +362,13 @@ class SparkplugNode:
         client.on_message = self._on_message
         guard_client(client, self.faults, "edge-sparkplug-mqtt")
         self._client = client
-        self._thread = threading.Thread(target=self._run, name="edge-sparkplug", daemon=True)
-        self._thread.start()
+        super().start()
         try:
             self.link = connect(client, self.broker, credentials=self.credentials)
         except ValueError as exc:
             raise EdgeError(f"broker address: {exc}") from exc
-        client.loop_start()
-        if watch is not None:
-            watch.add(self._thread)
-            watch.add_paho(client, "edge-sparkplug-mqtt")
+        start_loop(client)
+        self._watch_client("edge-sparkplug-mqtt", lambda: paho_thread_alive(client))
         log.info(
             "Sparkplug B edge node %s/%s (bdSeq %d) connecting to %s",
             self.topics.group,
@@ -383,10 +380,7 @@ class SparkplugNode:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread, publish NDEATH (a clean stop sends no Will) and disconnect."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         client = self._client
         if client is None:
             return
@@ -430,7 +424,7 @@ class SparkplugNode:
         client.subscribe([(self.topics.ncmd, 1)])  # before NBIRTH, as Sparkplug requires
         self._connected = True
         self._birth.set()
-        self._wake.set()
+        self._nudge.set()
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
@@ -452,17 +446,20 @@ class SparkplugNode:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         if msg.topic == self.topics.ncmd:
             self._ncmd = bytes(msg.payload)  # the latest only; the thread decodes it
-            self._wake.set()
+            self._nudge.set()
 
     # ------------------------------------------------------------------ edge-sparkplug thread
+    def _wake(self) -> None:
+        self._nudge.set()
+
     def _run(self) -> None:
         guard = self.faults.loop("edge-sparkplug", self._stop)  # the outermost frame
         tick = min(1.0, self.devices.silence_s / 4)
         while not self._stop.is_set():
-            self._wake.wait(tick)
+            self._nudge.wait(tick)
             if self._stop.is_set():
                 break
-            self._wake.clear()
+            self._nudge.clear()
             with guard:
                 self._pump()
             self._stop.wait(MIN_PERIOD_S)

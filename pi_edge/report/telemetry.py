@@ -162,6 +162,8 @@ class NodeTelemetry:
                 "uptime_s": round(now - self._started, 1),
                 "latency_p50_ms": p50,
                 "latency_p99_ms": p99,
+                "latency_window": float(len(self._latency)),  # samples the percentiles cover
+                "latency_window_sum_ms": self._latency.total(),
                 "machines_tracked": float(len(self._tracker)),
                 "machines_evicted": float(self._tracker.evicted),
                 "faults": float(sum(faults.values())),

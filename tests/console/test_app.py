@@ -20,6 +20,7 @@ from textual.widgets import DataTable
 
 from console.app import REFRESH_S, ConfirmScreen, ConsoleApp, LabelScreen
 from console.mqtt import ConsoleLink
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from protocol import CLASSES, Command, Prediction, Status, Topics
 from protocol.labels import LabelEvent
@@ -208,7 +209,8 @@ def test_b_rolls_a_real_pi_edge_node_back_from_v2_to_v1(
     tmp_path: Path,
 ) -> None:
     wire = listen(topics.node_command("pi-roll"))
-    config = EdgeConfig(
+    config = build(
+        EdgeConfig,
         broker=broker.address,
         prefix=topics.prefix,
         node="pi-roll",

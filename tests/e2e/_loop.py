@@ -3,7 +3,6 @@ check of the model the node ends up serving."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from jetson_trainer.build.keys import generate_keypair
 from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.model.classifier import Classifier
 from protocol import Bundle, Topics, decode_bundle, load_public_key
@@ -39,24 +39,28 @@ def start_loop(
         data, seed=5, sizes={"train": 2000, "infer": 400, "drift_train": 4, "drift_infer": 4}
     )
     private, public = generate_keypair(tmp_path / "keys")
-    daemon = TrainerDaemon(
-        ServeConfig(
-            broker=broker.address,
-            prefix=topics.prefix,
-            store=tmp_path / "trainer",
-            private_key=private,
-            data=data,
-            client_id=f"trainer-{name}",
-            initial_epochs=15,
-            labels_needed=48,
-            check_labels=24,
-            finetune_epochs=20,
-            replay_size=800,
+    daemon = (
+        TrainerDaemon(
+            ServeConfig(
+                broker=broker.address,
+                prefix=topics.prefix,
+                store=tmp_path / "trainer",
+                private_key=private,
+                data=data,
+                client_id=f"trainer-{name}",
+                initial_epochs=15,
+                labels_needed=48,
+                check_labels=24,
+                finetune_epochs=20,
+                replay_size=800,
+            )
         )
-    ).start()
-    threading.Thread(target=daemon.run_forever, daemon=True).start()
+        .start()
+        .start_policy()
+    )
     edge = EdgeService(
-        EdgeConfig(
+        build(
+            EdgeConfig,
             broker=broker.address,
             prefix=topics.prefix,
             node=f"pi-{name}",

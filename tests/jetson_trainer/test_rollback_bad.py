@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,10 +61,9 @@ def _daemon(trained: Trained, topics: Topics, broker: Broker, tmp_path: Path) ->
     )
 
 
-def _run(daemon: TrainerDaemon) -> threading.Thread:
-    worker = threading.Thread(target=daemon.run_forever, daemon=True)
-    worker.start()
-    return worker
+def _run(daemon: TrainerDaemon) -> TrainerDaemon:
+    """The daemon's policy thread (daemon.stop() ends and joins it)."""
+    return daemon.start_policy()
 
 
 def test_a_rolled_back_version_is_marked_bad_and_the_last_good_model_is_reissued(
@@ -83,7 +81,7 @@ def test_a_rolled_back_version_is_marked_bad_and_the_last_good_model_is_reissued
     connect(node, broker.address)
     node.loop_start()
     daemon = _daemon(trained, topics, broker, tmp_path).start()
-    worker = _run(daemon)
+    _run(daemon)
     try:
         _wait(lambda: any(b.manifest.version == 2 for b in seen), "v2 published")
         rollback = {"from": 2, "to": 1, "reason": "accuracy 0.41 vs 0.97", "ts": 1e9, "auto": True}
@@ -122,10 +120,9 @@ def test_a_rolled_back_version_is_marked_bad_and_the_last_good_model_is_reissued
         assert daemon.history.next_version(models, daemon.champion) == 4
     finally:
         daemon.stop()
-        worker.join(timeout=5)
     # a restart reads the same retained rollback again: nothing new, v2 stays out
     again = _daemon(trained, topics, broker, tmp_path).start()
-    worker = _run(again)
+    _run(again)
     try:
         assert again.champion is not None and again.champion.version == 3
         _wait(lambda: again.state.pis.get("pi-9") is not None, "the node's status read again")
@@ -134,7 +131,6 @@ def test_a_rolled_back_version_is_marked_bad_and_the_last_good_model_is_reissued
         assert not (tmp_path / "models" / "v0004").exists()
     finally:
         again.stop()
-        worker.join(timeout=5)
         node.publish(topics.status("pi-9"), b"", qos=1, retain=True).wait_for_publish(5)
         for c in (node, watcher):
             c.loop_stop()

@@ -21,6 +21,7 @@ import pytest
 from jetson_trainer.build.keys import load_private_key
 from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from nodekit.mqtt import connect, make_client
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Topics, Window, decode_bundle, encode_bundle, encode_window, load_public_key
 from protocol.node_command import NodeCommand
@@ -125,7 +126,8 @@ def _feeder(broker: Broker, topics: Topics, rate: float = 200.0) -> Iterator[Non
 def _node(
     trained: Trained, broker: Broker, topics: Topics, tmp: Path, name: str, **kw: Any
 ) -> EdgeService:
-    config = EdgeConfig(
+    config = build(
+        EdgeConfig,
         broker=broker.address,
         prefix=topics.prefix,
         node=name,
@@ -157,10 +159,9 @@ def _daemon(
     )
 
 
-def _serve(daemon: TrainerDaemon) -> threading.Thread:
-    worker = threading.Thread(target=daemon.run_forever, daemon=True)
-    worker.start()
-    return worker
+def _serve(daemon: TrainerDaemon) -> TrainerDaemon:
+    """The daemon's policy thread (daemon.stop() ends and joins it)."""
+    return daemon.start_policy()
 
 
 def _health(svc: EdgeService) -> dict[str, Any]:
@@ -184,7 +185,6 @@ def test_a_new_version_reaches_the_canary_first_and_every_node_after_its_watch_p
     canary = _node(trained, broker, topics, tmp_path, "pi-canary", rollout_group=GROUP, watch_s=4.0)
     plain = _node(trained, broker, topics, tmp_path, "pi-plain", watch_s=4.0)
     daemon = _daemon(trained, topics, broker, tmp_path, watch_s=60.0)
-    worker: threading.Thread | None = None
     try:
         with canary, plain, _feeder(broker, topics):
             assert canary.wait_for_model(1, 20) and plain.wait_for_model(1, 20)
@@ -194,7 +194,7 @@ def test_a_new_version_reaches_the_canary_first_and_every_node_after_its_watch_p
 
             daemon.start()  # its newest version, v2, goes to the canary group only
             offered = time.monotonic()
-            worker = _serve(daemon)
+            _serve(daemon)
             assert canary.wait_for_model(2, 20), "the canary did not get v2 from its group"
             on_canary = time.monotonic() - offered
             assert _health(canary)["watching"] == 2
@@ -226,8 +226,6 @@ def test_a_new_version_reaches_the_canary_first_and_every_node_after_its_watch_p
             assert canary.model_version == 2
     finally:
         daemon.stop()
-        if worker is not None:
-            worker.join(timeout=5)
         for t in (topics.model_current, group_topic):
             pub.publish(t, b"", qos=1, retain=True).wait_for_publish(5)
         pub.loop_stop()
@@ -252,12 +250,11 @@ def test_a_version_the_canary_rolls_back_never_reaches_model_current(
     )
     plain = _node(trained, broker, topics, tmp_path, "pi-plain", watch_s=60.0)
     daemon = _daemon(trained, topics, broker, tmp_path, watch_s=60.0)
-    worker: threading.Thread | None = None
     try:
         with canary, plain:
             assert canary.wait_for_model(1, 20) and plain.wait_for_model(1, 20)
             daemon.start()
-            worker = _serve(daemon)
+            _serve(daemon)
             assert canary.wait_for_model(2, 20)
             _wait(lambda: daemon.status().detail["rollout"]["canaries"] == ["pi-canary"], "seen")
             # the canary rolls v2 back (an operator here; health.py does the same by itself)
@@ -280,8 +277,6 @@ def test_a_version_the_canary_rolls_back_never_reaches_model_current(
             assert watcher.on(group_topic) == [2, 3]
     finally:
         daemon.stop()
-        if worker is not None:
-            worker.join(timeout=5)
         for t in (topics.model_current, group_topic):
             pub.publish(t, b"", qos=1, retain=True).wait_for_publish(5)
         pub.loop_stop()

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Status, Topics, Window, encode_window
 from protocol.node_command import NodeCommand
@@ -74,7 +75,8 @@ class Feeder:
 
 
 def _config(broker: Any, topics: Topics, models: EdgeModels, state_dir: Path, **kw: Any) -> Any:
-    return EdgeConfig(
+    return build(
+        EdgeConfig,
         broker=broker.address,
         prefix=topics.prefix,
         node="pi-watch",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from nodekit.cli import EXIT_USAGE
-from nodekit.settings import resolve
+from nodekit.settings import build, resolve
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.__main__ import main
 from protocol import ConfigError, Status, Topics, Window, encode_window
@@ -35,7 +35,8 @@ def node(
     made: list[EdgeService] = []
 
     def _make(*, key: bool = True, **kw: Any) -> EdgeService:
-        cfg = EdgeConfig(
+        cfg = build(
+            EdgeConfig,
             broker=broker.address,
             prefix=topics.prefix,
             node=f"edge-trust-{time.time_ns()}",
@@ -180,7 +181,7 @@ def test_insecure_dev_with_a_public_key_is_a_usage_error(
         EXIT_USAGE
     )
     with pytest.raises(ConfigError, match="together with a public key"):
-        EdgeConfig(insecure_dev=True, public_key=models.public_key_path)
+        build(EdgeConfig, insecure_dev=True, public_key=models.public_key_path)
 
 
 def test_insecure_dev_is_refused_from_the_environment(
@@ -205,7 +206,7 @@ def test_insecure_dev_is_refused_from_a_config_file(tmp_path: Path) -> None:
 
 def test_insecure_dev_from_the_command_line_still_works() -> None:
     cfg = resolve(EdgeConfig, env={}, flags={"insecure_dev": True})
-    assert cfg.insecure_dev and cfg.public_key is None
+    assert cfg.models.insecure_dev and cfg.models.public_key is None
 
 
 def test_a_small_order_public_key_file_is_a_usage_error(tmp_path: Path) -> None:

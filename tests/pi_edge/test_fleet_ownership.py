@@ -101,7 +101,7 @@ def test_status_detail() -> None:
 # ---------------------------------------------------------------- settings
 def test_fleet_settings_resolve() -> None:
     cfg = resolve(EdgeConfig, flags={"fleet": "line-1", "fleet_timeout_s": "4"})
-    assert cfg.fleet == "line-1" and cfg.fleet_timeout_s == 4.0
+    assert cfg.intake.fleet == "line-1" and cfg.intake.fleet_timeout_s == 4.0
     assert resolve(EdgeConfig, env={"EDGELOOP_FLEET": "line-2"}).fleet == "line-2"
 
 

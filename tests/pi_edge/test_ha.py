@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from nodekit.settings import resolve
+from nodekit.settings import build, resolve
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.__main__ import main
 from pi_edge.report.home_assistant import (
@@ -99,7 +99,7 @@ def test_a_discovery_prefix_with_wildcards_or_empty_levels_is_refused(bad: str) 
 
 def test_discovery_is_off_by_default() -> None:
     cfg = resolve(EdgeConfig, env={})
-    assert cfg.ha_discovery is False and cfg.ha_prefix == "homeassistant"
+    assert cfg.report.ha_discovery is False and cfg.report.ha_prefix == "homeassistant"
 
 
 # -- against a real broker ----------------------------------------------------------------------
@@ -110,7 +110,8 @@ def ha_node(
     made: list[EdgeService] = []
 
     def _make(**kw: Any) -> EdgeService:
-        cfg = EdgeConfig(
+        cfg = build(
+            EdgeConfig,
             broker=broker.address,
             prefix=topics.prefix,
             node=f"edge-ha-{time.time_ns()}",
@@ -218,7 +219,8 @@ def test_in_the_secure_profile_the_edge_user_may_announce_read_and_clear_its_con
         secure_broker.address, f"ha-sensor-{time.time_ns()}", secure_profile.credentials("sensor")
     )
     svc = EdgeService(
-        EdgeConfig(
+        build(
+            EdgeConfig,
             broker=secure_broker.address,
             prefix=topics.prefix,
             node=node,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.intake.machine_cap import STATUS_MACHINES, MachineTracker
 from pi_edge.loop.drift import DriftMonitor, DriftState
@@ -46,7 +47,8 @@ class _Client:
 
 
 def _service(tmp_path: Path, **kw: Any) -> EdgeService:
-    config = EdgeConfig(
+    config = build(
+        EdgeConfig,
         broker="127.0.0.1:1",
         prefix="test/cap",
         node="edge-cap",
@@ -73,7 +75,7 @@ def _feed(svc: EdgeService, topics: Topics, ids: range, data: np.ndarray) -> Non
         machine = f"m{i:06d}"
         payload = encode_window(Window(machine, 0, time.time_ns(), data))
         svc._on_message(None, None, SimpleNamespace(topic=topics.window(machine), payload=payload))
-        if len(svc.inbox) >= svc.config.batch_max:
+        if len(svc.inbox) >= svc.config.intake.batch_max:
             svc._classify(svc.inbox.get_batch(svc.policy, timeout=0))
     while len(svc.inbox):
         svc._classify(svc.inbox.get_batch(svc.policy, timeout=0))

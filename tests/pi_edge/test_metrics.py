@@ -77,7 +77,7 @@ def test_metrics_port_serves_what_the_node_counted(
     assert _get(samples, "edgeloop_windows_dropped_total", kind="inbox_full") == 0
     assert _get(samples, "edgeloop_payload_errors_total", kind="bad_json") == 2
     assert _get(samples, "edgeloop_payload_errors_total", kind="bad_magic") == 1
-    assert _get(samples, "edgeloop_inbox_capacity") == svc.config.queue_size
+    assert _get(samples, "edgeloop_inbox_capacity") == svc.config.intake.queue_size
     assert _get(samples, "edgeloop_inbox_depth") == 0
     assert _get(samples, "edgeloop_node_state", state="online") == 1
     assert _get(samples, "edgeloop_node_state", state="degraded") == 0

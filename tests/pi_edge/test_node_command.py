@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Topics
 from protocol.node_command import NodeCommand
@@ -30,7 +31,8 @@ def _wait(cond: Any, timeout: float = 15.0) -> bool:
 def test_rollback_by_command_refuses_bad_ones_and_rolls_back_when_it_can(
     broker: Any, topics: Topics, models: EdgeModels, publisher: Publisher, tmp_path: Path
 ) -> None:
-    config = EdgeConfig(
+    config = build(
+        EdgeConfig,
         broker=broker.address,
         prefix=topics.prefix,
         node="pi-cmd",

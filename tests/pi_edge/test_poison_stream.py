@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Prediction, Status, Topics, Window, encode_window
 from protocol.window import window_to_json
@@ -62,7 +63,8 @@ def poison(models: EdgeModels) -> list[tuple[str, bytes]]:
 
 @pytest.fixture
 def node(broker: Any, topics: Topics, models: EdgeModels, state_dir: Path) -> Iterator[EdgeService]:
-    config = EdgeConfig(
+    config = build(
+        EdgeConfig,
         broker=broker.address,
         prefix=topics.prefix,
         node=f"edge-{time.time_ns()}",

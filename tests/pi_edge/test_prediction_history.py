@@ -202,7 +202,7 @@ def test_the_recorder_counts_a_failed_write_and_writes_the_next_rows(tmp_path: P
         recorder.record([_row(14), _row(15)])
         while hist.count() < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert recorder._thread.is_alive()
+        assert recorder.alive
     finally:
         recorder.stop()
     assert len(failed) == 1 and failed[0][1] == 2 and "disk is full" in failed[0][0]

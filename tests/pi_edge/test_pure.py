@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from nodekit.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE
-from nodekit.settings import resolve
+from nodekit.settings import build, resolve
 from pi_edge import (
     BatchPolicy,
     ConfigError,
@@ -107,12 +107,17 @@ def test_config_precedence_is_defaults_file_env_flags(tmp_path: Path) -> None:
     args = _parser().parse_args(["run", "--config", str(toml), "--batch-max", "16"])
     env = {"EDGELOOP_BROKER": "env:2", "EDGELOOP_STATE_DIR": str(tmp_path / "s")}
     cfg = build_config(args, env)
-    assert (cfg.broker, cfg.batch_max, cfg.prefix, cfg.machines) == ("env:2", 16, "site/a", ("m1",))
+    assert (cfg.broker, cfg.intake.batch_max, cfg.prefix, cfg.intake.machines) == (
+        "env:2",
+        16,
+        "site/a",
+        ("m1",),
+    )
     assert cfg.state_dir == tmp_path / "s"
-    assert cfg.dashboard is True
+    assert cfg.report.dashboard is True
     args = _parser().parse_args(["run", "--no-dashboard", "--machines", "m1,m2"])
     cfg = build_config(args, {})
-    assert cfg.dashboard is False and cfg.machines == ("m1", "m2")
+    assert cfg.report.dashboard is False and cfg.intake.machines == ("m1", "m2")
 
 
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
@@ -125,9 +130,9 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a boolean"):
         resolve(EdgeConfig, env={"EDGELOOP_DASHBOARD": "maybe"})
     with pytest.raises(ConfigError, match="broker"):
-        EdgeConfig(broker="host:notaport")
+        build(EdgeConfig, broker="host:notaport")
     with pytest.raises(ConfigError, match="machine id"):
-        EdgeConfig(machines=("a/b",))
+        build(EdgeConfig, machines=("a/b",))
 
 
 def test_run_without_key_or_insecure_flag_exits_2(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService, ModelStore
 from pi_edge.__main__ import main
 from protocol import (
@@ -55,7 +56,7 @@ def _config(
         "batch_max": 16,
     }
     base.update(kw)
-    return EdgeConfig(**base)
+    return build(EdgeConfig, **base)
 
 
 @pytest.fixture

@@ -191,7 +191,7 @@ def test_topics_refuse_ids_sparkplug_forbids_and_the_flag_checks_the_group() -> 
     with pytest.raises(ConfigError, match="sparkplug"):
         resolve(EdgeConfig, flags={"sparkplug": "hall/1"})
     cfg = resolve(EdgeConfig, env={"EDGELOOP_SPARKPLUG": "plant1"})
-    assert cfg.sparkplug == "plant1" and cfg.sparkplug_silence_s == 30.0
+    assert cfg.report.sparkplug == "plant1" and cfg.report.sparkplug_silence_s == 30.0
     assert resolve(EdgeConfig, env={}).sparkplug is None  # off by default
 
 

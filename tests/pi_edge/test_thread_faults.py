@@ -19,6 +19,7 @@ import pytest
 
 import pi_edge.service as service_module
 from nodekit.guard import paho_thread_alive
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from protocol import Topics, Window, encode_window
 
@@ -39,7 +40,7 @@ def _config(broker: Any, topics: Topics, state_dir: Path, **kw: Any) -> EdgeConf
         "status_interval_s": 0.2,
     }
     base.update(kw)
-    return EdgeConfig(**base)
+    return build(EdgeConfig, **base)
 
 
 @pytest.fixture

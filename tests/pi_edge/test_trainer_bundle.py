@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService, Expected, vet_bundle
 from pi_edge.__main__ import main
 from protocol import (
@@ -96,7 +97,8 @@ def site_topics() -> Topics:
 def waiting_service(
     broker: Any, site_topics: Topics, trainer_bundle: TrainerBundle, tmp_path: Path
 ) -> Iterator[EdgeService]:
-    cfg = EdgeConfig(
+    cfg = build(
+        EdgeConfig,
         broker=broker.address,
         prefix=site_topics.prefix,
         node=f"edge-wait-{time.time_ns()}",

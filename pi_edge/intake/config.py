@@ -1,0 +1,190 @@
+"""The intake's settings: which machines, how windows are taken in and batched, fleet sharing,
+per-signal readings. A section of `pi_edge.config.EdgeConfig` (flags and variables as before)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nodekit.settings import check, setting
+from protocol import ConfigError, check_id
+from protocol.signals import SignalMap
+
+from .assembler import Assembler
+from .inbox import BatchPolicy, Inbox
+from .machine_cap import DEFAULT_MAX_MACHINES
+from .ownership import DEFAULT_FLEET_TIMEOUT_S, Change, Membership, Ownership
+
+T = TypeVar("T")
+
+__all__ = ["IntakeConfig"]
+
+
+def _ids(value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("is empty; use '+' for all machines")
+    for m in value:
+        if m != "+":
+            check_id(m)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeConfig:
+    """What comes in and how it is batched for the worker; checked on construction."""
+
+    machines: tuple[str, ...] = setting(
+        ("+",), help="'+' (all) or a comma-separated list of machine ids", check=_ids
+    )
+    shared_group: str | None = setting(
+        None,
+        help="MQTT 5 shared subscription group (round-robin on Mosquitto: one machine's "
+        "windows alternate between nodes, splitting its drift state; prefer --fleet)",
+        check=lambda v: check_id(v, "shared group"),
+    )
+    fleet: str | None = setting(
+        None,
+        help="fleet group: the live nodes of GROUP split the machines among themselves by "
+        "rendezvous hashing over their statuses; each classifies only its own (README 'Fleet')",
+        metavar="GROUP",
+        check=lambda v: check_id(v, "fleet group"),
+    )
+    fleet_timeout_s: float = setting(
+        DEFAULT_FLEET_TIMEOUT_S,
+        help="with --fleet: a member silent for this long is gone and its machines move (its "
+        "status comes every min(--status-interval, this/3) s)",
+        low=0.5,
+        high=3600.0,
+        flag="--fleet-timeout",
+    )
+    batch_max: int = setting(32, help="windows per invoke", low=1, high=4096)
+    batch_wait_ms: float = setting(
+        1.0,
+        help="under load, wait up to this for a batch to fill (0: take what is queued)",
+        low=0.0,
+        high=1000.0,
+    )
+    batch_wait_above_per_s: float = setting(
+        2000.0,
+        help="windows/s above which the worker waits for batches to fill (0: always)",
+        low=0.0,
+        high=1e7,
+        flag="--batch-wait-above",
+    )
+    batch_wait_low_ms: float = setting(
+        100.0,
+        help="below --batch-wait-below windows/s, gather windows this long per invoke (less CPU "
+        "per window, this much more latency; 0: classify each window at once)",
+        low=0.0,
+        high=1000.0,
+    )
+    batch_wait_below_per_s: float = setting(
+        400.0,
+        help="windows/s below which the worker gathers for --batch-wait-low-ms",
+        low=0.0,
+        high=1e7,
+        flag="--batch-wait-below",
+    )
+    queue_size: int = setting(
+        2048, help="inbox capacity; when full the oldest window is dropped", low=1, high=1_000_000
+    )
+    queue_full_wait_ms: float = setting(
+        50.0,
+        help="when the inbox is full, paho's thread waits up to this long for the worker to "
+        "take a batch before dropping the oldest window: backpressure to the broker instead of "
+        "receiving windows only to drop them (0: drop at once)",
+        low=0.0,
+        high=1000.0,
+        metavar="MS",
+    )
+    max_machines: int = setting(
+        DEFAULT_MAX_MACHINES,
+        help="machines tracked at once; beyond, the least recently seen is forgotten (counted "
+        "as machines_evicted in status)",
+        low=1,
+        high=1_000_000,
+    )
+    signals: Path | None = setting(
+        None,
+        help="also take per-signal readings: a TOML file mapping MQTT topics to machines and "
+        "channels (pi_edge/README.md, 'Signals'); windows are assembled from them",
+        metavar="FILE",
+    )
+    republish_windows: bool = setting(
+        False,
+        help="with --signals: publish each assembled window as a binary protocol window on "
+        "…/machines/{m}/window (QoS 0; the node then does not subscribe to window topics)",
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.fleet is not None and self.shared_group is not None:
+            raise ConfigError(
+                f"--fleet {self.fleet} with --shared-group {self.shared_group}: a fleet node "
+                "hears every window and keeps its own machines, a shared subscription would "
+                "hand it only some of them; drop --shared-group"
+            )
+        if self.queue_size < self.batch_max:
+            raise ConfigError(
+                f"queue_size {self.queue_size} must be ≥ batch_max {self.batch_max}; "
+                "raise --queue-size or lower --batch-max"
+            )
+        if self.signals is not None and self.shared_group is not None:
+            raise ConfigError(
+                f"--signals with --shared-group {self.shared_group}: a shared subscription "
+                "hands each reading to one node of the group, so no node sees a whole "
+                "window; drop --shared-group (split machines with --machines instead)"
+            )
+        if self.signals is None and self.republish_windows:
+            raise ConfigError(
+                "--republish-windows needs --signals FILE: only assembled windows are "
+                "republished (windows that came as windows are on the broker already)"
+            )
+
+    def batch_policy(self) -> BatchPolicy:
+        """The worker's micro-batching policy."""
+        return BatchPolicy(
+            self.batch_max,
+            self.batch_wait_ms / 1000.0,
+            self.batch_wait_above_per_s,
+            self.batch_wait_low_ms / 1000.0,
+            self.batch_wait_below_per_s,
+        )
+
+    def inbox(self) -> Inbox[Any]:
+        """The bounded inbox between paho's thread and the worker."""
+        return Inbox(self.queue_size, self.queue_full_wait_ms / 1000)
+
+    def ownership(self, node: str, on_change: Callable[[Change], None]) -> Ownership | None:
+        """With --fleet: this node's share of the machines (None without)."""
+        if self.fleet is None:
+            return None
+        return Ownership(
+            Membership(self.fleet, node, self.fleet_timeout_s),
+            max_cached=4 * self.max_machines,
+            on_change=on_change,
+        )
+
+    def assembler(
+        self,
+        signals: SignalMap | None,
+        window_length: int,
+        on_problem: Callable[[str, int], object],
+    ) -> Assembler | None:
+        """With --signals: windows from single readings (None without)."""
+        if signals is None:
+            return None
+        return Assembler(
+            signals, window_length, max_machines=self.max_machines, on_problem=on_problem
+        )
+
+    @property
+    def allowed(self) -> frozenset[str] | None:
+        """The machine ids this node takes (None: every one, '+')."""
+        return None if "+" in self.machines else frozenset(self.machines)
+
+    @property
+    def all_machines(self) -> bool:
+        """True for '+': every machine id is this node's (else only `machines`)."""
+        return "+" in self.machines
