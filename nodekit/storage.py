@@ -57,6 +57,8 @@ __all__ = [
     "MovedAside",
     "SqliteFile",
     "StorageError",
+    "atomic_write",
+    "fsync_dir",
     "is_corrupt",
     "seq_from_db",
     "seq_to_db",
@@ -377,3 +379,26 @@ class SqliteFile:
             for p in (old, Path(f"{old}-wal")):
                 p.unlink(missing_ok=True)
             log.info("deleted %s: only the newest %d moved-aside copies are kept", old, keep)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so that a rename in it survives a power cut (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old or the new file, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

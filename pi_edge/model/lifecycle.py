@@ -43,9 +43,9 @@ from ..errors import EdgeError, ModelError
 from ..intake.inbox import BatchPolicy
 from ..report.telemetry import ModelInfo
 from .health_watch import Figures, HealthPolicy, HealthState, ModelHealth, Verdict
+from .state_dir import ModelStore
 from .vetting import (
     Expected,
-    ModelStore,
     VettedModel,
     build_model,
     check_not_replayed,
