@@ -33,7 +33,8 @@ reading of a machine another member owns (status `fleet_skipped`); machines it g
 member joins are forgotten by the worker through the same path as the cap's evictions (`_forget`).
 
 Figures (rates, latencies, error counts) live in NodeTelemetry (report/telemetry.py); the closed
-loop (drift verdicts, kept windows) in Evidence (loop/evidence.py).
+loop in DriftWatch (loop/drift_watch.py: drift verdicts) and KeptWindows (loop/kept_windows.py:
+kept windows, their durable buffer and the shipper); the prediction history in HistoryRecorder.
 """
 
 from __future__ import annotations
@@ -50,11 +51,12 @@ from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, guard_client, publish_retained
 from nodekit.lifecycle import DEGRADED, Loop, Watchdog
 from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many, start_loop
+from nodekit.storage import WriteFailures
 from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.label_request import LabelRequest, LabelRequests
 from protocol.node_command import NodeCommand
-from protocol.status_detail import RolloutGroup
+from protocol.status_detail import DriftDetail, RolloutGroup
 
 from . import __version__
 from .config import EdgeConfig
@@ -65,6 +67,7 @@ from .intake.ownership import Change as FleetChange
 from .loop.label_requests import SPAN_S, Candidate
 from .report.dashboard import Snapshot
 from .report.debounce import Change
+from .report.history_writer import HistoryRecorder
 from .report.outputs import Clock, batch_outputs
 from .report.telemetry import NodeTelemetry, Queue
 
@@ -125,7 +128,16 @@ class EdgeService:
         self.broker_state = "not started"
         self.credentials = basics.credentials
         self.link: ConnectionWatch | None = None  # set by start(): connected, refused and why
-        self.evidence = loop.evidence(basics, self.faults)  # drift, kept windows, history
+        self.drift = loop.drift_watch()  # the serving model's drift detector
+        self.write_failures = WriteFailures(log, config.state_dir)  # buffer and history writes
+        self.history = HistoryRecorder.open(config.state_dir, self.write_failures, self.faults)
+        try:  # kept windows for the trainer: keeper, durable buffer, shipper
+            self.kept = loop.kept_windows(
+                basics, lambda: self.drift.model_version, self.write_failures, self.faults
+            )
+        except BaseException:
+            self.history.history.close()
+            raise
         self.signal_map = config.signal_map()  # --signals: readings → windows (intake/assembler.py)
         self._signals_lock = threading.Lock()  # paho's thread feeds, the worker forgets
         self.assembler = intake.assembler(
@@ -142,7 +154,7 @@ class EdgeService:
             disk_poll_s=report.status_interval_s,
             on_pending=self.inbox.wake,
             on_refused=self.telemetry.count_error,
-            on_install=self.evidence.model_changed,
+            on_install=self.drift.model_changed,
             faults=self.faults,
         )
         self._client: Any = None
@@ -178,8 +190,8 @@ class EdgeService:
         for loop in self._loops:
             loop.start().watch(self.watch)
         self.broker_state = "connecting"
-        self.evidence.start()
-        self.evidence.watch(self.watch)
+        self.kept.start().watch(self.watch)
+        self.history.start().watch(self.watch)
         try:
             self.link = connect(
                 client,
@@ -223,7 +235,8 @@ class EdgeService:
             loop.stop(timeout)
         if self.sparkplug is not None:  # after the worker: its NDEATH is the last word
             self.sparkplug.stop(timeout)
-        self.evidence.stop()
+        self.history.close()
+        self.kept.stop()
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
@@ -254,7 +267,7 @@ class EdgeService:
         """Why the broker keeps refusing this node (bad credentials, ACL, TLS), once it has
         refused `ConnectionWatch.give_up_after` times in a row; `pi_edge run` exits with it."""
         spb = self.sparkplug.link if self.sparkplug is not None else None
-        for link in (self.link, self.evidence.shipper.link, spb):
+        for link in (self.link, self.kept.shipper.link, spb):
             failure = link.failure() if link is not None else None
             if failure is not None:
                 return failure
@@ -494,7 +507,7 @@ class EdgeService:
         if self.ha is not None:  # after HA's birth message: every tracked machine's configs
             self.ha.pump(self._client, self._topics_by_machine)
         if self.labeler.pending():  # label events: held windows they reach are kept again
-            self.evidence.keep_records(self.labeler.pump(time.time()))
+            self.kept.keep_records(self.labeler.pump(time.time()))
         if self.models.model is None:  # nothing to classify with: wait for a vetted model
             pending = self.models.take_pending()
             if pending is not None:
@@ -534,10 +547,10 @@ class EdgeService:
             return
         inferred_ns = time.time_ns()
         top = probs.argmax(axis=1)
-        verdicts = self.evidence.observe(windows, x, probs, top)
+        verdicts = self.drift.observe(windows, x, probs, top)
         labels = [w.label for w in windows]
         self.models.observe(model.version, probs, top, verdicts.flags == 1, labels)  # health
-        self.evidence.keep(windows, verdicts, top)  # durable before anything is published
+        self.kept.keep(windows, verdicts, top)  # durable before anything is published
         rows = np.arange(len(windows))
         confidence = probs[rows, top].astype(np.float64)
         metrics = model.bundle.manifest.metrics
@@ -570,7 +583,7 @@ class EdgeService:
                 self._publish_change(change, row.drift, row.model_version)
         if self.sparkplug is not None:  # a dict update per window; its thread publishes
             self.sparkplug.observe(out.history, self.machine_states.current)
-        self.evidence.record(out.history)
+        self.history.record(out.history)
         evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
         if evicted:  # the machine cap: every per-machine structure forgets the same ids
             self._forget(evicted)
@@ -588,7 +601,7 @@ class EdgeService:
         asker, now = self.asker, time.time()
         if now < asker.next_check:
             return
-        if not asker.due(now, self.evidence.overall(), self.estimator.accuracy_est):
+        if not asker.due(now, self.drift.overall(), self.estimator.accuracy_est):
             return
         picks = asker.pick(
             (
@@ -597,7 +610,7 @@ class EdgeService:
                 if w.timestamp_ns > 0  # a window without a sensor time cannot be named
             ),
             now,
-            drifting={m for m, state in self.evidence.machine_states().items() if state != "ok"},
+            drifting={m for m, state in self.drift.machine_states().items() if state != "ok"},
             sure_at=self.estimator.sure_at,  # sure windows of healthy machines are not asked
         )
         if not picks:
@@ -646,7 +659,8 @@ class EdgeService:
     def _forget(self, machines: list[str]) -> None:
         """Every per-machine structure forgets `machines` (evicted by the machine cap, or given
         to another fleet member); telemetry has forgotten them already."""
-        self.evidence.forget(machines)
+        self.drift.forget(machines)
+        self.kept.forget(machines)
         self.machine_states.forget(machines)
         if self.assembler is not None:
             with self._signals_lock:
@@ -738,13 +752,38 @@ class EdgeService:
             self.topics.status(self.config.node), self.status().to_json(), qos=1, retain=True
         )
 
+    def _loop_detail(self) -> dict[str, Any]:
+        """The status's drift, buffer, shipper, history and storage parts."""
+        kept, counts = self.kept.detail()
+        buffer, history = self.kept.storage(counts), self.history.storage()
+        storage = {  # in the order the status always had
+            key: {**buffer, **history}[key]
+            for key in (
+                "buffer_moved_aside",
+                "buffer_moved_aside_count",
+                "history_moved_aside",
+                "history_moved_aside_count",
+                "buffer_rejected",
+                "buffer_quarantined",
+                "history_rejected",
+                "history_bad_rows",
+            )
+        }
+        return {
+            DriftDetail.KEY: self.drift.detail().to_json_obj(),
+            **kept,
+            "history_dropped": self.history.dropped,
+            "storage_errors": self.write_failures.counts(),
+            "storage": storage,
+        }
+
     def _queue(self) -> Queue:
         return Queue(len(self.inbox), self.inbox.capacity, self.inbox.dropped)
 
     def status(self) -> Status:
         """This node's status message, as published retained."""
         dead = self.dead_threads
-        evidence = self.evidence.snapshot()
+        evidence = self._loop_detail()
         evidence["labels"] = self.labeler.stats()
         evidence["labels"]["requests"] = self.asker.stats()  # label requests sent
         evidence["estimate"] = self.estimator.summary()  # label-free accuracy estimate
@@ -767,7 +806,7 @@ class EdgeService:
             self.models.info(),
             self._queue(),
             self.broker_state,
-            self.evidence.overall(),
+            self.drift.overall(),
             evidence,
             state=DEGRADED if dead else "online",
             faults=self.faults.counts(),
@@ -781,9 +820,9 @@ class EdgeService:
             self.models.info(),
             self._queue(),
             self.broker_state,
-            self.evidence.overall(),
-            self.evidence.machine_states(),
-            {**self.evidence.snapshot(), "estimate": self.estimator.summary()},
+            self.drift.overall(),
+            self.drift.machine_states(),
+            {**self._loop_detail(), "estimate": self.estimator.summary()},
             self.config.loop.low_confidence,
             self.faults.counts(),
         )
