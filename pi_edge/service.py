@@ -783,23 +783,23 @@ class EdgeService:
     def status(self) -> Status:
         """This node's status message, as published retained."""
         dead = self.dead_threads
-        evidence = self._loop_detail()
-        evidence["labels"] = self.labeler.stats()
-        evidence["labels"]["requests"] = self.asker.stats()  # label requests sent
-        evidence["estimate"] = self.estimator.summary()  # label-free accuracy estimate
-        evidence.update(self.models.health_detail())  # rollbacks, model_health
+        detail = self._loop_detail()
+        detail["labels"] = self.labeler.stats()
+        detail["labels"]["requests"] = self.asker.stats()  # label requests sent
+        detail["estimate"] = self.estimator.summary()  # label-free accuracy estimate
+        detail.update(self.models.health_detail())  # rollbacks, model_health
         if self.config.models.rollout_group is not None:  # the trainer's staged rollout reads it
             group = RolloutGroup(self.config.models.rollout_group)
-            evidence[RolloutGroup.KEY] = group.to_json_obj()
+            detail[RolloutGroup.KEY] = group.to_json_obj()
         if self.assembler is not None:
             with self._signals_lock:
-                evidence["signals"] = {
+                detail["signals"] = {
                     **self.assembler.counts,
                     "machines": len(self.assembler),
                 }
         extra: dict[str, float] = {}
         if self.fleet is not None:  # detail.fleet: what other members and the console read
-            evidence[FLEET_DETAIL] = fleet = self.fleet.info()
+            detail[FLEET_DETAIL] = fleet = self.fleet.info()
             extra["fleet_skipped"] = float(fleet["skipped"])
             extra["fleet_owned"] = float(fleet["owned"])
         return self.telemetry.status(
@@ -807,7 +807,7 @@ class EdgeService:
             self._queue(),
             self.broker_state,
             self.drift.overall(),
-            evidence,
+            detail,
             state=DEGRADED if dead else "online",
             faults=self.faults.counts(),
             dead_threads=dead,

@@ -92,7 +92,7 @@ class ModelManager(Worker):
         self._policy = policy
         self._on_pending = on_pending  # wake the worker
         self._on_refused = on_refused  # count the refusal (kind)
-        self._on_install = on_install  # the evidence's detectors start over
+        self._on_install = on_install  # the drift detector starts over
         self._disk_poll_s = disk_poll_s
         self._lock = threading.Lock()
         self._model: VettedModel | None = None  # written by the worker (install) only
