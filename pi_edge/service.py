@@ -73,6 +73,7 @@ from .report.telemetry import NodeTelemetry, Queue
 
 if TYPE_CHECKING:
     from nodekit.metrics_server import MetricsServer
+    from nodekit.mqtt import Client, ConnectFlags, DisconnectFlags, Message, Properties, ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class EdgeService:
             on_install=self.drift.model_changed,
             faults=self.faults,
         )
-        self._client: Any = None
+        self._client: Client | None = None
         self._loops = (  # this node's own threads (the parts start theirs)
             Loop("edge-worker", self._worker, wake=self.inbox.wake),
             Loop("edge-status", self._status_loop),
@@ -294,7 +295,12 @@ class EdgeService:
 
     # ------------------------------------------------------------------ MQTT callbacks
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         if getattr(reason_code, "is_failure", False):  # self.link logged why and what to check
             self.broker_state = self.link.state if self.link else f"refused ({reason_code})"
@@ -329,7 +335,12 @@ class EdgeService:
         )
 
     def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         if self._stop.is_set():
             self.broker_state = "disconnected"
@@ -343,7 +354,7 @@ class EdgeService:
             "nothing" if version is None else f"v{version}",
         )
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         received_ns = time.time_ns()
         topic = msg.topic
         if topic == self.topics.model_current:
@@ -433,7 +444,7 @@ class EdgeService:
         if windows and self.config.intake.republish_windows:
             items = [(self.topics.window(w.machine), encode_window(w)) for w in windows]
             if (
-                not publish_many(self._client, items)
+                not publish_many(self._mqtt, items)
                 and self.telemetry.count_error("republish_failed", len(items))[0]
             ):
                 log.warning(
@@ -575,7 +586,7 @@ class EdgeService:
             Clock(start_ns, inferred_ns, time.time_ns()),  # the batch goes to paho at once
             self._prediction_topic,
         )
-        failed = 0 if publish_many(self._client, out.messages) else len(out.messages)
+        failed = 0 if publish_many(self._mqtt, out.messages) else len(out.messages)
         debounce = self.machine_states.update  # per window a counter; a change is published
         for row, item in zip(out.history, batch, strict=True):
             change = debounce(row.machine, row.label, row.confidence, item.received_ns / 1e9)
@@ -628,7 +639,7 @@ class EdgeService:
             for c in picks
         )
         payload = LabelRequests(self.config.node, now, requests).to_json()
-        rc = self._client.publish(self.topics.label_requests, payload, qos=1).rc
+        rc = self._mqtt.publish(self.topics.label_requests, payload, qos=1).rc
         if rc not in (0, _NO_CONN) and self.telemetry.count_error("label_request_failed")[0]:
             log.warning("could not queue a label request for the broker (paho rc %s)", rc)
             return
@@ -689,7 +700,7 @@ class EdgeService:
             change.event or "first state",
         )
         for topic, payload, retain in out:
-            rc = self._client.publish(topic, payload, qos=1, retain=retain).rc
+            rc = self._mqtt.publish(topic, payload, qos=1, retain=retain).rc
             if rc not in (0, _NO_CONN) and self.telemetry.count_error("state_publish_failed")[0]:
                 log.warning("could not queue %s for the broker (paho rc %s)", topic, rc)
 
@@ -709,6 +720,13 @@ class EdgeService:
             with guard:
                 if not self.watchdog() and self.broker_state == "connected":
                     self._publish_status()
+
+    @property
+    def _mqtt(self) -> Client:
+        """The node's MQTT client; the worker and paho's thread run only after `start()`."""
+        if self._client is None:
+            raise EdgeError("the node's MQTT client is used before start()")
+        return self._client
 
     # the watchdog (nodekit.lifecycle): what `pi_edge run` and the tests read
     @property

@@ -80,6 +80,9 @@ from .snapshot import MachineRow, Snapshot
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
+    from nodekit.mqtt import Client, ConnectFlags, DisconnectFlags, Message, Properties, ReasonCode
+
+
 __all__ = ["ROLE", "RunReport", "SimConfig", "Simulator", "send_command"]
 
 log = logging.getLogger(__name__)
@@ -177,7 +180,12 @@ class Simulator:
 
     # ---- paho thread: flags, counters and a hand-off, nothing heavy -------------------------
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         if reason.is_failure:  # self._link logged why and which settings to check
             return
@@ -193,7 +201,12 @@ class Simulator:
         self._publish_status()
 
     def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         self._connected.clear()
         if self._closing:
@@ -201,7 +214,7 @@ class Simulator:
         else:
             log.warning("lost the broker %s (%s); paho reconnects", self.config.broker, reason)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         if self.answerer is not None and msg.topic == self.topics.label_requests:
             self.answerer.submit(msg.payload, time.monotonic())  # answered by the loop
             return

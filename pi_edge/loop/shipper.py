@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from nodekit.guard import Faults, guard_client, paho_thread_alive
 from nodekit.lifecycle import Worker
@@ -43,6 +43,10 @@ from protocol.status_detail import ShipperDetail
 
 from .buffer import DurableBuffer
 from .delivery import Deliveries, Flight, ResendPolicy
+
+if TYPE_CHECKING:
+    from nodekit.mqtt import Client, ConnectFlags, Message, Properties, ReasonCode
+
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +145,7 @@ class BatchShipper(Worker):
         self.node = node
         self.model_version = model_version
         self.config = config or ShipperConfig()
-        self.client: Any = make_client(f"{node}-batches")
+        self.client: Client = make_client(f"{node}-batches")
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -238,7 +242,12 @@ class BatchShipper(Worker):
         self._events.put(event)
 
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason: ReasonCode,
+        props: Properties | None = None,
     ) -> None:
         if getattr(reason, "is_failure", False):  # self.link logged why and what to check
             return
@@ -246,7 +255,7 @@ class BatchShipper(Worker):
         self._put(("connected", 0, 0, None))
 
     def _on_subscribe(
-        self, client: Any, userdata: Any, mid: int, reasons: Any, props: Any = None
+        self, client: Client, userdata: Any, mid: int, reasons: Any, props: Properties | None = None
     ) -> None:
         for rc in reasons or ():
             code = int(getattr(rc, "value", rc))
@@ -262,7 +271,7 @@ class BatchShipper(Worker):
                     code,
                 )
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         try:
             ack = BatchAck.from_json(msg.payload)
         except PayloadError as exc:
@@ -279,7 +288,12 @@ class BatchShipper(Worker):
         self._events.put(("ack", 0, 0, ack))
 
     def _on_publish(
-        self, client: Any, userdata: Any, mid: int, reason: Any = 0, props: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode | int = 0,
+        props: Properties | None = None,
     ) -> None:
         self._put(("puback", mid, _code(reason), None))
 
