@@ -99,6 +99,7 @@ class EdgeService:
         self.policy = intake.batch_policy()
         self.inbox: Inbox[_Item] = intake.inbox()
         self._input_shape = (models.window_length, len(models.channels))
+        self._machine_type = models.machine_type
         self._stop = threading.Event()
         self.faults = Faults(log, report.log_interval_s)
         # the threads this node cannot go on without, and how it ends when one dies
@@ -144,7 +145,7 @@ class EdgeService:
         self.assembler = intake.assembler(
             self.signal_map, models.window_length, self._signal_problem
         )
-        self.labeler = loop.labeler(basics)  # maintenance label events
+        self.labeler = loop.labeler(basics, self._machine_type)  # maintenance label events
         self.estimator = loop.estimator()  # label-free accuracy estimate
         self.asker = loop.asker()  # label requests for the least sure held windows
         self.models = models.manager(
@@ -394,7 +395,9 @@ class EdgeService:
                 )
             if self.fleet is not None and not self.fleet.owns(machine, time.monotonic()):
                 return  # another member's machine: counted as skipped, not an error
-            window = decode_any(msg.payload, machine, self._input_shape)
+            window = self._machine_type.resolve(  # a label names one of the type's classes
+                decode_any(msg.payload, machine, self._input_shape)
+            )
         except PayloadError as exc:
             self._bad_payload(exc, topic)
             return
@@ -559,7 +562,7 @@ class EdgeService:
         inferred_ns = time.time_ns()
         top = probs.argmax(axis=1)
         verdicts = self.drift.observe(windows, x, probs, top)
-        labels = [w.label for w in windows]
+        labels = [None if w.label is None else int(w.label) for w in windows]  # resolved
         self.models.observe(model.version, probs, top, verdicts.flags == 1, labels)  # health
         self.kept.keep(windows, verdicts, top)  # durable before anything is published
         rows = np.arange(len(windows))

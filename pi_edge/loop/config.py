@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from nodekit.guard import Faults
 from nodekit.settings import check, setting
 from nodekit.storage import WriteFailures
+from protocol.machine_type import MachineType
 
 from .accuracy_estimate import AccuracyEstimator
 from .drift import DriftConfig
@@ -125,10 +126,13 @@ class LoopConfig:
             faults,
         )
 
-    def labeler(self, basics: NodeBasics) -> Labeler:
-        """Maintenance label events applied to held and new windows."""
+    def labeler(self, basics: NodeBasics, machine_type: MachineType) -> Labeler:
+        """Maintenance label events (in `machine_type`'s class names) on held and new windows."""
         return Labeler(
-            basics.state_dir, hold_windows=self.label_hold_windows, hold_s=self.label_hold_s
+            basics.state_dir,
+            hold_windows=self.label_hold_windows,
+            hold_s=self.label_hold_s,
+            machine_type=machine_type,
         )
 
     def estimator(self) -> AccuracyEstimator:

@@ -64,9 +64,8 @@ class DriftWatch:
             monitor = self._monitor
             if monitor is None:
                 return Verdicts.quiet(len(windows))
-            return monitor.observe(
-                [w.machine for w in windows], x, probs, [w.label for w in windows], predicted
-            )
+            labels = [None if w.label is None else int(w.label) for w in windows]  # resolved
+            return monitor.observe([w.machine for w in windows], x, probs, labels, predicted)
 
     def forget(self, machines: list[str]) -> None:
         """Drop the per-machine detectors of `machines` (evicted or given away)."""

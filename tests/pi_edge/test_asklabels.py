@@ -150,7 +150,7 @@ def test_label_requests_round_trip_and_refuse_what_is_wrong() -> None:
     }
     for field, value in (
         ("machine", "m/1"),
-        ("predicted", "rust"),
+        ("predicted", "a/b"),
         ("confidence", 1.5),
         ("seq", -1),
         ("seq", 1.5),
