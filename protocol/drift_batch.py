@@ -1,11 +1,17 @@
 """Drift batches: labeled and flagged windows the Pi ships to the trainer (`…/drift/batches`).
 
-Binary, format version 1, little-endian — see protocol/README.md:
+Binary, little-endian — see protocol/README.md:
 
-    header:  magic b"ED" | version u8 = 1 | reserved u8 | n_records u16 | batch_id 16 bytes
+    header:  magic b"ED" | version u8 (1 or 2) | reserved u8 | n_records u16 | batch_id 16 bytes
              | node_len u8 | node id (UTF-8) | model_version u32 (0 = none)
+             [version 2 only: | type_len u8 | machine type (UTF-8)]
     record:  reason u8 | predicted int8 (-1 = none) | reserved u16 | score float64
              | frame_len u32 | window frame (protocol.window binary frame, label inside)
+
+Version 1 is a batch of the built-in machine type's windows (what every batch was before machine
+types); version 2 names the machine type whose model (`model_version`) classified them, and the
+windows' labels and predictions index that type's classes. A node writes version 1 for the
+built-in type, so a trainer of before machine types reads it; such a trainer refuses version 2.
 
 A window's identity is (machine, seq, timestamp_ns): the trainer drops duplicates by it, so the
 Pi may resend a batch whose acknowledgement it never saw (at-least-once).
@@ -14,8 +20,11 @@ Pi may resend a batch whose acknowledgement it never saw (at-least-once).
 >>> from protocol.window import Window
 >>> w = Window("m01", 3, 5, np.zeros((60, 4), np.float32), label=2)
 >>> batch = DriftBatch(b"0123456789abcdef", "pi-1", 4, (Kept(w, "labeled", 1, 0.4),))
->>> decode_batch(encode_batch(batch)) == batch
-True
+>>> decode_batch(encode_batch(batch)) == batch, encode_batch(batch)[2]
+(True, 1)
+>>> fans = DriftBatch(b"0123456789abcdef", "pi-1", 2, (Kept(w, "labeled", 1, 0.4),), "fan")
+>>> decode_batch(encode_batch(fans)).machine_type, encode_batch(fans)[2]
+('fan', 2)
 >>> window_id(w)
 'm01:3:5'
 """
@@ -27,11 +36,12 @@ import struct
 from dataclasses import dataclass
 
 from .errors import PayloadError
-from .topics import check_id
+from .topics import DEFAULT_TYPE_NAME, check_id
 from .window import Window, decode_window, encode_window
 
 MAGIC = b"ED"
-BATCH_VERSION = 1
+BATCH_VERSION = 2  # the newest this build writes (for another type than the built-in one)
+BATCH_VERSIONS = (1, 2)
 REASONS: tuple[str, ...] = ("labeled", "low_confidence", "out_of_distribution", "drift")
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_RECORDS = 4096
@@ -62,11 +72,13 @@ class DriftBatch:
     node: str
     model_version: int
     records: tuple[Kept, ...]
+    machine_type: str = DEFAULT_TYPE_NAME
 
     def __post_init__(self) -> None:
         if len(self.batch_id) != 16:
             raise PayloadError("batch_id must be 16 bytes", kind="bad_field")
         check_id(self.node, "node id")
+        check_id(self.machine_type, "machine type")
         if not 0 < len(self.records) <= MAX_RECORDS:
             raise PayloadError(f"a batch holds 1..{MAX_RECORDS} records", kind="bad_field")
 
@@ -78,11 +90,15 @@ def window_id(window: Window) -> str:
 
 def encode_batch(batch: DriftBatch) -> bytes:
     node = batch.node.encode()
+    version = 1 if batch.machine_type == DEFAULT_TYPE_NAME else 2
     parts = [
-        _HEAD.pack(MAGIC, BATCH_VERSION, 0, len(batch.records), batch.batch_id, len(node)),
+        _HEAD.pack(MAGIC, version, 0, len(batch.records), batch.batch_id, len(node)),
         node,
         _MODEL.pack(batch.model_version),
     ]
+    if version == 2:
+        kind = batch.machine_type.encode()
+        parts += [bytes([len(kind)]), kind]
     for rec in batch.records:
         frame = encode_window(rec.window)
         predicted = -1 if rec.predicted is None else rec.predicted
@@ -103,9 +119,10 @@ def decode_batch(data: bytes) -> DriftBatch:
         raise PayloadError(
             f"drift batch starts with {bytes(magic)!r}, expected {MAGIC!r}", kind="bad_magic"
         )
-    if version != BATCH_VERSION:
+    if version not in BATCH_VERSIONS:
         raise PayloadError(
-            f"drift batch version {version}, this build reads {BATCH_VERSION}; upgrade the trainer",
+            f"drift batch version {version}, this build reads {list(BATCH_VERSIONS)}; upgrade "
+            "the trainer",
             kind="bad_version",
         )
     if not 1 <= count <= MAX_RECORDS:
@@ -122,6 +139,18 @@ def decode_batch(data: bytes) -> DriftBatch:
     pos += node_len
     (model_version,) = _MODEL.unpack_from(data, pos)
     pos += _MODEL.size
+    machine_type = DEFAULT_TYPE_NAME
+    if version == 2:
+        type_len = data[pos] if pos < n else 0
+        if not 1 <= type_len <= 64 or n < pos + 1 + type_len:
+            raise PayloadError("drift batch ends inside its machine type", kind="truncated")
+        try:
+            machine_type = check_id(
+                bytes(data[pos + 1 : pos + 1 + type_len]).decode(), "drift batch machine type"
+            )
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"drift batch machine type is not UTF-8: {exc}", "bad_id") from exc
+        pos += 1 + type_len
     records = []
     for i in range(count):
         if n < pos + _RECORD.size:
@@ -156,4 +185,4 @@ def decode_batch(data: bytes) -> DriftBatch:
         )
     if pos != n:
         raise PayloadError(f"drift batch has {n - pos} trailing bytes", kind="malformed")
-    return DriftBatch(bytes(batch_id), node, model_version, tuple(records))
+    return DriftBatch(bytes(batch_id), node, model_version, tuple(records), machine_type)

@@ -7,9 +7,12 @@ events"):
     {prefix}/machines/{m}/state   QoS 1, retained: the current debounced state
     {prefix}/machines/{m}/event   QoS 1, not retained: fault_start, fault_end or fault_change
 
-The state is "normal" when the debounced class is the normal class (`NORMAL`, the first class
-of the vocabulary), "fault" for any other class, and "unknown" (class and confidence null)
-before a class has held for the node's number of consecutive windows.
+The state is "normal" when the debounced class is the machine type's healthy class (`normal`;
+"normal" for the built-in type), "anomaly" when it is `ANOMALY` (the verdict of an anomaly model,
+which knows only the healthy class: protocol.manifest task "anomaly"), "fault" for any other
+class, and "unknown" (class and confidence null) before a class has held for the node's number
+of consecutive windows. A machine of another type than the built-in one also carries `type` and
+`normal`; the built-in type's messages leave them out (byte for byte as before machine types).
 
 >>> s = MachineState("m01", "pi-1", "fault", "bearing_fault", 0.97, 1700000000.5, "ok", 3,
 ...                  1700000001.0)
@@ -45,6 +48,7 @@ from .schema import CLASSES
 from .topics import check_id
 
 __all__ = [
+    "ANOMALY",
     "DRIFT_STATES",
     "EVENTS",
     "MACHINE_STATES",
@@ -53,14 +57,16 @@ __all__ = [
     "STATE_VERSION",
     "MachineEvent",
     "MachineState",
+    "state_of",
 ]
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 1024  # a state or event is ~250 bytes
-NORMAL = CLASSES[0]  # the class that means "no fault"
-MACHINE_STATES = ("normal", "fault", "unknown")
+NORMAL = CLASSES[0]  # the built-in type's healthy class
+ANOMALY = "anomaly"  # the class an anomaly model's node gives a window it finds anomalous
+MACHINE_STATES = ("normal", "fault", "anomaly", "unknown")
 DRIFT_STATES = ("ok", "suspect", "drift")
-EVENTS = ("fault_start", "fault_end", "fault_change")
+EVENTS = ("fault_start", "fault_end", "fault_change", "anomaly_start", "anomaly_end")
 MAX_MODEL_VERSION = (1 << 32) - 1  # as in a prediction
 MAX_UNIX_S = float(1 << 32)  # year 2106
 MAX_CLASS_CHARS = 64
@@ -94,6 +100,44 @@ def _bad(msg: str) -> PayloadError:
     return PayloadError(msg, kind="bad_field")
 
 
+def state_of(cls: str, normal: str = NORMAL) -> str:
+    """The machine state a debounced class means.
+
+    >>> state_of("normal"), state_of("bearing_fault"), state_of("anomaly"), state_of("ok", "ok")
+    ('normal', 'fault', 'anomaly', 'normal')
+    """
+    if cls == normal:
+        return "normal"
+    return "anomaly" if cls == ANOMALY else "fault"
+
+
+def event_of(previous: str | None, cls: str, normal: str = NORMAL) -> str | None:
+    """The event a change of debounced class is (None: no change).
+
+    >>> event_of(None, "bearing_fault"), event_of("anomaly", "normal"), event_of("a", "b", "n")
+    ('fault_start', 'anomaly_end', 'fault_change')
+    """
+    if previous == cls:
+        return None
+    now, before = state_of(cls, normal), None if previous is None else state_of(previous, normal)
+    if now == "normal":
+        if before in (None, "normal"):
+            return None
+        return "anomaly_end" if before == "anomaly" else "fault_end"
+    if before in (None, "normal"):
+        return "anomaly_start" if now == "anomaly" else "fault_start"
+    return "fault_change"
+
+
+def _kind(data: dict[str, Any]) -> tuple[str | None, str]:
+    """(type, normal) of a decoded message: absent = the built-in type."""
+    kind = data.pop("type", None)
+    normal = data.pop("normal", NORMAL)
+    if kind is not None:
+        check_id(kind, "machine type")
+    return kind, _class(normal, "normal class")
+
+
 def _one_of(value: object, what: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise _bad(f"{what} must be one of {list(allowed)}, got {short(value)}")
@@ -119,8 +163,11 @@ def _object(data: bytes | str, what: str, fields: tuple[str, ...]) -> dict[str, 
             "subscriber to match pi_edge",
             kind="bad_version",
         )
-    if set(obj) != set(fields):
-        raise _bad(f"{what} has fields {short(sorted(obj))}, expected exactly {list(fields)}")
+    if set(obj) - {"type", "normal"} != set(fields) or ("type" in obj) != ("normal" in obj):
+        raise _bad(
+            f"{what} has fields {short(sorted(obj))}, expected exactly {list(fields)} (and "
+            "'type' with 'normal' for a machine of another type than the built-in one)"
+        )
     return obj
 
 
@@ -147,20 +194,24 @@ class MachineState:
     drift: str
     model_version: int
     ts: float
+    machine_type: str | None = None  # None: the built-in type
+    normal: str = NORMAL  # the type's healthy class
 
     def __post_init__(self) -> None:
         check_id(self.machine)
         check_id(self.node, "node id")
+        _check_type(self.machine_type, self.normal)
         _one_of(self.state, "machine state", MACHINE_STATES)
         if self.state == "unknown":
             if self.cls is not None or self.confidence is not None:
                 raise _bad("an unknown machine state has class and confidence null")
         else:
             cls = _class(self.cls, "machine state class")
-            if (cls == NORMAL) != (self.state == "normal"):
+            if state_of(cls, self.normal) != self.state:
                 raise _bad(
                     f"machine state {self.state!r} with class {short(cls)}: the state is "
-                    f"'normal' exactly when the class is {NORMAL!r}, else 'fault'"
+                    f"'normal' exactly when the class is {self.normal!r}, 'anomaly' when it is "
+                    f"{ANOMALY!r}, else 'fault'"
                 )
             object.__setattr__(
                 self, "confidence", need_number(self.confidence, "state confidence", 0.0, 1.0)
@@ -171,25 +222,25 @@ class MachineState:
         need_int(self.model_version, "state model_version", 0, MAX_MODEL_VERSION)
 
     def to_json(self) -> bytes:
-        return _dumps(
-            {
-                "v": STATE_VERSION,
-                "machine": self.machine,
-                "node": self.node,
-                "state": self.state,
-                "class": self.cls,
-                "confidence": self.confidence,
-                "since": self.since,
-                "drift": self.drift,
-                "model_version": self.model_version,
-                "ts": self.ts,
-            }
-        )
+        obj = {
+            "v": STATE_VERSION,
+            "machine": self.machine,
+            "node": self.node,
+            "state": self.state,
+            "class": self.cls,
+            "confidence": self.confidence,
+            "since": self.since,
+            "drift": self.drift,
+            "model_version": self.model_version,
+            "ts": self.ts,
+        }
+        return _dumps(_with_type(obj, self.machine_type, self.normal))
 
     @classmethod
     def from_json(cls, data: bytes | str) -> MachineState:
         """Parse and check a state; PayloadError (with .kind) says what was wrong."""
         o = _object(data, "machine state", _STATE_FIELDS)
+        kind, normal = _kind(o)
         return cls(
             o["machine"],
             o["node"],
@@ -200,6 +251,8 @@ class MachineState:
             o["drift"],
             o["model_version"],
             o["ts"],
+            kind,
+            normal,
         )
 
 
@@ -208,7 +261,9 @@ class MachineEvent:
     """One change of `machine`'s debounced class.
 
     `event`: "fault_start" (from normal, or from no class yet, to a fault class), "fault_end"
-    (from a fault class to normal) or "fault_change" (from one fault class to another).
+    (from a fault class to normal), "fault_change" (from one fault class — or an anomaly — to
+    another), "anomaly_start" (from normal, or none yet, to `ANOMALY`), "anomaly_end" (back to
+    normal); `event_of` says which a change is.
     `previous_class` is None only for a machine's first class; `duration_s` is how long the
     previous class lasted (None for the first). `confidence` is the new class's, as in the state.
     """
@@ -222,25 +277,22 @@ class MachineEvent:
     ts: float
     duration_s: float | None
     model_version: int
+    machine_type: str | None = None  # None: the built-in type
+    normal: str = NORMAL  # the type's healthy class
 
     def __post_init__(self) -> None:
         check_id(self.machine)
         check_id(self.node, "node id")
+        _check_type(self.machine_type, self.normal)
         event = _one_of(self.event, "machine event", EVENTS)
         cls = _class(self.cls, "event class")
         prev = self.previous_class
         if prev is not None:
             prev = _class(prev, "event previous_class")
-        if event == "fault_start":
-            ok = cls != NORMAL and prev in (None, NORMAL)
-        elif event == "fault_end":
-            ok = cls == NORMAL and prev not in (None, NORMAL)
-        else:
-            ok = NORMAL not in (cls, prev) and prev not in (None, cls)
-        if not ok:
+        if event_of(prev, cls, self.normal) != event:
             raise _bad(
                 f"event {event!r} does not fit a change from {short(prev)} to {short(cls)}; "
-                f"{NORMAL!r} is the normal class"
+                f"{self.normal!r} is the normal class"
             )
         if (prev is None) != (self.duration_s is None):
             raise _bad("event duration_s is null exactly when previous_class is null")
@@ -254,25 +306,25 @@ class MachineEvent:
         need_int(self.model_version, "event model_version", 0, MAX_MODEL_VERSION)
 
     def to_json(self) -> bytes:
-        return _dumps(
-            {
-                "v": STATE_VERSION,
-                "machine": self.machine,
-                "node": self.node,
-                "event": self.event,
-                "class": self.cls,
-                "previous_class": self.previous_class,
-                "confidence": self.confidence,
-                "ts": self.ts,
-                "duration_s": self.duration_s,
-                "model_version": self.model_version,
-            }
-        )
+        obj = {
+            "v": STATE_VERSION,
+            "machine": self.machine,
+            "node": self.node,
+            "event": self.event,
+            "class": self.cls,
+            "previous_class": self.previous_class,
+            "confidence": self.confidence,
+            "ts": self.ts,
+            "duration_s": self.duration_s,
+            "model_version": self.model_version,
+        }
+        return _dumps(_with_type(obj, self.machine_type, self.normal))
 
     @classmethod
     def from_json(cls, data: bytes | str) -> MachineEvent:
         """Parse and check an event; PayloadError (with .kind) says what was wrong."""
         o = _object(data, "machine event", _EVENT_FIELDS)
+        kind, normal = _kind(o)
         return cls(
             o["machine"],
             o["node"],
@@ -283,4 +335,21 @@ class MachineEvent:
             o["ts"],
             o["duration_s"],
             o["model_version"],
+            kind,
+            normal,
         )
+
+
+def _check_type(machine_type: str | None, normal: str) -> None:
+    if machine_type is None:
+        if normal != NORMAL:
+            raise _bad(f"the built-in type's normal class is {NORMAL!r}, not {short(normal)}")
+        return
+    check_id(machine_type, "machine type")
+    _class(normal, "normal class")
+
+
+def _with_type(obj: dict[str, Any], machine_type: str | None, normal: str) -> dict[str, Any]:
+    if machine_type is not None:
+        obj["type"], obj["normal"] = machine_type, normal
+    return obj

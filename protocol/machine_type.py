@@ -57,6 +57,7 @@ MAX_CLASSES = MAX_LABEL + 1  # a binary window's label byte indexes them
 MAX_CHANNELS = 16
 MAX_UNIT_CHARS = 16
 MAX_PATTERNS = 1024
+RESERVED_CLASS = "anomaly"  # protocol.machine_state.ANOMALY: an anomaly model's verdict
 MAX_TYPES = 64
 MAX_SAMPLE_HZ = 1e6
 MAX_WINDOW_SAMPLES = MAX_SAMPLES  # the binary window frame's limit (protocol.window)
@@ -167,6 +168,11 @@ class MachineType:
                 check_name(c)
         except PayloadError as exc:
             raise ConfigError(f"machine type {self.name}: {exc}") from None
+        if RESERVED_CLASS in classes:
+            raise ConfigError(
+                f"machine type {self.name}: {RESERVED_CLASS!r} is reserved for an anomaly "
+                "model's verdict; name the class after what is wrong"
+            )
         if len(set(classes)) != len(classes):
             raise ConfigError(f"machine type {self.name} names a class twice: {list(classes)}")
         object.__setattr__(self, "classes", classes)

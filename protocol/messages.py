@@ -93,10 +93,13 @@ class Prediction:
     ood_score: float = 0.0
     timestamps_ns: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    machine_type: str | None = None  # None (left out of the JSON): the built-in type
 
     def __post_init__(self) -> None:
         check_id(self.machine)
         need_int(self.seq, "prediction seq", 0, MAX_SEQ)
+        if self.machine_type is not None:
+            check_id(self.machine_type, "machine type")
         if not isinstance(self.classes, list | tuple) or not 1 <= len(self.classes) <= 256:
             raise PayloadError(
                 f"prediction classes must list 1..256 names, got {short(self.classes)}",
@@ -158,6 +161,7 @@ class Prediction:
             self.ood_score,
             self.timestamps_ns,
             self.latency_ms,
+            self.machine_type,
         )
 
     @classmethod
@@ -251,8 +255,10 @@ def prediction_json(
     ood_score: float,
     timestamps_ns: dict[str, int],
     latency_ms: dict[str, float],
+    machine_type: str | None = None,
 ) -> bytes:
-    """The prediction JSON, without building (and validating) a Prediction first.
+    """The prediction JSON, without building (and validating) a Prediction first; a machine
+    of another type than the built-in one also names its `machine_type` (last).
 
     The classifier's hot path calls this once per window with values it produced itself (finite
     floats); `Prediction.to_json` uses it too, so there is one layout. A template with the C
@@ -271,7 +277,9 @@ def prediction_json(
         f'"classes":{_str_list(tuple(classes))},'
         f'"truth":{"null" if truth is None else _str(truth)},"drift":{_str(drift)},'
         f'"ood":{"true" if ood else "false"},"ood_score":{float(ood_score)!r},'
-        f'"timestamps_ns":{_obj(timestamps_ns)},"latency_ms":{_obj(latency_ms)}}}'
+        f'"timestamps_ns":{_obj(timestamps_ns)},"latency_ms":{_obj(latency_ms)}'
+        + ("" if machine_type is None else f',"machine_type":{_str(machine_type)}')
+        + "}"
     ).encode()
 
 

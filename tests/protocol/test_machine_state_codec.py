@@ -190,3 +190,38 @@ def test_topic_builders() -> None:
     assert t.machine_of(t.machine_state("m01")) == "m01"
     with pytest.raises(PayloadError):
         t.machine_event("m/01")
+
+
+def test_a_machine_of_another_type_names_its_type_and_healthy_class() -> None:
+    state = MachineState(
+        "fan-1", "pi-1", "normal", "ok", 0.9, 1.0, "ok", 2, 2.0, machine_type="fan", normal="ok"
+    )
+    assert b'"type":"fan","normal":"ok"' in state.to_json()
+    assert MachineState.from_json(state.to_json()) == state
+    with pytest.raises(PayloadError, match="'normal' exactly when the class is 'ok'"):
+        MachineState("fan-1", "pi-1", "fault", "ok", 0.9, 1.0, "ok", 2, 2.0, "fan", "ok")
+    half = json.loads(state.to_json())
+    del half["normal"]
+    with pytest.raises(PayloadError) as info:  # type and normal come together
+        MachineState.from_json(json.dumps(half))
+    assert info.value.kind == "bad_field"
+
+
+def test_the_built_in_type_reads_and_writes_as_before_machine_types() -> None:
+    state = MachineState("m01", "pi-1", "fault", "bearing_fault", 0.97, 1.0, "ok", 3, 2.0)
+    assert b'"type"' not in state.to_json() and b'"normal"' not in state.to_json()
+
+
+def test_an_anomaly_model_s_states_and_events() -> None:
+    start = MachineEvent(
+        "fan-1", "pi-1", "anomaly_start", "anomaly", "ok", 0.8, 5.0, 4.0, 1, "fan", "ok"
+    )
+    assert MachineEvent.from_json(start.to_json()) == start
+    end = MachineEvent(
+        "fan-1", "pi-1", "anomaly_end", "ok", "anomaly", 0.9, 9.0, 4.0, 1, "fan", "ok"
+    )
+    assert MachineEvent.from_json(end.to_json()) == end
+    state = MachineState("fan-1", "pi-1", "anomaly", "anomaly", 0.8, 5.0, "ok", 1, 6.0, "fan", "ok")
+    assert MachineState.from_json(state.to_json()).state == "anomaly"
+    with pytest.raises(PayloadError):  # a fault event for an anomaly
+        MachineEvent("fan-1", "pi-1", "fault_start", "anomaly", "ok", 0.8, 5.0, 4.0, 1, "fan", "ok")
