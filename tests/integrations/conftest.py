@@ -14,21 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts import tools
 from sensor_sim.physics import generate
 from tests.faults._kit import Child
 
+from ._products import need
+
+__all__ = ["BEARING", "NORMAL", "Children", "need", "windows"]
+
 NORMAL, BEARING = 0, 1  # classes (protocol.CLASSES) the test model knows with confidence > 0.99
-
-
-def need(name: str) -> tools.Installed:
-    """The installed tool `name`, or a failure that says how to install it."""
-    try:
-        return tools.installed(name)
-    except tools.ToolMissingError as exc:
-        if name == "home-assistant" and tools.find_python() is None:
-            pytest.skip(tools.no_python_reason())
-        pytest.fail(str(exc))
 
 
 def windows(label: int, n: int, regime: str = "standard", seed: int = 0) -> np.ndarray:

@@ -31,7 +31,8 @@ from tests.pi_edge._model import EdgeModels
 from tests.pi_edge.conftest import Listener, Publisher
 
 from ._home_assistant import HomeAssistant
-from .conftest import BEARING, NORMAL, Children, need, windows
+from ._products import need
+from .conftest import BEARING, NORMAL, Children, windows
 
 pytestmark = [pytest.mark.broker, pytest.mark.product, pytest.mark.timeout(300)]
 
@@ -140,7 +141,9 @@ def test_home_assistant_shows_machines_follows_fault_and_drift_loses_them_offlin
 ) -> None:
     node, machines = "pi-ha", ("m01", "m02")
     prefix = topics.prefix
-    states = Listener(broker.address, [f"{topics.prefix}/machines/+/state"], f"states-{time.time_ns()}")
+    states = Listener(
+        broker.address, [f"{topics.prefix}/machines/+/state"], f"states-{time.time_ns()}"
+    )
     feeder = Feeder(broker, topics)
     proc = edge(children, node, broker, prefix, node, ha, models)
     try:
