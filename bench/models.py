@@ -33,7 +33,7 @@ def run(
     out: Path, *, epochs: int, seed: int, per_class: int, seed_epochs: int | None = None
 ) -> list[dict[str, Any]]:
     """Train, ship and fine-tune each arch; `seed_epochs` (default `epochs`) caps seed 000's."""
-    from jetson_trainer.build.data import apply_normalisation, load_split
+    from jetson_trainer.build.data import load_split
     from jetson_trainer.build.interpreter import micros_per_window
     from jetson_trainer.build.keys import generate_keypair
     from jetson_trainer.build.pipeline import run_finetune, run_train
@@ -72,9 +72,9 @@ def run(
         parent = decode_bundle(
             (out / arch / "model.bundle").read_bytes(), None, allow_unsigned=True
         )
-        xn = apply_normalisation(evals["infer"][0], parent.manifest.normalisation)
-        us1 = micros_per_window(parent.model, xn, batch=1, repeats=2000)
-        us32 = micros_per_window(parent.model, xn, batch=32, repeats=300)
+        norm, x_infer = parent.manifest.normalisation, evals["infer"][0]
+        us1 = micros_per_window(parent.model, norm, x_infer, batch=1, repeats=2000)
+        us32 = micros_per_window(parent.model, norm, x_infer, batch=32, repeats=300)
         log.info("fine-tuning %s", arch)
         tuned = run_finetune(
             parent,

@@ -5,6 +5,8 @@
      ├── PayloadError             a message on the wire is malformed (has a .kind for counting)
      ├── BundleError              a model bundle is malformed, tampered with or incompatible
      │    └── SignatureError      the bundle's Ed25519 signature is missing or wrong
+     └── ModelInputError          windows, normalisation or input tensor the model cannot be fed
+                                  (also a ValueError; .kind: shape, normalisation, dtype, ...)
 
 Each package subclasses EdgeloopError once (SimError, EdgeError, TrainerError); the node kit's
 plumbing errors (StorageError, BrokerRefusedError) live in `nodekit.errors`.
@@ -38,6 +40,15 @@ class SignatureError(BundleError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, kind="signature")
+
+
+class ModelInputError(EdgeloopError, ValueError):
+    """`protocol.model_input` cannot build the model's input; `kind` names what is wrong
+    (shape, normalisation, dtype, quantization)."""
+
+    def __init__(self, message: str, kind: str = "shape") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ConfigError(EdgeloopError):

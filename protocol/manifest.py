@@ -129,7 +129,7 @@ class Manifest:
 
     site:          the topic prefix the model was made for; a node refuses a bundle from the
                    network whose site is not its own prefix ("" = unbound, refused there too).
-    normalisation: per-channel `mean`/`std`; the Pi feeds (x - mean) / std to the model.
+    normalisation: per-channel `mean`/`std` of the model's input (`protocol.model_input`).
     train_stats:   per-channel statistics of the training data, for drift detection.
     metrics:       validation figures, including `mean_confidence`.
     golden:        a few raw windows with the probabilities the model must reproduce.

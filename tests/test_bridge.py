@@ -26,6 +26,7 @@ import pytest
 
 from jetson_trainer.daemon.publish import publish_bundle
 from nodekit.mqtt import Credentials, connect, make_client
+from nodekit.settings import build as build_config
 from pi_edge import EdgeConfig, EdgeService
 from protocol import DEFAULT_PREFIX, Prediction, Status, Topics, Window, encode_window
 from scripts.broker import Broker, BrokerError
@@ -231,7 +232,7 @@ def test_model_down_batches_up_and_a_central_outage_loses_nothing(
     request.addfinalizer(central_view.close)
     node = f"edge-site-{time.time_ns()}"
     svc = EdgeService(
-        build(
+        build_config(
             EdgeConfig,
             broker=site.address,
             node=node,

@@ -44,8 +44,6 @@ def test_every_wing_docstring_lists_each_of_its_modules() -> None:
     for role in ROLES:
         for init in sorted((ROOT / role).glob("*/__init__.py")):
             doc = ast.get_docstring(ast.parse(init.read_text())) or ""
-            modules = sorted(
-                p.name for p in init.parent.glob("*.py") if not p.name.startswith("_")
-            )
+            modules = sorted(p.name for p in init.parent.glob("*.py") if not p.name.startswith("_"))
             absent = [m for m in modules if m not in doc]
             assert not absent, f"{init.relative_to(ROOT)} does not say what {absent} hold"

@@ -34,7 +34,7 @@ from protocol import (
 from protocol import load_public_key as _load_public_key
 
 from ..errors import TrainerError
-from .data import apply_normalisation, train_stats
+from .data import train_stats
 from .interpreter import LiteModel
 from .keys import load_private_key
 from .scores import classification_metrics, confidence_summary
@@ -72,7 +72,7 @@ def golden_vectors(
     for c in np.unique(y):
         picks.extend(np.flatnonzero(y == c)[:per_class].tolist())
     xs = np.asarray(x_raw, np.float32)[picks]
-    probs = LiteModel(model).predict(apply_normalisation(xs, norm))
+    probs = LiteModel(model, norm).predict(xs)
     return [
         {"x": [[float(v) for v in row] for row in xs[i]], "probs": [float(p) for p in probs[i]]}
         for i in range(len(picks))
@@ -105,11 +105,11 @@ def make_manifest(
     regimes of a drift, unlabeled), the confidence figures — the reference of the Pi's
     confidence detector — come from those windows instead of the validation set.
     """
-    lite = LiteModel(model)
-    probs = lite.predict(apply_normalisation(x_val, norm))
+    lite = LiteModel(model, norm)
+    probs = lite.predict(x_val)
     m = classification_metrics(y_val, probs)
     if x_confidence is not None and len(x_confidence):
-        m.update(confidence_summary(lite.predict(apply_normalisation(x_confidence, norm))))
+        m.update(confidence_summary(lite.predict(x_confidence)))
     metrics = {
         k: m[k]
         for k in (

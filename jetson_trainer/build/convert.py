@@ -2,7 +2,9 @@
 
 The converted model keeps float32 input and output (int8 inside for `int8`) and the free batch
 dimension; its input is the *normalised* window, so a per-tensor int8 input scale never has to
-span temperature (~50) and vibration (~0.3) at once.
+span temperature (~50) and vibration (~0.3) at once. Every function here takes raw windows and
+the normalisation: Keras and the representative data get `protocol.model_input.normalise`, the
+converted model gets what the Pi would feed it (`LiteModel`, the same transform).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from protocol.model_input import normalise
 
 from ..errors import TrainerError
 from .interpreter import LiteModel, micros_per_window
@@ -32,6 +36,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+Norm = Mapping[str, Sequence[float]]  # a manifest's normalisation: per-channel mean, std
 
 QUANTIZATIONS = ("int8", "float16", "float32")
 MIN_AGREEMENT = 0.995
@@ -70,7 +76,8 @@ def converter_version() -> str:
 def convert(
     keras_model: Any, quantization: str, representative: np.ndarray | None = None, seed: int = 0
 ) -> bytes:
-    """The .tflite bytes of `keras_model` at `quantization` (`representative`: normalised x)."""
+    """The .tflite bytes of `keras_model` at `quantization` (`representative`: normalised x,
+    `protocol.model_input.normalise` of raw training windows)."""
     import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
@@ -113,9 +120,9 @@ def convert(
     return model
 
 
-def _batch_resize_ok(model: bytes, x: np.ndarray) -> bool:
-    """True if the model runs at batch 1 and 7 and gives the same rows either way."""
-    lite = LiteModel(model)
+def _batch_resize_ok(model: bytes, norm: Norm, x: np.ndarray) -> bool:
+    """True if the model runs at batch 1 and 7 and gives the same rows either way (raw `x`)."""
+    lite = LiteModel(model, norm)
     if lite.input_shape[0] != -1:
         return False
     sample = np.asarray(x[:7], np.float32)
@@ -132,10 +139,11 @@ def verify(
     keras_probs: np.ndarray,
     x_held: np.ndarray,
     *,
+    norm: Norm,
     time_repeats: int = 300,
 ) -> Variant:
-    """Compare a converted model with Keras probabilities on normalised held-out windows."""
-    probs = LiteModel(model).predict(x_held)
+    """Compare a converted model with Keras probabilities on raw held-out windows."""
+    probs = LiteModel(model, norm).predict(x_held)
     agreement = float(np.mean(probs.argmax(1) == keras_probs.argmax(1)))
     return Variant(
         quantization=quantization,
@@ -143,8 +151,8 @@ def verify(
         agreement=agreement,
         max_prob_diff=float(np.abs(probs - keras_probs).max()),
         size_bytes=len(model),
-        us_per_window=micros_per_window(model, x_held, batch=1, repeats=time_repeats),
-        batch_resize_ok=_batch_resize_ok(model, x_held),
+        us_per_window=micros_per_window(model, norm, x_held, batch=1, repeats=time_repeats),
+        batch_resize_ok=_batch_resize_ok(model, norm, x_held),
     )
 
 
@@ -154,15 +162,26 @@ def convert_and_verify(
     x_held: np.ndarray,
     quantizations: tuple[str, ...] = QUANTIZATIONS,
     *,
+    norm: Norm,
     seed: int = 0,
     time_repeats: int = 300,
 ) -> dict[str, Variant]:
-    """Convert to every quantization in `quantizations` and verify each against Keras."""
-    keras_probs = np.asarray(keras_model.predict(x_held, verbose=0, batch_size=256))
+    """Convert to every quantization in `quantizations` and verify each against Keras.
+
+    `x_rep` (calibration) and `x_held` (the check) are raw windows; `norm` the normalisation.
+    """
+    xn_held = normalise(x_held, norm)
+    keras_probs = np.asarray(keras_model.predict(xn_held, verbose=0, batch_size=256))
+    rep = normalise(x_rep, norm) if "int8" in quantizations else None
     out: dict[str, Variant] = {}
     for q in quantizations:
         v = verify(
-            q, convert(keras_model, q, x_rep, seed), keras_probs, x_held, time_repeats=time_repeats
+            q,
+            convert(keras_model, q, rep, seed),
+            keras_probs,
+            x_held,
+            norm=norm,
+            time_repeats=time_repeats,
         )
         log.info(
             "%s: agreement %.4f, max |Δp| %.4f, %d bytes, %.1f µs/window, resize %s",
@@ -183,6 +202,7 @@ def convert_with_fallback(
     x_held: np.ndarray,
     preferred: str = "int8",
     *,
+    norm: Norm,
     seed: int = 0,
     time_repeats: int = 300,
 ) -> dict[str, Variant]:
@@ -190,7 +210,7 @@ def convert_with_fallback(
     one passes. A model that does not quantize well (a fine-tune on hard data: int8 agreeing
     with Keras on 98 % of windows) still ships, as float16 or float32, instead of failing."""
     variants = convert_and_verify(
-        keras_model, x_rep, x_held, (preferred,), seed=seed, time_repeats=time_repeats
+        keras_model, x_rep, x_held, (preferred,), norm=norm, seed=seed, time_repeats=time_repeats
     )
     for q in QUANTIZATIONS:
         if any(v.passed for v in variants.values()):
@@ -199,7 +219,13 @@ def convert_with_fallback(
             log.warning("%s failed its check; trying %s", preferred, q)
             variants.update(
                 convert_and_verify(
-                    keras_model, x_rep, x_held, (q,), seed=seed, time_repeats=time_repeats
+                    keras_model,
+                    x_rep,
+                    x_held,
+                    (q,),
+                    norm=norm,
+                    seed=seed,
+                    time_repeats=time_repeats,
                 )
             )
     return variants

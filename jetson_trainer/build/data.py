@@ -1,4 +1,5 @@
-"""Data sets on disk, normalisation and the training statistics the Pi's drift detector uses.
+"""Data sets on disk, the normalisation statistics and the training statistics the Pi's drift
+detector uses (the model input itself is `protocol.model_input`'s, shared with the Pi).
 
 A data directory holds `<split>_data.npy` (N, T, C) float and `<split>_labels.npy` (N,) int, the
 seed 000 layout (`train`, `infer`, `drift_train`, `drift_infer`).
@@ -24,7 +25,6 @@ from ..errors import TrainerError
 __all__ = [
     "EVAL_SPLITS",
     "QUANTILES",
-    "apply_normalisation",
     "check_xy",
     "load_split",
     "load_xy",
@@ -83,13 +83,6 @@ def normalisation(x: np.ndarray) -> dict[str, list[float]]:
     flat = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
     std = np.maximum(flat.std(axis=0), _MIN_STD)
     return {"mean": [float(v) for v in flat.mean(axis=0)], "std": [float(v) for v in std]}
-
-
-def apply_normalisation(x: np.ndarray, norm: dict[str, list[float]]) -> np.ndarray:
-    """(x - mean) / std as float32, exactly what the Pi feeds the model."""
-    mean = np.asarray(norm["mean"], np.float32)
-    std = np.asarray(norm["std"], np.float32)
-    return ((np.asarray(x, np.float32) - mean) / std).astype(np.float32)
 
 
 def train_stats(

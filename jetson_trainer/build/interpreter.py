@@ -1,14 +1,23 @@
-"""Run a .tflite model with the LiteRT interpreter (the runtime the Pi uses), and time it.
+"""The trainer's one TFLite interpreter loader, for its checks, and the timing of a model.
 
-The only module that picks the TFLite runtime: `ai_edge_litert`, else `tensorflow.lite`.
+Every trainer check that runs a .tflite model — conversion agreement, batch resize, metrics,
+golden vectors, the daemon's gate, replay and pseudo-labels — loads it here and nowhere else
+(`ai_edge_litert`, the runtime the Pi uses, else `tensorflow.lite`). The Pi has its own loader
+(pi_edge/model/classifier.py). Both take raw windows and hand the interpreter exactly what the
+contract's transform computes (`protocol.model_input.ModelInput`: normalised float32, or
+quantized for an int8/uint8 input tensor), so what the trainer checks is what the Pi runs
+(tests/pi_edge/test_model_input_parity.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from protocol.model_input import ModelInput
 
 from ..errors import TrainerError
 
@@ -26,15 +35,19 @@ def _interpreter_class() -> Any:
 
 
 class LiteModel:
-    """A TFLite flatbuffer loaded into a LiteRT interpreter with a resizable batch dimension."""
+    """A TFLite flatbuffer in a LiteRT interpreter (resizable batch), fed raw windows through
+    the contract's transform for its `normalisation` (a manifest's per-channel mean/std)."""
 
-    def __init__(self, model: bytes, *, num_threads: int = 1) -> None:
+    def __init__(
+        self, model: bytes, normalisation: Mapping[str, Sequence[float]], *, num_threads: int = 1
+    ) -> None:
         try:
             self._interp = _interpreter_class()(model_content=model, num_threads=num_threads)
         except (ValueError, RuntimeError) as exc:
             raise TrainerError(f"LiteRT cannot load the model ({len(model)} bytes): {exc}") from exc
         self._input = self._interp.get_input_details()[0]
         self._output = self._interp.get_output_details()[0]
+        self.model_input = ModelInput.for_tensor(normalisation, self._input)
         self._batch = -1
         self._resize(1)
 
@@ -51,20 +64,27 @@ class LiteModel:
         self._batch = batch
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Probabilities (N, classes) for normalised float32 windows `x` (N, T, C)."""
-        x = np.asarray(x, np.float32)
+        """Probabilities (N, classes) for raw windows `x` (N, T, C)."""
         outs = []
         for start in range(0, len(x), batch_size):
-            chunk = x[start : start + batch_size]
+            chunk = self.model_input(x[start : start + batch_size])
             self._resize(len(chunk))
             self._interp.set_tensor(self._input["index"], chunk)
             self._interp.invoke()
-            outs.append(np.array(self._interp.get_tensor(self._output["index"])))
+            outs.append(self._output_probs(self._interp.get_tensor(self._output["index"])))
         return np.concatenate(outs).astype(np.float32)
+
+    def _output_probs(self, y: np.ndarray) -> np.ndarray:
+        """The output as float32 probabilities, dequantized if the output tensor is integer."""
+        if np.dtype(self._output["dtype"]) == np.float32:
+            return np.array(y)
+        scale, zero = self._output.get("quantization", (0.0, 0))
+        return np.asarray((y.astype(np.float32) - zero) * np.float32(scale), np.float32)
 
 
 def micros_per_window(
     model: bytes,
+    normalisation: Mapping[str, Sequence[float]],
     x: np.ndarray,
     *,
     batch: int = 1,
@@ -72,16 +92,18 @@ def micros_per_window(
     num_threads: int = 1,
     blocks: int = 5,
 ) -> float:
-    """µs per window for `set_tensor` + `invoke` + `get_tensor` of `batch` windows.
+    """µs per window for `set_tensor` + `invoke` + `get_tensor` of `batch` raw windows.
 
     Plain LiteRT calls on a batch resized once (what the Pi does per micro-batch), `num_threads`
-    threads. `repeats` invokes are split into `blocks`; the result is the lowest block median,
-    which keeps other processes on a shared CPU from inflating the figure.
+    threads; the model input is computed once, outside the timing. `repeats` invokes are split
+    into `blocks`; the result is the lowest block median, which keeps other processes on a
+    shared CPU from inflating the figure.
     """
-    lite = LiteModel(model, num_threads=num_threads)
+    lite = LiteModel(model, normalisation, num_threads=num_threads)
     x = np.asarray(x, np.float32)
-    chunk = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])), dtype=np.float32)
-    lite.predict(chunk, batch_size=batch)  # resize to `batch` and warm up
+    raw = np.resize(x, (batch, *x.shape[1:]))
+    lite.predict(raw, batch_size=batch)  # resize to `batch` and warm up
+    chunk = lite.model_input(raw)
     interp, in_idx, out_idx = lite._interp, lite._input["index"], lite._output["index"]
     per_block = max(1, repeats // blocks)
     medians = []

@@ -24,7 +24,7 @@ from .convert import (
     converter_version,
     pick_variant,
 )
-from .data import apply_normalisation, check_xy
+from .data import check_xy
 from .energy import PowerMeter
 from .interpreter import LiteModel
 from .scores import classification_metrics
@@ -48,9 +48,9 @@ class Outcome:
 def evaluate_model_bytes(
     model: bytes, norm: dict[str, list[float]], x: np.ndarray, y: np.ndarray
 ) -> dict[str, Any]:
-    """Metrics of a .tflite model (LiteRT) on raw windows, normalised with `norm`."""
+    """Metrics of a .tflite model (LiteRT) on raw windows, fed as the Pi feeds them (`norm`)."""
     x, y = check_xy(x, y, "evaluation data")
-    probs = LiteModel(model).predict(apply_normalisation(x, norm))
+    probs = LiteModel(model, norm).predict(x)
     return classification_metrics(y, probs)
 
 
@@ -118,10 +118,14 @@ def run_train(
 
     with PowerMeter() as meter:
         result = train_model(x, y, arch=arch, epochs=epochs, seed=seed, verbose=verbose)
-    xn_val = apply_normalisation(result.x_val, result.norm)
-    xn_train = apply_normalisation(result.x_train, result.norm)
     variants = convert_and_verify(
-        result.model, xn_train, xn_val, quantizations, seed=seed, time_repeats=time_repeats
+        result.model,
+        result.x_train,
+        result.x_val,
+        quantizations,
+        norm=result.norm,
+        seed=seed,
+        time_repeats=time_repeats,
     )
     chosen = pick_variant(variants, quantization)
     manifest = make_manifest(
@@ -258,9 +262,10 @@ def run_finetune(
     rep_x = np.concatenate([x_new] if x_replay is None else [x_new, x_replay[:2000]])
     variants = convert_with_fallback(
         tuned,
-        apply_normalisation(rep_x, norm),
-        apply_normalisation(x_check, norm),
+        rep_x,
+        x_check,
         pm.quantization,
+        norm=norm,
         seed=seed,
         time_repeats=time_repeats,
     )

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from protocol.model_input import normalise
+
 from ..errors import TrainerError
-from .data import apply_normalisation, check_xy, normalisation, stratified_split
+from .data import check_xy, normalisation, stratified_split
 
 __all__ = [
     "FINETUNE_LR",
@@ -118,7 +120,7 @@ def train_model(
         )
     tr, va = stratified_split(y, VAL_FRACTION, seed)
     norm = normalisation(x[tr])
-    xn_tr, xn_va = apply_normalisation(x[tr], norm), apply_normalisation(x[va], norm)
+    xn_tr, xn_va = normalise(x[tr], norm), normalise(x[va], norm)  # what the Pi feeds it
     model = build_model(arch, window_length=x.shape[1], n_channels=x.shape[2], seed=seed)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(arch)),
@@ -238,7 +240,7 @@ def finetune_with_summary(
     reps = max(1, round(target_new / len(x_new)))
     parts_x.append(np.repeat(x_new, reps, axis=0))
     parts_y.append(np.repeat(y_new, reps, axis=0))
-    x_all = apply_normalisation(np.concatenate(parts_x), norm)
+    x_all = normalise(np.concatenate(parts_x), norm)
     y_all = np.concatenate(parts_y)
     order = rng.permutation(len(x_all))
     x_all, y_all = x_all[order], y_all[order]

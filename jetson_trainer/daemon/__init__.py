@@ -1,19 +1,19 @@
 """`serve`: the trainer daemon that closes the loop, and the threads it owns.
 
-    serve.py            `TrainerDaemon`: composes the parts; owns the "trainer-policy" thread
-                        (`start_policy`: fine-tune, gate, sign, publish) and the watchdog
-    intake.py           `Intake`: owns the "trainer-intake" thread and the persistent MQTT
-                        session; stores drift batches before acknowledging them
-    store.py            the durable window store (SQLite), every record once
-    finetune_policy.py  when to fine-tune (pure)
-    retrain.py          one fine-tune attempt: challenger, scores, gate, bundle
-    replay.py           which original windows a fine-tune replays (pure)
-    selftrain.py        which unlabeled drift windows a fine-tune may learn from (pure)
-    reference.py        the drift detector's reference for the model the Pis run
-    champion.py         the newest verified bundle on disk, else one trained from the data
-    registry_shell.py   the daemon's side of the model registry (versions/registry.py)
-    rollout_shell.py    publishes to canary groups and promotes (versions/rollout.py decides)
-    publish.py          publish a bundle retained and wait for the PUBACK (also `publish`)
-    prometheus.py       the daemon's figures as Prometheus metric families
-    dashboard.py        the terminal view (pure)
+serve.py            `TrainerDaemon`: composes the parts; owns the "trainer-policy" thread
+                    (`start_policy`: fine-tune, gate, sign, publish) and the watchdog
+intake.py           `Intake`: owns the "trainer-intake" thread and the persistent MQTT
+                    session; stores drift batches before acknowledging them
+store.py            the durable window store (SQLite), every record once
+finetune_policy.py  when to fine-tune (pure)
+retrain.py          one fine-tune attempt: challenger, scores, gate, bundle
+replay.py           which original windows a fine-tune replays (pure)
+selftrain.py        which unlabeled drift windows a fine-tune may learn from (pure)
+reference.py        the drift detector's reference for the model the Pis run
+champion.py         the newest verified bundle on disk, else one trained from the data
+registry_shell.py   the daemon's side of the model registry (versions/registry.py)
+rollout_shell.py    publishes to canary groups and promotes (versions/rollout.py decides)
+publish.py          publish a bundle retained and wait for the PUBACK (also `publish`)
+prometheus.py       the daemon's figures as Prometheus metric families
+dashboard.py        the terminal view (pure)
 """

@@ -28,7 +28,6 @@ import numpy as np
 from protocol import DEFAULT_PREFIX
 
 from ..build.artifacts import make_manifest, write_artifacts
-from ..build.data import apply_normalisation
 from ..build.interpreter import LiteModel
 from ..versions.gate import GateDecision
 
@@ -45,7 +44,7 @@ def pseudo_label(
     y = np.asarray(y, np.int64).copy()
     unknown = y < 0
     if unknown.any():
-        probs = LiteModel(model).predict(apply_normalisation(x[unknown], norm))
+        probs = LiteModel(model, norm).predict(x[unknown])
         y[unknown] = probs.argmax(axis=1)
     return y
 

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from protocol import CLASSES, DEFAULT_PREFIX
+from protocol.model_input import normalise
 
 from ..build.artifacts import make_manifest, write_artifacts
 from ..build.convert import convert_with_fallback, converter_version, pick_variant
-from ..build.data import apply_normalisation, stratified_split
+from ..build.data import stratified_split
 from ..build.interpreter import LiteModel
 from ..build.train import finetune_model
 from ..versions.gate import GateConfig, GateDecision, Scores, decide, macro_f1
@@ -90,7 +91,7 @@ def score(
     """(accuracy, mean log-loss) of a .tflite model on raw windows (LiteRT, as on the Pi)."""
     if len(y) == 0:
         return float("nan"), float("nan")
-    probs = LiteModel(model).predict(apply_normalisation(x, norm))
+    probs = LiteModel(model, norm).predict(x)
     p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
     return float((probs.argmax(axis=1) == y).mean()), float(-np.log(p_true).mean())
 
@@ -101,7 +102,7 @@ def original_scores(
     """(accuracy, macro-F1) of a .tflite model on the original holdout (nan, None if empty)."""
     if len(y) == 0:
         return float("nan"), None
-    pred = LiteModel(model).predict(apply_normalisation(x, norm)).argmax(axis=1)
+    pred = LiteModel(model, norm).predict(x).argmax(axis=1)
     return float((pred == y).mean()), macro_f1(y, pred, len(CLASSES))
 
 
@@ -153,7 +154,7 @@ def retrain(
     # replay: original windows the champion agrees with, class-balanced (daemon/replay.py)
     tune_rep = np.zeros(0, np.int64)
     if len(y_rep) and cfg.replay_size:
-        rep_pred = LiteModel(champion.model).predict(apply_normalisation(x_rep, champion.norm))
+        rep_pred = LiteModel(champion.model, champion.norm).predict(x_rep)
         tune_rep = pick_replay(rep_pred.argmax(axis=1), y_rep, cfg.replay_size, rng)
     log.info(
         "fine-tuning v%d on %d new labels (+%d held out) with %d replay windows",
@@ -188,7 +189,7 @@ def retrain(
     keras_model = tune(champion.keras, x_fit, y_fit, epochs)
     n_pseudo = 0
     if passes == 2:
-        probs = keras_model.predict(apply_normalisation(unlabeled, champion.norm), verbose=0)
+        probs = keras_model.predict(normalise(unlabeled, champion.norm), verbose=0)
         idx, y_pseudo = pick_pseudo_labels(np.asarray(probs), rng=rng)
         n_pseudo = len(idx)
         log.info(
@@ -206,9 +207,10 @@ def retrain(
     x_check = np.concatenate([x_orig[:500], x_hold])
     variants = convert_with_fallback(
         keras_model,
-        apply_normalisation(x_cal, champion.norm),
-        apply_normalisation(x_check, champion.norm),
+        x_cal,
+        x_check,
         "int8",
+        norm=champion.norm,
         seed=cfg.seed,
         time_repeats=10,
     )

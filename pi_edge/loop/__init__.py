@@ -1,14 +1,14 @@
 """The closed loop on the Pi: drift, kept windows shipped to the trainer, labels, and asking.
 
-    drift.py               three drift signals, one CUSUM each: ok → suspect → drift (pure)
-    evidence.py            per batch: drift verdicts and the windows to keep (worker thread),
-                           with the durable buffer and the shipper behind it
-    buffer.py              the durable SQLite buffer of kept windows (WAL)
-    shipper.py             `BatchShipper`: owns the "edge-shipper" thread and its own MQTT
-                           connection; at-least-once to the trainer, deleted only on its ack
-    delivery.py            which batches wait for an ack and when to resend (pure)
-    maintenance_labels.py  label events applied to held and new windows
-    label_requests.py      which held windows to ask a technician to label (pure)
-    accuracy_estimate.py   a label-free estimate of the serving model's accuracy (pure)
-    config.py              this wing's settings section (`LoopConfig`) and what it builds
+drift.py               three drift signals, one CUSUM each: ok → suspect → drift (pure)
+evidence.py            per batch: drift verdicts and the windows to keep (worker thread),
+                       with the durable buffer and the shipper behind it
+buffer.py              the durable SQLite buffer of kept windows (WAL)
+shipper.py             `BatchShipper`: owns the "edge-shipper" thread and its own MQTT
+                       connection; at-least-once to the trainer, deleted only on its ack
+delivery.py            which batches wait for an ack and when to resend (pure)
+maintenance_labels.py  label events applied to held and new windows
+label_requests.py      which held windows to ask a technician to label (pure)
+accuracy_estimate.py   a label-free estimate of the serving model's accuracy (pure)
+config.py              this wing's settings section (`LoopConfig`) and what it builds
 """

@@ -1,13 +1,13 @@
 """A model's life on a node: vetted, stored, loaded, run, watched, rolled back.
 
-    vetting.py       the checks a bundle passes before it may run (signature, site, version,
-                     compatibility, golden vectors) and the state dir that keeps the last good
-    lifecycle.py     `ModelManager`: owns the "edge-models" thread that vets bundles from the
-                     network and the disk, stores them and hands a vetted model to the worker
-                     (the swap happens on the worker, between two batches); rollbacks
-    classifier.py    the one place pi_edge loads a TFLite interpreter; `Classifier` feeds it
-                     (owned by the worker thread, never shared)
-    health_watch.py  is a model just swapped in clearly worse than the one before? (pure)
-    evaluate.py      offline evaluation of a bundle (`pi_edge evaluate`)
-    config.py        this wing's settings section (`ModelConfig`) and what it builds
+vetting.py       the checks a bundle passes before it may run (signature, site, version,
+                 compatibility, golden vectors) and the state dir that keeps the last good
+lifecycle.py     `ModelManager`: owns the "edge-models" thread that vets bundles from the
+                 network and the disk, stores them and hands a vetted model to the worker
+                 (the swap happens on the worker, between two batches); rollbacks
+classifier.py    the one place pi_edge loads a TFLite interpreter; `Classifier` feeds it
+                 (owned by the worker thread, never shared)
+health_watch.py  is a model just swapped in clearly worse than the one before? (pure)
+evaluate.py      offline evaluation of a bundle (`pi_edge evaluate`)
+config.py        this wing's settings section (`ModelConfig`) and what it builds
 """

@@ -1,11 +1,16 @@
-"""The one place pi_edge loads a TFLite interpreter, and the classifier that drives it.
+"""The Pi's one TFLite interpreter loader, and the classifier that drives it.
+
+pi_edge loads interpreters here and nowhere else; the trainer has its own loader for its checks
+(jetson_trainer/build/interpreter.py). Both hand the interpreter exactly what the contract's
+transform computes (`protocol.model_input.ModelInput`), so a window reaches the model
+bit-identical on either side (tests/pi_edge/test_model_input_parity.py).
 
 Import chain (first that imports wins): `ai_edge_litert.interpreter` → `tflite_runtime.interpreter`
 → `tensorflow.lite` (a last resort: it pulls in all of TensorFlow, too big for a Pi Zero 2W).
 
-`Classifier` normalises raw windows with the manifest's per-channel mean/std (float32,
-vectorised over the batch), quantizes them if the model's input is int8/uint8, runs one
-`invoke` per batch and returns float32 probabilities.
+`Classifier` turns raw windows into the model's input with `ModelInput` (the manifest's
+per-channel mean/std in float32, vectorised over the batch, then the input tensor's int8/uint8
+quantization if it has one), runs one `invoke` per batch and returns float32 probabilities.
 
 Batch sizes: an LRU of interpreters keyed by exact batch size. A miss re-uses the least recently
 used interpreter with `resize_tensor_input` + `allocate_tensors` (~12 µs for the compact model).
@@ -29,6 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol import Manifest
+from protocol.errors import ModelInputError
+from protocol.model_input import ModelInput
 
 from ..errors import EdgeError, ModelError
 from ..intake.inbox import BatchPolicy
@@ -102,11 +109,6 @@ class Classifier:
         self.policy = policy or BatchPolicy()
         self._cls, self.runtime = interpreter_class()
         t, c = manifest.input_shape
-        norm = manifest.normalisation
-        self._mean = np.asarray(norm.get("mean", [0.0] * c), dtype=np.float32).reshape(1, 1, c)
-        self._inv_std = (1.0 / np.asarray(norm.get("std", [1.0] * c), dtype=np.float32)).reshape(
-            1, 1, c
-        )
         self._interps: OrderedDict[int, tuple[Any, int, int]] = OrderedDict()
         if cache_sizes is None:
             fit = CACHE_BUDGET_BYTES // ((256 << 10) + 4 * len(model))
@@ -134,13 +136,11 @@ class Classifier:
             )
         self.input_dtype = np.dtype(inp["dtype"])
         self.output_dtype = np.dtype(out["dtype"])
-        self._in_q = inp.get("quantization", (0.0, 0))
         self._out_q = out.get("quantization", (0.0, 0))
-        if self.input_dtype not in (np.float32, np.int8, np.uint8):
-            raise ModelError(
-                f"model input dtype {self.input_dtype} is not float32/int8/uint8",
-                kind="incompatible",
-            )
+        try:
+            self.model_input = ModelInput.for_tensor(manifest.normalisation, inp)
+        except ModelInputError as exc:
+            raise ModelError(f"this model cannot be fed: {exc}", kind="incompatible") from exc
         self._spare: Any = probe  # becomes the first cached interpreter
 
     def _interpreter(self, size: int) -> tuple[Any, int, int]:
@@ -172,16 +172,6 @@ class Classifier:
         """How many batch-size interpreters are cached (for tests and the bench)."""
         return len(self._interps)
 
-    def normalise(self, x: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        """(x − mean)/std in float32, quantized to the model's input type if needed."""
-        z = (np.asarray(x, dtype=np.float32) - self._mean) * self._inv_std
-        if self.input_dtype == np.float32:
-            return np.asarray(z)
-        scale, zero = self._in_q
-        info = np.iinfo(self.input_dtype)
-        q = np.round(z / np.float32(scale)) + zero
-        return np.asarray(np.clip(q, info.min, info.max), dtype=self.input_dtype)
-
     def predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Probabilities for a batch of raw windows (n, T, C); one invoke per policy.max_size."""
         x = np.asarray(x, dtype=np.float32)
@@ -197,7 +187,7 @@ class Classifier:
 
     def _invoke(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         interp, in_idx, out_idx = self._interpreter(x.shape[0])
-        interp.set_tensor(in_idx, self.normalise(x))
+        interp.set_tensor(in_idx, self.model_input(x))
         interp.invoke()
         y = interp.get_tensor(out_idx)
         if self.output_dtype != np.float32:

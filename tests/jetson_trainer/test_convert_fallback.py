@@ -15,6 +15,8 @@ from jetson_trainer.build import convert
 from jetson_trainer.build.convert import Variant, convert_with_fallback, pick_variant
 from jetson_trainer.errors import TrainerError
 
+NORM = {"mean": [0.0] * 4, "std": [1.0] * 4}
+
 
 def _fake(agreements: dict[str, float], calls: list[str]) -> Any:
     def convert_and_verify(
@@ -47,7 +49,7 @@ def test_int8_then_float16_then_float32(
     calls: list[str] = []
     monkeypatch.setattr(convert, "convert_and_verify", _fake(agreements, calls))
     x = np.zeros((4, 60, 4), np.float32)
-    variants = convert_with_fallback(object(), x, x, "int8")
+    variants = convert_with_fallback(object(), x, x, "int8", norm=NORM)
     assert calls == tried  # a later quantization is converted only if the earlier ones failed
     assert pick_variant(variants, "int8").quantization == shipped
 
@@ -57,7 +59,7 @@ def test_nothing_passes_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     agreements = {"int8": 0.9, "float16": 0.9, "float32": 0.9}
     monkeypatch.setattr(convert, "convert_and_verify", _fake(agreements, calls))
     x = np.zeros((4, 60, 4), np.float32)
-    variants = convert_with_fallback(object(), x, x, "int8")
+    variants = convert_with_fallback(object(), x, x, "int8", norm=NORM)
     assert calls == ["int8", "float16", "float32"]
     with pytest.raises(TrainerError, match="no converted variant passed"):
         pick_variant(variants, "int8")

@@ -102,7 +102,7 @@ def test_status_detail() -> None:
 def test_fleet_settings_resolve() -> None:
     cfg = resolve(EdgeConfig, flags={"fleet": "line-1", "fleet_timeout_s": "4"})
     assert cfg.intake.fleet == "line-1" and cfg.intake.fleet_timeout_s == 4.0
-    assert resolve(EdgeConfig, env={"EDGELOOP_FLEET": "line-2"}).fleet == "line-2"
+    assert resolve(EdgeConfig, env={"EDGELOOP_FLEET": "line-2"}).intake.fleet == "line-2"
 
 
 def test_fleet_with_shared_group_is_refused() -> None:

@@ -192,7 +192,7 @@ def test_topics_refuse_ids_sparkplug_forbids_and_the_flag_checks_the_group() -> 
         resolve(EdgeConfig, flags={"sparkplug": "hall/1"})
     cfg = resolve(EdgeConfig, env={"EDGELOOP_SPARKPLUG": "plant1"})
     assert cfg.report.sparkplug == "plant1" and cfg.report.sparkplug_silence_s == 30.0
-    assert resolve(EdgeConfig, env={}).sparkplug is None  # off by default
+    assert resolve(EdgeConfig, env={}).report.sparkplug is None  # off by default
 
 
 def test_a_garbage_or_oversized_command_is_a_payload_error_and_only_true_asks_for_rebirth() -> None:
