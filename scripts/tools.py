@@ -211,7 +211,7 @@ def no_python_reason(minimum: tuple[int, int] = HA_PYTHON) -> str:
 
 # ---------------------------------------------------------------------- running commands
 class _Step:
-    """Runs the commands of one install, logging their output to the tool's install.log."""
+    """Runs the commands of one install, logging their output to the tool's log file."""
 
     def __init__(self, name: str, log: Path, say: Callable[[str], None]) -> None:
         self.name = name
@@ -408,12 +408,11 @@ def install(name: str, root: Path | None = None, say: Callable[[str], None] = pr
         where.mkdir(parents=True)
         say(f"tools: installing {name} into {where}")
         t0 = time.monotonic()
+        log = root / f"{where.name}.log"  # beside the tool: kept when a failed install is removed
+        log.write_text("")
         try:
-            version, paths = _INSTALLERS[name](where, _Step(name, where / "install.log", say))
+            version, paths = _INSTALLERS[name](where, _Step(name, log, say))
         except BaseException:
-            if (where / "install.log").exists():
-                keep = root / f"{where.name}.failed.log"
-                shutil.copyfile(where / "install.log", keep)
             shutil.rmtree(where, ignore_errors=True)
             raise
         seconds = time.monotonic() - t0

@@ -18,7 +18,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def install(where: Path, step: Any) -> tuple[str, dict[str, str]]:
         state["runs"] += 1
-        (where / "install.log").write_text("half done\n")
+        step.log.write_text("half done\n")
         if state["fail"]:
             raise tools.ToolError("node-red: `npm ci` failed (exit 1): registry unreachable")
         (where / "red.js").write_text("")
@@ -64,7 +64,7 @@ def test_a_failed_install_leaves_no_tool_but_its_log_and_says_what_failed(
         tools.install("node-red", tmp_path, lambda _: None)
     where = tools.TOOLS["node-red"](tmp_path)
     assert not where.exists()
-    assert (tmp_path / f"{where.name}.failed.log").read_text() == "half done\n"
+    assert (tmp_path / f"{where.name}.log").read_text() == "half done\n"
     with pytest.raises(tools.ToolMissingError):
         tools.installed("node-red", tmp_path)
 
