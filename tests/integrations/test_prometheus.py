@@ -233,6 +233,11 @@ def test_a_real_prometheus_scrapes_a_live_node_and_trainer_and_evaluates_the_ale
             90,
             f"the node serving v1\n{children.tails()}",
         )
+        server.wait(  # it publishes the model before its metrics server listens
+            lambda: _value(_scrape(trainer_port), "edgeloop_trainer_champion_version") == 1.0,
+            60,
+            f"the trainer's metrics\n{children.tails()}",
+        )
         feeder = Publisher(site.address, f"feeder-{time.time_ns()}")
         sent: dict[str, int] = {}
         plan = [("m00", NORMAL), ("m01", BEARING), ("m02", NORMAL)]
@@ -263,11 +268,13 @@ def test_a_real_prometheus_scrapes_a_live_node_and_trainer_and_evaluates_the_ale
         t0 = time.monotonic()
         server.wait(classified, 30, "the classified count in Prometheus")
         print(f"Prometheus had the node's count {time.monotonic() - t0:.1f} s after the feed")
-        up = server.query("up")
-        assert sorted((dict(k)["job"], v) for k, v in up.items()) == [
-            ("edgeloop-edge", 1.0),
-            ("edgeloop-trainer", 1.0),
-        ]
+
+        def both_up() -> bool:
+            up = server.query("up")
+            got = sorted((dict(k)["job"], v) for k, v in up.items())
+            return got == [("edgeloop-edge", 1.0), ("edgeloop-trainer", 1.0)]
+
+        server.wait(both_up, 20, "both targets up")
         per_machine = server.query('edgeloop_machine_windows_total{job="edgeloop-edge"}')
         assert {dict(k)["machine"]: v for k, v in per_machine.items()} == {
             m: float(n) for m, n in sent.items()
