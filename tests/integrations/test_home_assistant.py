@@ -311,3 +311,8 @@ def test_two_sites_with_the_same_node_and_machine_ids_stay_apart_and_older_entit
             f.close()
         site_b.stop()
     ha.wait(lambda: not [e for e in ha.states() if "m01" in e], 20, "both sites removed")
+    # nothing edgeloop published made HA's MQTT integration warn (a refused or conflicting
+    # config, a deprecated option) or anything in HA fail, in either test of this module
+    log = (ha.config / "home-assistant.log").read_text().splitlines()
+    complaints = [ln for ln in log if " ERROR " in ln or "homeassistant.components.mqtt" in ln]
+    assert complaints == [], complaints
