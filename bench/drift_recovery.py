@@ -101,7 +101,7 @@ class StateLog:
     def _run(self, edge: EdgeService, onset: float, every_s: float) -> None:
         last: tuple[object, ...] | None = None
         while not self._stop.wait(every_s):
-            states = edge.evidence.machine_states()
+            states = edge.drift.machine_states()
             now = (
                 edge.model_version,
                 sorted(m for m, st in states.items() if st == "drift"),
@@ -166,7 +166,7 @@ def held_ok(cond: object, timeout: float, hold: float) -> float | None:
 
 def _all_ok(edge: EdgeService) -> bool:
     """Every machine's drift detector, and the pooled accuracy one, says ok."""
-    return bool(edge.evidence.machine_states()) and edge.evidence.overall() == "ok"
+    return bool(edge.drift.machine_states()) and edge.drift.overall() == "ok"
 
 
 def _none_in_drift(edge: EdgeService) -> bool:
@@ -177,11 +177,11 @@ def _none_in_drift(edge: EdgeService) -> bool:
     detector's floor on an undrifted plant, bench.plant), so "every machine ok" would measure
     the faults, not the healing.
     """
-    states = edge.evidence.machine_states()
+    states = edge.drift.machine_states()
     return (
         bool(states)
         and "drift" not in states.values()
-        and edge.evidence.snapshot()["drift"]["accuracy_state"] != "drift"
+        and edge.drift.detail().to_json_obj()["accuracy_state"] != "drift"
     )
 
 
@@ -272,25 +272,25 @@ def run_mode(
             else:  # undrifted plant traffic: count the detector's false drift alarms
                 warm_end = time.monotonic() + plant.warmup_s
                 while time.monotonic() < warm_end:
-                    tally.update(edge.evidence.overall(), edge.evidence.machine_states())
+                    tally.update(edge.drift.overall(), edge.drift.machine_states())
                     time.sleep(0.1)
             attempt_before = daemon.state.last_attempt  # a fine-tune before the onset: a false one
             version_before = edge.model_version
             batches_before = daemon.state.batches
             onset, onset_wall = time.monotonic(), time.time()
             log_states = StateLog(edge, onset)
-            states = edge.evidence.machine_states()
+            states = edge.drift.machine_states()
             quiet = [m for m, st in states.items() if st != "drift"]
             alarmed = sorted(set(states) - set(quiet))  # in drift before the onset: false alarms
-            at_onset = edge.evidence.overall()
+            at_onset = edge.drift.overall()
             if plant is not None:  # not on a machine already flagged by a false alarm
                 command = retarget(command, quiet)
             sim.send_command(command)
             if plant is None:
-                detect = poll(lambda: edge.evidence.overall() == "drift", timeout)
+                detect = poll(lambda: edge.drift.overall() == "drift", timeout)
             else:  # a commanded machine not already alarmed (false alarms do not count)
                 detect = poll(
-                    lambda: drifting(edge.evidence.machine_states(), command.machines, quiet),
+                    lambda: drifting(edge.drift.machine_states(), command.machines, quiet),
                     timeout,
                 )
             first = poll(
@@ -310,7 +310,7 @@ def run_mode(
                 settled = _all_ok if plant is None else _none_in_drift
                 cleared = held_ok(lambda: settled(edge), clear_timeout, HOLD_S)
                 cleared = None if cleared is None else cleared - onset
-            end_levels = edge.evidence.snapshot()["drift"]
+            end_levels = edge.drift.detail().to_json_obj()
             timeline = log_states.stop()
             elapsed = time.monotonic() - onset
             policy = daemon.state.policy

@@ -38,6 +38,7 @@ import numpy as np
 from nodekit.mqtt import connect, make_client
 from protocol import Topics
 from protocol.fleet import rendezvous_owner
+from protocol.status_detail import DetailReader, FleetDetail
 from scripts.broker import Broker
 
 from .edge import steady_rate
@@ -78,9 +79,9 @@ class Collector:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         if msg.topic.endswith("/status"):
             status = json.loads(msg.payload) if msg.payload else {}
-            fleet = status.get("detail", {}).get("fleet")
-            if status.get("state") == "online" and isinstance(fleet, dict):
-                self.members[status["node"]] = list(fleet.get("members", []))
+            fleet = DetailReader(status.get("detail", {}), "edge").get(FleetDetail)
+            if status.get("state") == "online" and fleet is not None:
+                self.members[status["node"]] = list(fleet.members)
             else:
                 self.members.pop(status.get("node", ""), None)
             return

@@ -48,6 +48,7 @@ from bench.drift_detection import MODES
 from bench.edge import cpu_seconds, make_model, peak_rss_mb
 from nodekit.mqtt import connect, make_client
 from protocol import DEFAULT_PREFIX, Topics
+from protocol.status_detail import DetailReader, ShipperDetail, TrainerPhase
 from scripts.broker import Broker, _die_with_parent
 from sensor_sim.publisher import send_command
 
@@ -247,6 +248,12 @@ def _int(v: Any) -> int | None:
 
 def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
+
+
+def _phase(status: Mapping[str, Any]) -> str | None:
+    """The trainer's phase (text) from its status JSON, through the contract's codec."""
+    phase = DetailReader(status.get("detail"), "trainer").get(TrainerPhase)
+    return None if phase is None else phase.text
 
 
 def summarise(
@@ -457,7 +464,7 @@ class Sampler:
         got = self.watch.latest(NODE)
         received, status = got if got is not None else (now, {})
         metrics = _dict(status.get("metrics"))
-        detail = _dict(status.get("detail"))
+        shipper = DetailReader(status.get("detail"), "edge").get(ShipperDetail)
         errors = {str(k): n for k, v in _dict(status.get("errors")).items() if (n := _int(v))}
         trainer = self.watch.latest(TRAINER)
         sample = Sample(
@@ -475,13 +482,11 @@ class Sampler:
             state=status.get("state") if got is not None else None,
             drift=status.get("drift") if got is not None else None,
             model_version=_int(status.get("model_version")),
-            batches_sent=_int(detail.get("batches_sent")),
-            batches_acked=_int(detail.get("batches_acked")),
+            batches_sent=None if shipper is None else shipper.batches_sent,
+            batches_acked=None if shipper is None else shipper.batches_acked,
             status_age_s=round(now - received, 2) if got is not None else None,
             trainer_rss_mb=None if self.trainer_pid is None else round(rss_mb(self.trainer_pid), 1),
-            trainer_phase=(
-                str(_dict(trainer[1].get("detail")).get("phase")) if trainer is not None else None
-            ),
+            trainer_phase=None if trainer is None else _phase(trainer[1]),
         )
         self._cpu, self._at = cpu, now
         self.samples.append(sample)

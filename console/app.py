@@ -281,7 +281,9 @@ class ConsoleApp(App[None]):
         link = self.link
         state = "no broker" if link is None else link.state
         refused = {} if link is None else link.bad_counts()
+        ignored = sum(self.site.refused.values())  # malformed status-detail parts
         bad = f" · bad payloads {sum(refused.values())}" if refused else ""
+        bad += f" · ignored status details {ignored}" if ignored else ""
         machines, nodes = len(self.site.machines), len(self.site.nodes)
         action = f" · {self._last_action}" if self._last_action else ""
         self.query_one("#bar", Static).update(

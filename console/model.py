@@ -9,15 +9,20 @@ timeline, derived from changes between two statuses of a node:
                machine becomes `drift` / `suspect` / `ok`
     batches    the trainer stored more drift batches (and how many labeled windows it holds);
                at most one entry per `BATCHES_EVERY_S`, since labeled windows flow all the time
-    fine-tune  the trainer's phase changes (e.g. "fine-tuning v1 on 480 labels", "idle")
+    fine-tune  the trainer starts making a model (its stage becomes `fine_tuning` or `training`;
+               the text is its phase, e.g. "fine-tuning v1 on 480 labels")
+    phase      any other change of the trainer's stage or phase (e.g. back to "idle")
     gate       a new gate decision, with champion and challenger scores on drift and original data
     swap       a node's model version goes up (the trainer's: published)
     rollback   an edge node's model version goes down
     node       a node goes online, offline or degraded
 
-No clock, socket or thread: every call passes `now` (s since the epoch), so tests feed exact
-sequences. Everything is bounded: at most `max_machines` machines and `max_nodes` nodes (the
-least recently heard go first), `series_len` points per series, `timeline_len` entries.
+Each status's detail is read through the contract's codecs (`protocol.status_detail`): a part
+that is malformed, or a detail of a version this build does not know, is ignored and counted
+(`refused`, per kind). No clock, socket or thread: every call passes `now` (s since the epoch),
+so tests feed exact sequences. Everything is bounded: at most `max_machines` machines and
+`max_nodes` nodes (the least recently heard go first), `series_len` points per series,
+`timeline_len` entries.
 
 >>> from protocol import Status
 >>> site = SiteModel()
@@ -36,8 +41,18 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import Prediction, Status
+from protocol import PayloadError, Prediction, Status
 from protocol.machine_state import MachineState
+from protocol.status_detail import (
+    DetailReader,
+    DriftDetail,
+    EstimateDetail,
+    GateDetail,
+    RecentMachines,
+    SimMachines,
+    TrainerPhase,
+    TrainerStage,
+)
 
 __all__ = [
     "SERIES",
@@ -155,15 +170,6 @@ def _age(seconds: float) -> str:
     return f"{s // 3600:.0f}h"
 
 
-def _f(obj: dict[str, Any], key: str) -> float | None:
-    value = obj.get(key)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 @dataclass(slots=True)
 class _NodeMemory:
     """What the model remembers of a node's previous status, to see what changed."""
@@ -172,7 +178,8 @@ class _NodeMemory:
     model_version: int | None = None
     machine_drift: dict[str, str] = field(default_factory=dict)
     phase: str | None = None
-    gate: dict[str, Any] | None = None
+    stage: TrainerStage | None = None
+    gate: GateDetail | None = None
     batches: float | None = None  # the trainer's total at its last status
     batches_shown: float | None = None  # … at its last timeline entry
     batches_shown_at: float = float("-inf")
@@ -203,6 +210,7 @@ class SiteModel:
         self._max_machines = max_machines
         self._max_nodes = max_nodes
         self._labels_at_tick: tuple[float, float] | None = None  # (seen, wrong) summed
+        self.refused: dict[str, int] = {}  # status-detail parts ignored, per error kind
 
     # -- feeding ----------------------------------------------------------------------------
     def status(self, status: Status, now: float) -> None:
@@ -211,7 +219,8 @@ class SiteModel:
         memory = self._memory.get(node)
         if memory is None:
             memory = self._memory[node] = _NodeMemory()
-        metrics, detail = status.metrics, _dict(status.detail)
+        metrics = status.metrics
+        detail = DetailReader(status.detail, status.role, self._refused)
         row = self.nodes.pop(node, None) or NodeRow(node, status.role, status.state)
         row.role, row.state, row.seen = status.role, status.state, now
         row.model_version = status.model_version
@@ -227,8 +236,10 @@ class SiteModel:
         row.cpu_percent = metrics.get("cpu_percent")
         row.rss_mb = metrics.get("rss_mb")
         row.drift = status.drift
-        row.detail = str(detail.get("phase", ""))[:40] if status.role == "trainer" else ""
-        row.estimate = _f(_dict(detail.get("estimate")), "accuracy_est")  # pi_edge estimate.py
+        phase = detail.get(TrainerPhase)
+        row.detail = "" if phase is None else phase.text[:40]
+        estimate = detail.get(EstimateDetail)  # an edge node's label-free accuracy estimate
+        row.estimate = None if estimate is None else estimate.accuracy_est
         self.nodes[node] = row
         self._bound(self.nodes, self._max_nodes, self._memory)
 
@@ -331,21 +342,22 @@ class SiteModel:
         else:
             self._add(now, "rollback", f"{status.node} rolled back model v{old} → v{new}")
 
-    def _edge(self, memory: _NodeMemory, node: str, detail: dict[str, Any], now: float) -> None:
-        drift = _dict(detail.get("drift"))
-        seen, wrong = _f(drift, "labeled_seen"), _f(drift, "labeled_wrong")
-        if seen is not None and wrong is not None:
-            memory.labeled_seen, memory.labeled_wrong = seen, wrong
-        recent = detail.get("machines")
-        for machine in recent if isinstance(recent, list) else ():
-            if isinstance(machine, str) and machine in self.machines:
+    def _refused(self, exc: PayloadError) -> None:
+        self.refused[exc.kind] = self.refused.get(exc.kind, 0) + 1
+
+    def _edge(self, memory: _NodeMemory, node: str, detail: DetailReader, now: float) -> None:
+        drift = detail.get(DriftDetail)
+        if drift is not None and drift.labeled_seen is not None:
+            memory.labeled_seen = float(drift.labeled_seen)
+            memory.labeled_wrong = float(drift.labeled_wrong or 0)
+        recent = detail.get(RecentMachines)
+        for machine in () if recent is None else recent.ids:
+            if machine in self.machines:
                 self.machines[machine].node = node  # the node classifying it now
-        machines = _dict(drift.get("machines"))
+        machines = {} if drift is None or drift.machines is None else drift.machines
         changed: dict[tuple[str, str], list[str]] = {}  # (new, old) → machines: one entry each
         for machine, info in sorted(machines.items()):
-            state = _dict(info).get("state")
-            if not isinstance(state, str):
-                continue
+            state = info.state
             before = memory.machine_drift.get(machine, "ok")
             if state != before:
                 changed.setdefault((state, before), []).append(machine)
@@ -363,7 +375,7 @@ class SiteModel:
                 del memory.machine_drift[m]
 
     def _trainer(
-        self, memory: _NodeMemory, metrics: dict[str, float], detail: dict[str, Any], now: float
+        self, memory: _NodeMemory, metrics: dict[str, float], detail: DetailReader, now: float
     ) -> None:
         batches = metrics.get("batches")
         if batches is not None:
@@ -381,15 +393,18 @@ class SiteModel:
                 )
                 memory.batches_shown, memory.batches_shown_at = batches, now
             memory.batches = batches
-        phase = detail.get("phase")
-        if isinstance(phase, str) and phase != memory.phase:
+        # the stage says what the trainer does; the phase says it to people (a trainer from
+        # before detail.v has only the phase: its changes show as "phase")
+        text, stage = detail.get(TrainerPhase), detail.get(TrainerStage)
+        phase = text.text if text is not None else None if stage is None else stage.text()
+        if phase is not None and (phase, stage) != (memory.phase, memory.stage):
             if memory.phase is not None:
-                kind = "fine-tune" if "fine-tun" in phase or "train" in phase else "phase"
+                kind = "fine-tune" if stage is not None and stage.fine_tune else "phase"
                 self._add(now, kind, f"trainer: {phase}")
                 memory.fine_tune_shown |= kind == "fine-tune"
-            memory.phase = phase
-        gate = detail.get("last_gate")
-        if isinstance(gate, dict) and gate != memory.gate:
+            memory.phase, memory.stage = phase, stage
+        gate = detail.get(GateDetail)
+        if gate is not None and gate != memory.gate:
             if memory.gate is not None or memory.phase is not None:
                 if not memory.fine_tune_shown:  # shorter than a status interval: say it now
                     self._add(now, "fine-tune", fine_tune_text(gate))
@@ -397,12 +412,11 @@ class SiteModel:
                 memory.fine_tune_shown = False
             memory.gate = gate
 
-    def _sim(self, detail: dict[str, Any], now: float) -> None:
+    def _sim(self, detail: DetailReader, now: float) -> None:
         changed: dict[str, list[str]] = {}  # what happened → machines: one entry each
-        for machine, info in sorted(_dict(detail.get("machines")).items()):
-            mode = _dict(info).get("drift")
-            if not isinstance(mode, str) or not isinstance(machine, str):
-                continue
+        sim = detail.get(SimMachines)
+        for machine, info in sorted(({} if sim is None else sim.machines).items()):
+            mode = info.drift
             row = self.machines.get(machine)
             if row is None:
                 continue  # the simulator's own list; a machine shows once it is classified
@@ -426,43 +440,31 @@ def _machines_text(machines: list[str], show: int = 4) -> str:
     return f"{len(machines)} machines ({machines[0]} … {machines[-1]})"
 
 
-def fine_tune_text(gate: dict[str, Any]) -> str:
+def fine_tune_text(gate: GateDetail) -> str:
     """The fine-tune a gate decision judged, from the decision itself.
 
-    >>> fine_tune_text({"labels_used": 480, "seconds": 3.25, "holdout": 96})
+    >>> fine_tune_text(GateDetail(True, "", 480, 3.25, 96, 0.5, 0.9, None, None))
     'trainer fine-tuned on 480 labels in 3.2 s (judged on 96 held-out drift windows)'
     """
-    labels, seconds, holdout = (
-        _f(gate, "labels_used"),
-        _f(gate, "seconds"),
-        _f(gate, "holdout"),
+    return (
+        f"trainer fine-tuned on {gate.labels_used:.0f} labels in {gate.seconds:.1f} s "
+        f"(judged on {gate.holdout:.0f} held-out drift windows)"
     )
-    text = "trainer fine-tuned"
-    if labels is not None:
-        text += f" on {labels:.0f} labels"
-    if seconds is not None:
-        text += f" in {seconds:.1f} s"
-    if holdout is not None:
-        text += f" (judged on {holdout:.0f} held-out drift windows)"
-    return text
 
 
-def gate_text(gate: dict[str, Any]) -> str:
-    """One line for a gate decision with both models' scores.
+def gate_text(gate: GateDetail) -> str:
+    """One line for a gate decision with both models' scores ("?": nothing to score on).
 
-    >>> gate_text({"accepted": True, "champion_drift": 0.61, "challenger_drift": 0.94,
-    ...            "champion_original": 0.97, "challenger_original": 0.96, "reason": "better"})
+    >>> gate_text(GateDetail(True, "better", 480, 3.2, 96, 0.61, 0.94, 0.97, 0.96))
     'gate ACCEPTED challenger: drift 0.610 → 0.940, original 0.970 → 0.960 (better)'
     """
-    verdict = "ACCEPTED" if gate.get("accepted") else "REFUSED"
+    verdict = "ACCEPTED" if gate.accepted else "REFUSED"
 
-    def score(key: str) -> str:
-        value = _f(gate, key)
+    def score(value: float | None) -> str:
         return "?" if value is None else f"{value:.3f}"
 
-    reason = gate.get("reason")
     return (
-        f"gate {verdict} challenger: drift {score('champion_drift')} → "
-        f"{score('challenger_drift')}, original {score('champion_original')} → "
-        f"{score('challenger_original')}" + (f" ({str(reason)[:80]})" if reason else "")
+        f"gate {verdict} challenger: drift {score(gate.champion_drift)} → "
+        f"{score(gate.challenger_drift)}, original {score(gate.champion_original)} → "
+        f"{score(gate.challenger_original)}" + (f" ({gate.reason[:80]})" if gate.reason else "")
     )

@@ -18,12 +18,16 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodekit.guard import Faults, guard_client
 from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, start_loop
 from protocol import PayloadError, Prediction, Status, Topics
 from protocol.machine_state import MachineState
+
+if TYPE_CHECKING:
+    from nodekit.mqtt import Client, ConnectFlags, Message, Properties, ReasonCode
+
 
 __all__ = ["ConsoleLink", "Drained"]
 
@@ -67,7 +71,7 @@ class ConsoleLink:
         self.dropped = 0  # events dropped because the screen fell behind
         self.received = 0
         self._logged: dict[str, float] = {}
-        self._client: Any = None
+        self._client: Client | None = None
         self.link: ConnectionWatch | None = None
         self.subscribed = threading.Event()  # the broker granted the subscriptions
 
@@ -123,7 +127,12 @@ class ConsoleLink:
 
     # -- paho's thread ----------------------------------------------------------------------
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         if getattr(reason_code, "is_failure", False):
             return  # the ConnectionWatch logged why and what to check
@@ -137,7 +146,7 @@ class ConsoleLink:
         )
         log.info("console connected to %s", self.broker)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         now = time.time()
         topic: str = msg.topic
         self.received += 1

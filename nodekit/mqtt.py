@@ -30,7 +30,19 @@ from protocol.errors import ConfigError
 from .errors import BrokerRefusedError
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import paho.mqtt.client as mqtt
+    from paho.mqtt.client import ConnectFlags as ConnectFlags  # noqa: PLC0414 - re-exported
+    from paho.mqtt.client import DisconnectFlags as DisconnectFlags  # noqa: PLC0414 - re-exported
+    from paho.mqtt.client import MQTTMessage
+    from paho.mqtt.properties import Properties as Properties  # noqa: PLC0414 - re-exported
+    from paho.mqtt.reasoncodes import ReasonCode as ReasonCode  # noqa: PLC0414 - re-exported
+
+    # The paho types every role's callbacks take, named once at the boundary (paho-mqtt 2.x,
+    # MQTT 5, CallbackAPIVersion.VERSION2); roles import them under TYPE_CHECKING.
+    Client: TypeAlias = mqtt.Client
+    Message: TypeAlias = MQTTMessage
 
 __all__ = [
     "DEFAULT_PORT",

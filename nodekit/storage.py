@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,6 +58,9 @@ __all__ = [
     "MovedAside",
     "SqliteFile",
     "StorageError",
+    "WriteFailures",
+    "atomic_write",
+    "fsync_dir",
     "is_corrupt",
     "seq_from_db",
     "seq_to_db",
@@ -377,3 +381,62 @@ class SqliteFile:
             for p in (old, Path(f"{old}-wal")):
                 p.unlink(missing_ok=True)
             log.info("deleted %s: only the newest %d moved-aside copies are kept", old, keep)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so that a rename in it survives a power cut (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old or the new file, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class WriteFailures:
+    """Rows of failed (rolled back) writes per kind, shared by a node's stores: counted for its
+    status and logged at most every `log_every_s`; the caller carries on (a corrupt file was
+    moved aside and replaced already)."""
+
+    def __init__(self, log: logging.Logger, where: Path, log_every_s: float = 10.0) -> None:
+        self._log = log
+        self.where = where
+        self._log_every_s = log_every_s
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._last_log = -log_every_s
+
+    def add(self, kind: str, what: str, exc: Exception, rows: int) -> None:
+        """Count `rows` lost to `exc` writing `what` (e.g. "the prediction history")."""
+        now = time.monotonic()
+        with self._lock:
+            self._counts[kind] = self._counts.get(kind, 0) + rows
+            due = now - self._last_log >= self._log_every_s
+            if due:
+                self._last_log = now
+        if due:
+            self._log.error(
+                "could not write %d row(s) to %s (%s): %s; check free space and permissions of %s",
+                rows,
+                what,
+                kind,
+                exc,
+                self.where,
+            )
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)

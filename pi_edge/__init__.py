@@ -23,7 +23,8 @@ from .errors import ConfigError, EdgeError, ModelError
 from .intake.inbox import BatchPolicy, Inbox
 from .model.classifier import Classifier, interpreter_class
 from .model.lifecycle import ModelManager
-from .model.vetting import Expected, ModelStore, VettedModel, vet_bundle
+from .model.state_dir import ModelStore
+from .model.vetting import Expected, VettedModel, vet_bundle
 from .report.dashboard import MachineRow, Snapshot, render
 from .report.outputs import HistoryRow, batch_outputs
 from .report.running_stats import KindCounter, LatencyWindow, RateMeter

@@ -264,7 +264,7 @@ def _public_key(path: Path | None) -> bytes | None:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .model.vetting import ModelStore
+    from .model.state_dir import ModelStore
 
     _setup_logging(args.verbose)
     state_dir = build_config(args).state_dir

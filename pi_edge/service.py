@@ -33,7 +33,8 @@ reading of a machine another member owns (status `fleet_skipped`); machines it g
 member joins are forgotten by the worker through the same path as the cap's evictions (`_forget`).
 
 Figures (rates, latencies, error counts) live in NodeTelemetry (report/telemetry.py); the closed
-loop (drift verdicts, kept windows) in Evidence (loop/evidence.py).
+loop in DriftWatch (loop/drift_watch.py: drift verdicts) and KeptWindows (loop/kept_windows.py:
+kept windows, their durable buffer and the shipper); the prediction history in HistoryRecorder.
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, guard_client, publish_retained
 from nodekit.lifecycle import DEGRADED, Loop, Watchdog
 from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many, start_loop
+from nodekit.storage import WriteFailures
 from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.label_request import LabelRequest, LabelRequests
 from protocol.machine_state import MachineState
 from protocol.node_command import NodeCommand
+from protocol.status_detail import DriftDetail, RolloutGroup
 
 from . import __version__
 from .config import EdgeConfig
@@ -65,11 +68,13 @@ from .intake.ownership import Change as FleetChange
 from .loop.label_requests import SPAN_S, Candidate
 from .report.dashboard import Snapshot
 from .report.debounce import Change
+from .report.history_writer import HistoryRecorder
 from .report.outputs import Clock, batch_outputs
 from .report.telemetry import NodeTelemetry, Queue
 
 if TYPE_CHECKING:
     from nodekit.metrics_server import MetricsServer
+    from nodekit.mqtt import Client, ConnectFlags, DisconnectFlags, Message, Properties, ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,7 @@ class EdgeService:
         self.policy = intake.batch_policy()
         self.inbox: Inbox[_Item] = intake.inbox()
         self._input_shape = (models.window_length, len(models.channels))
+        self._machine_type = models.machine_type
         self._stop = threading.Event()
         self.faults = Faults(log, report.log_interval_s)
         # the threads this node cannot go on without, and how it ends when one dies
@@ -128,13 +134,22 @@ class EdgeService:
         self.broker_state = "not started"
         self.credentials = basics.credentials
         self.link: ConnectionWatch | None = None  # set by start(): connected, refused and why
-        self.evidence = loop.evidence(basics, self.faults)  # drift, kept windows, history
+        self.drift = loop.drift_watch()  # the serving model's drift detector
+        self.write_failures = WriteFailures(log, config.state_dir)  # buffer and history writes
+        self.history = HistoryRecorder.open(config.state_dir, self.write_failures, self.faults)
+        try:  # kept windows for the trainer: keeper, durable buffer, shipper
+            self.kept = loop.kept_windows(
+                basics, lambda: self.drift.model_version, self.write_failures, self.faults
+            )
+        except BaseException:
+            self.history.history.close()
+            raise
         self.signal_map = config.signal_map()  # --signals: readings → windows (intake/assembler.py)
         self._signals_lock = threading.Lock()  # paho's thread feeds, the worker forgets
         self.assembler = intake.assembler(
             self.signal_map, models.window_length, self._signal_problem
         )
-        self.labeler = loop.labeler(basics)  # maintenance label events
+        self.labeler = loop.labeler(basics, self._machine_type)  # maintenance label events
         self.estimator = loop.estimator()  # label-free accuracy estimate
         self.asker = loop.asker()  # label requests for the least sure held windows
         self.models = models.manager(
@@ -145,10 +160,10 @@ class EdgeService:
             disk_poll_s=report.status_interval_s,
             on_pending=self.inbox.wake,
             on_refused=self.telemetry.count_error,
-            on_install=self.evidence.model_changed,
+            on_install=self.drift.model_changed,
             faults=self.faults,
         )
-        self._client: Any = None
+        self._client: Client | None = None
         self._loops = (  # this node's own threads (the parts start theirs)
             Loop("edge-worker", self._worker, wake=self.inbox.wake),
             Loop("edge-status", self._status_loop),
@@ -181,8 +196,8 @@ class EdgeService:
         for loop in self._loops:
             loop.start().watch(self.watch)
         self.broker_state = "connecting"
-        self.evidence.start()
-        self.evidence.watch(self.watch)
+        self.kept.start().watch(self.watch)
+        self.history.start().watch(self.watch)
         try:
             self.link = connect(
                 client,
@@ -226,7 +241,8 @@ class EdgeService:
             loop.stop(timeout)
         if self.sparkplug is not None:  # after the worker: its NDEATH is the last word
             self.sparkplug.stop(timeout)
-        self.evidence.stop()
+        self.history.close()
+        self.kept.stop()
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
@@ -257,7 +273,7 @@ class EdgeService:
         """Why the broker keeps refusing this node (bad credentials, ACL, TLS), once it has
         refused `ConnectionWatch.give_up_after` times in a row; `pi_edge run` exits with it."""
         spb = self.sparkplug.link if self.sparkplug is not None else None
-        for link in (self.link, self.evidence.shipper.link, spb):
+        for link in (self.link, self.kept.shipper.link, spb):
             failure = link.failure() if link is not None else None
             if failure is not None:
                 return failure
@@ -284,7 +300,12 @@ class EdgeService:
 
     # ------------------------------------------------------------------ MQTT callbacks
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         if getattr(reason_code, "is_failure", False):  # self.link logged why and what to check
             self.broker_state = self.link.state if self.link else f"refused ({reason_code})"
@@ -320,7 +341,12 @@ class EdgeService:
         )
 
     def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         if self._stop.is_set():
             self.broker_state = "disconnected"
@@ -334,7 +360,7 @@ class EdgeService:
             "nothing" if version is None else f"v{version}",
         )
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         received_ns = time.time_ns()
         topic = msg.topic
         if topic == self.topics.model_current:
@@ -377,7 +403,9 @@ class EdgeService:
                 )
             if self.fleet is not None and not self.fleet.owns(machine, time.monotonic()):
                 return  # another member's machine: counted as skipped, not an error
-            window = decode_any(msg.payload, machine, self._input_shape)
+            window = self._machine_type.resolve(  # a label names one of the type's classes
+                decode_any(msg.payload, machine, self._input_shape)
+            )
         except PayloadError as exc:
             self._bad_payload(exc, topic)
             return
@@ -427,7 +455,7 @@ class EdgeService:
         if windows and self.config.intake.republish_windows:
             items = [(self.topics.window(w.machine), encode_window(w)) for w in windows]
             if (
-                not publish_many(self._client, items)
+                not publish_many(self._mqtt, items)
                 and self.telemetry.count_error("republish_failed", len(items))[0]
             ):
                 log.warning(
@@ -453,7 +481,13 @@ class EdgeService:
         except PayloadError as exc:
             self._bad_payload(exc, topic, "node status")
             return
-        group = fleet_group_of(status.detail)
+        if status.node != node:  # the topic is the sender's (the ACL's); the payload must agree
+            why = f"status of node {status.node!r} differs from the topic's {node[:80]!r}"
+            self._bad_payload(PayloadError(why, "bad_id"), topic, "node status")
+            return
+        group = fleet_group_of(
+            status.detail, lambda exc: self._bad_payload(exc, topic, "node status detail")
+        )
         fleet.observe(node, status.state, group, time.monotonic())
 
     def _fleet_changed(self, change: FleetChange) -> None:
@@ -495,7 +529,7 @@ class EdgeService:
         if self.ha is not None:  # after HA's birth message: every tracked machine's configs
             self.ha.pump(self._client, self._topics_by_machine)
         if self.labeler.pending():  # label events: held windows they reach are kept again
-            self.evidence.keep_records(self.labeler.pump(time.time()))
+            self.kept.keep_records(self.labeler.pump(time.time()))
         if self.models.model is None:  # nothing to classify with: wait for a vetted model
             pending = self.models.take_pending()
             if pending is not None:
@@ -535,10 +569,10 @@ class EdgeService:
             return
         inferred_ns = time.time_ns()
         top = probs.argmax(axis=1)
-        verdicts = self.evidence.observe(windows, x, probs, top)
-        labels = [w.label for w in windows]
+        verdicts = self.drift.observe(windows, x, probs, top)
+        labels = [None if w.label is None else int(w.label) for w in windows]  # resolved
         self.models.observe(model.version, probs, top, verdicts.flags == 1, labels)  # health
-        self.evidence.keep(windows, verdicts, top)  # durable before anything is published
+        self.kept.keep(windows, verdicts, top)  # durable before anything is published
         rows = np.arange(len(windows))
         confidence = probs[rows, top].astype(np.float64)
         metrics = model.bundle.manifest.metrics
@@ -563,7 +597,7 @@ class EdgeService:
             Clock(start_ns, inferred_ns, time.time_ns()),  # the batch goes to paho at once
             self._prediction_topic,
         )
-        failed = 0 if publish_many(self._client, out.messages) else len(out.messages)
+        failed = 0 if publish_many(self._mqtt, out.messages) else len(out.messages)
         debounce = self.machine_states.update  # per window a counter; a change is published
         states = self._published_states
         for row, item in zip(out.history, batch, strict=True):
@@ -574,7 +608,7 @@ class EdgeService:
                 self._publish_drift(last, row.drift, item.received_ns / 1e9)
         if self.sparkplug is not None:  # a dict update per window; its thread publishes
             self.sparkplug.observe(out.history, self.machine_states.current)
-        self.evidence.record(out.history)
+        self.history.record(out.history)
         evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
         if evicted:  # the machine cap: every per-machine structure forgets the same ids
             self._forget(evicted)
@@ -592,7 +626,7 @@ class EdgeService:
         asker, now = self.asker, time.time()
         if now < asker.next_check:
             return
-        if not asker.due(now, self.evidence.overall(), self.estimator.accuracy_est):
+        if not asker.due(now, self.drift.overall(), self.estimator.accuracy_est):
             return
         picks = asker.pick(
             (
@@ -601,7 +635,7 @@ class EdgeService:
                 if w.timestamp_ns > 0  # a window without a sensor time cannot be named
             ),
             now,
-            drifting={m for m, state in self.evidence.machine_states().items() if state != "ok"},
+            drifting={m for m, state in self.drift.machine_states().items() if state != "ok"},
             sure_at=self.estimator.sure_at,  # sure windows of healthy machines are not asked
         )
         if not picks:
@@ -619,7 +653,7 @@ class EdgeService:
             for c in picks
         )
         payload = LabelRequests(self.config.node, now, requests).to_json()
-        rc = self._client.publish(self.topics.label_requests, payload, qos=1).rc
+        rc = self._mqtt.publish(self.topics.label_requests, payload, qos=1).rc
         if rc not in (0, _NO_CONN) and self.telemetry.count_error("label_request_failed")[0]:
             log.warning("could not queue a label request for the broker (paho rc %s)", rc)
             return
@@ -650,7 +684,8 @@ class EdgeService:
     def _forget(self, machines: list[str]) -> None:
         """Every per-machine structure forgets `machines` (evicted by the machine cap, or given
         to another fleet member); telemetry has forgotten them already."""
-        self.evidence.forget(machines)
+        self.drift.forget(machines)
+        self.kept.forget(machines)
         self.machine_states.forget(machines)
         for machine in machines:
             self._published_states.pop(machine, None)
@@ -693,7 +728,7 @@ class EdgeService:
         self._publish_state(self.topics.machine_state(state.machine), state.to_json(), True)
 
     def _publish_state(self, topic: str, payload: bytes, retain: bool) -> None:
-        rc = self._client.publish(topic, payload, qos=1, retain=retain).rc
+        rc = self._mqtt.publish(topic, payload, qos=1, retain=retain).rc
         if rc not in (0, _NO_CONN) and self.telemetry.count_error("state_publish_failed")[0]:
             log.warning("could not queue %s for the broker (paho rc %s)", topic, rc)
 
@@ -713,6 +748,13 @@ class EdgeService:
             with guard:
                 if not self.watchdog() and self.broker_state == "connected":
                     self._publish_status()
+
+    @property
+    def _mqtt(self) -> Client:
+        """The node's MQTT client; the worker and paho's thread run only after `start()`."""
+        if self._client is None:
+            raise EdgeError("the node's MQTT client is used before start()")
+        return self._client
 
     # the watchdog (nodekit.lifecycle): what `pi_edge run` and the tests read
     @property
@@ -756,36 +798,62 @@ class EdgeService:
             self.topics.status(self.config.node), self.status().to_json(), qos=1, retain=True
         )
 
+    def _loop_detail(self) -> dict[str, Any]:
+        """The status's drift, buffer, shipper, history and storage parts."""
+        kept, counts = self.kept.detail()
+        buffer, history = self.kept.storage(counts), self.history.storage()
+        storage = {  # in the order the status always had
+            key: {**buffer, **history}[key]
+            for key in (
+                "buffer_moved_aside",
+                "buffer_moved_aside_count",
+                "history_moved_aside",
+                "history_moved_aside_count",
+                "buffer_rejected",
+                "buffer_quarantined",
+                "history_rejected",
+                "history_bad_rows",
+            )
+        }
+        return {
+            DriftDetail.KEY: self.drift.detail().to_json_obj(),
+            **kept,
+            "history_dropped": self.history.dropped,
+            "storage_errors": self.write_failures.counts(),
+            "storage": storage,
+        }
+
     def _queue(self) -> Queue:
         return Queue(len(self.inbox), self.inbox.capacity, self.inbox.dropped)
 
     def status(self) -> Status:
         """This node's status message, as published retained."""
         dead = self.dead_threads
-        evidence = self.evidence.snapshot()
-        evidence["labels"] = self.labeler.stats()
-        evidence["labels"]["requests"] = self.asker.stats()  # label requests sent
-        evidence["estimate"] = self.estimator.summary()  # label-free accuracy estimate
-        evidence.update(self.models.health_detail())  # rollbacks, model_health
+        detail = self._loop_detail()
+        detail["labels"] = self.labeler.stats()
+        detail["labels"]["requests"] = self.asker.stats()  # label requests sent
+        detail["estimate"] = self.estimator.summary()  # label-free accuracy estimate
+        detail.update(self.models.health_detail())  # rollbacks, model_health
         if self.config.models.rollout_group is not None:  # the trainer's staged rollout reads it
-            evidence["rollout_group"] = self.config.models.rollout_group
+            group = RolloutGroup(self.config.models.rollout_group)
+            detail[RolloutGroup.KEY] = group.to_json_obj()
         if self.assembler is not None:
             with self._signals_lock:
-                evidence["signals"] = {
+                detail["signals"] = {
                     **self.assembler.counts,
                     "machines": len(self.assembler),
                 }
         extra: dict[str, float] = {}
         if self.fleet is not None:  # detail.fleet: what other members and the console read
-            evidence[FLEET_DETAIL] = fleet = self.fleet.info()
+            detail[FLEET_DETAIL] = fleet = self.fleet.info()
             extra["fleet_skipped"] = float(fleet["skipped"])
             extra["fleet_owned"] = float(fleet["owned"])
         return self.telemetry.status(
             self.models.info(),
             self._queue(),
             self.broker_state,
-            self.evidence.overall(),
-            evidence,
+            self.drift.overall(),
+            detail,
             state=DEGRADED if dead else "online",
             faults=self.faults.counts(),
             dead_threads=dead,
@@ -798,9 +866,9 @@ class EdgeService:
             self.models.info(),
             self._queue(),
             self.broker_state,
-            self.evidence.overall(),
-            self.evidence.machine_states(),
-            {**self.evidence.snapshot(), "estimate": self.estimator.summary()},
+            self.drift.overall(),
+            self.drift.machine_states(),
+            {**self._loop_detail(), "estimate": self.estimator.summary()},
             self.config.loop.low_confidence,
             self.faults.counts(),
         )

@@ -18,8 +18,9 @@ from typing import Any
 
 from ._json import loads, need_map, need_number, short
 from .errors import PayloadError
-from .schema import CHANNELS, CLASSES
+from .names import check_name
 from .topics import check_id
+from .window import MAX_CHANNELS
 
 CONTROL_VERSION = 1
 COMMANDS = ("drift", "fault", "repair", "labels")
@@ -33,15 +34,17 @@ MAX_GAIN = 100.0
 MAX_RAMP_S = 1e7  # ~115 days
 _FIELDS = frozenset({"v", "cmd", "machines", "mode", "state", "params"})
 
-# Allowed numeric params per drift mode; channel names take a per-channel value.
-_MODE_PARAMS: dict[str, frozenset[str]] = {
+# Allowed numeric params per drift mode; offset and gain take a value per channel name (of the
+# machines' types: the simulator applies a name to the machines whose type has that channel).
+_MODE_PARAMS: dict[str, frozenset[str] | None] = {
     "off": frozenset(),
     "step": frozenset(),
-    "offset": frozenset(CHANNELS),
-    "gain": frozenset(CHANNELS),
+    "offset": None,  # channel names
+    "gain": None,
     "ramp": frozenset({"duration_s"}),
     "regime": frozenset({"load"}),
 }
+MAX_PARAMS = MAX_CHANNELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ class Command:
             raise PayloadError(
                 f"control 'params' must be an object, got {short(self.params)}", kind="bad_field"
             )
-        params = need_map(self.params, "control params", need_number, len(CHANNELS))
+        params = need_map(self.params, "control params", need_number, MAX_PARAMS)
         object.__setattr__(self, "params", params)
         getattr(self, f"_check_{self.cmd}")()
 
@@ -94,6 +97,13 @@ class Command:
         if self.mode not in DRIFT_MODES:
             raise PayloadError(f"drift mode {self.mode!r} is not one of {DRIFT_MODES}", "bad_field")
         allowed = _MODE_PARAMS[self.mode]
+        if allowed is None:  # per channel: any channel names
+            for name in self.params:
+                try:
+                    check_name(name, "drift channel")
+                except PayloadError as exc:
+                    raise PayloadError(str(exc), "bad_field") from None
+            allowed = frozenset(self.params)
         unknown = set(self.params) - allowed
         if unknown:
             raise PayloadError(
@@ -115,8 +125,10 @@ class Command:
             raise PayloadError("regime load must be within 0.2..5", kind="bad_field")
 
     def _check_fault(self) -> None:
-        if self.state not in CLASSES:
-            raise PayloadError(f"fault state {self.state!r} is not one of {CLASSES}", "bad_field")
+        try:  # a class of the machine's type: the simulator checks it against the machine's
+            check_name(self.state, "fault state")
+        except PayloadError as exc:
+            raise PayloadError(str(exc), "bad_field") from None
 
     def _check_repair(self) -> None:
         return None

@@ -28,8 +28,11 @@ True
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from .errors import PayloadError
+from .status_detail import DetailReader, FleetDetail
 
 __all__ = [
     "FLEET_DETAIL",
@@ -39,7 +42,7 @@ __all__ = [
     "rendezvous_weight",
 ]
 
-FLEET_DETAIL = "fleet"  # the status `detail` key: {"group", "members", "owned", ...}
+FLEET_DETAIL = FleetDetail.KEY  # the status `detail` key: {"group", "members", "owned", ...}
 
 
 def rendezvous_weight(node: str, machine: str) -> int:
@@ -67,15 +70,19 @@ def rendezvous_owner(machine: str, members: Iterable[str]) -> str | None:
     return None if best is None else best[1]
 
 
-def fleet_group_of(detail: Mapping[str, Any]) -> str | None:
-    """The fleet group a status's `detail` names, or None (not a fleet node, or malformed).
+def fleet_group_of(
+    detail: Mapping[str, Any], on_bad: Callable[[PayloadError], object] | None = None
+) -> str | None:
+    """The fleet group an edge status's `detail` names (`detail.fleet`, read by
+    `protocol.status_detail.FleetDetail`), or None: not a fleet node, or malformed (then
+    `on_bad` is told why, so that the caller counts it).
 
-    >>> fleet_group_of({"fleet": {"group": "line-1"}}), fleet_group_of({"fleet": 3})
+    >>> fleet = FleetDetail("line-1", ("pi-a",), 0, 0, 0, 1, 0, 6.0).to_json_obj()
+    >>> fleet_group_of({"v": 1, "fleet": fleet}), fleet_group_of({"fleet": 3})
     ('line-1', None)
     """
-    fleet = detail.get(FLEET_DETAIL)
-    group = fleet.get("group") if isinstance(fleet, dict) else None
-    return group if isinstance(group, str) else None
+    fleet = DetailReader(detail, FleetDetail.ROLE, on_bad).get(FleetDetail)
+    return None if fleet is None else fleet.group
 
 
 class Membership:

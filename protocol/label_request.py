@@ -43,7 +43,7 @@ from typing import Any
 from ._json import loads, need_int, need_number, short
 from .errors import PayloadError
 from .labels import MAX_UNIX_S, MIN_UNIX_S, LabelEvent
-from .schema import CLASSES
+from .names import check_name
 from .topics import check_id
 
 __all__ = ["LABEL_REQUEST_VERSION", "MAX_REQUESTS", "LabelRequest", "LabelRequests"]
@@ -84,8 +84,10 @@ class LabelRequest:
             object.__setattr__(self, name, value)
         if not self.end > self.start:
             raise _bad(f"label request to ({self.end}) must be after from ({self.start})")
-        if self.predicted not in CLASSES:
-            raise _bad(f"label request predicted {short(self.predicted)} is not in {CLASSES}")
+        try:  # a class of the machine's type
+            check_name(self.predicted, "label request predicted")
+        except PayloadError as exc:
+            raise _bad(str(exc)) from None
         confidence = need_number(self.confidence, "label request confidence", 0.0, 1.0)
         object.__setattr__(self, "confidence", confidence)
         need_int(self.seq, "label request seq", 0, MAX_SEQ)

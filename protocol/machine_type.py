@@ -30,13 +30,15 @@ import fnmatch
 import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, PayloadError
+from .names import MAX_NAME_CHARS, check_name
 from .schema import CHANNELS, CLASSES, UNITS, WINDOW_LENGTH
-from .topics import check_id
+from .topics import DEFAULT_TYPE_NAME, check_id
+from .window import MAX_LABEL, MAX_SAMPLES, Window
 
 __all__ = [
     "DEFAULT_TYPE",
@@ -51,15 +53,13 @@ __all__ = [
     "check_name",
 ]
 
-DEFAULT_TYPE_NAME = "default"
-MAX_CLASSES = 64
+MAX_CLASSES = MAX_LABEL + 1  # a binary window's label byte indexes them
 MAX_CHANNELS = 16
-MAX_NAME_CHARS = 64
 MAX_UNIT_CHARS = 16
 MAX_PATTERNS = 1024
 MAX_TYPES = 64
 MAX_SAMPLE_HZ = 1e6
-MAX_WINDOW_SAMPLES = 65535  # the binary window frame's T field is 16 bits
+MAX_WINDOW_SAMPLES = MAX_SAMPLES  # the binary window frame's limit (protocol.window)
 _SITE_KEYS = frozenset({"version", "types"})
 _TYPE_KEYS = frozenset(
     {
@@ -76,34 +76,6 @@ _TYPE_KEYS = frozenset(
     }
 )
 _CHANNEL_KEYS = frozenset({"name", "unit", "sample_hz"})
-
-
-def check_name(value: object, what: str = "class name") -> str:
-    """`value` if it is a class or channel name: 1..64 printable characters, no edge spaces.
-
-    >>> check_name("bearing fault"), check_name("3")
-    ('bearing fault', '3')
-    >>> check_name(3)
-    Traceback (most recent call last):
-    ...
-    protocol.errors.PayloadError: class name 3 must be text (a name, never an index)
-    """
-    if not isinstance(value, str):
-        raise PayloadError(
-            f"{what} {str(value)[:20]} must be text (a name, never an index)", kind="bad_label"
-        )
-    if (
-        not 0 < len(value) <= MAX_NAME_CHARS
-        or not value.isprintable()
-        or value != value.strip()
-        or any(c in value for c in "+#/")
-    ):
-        raise PayloadError(
-            f"{what} {value[:80]!r} must be 1..{MAX_NAME_CHARS} printable characters without "
-            "leading or trailing spaces and without '/', '+' or '#'",
-            kind="bad_label",
-        )
-    return value
 
 
 def _finite(value: object, what: str, low: float, high: float) -> float:
@@ -242,11 +214,40 @@ class MachineType:
             )
         return self.classes.index(name)
 
+    def label_index(self, label: int | str) -> int:
+        """The class index a window label names: a class name of this type, or an index.
+
+        >>> DEFAULT_TYPE.label_index("drive_wear"), DEFAULT_TYPE.label_index(1)
+        (2, 1)
+        """
+        if isinstance(label, str):
+            return self.class_of(label)
+        if (
+            isinstance(label, bool)
+            or not isinstance(label, int)
+            or not 0 <= label < len(self.classes)
+        ):
+            raise PayloadError(
+                f"window label {label!r} is not a class of machine type {self.name} "
+                f"(0..{len(self.classes) - 1}: " + ", ".join(self.classes) + ")",
+                kind="bad_label",
+            )
+        return label
+
+    def resolve(self, window: Window) -> Window:
+        """`window` with its label as this type's class index (a name resolved, an index
+        checked); PayloadError (`bad_label`) listing the type's classes if it names none."""
+        if window.label is None or isinstance(window.label, int):
+            if window.label is not None:
+                self.label_index(window.label)
+            return window
+        return replace(window, label=self.label_index(window.label))
+
     def with_classes(self, classes: Sequence[str]) -> MachineType:
         """This type with the class list `classes` (a model's, which may have grown)."""
-        from dataclasses import replace
-
-        return replace(self, classes=tuple(classes), normal=self.normal)
+        return replace(
+            self, classes=tuple(classes), normal=self.normal if self.normal in classes else ""
+        )
 
     # -- membership -------------------------------------------------------------------------
     def specificity(self, machine: str) -> int:

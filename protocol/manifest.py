@@ -7,8 +7,15 @@ AttributeError or OverflowError in a node's thread. `protocol.bundle.decode_bund
 manifest only after the bundle's signature verified and its size is within MAX_MANIFEST_BYTES.
 
 >>> m = Manifest(version=2, model_sha256="0" * 64, model_bytes=10, site="edgeloop/v1")
->>> m.input_shape, m.site
-((60, 4), 'edgeloop/v1')
+>>> m.input_shape, m.site, m.machine().name, m.task
+((60, 4), 'edgeloop/v1', 'default', 'classify')
+>>> fan = {"name": "fan", "channels": [{"name": "vib", "unit": "g"}], "sample_hz": 1000.0,
+...        "hop": 256, "normal": "ok", "open_classes": True, "machines": ["fan-*"]}
+>>> f = Manifest(version=1, model_sha256="0" * 64, model_bytes=10, classes=("ok",),
+...              channels=("vib",), window_length=256, machine_type=fan, task="anomaly",
+...              anomaly={"threshold": 3.5})
+>>> f.machine().name, f.machine().unit_of("vib"), f.machine().open_classes, f.task
+('fan', 'g', True, 'anomaly')
 >>> Manifest.from_dict({**m.to_dict(), "normalisation": [1]})
 Traceback (most recent call last):
 ...
@@ -22,18 +29,24 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import BundleError
-from .schema import CHANNELS, CLASSES, WINDOW_LENGTH
+from .errors import BundleError, ConfigError
+from .machine_type import DEFAULT_TYPE, MAX_CLASSES, Channel, MachineType
+from .schema import CHANNELS, CLASSES, UNITS, WINDOW_LENGTH
+from .window import MAX_SAMPLES
 
-__all__ = ["MANIFEST_FORMAT", "MAX_MANIFEST_BYTES", "Manifest", "parse_manifest"]
+__all__ = ["MANIFEST_FORMAT", "MAX_MANIFEST_BYTES", "TASKS", "Manifest", "parse_manifest"]
 
 MANIFEST_FORMAT = 1
 MAX_MANIFEST_BYTES = 1024 * 1024  # a trainer's manifest is ~40 KB; checked from the header
 MAX_VERSION = 2**31 - 1
-MAX_NAMES = 64  # classes, channels
+MAX_NAMES = MAX_CLASSES  # classes (channels: 16, checked through the machine type)
 MAX_NAME_CHARS = 64
 MAX_TEXT_CHARS = 256  # quantization, arch, converter, site
-MAX_WINDOW_LENGTH = 65536
+MAX_WINDOW_LENGTH = MAX_SAMPLES  # the window frame's limit
+TASKS = ("classify", "anomaly")  # what the model's output means
+_TYPE_KEYS = frozenset(
+    {"name", "channels", "sample_hz", "hop", "normal", "open_classes", "machines"}
+)
 MAX_GOLDEN = 64
 MAX_DEPTH = 16  # nesting of the free-form objects (train_stats, metrics, extra)
 MAX_INT = 2**63  # |integer| in free-form objects
@@ -154,6 +167,9 @@ class Manifest:
     golden_tolerance: float = 0.05
     format: int = MANIFEST_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    machine_type: dict[str, Any] | None = None  # None: the built-in type "default"
+    task: str = "classify"
+    anomaly: dict[str, Any] | None = None  # task "anomaly": {"threshold": score above = anomaly}
 
     def __post_init__(self) -> None:
         fmt = self.format
@@ -174,7 +190,14 @@ class Manifest:
         if site.startswith("/") or site.endswith("/") or "+" in site or "#" in site:
             raise _fail(f"site {site!r} is not a topic prefix")
         _real("created", self.created, 0.0, 1e12)
-        object.__setattr__(self, "classes", _names("classes", self.classes, 2))
+        if self.task not in TASKS:
+            raise BundleError(
+                f"manifest task {str(self.task)[:40]!r}, this build knows {list(TASKS)}; "
+                "upgrade pi_edge",
+                kind="version",
+            )
+        least = 1 if self.task == "anomaly" else 2  # an anomaly model knows only the healthy class
+        object.__setattr__(self, "classes", _names("classes", self.classes, least))
         object.__setattr__(self, "channels", _names("channels", self.channels, 1))
         _int("window_length", self.window_length, 1, MAX_WINDOW_LENGTH)
         for name in ("quantization", "arch", "converter"):
@@ -185,6 +208,68 @@ class Manifest:
         self._check_golden()
         _real("golden_tolerance", self.golden_tolerance, 0.0, 1.0)
         _plain("extra", _object("extra", self.extra))
+        self._check_machine_type()
+        self._check_anomaly()
+
+    def _check_machine_type(self) -> None:
+        """`machine_type` names the type and what the model's fields do not say (units, rates,
+        hop, normal class, members); the model's classes, channels and window length are the
+        manifest's own fields, and the type must agree with them."""
+        raw = self.machine_type
+        if raw is None:
+            return
+        obj = _object("machine_type", raw)
+        unknown = sorted(set(obj) - _TYPE_KEYS)
+        if unknown:
+            raise _fail(f"machine_type has unknown field(s) {unknown[:8]}")
+        _plain("machine_type", obj)
+        try:
+            kind = MachineType.from_dict(
+                {
+                    **obj,
+                    "classes": list(self.classes),
+                    "window_length": self.window_length,
+                },
+                "manifest machine_type",
+            )
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        if kind.channel_names != self.channels:
+            raise _fail(
+                f"machine_type channels {list(kind.channel_names)} differ from the model's "
+                f"{list(self.channels)}"
+            )
+
+    def _check_anomaly(self) -> None:
+        if self.task != "anomaly":
+            if self.anomaly is not None:
+                raise _fail("anomaly settings belong to a task 'anomaly' model")
+            return
+        obj = _object("anomaly", self.anomaly)
+        if set(obj) - {"threshold", "method"} or "threshold" not in obj:
+            raise _fail("anomaly must be {'threshold': number, 'method': text}")
+        _real("anomaly.threshold", obj["threshold"], 1e-12, MAX_ABS)
+        _text("anomaly.method", obj.get("method", ""))
+
+    def machine(self) -> MachineType:
+        """The machine type this model is for, with the model's classes and window length."""
+        if self.machine_type is None:
+            if self.classes == CLASSES and self.input_shape == DEFAULT_TYPE.input_shape:
+                return DEFAULT_TYPE
+            return MachineType(
+                DEFAULT_TYPE.name,
+                tuple(Channel(c, UNITS.get(c, "")) for c in self.channels),
+                window_length=self.window_length,
+                classes=self.classes,
+                machines=DEFAULT_TYPE.machines,
+            )
+        fields = {"classes": list(self.classes), "window_length": self.window_length}
+        return MachineType.from_dict({**self.machine_type, **fields})
+
+    @property
+    def type_name(self) -> str:
+        """The machine type's name ("default" for a manifest without `machine_type`)."""
+        return DEFAULT_TYPE.name if self.machine_type is None else str(self.machine_type["name"])
 
     def _check_normalisation(self) -> None:
         norm = _object("normalisation", self.normalisation)
@@ -257,8 +342,13 @@ class Manifest:
         return (self.window_length, len(self.channels))
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object; a default-type classifier's has no machine_type, task or anomaly
+        (byte for byte what a manifest was before machine types, so older nodes take it)."""
         d = asdict(self)
         d["classes"], d["channels"] = list(self.classes), list(self.channels)
+        for key, default in (("machine_type", None), ("task", "classify"), ("anomaly", None)):
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .errors import PayloadError
 
 DEFAULT_PREFIX = "edgeloop/v1"
+DEFAULT_TYPE_NAME = "default"  # the built-in machine type (protocol.machine_type)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # always fullmatch: "$" lets a "\n" in
 
 
@@ -120,6 +121,57 @@ class Topics:
     @property
     def model_current(self) -> str:
         return f"{self.prefix}/model/current"
+
+    def model_of(self, machine_type: str) -> str:
+        """Where the trainer keeps a machine type's current model, retained: the built-in type
+        `default` on `model/current` (as before machine types), every other type on its own.
+
+        >>> t = Topics("site")
+        >>> t.model_of("default"), t.model_of("fan")
+        ('site/model/current', 'site/types/fan/model/current')
+        """
+        if machine_type == DEFAULT_TYPE_NAME:
+            return self.model_current
+        return f"{self.prefix}/types/{check_id(machine_type, 'machine type')}/model/current"
+
+    def model_group_of(self, machine_type: str, group: str) -> str:
+        """A rollout group's offers of a machine type's models (`model_group` for `default`).
+
+        >>> Topics("site").model_group_of("fan", "canary")
+        'site/types/fan/model/groups/canary'
+        """
+        if machine_type == DEFAULT_TYPE_NAME:
+            return self.model_group(group)
+        kind = check_id(machine_type, "machine type")
+        return f"{self.prefix}/types/{kind}/model/groups/{check_id(group, 'rollout group')}"
+
+    def type_models(self) -> str:
+        """Subscription filter for every other machine type's current model."""
+        return f"{self.prefix}/types/+/model/current"
+
+    def type_group_models(self, group: str) -> str:
+        """Subscription filter for a rollout group's offers of every other type's models."""
+        return f"{self.prefix}/types/+/model/groups/{check_id(group, 'rollout group')}"
+
+    def type_of_model_topic(self, topic: str) -> str | None:
+        """The machine type a model topic is for ("default" for model/current and model/groups),
+        None for a topic that is not a model topic under this prefix.
+
+        >>> t = Topics("site")
+        >>> [t.type_of_model_topic(x) for x in (t.model_current, t.model_of("fan"), "site/x")]
+        ['default', 'fan', None]
+        """
+        head = f"{self.prefix}/"
+        if not topic.startswith(head):
+            return None
+        rest = topic[len(head) :].split("/")
+        if rest == ["model", "current"] or (len(rest) == 3 and rest[:2] == ["model", "groups"]):
+            return DEFAULT_TYPE_NAME
+        if len(rest) >= 4 and rest[0] == "types" and rest[2] == "model":
+            tail = rest[3:]
+            if tail == ["current"] or (len(tail) == 2 and tail[0] == "groups"):
+                return rest[1]
+        return None
 
     def model_group(self, group: str) -> str:
         """Where the trainer offers a rollout `group` (canary nodes) a new model first: the

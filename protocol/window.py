@@ -5,7 +5,8 @@ Binary frame (all little-endian), format version 1 — see protocol/README.md:
     offset size field
     0      2    magic        b"EW"
     2      1    version      1
-    3      1    label        int8: -1 = no ground truth, else 0..3 (schema.CLASSES)
+    3      1    label        int8: -1 = no ground truth, else 0..63, the index of a class
+                                of the machine's type (protocol.machine_type)
     4      2    n_samples    uint16 T (1..4096)
     6      1    n_channels   uint8  C (1..16)
     7      1    id_len       uint8  L (1..64)
@@ -35,7 +36,8 @@ import numpy.typing as npt
 
 from ._json import loads, need_int, short
 from .errors import PayloadError
-from .schema import CHANNELS, CLASSES, NUM_CHANNELS, WINDOW_LENGTH, class_index
+from .names import check_name
+from .schema import CHANNELS, CLASSES, NUM_CHANNELS, WINDOW_LENGTH
 from .topics import check_id
 
 MAGIC = b"EW"
@@ -48,6 +50,7 @@ MIN_TS_NS, MAX_TS_NS = -(1 << 63), (1 << 63) - 1
 MAX_SAMPLES = 4096
 MAX_CHANNELS = 16
 NO_LABEL = -1
+MAX_LABEL = 63  # a label index names one of a machine type's ≤ 64 classes
 _JSON_FIELDS = frozenset({"v", "machine", "seq", "ts_ns", "label", "channels", "data"})
 
 FloatArray = npt.NDArray[np.float32]
@@ -66,7 +69,7 @@ class Window:
     seq: int
     timestamp_ns: int
     data: FloatArray = field(repr=False)
-    label: int | None = None
+    label: int | str | None = None  # an index into the machine type's classes, or a class name
     frame: bytes | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,8 +89,19 @@ class Window:
             )
         if data.dtype != np.float32:
             object.__setattr__(self, "data", data.astype(np.float32))
-        if self.label is not None:
-            class_index(self.label)
+        label = self.label
+        if label is not None and (isinstance(label, bool) or not isinstance(label, int | str)):
+            raise PayloadError(
+                f"window label {short(label)} is not a class name or index", "bad_label"
+            )
+        if isinstance(label, int) and not 0 <= label <= MAX_LABEL:
+            raise PayloadError(
+                f"window label {label} is not 0..{MAX_LABEL} (an index into the machine type's "
+                "classes)",
+                kind="bad_label",
+            )
+        if isinstance(label, str):
+            check_name(label)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -122,6 +136,12 @@ def encode_window(window: Window) -> bytes:
     _check_finite(window.data)
     mid = window.machine.encode()
     t, c = window.shape
+    if isinstance(window.label, str):
+        raise PayloadError(
+            f"window label {window.label!r} is a class name; a binary frame carries its index in "
+            "the machine type's classes (MachineType.label_index)",
+            kind="bad_label",
+        )
     label = NO_LABEL if window.label is None else window.label
     header = HEADER.pack(
         MAGIC, WIRE_VERSION, label, t, c, len(mid), window.seq, window.timestamp_ns
@@ -174,8 +194,8 @@ def decode_window(data: bytes, expected_shape: tuple[int, int] | None = None) ->
             kind="truncated" if n < expected_len else "bad_shape",
         )
     _check_shape((t, c), expected_shape)
-    if label != NO_LABEL and not 0 <= label < len(CLASSES):
-        raise PayloadError(f"window label {label} is not -1 or 0..{len(CLASSES) - 1}", "bad_label")
+    if label != NO_LABEL and not 0 <= label <= MAX_LABEL:
+        raise PayloadError(f"window label {label} is not -1 or 0..{MAX_LABEL}", "bad_label")
     try:
         machine = bytes(data[HEADER.size : HEADER.size + id_len]).decode()
     except UnicodeDecodeError as exc:
@@ -254,13 +274,13 @@ def window_from_json_obj(obj: Any, machine: str | None = None) -> Window:
     with np.errstate(over="ignore"):
         samples = data.astype(np.float32)
     _check_finite(samples)
-    label = obj.get("label")
+    label = obj.get("label")  # a class name (text), or an index (a number, as before)
     return Window(
         machine_id,
         need_int(obj.get("seq", 0), "JSON window field 'seq'", 0, MAX_SEQ),
         need_int(obj.get("ts_ns", 0), "JSON window field 'ts_ns'", MIN_TS_NS, MAX_TS_NS),
         samples,
-        None if label is None else class_index(label),
+        None if label is None else label,
     )
 
 
@@ -289,16 +309,31 @@ def decode_any(
     return window
 
 
-def window_to_json(window: Window) -> bytes:
-    """The JSON form of `window` (for tools and docs; the simulator publishes binary)."""
+def window_to_json(
+    window: Window,
+    classes: tuple[str, ...] = CLASSES,
+    channels: tuple[str, ...] | None = None,
+) -> bytes:
+    """The JSON form of `window` (for tools and docs; the simulator publishes binary); a label
+    index is written as its name in `classes` (the machine type's; default: the default type's).
+    """
+    label = window.label
+    if isinstance(label, int):
+        if label >= len(classes):
+            raise PayloadError(
+                f"window label {label} names no class of {list(classes)}", "bad_label"
+            )
+        label = classes[label]
     obj: dict[str, Any] = {
         "v": WIRE_VERSION,
         "machine": window.machine,
         "seq": window.seq,
         "ts_ns": window.timestamp_ns,
-        "label": None if window.label is None else CLASSES[window.label],
+        "label": label,
         "data": [[float(v) for v in row] for row in window.data],
     }
-    if window.shape == (WINDOW_LENGTH, NUM_CHANNELS):
-        obj["channels"] = list(CHANNELS)
+    if channels is None and window.shape == (WINDOW_LENGTH, NUM_CHANNELS):
+        channels = CHANNELS
+    if channels is not None:
+        obj["channels"] = list(channels)
     return json.dumps(obj, separators=(",", ":")).encode()

@@ -26,6 +26,7 @@ import numpy as np
 
 from nodekit.settings import check, setting
 from protocol import WINDOW_LENGTH, Command, Window
+from protocol.machine_type import DEFAULT_TYPE
 
 from .drift import DriftSettings
 from .errors import SimError
@@ -113,6 +114,7 @@ class Fleet:
         self.machines = [Machine(mid, machine_config) for mid in machine_ids(config.machines)]
         self._by_id = {m.id: m for m in self.machines}
         self.label_fraction = config.label_fraction
+        self.machine_type = DEFAULT_TYPE  # the seed machine's physics (sensor_sim/physics.py)
         self.labels_sent = dict.fromkeys(self._by_id, 0)
 
     @property
@@ -130,12 +132,32 @@ class Fleet:
             )
         return [self._by_id[m] for m in cmd.machines]
 
+    def _check_vocabulary(self, cmd: Command) -> None:
+        """A fault names a class and a per-channel drift its channels, of the machines' type;
+        SimError naming what the type has (protocol.Command checks only that they are names)."""
+        kind = self.machine_type
+        if cmd.cmd == "fault" and cmd.state not in kind.classes:
+            raise SimError(
+                f"fault state {cmd.state!r} is not a class of machine type {kind.name}: "
+                + ", ".join(kind.classes),
+                kind="bad_field",
+            )
+        if cmd.cmd == "drift" and cmd.mode in ("offset", "gain"):
+            unknown = sorted(set(cmd.params) - set(kind.channel_names))
+            if unknown:
+                raise SimError(
+                    f"{cmd.mode} drift names channel(s) {unknown} that machine type {kind.name} "
+                    "has not: " + ", ".join(kind.channel_names),
+                    kind="bad_field",
+                )
+
     def apply(self, cmd: Command) -> list[str]:
         """Apply a validated command; returns the machine ids it changed. SimError if refused."""
         if cmd.cmd == "labels":
             self.label_fraction = check_fraction(cmd.params["fraction"])
             return list(self.ids)
         targets = self._targets(cmd)
+        self._check_vocabulary(cmd)
         if cmd.cmd == "drift":
             settings = DriftSettings.from_command(cmd)
             for m in targets:

@@ -68,6 +68,7 @@ from protocol import (
     encode_window,
 )
 from protocol.signals import SignalMap, slot_ns
+from protocol.status_detail import DETAIL_VERSION, SimMachine, SimMachines, clip_text
 
 from .answers import RequestAnswerer
 from .config import SimConfig
@@ -78,6 +79,9 @@ from .snapshot import MachineRow, Snapshot
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
+
+    from nodekit.mqtt import Client, ConnectFlags, DisconnectFlags, Message, Properties, ReasonCode
+
 
 __all__ = ["ROLE", "RunReport", "SimConfig", "Simulator", "send_command"]
 
@@ -176,7 +180,12 @@ class Simulator:
 
     # ---- paho thread: flags, counters and a hand-off, nothing heavy -------------------------
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         if reason.is_failure:  # self._link logged why and which settings to check
             return
@@ -192,7 +201,12 @@ class Simulator:
         self._publish_status()
 
     def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         self._connected.clear()
         if self._closing:
@@ -200,7 +214,7 @@ class Simulator:
         else:
             log.warning("lost the broker %s (%s); paho reconnects", self.config.broker, reason)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         if self.answerer is not None and msg.topic == self.topics.label_requests:
             self.answerer.submit(msg.payload, time.monotonic())  # answered by the loop
             return
@@ -316,11 +330,12 @@ class Simulator:
         drifts = {row.drift for row in snap.machines}
         errors = dict(snap.errors)
         errors.update((f"fault:{kind}", n) for kind, n in self._faults.counts().items())
-        detail: dict[str, Any] = {
-            "machines": {
-                row.machine: {"state": row.state, "drift": row.drift, "labels": row.labels}
-                for row in snap.machines
-            }
+        machines = SimMachines(
+            {m.machine: SimMachine(m.state, clip_text(m.drift), m.labels) for m in snap.machines}
+        )
+        detail: dict[str, Any] = {  # the typed parts: protocol.status_detail
+            "v": DETAIL_VERSION,
+            SimMachines.KEY: machines.to_json_obj(),
         }
         if self._dead:
             detail["dead_threads"] = list(self._dead)

@@ -155,7 +155,7 @@ def labels_of(windows: list[Window]) -> dict[tuple[str, int], int]:
 
 def waiting(svc: EdgeService) -> int:
     """Kept windows the node still holds: not yet acknowledged by the trainer."""
-    c = svc.evidence.buffer.counts()
+    c = svc.kept.buffer.counts()
     return c.pending + c.inflight
 
 
@@ -315,7 +315,7 @@ def test_model_down_batches_up_and_a_central_outage_loses_nothing(
     stored_s = time.monotonic() - t_up
     drained_s = stored_s + wait_until(lambda: waiting(svc) == 0, 30, "the buffer draining")
     # delivered by the bridge's queue on the site, not by the node's own resends (after 30 s)
-    assert svc.evidence.shipper.stats()["batches_resent"] == 0
+    assert svc.kept.shipper.stats()["batches_resent"] == 0
     bridge_up(site)
     after = MosquittoSub(central, topics.predictions(), topics.status(node))
     request.addfinalizer(after.close)

@@ -47,3 +47,15 @@ def test_every_wing_docstring_lists_each_of_its_modules() -> None:
             modules = sorted(p.name for p in init.parent.glob("*.py") if not p.name.startswith("_"))
             absent = [m for m in modules if m not in doc]
             assert not absent, f"{init.relative_to(ROOT)} does not say what {absent} hold"
+
+
+def test_pi_edge_readme_layout_table_lists_every_module() -> None:
+    text = (ROOT / "pi_edge" / "README.md").read_text()
+    table = text[text.index("## Layout") :]
+    modules = sorted(
+        p.relative_to(ROOT / "pi_edge").as_posix()
+        for p in (ROOT / "pi_edge").rglob("*.py")
+        if p.name != "__init__.py"
+    )
+    absent = [m for m in modules if f"`{m}`" not in table]
+    assert not absent, f"pi_edge/README.md's layout table does not list {absent}"

@@ -72,9 +72,9 @@ def render(s: TrainerSnapshot) -> Group:
         verdict = "[green]ACCEPTED[/]" if g["accepted"] else "[red]REJECTED[/]"
         gate = Text.from_markup(
             f"{verdict} {g['reason']}\n"
-            f"drift holdout: champion {g['champion_drift']:.3f} → challenger "
-            f"{g['challenger_drift']:.3f}   original holdout: {g['champion_original']:.3f} → "
-            f"{g['challenger_original']:.3f}   labels {g['labels_used']}, judged on "
+            f"drift holdout: champion {_f(g['champion_drift'])} → challenger "
+            f"{_f(g['challenger_drift'])}   original holdout: {_f(g['champion_original'])} → "
+            f"{_f(g['challenger_original'])}   labels {g['labels_used']}, judged on "
             f"{g['holdout']}  {g['seconds']:.1f} s"
         )
     history = Table(title="model history", expand=True)

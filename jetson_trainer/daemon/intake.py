@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from nodekit.errors import StorageError
 from nodekit.guard import Faults, guard_client, paho_thread_alive
@@ -31,6 +31,10 @@ from protocol import PayloadError, Status, Topics, decode_batch
 from protocol.batch_ack import BatchAck
 
 from .store import WindowStore
+
+if TYPE_CHECKING:
+    from nodekit.mqtt import Client, ConnectFlags, DisconnectFlags, Message, Properties, ReasonCode
+
 
 __all__ = ["INBOX_MAX", "SESSION_EXPIRY_S", "Intake", "IntakeCounts"]
 
@@ -152,7 +156,12 @@ class Intake(Worker):
 
     # -- paho callbacks: enqueue only ----------------------------------------------------
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason: ReasonCode,
+        props: Properties | None = None,
     ) -> None:
         if getattr(reason, "is_failure", False):  # self.link logged why and what to check
             return
@@ -161,18 +170,28 @@ class Intake(Worker):
         self._enqueue((_CONNECTED, 0, 0, b""))
 
     def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason: ReasonCode,
+        props: Properties | None = None,
     ) -> None:
         self._set_connected(False)
         log.warning("disconnected from %s (%s); paho reconnects", self.broker, reason)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         self._enqueue((msg.topic, msg.mid, msg.qos, msg.payload))
 
     def _on_publish(
-        self, client: Any, userdata: Any, mid: int, reason: Any = 0, props: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode | int = 0,
+        props: Properties | None = None,
     ) -> None:
-        code = int(getattr(reason, "value", reason))
+        code = reason if isinstance(reason, int) else int(reason.value)
         if code < 0x80:
             return
         self._bump(publish_refused=1)

@@ -147,7 +147,7 @@ def trainer_families(r: TrainerReading) -> list[Metric]:
         gauge(
             "edgeloop_trainer_fine_tuning",
             "1 while a fine-tune is running",
-            float(s.phase.startswith("fine-tuning")),
+            float(s.stage.name == "fine_tuning"),
         ),
         labeled(
             "edgeloop_trainer_pis",

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CLASSES, Status, decode_bundle
+from protocol import CLASSES, PayloadError, Status, decode_bundle
 
 from ..build.artifacts import KERAS_NAME, reissue
 from ..build.model_card import CARD_NAME, write_model_card
@@ -78,7 +78,9 @@ class ModelHistory:
         """Note which version an edge node serves and the versions it rolled back from."""
         if status.role != "edge":
             return
-        rollbacks, bad = parse_rollbacks(status.detail)
+        refused: list[PayloadError] = []
+        rollbacks, bad = parse_rollbacks(status.detail, refused.append)
+        bad = bad or len(refused)  # a detail of an unknown version: its rollbacks unread
         with self._lock:
             before = self._bad_entries.get(status.node, 0)
             if bad:

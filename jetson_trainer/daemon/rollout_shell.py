@@ -14,13 +14,15 @@ canaries serve it already, so it is promoted as soon as their statuses show the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from typing import Any
 
-from protocol import Status, Topics
+from protocol import PayloadError, Status, Topics
+from protocol.status_detail import MAX_ENDED, EndedRollout, RolloutDetail, clip_text
 
 from ..versions.rollout import CanaryReport, Phase, Rollout
 from .champion import publish_champion
@@ -30,7 +32,7 @@ __all__ = ["StagedRollout"]
 
 log = logging.getLogger(__name__)
 MAX_NODES = 1024  # reports kept (a flood of node ids forgets the stalest)
-ENDED_KEPT = 5  # finished rollouts shown in the status
+ENDED_KEPT = MAX_ENDED  # finished rollouts shown in the status (5)
 
 
 class StagedRollout:
@@ -48,11 +50,18 @@ class StagedRollout:
         self._rollout: Rollout | None = None
         self._offered: Champion | None = None  # newest version published (to canaries)
         self._promoted: Champion | None = None  # the one on model/current (as far as we know)
-        self._ended: deque[dict[str, Any]] = deque(maxlen=ENDED_KEPT)
+        self._ended: deque[EndedRollout] = deque(maxlen=ENDED_KEPT)
+        self._bad_details = 0  # malformed status-detail parts of the nodes (under _lock)
 
     @property
     def enabled(self) -> bool:
         return bool(self.groups)
+
+    @property
+    def bad_details(self) -> int:
+        """Status-detail parts of the nodes refused so far (malformed, or an unknown `v`)."""
+        with self._lock:
+            return self._bad_details
 
     @property
     def promoted(self) -> Champion | None:
@@ -64,8 +73,12 @@ class StagedRollout:
         """Keep an edge node's latest report (offline included: it serves nothing)."""
         if status.role != "edge" or not self.enabled:
             return
-        report = CanaryReport.of_status(status)
+        bad: list[PayloadError] = []
+        report = CanaryReport.of_status(status, bad.append)
+        if bad:
+            log.debug("node %s: status detail part(s) ignored: %s", status.node, bad[0])
         with self._lock:
+            self._bad_details += len(bad)
             self._reports.pop(status.node, None)
             self._reports[status.node] = report
             while len(self._reports) > MAX_NODES:
@@ -165,23 +178,24 @@ class StagedRollout:
 
     # -- status -------------------------------------------------------------------------
     def detail(self) -> dict[str, Any] | None:
-        """The trainer status's `detail.rollout` (None without canary groups)."""
+        """The trainer status's `detail.rollout` as JSON (None without canary groups)."""
         if not self.enabled:
             return None
         now, wall = time.monotonic(), time.time()
         with self._lock:
-            current = None if self._rollout is None else self._rollout.to_dict(now, wall)
-            promoted = None if self._promoted is None else self._promoted.version
-            ended = list(self._ended)
-            canaries = sorted(
-                n for n, r in self._reports.items() if r.group in self.groups and r.serving
+            rollout = self._rollout
+            promoted = None if self._promoted is None else self._promoted.version  # model/current
+            ended = tuple(self._ended)  # earlier rollouts that did not end promoted in place
+            canaries = tuple(  # online canary nodes (rollout_group in --canary-groups)
+                sorted(n for n, r in self._reports.items() if r.group in self.groups and r.serving)
             )
-        out: dict[str, Any] = current or {"version": None, "phase": "idle", "groups": []}
-        out["groups"] = list(self.groups)
-        out["current_version"] = promoted  # on model/current
-        out["canary_nodes"] = canaries  # online canary nodes (rollout_group in --canary-groups)
-        out["ended"] = ended  # earlier rollouts that did not end promoted in place
-        return out
+        if rollout is None:
+            detail = RolloutDetail(None, "idle", self.groups)
+        else:
+            detail = rollout.detail(now, wall)
+        return dataclasses.replace(
+            detail, current_version=promoted, canary_nodes=canaries, ended=ended
+        ).to_json_obj()
 
     # -- helpers ------------------------------------------------------------------------
     def _publish_groups(self, champion: Champion) -> None:
@@ -197,4 +211,4 @@ class StagedRollout:
 
     def _end(self, rollout: Rollout, phase: str, reason: str) -> None:
         """Keep a rollout that ended other than by promotion for the status (under lock)."""
-        self._ended.append({"version": rollout.version, "phase": phase, "reason": reason})
+        self._ended.append(EndedRollout(rollout.version, phase, clip_text(reason)))

@@ -33,6 +33,15 @@ from nodekit.guard import Faults, ThreadWatch, publish_retained
 from nodekit.lifecycle import DEGRADED, Loop, Watchdog
 from nodekit.proc import ProcSampler
 from protocol import CLASSES, EdgeloopError, Status, Topics, __version__
+from protocol.status_detail import (
+    DETAIL_VERSION,
+    GateDetail,
+    RolloutDetail,
+    TrainerPhase,
+    TrainerStage,
+    clip_text,
+    finite_or_none,
+)
 
 from ..config import ServeConfig
 from ..errors import TrainerError
@@ -72,6 +81,7 @@ def few_labels(y: np.ndarray, per_class: int, cap: int) -> np.ndarray:
 
 
 STATUS_EVERY_S = 2.0
+STARTING, IDLE = TrainerStage("starting"), TrainerStage("idle")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,23 +104,29 @@ class DaemonState:
     acks: int = 0  # batch acknowledgements published to the Pis
     publish_refused: int = 0  # publishes the broker refused (PUBACK ≥ 0x80: the ACL)
     windows: int = 0  # new windows stored from batches
+    stage: TrainerStage = IDLE  # what `phase` says, for programs (status `detail.stage`)
 
 
 @dataclass(frozen=True, slots=True)
 class LoopView:
     """A copy of `LoopState`'s fields taken under its lock."""
 
-    phase: str
+    stage: TrainerStage
     policy: str
     champion: Champion | None
     champion_since: int
     last_attempt: Attempt | None
     skipped_bundles: tuple[str, ...]
 
+    @property
+    def phase(self) -> str:
+        """The stage as text for people (status `detail.phase`)."""
+        return self.stage.text()
+
 
 @dataclass(slots=True)
 class _Loop:
-    phase: str = "starting"
+    stage: TrainerStage = STARTING
     policy: str = ""
     champion: Champion | None = None
     champion_since: int = 0  # store position when the champion was published
@@ -130,7 +146,7 @@ class LoopState:
         with self._lock:
             s = self._s
             return LoopView(
-                s.phase, s.policy, s.champion, s.champion_since, s.last_attempt, s.skipped_bundles
+                s.stage, s.policy, s.champion, s.champion_since, s.last_attempt, s.skipped_bundles
             )
 
     def update(self, **changes: Any) -> None:
@@ -193,7 +209,7 @@ class TrainerDaemon:
         skipped = loaded.skipped
         champion = loaded.champion
         if champion is None and self._original is not None:
-            self.loop.update(phase="training initial model")
+            self.loop.update(stage=TrainerStage("training"))
             train_initial(
                 self.config.models_dir,
                 self._original,
@@ -208,7 +224,7 @@ class TrainerDaemon:
         champion = self.history.adopt(
             champion, self.config.models_dir, self.config.private_key, site
         )
-        self.loop.update(phase="idle", champion=champion, skipped_bundles=skipped)
+        self.loop.update(stage=IDLE, champion=champion, skipped_bundles=skipped)
         self.intake.start().watch(self.watch)
         return self
 
@@ -271,7 +287,7 @@ class TrainerDaemon:
                 except (EdgeloopError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
                     # one failed fine-tune (Keras, converter, disk) must not end the daemon's loop
                     log.exception("fine-tune failed: %s; the champion keeps serving", exc)
-                    self.loop.update(phase="idle")
+                    self.loop.update(stage=IDLE)
                     self.policy.attempted(accepted=False)
                 if time.monotonic() >= next_status and not self.failed.is_set():
                     self._publish_status()
@@ -290,6 +306,7 @@ class TrainerDaemon:
         counts = self.intake.counts()
         return DaemonState(
             phase=loop.phase,
+            stage=loop.stage,
             policy=loop.policy,
             champion=loop.champion.version if loop.champion else None,
             connected=counts.connected,
@@ -375,7 +392,7 @@ class TrainerDaemon:
         use = few_labels(y_all, self.config.labels_per_class, self.config.labels_needed)
         x, y = x_all[use], y_all[use]
         spare = np.setdiff1d(np.arange(len(y_all)), use)  # not trained on: the gate judges on them
-        self.loop.update(phase=f"fine-tuning v{champion.version} on {len(y)} labels")
+        self.loop.update(stage=TrainerStage("fine_tuning", champion.version, len(y)))
         empty = (x[:0], y[:0])
         original = self._original
         version = self.history.next_version(self.config.models_dir, champion)
@@ -398,7 +415,7 @@ class TrainerDaemon:
                 held_out=(x_all[spare], y_all[spare]),
             )
         finally:
-            self.loop.update(phase="idle")
+            self.loop.update(stage=IDLE)
         self.loop.update(last_attempt=attempt)
         d = attempt.decision
         self._record(version, champion, attempt, y, last)
@@ -531,7 +548,7 @@ class TrainerDaemon:
             duplicates=s.duplicates,
             bad_batches=s.bad_batches,
             pis=s.pis,
-            last_gate=gate,
+            last_gate=None if gate is None else gate.to_json_obj(),
             history=self.store.model_history(8),
         )
 
@@ -549,12 +566,18 @@ class TrainerDaemon:
             "store_bad_rows": counts.bad_rows,
             "store_moved_aside": len(counts.moved_aside),
             "bad_rollback_entry": self.history.bad_entries(),
+            "bad_status_detail": self.rollout.bad_details,
             **{f"fault:{kind}": n for kind, n in self.faults.counts().items()},
         }
-        detail: dict[str, Any] = {"phase": s.phase, "policy": s.policy}
+        detail: dict[str, Any] = {  # the typed parts: protocol.status_detail
+            "v": DETAIL_VERSION,
+            TrainerPhase.KEY: TrainerPhase(s.stage.text()).to_json_obj(),
+            TrainerStage.KEY: s.stage.to_json_obj(),  # the console acts on this, not the text
+            "policy": s.policy,
+        }
         gate = _gate(s)
         if gate is not None:  # the console's timeline shows both scores of each decision
-            detail["last_gate"] = gate
+            detail[GateDetail.KEY] = gate.to_json_obj()
         if s.skipped_bundles:
             detail["skipped_bundles"] = list(s.skipped_bundles)
         if counts.moved_aside:  # kept training data an operator should look at
@@ -566,7 +589,7 @@ class TrainerDaemon:
             detail["bad_models"] = bad_models[-32:]
         rollout = self.rollout.detail()
         if rollout is not None:  # --canary-groups: the staged rollout's state
-            detail["rollout"] = rollout
+            detail[RolloutDetail.KEY] = rollout
         return Status(
             node=self.config.client_id,
             role=ROLE,
@@ -595,23 +618,26 @@ class TrainerDaemon:
         return Status.offline(self.config.client_id, ROLE, _version()).to_json()
 
 
-def _gate(s: DaemonState) -> dict[str, Any] | None:
-    """The last gate decision with both models' scores (status detail `last_gate`), or None."""
+def _gate(s: DaemonState) -> GateDetail | None:
+    """The last gate decision with both models' scores (status detail `last_gate`), or None.
+
+    A score on no data (no original holdout without --data) is NaN here and None (null) in the
+    status, which a strict JSON reader could not read otherwise."""
     if s.last_attempt is None:
         return None
     last = s.last_attempt
     d = last.decision
-    return {
-        "accepted": d.accepted,
-        "reason": d.reason,
-        "labels_used": last.labels_used,
-        "seconds": last.seconds,
-        "holdout": last.holdout,
-        "champion_drift": d.champion.drift,
-        "challenger_drift": d.challenger.drift,
-        "champion_original": d.champion.original,
-        "challenger_original": d.challenger.original,
-    }
+    return GateDetail(
+        accepted=d.accepted,
+        reason=clip_text(d.reason),
+        labels_used=last.labels_used,
+        seconds=last.seconds,
+        holdout=last.holdout,
+        champion_drift=finite_or_none(d.champion.drift),
+        challenger_drift=finite_or_none(d.challenger.drift),
+        champion_original=finite_or_none(d.champion.original),
+        challenger_original=finite_or_none(d.challenger.original),
+    )
 
 
 def _version() -> str:

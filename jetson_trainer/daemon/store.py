@@ -30,6 +30,8 @@ import numpy.typing as npt
 from nodekit.storage import Layout, MovedAside, SqliteFile
 from protocol.drift_batch import REASONS, DriftBatch, Kept, window_id
 from protocol.errors import PayloadError
+from protocol.machine_type import MAX_CLASSES
+from protocol.schema import CLASSES
 from protocol.window import Window, decode_window, encode_window
 
 log = logging.getLogger(__name__)
@@ -103,8 +105,9 @@ _LAYOUT = Layout(
 _MAX_BAD_SEQNOS = 100_000  # distinct bad rows remembered, so a re-read is not counted twice
 
 
-def check_kept(k: Kept) -> None:
-    """Refuse a record no Pi should send; ValueError says which field.
+def check_kept(k: Kept, n_classes: int = MAX_CLASSES) -> None:
+    """Refuse a record no Pi should send; ValueError says which field. A window's label must
+    index one of the `n_classes` classes of its machine type.
 
     >>> import numpy as np
     >>> w = Window("m01", 2**64 - 1, 0, np.zeros((60, 4), np.float32), label=1)
@@ -120,6 +123,12 @@ def check_kept(k: Kept) -> None:
     p = k.predicted
     if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 127):
         raise ValueError(f"window {window_id(k.window)} has prediction {p!r}, not 0..127")
+    label = k.window.label
+    if label is not None and (not isinstance(label, int) or not 0 <= label < n_classes):
+        raise ValueError(
+            f"window {window_id(k.window)} has label {label!r}; its machine type has "
+            f"{n_classes} classes (0..{n_classes - 1})"
+        )
 
 
 def labeled_window(row_id: Any, label: Any, frame: Any) -> Window:
@@ -174,8 +183,11 @@ class WindowStore:
         with self._lock:
             self._file.close()
 
-    def add_batch(self, batch: DriftBatch, now: float | None = None) -> tuple[int, int]:
-        """Commit every record of `batch`; returns (added, duplicates dropped).
+    def add_batch(
+        self, batch: DriftBatch, now: float | None = None, n_classes: int = len(CLASSES)
+    ) -> tuple[int, int]:
+        """Commit every record of `batch`; returns (added, duplicates dropped). A label must
+        index one of the `n_classes` classes of the batch's machine type.
 
         A record with a field out of range is refused and counted (`rejected`), neither added
         nor a duplicate; a failed write is rolled back whole and raises StorageError.
@@ -185,7 +197,7 @@ class WindowStore:
         refused: list[Exception] = []
         for k in batch.records:
             try:
-                check_kept(k)
+                check_kept(k, n_classes)
                 rows.append(
                     (
                         window_id(k.window),

@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.errors import PayloadError
 from protocol.messages import MAX_MODEL_VERSION
+from protocol.status_detail import MAX_ROLLBACKS, DetailReader, Rollback, Rollbacks
 
 __all__ = [
     "MAX_ROLLBACKS",
@@ -66,7 +68,6 @@ log = logging.getLogger(__name__)
 REGISTRY_NAME = "model_registry.jsonl"
 FORMAT = 1
 STATUSES = ("champion", "candidate", "refused", "bad", "retired")
-MAX_ROLLBACKS = 8  # entries a node's detail.rollbacks carries (newest last)
 MAX_REASON = 200
 MAX_MARKS = 16  # bad marks kept per version (different nodes, or operator and auto)
 
@@ -85,33 +86,15 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Rollback:
-    """One entry of a node's status `detail.rollbacks`: it went from `from_version` to `to`."""
-
-    from_version: int
-    to: int | None
-    reason: str
-    ts: float
-    auto: bool
-
-    def __post_init__(self) -> None:
-        if _opt_int(self.from_version, "rollback from") is None or self.from_version < 1:
-            raise ValueError(f"rollback from must be a version ≥ 1, got {self.from_version!r}")
-        _opt_int(self.to, "rollback to")
-        if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON:
-            raise ValueError(f"rollback reason must be text of ≤ {MAX_REASON} characters")
-        if _number(self.ts, "rollback ts") < 0:
-            raise ValueError(f"rollback ts must be ≥ 0, got {self.ts!r}")
-        if not isinstance(self.auto, bool):
-            raise ValueError(f"rollback auto must be true or false, got {self.auto!r}")
-
-
-def parse_rollbacks(detail: Any) -> tuple[list[Rollback], int]:
-    """The well-formed entries of a status `detail`'s `rollbacks` list, and how many were not.
+def parse_rollbacks(
+    detail: Any, on_bad: Callable[[PayloadError], object] | None = None
+) -> tuple[list[Rollback], int]:
+    """The well-formed entries of an edge status `detail`'s `rollbacks` (of its newest 8) and
+    how many were not, read by the contract's codec (`protocol.status_detail`).
 
     Never raises: anything malformed (not a list, an entry that is not an object, a missing or
-    wrong-typed field, entries beyond the newest 8) is counted and ignored.
+    wrong-typed field, entries beyond the newest 8) is counted and ignored (and told to
+    `on_bad`, as is a detail of an unknown version).
 
     >>> parse_rollbacks({})
     ([], 0)
@@ -123,21 +106,8 @@ def parse_rollbacks(detail: Any) -> tuple[list[Rollback], int]:
     >>> [(r.from_version, r.to, r.auto) for r in ok], bad
     ([(3, None, False)], 2)
     """
-    if not isinstance(detail, Mapping) or "rollbacks" not in detail:
-        return [], 0
-    entries = detail["rollbacks"]
-    if not isinstance(entries, list):
-        return [], 1
-    bad = max(0, len(entries) - MAX_ROLLBACKS)
-    out: list[Rollback] = []
-    for e in entries[-MAX_ROLLBACKS:]:
-        try:
-            if not isinstance(e, Mapping):
-                raise ValueError("not an object")
-            out.append(Rollback(e["from"], e.get("to"), e["reason"], e["ts"], e["auto"]))
-        except (KeyError, TypeError, ValueError):
-            bad += 1
-    return out, bad
+    entries, bad = DetailReader(detail, Rollbacks.ROLE, on_bad).rollbacks()
+    return list(entries), bad
 
 
 @dataclass(frozen=True, slots=True)

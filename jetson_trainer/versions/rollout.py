@@ -35,11 +35,18 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol import Status
+from protocol import PayloadError, Status
+from protocol.status_detail import (
+    DetailReader,
+    ModelHealthDetail,
+    RolloutDetail,
+    RolloutGroup,
+    clip_text,
+)
 
 __all__ = ["FINISHED", "CanaryReport", "Phase", "Rollout"]
 
@@ -80,42 +87,39 @@ class CanaryReport:
         )
 
     @classmethod
-    def of_status(cls, status: Status) -> CanaryReport:
-        """Read a node's status; never raises (a malformed field counts as absent).
+    def of_status(
+        cls, status: Status, on_bad: Callable[[PayloadError], object] | None = None
+    ) -> CanaryReport:
+        """Read a node's status through the contract's codecs (protocol.status_detail); never
+        raises: a malformed part counts as absent, and `on_bad` is told why.
 
-        >>> s = Status("pi-1", "edge", "online", "0.1.0", model_version=4, detail={
-        ...     "rollout_group": "canary", "rollbacks": [{"from": 3}, {"from": "x"}],
-        ...     "model_health": {"watched": 4, "verdict": "passed"}})
-        >>> r = CanaryReport.of_status(s)
-        >>> (r.group, r.serving, r.finished, sorted(r.rolled_back))
-        ('canary', 4, True, [3])
+        >>> from protocol.status_detail import HealthFigures, Rollback
+        >>> back = Rollback(3, 2, "accuracy 0.4", 1700000000.0, True).to_json_obj()
+        >>> none = HealthFigures(0, None, None, 0, None)
+        >>> passed = ModelHealthDetail(None, 4, 3, None, "passed", "ok", None, 60.0, None, none,
+        ...                            none).to_json_obj()
+        >>> s = Status("pi-1", "edge", "online", "0.1.0", model_version=4, detail={"v": 1,
+        ...     "rollout_group": "canary", "rollbacks": [back, {"from": "x"}],
+        ...     "model_health": passed})
+        >>> bad = []
+        >>> r = CanaryReport.of_status(s, bad.append)
+        >>> (r.group, r.serving, r.finished, sorted(r.rolled_back), len(bad))
+        ('canary', 4, True, [3], 1)
         >>> CanaryReport.of_status(Status("pi-1", "edge", "offline", "0.1.0")).serving is None
         True
         """
-        detail: Mapping[str, Any] = status.detail if isinstance(status.detail, Mapping) else {}
-        group = detail.get("rollout_group")
-        health = detail.get("model_health")
-        health = health if isinstance(health, Mapping) else {}
-        watched = health.get("watched")
-        verdict = health.get("verdict")
-        entries = detail.get("rollbacks")
-        rolled = frozenset(
-            e["from"]
-            for e in (entries if isinstance(entries, list) else [])
-            if isinstance(e, Mapping) and _is_int(e.get("from"))
-        )
+        detail = DetailReader(status.detail, status.role, on_bad)
+        group = detail.get(RolloutGroup)
+        health = detail.get(ModelHealthDetail)
+        rollbacks, _ = detail.rollbacks()
         return cls(
             status.node,
-            group if isinstance(group, str) else None,
+            None if group is None else group.group,
             None if status.state == "offline" else status.model_version,
-            watched if _is_int(watched) else None,
-            verdict if isinstance(verdict, str) else None,
-            rolled,
+            None if health is None else health.watched,
+            None if health is None else health.verdict,
+            frozenset(r.from_version for r in rollbacks),
         )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,29 +209,36 @@ class Rollout:
             return None
         return self.first_serving + self.watch_s
 
-    def to_dict(self, now: float, wall: float) -> dict[str, Any]:
-        """The trainer status's `detail.rollout`: times as Unix seconds (`wall` is `now`).
+    def detail(self, now: float, wall: float) -> RolloutDetail:
+        """The trainer status's `detail.rollout`: times as Unix seconds (`wall` is `now`); the
+        shell fills in the version on model/current, the online canaries and the ended ones.
 
         >>> r = Rollout.start(5, ("canary",), watch_s=30.0, now=100.0)
-        >>> d = r.to_dict(now=110.0, wall=1_000.0)
-        >>> d["version"], d["phase"], d["since"], d["promote_by"]
+        >>> d = r.detail(now=110.0, wall=1_000.0)
+        >>> d.version, d.phase, d.since, d.promote_by
         (5, 'canary', 990.0, None)
         """
         by = self.promote_by()
-        return {
-            "version": self.version,
-            "phase": self.phase.value,
-            "groups": list(self.groups),
-            "canaries": list(self.canaries),
-            "passed": list(self.passed),
-            "since": round(wall - (now - self.since), 3),
-            "first_serving": None
-            if self.first_serving is None
-            else round(wall - (now - self.first_serving), 3),
-            "promote_by": None if by is None else round(wall + (by - now), 3),
-            "watch_s": self.watch_s,
-            "reason": self.reason,
-        }
+
+        def unix(t: float) -> float:
+            return max(0.0, round(wall - (now - t), 3))
+
+        return RolloutDetail(
+            version=self.version,
+            phase=self.phase.value,
+            groups=self.groups,
+            canaries=self.canaries,
+            passed=self.passed,
+            since=unix(self.since),
+            first_serving=None if self.first_serving is None else unix(self.first_serving),
+            promote_by=None if by is None else unix(by),
+            watch_s=self.watch_s,
+            reason=clip_text(self.reason),
+        )
+
+    def to_dict(self, now: float, wall: float) -> dict[str, Any]:
+        """`detail(now, wall)` as JSON."""
+        return self.detail(now, wall).to_json_obj()
 
     def _to(self, phase: Phase, now: float, reason: str) -> Rollout:
         return dataclasses.replace(self, phase=phase, since=now, reason=reason)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.fleet import FLEET_DETAIL, Membership, rendezvous_owner
+from protocol.status_detail import FleetDetail
 
 __all__ = ["DEFAULT_FLEET_TIMEOUT_S", "FLEET_DETAIL", "Change", "Membership", "Ownership"]
 
@@ -153,17 +154,21 @@ class Ownership:
         cache = self._cache
         return [m for m in dict.fromkeys(lost) if not cache.get(m, False)]
 
-    def info(self) -> dict[str, Any]:
+    def detail(self) -> FleetDetail:
         """`detail.fleet` of the status: group, live members, machines owned and skipped."""
         cache = self._cache  # list() of its values is one C call: safe beside paho's inserts
-        owned = sum(1 for v in list(cache.values()) if v)
-        return {
-            "group": self.membership.group,
-            "members": list(self.members),
-            "owned": owned,
-            "seen": len(cache),
-            "skipped": self.skipped,
-            "generation": self.generation,
-            "moved": self.moved,
-            "timeout_s": self.membership.timeout_s,
-        }
+        owned = list(cache.values())
+        return FleetDetail(
+            group=self.membership.group,
+            members=tuple(self.members),
+            owned=sum(1 for v in owned if v),
+            seen=len(owned),
+            skipped=self.skipped,
+            generation=self.generation,
+            moved=self.moved,
+            timeout_s=self.membership.timeout_s,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """The JSON form of `detail()`, as the status carries it."""
+        return self.detail().to_json_obj()

@@ -1,8 +1,10 @@
 """The closed loop on the Pi: drift, kept windows shipped to the trainer, labels, and asking.
 
 drift.py               three drift signals, one CUSUM each: ok → suspect → drift (pure)
-evidence.py            per batch: drift verdicts and the windows to keep (worker thread),
-                       with the durable buffer and the shipper behind it
+drift_watch.py         the serving model's drift detector, swapped with the model, shared
+                       by the worker (observe), the model thread and the status thread
+keeper.py              which windows to keep for the trainer, and why (pure)
+kept_windows.py        keeper + durable buffer + shipper: `keep` on the worker thread
 buffer.py              the durable SQLite buffer of kept windows (WAL)
 shipper.py             `BatchShipper`: owns the "edge-shipper" thread and its own MQTT
                        connection; at-least-once to the trainer, deleted only on its ack

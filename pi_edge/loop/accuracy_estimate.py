@@ -44,9 +44,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from protocol.status_detail import ESTIMATE_METHODS, EstimateDetail, finite_or_none
+
 __all__ = ["METHODS", "AccuracyEstimator", "Reference", "atc_threshold", "estimate", "sure_at"]
 
-METHODS = ("atc", "doc", "mean_confidence")
+METHODS = ESTIMATE_METHODS  # ("atc", "doc", "mean_confidence"): the status names them
 _QUANTILES: tuple[tuple[float, str], ...] = (
     (0.01, "confidence_q01"),
     (0.05, "confidence_q05"),
@@ -218,8 +220,12 @@ class AccuracyEstimator:
             self._version, self._n = None, 0
 
     def summary(self) -> dict[str, Any]:
-        """`detail.estimate`: {accuracy_est, windows, labeled_accuracy, labeled, method,
+        """`detail.estimate` as JSON: {accuracy_est, windows, labeled_accuracy, labeled, method,
         model_version}; accuracy_est is None before any window."""
+        return self.detail().to_json_obj()
+
+    def detail(self) -> EstimateDetail:
+        """`detail.estimate` of the status (protocol.status_detail.EstimateDetail)."""
         with self._lock:
             n = min(self._n, self.window)
             conf, right, ref = self._conf[:n].copy(), self._right[:n], self._ref
@@ -227,14 +233,14 @@ class AccuracyEstimator:
             labeled = right[right >= 0]
         how = ref.method(self.method)
         est = estimate(conf, ref, how) if n else None
-        return {
-            "accuracy_est": None if est is None else round(est, 4),
-            "windows": n,
-            "labeled_accuracy": round(float(labeled.mean()), 4) if len(labeled) else None,
-            "labeled": len(labeled),
-            "method": how,
-            "model_version": version,
-        }
+        return EstimateDetail(
+            accuracy_est=finite_or_none(None if est is None else round(est, 4)),
+            windows=n,
+            labeled_accuracy=round(float(labeled.mean()), 4) if len(labeled) else None,
+            labeled=len(labeled),
+            method=how,
+            model_version=version,
+        )
 
     @property
     def sure_at(self) -> float:

@@ -3,15 +3,19 @@ label requests and the label-free accuracy estimate. A section of `pi_edge.confi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nodekit.guard import Faults
 from nodekit.settings import check, setting
+from nodekit.storage import WriteFailures
+from protocol.machine_type import MachineType
 
 from .accuracy_estimate import AccuracyEstimator
 from .drift import DriftConfig
-from .evidence import Evidence, EvidenceConfig
+from .drift_watch import DriftWatch
+from .kept_windows import KeptConfig, KeptWindows
 from .label_requests import AskConfig, LabelAsker
 from .maintenance_labels import Labeler
 
@@ -27,7 +31,7 @@ def _floor(value: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class LoopConfig:
-    """Drift evidence, kept windows and labels; checked on construction."""
+    """Drift, kept windows and labels; checked on construction."""
 
     low_confidence: float = setting(
         0.6, help="confidence below which a window is flagged and kept", check=_floor
@@ -95,26 +99,40 @@ class LoopConfig:
             below=self.label_requests_below,
         )
 
-    def evidence(self, basics: NodeBasics, faults: Faults) -> Evidence:
-        """Drift monitor, kept windows (durable buffer, shipper) and the prediction history."""
-        return Evidence(
-            EvidenceConfig(
+    def drift_watch(self) -> DriftWatch:
+        """The serving model's drift detector."""
+        return DriftWatch(self.drift())
+
+    def kept_windows(
+        self,
+        basics: NodeBasics,
+        model_version: Callable[[], int | None],
+        failures: WriteFailures,
+        faults: Faults,
+    ) -> KeptWindows:
+        """Kept windows: keeper, durable buffer and the shipper to the trainer."""
+        return KeptWindows(
+            KeptConfig(
                 state_dir=basics.state_dir,
                 broker=basics.broker,
                 node=basics.node,
                 topics=basics.topics,
-                drift=self.drift(),
                 buffer_max_rows=self.buffer_max_rows,
                 flagged_per_machine_s=self.keep_flagged_per_s,
                 credentials=basics.credentials,
             ),
-            faults=faults,
+            model_version,
+            failures,
+            faults,
         )
 
-    def labeler(self, basics: NodeBasics) -> Labeler:
-        """Maintenance label events applied to held and new windows."""
+    def labeler(self, basics: NodeBasics, machine_type: MachineType) -> Labeler:
+        """Maintenance label events (in `machine_type`'s class names) on held and new windows."""
         return Labeler(
-            basics.state_dir, hold_windows=self.label_hold_windows, hold_s=self.label_hold_s
+            basics.state_dir,
+            hold_windows=self.label_hold_windows,
+            hold_s=self.label_hold_s,
+            machine_type=machine_type,
         )
 
     def estimator(self) -> AccuracyEstimator:

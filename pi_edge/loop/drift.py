@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.features import FeatureReference, window_features
+from protocol.status_detail import DriftDetail, MachineDrift
 
 
 class DriftState(enum.IntEnum):
@@ -406,6 +407,20 @@ class DriftMonitor:
             },
             "machines_total": len(self._slots),
         }
+
+    def detail(self, top: int) -> DriftDetail:
+        """`detail.drift` of the status: `snapshot(top)` through its contract type
+        (protocol.status_detail.DriftDetail), which bounds what a status may list."""
+        s = self.snapshot(top)
+        return DriftDetail(
+            s["overall"],
+            s["accuracy_level"],
+            s["accuracy_state"],
+            s["labeled_seen"],
+            s["labeled_wrong"],
+            {m: MachineDrift(**row) for m, row in s["machines"].items()},
+            s["machines_total"],
+        )
 
 
 def flat_lined(raw: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:

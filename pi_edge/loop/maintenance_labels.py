@@ -47,6 +47,7 @@ from typing import Any
 
 from protocol import Kept, PayloadError, Window
 from protocol.labels import LabelEvent
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,10 @@ class LabelBook:
     ([None, 1, 1, 0, 0], None)
     """
 
-    def __init__(self, max_labels: int = MAX_LABELS) -> None:
+    def __init__(
+        self, max_labels: int = MAX_LABELS, machine_type: MachineType = DEFAULT_TYPE
+    ) -> None:
+        self.machine_type = machine_type  # whose class names the events use
         self.max_labels = max_labels
         self._by_id: dict[str, LabelEvent] = {}
         self._by_machine: dict[str, list[LabelEvent]] = {}  # ordered by when applied
@@ -111,7 +115,7 @@ class LabelBook:
             return None
         for event in reversed(events):
             if event.covers(t):
-                return event.class_index
+                return self.machine_type.class_of(event.cls)
         return None
 
     def expire(self, before: float) -> int:
@@ -205,9 +209,10 @@ class RecentWindows:
         while batches and batches[0].arrived < horizon:
             self._count -= len(batches.popleft().windows)
 
-    def relabel(self, event: LabelEvent) -> list[Kept]:
-        """Label the held windows of `event`'s interval; the changed ones, to keep again."""
-        index, label_id, out = event.class_index, event.label_id, []
+    def relabel(self, event: LabelEvent, index: int) -> list[Kept]:
+        """Label the held windows of `event`'s interval with class `index` (the event's class in
+        the machine's type); the changed ones, to keep again."""
+        label_id, out = event.label_id, []
         machine, start = event.machine, event.start
         end = float("inf") if event.end is None else event.end
         for batch in self._batches:
@@ -262,9 +267,11 @@ class Labeler:
         hold_windows: int = 1024,
         hold_s: float = 3600.0,
         max_labels: int = MAX_LABELS,
+        machine_type: MachineType = DEFAULT_TYPE,
     ) -> None:
         self.path = None if state_dir is None else state_dir / LABELS_FILE
-        self.book = LabelBook(max_labels)
+        self.machine_type = machine_type  # a label's class must be one of its classes
+        self.book = LabelBook(max_labels, machine_type)
         self.held = RecentWindows(hold_windows, hold_s)
         self._queue: deque[LabelEvent] = deque()
         self._lock = threading.Lock()  # the queue and the counters (paho, worker, status)
@@ -276,6 +283,7 @@ class Labeler:
         """Decode a label event and queue it for the worker; PayloadError if it is bad."""
         try:
             event = LabelEvent.from_json(payload)
+            self.machine_type.class_of(event.cls)  # PayloadError listing the type's classes
         except PayloadError:
             with self._lock:
                 self.counts["refused"] += 1
@@ -303,7 +311,7 @@ class Labeler:
         out: list[Kept] = []
         for event in events:
             for interval in self.book.apply(event):
-                out.extend(self.held.relabel(interval))
+                out.extend(self.held.relabel(interval, self.machine_type.class_of(interval.cls)))
             log.info(
                 "label %s: %s %s %s from %s to %s (%s)",
                 event.label_id,
@@ -398,10 +406,17 @@ class Labeler:
             with contextlib.suppress(OSError):  # unreadable and immovable: overwritten later
                 self.path.replace(aside)
             return
-        for event in events:
+        kept = [e for e in events if e.cls in self.machine_type.classes]
+        if len(kept) < len(events):  # written under another vocabulary (another model)
+            log.warning(
+                "dropped %d stored label interval(s) whose class machine type %s has not",
+                len(events) - len(kept),
+                self.machine_type.name,
+            )
+        for event in kept:
             self.book.apply(event)
-        if events:
-            log.info("restored %d label interval(s) from %s", len(events), self.path)
+        if kept:
+            log.info("restored %d label interval(s) from %s", len(kept), self.path)
 
     def _save(self) -> None:
         if self.path is None:

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from nodekit.guard import Faults, guard_client, paho_thread_alive
 from nodekit.lifecycle import Worker
@@ -39,9 +39,14 @@ from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, sta
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import DriftBatch, encode_batch
 from protocol.errors import PayloadError
+from protocol.status_detail import ShipperDetail
 
 from .buffer import DurableBuffer
 from .delivery import Deliveries, Flight, ResendPolicy
+
+if TYPE_CHECKING:
+    from nodekit.mqtt import Client, ConnectFlags, Message, Properties, ReasonCode
+
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +145,7 @@ class BatchShipper(Worker):
         self.node = node
         self.model_version = model_version
         self.config = config or ShipperConfig()
-        self.client: Any = make_client(f"{node}-batches")
+        self.client: Client = make_client(f"{node}-batches")
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -208,24 +213,28 @@ class BatchShipper(Worker):
         return self._awaiting[0]
 
     def stats(self) -> dict[str, Any]:
-        """Counters for the node's status (`detail.shipper`); safe from any thread."""
+        """Counters for the node's status (`detail.shipper`, as JSON); safe from any thread."""
+        return self.detail().to_json_obj()
+
+    def detail(self) -> ShipperDetail:
+        """`detail.shipper` of the status (protocol.status_detail); safe from any thread."""
         batches, windows, oldest = self._awaiting
         with self._lock:
-            return {
-                "batches_sent": self.batches_sent,
-                "batches_delivered": self.batches_delivered,
-                "batches_acked": self.batches_acked,
-                "batches_resent": self.batches_resent,
-                "awaiting_ack": batches,
-                "awaiting_ack_windows": windows,
-                "oldest_unacked_s": round(oldest, 1),
-                "refused": dict(self.refused),
-                "windows_refused_by_trainer": self.windows_refused_by_trainer,
-                "acks_unknown": self.acks_unknown,
-                "acks_bad": self.acks_bad + self.acks_dropped,
-                "subscribe_refused": self.subscribe_refused,
-                "no_subscriber": self.no_subscriber,
-            }
+            return ShipperDetail(
+                batches_sent=self.batches_sent,
+                batches_delivered=self.batches_delivered,
+                batches_acked=self.batches_acked,
+                batches_resent=self.batches_resent,
+                awaiting_ack=batches,
+                awaiting_ack_windows=windows,
+                oldest_unacked_s=round(oldest, 1),
+                refused=dict(self.refused),
+                windows_refused_by_trainer=self.windows_refused_by_trainer,
+                acks_unknown=self.acks_unknown,
+                acks_bad=self.acks_bad + self.acks_dropped,
+                subscribe_refused=self.subscribe_refused,
+                no_subscriber=self.no_subscriber,
+            )
 
     # -- paho callbacks: enqueue only ----------------------------------------------------
     def _put(self, event: _Event) -> None:
@@ -233,7 +242,12 @@ class BatchShipper(Worker):
         self._events.put(event)
 
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason: ReasonCode,
+        props: Properties | None = None,
     ) -> None:
         if getattr(reason, "is_failure", False):  # self.link logged why and what to check
             return
@@ -241,7 +255,7 @@ class BatchShipper(Worker):
         self._put(("connected", 0, 0, None))
 
     def _on_subscribe(
-        self, client: Any, userdata: Any, mid: int, reasons: Any, props: Any = None
+        self, client: Client, userdata: Any, mid: int, reasons: Any, props: Properties | None = None
     ) -> None:
         for rc in reasons or ():
             code = int(getattr(rc, "value", rc))
@@ -257,7 +271,7 @@ class BatchShipper(Worker):
                     code,
                 )
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         try:
             ack = BatchAck.from_json(msg.payload)
         except PayloadError as exc:
@@ -274,7 +288,12 @@ class BatchShipper(Worker):
         self._events.put(("ack", 0, 0, ack))
 
     def _on_publish(
-        self, client: Any, userdata: Any, mid: int, reason: Any = 0, props: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode | int = 0,
+        props: Properties | None = None,
     ) -> None:
         self._put(("puback", mid, _code(reason), None))
 

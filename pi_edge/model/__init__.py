@@ -1,7 +1,9 @@
 """A model's life on a node: vetted, stored, loaded, run, watched, rolled back.
 
 vetting.py       the checks a bundle passes before it may run (signature, site, version,
-                 compatibility, golden vectors) and the state dir that keeps the last good
+                 compatibility, golden vectors)
+state_dir.py     `ModelStore`: the last good bundle, the one before, blocked versions and
+                 the rollback list (every write atomic)
 lifecycle.py     `ModelManager`: owns the "edge-models" thread that vets bundles from the
                  network and the disk, stores them and hands a vetted model to the worker
                  (the swap happens on the worker, between two batches); rollbacks

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from nodekit.guard import Faults
 from nodekit.settings import check, setting
 from protocol import CHANNELS, CLASSES, WINDOW_LENGTH, ConfigError, Manifest, check_id
+from protocol.machine_type import DEFAULT_TYPE, Channel, MachineType
 
 from ..intake.inbox import BatchPolicy
 from .lifecycle import ModelManager
@@ -98,6 +99,25 @@ class ModelConfig:
             disk_poll_s=disk_poll_s,
             faults=faults,
             watch_s=self.watch_s,  # health watch after a swap: automatic rollback
+        )
+
+    @property
+    def machine_type(self) -> MachineType:
+        """The vocabulary this node's config declares (the built-in type unless it says other
+        classes, channels or window length); window labels are resolved against it."""
+        expected = (self.classes, self.channels, self.window_length)
+        if expected == (
+            DEFAULT_TYPE.classes,
+            DEFAULT_TYPE.channel_names,
+            DEFAULT_TYPE.window_length,
+        ):
+            return DEFAULT_TYPE
+        return MachineType(
+            DEFAULT_TYPE.name,
+            tuple(Channel(c) for c in self.channels),
+            window_length=self.window_length,
+            classes=self.classes,
+            machines=DEFAULT_TYPE.machines,
         )
 
     @property

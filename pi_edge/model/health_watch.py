@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from protocol.status_detail import HealthFigures, ModelHealthDetail, clip_text
+
 __all__ = [
     "Figures",
     "HealthPolicy",
@@ -134,23 +136,24 @@ class Figures:
             correct,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """For the status: counts and rates (None where there is nothing to divide by).
-
-        >>> Figures(windows=4, confidence_sum=3.0, ood=1).to_dict()
-        {'windows': 4, 'mean_confidence': 0.75, 'ood_rate': 0.25, 'labeled': 0, 'accuracy': None}
-        """
+    def detail(self) -> HealthFigures:
+        """For the status (`detail.model_health`): counts and rates, rounded to 4 places (None
+        where there is nothing to divide by)."""
 
         def r(v: float | None) -> float | None:
             return None if v is None else round(v, 4)
 
-        return {
-            "windows": self.windows,
-            "mean_confidence": r(self.mean_confidence),
-            "ood_rate": r(self.ood_rate),
-            "labeled": self.labeled,
-            "accuracy": r(self.accuracy),
-        }
+        return HealthFigures(
+            self.windows, r(self.mean_confidence), r(self.ood_rate), self.labeled, r(self.accuracy)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The status's JSON form of `detail()`.
+
+        >>> Figures(windows=4, confidence_sum=3.0, ood=1).to_dict()
+        {'windows': 4, 'mean_confidence': 0.75, 'ood_rate': 0.25, 'labeled': 0, 'accuracy': None}
+        """
+        return self.detail().to_json_obj()
 
 
 class Rolling:
@@ -455,9 +458,9 @@ class ModelHealth:
         self.watch, self.last = None, verdict
         return verdict
 
-    def snapshot(self, now: float, wall: float) -> dict[str, Any]:
-        """`detail.model_health` of the status: `now` on the clock `observe` was given, `wall`
-        the same instant as a Unix time (for `until`)."""
+    def detail(self, now: float, wall: float) -> ModelHealthDetail:
+        """`detail.model_health` of the status (rollback counts 0: the manager adds them): `now`
+        on the clock `observe` was given, `wall` the same instant as a Unix time (for `until`)."""
         watch = self.watch
         if watch is not None:
             verdict = watch.verdict
@@ -466,16 +469,20 @@ class ModelHealth:
             verdict, state = self.last, self.last.state.value
         else:
             verdict, state = None, "off" if self.watch_s <= 0 else "idle"
-        return {
-            "watching": None if watch is None or self.watched is None else self.watched[1],
-            "watched": None if self.watched is None else self.watched[1],
-            "against": None if self.watched is None else self.watched[0],
-            "until": None if watch is None else round(wall + watch.until - now, 3),
-            "verdict": state,
-            "reason": None if verdict is None else verdict.reason,
-            "signal": None if verdict is None else verdict.signal,
-            "watch_s": self.watch_s,
-            "since_swap": None if watch is None else watch.figures.to_dict(),
-            "baseline": None if self.baseline is None else self.baseline.to_dict(),
-            "serving": self.rolling.figures().to_dict(),
-        }
+        return ModelHealthDetail(
+            watching=None if watch is None or self.watched is None else self.watched[1],
+            watched=None if self.watched is None else self.watched[1],
+            against=None if self.watched is None else self.watched[0],
+            until=None if watch is None else max(0.0, round(wall + watch.until - now, 3)),
+            verdict=state,
+            reason=None if verdict is None else clip_text(verdict.reason, REASON_MAX),
+            signal=None if verdict is None else verdict.signal,
+            watch_s=self.watch_s,
+            since_swap=None if watch is None else watch.figures.detail(),
+            baseline=None if self.baseline is None else self.baseline.detail(),
+            serving=self.rolling.figures().detail(),
+        )
+
+    def snapshot(self, now: float, wall: float) -> dict[str, Any]:
+        """The JSON form of `detail(now, wall)`."""
+        return self.detail(now, wall).to_json_obj()

@@ -23,6 +23,7 @@ and trusted below the mark: their signature is still checked, their site and ver
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -36,14 +37,15 @@ import numpy.typing as npt
 from nodekit.guard import Faults
 from nodekit.lifecycle import Worker
 from protocol import Manifest
+from protocol.status_detail import Rollback, Rollbacks
 
 from ..errors import EdgeError, ModelError
 from ..intake.inbox import BatchPolicy
 from ..report.telemetry import ModelInfo
 from .health_watch import Figures, HealthPolicy, HealthState, ModelHealth, Verdict
+from .state_dir import ModelStore
 from .vetting import (
     Expected,
-    ModelStore,
     VettedModel,
     build_model,
     check_not_replayed,
@@ -90,7 +92,7 @@ class ModelManager(Worker):
         self._policy = policy
         self._on_pending = on_pending  # wake the worker
         self._on_refused = on_refused  # count the refusal (kind)
-        self._on_install = on_install  # the evidence's detectors start over
+        self._on_install = on_install  # the drift detector starts over
         self._disk_poll_s = disk_poll_s
         self._lock = threading.Lock()
         self._model: VettedModel | None = None  # written by the worker (install) only
@@ -111,7 +113,7 @@ class ModelManager(Worker):
         self._auto: tuple[int, Verdict] | None = None  # (clearly worse version, why): roll back
         self._health = ModelHealth(watch_s, health_policy)  # under _health_lock
         self._health_lock = threading.Lock()
-        self._rollback_list: list[dict[str, Any]] = []  # rollbacks.json, under _lock
+        self._rollback_list: list[Rollback] = []  # rollbacks.json, under _lock
         self._rollback_counts = {"auto": 0, "operator": 0}  # seen since start, under _lock
         self._refresh_rollbacks(initial=True)
         self._swapped = threading.Condition()
@@ -194,14 +196,18 @@ class ModelManager(Worker):
             self._settled(version, verdict)
 
     def health_detail(self) -> dict[str, Any]:
-        """The status's `detail.rollbacks` (newest last, at most 8) and `detail.model_health`."""
+        """The status's `detail.rollbacks` (newest last, at most 8) and `detail.model_health`,
+        as JSON (protocol.status_detail)."""
         with self._health_lock:
-            health = self._health.snapshot(time.monotonic(), time.time())
+            health = self._health.detail(time.monotonic(), time.time())
         with self._lock:
-            rollbacks = [dict(r) for r in self._rollback_list]
-            health["auto_rollbacks"] = self._rollback_counts["auto"]
-            health["operator_rollbacks"] = self._rollback_counts["operator"]
-        return {"rollbacks": rollbacks, "model_health": health}
+            rollbacks = Rollbacks(tuple(self._rollback_list))
+            health = dataclasses.replace(
+                health,
+                auto_rollbacks=self._rollback_counts["auto"],
+                operator_rollbacks=self._rollback_counts["operator"],
+            )
+        return {Rollbacks.KEY: rollbacks.to_json_obj(), health.KEY: health.to_json_obj()}
 
     def wait_for(self, version: int | None = None, timeout: float = 10.0) -> bool:
         """Block until a model (of `version`, if given) is serving; False on timeout."""
@@ -364,16 +370,16 @@ class ModelManager(Worker):
     def _refresh_rollbacks(self, initial: bool = False) -> None:
         """Re-read rollbacks.json; count the rollbacks new to this process by kind."""
         try:
-            records = self.store.rollbacks()
+            records = self.store.rollback_entries()
         except OSError as exc:
             log.warning("cannot read the rollback list in %s: %s", self.store.dir, exc)
             return
         with self._lock:
             if not initial:
-                known = {(r["from"], r["ts"]) for r in self._rollback_list}
+                known = {(r.from_version, r.ts) for r in self._rollback_list}
                 for r in records:
-                    if (r["from"], r["ts"]) not in known:
-                        self._rollback_counts["auto" if r["auto"] else "operator"] += 1
+                    if (r.from_version, r.ts) not in known:
+                        self._rollback_counts["auto" if r.auto else "operator"] += 1
             self._rollback_list = records
 
     def _check_disk(self) -> None:

@@ -7,11 +7,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from nodekit.errors import StorageError
 from nodekit.guard import Faults
 from nodekit.lifecycle import Worker
+from nodekit.storage import WriteFailures
 
 from .history_store import PredictionHistory
 
@@ -43,6 +45,40 @@ class HistoryRecorder(Worker):
         self._queued = 0
         self.dropped = 0
         self._cond = threading.Condition()
+
+    @classmethod
+    def open(
+        cls,
+        state_dir: Path,
+        failures: WriteFailures,
+        faults: Faults,
+        *,
+        max_rows: int = 1_000_000,
+        max_age_s: float = 7 * 86400,
+    ) -> HistoryRecorder:
+        """The node's prediction history (STATE_DIR/history.sqlite) and its writer; a failed
+        write is counted in `failures` as `history_failed`."""
+        history = PredictionHistory(state_dir / "history.sqlite", max_rows, max_age_s)
+        return cls(
+            history,
+            lambda exc, rows: failures.add("history_failed", "the prediction history", exc, rows),
+            faults=faults,
+        )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, end the thread, close the store."""
+        self.stop(timeout)
+        self.history.close()
+
+    def storage(self) -> dict[str, Any]:
+        """The history's part of the status's `storage`: files moved aside, rows refused."""
+        aside = self.history.moved_aside
+        return {
+            "history_moved_aside": [str(m.path) for m in aside[-5:]],
+            "history_moved_aside_count": len(aside),
+            "history_rejected": self.history.rejected,
+            "history_bad_rows": self.history.bad_rows,
+        }
 
     def _wake(self) -> None:
         """On stop: write what is queued, then end the thread."""

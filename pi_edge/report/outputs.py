@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from protocol import CLASSES, Window
+from protocol import Window
 from protocol.messages import prediction_json
 
 from ..loop.drift import DriftState, Verdicts
@@ -118,7 +118,7 @@ def batch_outputs(
         if sensor_ns > 0:
             lat["transport"] = transport_ms
         label, conf = classes[k], p[k]
-        truth = None if w.label is None else CLASSES[w.label]
+        truth = None if w.label is None else classes[int(w.label)]  # resolved at intake
         ood = flag == 1
         payload = prediction_json(
             w.machine,

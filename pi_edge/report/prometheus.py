@@ -16,6 +16,7 @@ from prometheus_client.core import Metric
 
 from nodekit.metrics_server import counter, gauge, info, labeled, split_fault
 from protocol import Status
+from protocol.status_detail import DetailReader, EstimateDetail, FleetDetail, ModelHealthDetail
 
 from .dashboard import Snapshot, badge
 
@@ -155,8 +156,8 @@ def _model(status: Status) -> list[Metric]:
 
 def _health(status: Status) -> list[Metric]:
     """Rollbacks since the node started, by who decided, and whether a new model is watched."""
-    health = status.detail.get("model_health")
-    if not isinstance(health, dict):
+    health = DetailReader(status.detail, status.role).get(ModelHealthDetail)
+    if health is None:
         return []
     return [
         labeled(
@@ -165,15 +166,15 @@ def _health(status: Status) -> list[Metric]:
             "swapped-in model clearly worse, false when an operator asked",
             ("auto",),
             {
-                ("true",): _num(health, "auto_rollbacks"),
-                ("false",): _num(health, "operator_rollbacks"),
+                ("true",): float(health.auto_rollbacks),
+                ("false",): float(health.operator_rollbacks),
             },
             kind="counter",
         ),
         gauge(
             "edgeloop_model_health_watching",
             "1 while the node watches a newly swapped-in model's health (--watch-s)",
-            float(health.get("watching") is not None),
+            float(health.watching is not None),
         ),
     ]
 
@@ -199,32 +200,32 @@ def _estimate(status: Status) -> list[Metric]:
     """The label-free accuracy estimate (pi_edge/loop/accuracy_estimate.py) and, where labels came,
     the labeled accuracy over the same recent windows; label requests sent."""
     detail = status.detail
-    est = detail.get("estimate")
-    if not isinstance(est, dict):
+    est = DetailReader(detail, status.role).get(EstimateDetail)
+    if est is None:
         return []
     fams: list[Metric] = [
         gauge(
             "edgeloop_windows_estimated",
             "recent windows the accuracy estimate is taken over",
-            _num(est, "windows"),
+            float(est.windows),
         )
     ]
-    if est.get("accuracy_est") is not None:
+    if est.accuracy_est is not None:
         fams.append(
             labeled(
                 "edgeloop_accuracy_estimate",
                 "label-free estimate of the serving model's accuracy on recent windows, by method "
                 "(atc: average thresholded confidence, doc, mean_confidence)",
                 ("method",),
-                {(str(est.get("method")),): _num(est, "accuracy_est")},
+                {(est.method,): float(est.accuracy_est)},
             )
         )
-    if est.get("labeled_accuracy") is not None:
+    if est.labeled_accuracy is not None:
         fams.append(
             gauge(
                 "edgeloop_labeled_accuracy_recent",
                 "accuracy on the labeled windows among the estimate's recent windows",
-                _num(est, "labeled_accuracy"),
+                float(est.labeled_accuracy),
             )
         )
     labels = detail.get("labels")
@@ -242,30 +243,29 @@ def _estimate(status: Status) -> list[Metric]:
 
 def _fleet(status: Status) -> list[Metric]:
     """`--fleet` only: the members this node sees, its share, the windows it left to others."""
-    fleet = status.detail.get("fleet")
-    if not isinstance(fleet, dict):
+    fleet = DetailReader(status.detail, status.role).get(FleetDetail)
+    if fleet is None:
         return []
-    members = fleet.get("members")
     return [
         gauge(
             "edgeloop_fleet_members",
             "live members of this node's fleet group as it sees them (itself included)",
-            float(len(members)) if isinstance(members, list) else 0.0,
+            float(len(fleet.members)),
         ),
         gauge(
             "edgeloop_fleet_machines_owned",
             "machines this node classifies, of those it has seen",
-            _num(fleet, "owned"),
+            float(fleet.owned),
         ),
         counter(
             "edgeloop_fleet_windows_skipped",
             "windows and readings left to the fleet member that owns their machine",
-            _num(fleet, "skipped"),
+            float(fleet.skipped),
         ),
         counter(
             "edgeloop_fleet_member_changes",
             "changes of the member set this node has seen",
-            _num(fleet, "generation"),
+            float(fleet.generation),
         ),
     ]
 

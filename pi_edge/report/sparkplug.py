@@ -62,7 +62,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from nodekit.guard import Faults, guard_client, paho_thread_alive
 from nodekit.lifecycle import Worker
@@ -79,6 +79,10 @@ from protocol.sparkplug import (
 )
 
 from ..errors import EdgeError
+
+if TYPE_CHECKING:
+    from nodekit.mqtt import Client, ConnectFlags, DisconnectFlags, Message, Properties, ReasonCode
+
 
 __all__ = [
     "CONFIDENCE_DEADBAND",
@@ -319,7 +323,7 @@ class SparkplugNode(Worker):
         self._bd_lock = threading.Lock()
         self.bd_seq = -1  # the bdSeq of the current (or next) session
         self._sent_model: int | None = None
-        self._client: Any = None
+        self._client: Client | None = None
         self.published: dict[str, int] = {}  # message type -> count, for status and tests
 
     # ------------------------------------------------------------------ worker side (cheap)
@@ -417,7 +421,12 @@ class SparkplugNode(Worker):
 
     # ------------------------------------------------------------------ paho thread
     def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         if getattr(reason_code, "is_failure", False):  # self.link logged why
             return
@@ -427,7 +436,12 @@ class SparkplugNode(Worker):
         self._nudge.set()
 
     def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
     ) -> None:
         self._connected = False
         self._born = False
@@ -443,7 +457,7 @@ class SparkplugNode(Worker):
             self.bd_seq,
         )
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         if msg.topic == self.topics.ncmd:
             self._ncmd = bytes(msg.payload)  # the latest only; the thread decodes it
             self._nudge.set()
@@ -531,7 +545,10 @@ class SparkplugNode(Worker):
             topic = {"DBIRTH": t.dbirth, "DDATA": t.ddata, "DDEATH": t.ddeath}[kind](device)
         seq = self.seq.reset() if kind == "NBIRTH" else self.seq.next()
         payload = encode_payload(metrics, timestamp_ms=time.time_ns() // 1_000_000, seq=seq)
-        rc = self._client.publish(topic, payload, qos=0, retain=False).rc
+        client = self._client
+        if client is None:  # stopped meanwhile
+            return
+        rc = client.publish(topic, payload, qos=0, retain=False).rc
         if rc != 0:
             should_log, _ = self.count_error("sparkplug_publish_failed")
             if should_log:

@@ -13,6 +13,7 @@ from typing import Any
 
 from nodekit.proc import ProcSampler
 from protocol import Status
+from protocol.status_detail import DETAIL_VERSION, RecentMachines
 
 from ..intake.machine_cap import DEFAULT_MAX_MACHINES, STATUS_MACHINES, MachineTracker
 from .dashboard import MachineRow, Snapshot
@@ -175,6 +176,7 @@ class NodeTelemetry:
             recent = self._tracker.ids()[-self._status_machines :]
             machines = sorted(recent)
         detail: dict[str, Any] = {
+            "v": DETAIL_VERSION,  # the typed parts: protocol.status_detail
             "broker": broker,
             "runtime": model.runtime,
             "interpreter_reallocations": model.reallocations,
@@ -183,7 +185,7 @@ class NodeTelemetry:
             "model_created": model.created,
             "last_model_error": model.last_error,
             "last_model_error_at": model.last_error_at,
-            "machines": machines,
+            RecentMachines.KEY: RecentMachines(tuple(machines)).to_json_obj(),
             **evidence,
         }
         if dead_threads:

@@ -26,6 +26,7 @@ from protocol import CLASSES, Command, Prediction, Status, Topics
 from protocol.labels import LabelEvent
 from protocol.machine_state import MachineState
 from protocol.node_command import NodeCommand
+from protocol.status_detail import DriftDetail, MachineDrift
 
 from .conftest import EdgeModels, Listener, Publisher
 
@@ -76,12 +77,11 @@ def _site(pub: Publisher, topics: Topics) -> None:
             "latency_p99_ms": 6.0,
         },
         detail={
+            "v": 1,
             "machines": ["m01", "m02", "m03"],
-            "drift": {
-                "machines": {"m02": {"state": "drift"}},
-                "labeled_seen": 0,
-                "labeled_wrong": 0,
-            },
+            "drift": DriftDetail(
+                "drift", 0.0, "ok", 0, 0, {"m02": MachineDrift("drift", 1.2, 0.3)}, 3
+            ).to_json_obj(),
         },
     )
     trainer = Status(

@@ -9,6 +9,17 @@ import pytest
 from console.model import SiteModel, gate_text
 from protocol import Prediction, Status
 from protocol.machine_state import MachineState
+from protocol.status_detail import (
+    DriftDetail,
+    EstimateDetail,
+    GateDetail,
+    MachineDrift,
+    RecentMachines,
+    SimMachine,
+    SimMachines,
+    TrainerPhase,
+    TrainerStage,
+)
 
 T0 = 1_700_000_000.0
 
@@ -30,29 +41,36 @@ def edge(node: str = "pi-1", version: int | None = 1, **kw: Any) -> Status:
 def drift_detail(
     machines: dict[str, str], seen: int = 0, wrong: int = 0, recent: list[str] | None = None
 ) -> dict[str, Any]:
+    levels = {m: MachineDrift(s, 0.1, 0.0) for m, s in machines.items()}
+    drift = DriftDetail("ok", 0.0, "ok", seen, wrong, levels, len(levels))
     return {
-        "drift": {
-            "overall": "ok",
-            "labeled_seen": seen,
-            "labeled_wrong": wrong,
-            "machines": {m: {"state": s, "input_level": 0.1} for m, s in machines.items()},
-        },
-        "machines": recent or sorted(machines),
+        "v": 1,
+        "drift": drift.to_json_obj(),
+        "machines": RecentMachines(tuple(recent or sorted(machines))).to_json_obj(),
     }
 
 
-def trainer(phase: str, batches: int = 0, gate: dict[str, Any] | None = None, v: int = 1) -> Status:
-    detail: dict[str, Any] = {"phase": phase, "policy": "waiting"}
+IDLE = TrainerStage("idle")
+
+
+def trainer(
+    stage: TrainerStage, batches: int = 0, gate: GateDetail | None = None, v: int = 1
+) -> Status:
+    detail: dict[str, Any] = {
+        "v": 1,
+        "phase": TrainerPhase(stage.text()).to_json_obj(),
+        "stage": stage.to_json_obj(),
+        "policy": "waiting",
+    }
     if gate is not None:
-        detail["last_gate"] = gate
+        detail["last_gate"] = gate.to_json_obj()
     metrics = {"batches": float(batches), "stored_labeled": 10.0 * batches}
     return Status("trainer", "trainer", "online", "0.1.0", v, T0, metrics, detail=detail)
 
 
 def sim(drifts: dict[str, str]) -> Status:
-    detail = {
-        "machines": {m: {"state": "normal", "drift": d, "labels": 0} for m, d in drifts.items()}
-    }
+    machines = SimMachines({m: SimMachine("normal", d, 0) for m, d in drifts.items()})
+    detail = {"v": 1, "machines": machines.to_json_obj()}
     return Status(
         "sim", "simulator", "online", "0.1.0", None, T0, {"windows_per_s": 160.0}, detail=detail
     )
@@ -78,17 +96,29 @@ def test_a_node_row_shows_rate_inbox_drops_cpu_rss_and_model() -> None:
     [(key, cells)] = site.node_rows(T0 + 1)
     assert key == "pi-1"
     assert cells == (
-        "pi-1", "edge", "online", "160.0", "3/1024", "2", "17", "82", "v1", "-", "-", "1s"
-    )  # fmt: skip
+        "pi-1",
+        "edge",
+        "online",
+        "160.0",
+        "3/1024",
+        "2",
+        "17",
+        "82",
+        "v1",
+        "-",
+        "-",
+        "1s",
+    )
 
 
 def test_a_node_row_shows_the_label_free_accuracy_estimate() -> None:
     site = SiteModel()
-    estimate = {"accuracy_est": 0.8125, "windows": 512, "method": "atc"}
-    site.status(edge(detail={"estimate": estimate}), T0)
+    estimate = EstimateDetail(0.8125, 512, None, 0, "atc", 1).to_json_obj()
+    site.status(edge(detail={"v": 1, "estimate": estimate}), T0)
     [(_, cells)] = site.node_rows(T0 + 1)
     assert cells[9] == "0.812"
-    site.status(edge(detail={"estimate": {"accuracy_est": None, "windows": 0}}), T0 + 2)
+    unknown = EstimateDetail(None, 0, None, 0, "atc", 1).to_json_obj()
+    site.status(edge(detail={"v": 1, "estimate": unknown}), T0 + 2)
     assert site.node_rows(T0 + 3)[0][1][9] == "-"
 
 
@@ -109,23 +139,26 @@ def test_the_loop_from_drift_to_gate_swap_and_rollback_reads_as_a_timeline() -> 
     site.prediction(pred("m03"), T0)
     site.status(sim({"m03": "off"}), T0)
     site.status(edge(detail=drift_detail({"m03": "ok"})), T0)
-    site.status(trainer("idle"), T0)
+    site.status(trainer(IDLE), T0)
     start = len(site.timeline)
     site.status(sim({"m03": "step"}), T0 + 1)
     site.status(edge(detail=drift_detail({"m03": "suspect"})), T0 + 2)
     site.status(edge(detail=drift_detail({"m03": "drift"})), T0 + 3)
-    site.status(trainer("idle", batches=2), T0 + 4)
-    site.status(trainer("idle", batches=3), T0 + 4.5)  # within 30 s: summed into the next
-    site.status(trainer("fine-tuning v1 on 480 labels", batches=5), T0 + 34)
-    gate = {
-        "accepted": True,
-        "reason": "beats the champion on drift data",
-        "champion_drift": 0.41,
-        "challenger_drift": 0.95,
-        "champion_original": 0.97,
-        "challenger_original": 0.965,
-    }
-    site.status(trainer("idle", batches=5, gate=gate, v=2), T0 + 6)
+    site.status(trainer(IDLE, batches=2), T0 + 4)
+    site.status(trainer(IDLE, batches=3), T0 + 4.5)  # within 30 s: summed into the next
+    site.status(trainer(TrainerStage("fine_tuning", 1, 480), batches=5), T0 + 34)
+    gate = GateDetail(
+        accepted=True,
+        reason="beats the champion on drift data",
+        labels_used=480,
+        seconds=3.0,
+        holdout=96,
+        champion_drift=0.41,
+        challenger_drift=0.95,
+        champion_original=0.97,
+        challenger_original=0.965,
+    )
+    site.status(trainer(IDLE, batches=5, gate=gate, v=2), T0 + 6)
     site.status(edge(version=2, detail=drift_detail({"m03": "drift"})), T0 + 7)
     site.status(sim({"m03": "off"}), T0 + 8)
     site.status(edge(version=2, detail=drift_detail({"m03": "ok"})), T0 + 9)
@@ -224,19 +257,47 @@ def test_a_node_status_moves_a_machine_to_its_new_owner() -> None:
 
 def test_a_fine_tune_shorter_than_a_status_interval_is_told_from_its_gate_decision() -> None:
     site = SiteModel()
-    site.status(trainer("idle"), T0)
-    gate = {
-        "accepted": False,
-        "reason": "no better",
-        "labels_used": 300,
-        "seconds": 1.5,
-        "holdout": 60,
-        "champion_drift": 0.9,
-        "challenger_drift": 0.9,
-    }
-    site.status(trainer("idle", gate=gate), T0 + 2)
+    site.status(trainer(IDLE), T0)
+    gate = GateDetail(False, "no better", 300, 1.5, 60, 0.9, 0.9, None, None)
+    site.status(trainer(IDLE, gate=gate), T0 + 2)
     assert kinds(site)[-2:] == ["fine-tune", "gate"]
     assert texts(site)[-2] == (
         "trainer fine-tuned on 300 labels in 1.5 s (judged on 60 held-out drift windows)"
     )
     assert texts(site)[-1].startswith("gate REFUSED challenger: drift 0.900 → 0.900, original ?")
+
+
+def test_the_stage_decides_a_fine_tune_never_the_phase_text() -> None:
+    site = SiteModel()
+    site.status(trainer(IDLE), T0)
+    prose = Status(  # a trainer from before detail.stage: its phase text is only shown
+        "trainer",
+        "trainer",
+        "online",
+        "0.1.0",
+        1,
+        T0,
+        {},
+        detail={"phase": "fine-tuning v1 on 480 labels"},
+    )
+    site.status(prose, T0 + 1)
+    site.status(trainer(TrainerStage("training")), T0 + 2)
+    assert list(zip(kinds(site), texts(site), strict=True))[-2:] == [
+        ("phase", "trainer: fine-tuning v1 on 480 labels"),
+        ("fine-tune", "trainer: training initial model"),
+    ]
+    assert site.node_rows(T0 + 3)[0][1][10] == "training initial model"
+
+
+def test_a_malformed_part_is_counted_and_a_detail_of_another_version_ignored() -> None:
+    site = SiteModel()
+    site.prediction(pred("m01"), T0)
+    site.status(edge(detail=drift_detail({"m01": "ok"})), T0)
+    broken = drift_detail({"m01": "drift"})
+    broken["drift"]["labeled_wrong"] = 10**6  # more wrong than seen
+    site.status(edge(detail=broken), T0 + 1)
+    site.status(edge(detail={**drift_detail({"m01": "drift"}), "v": 2}), T0 + 2)
+    assert "drift detected" not in " ".join(texts(site))
+    assert site.refused == {"bad_field": 1, "bad_version": 1}
+    site.status(edge(detail=drift_detail({"m01": "drift"})), T0 + 3)
+    assert texts(site)[-1] == "drift detected on m01 by pi-1"

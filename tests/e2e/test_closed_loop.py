@@ -44,10 +44,10 @@ def test_step_drift_is_detected_and_healed_without_losing_a_label(
         sim.start()
         sim_thread.start()
         time.sleep(12)
-        assert edge.evidence.overall() == "ok", "drift reported on drift-free traffic"
+        assert edge.drift.overall() == "ok", "drift reported on drift-free traffic"
 
         sim.send_command(Command("drift", mode="step"))
-        detected = wait_until(lambda: edge.evidence.overall() == "drift", 15, "drift detection")
+        detected = wait_until(lambda: edge.drift.overall() == "drift", 15, "drift detection")
         live = wait_until(lambda: edge.model_version == 2, 180, "model v2 reaching pi_edge")
         print(f"\nstep drift: detected after {detected:.1f} s, v2 live {live:.1f} s later")
 
@@ -57,7 +57,7 @@ def test_step_drift_is_detected_and_healed_without_losing_a_label(
         stop_sim.set()
         sim_thread.join(10)
         sent = sim.snapshot().labels_total
-        buffer = edge.evidence.buffer
+        buffer = edge.kept.buffer
         wait_until(
             lambda: buffer.counts().pending + buffer.counts().inflight == 0,
             30,

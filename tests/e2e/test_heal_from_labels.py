@@ -59,11 +59,11 @@ def test_step_drift_heals_from_label_events_with_in_band_labels_off(
                 sim.send_command(Command("fault", machines=(machine,), state=cls))
         sim_thread.start()
         time.sleep(8)
-        assert edge.evidence.overall() == "ok", "drift reported on drift-free traffic"
+        assert edge.drift.overall() == "ok", "drift reported on drift-free traffic"
 
         onset = time.time()
         sim.send_command(Command("drift", mode="step"))
-        detected = wait_until(lambda: edge.evidence.overall() == "drift", 15, "drift detection")
+        detected = wait_until(lambda: edge.drift.overall() == "drift", 15, "drift detection")
         # the technician: one label per machine, from the onset, until further notice
         for machine, cls in TRUTH.items():
             event = LabelEvent(machine, cls, onset, source="technician", ts=time.time())

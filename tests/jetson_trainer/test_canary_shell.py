@@ -9,6 +9,7 @@ from typing import Any
 from jetson_trainer.daemon.retrain import Champion
 from jetson_trainer.daemon.rollout_shell import StagedRollout
 from protocol import Status, Topics
+from protocol.status_detail import HealthFigures, ModelHealthDetail, Rollback
 
 TOPICS = Topics("site")
 CURRENT = TOPICS.model_current
@@ -28,6 +29,18 @@ class Client:
 
 def _champion(version: int) -> Champion:
     return Champion(version, str(version).encode(), b"", None, None)
+
+
+def _health(watched: int, verdict: str) -> dict[str, Any]:
+    """An edge node's `detail.model_health` after a watch of `watched`."""
+    none = HealthFigures(0, None, None, 0, None)
+    return ModelHealthDetail(
+        None, watched, None, None, verdict, None, None, 60.0, None, None, none
+    ).to_json_obj()
+
+
+def _rollback(version: int) -> dict[str, Any]:
+    return Rollback(version, version - 1, "accuracy fell", 1.0, True).to_json_obj()
 
 
 def _status(node: str, serving: int | None, **detail: Any) -> Status:
@@ -51,9 +64,9 @@ def test_a_canary_version_is_promoted_once_and_a_bad_one_is_never_sent_again() -
     staged = StagedRollout(client, TOPICS, ("canary",), 60.0)
     staged.announce(_champion(1))
     assert client.on(GROUP) == [1] and client.on(CURRENT) == []
-    health = {"watched": 1, "verdict": "idle"}
+    health = _health(1, "idle")
     staged.on_status(_status("pi-c", 1, rollout_group="canary", model_health=health))
-    staged.on_status(_status("pi-x", 1, model_health={"watched": 1, "verdict": "passed"}))
+    staged.on_status(_status("pi-x", 1, model_health=_health(1, "passed")))
     assert staged.step(frozenset()) is None  # only a non-canary passed; the canary has no watch
     promoted = staged.step(frozenset(), now=1e12)  # … until the canary watch ends
     assert promoted is not None and promoted.version == 1
@@ -61,7 +74,7 @@ def test_a_canary_version_is_promoted_once_and_a_bad_one_is_never_sent_again() -
 
     staged.offer(_champion(2))
     staged.on_status(
-        _status("pi-c", 1, rollout_group="canary", rollbacks=[{"from": 2}], model_health=health)
+        _status("pi-c", 1, rollout_group="canary", rollbacks=[_rollback(2)], model_health=health)
     )
     assert staged.step(frozenset()) is None
     detail = staged.detail()

@@ -10,6 +10,7 @@ import pytest
 
 from jetson_trainer.versions.rollout import CanaryReport, Phase, Rollout
 from protocol import Status
+from protocol.status_detail import HealthFigures, ModelHealthDetail, Rollback
 
 V = 7
 WATCH = 60.0
@@ -192,11 +193,23 @@ def test_the_status_detail_gives_unix_times() -> None:
     assert d["groups"] == ["canary", "line-2"]
 
 
+def _health(watched: int, verdict: str) -> dict[str, Any]:
+    """An edge node's `detail.model_health` after its watch of `watched` (protocol codec)."""
+    none = HealthFigures(0, None, None, 0, None)
+    return ModelHealthDetail(
+        None, watched, watched - 1, None, verdict, None, None, 60.0, None, none, none
+    ).to_json_obj()
+
+
+def _rollback(version: int) -> dict[str, Any]:
+    return Rollback(version, version - 1, "worse", 5.0, True).to_json_obj()
+
+
 STATUS_TABLE = [
     ("no detail", {}, "online", (None, 3, None, None, frozenset())),
     (
         "group and health",
-        {"rollout_group": "canary", "model_health": {"watched": 3, "verdict": "passed"}},
+        {"rollout_group": "canary", "model_health": _health(3, "passed")},
         "online",
         ("canary", 3, 3, "passed", frozenset()),
     ),
@@ -214,9 +227,30 @@ STATUS_TABLE = [
     ),
     (
         "bools are not versions",
-        {"model_health": {"watched": True}, "rollbacks": [{"from": True}, {"from": 2}, "x"]},
+        {
+            "model_health": {**_health(3, "passed"), "watched": True},
+            "rollbacks": [{**_rollback(2), "from": True}, _rollback(2), "x"],
+        },
         "online",
         (None, 3, None, None, frozenset({2})),
+    ),
+    (
+        "a part missing fields is absent",
+        {"model_health": {"watched": 3, "verdict": "passed"}, "rollbacks": [{"from": 2}]},
+        "online",
+        (None, 3, None, None, frozenset()),
+    ),
+    (
+        "a detail of an unknown version is absent whole",
+        {"v": 2, "rollout_group": "canary", "model_health": _health(3, "passed")},
+        "online",
+        (None, 3, None, None, frozenset()),
+    ),
+    (
+        "version 1 reads as before",
+        {"v": 1, "rollout_group": "canary", "rollbacks": [_rollback(3)]},
+        "online",
+        ("canary", 3, None, None, frozenset({3})),
     ),
 ]
 

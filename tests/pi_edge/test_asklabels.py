@@ -150,7 +150,7 @@ def test_label_requests_round_trip_and_refuse_what_is_wrong() -> None:
     }
     for field, value in (
         ("machine", "m/1"),
-        ("predicted", "rust"),
+        ("predicted", "a/b"),
         ("confidence", 1.5),
         ("seq", -1),
         ("seq", 1.5),
@@ -305,10 +305,11 @@ def test_the_dashboard_and_the_metrics_show_the_estimate() -> None:
     from pi_edge.report.dashboard import Snapshot, render
     from pi_edge.report.prometheus import edge_families
     from protocol import Status
+    from protocol.status_detail import EstimateDetail
 
     from .test_pure import _text
 
-    estimate = {"accuracy_est": 0.8125, "windows": 512, "method": "atc", "labeled_accuracy": 0.75}
+    estimate = EstimateDetail(0.8125, 512, 0.75, 12, "atc", 1).to_json_obj()
     snap = Snapshot("pi-1", 1, 3.0, "connected", 0, 8, 0, 10.0, evidence={"estimate": estimate})
     assert "accuracy estimate 0.812 (atc, last 512 windows" in _text(render(snap))
     status = Status(

@@ -68,7 +68,7 @@ def test_every_labeled_window_reaches_drift_batches_exactly_as_sent(
     # the broker's PUBACK deletes nothing: the rows wait for the trainer's acknowledgement
     assert batches.wait_for(lambda msgs: any(t == topics.drift_batches for t, _, _ in msgs), 20)
     time.sleep(0.5)
-    assert svc.evidence.buffer.counts().acknowledged == 0
+    assert svc.kept.buffer.counts().acknowledged == 0
     assert batches.wait_for(got_all, 20)
     received = {
         window_id(k.window): k
@@ -78,9 +78,9 @@ def test_every_labeled_window_reaches_drift_batches_exactly_as_sent(
     for wid, w in labeled.items():
         assert received[wid].window == w and received[wid].reason == "labeled"
     deadline = time.monotonic() + 10
-    while svc.evidence.buffer.counts().acknowledged < len(labeled) and time.monotonic() < deadline:
+    while svc.kept.buffer.counts().acknowledged < len(labeled) and time.monotonic() < deadline:
         time.sleep(0.1)
-    counts = svc.evidence.buffer.counts()
+    counts = svc.kept.buffer.counts()
     assert counts.acknowledged >= len(labeled) and counts.pending + counts.inflight == 0
 
 
@@ -163,12 +163,12 @@ def test_a_failing_buffer_write_is_counted_and_classification_goes_on(
     def disk_full(*args: object, **kwargs: object) -> int:
         raise StorageError("could not write to the buffer: database or disk is full")
 
-    monkeypatch.setattr(svc.evidence.buffer, "add", disk_full)
+    monkeypatch.setattr(svc.kept.buffer, "add", disk_full)
     labeled = [
         Window("m04", i, time.time_ns(), models.x_test[i], int(models.y_test[i])) for i in range(20)
     ]
     _send(publisher, topics, labeled)
     preds = _wait_preds(listener, topics, "m04", 20)
     assert sorted(p.seq for p in preds) == list(range(20))
-    assert svc.evidence.storage_errors["buffer_failed"] == 20
+    assert svc.write_failures.counts()["buffer_failed"] == 20
     assert svc.status().detail["storage_errors"] == {"buffer_failed": 20}

@@ -228,23 +228,35 @@ def test_recover_buffer_command_queues_a_moved_aside_files_windows(tmp_path: Pat
     assert main(["recover-buffer", str(tmp_path / "missing"), "--state-dir", str(state)]) == 2
 
 
-def test_evidence_starts_on_a_state_dir_with_corrupt_buffer_and_history(tmp_path: Path) -> None:
-    from pi_edge.loop.drift import DriftConfig, Verdicts
-    from pi_edge.loop.evidence import Evidence, EvidenceConfig
+def test_kept_windows_and_history_start_on_a_state_dir_with_corrupt_buffer_and_history(
+    tmp_path: Path,
+) -> None:
+    import logging
+
+    from nodekit.guard import Faults
+    from nodekit.storage import WriteFailures
+    from pi_edge.loop.drift import Verdicts
+    from pi_edge.loop.kept_windows import KeptConfig, KeptWindows
+    from pi_edge.report.history_writer import HistoryRecorder
     from protocol import Topics
 
     (tmp_path / "buffer.sqlite").write_bytes(b"disk rot" * 1000)
     (tmp_path / "history.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(5000))
-    evidence = Evidence(EvidenceConfig(tmp_path, "127.0.0.1:1", "pi-1", Topics("t"), DriftConfig()))
+    failures = WriteFailures(logging.getLogger("test"), tmp_path)
+    faults = Faults(logging.getLogger("test"))
+    config = KeptConfig(tmp_path, "127.0.0.1:1", "pi-1", Topics("t"))
+    kept_windows = KeptWindows(config, lambda: None, failures, faults)
+    history = HistoryRecorder.open(tmp_path, failures, faults)
     try:
         windows = [kept(i).window for i in range(3)]
-        assert evidence.keep(windows, Verdicts.quiet(3), np.zeros(3, np.int64)) == 3
-        assert evidence.buffer.counts().pending == 3
-        assert evidence.history.add([(1.0, "m01", 2**64 - 1, "a", 0.5, None, 1, "ok", 0, 2.0)])
-        storage = evidence.snapshot()["storage"]
+        assert kept_windows.keep(windows, Verdicts.quiet(3), np.zeros(3, np.int64)) == 3
+        assert kept_windows.buffer.counts().pending == 3
+        assert history.history.add([(1.0, "m01", 2**64 - 1, "a", 0.5, None, 1, "ok", 0, 2.0)])
+        _, counts = kept_windows.detail()
+        storage = {**kept_windows.storage(counts), **history.storage()}
     finally:
-        evidence.buffer.close()
-        evidence.history.close()
+        kept_windows.buffer.close()
+        history.history.close()
     assert storage["buffer_moved_aside_count"] == 1
     assert storage["history_moved_aside_count"] == 1
     (aside,) = storage["buffer_moved_aside"]

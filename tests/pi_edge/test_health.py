@@ -22,7 +22,8 @@ from pi_edge.model.health_watch import (
     judge,
 )
 from pi_edge.model.lifecycle import ModelManager
-from pi_edge.model.vetting import Expected, ModelStore
+from pi_edge.model.state_dir import ModelStore
+from pi_edge.model.vetting import Expected
 from protocol import CHANNELS, CLASSES, DEFAULT_PREFIX, Bundle, Manifest, decode_bundle
 
 from ._model import EdgeModels

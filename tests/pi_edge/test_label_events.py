@@ -131,8 +131,14 @@ def test_labels_reach_held_and_new_windows_and_survive_a_restart(
     want = {("m01", s): CLASSES.index("bearing_fault") for s in range(3, 7)}
     assert trainer.wait_labeled(want) == want
 
-    # 2. poison on the label topic: counted, the node stays online
-    for bad in (b"{}", b'{"v":1,"machine":"m01","class":"rust","from":1}', b"\xff" * 10):
+    # 2. poison on the label topic: counted, the node stays online; a class the machine's type
+    # has not ("rust") is refused by the node (bad_label), a malformed name by the codec
+    for bad in (
+        b"{}",
+        b'{"v":1,"machine":"m01","class":"rust","from":1}',
+        b'{"v":1,"machine":"m01","class":"a/b","from":1}',
+        b"\xff" * 10,
+    ):
         publisher.publish(topics.labels, bad, qos=1)
 
     # 3. an open label sent with the trainer's CLI reaches every new window of m02
@@ -176,16 +182,15 @@ def test_labels_reach_held_and_new_windows_and_survive_a_restart(
                 labels = s.detail.get("labels", {})
                 return (
                     s.state == "online"
-                    and labels.get("refused") == 3
+                    and labels.get("refused") == 4
                     and labels.get("open") == {"m02": "pump_fault"}
                 )
         return False
 
     assert status.wait_for(counted, 10), "the status does not count the refused label events"
     errors = svc.status().errors
-    assert {k: errors.get(k) for k in ("bad_version", "bad_field", "bad_utf8")} == dict.fromkeys(
-        ("bad_version", "bad_field", "bad_utf8"), 1
-    )
+    kinds = ("bad_version", "bad_field", "bad_label", "bad_utf8")
+    assert {k: errors.get(k) for k in kinds} == dict.fromkeys(kinds, 1)
 
     # 4. a restart keeps the open label: new windows of m02 are still labeled
     svc.stop()

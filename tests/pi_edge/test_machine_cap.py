@@ -61,7 +61,7 @@ def _service(tmp_path: Path, **kw: Any) -> EdgeService:
     manifest = SimpleNamespace(
         version=1, classes=CLASSES, train_stats={}, metrics={"accuracy": 0.95}, created=0.0
     )
-    svc.evidence.model_changed(manifest)  # type: ignore[arg-type]
+    svc.drift.model_changed(manifest)  # type: ignore[arg-type]
     svc.models._model = SimpleNamespace(  # type: ignore[assignment]
         version=1, classifier=_Classifier(), bundle=SimpleNamespace(manifest=manifest)
     )
@@ -87,13 +87,13 @@ def _rss() -> int:
 
 
 def _tracked(svc: EdgeService) -> dict[str, int]:
-    monitor = svc.evidence.monitor
+    monitor = svc.drift.monitor
     assert monitor is not None
     return {
         "telemetry": len(svc.telemetry._machines),
         "drift": monitor.machines,
         "drift_slots": len(monitor._state),
-        "keeper": len(svc.evidence.keeper),
+        "keeper": len(svc.kept.keeper),
         "topics": len(svc._topics_by_machine),
         "machine_states": len(svc.machine_states),
     }
@@ -114,7 +114,8 @@ def test_20000_machine_ids_keep_every_structure_at_the_cap_and_rss_flat(tmp_path
         status = svc.status()
         payload = status.to_json()
     finally:
-        svc.evidence.stop()
+        svc.history.close()
+        svc.kept.stop()
     assert max(v for k, v in sizes.items() if k != "drift_slots") <= cap, sizes
     assert sizes["drift_slots"] <= 2 * cap  # grown by doubling, then slots are reused
     assert status.metrics["machines_tracked"] == cap
@@ -145,7 +146,8 @@ def test_windows_outside_the_machines_allow_list_are_refused_and_counted(tmp_pat
         ]
         assert svc.status().errors == {"not_allowed": 2}
     finally:
-        svc.evidence.stop()
+        svc.history.close()
+        svc.kept.stop()
 
 
 def test_drift_monitor_forgets_machines_and_reuses_their_slots() -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from pi_edge.intake.inbox import BatchPolicy
 from pi_edge.model.lifecycle import ModelManager
-from pi_edge.model.vetting import Expected, ModelStore
+from pi_edge.model.state_dir import ModelStore
+from pi_edge.model.vetting import Expected
 from protocol import CHANNELS, CLASSES, DEFAULT_PREFIX, Manifest, decode_bundle
 from protocol.bundle import HEADER
 

@@ -72,8 +72,8 @@ def test_edge_node_and_simulator_log_in_over_tls_and_a_window_is_classified(
             stop.set()
             runner.join(10)
         assert service.link is not None and service.link.connected
-        assert service.evidence.shipper.link is not None
-        assert service.evidence.shipper.link.state == "connected"
+        assert service.kept.shipper.link is not None
+        assert service.kept.shipper.link.state == "connected"
     finally:
         stop.set()
         service.stop()

@@ -23,6 +23,7 @@ from pi_edge import EdgeConfig, EdgeService, ModelStore
 from pi_edge.__main__ import main
 from protocol import (
     CLASSES,
+    PayloadError,
     Prediction,
     Status,
     Topics,
@@ -30,6 +31,15 @@ from protocol import (
     decode_bundle,
     encode_bundle,
     encode_window,
+)
+from protocol.status_detail import (
+    DETAIL_VERSION,
+    PARTS,
+    DetailReader,
+    FleetDetail,
+    ModelHealthDetail,
+    RecentMachines,
+    RolloutGroup,
 )
 from protocol.window import window_to_json
 from scripts.broker import Broker, free_port
@@ -521,3 +531,53 @@ def test_sigterm_publishes_offline_and_exits_0(
         ),
         5,
     )
+
+
+def test_the_status_detail_is_versioned_and_its_typed_parts_read_back(
+    service_factory: Callable[..., EdgeService],
+    publisher: Publisher,
+    listen: Any,
+    topics: Topics,
+    models: EdgeModels,
+) -> None:
+    """What the trainer, a fleet member and the console read of a node's detail goes through
+    protocol.status_detail on both sides (protocol/README.md, "Status detail")."""
+    lst = listen(topics.statuses())
+    svc = service_factory(model=models.bundle_path, rollout_group="canary")
+    _online(lst, topics, svc.config.node, version=1)
+    for seq in range(20):
+        publisher.publish(topics.window("m01"), encode_window(_window(models, "m01", seq)), qos=0)
+    s = _status_where(lst, topics, svc.config.node, lambda st: st.metrics["classified"] >= 20)
+    assert s.detail["v"] == DETAIL_VERSION and next(iter(s.detail)) == "v"
+    bad: list[PayloadError] = []
+    reader = DetailReader(s.detail, "edge", bad.append)
+    parts = {p: reader.get(p) for p in PARTS if p.ROLE == "edge"}
+    assert {p for p, got in parts.items() if got is None} == {FleetDetail}  # not a fleet member
+    assert bad == [] and reader.rollbacks() == ((), 0)
+    recent, group = parts[RecentMachines], parts[RolloutGroup]
+    assert isinstance(recent, RecentMachines) and recent.ids == ("m01",)
+    assert isinstance(group, RolloutGroup) and group.group == "canary"
+    health = parts[ModelHealthDetail]
+    assert isinstance(health, ModelHealthDetail) and health.serving.windows == 20
+
+
+def test_a_fleet_member_counts_a_malformed_fleet_detail_and_ignores_that_node(
+    service_factory: Callable[..., EdgeService], topics: Topics, models: EdgeModels
+) -> None:
+    svc = service_factory(model=models.bundle_path, fleet="line-1")
+    assert svc.fleet is not None
+    fleet = FleetDetail("line-1", ("pi-x",), 0, 0, 0, 1, 0, 6.0).to_json_obj()
+
+    def heard(topic_node: str, node: str, detail: dict[str, Any]) -> None:
+        status = Status(node, "edge", "online", "0.1.0", detail=detail)
+        svc._on_status(f"{topics.prefix}/nodes/{topic_node}/status", status.to_json())
+
+    heard("pi-x", "pi-x", {"v": 1, "fleet": {**fleet, "group": 3}})  # bad_id
+    heard("pi-y", "pi-y", {"v": 1, "fleet": {**fleet, "owned": 1}})  # owned > seen: bad_field
+    heard("pi-w", "pi-w", {"v": 2, "fleet": fleet})  # bad_version
+    heard("pi v", "pi-v", {"v": 1, "fleet": fleet})  # another node's topic: bad_id
+    heard("pi-z", "pi-z", {"v": 1, "fleet": fleet})
+    members = svc.fleet.membership.members(time.monotonic())
+    assert members == tuple(sorted((svc.config.node, "pi-z")))
+    errors = svc.status().errors  # the node's own status still builds (its members are ids)
+    assert (errors.get("bad_id"), errors.get("bad_field"), errors.get("bad_version")) == (2, 1, 1)

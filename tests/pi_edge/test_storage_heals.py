@@ -63,10 +63,10 @@ def test_a_node_on_a_corrupt_state_dir_moves_the_files_aside_and_classifies(
 
     assert listener.wait_for(all_shipped, 15), "the fresh buffer did not ship every window"
     deadline = time.monotonic() + 10
-    while svc.evidence.history.count() < len(sent) and time.monotonic() < deadline:
+    while svc.history.history.count() < len(sent) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert sorted(r[2] for r in svc.evidence.history.rows()) == seqs
-    assert svc.evidence.storage_errors == {}
+    assert sorted(r[2] for r in svc.history.history.rows()) == seqs
+    assert svc.write_failures.counts() == {}
 
     status = _status_where(
         listener,

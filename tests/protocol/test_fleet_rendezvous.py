@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from protocol.fleet import Membership, fleet_group_of, rendezvous_owner, rendezvous_weight
+from protocol.status_detail import FleetDetail
 
 MACHINES = [f"m{i:03d}" for i in range(900)]
 NODES = ("pi-a", "pi-b", "pi-c")
@@ -126,7 +127,9 @@ def test_timeout_must_be_positive() -> None:
 
 
 def test_fleet_group_of_reads_only_a_well_formed_detail() -> None:
-    assert fleet_group_of({"fleet": {"group": "g", "members": []}}) == "g"
+    fleet = FleetDetail("g", (), 0, 0, 0, 0, 0, 6.0).to_json_obj()
+    assert fleet == {**fleet, "group": "g", "members": []}
+    assert fleet_group_of({"fleet": fleet}) == "g"
     assert fleet_group_of({}) is None
     assert fleet_group_of({"fleet": {"group": 3}}) is None
     assert fleet_group_of({"fleet": ["g"]}) is None

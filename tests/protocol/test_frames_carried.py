@@ -10,6 +10,7 @@ import numpy as np
 from pi_edge.loop.buffer import DurableBuffer
 from protocol import Window
 from protocol.drift_batch import DriftBatch, Kept, decode_batch, encode_batch
+from protocol.machine_type import DEFAULT_TYPE
 from protocol.window import decode_any, decode_window, encode_window, window_to_json
 
 
@@ -33,7 +34,9 @@ def test_a_changed_window_is_encoded_afresh() -> None:
 
 
 def test_a_json_window_has_no_frame_until_it_is_encoded_once() -> None:
-    window = decode_any(window_to_json(decode_window(frame())), "m01")
+    named = decode_any(window_to_json(decode_window(frame())), "m01")  # its label is a name
+    window = DEFAULT_TYPE.resolve(named)
+    assert named.label == "bearing_fault" and window.label == 1
     assert window.frame is None
     assert encode_window(window) == frame()
 

@@ -22,6 +22,7 @@ from protocol import (
     decode_window_json,
     encode_window,
 )
+from protocol.machine_type import DEFAULT_TYPE, Channel, MachineType
 from protocol.window import HEADER, MAX_PAYLOAD_BYTES, window_to_json
 
 README = Path(__file__).resolve().parents[2] / "protocol" / "README.md"
@@ -62,14 +63,15 @@ def test_binary_round_trip_preserves_every_field(window: Window) -> None:
 @settings(max_examples=100, deadline=None)
 @given(windows)
 def test_json_round_trip_preserves_every_field(window: Window) -> None:
-    assert decode_window_json(window_to_json(window)) == window
+    # the JSON form names the label; the default type resolves the name to the same index
+    assert DEFAULT_TYPE.resolve(decode_window_json(window_to_json(window))) == window
 
 
 def test_decode_any_tells_binary_from_json() -> None:
     w = seed_window()
     assert decode_any(encode_window(w)) == w
-    assert decode_any(window_to_json(w)) == w
-    assert decode_any(b"  \n" + window_to_json(w)) == w
+    assert DEFAULT_TYPE.resolve(decode_any(window_to_json(w))) == w
+    assert DEFAULT_TYPE.resolve(decode_any(b"  \n" + window_to_json(w))) == w
 
 
 def test_readme_byte_example_decodes_to_the_documented_window() -> None:
@@ -86,7 +88,8 @@ def test_readme_json_example_decodes() -> None:
     text = README.read_text()
     block = text.split("## Window, JSON form", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     w = decode_window_json(block.encode())
-    assert w.label == CLASSES.index("bearing_fault") and w.shape == (2, 4)
+    assert w.label == "bearing_fault" and w.shape == (2, 4)
+    assert DEFAULT_TYPE.resolve(w).label == CLASSES.index("bearing_fault")
 
 
 def test_sixty_by_four_frame_is_987_bytes() -> None:
@@ -101,7 +104,7 @@ def test_sixty_by_four_frame_is_987_bytes() -> None:
         (lambda f: f + b"\x00", "bad_shape"),
         (lambda f: b"XX" + f[2:], "bad_magic"),
         (lambda f: f[:2] + b"\x09" + f[3:], "bad_version"),
-        (lambda f: f[:3] + struct.pack("<b", 7) + f[4:], "bad_label"),
+        (lambda f: f[:3] + struct.pack("<b", 64) + f[4:], "bad_label"),
         (lambda f: f[:4] + struct.pack("<H", 0) + f[6:], "bad_shape"),
         (lambda f: f[:4] + struct.pack("<H", 61) + f[6:], "truncated"),
         (lambda f: f + b"\x00" * (MAX_PAYLOAD_BYTES + 1), "too_large"),
@@ -176,8 +179,9 @@ def test_machine_in_frame_must_match_topic() -> None:
         (b'{"v": 1, "machine": "m01", "data": [[1e39, 0]]}', "non_finite"),
         (b'{"v": 1, "machine": "m01", "data": [[NaN, 0]]}', "non_finite"),
         (b'{"v": 2, "machine": "m01", "data": [[1, 0]]}', "bad_version"),
-        (b'{"v": 1, "machine": "m01", "data": [[1, 0]], "label": "broken"}', "bad_label"),
-        (b'{"v": 1, "machine": "m01", "data": [[1, 0]], "label": 4}', "bad_label"),
+        (b'{"v": 1, "machine": "m01", "data": [[1, 0]], "label": ""}', "bad_label"),
+        (b'{"v": 1, "machine": "m01", "data": [[1, 0]], "label": 64}', "bad_label"),
+        (b'{"v": 1, "machine": "m01", "data": [[1, 0]], "label": true}', "bad_label"),
         (b'{"v": 1, "machine": "m/01", "data": [[1, 0]]}', "bad_id"),
         (b'{"v": 1, "machine": "m01", "data": [[1, 0]], "extra": 1}', "malformed"),
         (b'{"v": 1, "machine": "m01", "seq": "7", "data": [[1, 0]]}', "bad_field"),
@@ -194,3 +198,29 @@ def test_json_machine_defaults_to_topic() -> None:
     obj = {"data": [[50.0, 0.3, 11.0, 125.0]] * 60}
     w = decode_any(json.dumps(obj).encode(), machine="m05", expected_shape=(60, 4))
     assert (w.machine, w.seq, w.label) == ("m05", 0, None)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v": 1, "machine": "m01", "data": [[1, 0]], "label": "broken"}',
+        b'{"v": 1, "machine": "m01", "data": [[1, 0]], "label": 4}',
+        b'{"v": 1, "machine": "m01", "data": [[1, 0]], "label": "3"}',
+    ],
+)
+def test_a_label_the_machine_type_has_not_is_refused_naming_its_classes(payload: bytes) -> None:
+    window = decode_window_json(payload)  # the codec knows no vocabulary: the type does
+    with pytest.raises(PayloadError, match="normal, bearing_fault, drive_wear, pump_fault") as info:
+        DEFAULT_TYPE.resolve(window)
+    assert info.value.kind == "bad_label"
+
+
+def test_a_class_named_3_is_a_name_never_an_index() -> None:
+    kind = MachineType("gauge", (Channel("p"),), classes=("ok", "low", "3"))
+    by_name = decode_window_json(b'{"v": 1, "machine": "g1", "data": [[1], [2]], "label": "3"}')
+    by_index = decode_window_json(b'{"v": 1, "machine": "g1", "data": [[1], [2]], "label": 1}')
+    assert kind.resolve(by_name).label == 2 and kind.resolve(by_index).label == 1
+    frame = encode_window(Window("m01", 1, 0, np.zeros((60, 4), np.float32), label=7))
+    with pytest.raises(PayloadError) as info:  # index 7 is carried; the default type has 4
+        DEFAULT_TYPE.resolve(decode_window(frame))
+    assert info.value.kind == "bad_label"

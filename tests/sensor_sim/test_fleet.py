@@ -74,6 +74,22 @@ def test_command_for_an_unknown_machine_is_refused_with_its_kind():
 
 
 @pytest.mark.parametrize(
+    ("payload", "names"),
+    [
+        (b'{"v":1,"cmd":"drift","mode":"offset","params":{"torque":1}}', "temperature"),
+        (b'{"v":1,"cmd":"fault","state":"on_fire"}', "bearing_fault"),
+    ],
+)
+def test_a_command_naming_what_the_machine_type_has_not_is_refused_naming_what_it_has(
+    payload: bytes, names: str
+) -> None:
+    fleet = _fleet(2)
+    with pytest.raises(SimError, match=names) as info:  # the contract takes any name; the sim
+        fleet.apply(Command.from_json(payload))  # knows its machines' type
+    assert info.value.kind == "bad_field"
+
+
+@pytest.mark.parametrize(
     "kwargs", [{"machines": 0}, {"label_fraction": 1.5}, {"mtbf_s": -1}, {"window_length": 0}]
 )
 def test_invalid_fleet_config_is_refused(kwargs):

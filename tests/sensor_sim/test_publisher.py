@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from protocol import CHANNELS, Status, Topics
+from protocol import CHANNELS, PayloadError, Status, Topics
+from protocol.status_detail import DetailReader, SimMachine, SimMachines
 from sensor_sim.__main__ import main
 
 from .conftest import running_sim, wait_for
@@ -150,6 +151,12 @@ def test_status_is_retained_online_while_running_and_offline_after_close(broker,
         first = Status.from_json(got.statuses[0])
     assert (first.role, first.state, first.node) == ("simulator", "online", "simulator")
     assert first.detail["machines"]["m01"]["state"] == "normal"
+    bad: list[PayloadError] = []  # what the console reads of it, through the contract's codec
+    machines = DetailReader(first.detail, first.role, bad.append).get(SimMachines)
+    assert first.detail["v"] == 1 and bad == []
+    assert machines is not None and set(machines.machines) == {"m01"}
+    m01 = machines.machines["m01"]
+    assert m01 == SimMachine("normal", "off", m01.labels) and not m01.drifting
     with subscribed(broker, topics) as (got, _):  # a late subscriber gets the retained one
         assert wait_for(lambda: bool(got.statuses))
         assert Status.from_json(got.statuses[-1]).state == "offline"
