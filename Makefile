@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= sim,edge,trainer,dev,console
 
-.PHONY: demo demo-secure demo-signals test setup system-deps lint format bench clean lock
+.PHONY: demo demo-secure demo-signals test setup system-deps tools lint format bench clean lock
 
 demo: setup  ## broker + trainer + pi_edge + simulator + dashboards, in tmux
 	$(BIN)/python -m scripts.demo
@@ -23,7 +23,10 @@ test: setup  ## lint and type-check, then the whole test suite against a private
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
-setup: $(STAMP) system-deps
+setup: $(STAMP) system-deps tools
+
+tools: $(STAMP) system-deps  ## Home Assistant, Prometheus, Node-RED for the tests: once per machine, in ~/.cache/edgeloop/tools
+	$(BIN)/python -m scripts.tools
 
 system-deps:
 	@bash scripts/system_deps.sh

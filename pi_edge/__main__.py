@@ -79,10 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     ha = sub.add_parser(
         "ha-remove",
         help="remove a node's Home Assistant discovery configs (empty retained payloads)",
-        description="Clears the retained discovery configs of --node: with --machines those "
-        "machines' sensors; without (or '+') every config found under "
-        "<ha-prefix>/sensor/<node>/, the node's own too. Stop the node (or run it without "
-        "--ha-discovery) first, or it publishes them again.",
+        description="Clears the retained discovery configs of --node of the site --prefix: with "
+        "--machines those machines' sensors; without (or '+') every config of the site found "
+        "under the node's topic level, the node's own too. Configs an older edgeloop published "
+        "(ids not scoped by site, level <ha-prefix>/sensor/<node>/) are cleared as well, those "
+        "that read --prefix's topics only. Stop the node (or run it without --ha-discovery) "
+        "first, or it publishes them again.",
     )
     ha.add_argument(
         "--settle",

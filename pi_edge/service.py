@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +55,7 @@ from nodekit.storage import WriteFailures
 from protocol import PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.label_request import LabelRequest, LabelRequests
+from protocol.machine_state import MachineState
 from protocol.node_command import NodeCommand
 from protocol.status_detail import DriftDetail, RolloutGroup
 
@@ -120,6 +121,9 @@ class EdgeService:
             config.node, ROLE, __version__, report.log_interval_s, max_machines=intake.max_machines
         )
         self._topics_by_machine: dict[str, str] = {}  # the worker's own cache
+        # each machine's last published state (worker's; bounded by the machine cap like every
+        # per-machine structure): a change of its drift level publishes it again
+        self._published_states: dict[str, MachineState] = {}
         self._command_topic = self.topics.node_command(config.node)
         self._group_topic = (  # staged rollout: the group's models are offered here first
             self.topics.model_group(models.rollout_group) if models.rollout_group else None
@@ -327,6 +331,7 @@ class EdgeService:
         subs.append((self.topics.node_command(self.config.node), 1))  # operator: rollback
         if self.ha is not None:  # HA's birth message: re-publish the configs
             subs.append((self.ha.birth_topic, 1))
+            subs.append((self.ha.legacy_filter, 1))  # its configs of before site-scoped ids
         client.subscribe(subs)
         self._publish_status()
         if self.ha is not None:
@@ -379,6 +384,9 @@ class EdgeService:
             return
         if self.ha is not None and topic == self.ha.birth_topic:
             self.ha.on_birth(bytes(msg.payload[:16]))  # sets a flag; the worker publishes
+            return
+        if self.ha is not None and self.ha.is_legacy(topic):  # remembered; the worker clears
+            self.ha.on_legacy(topic, bytes(msg.payload))
             return
         if self.fleet is not None and topic.startswith(self._status_head):
             self._on_status(topic, msg.payload)
@@ -591,10 +599,13 @@ class EdgeService:
         )
         failed = 0 if publish_many(self._mqtt, out.messages) else len(out.messages)
         debounce = self.machine_states.update  # per window a counter; a change is published
+        states = self._published_states
         for row, item in zip(out.history, batch, strict=True):
             change = debounce(row.machine, row.label, row.confidence, item.received_ns / 1e9)
             if change is not None:
                 self._publish_change(change, row.drift, row.model_version)
+            elif (last := states.get(row.machine)) is not None and last.drift != row.drift:
+                self._publish_drift(last, row.drift, item.received_ns / 1e9)
         if self.sparkplug is not None:  # a dict update per window; its thread publishes
             self.sparkplug.observe(out.history, self.machine_states.current)
         self.history.record(out.history)
@@ -676,6 +687,8 @@ class EdgeService:
         self.drift.forget(machines)
         self.kept.forget(machines)
         self.machine_states.forget(machines)
+        for machine in machines:
+            self._published_states.pop(machine, None)
         if self.assembler is not None:
             with self._signals_lock:
                 self.assembler.forget(machines)
@@ -702,10 +715,22 @@ class EdgeService:
             change.cls,
             change.event or "first state",
         )
+        self._published_states[change.machine] = state
         for topic, payload, retain in out:
-            rc = self._mqtt.publish(topic, payload, qos=1, retain=retain).rc
-            if rc not in (0, _NO_CONN) and self.telemetry.count_error("state_publish_failed")[0]:
-                log.warning("could not queue %s for the broker (paho rc %s)", topic, rc)
+            self._publish_state(topic, payload, retain)
+
+    def _publish_drift(self, last: MachineState, drift: str, ts: float) -> None:
+        """Publish `last` again with the machine's new drift level (no event: the class held),
+        so that what reads the retained state (Home Assistant's drift sensor) follows drift."""
+        state = replace(last, drift=drift, ts=max(ts, last.ts))
+        self._published_states[state.machine] = state
+        log.info("machine %s: drift %s → %s", state.machine, last.drift, drift)
+        self._publish_state(self.topics.machine_state(state.machine), state.to_json(), True)
+
+    def _publish_state(self, topic: str, payload: bytes, retain: bool) -> None:
+        rc = self._mqtt.publish(topic, payload, qos=1, retain=retain).rc
+        if rc not in (0, _NO_CONN) and self.telemetry.count_error("state_publish_failed")[0]:
+            log.warning("could not queue %s for the broker (paho rc %s)", topic, rc)
 
     def _prediction_topic(self, machine: str) -> str:
         """The prediction topic of `machine`, built (and its id checked) once per machine."""

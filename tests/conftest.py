@@ -10,6 +10,7 @@ import pytest
 from protocol import Topics
 from scripts.broker import Broker, BrokerError
 from scripts.secure_profile import SecureProfile, make_profile
+from tests.pi_edge._model import EdgeModels, build
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +42,13 @@ def secure_broker(
         pytest.fail(f"cannot start the secure test broker: {exc}")
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> EdgeModels:
+    """One tiny trained model and its signed bundles (tests/pi_edge/_model.py), built once for
+    the pi_edge and the integration tests."""
+    return build(tmp_path_factory.mktemp("pi_edge_models"))
 
 
 @pytest.fixture

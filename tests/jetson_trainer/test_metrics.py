@@ -25,6 +25,7 @@ from nodekit.mqtt import connect, make_client
 from protocol import Topics, Window
 from protocol.drift_batch import DriftBatch, Kept, encode_batch
 from protocol.errors import ConfigError
+from tests.integrations._products import promtool_check_metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -40,6 +41,7 @@ def _batch(seqs: range, batch_id: bytes) -> DriftBatch:
 def _scrape(port: int) -> Samples:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
+    promtool_check_metrics(text)  # Debian's Prometheus 2.42, from the tools cache
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for fam in text_string_to_metric_families(text)

@@ -35,6 +35,7 @@ class EdgeModels:
     y_test: np.ndarray
     x_test_path: Path
     y_test_path: Path
+    keras_path: Path  # the trained Keras model, as a trainer keeps it beside a bundle
 
     def bundle(
         self, version: int, *, signed: bool = True, int8: bool = False, **changes: object
@@ -86,6 +87,8 @@ def build(out: Path) -> EdgeModels:
 
     model = _tiny_model(tf, x.shape[1], x.shape[2], 4)
     model.fit(normalise(x), y, epochs=8, batch_size=32, verbose=0)  # type: ignore[attr-defined]
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "model.keras")  # type: ignore[attr-defined]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     f32 = conv.convert()
@@ -168,4 +171,5 @@ def build(out: Path) -> EdgeModels:
         y_test,
         out / "x_test.npy",
         out / "y_test.npy",
+        out / "model.keras",
     )

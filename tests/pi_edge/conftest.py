@@ -1,4 +1,5 @@
-"""pi_edge fixtures: one tiny trained model + signed bundles per session; MQTT helpers."""
+"""pi_edge fixtures: MQTT helpers (the session's tiny trained model, `models`, is in
+tests/conftest.py: the integration tests use it too)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,7 @@ import pytest
 from nodekit.mqtt import Credentials, connect, make_client
 from protocol import Topics
 
-from ._model import EdgeModels, build
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> EdgeModels:
-    return build(tmp_path_factory.mktemp("pi_edge_models"))
+from ._model import EdgeModels
 
 
 class Listener:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -20,8 +21,12 @@ from pi_edge.report.home_assistant import (
     check_ha_prefix,
     discovery,
     encode,
+    entity_slug,
+    is_site_config,
+    legacy_node_level,
     node_discovery,
     object_id,
+    site_node_id,
 )
 from protocol import ConfigError, Topics, Window, encode_window
 
@@ -32,17 +37,21 @@ REQUIRED = {"name", "unique_id", "state_topic", "value_template", "device"}
 
 
 # -- pure ---------------------------------------------------------------------------------------
-def test_each_machine_gets_one_sensor_config_per_field_under_the_node_level() -> None:
+def test_each_machine_gets_one_sensor_config_per_field_under_the_site_node_level() -> None:
     pairs = discovery("pi-1", "m01", "site/a", "ha")
-    assert [t for t, _ in pairs] == [f"ha/sensor/pi-1/m01_{f}/config" for f in FIELDS]
+    level = site_node_id("site/a", "pi-1")
+    assert level.startswith("site_a_pi-1_")
+    assert [t for t, _ in pairs] == [f"ha/sensor/{level}/m01_{f}/config" for f in FIELDS]
     assert list(FIELDS) == ["state", "class", "confidence", "drift"]
     for (_, config), field in zip(pairs, FIELDS, strict=True):
         assert config.keys() >= REQUIRED
         assert config["state_topic"] == "site/a/machines/m01/state"
-        assert config["unique_id"] == f"edgeloop:pi-1:m01:{field}"
-        assert config["device"]["identifiers"] == ["edgeloop:pi-1:m01"]
+        assert config["unique_id"] == f"edgeloop:site/a:pi-1:m01:{field}"
+        assert config["object_id"] == f"site_a_m01_{field}"
+        assert config["default_entity_id"] == f"sensor.site_a_m01_{field}"
+        assert config["device"]["identifiers"] == ["edgeloop:site/a:pi-1:m01"]
         assert config["device"]["manufacturer"] == "edgeloop"
-        assert config["device"]["via_device"] == "edgeloop:pi-1"
+        assert config["device"]["via_device"] == "edgeloop:site/a:pi-1"
         assert config["availability_topic"] == "site/a/nodes/pi-1/status"
         assert config["payload_available"] == "online"
         assert "{{" in config["value_template"] and "value_json" in config["value_template"]
@@ -81,10 +90,45 @@ def test_ids_with_dots_become_ha_topic_ids_without_colliding() -> None:
     assert object_id("press.3") != object_id("press_3")
 
 
+def test_two_sites_with_the_same_node_and_machine_ids_never_collide() -> None:
+    a = discovery("pi-1", "m01", "site-a/edgeloop") + node_discovery("pi-1", "site-a/edgeloop")
+    b = discovery("pi-1", "m01", "site-b/edgeloop") + node_discovery("pi-1", "site-b/edgeloop")
+    for key in ("unique_id", "object_id", "default_entity_id"):
+        assert not {c[key] for _, c in a} & {c[key] for _, c in b}, key
+    assert not {t for t, _ in a} & {t for t, _ in b}
+    devices = [{c["device"]["identifiers"][0] for _, c in x} for x in (a, b)]
+    assert not devices[0] & devices[1]
+    # prefixes that slug alike still get their own topics and unique ids
+    c = discovery("pi-1", "m01", "site_a/edgeloop")
+    assert not {t for t, _ in c} & {t for t, _ in a}
+    assert not {x["unique_id"] for _, x in c} & {x["unique_id"] for _, x in a}
+
+
+def test_entity_slugs_are_what_home_assistant_accepts_as_entity_ids() -> None:
+    ha_entity_id = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
+    for parts in (("edgeloop/v1", "m01", "state"), ("A//b__", "press.3", "drift"), ("-", "_")):
+        assert ha_entity_id.fullmatch(f"sensor.{entity_slug(*parts)}"), parts
+    assert entity_slug("Site-A/edgeloop", "press.3", "state") == "site_a_edgeloop_press_3_state"
+
+
+def test_only_configs_that_read_the_sites_topics_count_as_the_sites() -> None:
+    [(_, config)] = node_discovery("pi-1", "a/v1")
+    assert is_site_config(encode(config), "a/v1")
+    assert not is_site_config(encode(config), "a")  # a prefix of the prefix is another site
+    assert not is_site_config(encode(config), "a/v10")
+    for junk in (b"", b"[1]", b'{"state_topic": 3}', b"{" * 5000, b'{"x":"' + b"a" * 9000 + b'"}'):
+        assert not is_site_config(junk, "a/v1")
+    assert legacy_node_level("pi.1") == object_id("pi.1") != site_node_id("a/v1", "pi.1")
+
+
 def test_the_node_device_is_what_machines_route_via() -> None:
     [(topic, config)] = node_discovery("pi-1", "p", "ha", sw_version="1.2")
-    assert topic == "ha/sensor/pi-1/status/config"
-    assert config["device"]["identifiers"] == ["edgeloop:pi-1"]
+    assert topic == f"ha/sensor/{site_node_id('p', 'pi-1')}/status/config"
+    assert config["device"]["identifiers"] == ["edgeloop:p:pi-1"]
+    assert config["device"]["identifiers"] == [
+        discovery("pi-1", "m", "p")[0][1]["device"]["via_device"]
+    ]
+    assert config["default_entity_id"] == "sensor.p_pi_1_status"
     assert config["device"]["sw_version"] == "1.2"
     assert config["state_topic"] == "p/nodes/pi-1/status"
 
@@ -114,7 +158,7 @@ def ha_node(
             EdgeConfig,
             broker=broker.address,
             prefix=topics.prefix,
-            node=f"edge-ha-{time.time_ns()}",
+            node=kw.pop("node", f"edge-ha-{time.time_ns()}"),
             public_key=models.public_key_path,
             state_dir=tmp_path / "state",
             dashboard=False,
@@ -169,7 +213,7 @@ def test_a_node_publishes_retained_discovery_republishes_on_ha_birth_and_ha_remo
     for topic, payload in got.items():
         config = json.loads(payload)
         assert config.keys() >= REQUIRED
-        assert config["device"]["identifiers"][0].startswith(f"edgeloop:{node}")
+        assert config["device"]["identifiers"][0].startswith(f"edgeloop:{topics.prefix}:{node}")
         if topic in expected:
             assert config["availability_topic"] == topics.status(node)
 
@@ -199,6 +243,47 @@ def test_a_node_publishes_retained_discovery_republishes_on_ha_birth_and_ha_remo
 
 
 @pytest.mark.broker
+def test_a_node_clears_its_own_older_unscoped_configs_and_leaves_another_sites(
+    ha_node: Callable[..., EdgeService],
+    publisher: Publisher,
+    listen: Any,
+    topics: Topics,
+    broker: Any,
+) -> None:
+    """An upgraded node meets the retained configs it published before ids were scoped by site
+    (`<ha>/sensor/<node>/…`, unique ids without the prefix): it clears those that read its
+    site's topics, not those of another site's node with the same id; `ha-remove` likewise."""
+    ha = f"{topics.prefix}/ha"
+    node = f"edge-old-{time.time_ns()}"
+    other = f"{topics.prefix}-other"
+
+    def old(prefix: str, machine: str) -> tuple[str, bytes]:
+        topic = f"{ha}/sensor/{node}/{machine}_state/config"
+        config = {"name": "State", "unique_id": f"edgeloop:{node}:{machine}:state"}
+        config["state_topic"] = Topics(prefix).machine_state(machine)
+        return topic, encode(config)
+
+    mine = [old(topics.prefix, "m01"), old(topics.prefix, "m02")]
+    theirs = old(other, "m03")
+    for topic, payload in [*mine, theirs]:
+        publisher.publish(topic, payload, retain=True)
+    live: Listener = listen(f"{ha}/#")
+    assert live.wait_for(lambda m: len({t for t, p, _ in m if p}) == 3)
+    svc = ha_node(ha_discovery=True, ha_prefix=ha, node=node)
+    assert svc.wait_for_model(1)
+    assert live.wait_for(lambda _: all(live.on(t)[-1:] == [b""] for t, _ in mine))
+    assert svc.ha is not None and svc.ha.legacy_cleared == 2
+    node_topic = node_discovery(node, topics.prefix, ha)[0][0]
+    assert set(_retained(listen, ha)) == {theirs[0], node_topic}
+    svc.stop()
+
+    publisher.publish(mine[0][0], mine[0][1], retain=True)  # as if an old node ran again
+    base = ["ha-remove", "--broker", broker.address, "--prefix", topics.prefix, "--node", node]
+    assert main([*base, "--ha-prefix", ha, "--settle", "0.5"]) == 0
+    assert set(_retained(listen, ha)) == {theirs[0]}
+
+
+@pytest.mark.broker
 def test_in_the_secure_profile_the_edge_user_may_announce_read_and_clear_its_configs(
     secure_broker: Any, secure_profile: Any, topics: Topics, models: EdgeModels, tmp_path: Path
 ) -> None:
@@ -211,7 +296,7 @@ def test_in_the_secure_profile_the_edge_user_may_announce_read_and_clear_its_con
     node = f"edge-ha-sec-{time.time_ns()}"
     reader = Listener(
         secure_broker.address,
-        [f"homeassistant/sensor/{node}/+/config"],
+        [f"homeassistant/sensor/{site_node_id(topics.prefix, node)}/+/config"],
         f"ha-reader-{time.time_ns()}",
         credentials=secure_profile.credentials("edge"),
     )

@@ -15,6 +15,7 @@ import pytest
 from pi_edge import EdgeService, Expected, vet_bundle
 from protocol import CHANNELS, CLASSES, Topics, Window, encode_window
 from protocol.machine_state import MachineEvent, MachineState
+from sensor_sim.physics import generate
 
 from ._model import EdgeModels
 from .conftest import Listener, Publisher
@@ -139,3 +140,58 @@ def test_state_is_retained_once_per_change_and_fault_events_carry_durations(
     time.sleep(0.3)
     assert [(t, r) for t, _, r in retained.messages] == [(state_topic, True)]
     assert json.loads(retained.messages[0][1])["class"] == "normal"
+
+
+def test_a_change_of_drift_alone_publishes_the_state_again_without_an_event(
+    service_factory: Callable[..., EdgeService],  # noqa: F811
+    models: EdgeModels,
+    topics: Topics,
+    listen: Callable[..., Listener],
+    publisher: Publisher,
+) -> None:
+    """The class holds (bearing_fault) while the machine drifts: the retained state is published
+    again with the new drift level, same class, since and confidence; no event is sent."""
+    machine = "m01"
+    state_topic, event_topic = topics.machine_state(machine), topics.machine_event(machine)
+    svc = service_factory(model=models.bundle_path, state_windows=N)
+    status = listen(topics.status(svc.config.node))
+    _online(status, topics, svc.config.node, 1)
+    seen = listen(state_topic, event_topic)
+    rng = np.random.default_rng(3)
+    seq = 0
+
+    def send(regime: str, n: int) -> None:
+        nonlocal seq
+        for x in generate(np.ones(n, np.int64), rng, regime):  # bearing_fault in either regime
+            publisher.publish(topics.window(machine), encode_window(Window(machine, seq, 0, x)))
+            seq += 1
+
+    send("standard", 2 * N)
+    assert seen.wait_for(lambda msgs: len(msgs) >= 2, timeout=20), seen.messages
+    first = MachineState.from_json(seen.on(state_topic)[0])
+    assert (first.state, first.cls, first.drift) == ("fault", "bearing_fault", "ok")
+    for _ in range(40):  # until the node's drift verdict for the machine moves
+        send("drift", 10)
+        if seen.wait_for(lambda _: len(seen.on(state_topic)) >= 2, timeout=1.0):
+            break
+    deadline = time.monotonic() + 20  # every window sent is classified: nothing more follows
+    while svc.status().metrics["classified"] < seq:
+        assert time.monotonic() < deadline, "the node did not classify every window"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    states = [MachineState.from_json(p) for p in seen.on(state_topic)]
+    assert len(states) >= 2, f"no drift after {seq} windows: {svc.snapshot().machines}"
+    again = states[1]
+    assert again.drift in ("suspect", "drift")
+    assert (again.state, again.cls, again.since, again.confidence, again.model_version) == (
+        first.state,
+        first.cls,
+        first.since,
+        first.confidence,
+        first.model_version,
+    )
+    assert again.ts >= first.ts
+    assert [MachineEvent.from_json(p).event for p in seen.on(event_topic)] == ["fault_start"]
+    late = listen(state_topic)  # what a new subscriber (Home Assistant) finds: the drifted one
+    assert late.wait_for(lambda msgs: len(msgs) >= 1, timeout=10)
+    assert late.messages[0][2] and MachineState.from_json(late.messages[0][1]) == states[-1]
