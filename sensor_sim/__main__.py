@@ -36,6 +36,7 @@ from protocol import (
 
 from .config import REALISMS, SECTION, Connection, SimConfig, resolve_sim
 from .dataset import DEFAULT_SIZES, SPLITS, write_datasets
+from .drift import DriftSettings
 from .errors import SimError
 from .fleet import FleetConfig
 from .publisher import Simulator, send_command
@@ -335,7 +336,9 @@ def _send(args: argparse.Namespace) -> int:
     conn = connection(args, os.environ)
     try:
         cmd = _command(args)
-    except PayloadError as exc:
+        if cmd.cmd == "drift":
+            DriftSettings.from_command(cmd)  # the simulator's own checks, before the broker
+    except (PayloadError, SimError) as exc:
         raise ConfigError(f"invalid command: {exc}") from exc
     send_command(conn.broker, conn.prefix, cmd, credentials=conn.credentials())
     return EXIT_OK

@@ -71,6 +71,14 @@ class DriftSettings:
             Command("drift", mode=self.mode, params=dict(self.params))
         except PayloadError as exc:
             raise SimError(str(exc), exc.kind) from exc
+        if self.mode in ("offset", "gain"):  # the simulator's machines are the built-in type
+            unknown = sorted(set(self.params) - set(CHANNELS))
+            if unknown:
+                raise SimError(
+                    f"{self.mode} drift names channel(s) {unknown} the simulated machines have "
+                    "not: " + ", ".join(CHANNELS),
+                    "bad_field",
+                )
         object.__setattr__(self, "params", {k: float(v) for k, v in self.params.items()})
 
     @classmethod

@@ -63,6 +63,10 @@ class ModelHistory:
     def bad_versions(self) -> frozenset[int]:
         return self.file.view().bad_versions()
 
+    def bad_nodes(self) -> dict[int, tuple[str, ...]]:
+        """Each bad version → the nodes that rolled back from it."""
+        return self.file.view().bad_nodes()
+
     def bad_entries(self) -> int:
         """Malformed `detail.rollbacks` entries in the nodes' latest statuses."""
         with self._lock:

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Collection
 from typing import Any
 
 from protocol import PayloadError, Status, Topics
@@ -100,7 +101,7 @@ class StagedRollout:
         return False
 
     # -- policy thread ------------------------------------------------------------------
-    def offer(self, champion: Champion, bad: frozenset[int] = frozenset()) -> None:
+    def offer(self, champion: Champion, bad: Collection[int] = frozenset()) -> None:
         """Publish a new version: to the canary groups (a rollout starts), else model/current.
 
         The rollout it replaces is first judged once more on the latest reports and `bad`
@@ -145,7 +146,7 @@ class StagedRollout:
             self.watch_s,
         )
 
-    def step(self, bad: frozenset[int], now: float | None = None) -> Champion | None:
+    def step(self, bad: Collection[int], now: float | None = None) -> Champion | None:
         """Follow the rollout; publish the version on model/current when it passes. Returns
         the version promoted by this step, if any."""
         now = time.monotonic() if now is None else now

@@ -373,7 +373,7 @@ class TrainerDaemon:
     def tick(self) -> None:
         """One policy step: maybe fine-tune, gate, record, and publish an accepted challenger."""
         if self.rollout.enabled:  # promote the canaries' version once they passed (or end
-            self.rollout.step(self.history.bad_versions())  # it as bad, before the fallback)
+            self.rollout.step(self.history.bad_nodes())  # it as bad, before the fallback)
         if self.history.changed.is_set():  # a node rolled back a version
             self.history.changed.clear()
             self._leave_bad_champion()
@@ -443,7 +443,7 @@ class TrainerDaemon:
         if attempt.challenger is not None:
             self.loop.update(champion=attempt.challenger, champion_since=last)
             self.policy.model_changed()
-            self.rollout.offer(attempt.challenger, self.history.bad_versions())
+            self.rollout.offer(attempt.challenger, self.history.bad_nodes())
             self.history.published(attempt.challenger)
 
     def _renew_reference(self, champion: Champion, why: str, labels: int) -> Champion | None:
@@ -519,7 +519,7 @@ class TrainerDaemon:
         self.policy.model_changed()
         if new is not None:
             # with canary groups the canaries get it back first; the bad rollout ends as bad
-            self.rollout.offer(new, self.history.bad_versions())
+            self.rollout.offer(new, self.history.bad_nodes())
             self.history.published(new)
 
     def _late_labels(self, after: int) -> tuple[np.ndarray, np.ndarray]:

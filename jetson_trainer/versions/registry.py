@@ -202,6 +202,10 @@ class Registry:
         """Versions a node rolled back from: never to be published again."""
         return frozenset(m.version for m in self.records if m.status == "bad")
 
+    def bad_nodes(self) -> dict[int, tuple[str, ...]]:
+        """Each bad version → the nodes that rolled back from it (in the order seen)."""
+        return {m.version: tuple(b.node for b in m.bad) for m in self.records if m.status == "bad"}
+
     def champion(self) -> int | None:
         return next((m.version for m in self.records if m.status == "champion"), None)
 

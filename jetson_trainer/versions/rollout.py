@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +156,8 @@ class Rollout:
     def observe(
         self, reports: Iterable[CanaryReport], *, bad: Collection[int], now: float
     ) -> Rollout:
-        """The state after the nodes' latest `reports` and the registry's `bad` versions.
+        """The state after the nodes' latest `reports` and the registry's `bad` versions
+        (a mapping version → the nodes that rolled back from it names them in the reason).
 
         A final phase never changes again (a new version starts a new rollout).
         """
@@ -166,11 +167,14 @@ class Rollout:
         v = self.version
         rolled = sorted(r.node for r in canary if v in r.rolled_back)
         if rolled or v in bad:
-            why = (
-                f"canary {', '.join(rolled)} rolled back from v{v}"
-                if rolled
-                else f"v{v} is marked bad in the model registry"
-            )
+            marked = tuple(bad.get(v, ())) if isinstance(bad, Mapping) else ()
+            if rolled:
+                why = f"canary {', '.join(rolled)} rolled back from v{v}"
+            elif marked:  # the registry saw the rollback before the rollout's reports did
+                why = f"{', '.join(marked)} rolled back from v{v} (model registry)"
+            else:
+                why = f"v{v} is marked bad in the model registry"
+
             return self._to(Phase.BAD, now, why + "; never promoted")
         serving = [r for r in canary if r.serving == v]
         canaries = tuple(sorted(set(self.canaries) | {r.node for r in serving}))

@@ -4,6 +4,7 @@ promoted, when it is bad, and what it waits for — tables of observations, no b
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -36,7 +37,7 @@ def _r(
 
 
 def _run(
-    steps: list[tuple[float, list[CanaryReport]]], bad: frozenset[int] = frozenset()
+    steps: list[tuple[float, list[CanaryReport]]], bad: Collection[int] = frozenset()
 ) -> Rollout:
     r = Rollout.start(V, ("canary", "line-2"), watch_s=WATCH, now=0.0)
     for now, reports in steps:
@@ -158,6 +159,17 @@ def test_bad_table(
 ) -> None:
     r = _run(steps, bad)
     assert r.phase is Phase.BAD and "never promoted" in r.reason
+
+
+def test_the_reason_names_who_rolled_back_whichever_saw_it_first() -> None:
+    by_report = _run([(5.0, [_r("a", rolled_back=(V,))])], bad={V: ("b",)})
+    assert by_report.reason.startswith(f"canary a rolled back from v{V}")
+    start = Rollout.start(V, ("canary",), watch_s=WATCH, now=0.0)
+    by_registry = start.observe([_r("a")], bad={V: ("a", "z")}, now=5.0)
+    assert by_registry.phase is Phase.BAD
+    assert by_registry.reason.startswith(f"a, z rolled back from v{V} (model registry)")
+    by_set = start.observe([_r("a")], bad={V}, now=5.0)
+    assert by_set.reason.startswith(f"v{V} is marked bad in the model registry")
 
 
 def test_a_rollback_of_another_version_is_not_this_ones() -> None:
