@@ -154,6 +154,12 @@ class Deliveries:
                 moved += 1
         return moved
 
+    def sooner(self, batch_id: bytes, due: float) -> None:
+        """Send `batch_id` again by `due` at the latest (the broker had nobody to give it to)."""
+        flight = self._flights.get(batch_id)
+        if flight is not None and flight.due > due:
+            self._flights[batch_id] = dataclasses.replace(flight, due=due)
+
     def oldest_age(self, now: float) -> float:
         """Seconds since the oldest flight was first sent; 0 with none."""
         return max((now - f.first_sent for f in self._flights.values()), default=0.0)

@@ -77,3 +77,14 @@ def test_capacity_and_policy_are_checked() -> None:
     d = two_in_flight()
     with pytest.raises(ValueError, match="already"):
         d.send(token=3, batch_id=A, payload=b"", windows=1, mid=13, now=2.0)
+
+
+def test_a_copy_nobody_received_is_due_sooner_never_later() -> None:
+    d = two_in_flight()
+    d.puback(11, ok=True)  # PUBACK 0x10: taken, but no trainer session to queue it for
+    d.sooner(A, 3.0)
+    assert [f.batch_id for f in d.due(3.0)] == [A]
+    d.sooner(B, 50.0)  # later than its own due time (11 s): unchanged
+    assert [f.batch_id for f in d.due(11.0)] == [A, B]
+    d.sooner(b"C" * 16, 1.0)  # not on its way: nothing happens
+    assert len(d) == 2
