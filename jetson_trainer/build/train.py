@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 from protocol.model_input import normalise
 
 from ..errors import TrainerError
@@ -102,6 +103,7 @@ def train_model(
     batch_size: int = 64,
     patience: int = 10,
     verbose: int = 0,
+    kind: MachineType = DEFAULT_TYPE,
 ) -> TrainResult:
     """Train `arch` on raw windows `x` (N, T, C) and labels `y` with a 20 % stratified validation.
 
@@ -113,7 +115,7 @@ def train_model(
 
     from .architectures import build_model, learning_rate  # Keras: imported only when training
 
-    x, y = check_xy(x, y, "training data")
+    x, y = check_xy(x, y, "training data", kind)
     if len(np.unique(y)) < 2:
         raise TrainerError(
             f"training data has only class(es) {np.unique(y).tolist()}; need at least two"
@@ -121,7 +123,13 @@ def train_model(
     tr, va = stratified_split(y, VAL_FRACTION, seed)
     norm = normalisation(x[tr])
     xn_tr, xn_va = normalise(x[tr], norm), normalise(x[va], norm)  # what the Pi feeds it
-    model = build_model(arch, window_length=x.shape[1], n_channels=x.shape[2], seed=seed)
+    model = build_model(
+        arch,
+        window_length=x.shape[1],
+        n_channels=x.shape[2],
+        n_classes=len(kind.classes),
+        seed=seed,
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(arch)),
         loss="sparse_categorical_crossentropy",
