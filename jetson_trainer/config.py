@@ -27,6 +27,7 @@ from nodekit.settings import (
     setting,
 )
 from protocol import check_id
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 from .daemon.finetune_policy import PolicyConfig
 from .versions.gate import GateConfig
@@ -167,7 +168,7 @@ class ServeConfig(MqttSettings):
 def _channel_map_ok(items: tuple[str, ...]) -> None:
     from .historian.layout import parse_channel_map  # numpy: only when the setting is checked
 
-    parse_channel_map(items)
+    parse_channel_map(items, None)  # the form; the channels once the machine type is known
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,16 +224,41 @@ class ImportConfig:
     report: Path | None = setting(
         None, help="also write the report here (.json: JSON, else Markdown)", metavar="FILE"
     )
+    site_file: Path | None = setting(
+        None,
+        help="the site's machine types (TOML; protocol/README.md 'Machine types'); default: "
+        "the built-in type",
+        metavar="FILE",
+    )
+    machine_type: str | None = setting(
+        None, help="the machine type of the data in --site-file", metavar="NAME"
+    )
+    window_length: int | None = setting(
+        None, help="samples per window (default: the machine type's)", low=1, high=65536
+    )
 
     def __post_init__(self) -> None:
         check(self)
 
+    def machine(self) -> MachineType:
+        """The machine type the data is imported as (ConfigError if the site file lacks it)."""
+        from .build.data import machine_type_of
+
+        if self.site_file is None and self.machine_type is None:
+            return DEFAULT_TYPE
+        return machine_type_of(None, self.site_file, self.machine_type)
+
     @property
     def grid(self) -> Grid:
-        """The resampling grid and window cut these settings describe."""
+        """The resampling grid and window cut of the built-in type."""
+        return self.grid_for(DEFAULT_TYPE)
+
+    def grid_for(self, kind: MachineType) -> Grid:
+        """The resampling grid and window cut these settings describe for `kind`."""
         from .historian.windowing import Grid
 
-        return Grid(self.sample_hz, self.max_gap_s, stride=self.stride)
+        length = self.window_length or kind.window_length
+        return Grid(self.sample_hz, self.max_gap_s, window_length=length, stride=self.stride)
 
 
 @dataclass(frozen=True, slots=True)
