@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--version", type=int, default=1, help="bundle version (monotonic)")
     _site_arg(t, DEFAULT_PREFIX)
     _type_args(t)
+    t.add_argument(
+        "--task",
+        choices=("classify", "anomaly"),
+        default="classify",
+        help="classify (needs labeled faults) or anomaly: a cold start from the healthy class "
+        "alone (jetson_trainer/build/anomaly.py)",
+    )
     t.add_argument("--progress-bar", action="store_true", help="Keras per-batch progress bar")
 
     e = sub.add_parser("evaluate", help="run the TFLite model inside a bundle on labeled data")
@@ -267,6 +274,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     kind = machine_type_of(args.data, args.site_file, args.machine_type)
     got = load_split(args.data, "train", kind)
+    if got is not None and args.task == "anomaly":
+        from .build.anomaly import run_train_anomaly
+
+        outcome = run_train_anomaly(
+            *got,
+            args.out,
+            kind=kind,
+            seed=args.seed,
+            private_key=args.private_key,
+            version=args.version,
+            site=args.site,
+        )
+        r = outcome.report
+        log.info(
+            "anomaly model v%d: threshold %.3f, false alarms %.4f; bundle %s",
+            r["version"],
+            r["threshold"],
+            r["false_alarm_rate"],
+            outcome.bundle_path,
+        )
+        return EXIT_OK
     if got is None:
         raise TrainerError(
             f"{args.data} has no train_data.npy + train_labels.npy; generate "
