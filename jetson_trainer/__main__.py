@@ -69,7 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train, convert, sign and report")
     t.add_argument("--data", type=Path, required=True, help="DIR with train_data.npy etc.")
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--arch", choices=("compact", "seed"), default="compact")
+    t.add_argument(
+        "--arch",
+        choices=("auto", "compact", "seed", "rocket"),
+        default="auto",
+        help="auto (default): compact for windows up to 128 samples, rocket (random dilated "
+        "convolutions, jetson_trainer/build/rocket.py) for longer ones",
+    )
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quantization", choices=("int8", "float16", "float32"), default="int8")

@@ -17,9 +17,9 @@ from ..errors import TrainerError
 
 __all__ = ["ARCHS", "SEED_PARAMS", "build_model", "learning_rate"]
 
-ARCHS = ("compact", "seed")
+ARCHS = ("compact", "seed", "rocket")  # rocket: jetson_trainer/build/rocket.py (long windows)
 SEED_PARAMS = 603_844
-_LEARNING_RATE = {"seed": 8e-4, "compact": 3e-3}
+_LEARNING_RATE = {"seed": 8e-4, "compact": 3e-3, "rocket": 1e-2}
 
 
 def learning_rate(arch: str) -> float:

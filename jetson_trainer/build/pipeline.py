@@ -19,6 +19,7 @@ from protocol.machine_type import DEFAULT_TYPE, MachineType
 from ..errors import TrainerError
 from .artifacts import make_manifest, write_artifacts
 from .convert import (
+    MIN_AGREEMENT,
     QUANTIZATIONS,
     convert_and_verify,
     convert_with_fallback,
@@ -139,6 +140,8 @@ def run_train(
         time_repeats=time_repeats,
     )
     chosen = pick_variant(variants, quantization)
+    arch = result.arch  # "auto" resolved by the window length
+    shipped_reason = _shipped_reason(variants, quantization, chosen.quantization)
     manifest = make_manifest(
         model=chosen.model,
         version=version,
@@ -157,6 +160,7 @@ def run_train(
             "params": int(result.model.count_params()),
             "train_seconds": round(result.seconds, 2),
             "device": result.device,
+            **({"shipped_reason": shipped_reason} if shipped_reason else {}),
         },
     )
     bundle_path = write_artifacts(out_dir, manifest, chosen.model, result.model, private_key)
@@ -182,6 +186,7 @@ def run_train(
         "version": version,
         "parent": parent,
         "shipped": chosen.quantization,
+        "shipped_reason": shipped_reason,
         "conversion": {q: v.summary() for q, v in variants.items()},
         "splits": results,
         "history": result.history,
@@ -193,6 +198,19 @@ def run_train(
         )
     _write_report(out_dir, report)
     return Outcome(bundle_path, report, result.model)
+
+
+def _shipped_reason(variants: dict[str, Any], requested: str, shipped: str) -> str | None:
+    """Why another quantization than the requested one shipped (None when it did not)."""
+    if shipped == requested or requested not in variants:
+        return None
+    v = variants[requested]
+    why = (
+        f"agreement with Keras {v.agreement:.4f} < {MIN_AGREEMENT}"
+        if v.agreement < MIN_AGREEMENT
+        else "its batch does not resize"
+    )
+    return f"{requested} failed its check ({why}); {shipped} is the first that passed"
 
 
 def select_labels(

@@ -27,46 +27,12 @@ import numpy as np
 
 from protocol.machine_type import Channel, MachineType
 
+from .ts import read_ts
+
 MEMBER = "aeon/datasets/data/BasicMotions/BasicMotions_{split}.ts"
 HZ = 10.0
 CHANNELS = ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
 PUBLISHED = {"1-NN ED": 0.676, "1-NN DTW_I": 1.000, "1-NN DTW_D": 0.975}
-
-
-def read_ts(text: str) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
-    """(x (N, T, C) float32, labels, the @classLabel names in order) of an equal-length UEA
-    .ts file without missing values (ValueError on anything else).
-
-    >>> x, y, names = read_ts("@classLabel true a b\\n@data\\n1,2:3,4:b\\n5,6:7,8:a\\n")
-    >>> x.shape, x[0, :, 1].tolist(), y, names
-    ((2, 2, 2), [3.0, 4.0], ['b', 'a'], ('a', 'b'))
-    """
-    names: tuple[str, ...] = ()
-    rows: list[list[list[float]]] = []
-    labels: list[str] = []
-    in_data = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not in_data:
-            if line.lower().startswith("@classlabel"):
-                parts = line.split()
-                if len(parts) < 3 or parts[1].lower() != "true":
-                    raise ValueError("a .ts file without class labels")
-                names = tuple(parts[2:])
-            elif line.lower() == "@data":
-                in_data = True
-            continue
-        *dims, label = line.split(":")
-        if label not in names:
-            raise ValueError(f"label {label!r} is not one of {names}")
-        rows.append([[float(v) for v in d.split(",")] for d in dims])
-        labels.append(label)
-    x = np.asarray(rows, np.float32)  # (N, C, T); ragged rows raise ValueError
-    if x.ndim != 3 or not np.isfinite(x).all():
-        raise ValueError("a .ts file of unequal lengths or with missing values")
-    return np.ascontiguousarray(x.transpose(0, 2, 1)), labels, names
 
 
 def load(wheel: Path) -> dict[str, tuple[np.ndarray, list[str]]]:
