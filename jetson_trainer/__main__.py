@@ -450,6 +450,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         prefix=config.prefix,
         timeout=config.timeout,
         credentials=config.credentials(),
+        machine_type=bundle.manifest.type_name,
     )
     log.info("bundle v%d is the retained model on %s", bundle.manifest.version, topic)
     return EXIT_OK

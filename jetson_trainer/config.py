@@ -26,8 +26,8 @@ from nodekit.settings import (
     prefix_setting,
     setting,
 )
-from protocol import check_id
-from protocol.machine_type import DEFAULT_TYPE, MachineType
+from protocol import ConfigError, check_id
+from protocol.machine_type import DEFAULT_TYPE, MachineType, Site
 
 from .daemon.finetune_policy import PolicyConfig
 from .versions.gate import GateConfig
@@ -136,9 +136,25 @@ class ServeConfig(MqttSettings):
     )
     metrics_port: int | None = metrics_port_setting()
     metrics_host: str = metrics_host_setting()
+    site_file: Path | None = setting(
+        None,
+        help="the site's machine types (TOML; protocol/README.md 'Machine types'); with "
+        "--machine-type this daemon keeps that type's lineage (default: the built-in type)",
+        metavar="FILE",
+    )
+    machine_type: str | None = setting(
+        None,
+        help="the machine type whose models this daemon trains, gates and publishes on "
+        "{prefix}/types/TYPE/model/current (one daemon per type; default: the built-in type)",
+        metavar="TYPE",
+    )
 
     def __post_init__(self) -> None:
         check(self)
+
+    def machine(self) -> MachineType:
+        """The machine type of this daemon's lineage (ConfigError if the site file lacks it)."""
+        return _machine(self.site_file, self.machine_type)
 
     @property
     def models_dir(self) -> Path:
@@ -163,6 +179,21 @@ class ServeConfig(MqttSettings):
             gate=GateConfig(margin=self.margin, f1_margin=self.f1_margin),
             self_training=self.self_training,
         )
+
+
+def _machine(site_file: Path | None, name: str | None) -> MachineType:
+    """`name` of the site file (the built-in type without either)."""
+    if site_file is None and name is None:
+        return DEFAULT_TYPE
+    site = Site.load(site_file)
+    if name is None:
+        if len(site.types) != 1:
+            raise ConfigError(
+                f"the site file {site_file} declares {len(site.types)} machine types "
+                f"({', '.join(site.names)}): say which with --machine-type NAME"
+            )
+        return site.types[0]
+    return site[name]
 
 
 def _channel_map_ok(items: tuple[str, ...]) -> None:
@@ -242,11 +273,7 @@ class ImportConfig:
 
     def machine(self) -> MachineType:
         """The machine type the data is imported as (ConfigError if the site file lacks it)."""
-        from .build.data import machine_type_of
-
-        if self.site_file is None and self.machine_type is None:
-            return DEFAULT_TYPE
-        return machine_type_of(None, self.site_file, self.machine_type)
+        return _machine(self.site_file, self.machine_type)
 
     @property
     def grid(self) -> Grid:
