@@ -72,7 +72,7 @@ def test_a_type_daemon_keeps_its_own_lineage(
     keypair: tuple[Path, Path], broker: Broker, topics: Topics, tmp_path: Path
 ) -> None:
     data = tmp_path / "fan-data"
-    write_datasets(data, 7, {"train": 800, "infer": 200, "drift_train": 8, "drift_infer": 8}, "fan")
+    write_datasets(data, 7, {"train": 400, "infer": 100, "drift_train": 8, "drift_infer": 8}, "fan")
     site = tmp_path / "site.toml"
     site.write_text(SITE)
     daemon = TrainerDaemon(
@@ -110,7 +110,7 @@ def test_a_type_daemon_keeps_its_own_lineage(
     )
     try:
         daemon.start()
-        _wait(lambda: topics.model_of("fan") in seen, "the fan model on its own topic", 120)
+        _wait(lambda: topics.model_of("fan") in seen, "the fan model on its own topic", 300)
         bundle = decode_bundle(seen[topics.model_of("fan")], None, allow_unsigned=True)
         assert bundle.manifest.type_name == "fan" and bundle.manifest.input_shape == (128, 3)
         assert topics.model_current not in seen  # the built-in type's topic is not this lineage
