@@ -13,10 +13,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nodekit.cli import EXIT_FAILED
 from nodekit.settings import build
-from pi_edge import EdgeConfig, EdgeService
+from pi_edge import EdgeConfig, EdgeService, ModelStore
+from pi_edge.__main__ import main
 from pi_edge.model.machine_types import Lanes
-from protocol import CLASSES, ConfigError, Status, Topics, Window, encode_window
+from protocol import (
+    CLASSES,
+    ConfigError,
+    Status,
+    Topics,
+    Window,
+    decode_bundle,
+    encode_window,
+)
 from protocol.machine_state import MachineEvent, MachineState
 from protocol.machine_type import DEFAULT_TYPE, MachineType
 from protocol.status_detail import DetailReader, TypeModels
@@ -325,3 +335,18 @@ class _Kind:
     def __init__(self, name: str, machine_type: MachineType | None) -> None:
         self.name = name
         self.machine_type = machine_type
+
+
+def test_rollback_of_another_type_touches_only_its_state_dir(
+    tmp_path: Path, models: EdgeModels, press_model: TypeModel
+) -> None:
+    default = ModelStore(tmp_path)
+    press = ModelStore(tmp_path / "types" / "press")
+    default.save(decode_bundle(models.bundle(1), models.public_key))
+    for v in (1, 2):
+        press.save(decode_bundle(press_model.bundle(v), models.public_key))
+    assert main(["rollback", "--type", "press", "--state-dir", str(tmp_path)]) == 0
+    assert press.current_path.read_bytes() == press_model.bundle(1)
+    assert press.blocked() == [2]
+    assert default.current_path.read_bytes() == models.bundle(1) and default.blocked() == []
+    assert main(["rollback", "--state-dir", str(tmp_path)]) == EXIT_FAILED  # default: no previous
