@@ -167,7 +167,7 @@ def test_one_node_routes_each_machine_to_its_types_model_and_speaks_its_classes(
         "pi-types",
         lambda s: (t := _types(s)) is not None and t.version_of("press") == 5,
     )
-    n_press, n_default = len(press_model.x_test), 12
+    n_press, n_default = len(press_model.x_test), 40
     _send(publisher, topics, "press-1", press_model.x_test, start=100)
     _send(publisher, topics, "m01", models.x_test[:n_default])
     _send(publisher, topics, "x-9", models.x_test[:1])  # no type of this node names it
