@@ -6,10 +6,13 @@ Threads and where their state lives:
                           hand a bundle (or an operator's rollback command) to the
                           ModelManager; publish status on (re)connect
     worker (here)         Inbox.get_batch → swap in a vetted model if one is pending (so a swap
-                          falls between two batches) → one invoke per batch → report/outputs.py
+                          falls between two batches) → one invoke per batch and machine type
+                          (each type's windows with its own model) → report/outputs.py
                           turns it into payloads and history rows → one paho hand-over
                           (`publish_many`)
-    edge-models           ModelManager (model/lifecycle.py): vet, store, hand over, see rollbacks
+    edge-models           ModelManager (model/lifecycle.py): vet, store, hand over, see rollbacks;
+                          one per machine type the node serves (`edge-models-<type>` for a
+                          type other than `default`; model/machine_types.py)
     edge-status (here)    publish the retained status every `status_interval_s`
     edge-shipper          BatchShipper (loop/shipper.py), on its own MQTT connection
     edge-history          HistoryRecorder (report/history_writer.py)
@@ -187,10 +190,10 @@ class EdgeService:
                 )
             )
         # the built-in type alone without a site file: every machine is its, as before types
-        self._single = len(served) == 1 and served[0].name == DEFAULT_TYPE_NAME
-        self.lanes = Lanes(
-            lanes, route_all=self._single and models.site is None, sort_ties=models.site is None
+        self._single = (
+            len(served) == 1 and served[0].name == DEFAULT_TYPE_NAME and models.site is None
         )
+        self.lanes = Lanes(lanes, route_all=self._single, sort_ties=models.site is None)
         self.models = lanes[0].manager  # the primary: status model_version, node commands
         self._by_model_topic = {
             topic: (lane, source) for lane in lanes for topic, source in lane.model_topics
