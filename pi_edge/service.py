@@ -643,12 +643,14 @@ class EdgeService:
                 continue
             self._classify(items, lane)
 
-    def _classify(self, batch: list[_Item], lane: TypeLane) -> None:
-        """Classify windows of one machine type (`lane`) with its serving model and publish.
+    def _classify(self, batch: list[_Item], lane: TypeLane | None = None) -> None:
+        """Classify windows of one machine type (`lane`, default: the node's first) with its
+        serving model and publish.
 
         The closed loop (maintenance labels, kept windows for the trainer, the accuracy
         estimate, label requests) runs for the built-in type's windows only, as yet.
         """
+        lane = lane or self.lanes.primary
         model = lane.manager.model
         assert model is not None
         builtin = lane.name == DEFAULT_TYPE_NAME
