@@ -81,6 +81,8 @@ ACL: tuple[Grant, ...] = (
     Grant("edge", "read", "machines/+/window", "classifies windows (also via `$share/{group}/…`)"),
     Grant("edge", "read", "model/current", "takes the signed model"),
     Grant("edge", "read", "model/groups/+", "its rollout group's model first (`--rollout-group`)"),
+    Grant("edge", "read", "types/+/model/current", "each other machine type's model it serves"),
+    Grant("edge", "read", "types/+/model/groups/+", "… its rollout group's of each type first"),
     Grant("edge", "read", "labels", "maintenance labels"),
     Grant("edge", "write", "labels/requests", "asks for the labels that would help it most"),
     Grant("edge", "write", "machines/+/prediction", "publishes predictions"),
