@@ -178,3 +178,25 @@ def test_a_register_scales_and_a_bit_is_zero_or_one() -> None:
     assert math.isnan(ModbusRegister("holding", 0, "float32", "big", "big", p).value(nan))
     with pytest.raises(ValueError, match="needs 2 register"):
         decode_words([1], "float32")
+
+
+def test_the_documented_examples_parse() -> None:
+    """pi_edge/README.md's "Plant sources" file, and deploy/signals.example.toml with its
+    commented plant sources switched on."""
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "pi_edge" / "README.md").read_text()
+    section = readme[readme.index("### Plant sources") :]
+    start = section.index("```toml\n") + 8
+    block = section[start : section.index("\n```", start)]
+    m = SignalMap.from_dict(tomllib.loads(block))
+    assert [(s.kind, len(s.points)) for s in m.sources] == [("opcua", 2), ("modbus", 2)]
+    text = (repo / "deploy" / "signals.example.toml").read_text()
+    head, tail = text.split("# Plant sources", 1)
+    tail = tail[tail.index("# [[opcua]]") :]
+    body = "\n".join(line[2:] if line.startswith("# ") else "" for line in tail.splitlines())
+    m = SignalMap.from_dict(tomllib.loads(head + body))
+    assert [s.name for s in m.sources] == ["plc1", "drive7"]
+    assert {p.machine for p in m.points} == {"press7"}
