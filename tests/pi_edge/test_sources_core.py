@@ -91,7 +91,10 @@ def test_stats_count_reconnects_and_keep_the_error_short() -> None:
     s.connected()
     info = s.info()
     assert (info["connects"], info["reconnects"], info["connection_failures"]) == (2, 1, 1)
-    assert len(info["last_error"]) <= 200 and "\x1b" not in info["last_error"]
+    assert info["last_error"].startswith("ConnectionError: xxx")
+    s.failed("refused\x1b[2J")
+    assert s.info()["last_error"] == "refused\\x1b[2J"  # escaped, not sent to a terminal
+    assert len(info["last_error"]) == 200 and "\x1b" not in info["last_error"]
 
 
 class _FlakyShell:

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocol._json import short
 from protocol.sources import BIT_TABLES, ModbusRegister
 
 __all__ = [
@@ -197,7 +196,8 @@ class SourceStats:
     def failed(self, error: BaseException | str) -> None:
         """A connection that failed or ended; the error is kept bounded and escaped."""
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self.last_error = short(text, 200)
+        text = text if len(text) <= 200 else text[:199] + "…"
+        self.last_error = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
         self.state = "reconnecting"
         self.counts["connection_failures"] += 1
 
