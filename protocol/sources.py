@@ -277,7 +277,7 @@ class OpcUaSource:
         return cls(
             url,
             tuple(nodes),
-            _text(obj.get("name", url), f"{what} name", 64),
+            _text(obj.get("name", url[:64]), f"{what} name", 64),
             _optional(obj, "sampling_s", what, MAX_INTERVAL_S),
             _optional(obj, "stale_s", what, 86_400.0),
             _optional(obj, "timeout_s", what, MAX_TIMEOUT_S) or 5.0,
@@ -369,7 +369,7 @@ class ModbusSource:
         return cls(
             host,
             registers,
-            _text(obj.get("name", f"modbus {host}:{port} unit {unit}"), f"{what} name", 64),
+            _text(obj.get("name", f"modbus {host[:32]}:{port} unit {unit}"), f"{what} name", 64),
             port,
             unit,
             _optional(obj, "poll_s", what, MAX_INTERVAL_S),

@@ -132,6 +132,7 @@ def edge_families(status: Status, snap: Snapshot, received: int) -> list[Metric]
 
 
 SOURCE_EVENTS = ("connects", "reconnects", "connection_failures", "readings", "bad", "stale")
+# (pi_edge.intake.sources._core.EVENTS: a status from any node version is read by key)
 
 
 def _sources(status: Status) -> list[Metric]:

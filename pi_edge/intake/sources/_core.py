@@ -21,6 +21,7 @@ from typing import Any
 from protocol.sources import BIT_TABLES, ModbusRegister
 
 __all__ = [
+    "EVENTS",
     "MAX_BITS",
     "MAX_REGISTERS",
     "PROBLEMS",
@@ -34,6 +35,7 @@ __all__ = [
 
 MAX_REGISTERS = 125  # one read of holding/input registers (Modbus application protocol 6.3)
 MAX_BITS = 2000  # one read of coils/discrete inputs
+EVENTS = ("connects", "reconnects", "connection_failures", "readings", "bad", "stale")
 PROBLEMS = {  # kind → what happened and what to check, for the node's log line
     "source_bad_value": "a source value was bad: an OPC UA status that is not Good, a Modbus "
     "exception response, or a number that is not finite after decoding and scaling",
@@ -184,7 +186,8 @@ class SourceStats:
     def __init__(self, name: str, kind: str, points: int) -> None:
         self.name, self.kind, self.points = name, kind, points
         self.state = "connecting"
-        self.counts: Counter[str] = Counter()
+        # every key from the start: the status thread copies it while this one counts
+        self.counts: Counter[str] = Counter(dict.fromkeys(EVENTS, 0))
         self.last_error = ""
 
     def connected(self) -> None:
@@ -207,6 +210,6 @@ class SourceStats:
             "kind": self.kind,
             "state": self.state,
             "points": self.points,
-            **dict(sorted(self.counts.items())),
+            **{k: self.counts[k] for k in EVENTS},
             **({"last_error": self.last_error} if self.last_error else {}),
         }
