@@ -4,7 +4,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= sim,edge,trainer,dev,console
+EXTRAS ?= sim,edge,plant,trainer,dev,console
 
 .PHONY: demo demo-secure demo-signals test setup system-deps tools lint format bench clean lock
 
@@ -31,6 +31,7 @@ tools: $(STAMP) system-deps  ## Home Assistant, Prometheus, Node-RED for the tes
 system-deps:
 	@bash scripts/system_deps.sh
 	@test -d tests/tools/sparkplug/node_modules || npm ci --prefix tests/tools/sparkplug --no-audit --no-fund  # the tests' independent Sparkplug decoder
+	@test -d tests/tools/plant/node_modules || npm ci --prefix tests/tools/plant --no-audit --no-fund  # node-opcua's OPC UA and modbus-serial's Modbus TCP servers for the source tests
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }

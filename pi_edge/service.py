@@ -78,6 +78,8 @@ from .intake.assembler import PROBLEMS
 from .intake.inbox import Inbox
 from .intake.ownership import Change as FleetChange
 from .loop.drift import Verdicts
+from .intake.sources import PROBLEMS as SOURCE_PROBLEMS
+from .intake.sources import SourceRunner
 from .loop.label_requests import SPAN_S, Candidate
 from .model.machine_types import Lanes, TypeLane
 from .model.vetting import VettedModel
@@ -162,6 +164,11 @@ class EdgeService:
         self.assembler = intake.assembler(
             self.signal_map, models.window_length, self._signal_problem
         )
+        self.sources: SourceRunner | None = None  # [[opcua]]/[[modbus]]: the edge-sources thread
+        if self.signal_map is not None and self.signal_map.sources:
+            self.sources = SourceRunner(
+                self.signal_map, self._on_source_reading, self._signal_problem, self.faults
+            )
         self.labeler = loop.labeler(basics, self._machine_type)  # maintenance label events
         self.estimator = loop.estimator()  # label-free accuracy estimate
         self.asker = loop.asker()  # label requests for the least sure held windows
@@ -274,6 +281,8 @@ class EdgeService:
         self.watch.add_paho(client, "edge-mqtt")
         if self.sparkplug is not None:
             self.sparkplug.start().watch(self.watch)
+        if self.sources is not None:  # readings before the broker is up are classified too
+            self.sources.start().watch(self.watch)
         log.info(
             "pi_edge %s node %s connecting to %s", __version__, self.config.node, self.config.broker
         )
@@ -300,6 +309,8 @@ class EdgeService:
                     log.warning("could not publish the %s status before disconnecting", last.state)
             client.disconnect()
             client.loop_stop()
+        if self.sources is not None:
+            self.sources.stop(timeout)
         for loop in self._loops:
             loop.stop(timeout)
         if self.sparkplug is not None:  # after the worker: its NDEATH is the last word
@@ -530,6 +541,32 @@ class EdgeService:
         except PayloadError as exc:
             self._bad_payload(exc, topic, "signal reading")
             return True
+        self._assembled(windows, received_ns)
+        return True
+
+    def _on_source_reading(self, machine: str, index: int, t_s: float, value: float) -> None:
+        """One OPC UA or Modbus reading (on the edge-sources thread): exactly the path of an
+        MQTT reading after its payload is parsed."""
+        assembler = self.assembler
+        assert assembler is not None
+        received_ns = time.time_ns()
+        try:
+            if self._allowed is not None and machine not in self._allowed:
+                raise PayloadError(
+                    f"machine {machine[:80]!r} is not in this node's --machines list",
+                    "not_allowed",
+                )
+            if self.fleet is not None and not self.fleet.owns(machine, time.monotonic()):
+                return  # another member's machine (each member reads the sources itself)
+            with self._signals_lock:
+                windows = assembler.feed(machine, index, t_s, value)
+        except PayloadError as exc:
+            self._bad_payload(exc, f"source point of {machine[:80]!r}", "source reading")
+            return
+        self._assembled(windows, received_ns)
+
+    def _assembled(self, windows: list[Window], received_ns: int) -> None:
+        """Windows the assembler finished: to the worker, and republished if asked."""
         for window in windows:
             self.inbox.put(_Item(window, received_ns))
         if windows and self.config.intake.republish_windows:
@@ -544,7 +581,6 @@ class EdgeService:
                     len(items),
                     self.config.broker,
                 )
-        return True
 
     def _on_status(self, topic: str, payload: bytes) -> None:
         """A node's status (or Will) while in a fleet: who of the group is live."""
@@ -576,13 +612,14 @@ class EdgeService:
         self.inbox.wake()
 
     def _signal_problem(self, kind: str, n: int) -> None:
-        """The assembler's problems (signal_late, signal_gap_dropped, …): counted, logged."""
+        """The assembler's and the sources' problems (signal_late, signal_gap_dropped,
+        source_bad_value, source_disconnected, …): counted, logged."""
         should_log, more = self.telemetry.count_error(kind, n)
         if should_log:
             log.warning(
                 "signals: %s: %s%s",
                 kind,
-                PROBLEMS.get(kind, kind),
+                PROBLEMS.get(kind) or SOURCE_PROBLEMS.get(kind, kind),
                 f" [{more} more not logged]" if more else "",
             )
 
@@ -972,6 +1009,8 @@ class EdgeService:
                 }
         if self._typed:  # detail v 2: each machine type's model
             detail[TypeModels.KEY] = self._types_detail().to_json_obj()
+        if self.sources is not None:  # each OPC UA server's and Modbus device's state, counts
+            detail["sources"] = self.sources.info()
         extra: dict[str, float] = {}
         if self.fleet is not None:  # detail.fleet: what other members and the console read
             detail[FLEET_DETAIL] = fleet = self.fleet.info()

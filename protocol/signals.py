@@ -51,6 +51,7 @@ from typing import Any, TypeGuard
 from ._json import loads, short
 from .errors import ConfigError, PayloadError
 from .schema import CHANNELS
+from .sources import MAX_POINTS, MAX_SOURCES, ModbusSource, OpcUaSource, Point, Source
 
 __all__ = [
     "MACHINE",
@@ -68,7 +69,7 @@ MAX_SIGNALS = 64
 MAX_SAMPLE_HZ = 1000.0
 MAX_GAP_S = 86_400.0
 MAX_TIME_S = 9_000_000_000.0  # year 2255: slot times in ns still fit an int64
-_TOP_KEYS = frozenset({"sample_hz", "max_gap_s", "reorder_s", "signal"})
+_TOP_KEYS = frozenset({"sample_hz", "max_gap_s", "reorder_s", "signal", "opcua", "modbus"})
 _SIGNAL_KEYS = frozenset({"topic", "channel", "value", "time", "scale", "offset"})
 
 
@@ -137,10 +138,17 @@ class SignalSpec:
 
 
 class SignalMap:
-    """A checked signals file: the grid, the gap and reorder limits, and one spec per channel.
+    """A checked signals file: the grid, the gap and reorder limits, one spec per MQTT channel,
+    and the plant sources (OPC UA servers, Modbus devices; protocol/sources.py).
 
     `signals[i]` carries channel `channels.index(signals[i].channel)`; `channel_of[i]` is that
-    index, so an assembler indexes arrays by it.
+    index, so an assembler indexes arrays by it. A reading's index runs over the MQTT signals
+    first, then every source's points in file order (`points`): `columns[index]` is its
+    channel's index, `reading_indices(k)` the indices of source k's points.
+
+    Without sources every channel is mapped by exactly one `[[signal]]`. With sources a channel
+    may come from MQTT for every machine, or from a source point per machine: every machine a
+    point names must have each channel from a `[[signal]]` or from one point of its own.
     """
 
     def __init__(
@@ -151,6 +159,7 @@ class SignalMap:
         sample_hz: float = 1.0,
         max_gap_s: float = 5.0,
         reorder_s: float | None = None,
+        sources: Sequence[Source] = (),
     ) -> None:
         self.sample_hz = _number(sample_hz, "sample_hz", 0.0, MAX_SAMPLE_HZ, open_low=True)
         self.max_gap_s = _number(max_gap_s, "max_gap_s", 0.0, MAX_GAP_S)
@@ -161,12 +170,15 @@ class SignalMap:
         )
         self.signals = tuple(signals)
         self.channels = tuple(channels)
-        if not 1 <= len(self.signals) <= MAX_SIGNALS:
-            raise ValueError(f"a signals file needs 1..{MAX_SIGNALS} [[signal]] entries")
+        self.sources = tuple(sources)
+        if len(self.signals) > MAX_SIGNALS:
+            raise ValueError(f"a signals file has at most {MAX_SIGNALS} [[signal]] entries")
+        if not self.signals and not self.sources:
+            raise ValueError("no [[signal]], [[opcua]] or [[modbus]] entries; map every channel")
         mapped = [s.channel for s in self.signals]
         unknown = sorted({c for c in mapped if c not in self.channels})
         twice = sorted({c for c in mapped if mapped.count(c) > 1})
-        missing = [c for c in self.channels if c not in mapped]
+        missing = [] if self.sources else [c for c in self.channels if c not in mapped]
         if unknown or twice or missing:
             problems = []
             if unknown:
@@ -183,12 +195,64 @@ class SignalMap:
         if len(set(topics)) != len(topics):
             raise ValueError(f"a topic pattern appears twice in {topics}; each must be unique")
         self.channel_of = tuple(self.channels.index(s.channel) for s in self.signals)
+        self.points: tuple[Point, ...] = tuple(p for src in self.sources for p in src.points)
+        self._check_sources(set(mapped))
+        self.columns = self.channel_of + tuple(self.channels.index(p.channel) for p in self.points)
+        starts = [len(self.signals)]
+        for src in self.sources:
+            starts.append(starts[-1] + len(src.points))
+        self._starts = starts
         # matcher: per spec (level count, machine level, the literal levels to compare)
         self._match: list[tuple[int, int, tuple[tuple[int, str], ...]]] = []
         for s in self.signals:
             levels = s.topic.split("/")
             literal = tuple((i, lv) for i, lv in enumerate(levels) if lv not in (MACHINE, "+"))
             self._match.append((len(levels), levels.index(MACHINE), literal))
+
+    def _check_sources(self, mqtt: set[str]) -> None:
+        if len(self.sources) > MAX_SOURCES:
+            raise ValueError(f"a signals file names at most {MAX_SOURCES} [[opcua]]/[[modbus]]")
+        if len(self.points) > MAX_POINTS:
+            raise ValueError(
+                f"{len(self.points)} source points (node ids and registers); at most {MAX_POINTS}"
+            )
+        names = [src.name for src in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two sources share a name in {names}; give each its own 'name'")
+        unknown = sorted({p.channel for p in self.points} - set(self.channels))
+        if unknown:
+            raise ValueError(
+                f"source point(s) map unknown channel(s) {unknown}; the model's channels are "
+                f"{list(self.channels)}"
+            )
+        per_machine: dict[str, list[str]] = {}
+        for p in self.points:
+            per_machine.setdefault(p.machine, []).append(p.channel)
+        for machine, chans in per_machine.items():
+            twice = sorted({c for c in chans if chans.count(c) > 1})
+            if twice:
+                raise ValueError(
+                    f"machine {machine!r} has channel(s) {twice} from more than one source point"
+                )
+            missing = [c for c in self.channels if c not in chans and c not in mqtt]
+            if missing:
+                raise ValueError(
+                    f"machine {machine!r} has no source point and no [[signal]] for channel(s) "
+                    f"{missing}: its windows could never be complete"
+                )
+
+    def reading_indices(self, source: int) -> range:
+        """The reading indices of source `source`'s points (for `columns` and the assembler).
+
+        >>> from protocol.sources import ModbusSource
+        >>> src = ModbusSource.from_dict({"host": "h", "register": [
+        ...     {"machine": "m1", "channel": "a", "address": 0},
+        ...     {"machine": "m1", "channel": "b", "address": 1}]}, 0)
+        >>> m = SignalMap([SignalSpec("x/{machine}/a", "a")], ("a", "b"), sources=[src])
+        >>> m.reading_indices(0), m.columns
+        (range(1, 3), (0, 0, 1))
+        """
+        return range(self._starts[source], self._starts[source + 1])
 
     # ---- reading the file ----------------------------------------------------------------
     @classmethod
@@ -209,18 +273,25 @@ class SignalMap:
             unknown = sorted(set(obj) - _TOP_KEYS)
             if unknown:
                 raise ValueError(f"unknown key(s) {unknown}; allowed are {sorted(_TOP_KEYS)}")
-            entries = obj.get("signal")
-            if not isinstance(entries, list) or not entries:
+            entries = obj.get("signal", [])
+            opcua, modbus = obj.get("opcua", []), obj.get("modbus", [])
+            for key, value in (("signal", entries), ("opcua", opcua), ("modbus", modbus)):
+                if not isinstance(value, list):
+                    raise ValueError(f"'{key}' must be an array of tables: write [[{key}]]")
+            if not entries and not opcua and not modbus:
                 raise ValueError("no [[signal]] entries; add one per channel")
             specs = []
             for i, entry in enumerate(entries):
                 specs.append(cls._spec(entry, i))
+            sources: list[Source] = [OpcUaSource.from_dict(e, i) for i, e in enumerate(opcua)]
+            sources += [ModbusSource.from_dict(e, i) for i, e in enumerate(modbus)]
             return cls(
                 specs,
                 channels,
                 sample_hz=obj.get("sample_hz", 1.0),
                 max_gap_s=obj.get("max_gap_s", 5.0),
                 reorder_s=obj.get("reorder_s"),
+                sources=sources,
             )
         except ValueError as exc:
             raise ConfigError(f"signals file {source}: {exc}") from exc

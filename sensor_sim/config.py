@@ -238,6 +238,12 @@ class SimConfig(MqttSettings):
                 f"signals file {self.signals}: the simulator publishes on concrete topics; "
                 f"write out the '+' level of {wild}"
             )
+        unmapped = [c for c in CHANNELS if c not in {s.channel for s in signals.signals}]
+        if unmapped:
+            raise ConfigError(
+                f"signals file {self.signals}: the simulator publishes MQTT readings only, and "
+                f"no [[signal]] maps {unmapped} ([[opcua]] and [[modbus]] are read by pi_edge)"
+            )
         return signals
 
     @property

@@ -133,10 +133,12 @@ class Assembler:
         self._on_problem = on_problem
         self._machines: OrderedDict[str, _Machine] = OrderedDict()  # least recent first
         self._rows = np.arange(window_length)
+        self._columns = signals.columns  # MQTT signals', then the source points' (OPC UA, Modbus)
 
     # ---- input ---------------------------------------------------------------------------
     def feed(self, machine: str, index: int, t_s: float, value: float) -> list[Window]:
-        """Take one reading of signal `index` (a SignalMap index) for `machine` at `t_s` seconds;
+        """Take one reading `index` (a SignalMap reading index: an MQTT signal's, or an OPC UA
+        or Modbus point's) for `machine` at `t_s` seconds;
         returns the windows it finished (usually none, one per T slots).
 
         `machine` must be a valid id (PayloadError "bad_id" before anything is kept).
@@ -165,7 +167,7 @@ class Assembler:
         pending = st.pending.get(w)
         if pending is None:
             pending = st.pending[w] = _Pending(t, self.c)
-        column = self.signals.channel_of[index]
+        column = self._columns[index]
         if math.isnan(pending.data[row, column]):
             pending.filled += 1
         else:

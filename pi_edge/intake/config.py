@@ -107,8 +107,9 @@ class IntakeConfig:
     )
     signals: Path | None = setting(
         None,
-        help="also take per-signal readings: a TOML file mapping MQTT topics to machines and "
-        "channels (pi_edge/README.md, 'Signals'); windows are assembled from them",
+        help="also take per-signal readings: a TOML file mapping MQTT topics, OPC UA node ids "
+        "and Modbus registers to machines and channels (pi_edge/README.md, 'Signals', 'Plant "
+        "sources'); windows are assembled from them",
         metavar="FILE",
     )
     republish_windows: bool = setting(

@@ -127,7 +127,44 @@ def edge_families(status: Status, snap: Snapshot, received: int) -> list[Metric]
     fams += _estimate(status)
     fams += _machines(snap)
     fams += _evidence(snap.evidence)
+    fams += _sources(status)
     return fams
+
+
+SOURCE_EVENTS = ("connects", "reconnects", "connection_failures", "readings", "bad", "stale")
+# (pi_edge.intake.sources._core.EVENTS: a status from any node version is read by key)
+
+
+def _sources(status: Status) -> list[Metric]:
+    """The OPC UA and Modbus sources (`detail.sources`), one series per source and event.
+
+    >>> st = Status("n1", "edge", "online", "0", detail={"sources": [
+    ...     {"name": "plc1", "kind": "opcua", "state": "connected", "readings": 5}]})
+    >>> [(s.labels["source"], s.labels.get("event"), s.value)
+    ...  for f in _sources(st) for s in f.samples if s.value]
+    [('plc1', None, 1.0), ('plc1', 'readings', 5.0)]
+    """
+    raw = status.detail.get("sources")
+    if not isinstance(raw, list):
+        return []
+    items = [d for d in raw if isinstance(d, dict)]
+    keys = [(str(d.get("name", ""))[:64], str(d.get("kind", ""))[:16]) for d in items]
+    return [
+        labeled(
+            "edgeloop_source_connected",
+            "1 while pi_edge is connected to this OPC UA server or Modbus device",
+            ("source", "kind"),
+            {k: float(d.get("state") == "connected") for k, d in zip(keys, items, strict=True)},
+        ),
+        labeled(
+            "edgeloop_source_events",
+            "per source: connects, reconnects, connection failures, values fed, bad and stale "
+            "values",
+            ("source", "kind", "event"),
+            {(*k, e): _num(d, e) for k, d in zip(keys, items, strict=True) for e in SOURCE_EVENTS},
+            kind="counter",
+        ),
+    ]
 
 
 def _model(status: Status) -> list[Metric]:
