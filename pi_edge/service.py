@@ -77,9 +77,9 @@ from .errors import EdgeError, ModelError
 from .intake.assembler import PROBLEMS
 from .intake.inbox import Inbox
 from .intake.ownership import Change as FleetChange
-from .loop.drift import Verdicts
 from .intake.sources import PROBLEMS as SOURCE_PROBLEMS
 from .intake.sources import SourceRunner
+from .loop.drift import Verdicts
 from .loop.label_requests import SPAN_S, Candidate
 from .model.machine_types import Lanes, TypeLane
 from .model.vetting import VettedModel
