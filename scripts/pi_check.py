@@ -211,6 +211,13 @@ def mounted(root: Path, arch: Arch) -> Iterator[None]:
     fake = root / "etc" / "edgeloop-pi-check-cpuinfo"
     fake.write_text(arch.cpuinfo)
     shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
+    real = root.resolve()
+    for d in ("proc", "dev"):  # a symlink here would put the mount on the host's own /proc
+        target = root / d
+        if target.is_symlink() or not target.is_dir() or target.resolve().parent != real:
+            raise CheckError(f"{target} is not a plain directory inside the root; not mounting")
+    if _mounts_under(root):
+        raise CheckError(f"something is still mounted under {root}: {_mounts_under(root)}")
     try:
         run(["mount", "-t", "proc", "proc", str(root / "proc")], what="mount /proc")
         run(["mount", "--bind", str(fake), str(root / "proc" / "cpuinfo")], what="bind cpuinfo")
