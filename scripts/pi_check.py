@@ -3,6 +3,7 @@
     python -m scripts.pi_check                    # arm64, then armhf
     python -m scripts.pi_check --arch arm64       # one of them
     python -m scripts.pi_check --keep             # leave the installed root for a look inside
+    python -m scripts.pi_check --first-stage-only # downloads only, no emulation
 
 For each architecture it:
 
@@ -61,6 +62,9 @@ HOME_IN_ROOT = "/root"
 PATH_IN_ROOT = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NODE = "pi-check"
 COMPLETE = ".edgeloop-base-complete"
+FIRST_STAGE = (
+    ".edgeloop-first-stage"  # downloads only: `--first-stage-only` does it outside a CPU lock
+)
 
 
 def _cpuinfo_a72() -> str:
@@ -249,34 +253,42 @@ def in_root(root: Path, arch: Arch, argv: Sequence[str], *, cwd: str = HOME_IN_R
 # ---------------------------------------------------------------- roots
 
 
-def base_root(arch: Arch, rebuild: bool) -> Path:
+def base_root(arch: Arch, rebuild: bool, *, first_stage_only: bool = False) -> Path:
     """The cached debootstrapped root of `arch`, built if missing."""
     base = cache_root() / f"{SUITE}-{arch.name}"
     if (base / COMPLETE).exists() and not rebuild:
         say(f"{arch.name}: base root cached at {base}")
         return base
     tmp = base.with_name(base.name + ".building")
-    remove_root(tmp)
     remove_root(base)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    say(f"{arch.name}: debootstrap --foreign {SUITE} from {MIRROR}")
-    run(
-        [
-            "debootstrap",
-            f"--arch={arch.name}",
-            "--variant=minbase",
-            "--foreign",
-            f"--include={BASE_INCLUDE}",
-            SUITE,
-            str(tmp),
-            MIRROR,
-        ],
-        what="debootstrap (first stage)",
-        stdout=subprocess.DEVNULL,
-    )
+    if not (tmp / FIRST_STAGE).exists() or rebuild:
+        remove_root(tmp)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        say(f"{arch.name}: debootstrap --foreign {SUITE} from {MIRROR}")
+        run(
+            [
+                "debootstrap",
+                f"--arch={arch.name}",
+                "--variant=minbase",
+                "--foreign",
+                f"--include={BASE_INCLUDE}",
+                SUITE,
+                str(tmp),
+                MIRROR,
+            ],
+            what="debootstrap (first stage)",
+            stdout=subprocess.DEVNULL,
+        )
+        (tmp / FIRST_STAGE).write_text("ok\n")
+    else:
+        umount_all(tmp)
     t1 = time.monotonic()
+    if first_stage_only:
+        say(f"{arch.name}: first stage {t1 - t0:.0f} s, in {tmp}")
+        return tmp
     say(f"{arch.name}: first stage {t1 - t0:.0f} s; second stage emulated ({arch.cpu})")
+    (tmp / FIRST_STAGE).unlink()  # a second stage cut short means a first stage again
     run(
         ["chroot", str(tmp), "/debootstrap/debootstrap", "--second-stage"],
         what="debootstrap --second-stage",
@@ -694,6 +706,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default="arm64,armhf", help="comma-separated: arm64, armhf")
     ap.add_argument("--rebuild", action="store_true", help="debootstrap the base roots again")
     ap.add_argument("--keep", action="store_true", help="keep the installed roots")
+    ap.add_argument(
+        "--first-stage-only",
+        action="store_true",
+        help="only download and unpack the roots (no emulation: cheap to run beside other work)",
+    )
     args = ap.parse_args(argv)
     names = [a.strip() for a in args.arch.split(",") if a.strip()]
     bad = [a for a in names if a not in ARCHES]
@@ -702,6 +719,10 @@ def main(argv: list[str] | None = None) -> int:
     arches = [ARCHES[a] for a in names]
     try:
         ensure_tools(arches)
+        if args.first_stage_only:
+            for arch in arches:
+                base_root(arch, args.rebuild, first_stage_only=True)
+            return 0
         mdir = model_dir()
     except CannotRunError as exc:
         print(f"pi-check cannot run here: {exc}", file=sys.stderr)
