@@ -61,6 +61,7 @@ SRC_IN_ROOT = "/root/edgeloop-checkout"  # what `git clone REPO_URL DIR` copies 
 HOME_IN_ROOT = "/root"
 PATH_IN_ROOT = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NODE = "pi-check"
+CA_IN_ROOT = "/etc/edgeloop-pi-check-ca.pem"
 COMPLETE = ".edgeloop-base-complete"
 FIRST_STAGE = (
     ".edgeloop-first-stage"  # downloads only: `--first-stage-only` does it outside a CPU lock
@@ -215,6 +216,9 @@ def mounted(root: Path, arch: Arch) -> Iterator[None]:
     fake = root / "etc" / "edgeloop-pi-check-cpuinfo"
     fake.write_text(arch.cpuinfo)
     shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
+    # the host's CA bundle, for pip only (PIP_CERT): where the network inspects TLS, its CA is
+    # in the host's bundle and not in Debian's; on a Pi, Debian's own bundle is the one used
+    shutil.copyfile(host_ca_bundle(), root / CA_IN_ROOT.lstrip("/"))
     real = root.resolve()
     for d in ("proc", "dev"):  # a symlink here would put the mount on the host's own /proc
         target = root / d
@@ -226,6 +230,8 @@ def mounted(root: Path, arch: Arch) -> Iterator[None]:
         run(["mount", "-t", "proc", "proc", str(root / "proc")], what="mount /proc")
         run(["mount", "--bind", str(fake), str(root / "proc" / "cpuinfo")], what="bind cpuinfo")
         run(["mount", "--bind", "/dev", str(root / "dev")], what="bind /dev")
+        if Path("/dev/pts").is_dir():  # apt's log wants a pty
+            run(["mount", "--bind", "/dev/pts", str(root / "dev" / "pts")], what="bind /dev/pts")
         yield
     finally:
         umount_all(root)
@@ -241,7 +247,16 @@ def chroot_env(arch: Arch) -> dict[str, str]:
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_DEFAULT_TIMEOUT": "180",
         "PYTHONUNBUFFERED": "1",
+        "PIP_CERT": CA_IN_ROOT,
     }
+
+
+def host_ca_bundle() -> str:
+    """The CA bundle the host's pip trusts (PIP_CERT, else Debian's)."""
+    for cand in (os.environ.get("PIP_CERT", ""), "/etc/ssl/certs/ca-certificates.crt"):
+        if cand and Path(cand).is_file():
+            return cand
+    raise CannotRunError("no CA bundle on the host (PIP_CERT or /etc/ssl/certs)")
 
 
 def in_root(root: Path, arch: Arch, argv: Sequence[str], *, cwd: str = HOME_IN_ROOT) -> list[str]:
@@ -363,11 +378,25 @@ def install_root(arch: Arch, base: Path, work: Path) -> tuple[str, float]:
     checkout = cwd if cwd.startswith("/") else f"{HOME_IN_ROOT}/{cwd}"
     t0 = time.monotonic()
     with mounted(work, arch):
-        run(
-            in_root(work, arch, ["bash", "/root/pi-check-install.sh"]),
-            what=f"{arch.name}: the README's install block",
-            env=chroot_env(arch),
-        )
+        log = work / "root" / "pi-check-install.log"
+        with log.open("wb") as out:
+            res = subprocess.run(
+                in_root(work, arch, ["bash", "/root/pi-check-install.sh"]),
+                env=chroot_env(arch),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        lines = log.read_text(errors="replace").splitlines()
+        if res.returncode != 0:
+            tail = "\n    ".join(lines[-30:])
+            raise CheckError(
+                f"{arch.name}: the README's install block failed (exit {res.returncode}); "
+                f"its output ends:\n    {tail}"
+            )
+        for line in lines:
+            if line.startswith("Successfully installed") or "newly installed" in line:
+                print(f"    {line}", flush=True)
         secs = time.monotonic() - t0
         say(f"{arch.name}: installed in {secs:.0f} s (emulated); pip check:")
         run(
