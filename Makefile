@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= sim,edge,plant,trainer,dev,console
 
-.PHONY: demo demo-secure demo-signals test setup system-deps tools lint format bench clean lock
+.PHONY: demo demo-secure demo-signals test setup system-deps tools lint format bench clean lock pi-check
 
 demo: setup  ## broker + trainer + pi_edge + simulator + dashboards, in tmux
 	$(BIN)/python -m scripts.demo
@@ -48,6 +48,9 @@ format:
 
 bench: setup  ## the whole benchmark suite (< 15 min on 2 cores) → bench/results.md + bench/plots/
 	$(BIN)/python -m bench
+
+pi-check: $(STAMP)  ## the README's Pi install on arm64 and armhf Debian roots, pi_edge emulated as a Pi's CPU (root; not in `make test`)
+	$(BIN)/python -m scripts.pi_check $(PI_CHECK_ARGS)
 
 lock:  ## refresh constraints.txt from the current venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt.new && mv constraints.txt.new constraints.txt
