@@ -92,7 +92,7 @@ class _Item:
 class EdgeService:
     """One pi_edge node. `start()`, then `stop()`; `snapshot()`/`status()` from any thread."""
 
-    def __init__(self, config: EdgeConfig, *, public_key: bytes | None) -> None:
+    def __init__(self, config: EdgeConfig, *, public_key: bytes | tuple[bytes, ...] | None) -> None:
         self.config = config
         self.topics = config.topics
         basics = config.basics()  # reads the password file: ConfigError now
@@ -324,6 +324,10 @@ class EdgeService:
         )
         if self.signal_map is not None:  # per-signal readings, QoS 0 like windows
             subs += [(f, 0) for f in self.signal_map.filters()]
+        # the key log in its own SUBSCRIBE, before the models: its retained records are
+        # applied before a bundle signed by a new key is vetted (and such a bundle is vetted
+        # again after a change of trust anyway, model/lifecycle.py)
+        client.subscribe(self.topics.key_log, qos=1)
         subs.append((self.topics.model_current, 1))
         if self._group_topic is not None:  # --rollout-group: the highest of both is served
             subs.append((self._group_topic, 1))
@@ -366,6 +370,10 @@ class EdgeService:
         if topic == self.topics.model_current:
             if msg.payload:
                 self.models.submit(msg.payload, "mqtt")
+            return
+        if topic == self.topics.key_log:  # the trainer's key records: the model thread
+            if msg.payload:  # applies them (an empty retained payload clears the topic)
+                self.models.submit_keys(msg.payload)
             return
         if topic == self._group_topic:  # vetted like model/current, latest per topic kept
             if msg.payload:
