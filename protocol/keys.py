@@ -410,6 +410,7 @@ class TrustSet:
                 continue
             if record.seq == trust.seq:
                 if trust.last and record.digest != trust.last:
+                    trust._check_signer(signed)  # a stranger's record is "untrusted"
                     raise _bad(
                         f"seq {record.seq} differs from the record this node applied", "conflict"
                     )
@@ -429,10 +430,9 @@ class TrustSet:
             raise skipped
         return trust, applied
 
-    def _apply(self, signed: _Signed) -> TrustSet:
+    def _check_signer(self, signed: _Signed) -> None:
+        """The record's signer is a trusted key and its signature verifies (PayloadError)."""
         record = signed.record
-        if record.seq != self.seq + 1 and self.seq:
-            raise _bad(f"seq {record.seq} does not follow this node's seq {self.seq}", "gap")
         signer = next((k for k in self.keys if key_id(k) == record.signer), None)
         if signer is None:
             revoked = self.is_revoked(record.signer)
@@ -446,6 +446,12 @@ class TrustSet:
                 f"seq {record.seq}: the signature of key {record.signer} does not verify",
                 "bad_signature",
             )
+
+    def _apply(self, signed: _Signed) -> TrustSet:
+        record = signed.record
+        if record.seq != self.seq + 1 and self.seq:
+            raise _bad(f"seq {record.seq} does not follow this node's seq {self.seq}", "gap")
+        self._check_signer(signed)
         if record.key_id in self.ids or self.is_revoked(record.key_id):
             raise _bad(
                 f"seq {record.seq} announces key {record.key_id}, which this node already knows"
