@@ -169,7 +169,6 @@ def test_the_key_is_rotated_on_a_live_node_and_a_restart_still_trusts_only_the_n
     assert saved["keys"] == [raw_public_key(b).hex()] and saved["seq"] == 1
     assert [r["id"] for r in saved["revoked"]] == [id_a]
     svc.stop()
-    lst.close()
 
     # restart with the same --public-key A: the Pi was not reinstalled
     lst = listen(topics.predictions(), topics.statuses())  # the restarted process's counts
