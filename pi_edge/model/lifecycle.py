@@ -499,9 +499,11 @@ class ModelManager(Worker):
     def _initial_trust(self, configured: tuple[bytes, ...], site: str) -> TrustSet | None:
         """The state dir's trust set (trust.json: what key records made of it) with the
         configured keys added, except those a record revoked; None without keys."""
+        if not configured:  # --insecure-dev: nothing is verified, trust.json is not read
+            return None
         saved = self.store.load_trust(site)  # EdgeError for a damaged file: fail closed
         if saved is None:
-            return TrustSet.of(configured) if configured else None
+            return TrustSet.of(configured)
         try:
             trust, skipped = saved.with_keys(configured)
         except BundleError as exc:
