@@ -355,3 +355,5 @@ def test_a_full_log_applies_within_budget() -> None:
     spent = time.thread_time() - start
     assert len(applied) == 16 and new.keys == (raw_public_key(keys[16]),)
     print(f"[keys] a 16-record log ({len(log)} bytes) applies in {spent * 1e3:.1f} ms CPU")
+    for name, worst in sorted(SLOWEST.items()):  # filled by the fuzz tests above, if they ran
+        print(f"[keys] fuzz: {name} took at most {worst * 1e3:.2f} ms CPU on one payload")
