@@ -40,7 +40,7 @@ from .conftest import Listener, Publisher
 
 
 def _signed_by(models: EdgeModels, key: Ed25519PrivateKey, version: int, site: str) -> bytes:
-    m = replace(models.manifest, version=version, parent=version - 1, site=site)
+    m = replace(models.manifest, version=version, parent=version - 1 or None, site=site)
     return encode_bundle(m, models.model, key.sign)
 
 
