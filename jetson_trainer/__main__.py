@@ -11,6 +11,8 @@ finetune  --model BUNDLE (--data DIR | --x X.npy --y Y.npy) [--replay DIR] --out
 reissue   --model BUNDLE --version N --private-key PEM --out DIR [--prefix P]
           [--public-key PEM | --insecure-dev]   the fleet-wide rollback: an old model, new version
 publish   --model BUNDLE [--broker HOST:PORT] [--prefix P] [--config FILE]
+rotate-key --private-key OLD.pem --out DIR [--prefix P] [--models DIR] [--keep-old] [--publish]
+          a new signing key, a key-rotation record signed by the old one (protocol/keys.py)
 label     --machine M --class C [--from T] [--to T] [--id ID] [--cancel] [--broker HOST:PORT]
           a maintenance label event on <prefix>/labels (times: now, now-15m, epoch s, RFC 3339)
 import    FILE… --out DIR [--maintenance LOG.csv] [--unlabeled-normal] [--sample-hz HZ]
@@ -42,7 +44,14 @@ from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import DEFAULT_PREFIX, BundleError, ConfigError, EdgeloopError
 from protocol.machine_type import MachineType
 
-from .config import SECTION, ImportConfig, LabelConfig, PublishConfig, ServeConfig
+from .config import (
+    SECTION,
+    ImportConfig,
+    LabelConfig,
+    PublishConfig,
+    RotateKeyConfig,
+    ServeConfig,
+)
 from .errors import TrainerError
 
 if TYPE_CHECKING:
@@ -143,6 +152,17 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("publish", help="send a bundle retained, QoS 1, to <prefix>/model/current")
     _config_arg(u)
     add_arguments(u, PublishConfig)
+    rk = sub.add_parser(
+        "rotate-key",
+        help="a new signing key, announced to the Pis by a record signed with the old key",
+        description="Makes a new key pair in --out, appends a key-rotation record signed by "
+        "the old key (and proven by the new one) to the key log, revokes the old key unless "
+        "--keep-old, re-signs the bundles under --models, and with --publish puts the log "
+        "retained on <prefix>/keys/log. Then restart serve with the new --private-key. See "
+        "protocol/README.md, 'Signing keys and their rotation'.",
+    )
+    _config_arg(rk)
+    add_arguments(rk, RotateKeyConfig)
     lab = sub.add_parser(
         "label",
         help="send a maintenance label: machine, class, from, to (QoS 1 on <prefix>/labels)",
@@ -456,6 +476,52 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_rotate_key(args: argparse.Namespace) -> int:
+    from protocol import Topics
+
+    from .build.rotation import rotate_key
+    from .daemon.publish import publish_message
+
+    config: RotateKeyConfig = _settings(args, RotateKeyConfig)
+    done = rotate_key(
+        config.private_key,
+        config.out,
+        site=config.prefix,
+        key_log=config.key_log,
+        models_dir=config.models,
+        keep_old=config.keep_old,
+    )
+    log.info(
+        "key record seq %d: key %s announces key %s%s; new pair %s, %s; key log %s (%d bytes); "
+        "%d bundle(s) re-signed",
+        done.seq,
+        done.old_id,
+        done.new_id,
+        f", revokes {', '.join(done.revoked)}" if done.revoked else " (the old key stays)",
+        done.private_key,
+        done.public_key,
+        done.key_log,
+        len(done.log_bytes),
+        len(done.resigned),
+    )
+    if config.publish:
+        topic = Topics(config.prefix).key_log
+        publish_message(
+            done.log_bytes,
+            config.broker,
+            topic,
+            "key log",
+            retain=True,
+            timeout=config.timeout,
+            credentials=config.credentials(),
+        )
+        log.info("the key log is retained on %s", topic)
+    else:
+        log.info("publish it before any bundle signed by the new key: rotate-key --publish")
+    log.info("next: restart serve with --private-key %s", done.private_key)
+    return EXIT_OK
+
+
 def _cmd_reissue(args: argparse.Namespace) -> int:
     from .build.artifacts import KERAS_NAME, read_bundle, reissue
 
@@ -615,6 +681,7 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "finetune": _cmd_finetune,
     "publish": _cmd_publish,
+    "rotate-key": _cmd_rotate_key,
     "reissue": _cmd_reissue,
     "label": _cmd_label,
     "import": _cmd_import,

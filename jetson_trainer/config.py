@@ -356,3 +356,34 @@ class LabelConfig(MqttSettings):
 
     def __post_init__(self) -> None:
         check(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RotateKeyConfig(MqttSettings):
+    """`rotate-key`: a new signing key announced by a record signed with the old one
+    (jetson_trainer/build/rotation.py, protocol/keys.py)."""
+
+    private_key: Path = setting(help="the current signing key (PEM)", metavar="PEM", env="")
+    out: Path = setting(help="DIR for the new key pair (must not hold one)", metavar="DIR", env="")
+    prefix: str = prefix_setting()
+    key_log: Path | None = setting(
+        None, help="the key log file (default: keys.log beside --private-key)", metavar="FILE"
+    )
+    models: Path | None = setting(
+        None,
+        help="re-sign every v*/model.bundle here with the new key (serve's --store DIR/models)",
+        metavar="DIR",
+    )
+    keep_old: bool = setting(
+        False, help="do not revoke the old key (both verify until a later record revokes it)"
+    )
+    publish: bool = setting(
+        False, help="publish the key log retained, QoS 1, on <prefix>/keys/log via --broker"
+    )
+    broker: str = broker_setting()
+    timeout: float = setting(
+        10.0, help="seconds to wait for the broker", check=_positive, metavar="S"
+    )
+
+    def __post_init__(self) -> None:
+        check(self)

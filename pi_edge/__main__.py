@@ -21,7 +21,8 @@ from typing import Any
 from nodekit.cli import EXIT_OK, report
 from nodekit.lifecycle import run_node
 from nodekit.settings import add_arguments, flags_of, resolve
-from protocol import BundleError, ConfigError, EdgeloopError, check_id, load_public_key
+from protocol import BundleError, ConfigError, EdgeloopError, check_id
+from protocol.bundle import load_public_keys
 
 from . import __version__
 from .config import SECTION, EdgeConfig
@@ -261,12 +262,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _public_key(path: Path | None) -> bytes | None:
-    """The configured key, checked (small-order keys refused); a bad one is a ConfigError."""
+def _public_key(path: Path | None) -> tuple[bytes, ...] | None:
+    """The configured key(s), checked (small-order keys refused); a bad one is a ConfigError."""
     if path is None:
         return None
     try:
-        return load_public_key(path)
+        return load_public_keys(path)
     except BundleError as exc:
         raise ConfigError(f"--public-key: {exc}") from exc
 

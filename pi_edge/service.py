@@ -110,7 +110,7 @@ class _Item:
 class EdgeService:
     """One pi_edge node. `start()`, then `stop()`; `snapshot()`/`status()` from any thread."""
 
-    def __init__(self, config: EdgeConfig, *, public_key: bytes | None) -> None:
+    def __init__(self, config: EdgeConfig, *, public_key: bytes | tuple[bytes, ...] | None) -> None:
         self.config = config
         self.topics = config.topics
         basics = config.basics()  # reads the password file: ConfigError now
@@ -398,6 +398,10 @@ class EdgeService:
         )
         if self.signal_map is not None:  # per-signal readings, QoS 0 like windows
             subs += [(f, 0) for f in self.signal_map.filters()]
+        # the key log in its own SUBSCRIBE, before the models: its retained records are
+        # applied before a bundle signed by a new key is vetted (and such a bundle is vetted
+        # again after a change of trust anyway, model/lifecycle.py)
+        client.subscribe(self.topics.key_log, qos=1)
         for lane in self.lanes.lanes:  # each type's model topic(s); with --rollout-group the
             subs += [(topic, 1) for topic, _ in lane.model_topics]  # highest of both serves
         subs.append((self.topics.labels, 1))
@@ -440,6 +444,11 @@ class EdgeService:
         if model_topic is not None:  # a type's model: vetted by its lane, latest per topic kept
             if msg.payload:
                 model_topic[0].manager.submit(msg.payload, model_topic[1])
+            return
+        if topic == self.topics.key_log:  # the trainer's key records: each type's model
+            if msg.payload:  # thread applies them (an empty retained payload clears the topic)
+                for each in self.lanes.lanes:
+                    each.manager.submit_keys(msg.payload)
             return
         if topic == self._command_topic:  # an operator's rollback: the model thread does it
             self._on_node_command(msg.payload)

@@ -29,7 +29,7 @@ import base64
 import hashlib
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +50,7 @@ __all__ = [
     "decode_bundle",
     "encode_bundle",
     "load_public_key",
+    "load_public_keys",
     "verify_signature",
 ]
 
@@ -59,6 +60,7 @@ HEADER = struct.Struct("<2sBBIIH")
 FLAG_SIGNED = 0x01
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 _SPKI_ED25519_PREFIX = bytes.fromhex("302a300506032b6570032100")
+MAX_KEYS = 4  # protocol.keys.MAX_TRUSTED: keys a node verifies a bundle with
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +93,17 @@ def encode_bundle(
     return body + signature
 
 
-def decode_bundle(data: bytes, public_key: bytes | None, *, allow_unsigned: bool = False) -> Bundle:
+def decode_bundle(
+    data: bytes,
+    public_key: bytes | Sequence[bytes] | None,
+    *,
+    allow_unsigned: bool = False,
+) -> Bundle:
     """Check the layout, verify the signature over the raw bytes, then parse the manifest.
 
-    `public_key`: the trainer's 32-byte key; every bundle must carry its valid signature (an
+    `public_key`: the trainer's 32-byte key, or the keys a node trusts (at most
+    protocol.keys.MAX_TRUSTED; the signature must verify with one of them; protocol/keys.py);
+    every bundle must carry its valid signature (an
     unsigned one is refused even with `allow_unsigned`). Without a key, `allow_unsigned` (a
     development node) accepts any bundle unverified; otherwise every bundle is refused.
     Raises SignatureError for a missing/wrong signature, BundleError (with .kind) otherwise —
@@ -137,10 +146,15 @@ def decode_bundle(data: bytes, public_key: bytes | None, *, allow_unsigned: bool
                 "bundle is unsigned; a node with a public key refuses every unsigned bundle "
                 "(sign it with the trainer's key: jetson_trainer --private-key)"
             )
-        if not verify_signature(public_key, raw[:body_len], raw[body_len:]):
+        keys = [public_key] if isinstance(public_key, bytes | bytearray) else list(public_key)
+        if not keys or len(keys) > MAX_KEYS:
+            raise BundleError(f"verify with 1..{MAX_KEYS} keys, not {len(keys)}", kind="key")
+        body, signature = raw[:body_len], raw[body_len:]
+        if not any(verify_signature(bytes(k), body, signature) for k in keys):
             raise SignatureError(
                 "bundle signature does not verify with the configured public "
-                "key; the bundle was altered or signed with another key"
+                f"key{'s' if len(keys) > 1 else ''}; the bundle was altered or signed with "
+                "another key"
             )
     elif not allow_unsigned:
         raise SignatureError(
@@ -207,3 +221,37 @@ def _usable(key: bytes, path: str | Path) -> bytes:
         return check_public_key(key)
     except BundleError as exc:
         raise BundleError(f"{path}: {exc}", kind="key") from None
+
+
+def load_public_keys(path: str | Path) -> tuple[bytes, ...]:
+    """The keys of a trust file: one key as `load_public_key` reads it, or 2..MAX_KEYS
+    concatenated PEM public keys (a node trusting several of the trainer's keys at once).
+
+    BundleError(kind="key") as `load_public_key`, and for a key given twice or too many keys.
+    """
+    try:
+        text = Path(path).read_bytes().decode("ascii", errors="replace")
+    except OSError as exc:
+        raise BundleError(f"cannot read public key {path}: {exc}", kind="key") from exc
+    blocks = text.count("-----BEGIN PUBLIC KEY-----")
+    if blocks <= 1:
+        return (load_public_key(path),)
+    if blocks > MAX_KEYS:
+        raise BundleError(
+            f"{path} holds {blocks} public keys; a node trusts at most {MAX_KEYS}", kind="key"
+        )
+    keys: list[bytes] = []
+    for block in text.split("-----BEGIN PUBLIC KEY-----")[1:]:
+        b64 = block.split("-----END PUBLIC KEY-----")[0]
+        try:
+            der = base64.b64decode("".join(b64.split()), validate=True)
+        except ValueError:
+            der = b""
+        if len(der) != 44 or not der.startswith(_SPKI_ED25519_PREFIX):
+            raise BundleError(
+                f"{path}: public key {len(keys) + 1} is not an Ed25519 PEM public key", kind="key"
+            )
+        keys.append(_usable(der[len(_SPKI_ED25519_PREFIX) :], path))
+    if len(set(keys)) != len(keys):
+        raise BundleError(f"{path} lists a public key twice", kind="key")
+    return tuple(keys)

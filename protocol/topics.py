@@ -188,6 +188,16 @@ class Topics:
         return f"{self.prefix}/model/groups/{check_id(group, 'rollout group')}"
 
     @property
+    def key_log(self) -> str:
+        """Where the trainer keeps its key log (protocol.keys: the last key-rotation records),
+        retained, QoS 1; every pi_edge node subscribes before the model topics.
+
+        >>> Topics("site").key_log
+        'site/keys/log'
+        """
+        return f"{self.prefix}/keys/log"
+
+    @property
     def sim_control(self) -> str:
         return f"{self.prefix}/sim/control"
 

@@ -13,6 +13,7 @@
     plots.py          PNG figures for the report
     model_card.py     `model_card.md` beside each bundle
     keys.py           Ed25519 signing keys
+    rotation.py       a new signing key announced by a record signed with the old (`rotate-key`)
     energy.py         board power while training (`PowerMeter`, a Worker reading tegrastats)
 
 No thread here but `PowerMeter`'s; the commands (`train`, `finetune`, `evaluate`) and the

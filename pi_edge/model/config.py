@@ -50,7 +50,10 @@ class ModelConfig:
     """Which models this node takes and how it runs and watches them; checked on construction."""
 
     public_key: Path | None = setting(
-        None, help="trainer's Ed25519 public key (PEM/hex/raw) that bundles must verify with"
+        None,
+        help="trainer's Ed25519 public key (PEM/hex/raw) that bundles must verify with, or a "
+        "trust file of up to 4 PEM public keys; the trainer's key records (retained on "
+        "{prefix}/keys/log) change the trust set, kept in the state dir's models/trust.json",
     )
     insecure_dev: bool = setting(
         False,
@@ -158,7 +161,7 @@ class ModelConfig:
         self,
         basics: NodeBasics,
         *,
-        public_key: bytes | None,
+        public_key: bytes | tuple[bytes, ...] | None,
         site: str,
         policy: BatchPolicy,
         disk_poll_s: float,

@@ -78,7 +78,7 @@ def evaluate(
     x: npt.NDArray[np.float32],
     y: npt.NDArray[Any],
     *,
-    public_key: bytes | None,
+    public_key: bytes | tuple[bytes, ...] | None,
     allow_unsigned: bool,
     threads: int = 1,
     timing_windows: int = 300,
@@ -144,7 +144,9 @@ def evaluate(
     )
 
 
-def _expected_from(bundle: bytes, public_key: bytes | None, allow_unsigned: bool) -> Expected:
+def _expected_from(
+    bundle: bytes, public_key: bytes | tuple[bytes, ...] | None, allow_unsigned: bool
+) -> Expected:
     """Offline there is no running config: accept the bundle's own shape."""
     from protocol import BundleError, decode_bundle
 

@@ -14,6 +14,14 @@ and when the new model is clearly worse within `watch_s` the model thread rolls 
 same way as the node command (previous becomes current, the bad version blocked), recording why
 (rollbacks.json, status `detail.rollbacks` and `detail.model_health`).
 
+Trust: the node verifies bundles with its trust set (protocol/keys.py): the configured
+`--public-key` key(s), changed by the trainer's key-rotation records, which arrive as the retained
+key log (`submit_keys`, `{prefix}/keys/log`) and are applied here; the set is kept in the state
+dir (trust.json), and after a change the latest bundle of each topic is vetted again, so a bundle
+signed by the new key that came before its record is served, and a same-version bundle re-signed
+by the new key replaces one signed by a revoked key. A bundle signed only by a revoked key is
+refused (`bundle_revoked`), from the network or from disk.
+
 A bundle from the network is verified over its raw bytes before any field is read; then it must
 be made for this node's site and not be older than the high-water mark (`check_site`,
 `check_not_replayed`); a version an operator rolled back from is ignored. The state dir
@@ -36,7 +44,8 @@ import numpy.typing as npt
 
 from nodekit.guard import Faults
 from nodekit.lifecycle import Worker
-from protocol import Manifest
+from protocol import Bundle, BundleError, Manifest, PayloadError
+from protocol.keys import TrustSet
 from protocol.status_detail import Rollback, Rollbacks
 
 from ..errors import EdgeError, ModelError
@@ -67,7 +76,7 @@ class ModelManager(Worker):
         self,
         state_dir: Path,
         *,
-        public_key: bytes | None,
+        public_key: bytes | tuple[bytes, ...] | None,
         allow_unsigned: bool,
         site: str,
         expected: Expected,
@@ -85,7 +94,11 @@ class ModelManager(Worker):
         super().__init__(name)
         self.store = ModelStore(state_dir)
         self._faults = faults or Faults(log)
-        self._public_key = public_key
+        configured = (public_key,) if isinstance(public_key, bytes) else (public_key or ())
+        self._trust = self._initial_trust(configured, site)  # None: --insecure-dev
+        self._key_log: bytes | None = None  # the latest key log from MQTT, not yet applied
+        self._seen: dict[str, bytes] = {}  # the latest bundle per source: vetted again on a
+        # change of trust (a few topics: bounded like _bundles)
         self._allow_unsigned = allow_unsigned
         self._site = site  # the topic prefix a bundle from the network must be made for
         self._expected = expected
@@ -166,7 +179,19 @@ class ModelManager(Worker):
         with self._cond:
             self._bundles.pop(source, None)  # re-inserted last: handled in arrival order
             self._bundles[source] = bytes(data)
+            self._seen[source] = self._bundles[source]
             self._cond.notify()
+
+    def submit_keys(self, data: bytes) -> None:
+        """Queue the trainer's key log (protocol.keys) for the model thread (latest wins)."""
+        with self._cond:
+            self._key_log = bytes(data)
+            self._cond.notify()
+
+    @property
+    def trust(self) -> TrustSet | None:
+        """The keys this node trusts now (None: --insecure-dev, nothing is verified)."""
+        return self._trust
 
     def request_rollback(self, reason: str = "") -> None:
         """Ask the model thread to roll back (as `pi_edge rollback` does); never blocks.
@@ -279,17 +304,21 @@ class ModelManager(Worker):
         while not self._stop.is_set():
             with guard:
                 with self._cond:
-                    if not self._bundles and not self._rollbacks and self._auto is None:
+                    idle = self._key_log is None and not self._bundles
+                    if idle and not self._rollbacks and self._auto is None:
                         self._cond.wait(max(0.0, next_disk_check - time.monotonic()))
                     if self._stop.is_set():
                         return
+                    keys, self._key_log = self._key_log, None
                     item = None
-                    if self._bundles:
+                    if self._bundles and keys is None:  # a key log first: it may let it in
                         source = next(iter(self._bundles))
                         item = (self._bundles.pop(source), source)
                     rollbacks, self._rollbacks = self._rollbacks, 0
                     reason = self._rollback_reason
                     auto, self._auto = self._auto, None
+                if keys is not None:
+                    self._apply_keys(keys)
                 if rollbacks:
                     if rollbacks > 1:
                         log.info("%d rollback requests at once: rolling back once", rollbacks)
@@ -405,14 +434,12 @@ class ModelManager(Worker):
             return
         from_disk = source == "rollback"  # written by `pi_edge rollback`: the operator's choice
         try:
-            bundle = verify_bundle(
-                data, public_key=self._public_key, allow_unsigned=self._allow_unsigned
-            )
+            bundle = self._verify(data)
             version = bundle.manifest.version
             if not from_disk:
                 check_site(bundle.manifest, self._site)
             current = self._target_version if self._target_version is not None else self.version
-            if version == current:
+            if version == current and not self._serving_revoked(version):
                 log.debug("bundle v%d from %s is already serving; ignored", version, source)
                 if not from_disk:
                     self._offered[source] = version
@@ -459,10 +486,99 @@ class ModelManager(Worker):
         log.debug("bundle v%d from %s ignored: v%d is offered elsewhere", version, source, higher)
         return True
 
+    def _verify(self, data: bytes) -> Bundle:
+        """Verify `data` with the trust set (ModelError): any trusted key's signature; one only a
+        revoked key's fits is refused as `revoked`."""
+        if self._trust is None:
+            return verify_bundle(data, public_key=None, allow_unsigned=self._allow_unsigned)
+        try:
+            return self._trust.decode_bundle(data)
+        except BundleError as exc:
+            raise ModelError(str(exc), kind=exc.kind) from exc
+
+    # -- trust: the keys bundles verify with, and the trainer's key log --------------------------
+    def _initial_trust(self, configured: tuple[bytes, ...], site: str) -> TrustSet | None:
+        """The state dir's trust set (trust.json: what key records made of it) with the
+        configured keys added, except those a record revoked; None without keys."""
+        if not configured:  # --insecure-dev: nothing is verified, trust.json is not read
+            return None
+        saved = self.store.load_trust(site)  # EdgeError for a damaged file: fail closed
+        if saved is None:
+            return TrustSet.of(configured)
+        try:
+            trust, skipped = saved.with_keys(configured)
+        except BundleError as exc:
+            raise EdgeError(f"{self.store.trust_path} and --public-key: {exc}") from exc
+        for kid in skipped:
+            log.warning(
+                "configured public key %s was revoked by the trainer's key record (seq ≤ %d, "
+                "%s): not trusted; take it out of --public-key",
+                kid,
+                trust.seq,
+                self.store.trust_path,
+            )
+        log.info("trusting keys %s (key record seq %d)", ", ".join(trust.ids), trust.seq)
+        return trust
+
+    def _apply_keys(self, data: bytes) -> None:
+        """Apply the trainer's key log: new records change the trust set, which is saved before
+        it is used; a refused log is counted (`key_<kind>`) and changes nothing."""
+        trust = self._trust
+        if trust is None:
+            log.debug("key log ignored: --insecure-dev verifies nothing")
+            return
+        try:
+            new, applied = trust.apply_log(data, self._site)
+        except PayloadError as exc:
+            with self._lock:
+                self._last_error = f"key log: {exc.kind}: {exc}"
+                self._last_error_at = time.time()
+            self._on_refused(f"key_{exc.kind}")
+            log.error("refused key log (%s): %s; still trusting %s", exc.kind, exc, trust.ids)
+            return
+        if not applied:
+            log.debug("key log: nothing newer than seq %d", trust.seq)
+            return
+        try:
+            self.store.save_trust(new, self._site)
+        except (OSError, EdgeError) as exc:  # applied all the same: the log is retained
+            self._on_refused("key_unsaved")
+            log.error("cannot save the trust set in %s: %s", self.store.trust_path, exc)
+        self._trust = new
+        for record in applied:
+            log.warning(
+                "key record seq %d from key %s: now trusting key %s%s",
+                record.seq,
+                record.signer,
+                record.key_id,
+                f", revoked {', '.join(record.revoke)}" if record.revoke else "",
+            )
+        serving = self._model
+        if serving is not None and self._serving_revoked(serving.version):
+            log.warning(
+                "the serving model v%d is signed by a key this node no longer trusts; it serves "
+                "until the trainer's bundle signed by a trusted key replaces it, and will not be "
+                "loaded again from disk",
+                serving.version,
+            )
+        with self._cond:  # bundles refused before the record (or re-signed): vet them again
+            for source, bundle in self._seen.items():
+                self._bundles.setdefault(source, bundle)
+
+    def _serving_revoked(self, version: int) -> bool:
+        """Whether the serving model is `version` and no trusted key signed it (a re-signed
+        bundle of the same version may then replace it)."""
+        model, trust = self._model, self._trust
+        if model is None or trust is None or model.version != version:
+            return False
+        try:
+            trust.decode_bundle(model.bundle.raw)
+        except BundleError:
+            return True
+        return False
+
     def _vet(self, data: bytes) -> VettedModel:
-        bundle = verify_bundle(
-            data, public_key=self._public_key, allow_unsigned=self._allow_unsigned
-        )
+        bundle = self._verify(data)
         return build_model(
             bundle, expected=self._expected, threads=self._threads, policy=self._policy
         )

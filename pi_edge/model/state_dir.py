@@ -12,6 +12,10 @@ State dir layout::
     STATE_DIR/models/rollbacks.json    {"v": 1, "rollbacks": [...]}: the last 8 rollbacks
                                        ({"from", "to", "reason", "ts", "auto"}), newest last;
                                        the status shows them as `detail.rollbacks`
+    STATE_DIR/models/trust.json        the keys bundles must verify with, as the trainer's key
+                                       records left them (protocol.keys.TrustSet; written only
+                                       after a record verified; a damaged file stops the node:
+                                       it never falls back to a key a record revoked)
 
 versions.json is written by the node only, after a verified decode, so bookkeeping (which
 version is current, which to block on rollback) never parses an unverified manifest: a stored
@@ -31,6 +35,7 @@ from typing import Any
 
 from nodekit.storage import atomic_write
 from protocol import Bundle, PayloadError
+from protocol.keys import TrustSet
 from protocol.status_detail import MAX_ROLLBACKS, Rollback, clip_text
 
 from ..errors import EdgeError
@@ -42,6 +47,7 @@ PREVIOUS = "previous.bundle"
 BLOCKED = "blocked.json"
 VERSIONS = "versions.json"
 ROLLBACKS = "rollbacks.json"
+TRUST = "trust.json"
 ROLLBACKS_KEPT = MAX_ROLLBACKS  # rollbacks rollbacks.json (and the status) remember, newest last
 REASON_MAX = 200  # characters of a rollback's reason
 OPERATOR_ROLLBACK = "pi_edge rollback on the node"  # the reason of the CLI's rollback
@@ -61,6 +67,33 @@ class ModelStore:
     @property
     def previous_path(self) -> Path:
         return self.dir / PREVIOUS
+
+    @property
+    def trust_path(self) -> Path:
+        return self.dir / TRUST
+
+    def load_trust(self, site: str) -> TrustSet | None:
+        """The saved trust set, None if there is none; EdgeError for a damaged or foreign file
+        (the node must not fall back to keys a record revoked)."""
+        try:
+            data = self.trust_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise EdgeError(f"cannot read {self.trust_path}: {exc}") from exc
+        try:
+            return TrustSet.from_json(data, site)
+        except PayloadError as exc:
+            raise EdgeError(
+                f"{self.trust_path} is damaged or not this site's ({exc}); this node will not "
+                "guess which keys to trust: restore it, or delete it to trust --public-key "
+                "again (then the trainer's key log is applied anew)"
+            ) from exc
+
+    def save_trust(self, trust: TrustSet, site: str) -> None:
+        """Write the trust set atomically (temp file, fsync, rename, directory fsync)."""
+        self._ensure()
+        atomic_write(self.trust_path, trust.to_json(site))
 
     def _ensure(self) -> None:
         try:

@@ -124,7 +124,9 @@ def check_not_replayed(manifest: Manifest, highest: int) -> None:
         )
 
 
-def verify_bundle(data: bytes, *, public_key: bytes | None, allow_unsigned: bool) -> Bundle:
+def verify_bundle(
+    data: bytes, *, public_key: bytes | tuple[bytes, ...] | None, allow_unsigned: bool
+) -> Bundle:
     """Signature over the raw bytes first, then layout, manifest and sha256 (ModelError)."""
     try:
         bundle = decode_bundle(data, public_key, allow_unsigned=allow_unsigned)
@@ -146,7 +148,7 @@ def build_model(
 def vet_bundle(
     data: bytes,
     *,
-    public_key: bytes | None,
+    public_key: bytes | tuple[bytes, ...] | None,
     allow_unsigned: bool,
     expected: Expected,
     threads: int = 1,
