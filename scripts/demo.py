@@ -39,6 +39,8 @@ PY = str(REPO / ".venv" / "bin" / "python")
 SESSION = "edgeloop"
 PRIVATE_KEY, PUBLIC_KEY = "trainer_ed25519.pem", "trainer_ed25519.pub.pem"
 SIGNALS_FILE = REPO / "deploy" / "signals.example.toml"
+SITE_FILE = REPO / "deploy" / "site.example.toml"  # the mixed site: seed machines and fans
+FANS = 4
 
 
 def _tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -66,6 +68,13 @@ def pane_commands(
         f"--models {q(str(model))} --data {q(str(data))} --private-key "
         f"{q(str(keys / PRIVATE_KEY))}"
     )
+    # the fans' lineage: a second daemon for machine type "fan" (deploy/site.example.toml)
+    trainer_fan = (
+        f"{PY} -m jetson_trainer serve --broker {broker} --store {q(str(run / 'trainer-fan'))} "
+        f"--models {q(str(run / 'model-fan'))} --data {q(str(run / 'data-fan'))} --private-key "
+        f"{q(str(keys / PRIVATE_KEY))} --site-file {q(str(SITE_FILE))} --machine-type fan "
+        "--client-id edgeloop-trainer-fan --no-dashboard"
+    )
     edge = (
         f"{PY} -m pi_edge run --broker {broker} --public-key {q(str(keys / PUBLIC_KEY))} "
         f"--state-dir {q(str(run / 'edge'))} --node pi-demo"
@@ -75,6 +84,9 @@ def pane_commands(
         f"{PY} -m sensor_sim run --broker {broker} --machines {machines} --hz {hz} "
         "--fault-mtbf 30 --repair-mean 30"
     )
+    if signals is None:  # a mixed site: the fans beside the seed machines, one node for both
+        sim += f" --fans {FANS}"
+        edge += f" --site {q(str(SITE_FILE))}"
     if signals is not None:  # one reading per message both ways (pi_edge/README.md, Signals)
         sim += f" --signals {q(str(signals))}"
         edge += f" --signals {q(str(signals))}"
@@ -82,14 +94,19 @@ def pane_commands(
     console = f"{PY} -m console --broker {broker} --log-file {q(str(run / 'console.log'))}"
     keep = "; echo; echo '[exited — press Enter to close]'; read -r _"
     commands = {"simulator": sim, "pi_edge": edge, "trainer": trainer, "console": console}
+    if signals is None:
+        commands["trainer_fan"] = trainer_fan
     if profile is not None:
         roles = {
             "simulator": "sensor",
             "pi_edge": "edge",
             "trainer": "trainer",
+            "trainer_fan": "trainer",
             "console": "operator",
         }
         for pane, role in roles.items():
+            if pane not in commands:
+                continue
             login = f"set -a; . {q(str(profile.env_file(role)))}; set +a; "
             commands[pane] = login + commands[pane]
     return {pane: command + keep for pane, command in commands.items()}
@@ -206,10 +223,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{env_line}; {commands['console']}",
             "Enter",
         )
+        if "trainer_fan" in commands:  # the fans' trainer beside the seed machines' (pane 4)
+            _tmux("split-window", "-t", f"{SESSION}:edgeloop.2", "-h", "-c", str(REPO))
+            _tmux(
+                "send-keys",
+                "-t",
+                f"{SESSION}:edgeloop.3",
+                f"{env_line}; {commands['trainer_fan']}",
+                "Enter",
+            )
         _tmux("select-pane", "-t", first)
         print(
             f"tmux session '{SESSION}': simulator (top left), pi_edge (top right), trainer "
-            "(middle right), operator console (bottom). Keys in the simulator pane: d = step "
+            "(middle right; the fans' trainer beside it), operator console (bottom). A mixed "
+            f"site ({SITE_FILE.relative_to(REPO)}): 16 seed machines m01… and {FANS} fans fan-01…, "
+            "one pi_edge for both types. Keys in the simulator pane: d = step "
             "drift, o = drift off, l = technician labels on/off. In the console (pane 3): d/c "
             "drift on/off the selected machine, l label it, tab + b roll a node back, q quit."
         )
@@ -247,6 +275,13 @@ def prepare(run: Path) -> None:
     if not (data / "train_data.npy").exists():
         subprocess.run(
             [PY, "-m", "sensor_sim", "dataset", "--out", str(data), "--seed", "42"], check=True
+        )
+    fans = run / "data-fan"  # the fans' history: classes.json names machine type "fan"
+    if not (fans / "train_data.npy").exists():
+        fan = ["--machine-type", "fan", "--size", "train=2000", "--size", "infer=400"]
+        subprocess.run(
+            [PY, "-m", "sensor_sim", "dataset", "--out", str(fans), "--seed", "42", *fan],
+            check=True,
         )
 
 

@@ -134,6 +134,8 @@ ACL: tuple[Grant, ...] = (
     Grant("edge", "read", "nodes/+/command", "operator commands to a node (rollback)"),
     Grant("trainer", "write", "model/current", "the only publisher of the model"),
     Grant("trainer", "write", "model/groups/+", "staged rollout: the canary groups' model"),
+    Grant("trainer", "write", "types/+/model/current", "another machine type's model (its daemon)"),
+    Grant("trainer", "write", "types/+/model/groups/+", "… and its canary groups'"),
     Grant("trainer", "write", "keys/log", "the only publisher of key-rotation records"),
     Grant("trainer", "read", "drift/batches", "stores batches for fine-tuning"),
     Grant("trainer", "write", "drift/acks/+", "acknowledges each batch once it is stored"),
