@@ -884,7 +884,7 @@ class EdgeService:
                     **self.assembler.counts,
                     "machines": len(self.assembler),
                 }
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = {"retained_cleared": float(self.retained_cleared)}
         if self.fleet is not None:  # detail.fleet: what other members and the console read
             detail[FLEET_DETAIL] = fleet = self.fleet.info()
             extra["fleet_skipped"] = float(fleet["skipped"])
