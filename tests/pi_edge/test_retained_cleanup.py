@@ -191,3 +191,33 @@ def test_a_fleet_member_clears_the_ha_configs_of_machines_it_gives_away(
     assert {topics.machine_state(m) for m in machines} == states
     for topic in _retained(listen, f"{ha}/#") | states:
         publisher.publish(topic, b"", retain=True)
+
+
+def test_sparkplug_devices_the_cap_evicts_die_and_only_the_caps_stay_alive(
+    node: Callable[..., EdgeService],
+    publisher: Publisher,
+    listen: Callable[..., Listener],
+    topics: Topics,
+    models: EdgeModels,
+) -> None:
+    """Sparkplug retains nothing, but a host keeps a device alive until its DDEATH: each device
+    the cap evicts gets one, so the host's view is bounded like the broker's."""
+    cap, group = 5, f"grp-{time.time_ns() % 10**8}"
+    births = listen(f"spBv1.0/{group}/DBIRTH/edge-spb/+")
+    deaths = listen(f"spBv1.0/{group}/DDEATH/edge-spb/+")
+    svc = node("edge-spb", max_machines=cap, sparkplug=group, sparkplug_silence_s=600.0)
+    assert svc.wait_for_model(1)
+    _subscribed(listen, svc, f"{topics.prefix}/ha")
+    machines = [f"s{i:02d}" for i in range(20)]
+    for m in machines:  # one at a time: each is born before the cap evicts it
+        _send(publisher, topics, models, [m])
+        _classified(svc, machines.index(m) + 1)
+        assert births.wait_for(lambda msgs, m=m: any(t.endswith(f"/{m}") for t, _, _ in msgs))
+    assert svc.sparkplug is not None
+    _wait(lambda: len(svc.sparkplug.devices.alive()) == cap, what="the cap's devices alive")
+    alive = set(svc.sparkplug.devices.alive())
+    evicted = set(machines) - alive
+    assert len(evicted) == len(machines) - cap
+    assert deaths.wait_for(lambda msgs: {t.rsplit("/", 1)[1] for t, _, _ in msgs} >= evicted)
+    time.sleep(0.5)
+    assert {t.rsplit("/", 1)[1] for t, _, _ in deaths.messages} == evicted
