@@ -15,6 +15,8 @@ console sends commands (drift, labels, rollbacks), so the web server in front of
     sessions    at most `--serve-max-sessions` consoles at once (default 2): one more is refused
                 with 503 before any process starts.
     bounds      a terminal is at most MAX_COLUMNS × MAX_ROWS, whatever the browser asks for.
+    headers     no framing by another site (X-Frame-Options, CSP frame-ancestors), no referrer,
+                no caching of pages; wrong passwords are tried one a second, all told.
     address     loopback unless `--serve-host` says otherwise; another address needs
                 `--serve-origin` (how browsers reach it, e.g. https://console.site.example).
 
@@ -99,6 +101,7 @@ class GuardedServer(Server):
         self._cookies: OrderedDict[str, float] = OrderedDict()  # value -> expiry (monotonic)
         self._logged: dict[str, float] = {}
         self._secure = bool(public and public.startswith("https://"))
+        self._wrong = asyncio.Lock()
 
     # -- checks -----------------------------------------------------------------------------
     def _refuse(self, reason: str, request: web.Request) -> None:
@@ -150,6 +153,7 @@ class GuardedServer(Server):
         app.router.add_get("/login", self.handle_login_page)
         app.router.add_post("/login", self.handle_login)
         app.middlewares.append(self._guard)
+        app.on_response_prepare.append(_headers)
         return app
 
     @web.middleware
@@ -179,7 +183,8 @@ class GuardedServer(Server):
         given = form.get("password")
         if not isinstance(given, str) or not self._password_ok(given):
             self._refuse("wrong password", request)
-            await asyncio.sleep(WRONG_PASSWORD_WAIT_S)
+            async with self._wrong:  # one guess a second, however many come at once
+                await asyncio.sleep(WRONG_PASSWORD_WAIT_S)
             note = "<p><b>Wrong password.</b></p>"
             return web.Response(
                 text=_LOGIN_PAGE.format(note=note), content_type="text/html", status=401
@@ -246,3 +251,12 @@ class GuardedServer(Server):
                 await app_service.blur()
             elif kind == "focus":
                 await app_service.focus()
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    """No page of the console in another site's frame, no referrer, nothing cached."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if not request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")

@@ -130,6 +130,7 @@ def test_serve_needs_a_login_checks_the_origin_and_caps_sessions(
             auth = {"Cookie": f"edgeloop_console={cookie}"}
             async with http.get(f"{base}/", headers=auth) as resp:
                 assert resp.status == 200
+                assert resp.headers["X-Frame-Options"] == "DENY"  # no clickjacking frame
                 page = await resp.text()
                 assert "edgeloop console" in page and "/ws" in page
 
