@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -52,6 +52,7 @@ __all__ = ["ConfirmScreen", "ConsoleApp", "LabelScreen"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 REFRESH_S = 0.5  # tables at 2 Hz
 TICK_EVERY = 4  # a sparkline point every 2 s
 MACHINE_COLUMNS = ("machine", "state", "class", "conf", "drift", "node", "latency ms", "seen")
@@ -194,6 +195,8 @@ class ConsoleApp(App[None]):
         self._machine_cells: dict[str, tuple[str, ...]] = {}
         self._node_cells: dict[str, tuple[str, ...]] = {}
         self._last_action = ""
+        self.faults: dict[str, int] = {}  # messages the model raised on, per feed
+        self._fault_logged: dict[str, float] = {}
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -231,12 +234,9 @@ class ConsoleApp(App[None]):
         now = self.clock()
         if self.link is not None:
             got = self.link.drain()
-            for status, t in got.statuses:
-                self.site.status(status, t)
-            for state, t in got.states:
-                self.site.machine_state(state, t)
-            for prediction, t in got.predictions:
-                self.site.prediction(prediction, t)
+            self._feed(self.site.status, got.statuses)
+            self._feed(self.site.machine_state, got.states)
+            self._feed(self.site.prediction, got.predictions)
         self._refreshes += 1
         if self._refreshes % TICK_EVERY == 0:
             self.site.tick(now)
@@ -255,6 +255,22 @@ class ConsoleApp(App[None]):
         )
         self._timeline()
         self._bar()
+
+    def _feed(self, feed: Callable[[T, float], None], items: list[tuple[T, float]]) -> None:
+        for item, t in items:
+            try:
+                feed(item, t)
+            except Exception:  # one message the model chokes on must not end the screen
+                self._fault(feed.__name__)
+
+    def _fault(self, where: str) -> None:
+        """A message the model could not take: counted (the bar shows it), logged once per
+        kind and minute with its traceback; the console goes on."""
+        self.faults[where] = self.faults.get(where, 0) + 1
+        now = time.monotonic()
+        if now - self._fault_logged.get(where, float("-inf")) >= 60.0:
+            self._fault_logged[where] = now
+            log.exception("the console could not show a message (%s); it goes on", where)
 
     def _sparklines(self) -> None:
         labels = {
@@ -287,6 +303,8 @@ class ConsoleApp(App[None]):
         ignored = sum(self.site.refused.values())  # malformed status-detail parts
         bad = f" · bad payloads {sum(refused.values())}" if refused else ""
         bad += f" · ignored status details {ignored}" if ignored else ""
+        faults = sum(self.faults.values())
+        bad += f" · messages not shown (faults) {faults}" if faults else ""
         machines, nodes = len(self.site.machines), len(self.site.nodes)
         action = f" · {self._last_action}" if self._last_action else ""
         self.query_one("#bar", Static).update(

@@ -22,9 +22,9 @@ from textual.widgets import DataTable
 
 from console.app import REFRESH_S, ConsoleApp
 from console.model import MachineRow, NodeRow
-from console.mqtt import ConsoleLink
+from console.mqtt import ConsoleLink, Drained
 from console.safe import MAX_CELL, MAX_LINE
-from protocol import Topics
+from protocol import Status, Topics
 from protocol.machine_state import MachineState
 
 from .conftest import Publisher
@@ -160,3 +160,35 @@ def test_the_screen_bounds_and_cleans_whatever_reaches_it() -> None:
             assert 'href="https://evil.example' not in shot
 
     asyncio.run(drive())
+
+
+class _OneStatusLink:
+    """A link that hands the screen one status per drain (no broker: the model's fault)."""
+
+    broker = "fake"
+    state = "connected"
+
+    def drain(self) -> Drained:
+        status = Status("pi-1", "edge", "online", "0.1.0", 1, time.time())
+        return Drained([(status, time.time())], [], [])
+
+    def bad_counts(self) -> dict[str, int]:
+        return {}
+
+
+def test_a_message_the_model_raises_on_is_counted_and_the_console_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def boom(status: Status, now: float) -> None:
+        raise RuntimeError("a bug in the model")
+
+    async def drive() -> None:
+        app = ConsoleApp(_OneStatusLink(), Topics("test/hostile"))  # type: ignore[arg-type]
+        app.site.status = boom  # type: ignore[method-assign]
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(REFRESH_S * 3)
+            assert app.is_running and app.faults["boom"] >= 2
+            assert "messages not shown (faults)" in str(app.query_one("#bar").render())
+
+    asyncio.run(drive())
+    assert caplog.text.count("could not show a message") == 1  # once a minute, not per message
