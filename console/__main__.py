@@ -65,6 +65,7 @@ class ConsoleConfig(MqttSettings):
         high=65535,
         metavar="PORT",
         env="",
+        file=False,  # the per-session consoles read the same --config: they must not serve
     )
     serve_host: str = setting(
         "127.0.0.1",

@@ -181,3 +181,12 @@ def test_serve_refuses_to_start_without_a_login_or_open_without_an_origin(
     caplog.clear()
     assert main(["--serve", "8000", "--serve-password-file", str(empty)]) == EXIT_USAGE
     assert "holds no password" in caplog.text
+
+
+def test_serve_is_a_flag_only_so_the_per_session_consoles_never_serve(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "console.toml"
+    config.write_text("[console]\nserve = 8000\n")
+    assert main(["--config", str(config)]) == EXIT_USAGE
+    assert "may only be given on the command line (--serve)" in caplog.text
