@@ -168,6 +168,20 @@ class GuardedServer(Server):
             raise web.HTTPUnauthorized(text="log in at /login first\n")
         return await handler(request)
 
+    async def handle_index(self, request: web.Request) -> web.StreamResponse:
+        """textual-serve's page, its own URLs (WebSocket, static files) on the origin the
+        browser used when that origin is allowed (the session cookie belongs to that host: a
+        page from http://localhost:8000 must open ws://localhost:8000/ws, not 127.0.0.1)."""
+        origin = normal_origin(f"{request.scheme}://{request.host}")
+        default = self.public_url
+        if origin is not None and origin in self.origins:
+            self.public_url = origin  # read synchronously by the page's handler below
+        try:
+            response: web.StreamResponse = await super().handle_index(request)
+        finally:
+            self.public_url = default
+        return response
+
     async def handle_login_page(self, request: web.Request) -> web.Response:
         return web.Response(text=_LOGIN_PAGE.format(note=""), content_type="text/html")
 

@@ -132,7 +132,14 @@ def test_serve_needs_a_login_checks_the_origin_and_caps_sessions(
                 assert resp.status == 200
                 assert resp.headers["X-Frame-Options"] == "DENY"  # no clickjacking frame
                 page = await resp.text()
-                assert "edgeloop console" in page and "/ws" in page
+                assert "edgeloop console" in page and f"{base.replace('http:', 'ws:')}/ws" in page
+            port = base.rsplit(":", 1)[1]
+            at_localhost = {**auth, "Host": f"localhost:{port}"}  # the cookie's host
+            async with http.get(f"{base}/", headers=at_localhost) as resp:
+                assert f"ws://localhost:{port}/ws" in await resp.text()
+            at_evil = {**auth, "Host": "evil.example"}  # a rebound name: not an origin we serve
+            async with http.get(f"{base}/", headers=at_evil) as resp:
+                assert "evil.example" not in await resp.text()
 
             # logged in, but from another site's page, or with no Origin at all: refused
             assert await _ws_status(http, base, {**auth, "Origin": EVIL}) == 403
