@@ -162,6 +162,11 @@ class GuardedServer(Server):
         if path == "/login" or path.startswith("/static/"):
             return await handler(request)  # the form, and textual's own JS/CSS/fonts
         if not self.logged_in(request):
+            if "Authorization" in request.headers:  # a wrong guess: as slow as the form's
+                self._refuse("wrong password (Authorization)", request)
+                async with self._wrong:
+                    await asyncio.sleep(WRONG_PASSWORD_WAIT_S)
+                raise web.HTTPUnauthorized(text="wrong password\n")
             self._refuse("no login", request)
             if path == "/" and request.method == "GET":
                 raise web.HTTPSeeOther("/login")

@@ -121,7 +121,9 @@ def test_serve_needs_a_login_checks_the_origin_and_caps_sessions(
                 allow_redirects=False,
             ) as resp:
                 assert resp.status == 403 and "edgeloop_console" not in resp.cookies
-            # a made-up cookie is no login
+            # a wrong Bearer password, a made-up cookie: no login
+            wrong = {"Authorization": "Bearer guess", "Origin": origin}
+            assert await _ws_status(http, base, wrong) == 401
             fake = {"Cookie": "edgeloop_console=forged", "Origin": origin}
             assert await _ws_status(http, base, fake) == 401
 
