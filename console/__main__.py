@@ -30,9 +30,10 @@ from nodekit.settings import (
     resolve,
     setting,
 )
-from protocol import EdgeloopError, Topics
+from protocol import ConfigError, EdgeloopError, Topics
 
 from . import __version__
+from .origins import DEFAULT_MAX_SESSIONS, read_password
 
 log = logging.getLogger("console")
 
@@ -64,12 +65,33 @@ class ConsoleConfig(MqttSettings):
         high=65535,
         metavar="PORT",
         env="",
+        file=False,  # the per-session consoles read the same --config: they must not serve
     )
     serve_host: str = setting(
         "127.0.0.1",
-        help="address --serve listens on (0.0.0.0: every interface; the console can send "
-        "commands, so open it only behind a login)",
+        help="address --serve listens on (loopback by default; another one needs --serve-origin)",
         metavar="ADDR",
+    )
+    serve_password_file: Path | None = setting(
+        None,
+        help="file whose first line is the password (or token) a browser must give to use "
+        "--serve (required with it; chmod 600)",
+        metavar="FILE",
+    )
+    serve_origin: tuple[str, ...] = setting(
+        (),
+        help="origin(s) browsers reach --serve at, e.g. https://console.site.example "
+        "(comma-separated); the WebSocket is refused from any other (loopback ones always "
+        "allowed)",
+        metavar="ORIGIN",
+    )
+    serve_max_sessions: int = setting(
+        DEFAULT_MAX_SESSIONS,
+        help="consoles --serve runs at most at once (each is a process with the operator's "
+        "login); one more is refused",
+        low=1,
+        high=64,
+        metavar="N",
     )
     log_file: Path | None = setting(
         None,
@@ -115,9 +137,11 @@ def _setup_logging(log_file: Path | None) -> None:
 
 
 def serve_command(argv: list[str], python: str = sys.executable) -> str:
-    """The shell command textual-serve starts per browser tab: this one without --serve.
+    """The shell command textual-serve starts per browser tab: this one without any --serve…
+    flag (each takes a value).
 
-    >>> serve_command(["--broker", "h:1", "--serve", "8000", "--serve-host=0.0.0.0"], "py")
+    >>> serve_command(["--broker", "h:1", "--serve", "8000", "--serve-host=0.0.0.0",
+    ...                "--serve-password-file", "pw", "--serve-max-sessions", "3"], "py")
     'py -m console --broker h:1'
     """
     out: list[str] = []
@@ -126,13 +150,47 @@ def serve_command(argv: list[str], python: str = sys.executable) -> str:
         if skip:
             skip = False
             continue
-        if arg in ("--serve", "--serve-host"):
-            skip = True
-            continue
-        if arg.startswith(("--serve=", "--serve-host=")):
+        if arg.startswith("--serve"):
+            skip = "=" not in arg
             continue
         out.append(arg)
     return shlex.join([python, "-m", "console", *out])
+
+
+def serve(config: ConsoleConfig, argv: list[str]) -> int:
+    """`--serve`: the console in browsers, behind a login (console/serve.py)."""
+    from .serve import GuardedServer  # aiohttp and textual-serve: only when serving
+
+    if config.serve_password_file is None:
+        raise ConfigError(
+            "--serve needs a login: --serve-password-file FILE (or "
+            "EDGELOOP_SERVE_PASSWORD_FILE) with the password or token browsers must give; "
+            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))' "
+            "> console.password && chmod 600 console.password"
+        )
+    password = read_password(config.serve_password_file, "--serve password")
+    assert config.serve is not None
+    try:
+        server = GuardedServer(
+            serve_command(argv),
+            password=password,
+            host=config.serve_host,
+            port=config.serve,
+            origins=config.serve_origin,
+            max_sessions=config.serve_max_sessions,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    log.info(
+        "serving the console on http://%s:%d/ (login required; WebSocket origins %s; at most "
+        "%d sessions)",
+        config.serve_host,
+        config.serve,
+        ", ".join(server.origins),
+        config.serve_max_sessions,
+    )
+    server.serve()
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,12 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         return report(exc, log)
     _setup_logging(config.log_file)
     if config.serve is not None:
-        from textual_serve.server import Server
-
-        command = serve_command(argv)
-        log.info("serving the console on http://%s:%d/", config.serve_host, config.serve)
-        Server(command, host=config.serve_host, port=config.serve, title="edgeloop console").serve()
-        return EXIT_OK
+        try:
+            return serve(config, argv)
+        except EdgeloopError as exc:
+            return report(exc, log)
 
     from .app import ConsoleApp
     from .mqtt import ConsoleLink

@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
 from textual.widgets import (
     Button,
@@ -45,11 +46,13 @@ from protocol.node_command import NodeCommand
 
 from .model import SiteModel, TimelineEntry
 from .mqtt import ConsoleLink
+from .safe import MAX_LINE, clean, show
 
 __all__ = ["ConfirmScreen", "ConsoleApp", "LabelScreen"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 REFRESH_S = 0.5  # tables at 2 Hz
 TICK_EVERY = 4  # a sparkline point every 2 s
 MACHINE_COLUMNS = ("machine", "state", "class", "conf", "drift", "node", "latency ms", "seen")
@@ -101,7 +104,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question, id="question")
+            yield Label(show(self.question, MAX_LINE), id="question")
             with Horizontal():
                 yield Button("Yes (y)", variant="warning", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
@@ -134,7 +137,8 @@ class LabelScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Label {self.machine}'s current state as (Enter picks, Esc cancels):")
+            ask = f"Label {self.machine}'s current state as (Enter picks, Esc cancels):"
+            yield Label(show(ask, MAX_LINE))
             yield OptionList(*(Option(c, id=c) for c in CLASSES), id="classes")
 
     def on_mount(self) -> None:
@@ -191,6 +195,8 @@ class ConsoleApp(App[None]):
         self._machine_cells: dict[str, tuple[str, ...]] = {}
         self._node_cells: dict[str, tuple[str, ...]] = {}
         self._last_action = ""
+        self.faults: dict[str, int] = {}  # messages the model raised on, per feed
+        self._fault_logged: dict[str, float] = {}
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -217,7 +223,7 @@ class ConsoleApp(App[None]):
         for name in NODE_COLUMNS:
             nodes.add_column(name, key=name)
         broker = self.link.broker if self.link is not None else "no broker"
-        self.sub_title = f"{broker} · {self.topics.prefix}"
+        self.sub_title = clean(f"{broker} · {self.topics.prefix}", MAX_LINE)
         machines.focus()
         self.set_interval(REFRESH_S, self.refresh_site)
         self.refresh_site()
@@ -228,12 +234,9 @@ class ConsoleApp(App[None]):
         now = self.clock()
         if self.link is not None:
             got = self.link.drain()
-            for status, t in got.statuses:
-                self.site.status(status, t)
-            for state, t in got.states:
-                self.site.machine_state(state, t)
-            for prediction, t in got.predictions:
-                self.site.prediction(prediction, t)
+            self._feed(self.site.status, got.statuses)
+            self._feed(self.site.machine_state, got.states)
+            self._feed(self.site.prediction, got.predictions)
         self._refreshes += 1
         if self._refreshes % TICK_EVERY == 0:
             self.site.tick(now)
@@ -253,6 +256,22 @@ class ConsoleApp(App[None]):
         self._timeline()
         self._bar()
 
+    def _feed(self, feed: Callable[[T, float], None], items: list[tuple[T, float]]) -> None:
+        for item, t in items:
+            try:
+                feed(item, t)
+            except Exception:  # one message the model chokes on must not end the screen
+                self._fault(feed.__name__)
+
+    def _fault(self, where: str) -> None:
+        """A message the model could not take: counted (the bar shows it), logged once per
+        kind and minute with its traceback; the console goes on."""
+        self.faults[where] = self.faults.get(where, 0) + 1
+        now = time.monotonic()
+        if now - self._fault_logged.get(where, float("-inf")) >= 60.0:
+            self._fault_logged[where] = now
+            log.exception("the console could not show a message (%s); it goes on", where)
+
     def _sparklines(self) -> None:
         labels = {
             "throughput": "throughput (windows/s)",
@@ -264,7 +283,7 @@ class ConsoleApp(App[None]):
             self.query_one(f"#s-{key}", Sparkline).data = data
             last = f"{data[-1]:.3g}" if data else "-"
             self.query_one(f"#l-{key}", Static).update(
-                f"{labels[key]}: now {last}, last {len(data)} points"
+                show(f"{labels[key]}: now {last}, last {len(data)} points", MAX_LINE)
             )
 
     def _timeline(self) -> None:
@@ -284,10 +303,12 @@ class ConsoleApp(App[None]):
         ignored = sum(self.site.refused.values())  # malformed status-detail parts
         bad = f" · bad payloads {sum(refused.values())}" if refused else ""
         bad += f" · ignored status details {ignored}" if ignored else ""
+        faults = sum(self.faults.values())
+        bad += f" · messages not shown (faults) {faults}" if faults else ""
         machines, nodes = len(self.site.machines), len(self.site.nodes)
         action = f" · {self._last_action}" if self._last_action else ""
         self.query_one("#bar", Static).update(
-            f" {state} · {machines} machines · {nodes} nodes{bad}{action}"
+            show(f" {state} · {machines} machines · {nodes} nodes{bad}{action}", MAX_LINE)
         )
 
     # -- selection --------------------------------------------------------------------------
@@ -309,7 +330,7 @@ class ConsoleApp(App[None]):
     def _drift(self, mode: str) -> None:
         machine = self.selected("machines")
         if machine is None:
-            self.notify("no machine selected", severity="warning")
+            self._say("no machine selected", "warning")
             return
         what = "inject a step drift on" if mode == "step" else "clear the drift of"
         command = Command("drift", machines=(machine,), mode=mode)
@@ -323,7 +344,7 @@ class ConsoleApp(App[None]):
     def action_label(self) -> None:
         machine = self.selected("machines")
         if machine is None:
-            self.notify("no machine selected", severity="warning")
+            self._say("no machine selected", "warning")
             return
 
         def picked(cls: str | None) -> None:
@@ -343,11 +364,11 @@ class ConsoleApp(App[None]):
     def action_rollback(self) -> None:
         node = self.selected("nodes")
         if node is None:
-            self.notify("no node selected (tab to the nodes table)", severity="warning")
+            self._say("no node selected (tab to the nodes table)", "warning")
             return
         row = self.site.nodes.get(node)
         if row is None or row.role != "edge":
-            self.notify(f"{node} is not a pi_edge node; only those roll back", severity="warning")
+            self._say(f"{node} is not a pi_edge node; only those roll back", "warning")
             return
         model = "its model" if row.model_version is None else f"model v{row.model_version}"
         command = NodeCommand("rollback", id=f"console@{self.clock():.3f}")
@@ -367,16 +388,21 @@ class ConsoleApp(App[None]):
             self.sent.append((topic, payload))
             self._last_action = f"sent: {what}" if ok else f"NOT sent (no broker): {what}"
             self.site.action(self.clock(), self._last_action)
-            self.notify(self._last_action, severity="information" if ok else "error")
+            self._say(self._last_action, "information" if ok else "error")
 
         self.push_screen(ConfirmScreen(question), answered)
 
+    def _say(self, message: str, severity: SeverityLevel) -> None:
+        """A notification; `message` may hold ids from the network: never parsed as markup."""
+        self.notify(clean(message, MAX_LINE), severity=severity, markup=False)
+
 
 def _entry_text(e: TimelineEntry) -> Text:
+    """A timeline line: Text appended piece by piece, so nothing in it is parsed as markup."""
     stamp = time.strftime("%H:%M:%S", time.localtime(e.ts))
     text = Text(f"{stamp} ", style="dim")
     text.append(f"{e.kind:<9} ", style=_KIND_STYLE.get(e.kind, ""))
-    text.append(e.text)
+    text.append(clean(e.text, MAX_LINE))
     return text
 
 
@@ -386,7 +412,11 @@ def _update_table(
     shown: dict[str, tuple[str, ...]],
     columns: tuple[str, ...],
 ) -> None:
-    """Bring `table` to `rows`, touching only changed cells; `shown` is what it shows now."""
+    """Bring `table` to `rows`, touching only changed cells; `shown` is what it shows now.
+
+    Cells go in as `Text` (a `str` cell would be parsed as markup: `[/x]` from a node raised
+    MarkupError, `[link=…]` made a link).
+    """
     keys = {key for key, _ in rows}
     for gone in [k for k in shown if k not in keys]:
         table.remove_row(gone)
@@ -395,12 +425,12 @@ def _update_table(
     for key, cells in rows:
         before = shown.get(key)
         if before is None:
-            table.add_row(*cells, key=key)
+            table.add_row(*(show(c) for c in cells), key=key)
             added = True
         elif before != cells:
             for column, old, new in zip(columns, before, cells, strict=True):
                 if old != new:
-                    table.update_cell(key, column, new, update_width=True)
+                    table.update_cell(key, column, show(new), update_width=True)
         shown[key] = cells
     if added:
-        table.sort(columns[0])
+        table.sort(columns[0], key=str)  # Text cells: by their plain text

@@ -54,6 +54,8 @@ from protocol.status_detail import (
     TrainerStage,
 )
 
+from .safe import MAX_CELL, MAX_LINE, clean
+
 __all__ = [
     "SERIES",
     "MachineRow",
@@ -102,7 +104,7 @@ class MachineRow:
             if not self.sim_drift or self.sim_drift == "off"
             else (f"{self.drift} (sim {self.sim_drift})")
         )
-        return (
+        return _cleaned(
             self.machine,
             self.state,
             self.cls or (self.last_label or "-"),
@@ -136,7 +138,7 @@ class NodeRow:
     def cells(self, now: float) -> tuple[str, ...]:
         """node, role, state, rate, inbox, drops, CPU %, RSS MB, model, est. accuracy,
         drift/phase, age."""
-        return (
+        return _cleaned(
             self.node,
             self.role,
             self.state,
@@ -150,6 +152,12 @@ class NodeRow:
             self.detail or (self.drift or "-"),
             _age(now - self.seen) if self.seen else "-",
         )
+
+
+def _cleaned(*cells: str) -> tuple[str, ...]:
+    """Cells as the screen may show them: printable, at most MAX_CELL characters each (they
+    come from the network; the screen also shows them as `Text`, never as markup)."""
+    return tuple(clean(c, MAX_CELL) for c in cells)
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -327,7 +335,7 @@ class SiteModel:
                 other.pop(key, None)
 
     def _add(self, now: float, kind: str, text: str) -> None:
-        self.timeline.append(TimelineEntry(now, kind, text))
+        self.timeline.append(TimelineEntry(now, kind, clean(text, MAX_LINE)))
         self.timeline_added += 1
 
     def _model_change(self, memory: _NodeMemory, status: Status, now: float) -> None:

@@ -4,8 +4,10 @@ Paho's network thread decodes each message with the protocol's own decoders and 
 without blocking: statuses and machine states go into a bounded queue (oldest dropped and
 counted when the screen falls behind), predictions are coalesced to the newest per machine (at
 most `max_machines`), so 100 machines at 10 Hz cost the screen one row update per tick. A
-payload that does not decode is counted per kind (`bad`) and logged at most once per kind and
-minute; every callback is wrapped by `nodekit.guard`, so nothing kills the thread.
+payload that does not decode, or names another node or machine than its topic does (a
+status of `pi-2` on `nodes/pi-1/status`: kind `topic_mismatch`), is counted per kind (`bad`)
+and logged at most once per kind and minute; every callback is wrapped by `nodekit.guard`,
+so nothing kills the thread.
 
 The UI thread calls `drain()` at its refresh tick and publishes actions with `send()`: QoS 1,
 not retained; paho queues them while the broker is away.
@@ -152,9 +154,11 @@ class ConsoleLink:
         self.received += 1
         if not msg.payload:
             return  # a cleared retained message
+        t = self.topics
         try:
             if topic.endswith("/prediction"):
                 p = Prediction.from_json(msg.payload)
+                _same(topic, t.prediction(p.machine), "machine")
                 with self._lock:
                     self._predictions.pop(p.machine, None)
                     self._predictions[p.machine] = (p, now)
@@ -162,9 +166,13 @@ class ConsoleLink:
                         self._predictions.popitem(last=False)
                 return
             if topic.endswith("/status"):
-                item: tuple[str, Any, float] = ("status", Status.from_json(msg.payload), now)
+                status = Status.from_json(msg.payload)
+                _same(topic, t.status(status.node), "node")  # no node speaks for another
+                item: tuple[str, Any, float] = ("status", status, now)
             elif topic.endswith("/state"):
-                item = ("state", MachineState.from_json(msg.payload), now)
+                state = MachineState.from_json(msg.payload)
+                _same(topic, t.machine_state(state.machine), "machine")
+                item = ("state", state, now)
             else:
                 return
         except PayloadError as exc:
@@ -185,3 +193,20 @@ class ConsoleLink:
                 self._logged[exc.kind] = now
         if due:
             log.warning("ignored a bad payload on %s (%s): %s", topic, exc.kind, exc)
+
+
+def _same(topic: str, expected: str, what: str) -> None:
+    """Refuse a message whose payload names another node or machine than its topic.
+
+    >>> try:
+    ...     _same("p/nodes/pi-1/status", "p/nodes/pi-2/status", "node")
+    ... except PayloadError as exc:
+    ...     print(exc.kind)
+    topic_mismatch
+    """
+    if topic != expected:
+        raise PayloadError(
+            f"a message on {topic[:200]!r} names another {what} "
+            f"(its topic would be {expected[:200]!r})",
+            kind="topic_mismatch",
+        )

@@ -97,6 +97,7 @@ log = logging.getLogger(__name__)
 
 ROLE = "edge"
 _NO_CONN = 4  # paho MQTT_ERR_NO_CONN: a QoS 1 message waits for the reconnect
+_CLEARED_LOG_EVERY_S = 60.0  # a log line about cleared retained topics at most this often
 FLEET_KEEPALIVE_S = 5  # MQTT keepalive of a fleet member: its Will comes ≤ 7.5 s after a crash
 
 
@@ -142,6 +143,8 @@ class EdgeService:
         # each machine's last published state (worker's; bounded by the machine cap like every
         # per-machine structure): a change of its drift level publishes it again
         self._published_states: dict[str, MachineState] = {}
+        self.retained_cleared = 0  # retained topics cleared for machines evicted or given away
+        self._cleared_logged = float("-inf")
         self._command_topic = self.topics.node_command(config.node)
         # Home Assistant discovery (report/home_assistant.py): configs per machine first seen
         self.ha = report.home_assistant(basics, config.prefix, __version__)
@@ -755,7 +758,7 @@ class EdgeService:
         self.history.record(out.history)
         evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
         if evicted:  # the machine cap: every per-machine structure forgets the same ids
-            self._forget(evicted)
+            self._forget(evicted, evicted=True)
         if failed and self.telemetry.count_error("publish_failed", failed)[0]:
             log.warning(
                 "dropped %d prediction(s): not connected to %s, or the broker is not reading "
@@ -851,11 +854,13 @@ class EdgeService:
             machines = [m for m in pending.pop(0)[1] if not fleet.owned(m)]  # not won back
             if machines:
                 self.telemetry.forget(machines)
-                self._forget(machines)
+                self._forget(machines, evicted=False)
 
-    def _forget(self, machines: list[str]) -> None:
-        """Every per-machine structure forgets `machines` (evicted by the machine cap, or given
-        to another fleet member); telemetry has forgotten them already."""
+    def _forget(self, machines: list[str], *, evicted: bool) -> None:
+        """Every per-machine structure forgets `machines` (`evicted` by the machine cap, or
+        given to another fleet member); telemetry has forgotten them already. The retained
+        topics this node owns for them are cleared first (`_clear_retained`)."""
+        self._clear_retained(machines, evicted)
         for lane in self.lanes.lanes:
             lane.drift.forget(machines)
         self.kept.forget(machines)
@@ -870,6 +875,42 @@ class EdgeService:
             self.sparkplug.forget(machines)
         for machine in machines:
             self._topics_by_machine.pop(machine, None)
+
+    def _clear_retained(self, machines: list[str], evicted: bool) -> None:
+        """Clear the retained topics this node owns for `machines` (empty retained payloads,
+        QoS 1, on the connection that published them, so a machine seen again is published
+        after its clearing): their Home Assistant configs (published when the machine was
+        first seen; HA removes the entities), and for machines the cap `evicted` their
+        `machines/<m>/state` (cleared whether or not this run published one: an older run's
+        may be there). A machine given to another fleet member keeps its state topic: the new
+        owner writes it, and a clearing racing its first state could erase that. Sparkplug's
+        DDEATH comes from `sparkplug.forget`. Bounded like everything per machine: at most
+        `max_machines` machines hold retained topics of this node (1 + 4 with HA discovery),
+        and each clearing follows a window that made room."""
+        client = self._client
+        if client is None:
+            return
+        fleet = self.fleet
+        cleared = 0
+        for machine in machines:
+            if self.ha is not None and machine in self._topics_by_machine:
+                cleared += self.ha.machine_gone(client, machine)
+            if evicted and (fleet is None or fleet.mine(machine)):
+                # a machine also given away meanwhile is the new owner's to write
+                self._publish_state(self.topics.machine_state(machine), b"", True)
+                cleared += 1
+        self.retained_cleared += cleared
+        now = time.monotonic()
+        if cleared and now - self._cleared_logged >= _CLEARED_LOG_EVERY_S:
+            self._cleared_logged = now
+            log.info(
+                "cleared %d retained topic(s) of %d machine(s) %s (%d so far): machine states "
+                "and Home Assistant configs this node no longer serves",
+                cleared,
+                len(machines),
+                "evicted by the machine cap" if evicted else "given to another fleet member",
+                self.retained_cleared,
+            )
 
     def _publish_change(self, change: Change, drift: str, model_version: int) -> None:
         """Publish `change`: the machine's retained state, then its event (both QoS 1).
@@ -1020,7 +1061,7 @@ class EdgeService:
             detail[TypeModels.KEY] = self._types_detail().to_json_obj()
         if self.sources is not None:  # each OPC UA server's and Modbus device's state, counts
             detail["sources"] = self.sources.info()
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = {"retained_cleared": float(self.retained_cleared)}
         if self.fleet is not None:  # detail.fleet: what other members and the console read
             detail[FLEET_DETAIL] = fleet = self.fleet.info()
             extra["fleet_skipped"] = float(fleet["skipped"])

@@ -122,6 +122,15 @@ class Ownership:
         thread)."""
         return self._cache.get(machine, False)
 
+    def mine(self, machine: str) -> bool:
+        """Whether `machine` is this node's under the current members: the cache's answer,
+        else computed (not cached, not counted; the worker asks this of evicted machines,
+        which the cache may have dropped)."""
+        owned = self._cache.get(machine)
+        if owned is not None:
+            return owned
+        return rendezvous_owner(machine, self.members) == self.node
+
     def _shrink(self) -> None:
         kept = {m: True for m, owned in self._cache.items() if owned}
         self._cache = kept if len(kept) < self.max_cached else {}

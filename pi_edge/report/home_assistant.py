@@ -298,7 +298,8 @@ class HaDiscovery:
     """The publishing side inside a running node.
 
     `publish_node` on each (re)connect (paho thread); `machine_seen` when the worker first meets
-    a machine (once per machine, bounded by the machine cap); `request_republish` when
+    a machine (once per machine, bounded by the machine cap); `machine_gone` when the worker
+    forgets it (evicted by the cap, or given to another fleet member); `request_republish` when
     `<ha_prefix>/status` says `online` (paho thread: only sets a flag); `on_legacy` when a
     retained config of this node's older, unscoped layout arrives (paho thread: remembers the
     topic); `pump` from the worker loop re-publishes every machine it still tracks and clears
@@ -317,6 +318,7 @@ class HaDiscovery:
         self._legacy: dict[str, None] = {}
         self._legacy_lock = threading.Lock()
         self.legacy_cleared = 0
+        self.cleared = 0  # configs cleared for machines evicted or given away
 
     def _publish(self, client: Any, pairs: Iterable[tuple[str, dict[str, Any]]]) -> None:
         if client is None:
@@ -332,6 +334,18 @@ class HaDiscovery:
 
     def machine_seen(self, client: Any, machine: str) -> None:
         self._publish(client, self.configs(machine))
+
+    def machine_gone(self, client: Any, machine: str) -> int:
+        """The node no longer serves `machine` (the machine cap evicted it, or another fleet
+        member took it): its configs are cleared with empty retained payloads, so Home
+        Assistant removes its entities and the broker keeps nothing of it. Returns how many."""
+        if client is None:
+            return 0
+        topics = [topic for topic, _ in self.configs(machine)]
+        for topic in topics:
+            client.publish(topic, b"", qos=1, retain=True)
+        self.cleared += len(topics)
+        return len(topics)
 
     def configs(self, machine: str) -> list[tuple[str, dict[str, Any]]]:
         return discovery(

@@ -47,10 +47,23 @@ def _free_port() -> int:
 
 
 @pytest.mark.broker
-def test_serve_answers_a_browser_with_the_console_page(broker: Any) -> None:
+def test_serve_answers_a_browser_with_the_login_page(broker: Any, tmp_path: Path) -> None:
     port = _free_port()
+    password = tmp_path / "console.password"
+    password.write_text("s3cret-token\n")
+    password.chmod(0o600)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "console", "--broker", broker.address, "--serve", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "console",
+            "--broker",
+            broker.address,
+            "--serve",
+            str(port),
+            "--serve-password-file",
+            str(password),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -66,8 +79,9 @@ def test_serve_answers_a_browser_with_the_console_page(broker: Any) -> None:
                 assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
                 assert time.monotonic() < deadline, "textual-serve did not answer in 30 s"
                 time.sleep(0.3)
-        assert status == 200
+        assert status == 200  # / sends a browser without a login to the login form
         assert "<html" in body.lower() and "edgeloop console" in body
+        assert 'name="password"' in body
     finally:
         proc.terminate()
         proc.wait(10)

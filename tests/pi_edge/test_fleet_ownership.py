@@ -90,6 +90,21 @@ def test_the_cache_is_bounded_and_keeps_owned_machines() -> None:
     assert own.info()["seen"] <= 20
 
 
+def test_mine_answers_for_machines_the_cache_dropped_without_counting() -> None:
+    """What the worker asks of a machine the cap evicted (is its state this node's to clear?)
+    even after the bounded cache dropped it."""
+    own, _ = ownership(max_cached=4)
+    own.observe("pi-b", "online", "g", 0.0)
+    for m in MACHINES:
+        own.owns(m, 0.0)
+    skipped = own.skipped
+    members = ("pi-a", "pi-b")
+    assert [own.mine(m) for m in MACHINES] == [
+        rendezvous_owner(m, members) == "pi-a" for m in MACHINES
+    ]
+    assert own.skipped == skipped and own.info()["seen"] <= 4
+
+
 def test_status_detail() -> None:
     own, _ = ownership()
     own.observe("pi-b", "online", "g", 0.0)

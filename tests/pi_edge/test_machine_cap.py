@@ -40,10 +40,16 @@ class _Client:
         self._sock = object()
         self._out_packet: list[bytes] = []
         self.handed = 0
+        self.cleared = 0
 
     def _packet_queue(self, command: int, data: bytes, mid: int, qos: int, info: Any) -> int:
         self.handed += len(data)
         return 0
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Any:
+        """Retained states and their clearing (an empty payload) go here."""
+        self.cleared += retain and not payload
+        return SimpleNamespace(rc=0)
 
 
 def _service(tmp_path: Path, **kw: Any) -> EdgeService:
@@ -129,6 +135,8 @@ def test_20000_machine_ids_keep_every_structure_at_the_cap_and_rss_flat(tmp_path
     assert grown < 10 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB for 20,000 machine ids"
     snap = svc.snapshot()
     assert len(snap.machines) == cap and snap.machines_evicted == 22_000 - cap
+    # each evicted machine's retained state is cleared (tests/pi_edge/test_retained_cleanup.py)
+    assert svc.retained_cleared == 22_000 - cap
 
 
 def test_windows_outside_the_machines_allow_list_are_refused_and_counted(tmp_path: Path) -> None:
