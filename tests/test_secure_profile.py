@@ -91,8 +91,11 @@ class Client:
 def clients(secure_broker: Broker, secure_profile: SecureProfile) -> Iterator[Any]:
     made: list[Client] = []
 
-    def make(role: str, *subscribe: str) -> Client:
-        c = Client(secure_broker, secure_profile.credentials(role), subscribe)
+    def make(name: str, *subscribe: str, via: str | None = None) -> Client:
+        """A client of identity `name`; `via`: one of its further connections' logins (two
+        connections with one login take each other's session: the client id is the login)."""
+        creds = secure_profile.credentials(name)
+        c = Client(secure_broker, creds.for_(via) if via else creds, subscribe)
         made.append(c)
         return c
 
@@ -392,8 +395,8 @@ def test_edge_reads_windows_through_a_shared_subscription_and_not_the_trainers_b
     edge = clients("edge", topics.windows(shared_group="pis"), topics.drift_batches)
     assert edge.suback[0] < 0x80  # granted
     sensor = clients("sensor")
-    edge_pub = clients("edge")
-    assert edge_pub.publish(topics.drift_batches, b"batch")  # an edge node may ship batches
+    edge_pub = clients("edge", via="batches")
+    assert edge_pub.publish(topics.drift_batches, b"batch")  # its shipper's login ships batches
     assert sensor.publish(topics.window("m07"), b"w")
     deadline = time.monotonic() + 5
     while not edge.messages and time.monotonic() < deadline:
@@ -408,13 +411,13 @@ def test_a_fleet_edge_node_hears_the_other_nodes_statuses_and_a_sensor_does_not(
     """`pi_edge run --fleet` learns its group's members from `…/nodes/+/status`."""
     edge = clients("edge", topics.statuses())
     sensor = clients("sensor", topics.statuses())
-    other = clients("edge")
-    assert other.publish(topics.status("pi-b"), b"{}")
+    other = clients("trainer")
+    assert other.publish(topics.status("trainer"), b"{}")  # its own status: the only one
     deadline = time.monotonic() + 5
     while not edge.messages and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)
-    assert edge.topics_seen() == [topics.status("pi-b")]
+    assert edge.topics_seen() == [topics.status("trainer")]
     assert sensor.topics_seen() == []  # the ACL is what lets edge read them
 
 
