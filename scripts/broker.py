@@ -110,7 +110,6 @@ class Broker:
                     "require_certificate": "true" if self.require_certificate else "false",
                     # client id = login; a template without it fails here, not in production
                     "use_username_as_clientid": "true",
-                    "check_retain_source": "true",
                 },
             )
             run += "persistence true\n"

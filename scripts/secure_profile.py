@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 SECURE_CONF = REPO / "deploy" / "mosquitto" / "edgeloop-secure.conf"
-ROLES = ("sensor", "edge", "trainer", "operator")
+ROLES = ("sensor", "edge", "trainer", "operator", "bridge")
 IDENTITIES_FORMAT = "edgeloop-identities/1"
 HA_PREFIX = "homeassistant"
 PASSWD_HINT = "install it with: sudo apt-get install -y mosquitto  (it ships mosquitto_passwd)"
@@ -88,6 +88,7 @@ ROLE_CONNECTIONS: dict[str, tuple[str, ...]] = {
     "edge": ("batches", "spb", "cli"),
     "trainer": ("cli",),
     "operator": ("cli",),
+    "bridge": (),
 }
 # The setting that names the node in each role's topics: the identity's name, always.
 NODE_SETTING = {
@@ -237,7 +238,44 @@ ACL: tuple[Grant, ...] = (
     *_g("operator", "", _OPERATOR_ABS, True),
     *_g("operator", "cli", _OPERATOR),  # `sensor_sim drift …` next to the console
     *_g("operator", "cli", _OPERATOR_ABS, True),
+    # a site's bridge (deploy/mosquitto/bridge-site.conf) carries every node of its site: it may
+    # write what they write and read what they read, so it is as strong as all of them together
+    *_g(
+        "bridge",
+        "",
+        (
+            *(
+                (a, t, "carries its site's nodes' traffic")
+                for a, t, _ in (
+                    ("write", "machines/+/prediction", ""),
+                    ("write", "machines/+/state", ""),
+                    ("write", "machines/+/event", ""),
+                    ("write", "nodes/+/status", ""),
+                    ("write", "drift/batches", ""),
+                    ("read", "drift/acks/+", ""),
+                    ("read", "labels", ""),
+                    ("read", "nodes/+/command", ""),
+                )
+            ),
+            *_MODEL_READ,
+        ),
+    ),
 )
+
+
+# The identities of deploy/mosquitto/acl, the example ACL in the repository (a test keeps it).
+EXAMPLE_IDENTITIES = {"gw-1": "sensor", "pi-01": "edge", "jetson-1": "trainer", "ops-1": "operator"}
+
+
+def table_row(grant: Grant) -> str:
+    """`grant` as a row of protocol/README.md's "Roles and ACL" table (a test keeps them equal).
+
+    >>> table_row(ACL[0])[:59]
+    '| every login | `%u` | write | `{prefix}/nodes/%u/status` |'
+    """
+    role = "every login" if grant.role == "*" else grant.role
+    login = "%u" if grant.login == "*" else "NAME" + (f"~{grant.login}" if grant.login else "")
+    return f"| {role} | `{login}` | {grant.access} | `{grant.full('{prefix}')}` | {grant.why} |"
 
 
 def logins_of(name: str, role: str) -> list[str]:
@@ -496,7 +534,7 @@ class SecureProfile:
             "EDGELOOP_MQTT_PASSWORD_FILE": str(self.password_file(name)),
             "EDGELOOP_MQTT_CA_FILE": str(self.ca_file),
             "EDGELOOP_MQTT_LOGIN_PER_CONNECTION": "true",
-            NODE_SETTING[self.role(name)]: name,
+            **({NODE_SETTING[r]: name} if (r := self.role(name)) in NODE_SETTING else {}),
         }
 
     def missing(self) -> list[Path]:
@@ -880,7 +918,7 @@ def _parser() -> argparse.ArgumentParser:
         _reload_target(p)
     add = sub.add_parser("add", parents=[common, reload], help="enroll one device")
     add.add_argument("name", help="the identity: user name, client id and node id (e.g. pi-07)")
-    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("--role", required=True, choices=ROLES, help="bridge: a site's bridge")
     add.add_argument("--days", type=int, default=730, help="client certificate lifetime in days")
     _reload_target(add)
     rev = sub.add_parser("revoke", parents=[common, reload], help="remove one device")

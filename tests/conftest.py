@@ -31,7 +31,7 @@ def secure_profile(tmp_path_factory: pytest.TempPathFactory) -> SecureProfile:
     return make_profile(
         tmp_path_factory.mktemp("secure-profile"),
         prefix="test/+",
-        enroll_=[(role, role) for role in ("sensor", "edge", "trainer", "operator")],
+        enroll_=[(role, role) for role in ("sensor", "edge", "trainer", "operator", "bridge")],
     )
 
 

@@ -36,7 +36,16 @@ from nodekit.settings import MqttSettings, env_names, flag_of, resolve
 from protocol import Topics
 from protocol.errors import ConfigError
 from scripts.broker import Broker
-from scripts.secure_profile import ACL, ROLES, SECURE_CONF, SecureProfile, acl_text, render_conf
+from scripts.secure_profile import (
+    ACL,
+    EXAMPLE_IDENTITIES,
+    ROLES,
+    SECURE_CONF,
+    SecureProfile,
+    acl_text,
+    render_conf,
+    table_row,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -438,6 +447,10 @@ def test_control_cli_works_with_operator_credentials_and_fails_clearly_with_a_se
     assert main(base) == 0
     for var, value in secure_profile.env("sensor").items():
         monkeypatch.setenv(var, value)
+    assert main(base) == 1  # a sensor identity has no login for one-shot commands at all
+    assert "refused user 'sensor~cli'" in caplog.text
+    assert "Not authorized (CONNACK 0x87)" in caplog.text
+    monkeypatch.setenv("EDGELOOP_MQTT_LOGIN_PER_CONNECTION", "false")  # its own login: the ACL
     assert main(base) == 1
     assert "Not authorized (PUBACK 0x87)" in caplog.text
 
@@ -547,12 +560,12 @@ def test_refusals_are_given_up_on_only_when_retrying_cannot_help() -> None:
 
 
 def test_the_committed_acl_and_the_readme_table_are_the_acl_table() -> None:
-    assert (REPO / "deploy" / "mosquitto" / "acl").read_text() == acl_text()
+    assert (REPO / "deploy" / "mosquitto" / "acl").read_text() == acl_text(EXAMPLE_IDENTITIES)
     readme = (REPO / "protocol" / "README.md").read_text()
-    for grant in ACL:
-        row = f"| {grant.role} | {grant.access} | `{grant.full('{prefix}')}` |"
-        assert row in readme, row
-    assert set(ROLES) == {g.role for g in ACL}
+    rows = [line for line in readme.splitlines() if line.startswith("| every login |")]
+    rows += [line for line in readme.splitlines() if line.split(" | ")[0][2:] in ROLES]
+    assert rows == [table_row(grant) for grant in ACL]  # every row, in order, nothing else
+    assert set(ROLES) | {"*"} == {g.role for g in ACL}
 
 
 def test_the_broker_config_renders_only_options_it_has() -> None:
