@@ -57,6 +57,7 @@ from protocol import DEFAULT_PREFIX, Topics, check_id
 
 __all__ = [
     "ACL",
+    "EXAMPLE_IDENTITIES",
     "IDENTITIES_FORMAT",
     "ROLES",
     "SECURE_CONF",
@@ -65,12 +66,16 @@ __all__ = [
     "SecureProfile",
     "acl_text",
     "check_acl",
+    "check_name",
     "enroll",
     "logins_of",
     "make_profile",
+    "passwd_text",
     "reload_broker",
     "render_conf",
     "revoke",
+    "set_reload",
+    "table_row",
 ]
 
 log = logging.getLogger(__name__)
