@@ -306,6 +306,22 @@ def test_edge_node_a_cannot_read_node_bs_commands_or_acks(
     assert a_ship.refused(topics.drift_acks("pi-a"))  # or its own: acks are the trainer's
 
 
+# -- attacks with an operator's login ------------------------------------------------------------
+def test_an_operator_login_sees_all_but_cannot_speak_for_a_node_or_the_trainer(
+    peers: Callable[..., Peer], hub: Broker, profile: sp.SecureProfile, topics: Topics
+) -> None:
+    """The operator may command nodes and label (by design); it may not pose as one."""
+    ops = peers("ops-1")
+    for node in ("pi-a", "pi-ghost", "trainer-1"):
+        assert ops.refused(topics.status(node), status(node), retain=True), node
+    for topic in (topics.model_current, topics.drift_batches, topics.drift_acks("pi-a")):
+        assert ops.refused(topic, retain=topic == topics.model_current), topic
+    assert ops.refused("spBv1.0/g1/NBIRTH/pi-a", retain=True)
+    assert ops.refused(f"homeassistant/sensor/{site_node_id(PREFIX, 'pi-a')}/x/config")
+    forged = {topics.status(n) for n in ("pi-a", "pi-ghost", "trainer-1")}
+    assert forged.isdisjoint(retained(hub, profile, f"{PREFIX}/#"))
+
+
 # -- sessions: client ids are bound to logins ------------------------------------------------------
 def test_no_login_takes_over_another_session_by_its_client_id(
     peers: Callable[..., Peer], hub: Broker, topics: Topics
