@@ -993,7 +993,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             revoke(profile, args.name)
             log.info("revoked %s: its logins are gone from passwd and acl", args.name)
-        log.info("%s", reload_broker(profile, pid=args.reload_pid, no_reload=args.no_reload))
+        try:
+            log.info("%s", reload_broker(profile, pid=args.reload_pid, no_reload=args.no_reload))
+        except ProfileError as exc:
+            log.error("error: %s done, but the broker was not reloaded: %s", args.command, exc)
+            return 1
     except (ProfileError, ValueError, OSError) as exc:
         log.error("error: %s", exc)
         return 1
