@@ -22,6 +22,8 @@ The steps, their parameters and their seconds in the first full run (715 s in al
   has cleared on every machine and stayed clear for 20 s (a 60 s ramp ends within the run)
 - plant: bench.plant --quick, seed-style data vs the realistic plant (quality, delays, false alarms)
 - estimate: the Pi's label-free accuracy estimate against the truth, per drift mode
+- machine_types: a second machine type's model (made with the trainer's build path), µs/window
+  of each type's model and the RSS one more type costs a node
 
 A bench that fails or overruns its time limit is stopped (its whole process group), recorded
 with the end of its log in meta.json, and the others still run; the report says "not measured".
@@ -83,8 +85,9 @@ STEPS = (
     Step("drift_recovery", "-m bench.drift_recovery --timeout 50 --ramp-s 60", 600),
     Step("plant", "-m bench.plant --quick", 240),
     Step("estimate", f"-m bench.estimate {_SHARED}", 120),
+    Step("machine_types", f"-m bench.machine_types {_SHARED}", 180),
 )
-NEEDS_MODEL = {"edge", "demo_load", "fleet", "estimate"}
+NEEDS_MODEL = {"edge", "demo_load", "fleet", "estimate", "machine_types"}
 
 
 def machine() -> dict[str, Any]:

@@ -897,6 +897,58 @@ def estimate_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[Che
     )
 
 
+TYPE_RSS_MB_MAX = 8.0  # issue 24: one more machine type on a node costs at most this RSS
+
+
+def types_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[Check]) -> str:
+    """One node serving two machine types: µs/window of each type's model, RSS per extra type."""
+    title = "## Machine types: one node, two models (bench/machine_types.py)\n\n"
+    if not d:
+        return title + _missing(meta, "machine_types", c, "machine types")
+    s = _Section("machine types", c)
+    rows = [
+        [
+            f"`{r.get('type')}`",
+            "×".join(str(v) for v in r.get("shape", [])),
+            str(r.get("classes")),
+            str(r.get("quantization")),
+            fnum(r.get("us_per_window_b1")),
+            fnum(r.get("us_per_window_b16")),
+            f"{fnum(r.get('invoke_us_per_window_b1'))} / {fnum(r.get('invoke_us_per_window_b16'))}",
+        ]
+        for r in d.get("rows", [])
+    ]
+    extra = d.get("rss_extra_type_mb")
+    cells = s.row(
+        "RSS of one more machine type",
+        f"{fnum(extra, '{:.2f}')} MB",
+        f"≤ {TYPE_RSS_MB_MAX:g} MB",
+        le(extra, TYPE_RSS_MB_MAX),
+    )
+    return (
+        title
+        + _how(meta, "machine_types")
+        + "µs per window through pi_edge's `Classifier.predict` (the model input transform and "
+        "one LiteRT invoke, 1 thread), and the bare invoke. RSS: a fresh process vets the "
+        f"built-in type's model ({fnum(d.get('rss_first_type_mb'), '{:.2f}')} MB with its "
+        f"interpreters for batches 1..16), then the other type's: {cells[0]} {cells[1]} "
+        f"{fnum(extra, '{:.2f}')} MB more.\n\n"
+        + table(
+            [
+                "type",
+                "window",
+                "classes",
+                "quantization",
+                "µs/window batch 1",
+                "batch 16",
+                "bare invoke 1 / 16",
+            ],
+            rows,
+        )
+        + "\n"
+    )
+
+
 def run_section(meta: dict[str, Any], c: list[Check]) -> str:
     """Each step's parameters, seconds and status, and the total against 15 minutes."""
     s = _Section("make bench", c)
@@ -930,6 +982,7 @@ LOADERS: dict[str, str] = {
     "drift_recovery": "drift_recovery.json",
     "plant": "plant.json",
     "estimate": "estimate.json",
+    "machine_types": "machine_types.json",
 }
 
 
@@ -962,6 +1015,7 @@ def build(data: dict[str, Any]) -> Report:
         drift_section(data.get("drift_recovery"), meta, checks, figs),
         plant_section(data.get("plant"), meta, checks),
         estimate_section(data.get("estimate"), meta, checks),
+        types_section(data.get("machine_types"), meta, checks),
         run_section(meta, checks),
     ]
     met = sum(ch.ok for ch in checks)

@@ -21,7 +21,7 @@ from typing import Any
 from nodekit.cli import EXIT_OK, report
 from nodekit.lifecycle import run_node
 from nodekit.settings import add_arguments, flags_of, resolve
-from protocol import BundleError, ConfigError, EdgeloopError, load_public_key
+from protocol import BundleError, ConfigError, EdgeloopError, check_id, load_public_key
 
 from . import __version__
 from .config import SECTION, EdgeConfig
@@ -58,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(ev, EdgeConfig, only=("public_key", "insecure_dev", "threads"))
 
     rb = sub.add_parser("rollback", help="swap current and previous model in the state dir")
+    rb.add_argument(
+        "--type",
+        dest="machine_type",
+        default="default",
+        metavar="TYPE",
+        help="the machine type whose model to roll back (default: the built-in type 'default'; "
+        "another type's models live in STATE_DIR/types/TYPE)",
+    )
     _config_arg(rb)
     add_arguments(rb, EdgeConfig, only=("state_dir",))
     ex = sub.add_parser("export", help="write the local prediction history as CSV or JSON lines")
@@ -268,6 +276,8 @@ def _rollback(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     state_dir = build_config(args).state_dir
+    if args.machine_type != "default":  # another machine type's models (pi_edge --site/--types)
+        state_dir = state_dir / "types" / check_id(args.machine_type, "machine type")
     from_v, to_v = ModelStore(state_dir).rollback()
     log.info(
         "rolled back from model v%s to v%s in %s; a running node loads it within one status "

@@ -6,10 +6,13 @@ Threads and where their state lives:
                           hand a bundle (or an operator's rollback command) to the
                           ModelManager; publish status on (re)connect
     worker (here)         Inbox.get_batch → swap in a vetted model if one is pending (so a swap
-                          falls between two batches) → one invoke per batch → report/outputs.py
+                          falls between two batches) → one invoke per batch and machine type
+                          (each type's windows with its own model) → report/outputs.py
                           turns it into payloads and history rows → one paho hand-over
                           (`publish_many`)
-    edge-models           ModelManager (model/lifecycle.py): vet, store, hand over, see rollbacks
+    edge-models           ModelManager (model/lifecycle.py): vet, store, hand over, see rollbacks;
+                          one per machine type the node serves (`edge-models-<type>` for a
+                          type other than `default`; model/machine_types.py)
     edge-status (here)    publish the retained status every `status_interval_s`
     edge-shipper          BatchShipper (loop/shipper.py), on its own MQTT connection
     edge-history          HistoryRecorder (report/history_writer.py)
@@ -39,6 +42,7 @@ kept windows, their durable buffer and the shipper); the prediction history in H
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -46,18 +50,26 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, guard_client, publish_retained
 from nodekit.lifecycle import DEGRADED, Loop, Watchdog
 from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many, start_loop
 from nodekit.storage import WriteFailures
-from protocol import PayloadError, Status, Window, decode_any, encode_window
+from protocol import Manifest, PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_group_of
 from protocol.label_request import LabelRequest, LabelRequests
 from protocol.machine_state import MachineState
+from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.node_command import NodeCommand
-from protocol.status_detail import DriftDetail, RolloutGroup
+from protocol.status_detail import (
+    TYPES_DETAIL_VERSION,
+    DriftDetail,
+    RolloutGroup,
+    TypeModel,
+    TypeModels,
+)
 
 from . import __version__
 from .config import EdgeConfig
@@ -65,7 +77,10 @@ from .errors import EdgeError, ModelError
 from .intake.assembler import PROBLEMS
 from .intake.inbox import Inbox
 from .intake.ownership import Change as FleetChange
+from .loop.drift import Verdicts
 from .loop.label_requests import SPAN_S, Candidate
+from .model.machine_types import Lanes, TypeLane
+from .model.vetting import VettedModel
 from .report.dashboard import Snapshot
 from .report.debounce import Change
 from .report.history_writer import HistoryRecorder
@@ -87,6 +102,7 @@ FLEET_KEEPALIVE_S = 5  # MQTT keepalive of a fleet member: its Will comes ≤ 7.
 class _Item:
     window: Window
     received_ns: int
+    lane: TypeLane | None = None  # its machine type's lane (None: the node's first)
 
 
 class EdgeService:
@@ -125,9 +141,6 @@ class EdgeService:
         # per-machine structure): a change of its drift level publishes it again
         self._published_states: dict[str, MachineState] = {}
         self._command_topic = self.topics.node_command(config.node)
-        self._group_topic = (  # staged rollout: the group's models are offered here first
-            self.topics.model_group(models.rollout_group) if models.rollout_group else None
-        )
         # Home Assistant discovery (report/home_assistant.py): configs per machine first seen
         self.ha = report.home_assistant(basics, config.prefix, __version__)
         self.machine_states = report.debouncer(normal=models.classes[0])
@@ -152,17 +165,40 @@ class EdgeService:
         self.labeler = loop.labeler(basics, self._machine_type)  # maintenance label events
         self.estimator = loop.estimator()  # label-free accuracy estimate
         self.asker = loop.asker()  # label requests for the least sure held windows
-        self.models = models.manager(
-            basics,
-            public_key=public_key,
-            site=config.prefix,
-            policy=self.policy,
-            disk_poll_s=report.status_interval_s,
-            on_pending=self.inbox.wake,
-            on_refused=self.telemetry.count_error,
-            on_install=self.drift.model_changed,
-            faults=self.faults,
+        # the machine types this node serves (model/machine_types.py): one model lifecycle,
+        # interpreter, drift watch and model topic each; the first is the node's primary
+        served = models.served()
+        lanes: list[TypeLane] = []
+        for i, kind in enumerate(served):
+            lanes.append(
+                TypeLane(
+                    kind,
+                    models.manager(
+                        basics,
+                        public_key=public_key,
+                        site=config.prefix,
+                        policy=self.policy,
+                        disk_poll_s=report.status_interval_s,
+                        on_pending=self.inbox.wake,
+                        on_refused=self.telemetry.count_error,
+                        on_install=functools.partial(self._model_installed, i),
+                        faults=self.faults,
+                        served=kind,
+                    ),
+                    self.drift if i == 0 else loop.drift_watch(),
+                    self._model_topics_of(kind.name, models.rollout_group),
+                )
+            )
+        # the built-in type alone without a site file: every machine is its, as before types
+        self._single = (
+            len(served) == 1 and served[0].name == DEFAULT_TYPE_NAME and models.site is None
         )
+        self.lanes = Lanes(lanes, route_all=self._single, sort_ties=models.site is None)
+        self.models = lanes[0].manager  # the primary: status model_version, node commands
+        self._by_model_topic = {
+            topic: (lane, source) for lane in lanes for topic, source in lane.model_topics
+        }
+        self._typed = [lane.name for lane in lanes] != [DEFAULT_TYPE_NAME]  # detail v 2
         self._client: Client | None = None
         self._loops = (  # this node's own threads (the parts start theirs)
             Loop("edge-worker", self._worker, wake=self.inbox.wake),
@@ -178,11 +214,36 @@ class EdgeService:
             count_error=self.telemetry.count_error,
         )
 
+    def _model_topics_of(self, machine_type: str, group: str | None) -> list[tuple[str, str]]:
+        """(topic, source) of a type's retained models: model/current for the built-in type (as
+        before machine types), types/{type}/model/current for another; and with
+        --rollout-group the group's offers of it, where new versions come first."""
+        if machine_type == DEFAULT_TYPE_NAME:
+            out = [(self.topics.model_current, "mqtt")]
+            if group:
+                out.append((self.topics.model_group(group), f"mqtt group {group}"))
+            return out
+        out = [(self.topics.model_of(machine_type), f"mqtt type {machine_type}")]
+        if group:
+            topic = self.topics.model_group_of(machine_type, group)
+            out.append((topic, f"mqtt type {machine_type} group {group}"))
+        return out
+
+    def _model_installed(self, index: int, manifest: Manifest) -> None:
+        """A lane's model serves now (worker, or start): its drift detector starts over, it
+        takes the model's vocabulary, and machines are routed afresh."""
+        lane = self.lanes.lanes[index]
+        lane.drift.model_changed(manifest)
+        lane.learn(manifest)
+        self.lanes.changed()
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeService:
         """Load the startup model, connect in the background and start the threads."""
         self._start_metrics()  # first: a port in use fails before anything else has started
-        self.models.load_startup(self.config.models.model)
+        self.models.load_startup(self.config.models.model)  # --model: the first type's
+        for lane in self.lanes.lanes[1:]:
+            lane.manager.load_startup(None)
         will = Status.offline(self.config.node, ROLE, __version__).to_json()
         client = make_client(
             self.config.node, will_topic=self.topics.status(self.config.node), will_payload=will
@@ -192,7 +253,8 @@ class EdgeService:
         client.on_message = self._on_message
         guard_client(client, self.faults, "edge-mqtt")
         self._client = client
-        self.models.start().watch(self.watch)
+        for lane in self.lanes.lanes:
+            lane.manager.start().watch(self.watch)
         for loop in self._loops:
             loop.start().watch(self.watch)
         self.broker_state = "connecting"
@@ -224,7 +286,8 @@ class EdgeService:
         """
         self._stop.set()
         self.inbox.wake()
-        self.models.stop(timeout)
+        for lane in self.lanes.lanes:
+            lane.manager.stop(timeout)
         client = self._client
         if client is not None:
             with self._dog.lock:  # not at the same time as the watchdog's degraded status
@@ -324,9 +387,8 @@ class EdgeService:
         )
         if self.signal_map is not None:  # per-signal readings, QoS 0 like windows
             subs += [(f, 0) for f in self.signal_map.filters()]
-        subs.append((self.topics.model_current, 1))
-        if self._group_topic is not None:  # --rollout-group: the highest of both is served
-            subs.append((self._group_topic, 1))
+        for lane in self.lanes.lanes:  # each type's model topic(s); with --rollout-group the
+            subs += [(topic, 1) for topic, _ in lane.model_topics]  # highest of both serves
         subs.append((self.topics.labels, 1))
         subs.append((self.topics.node_command(self.config.node), 1))  # operator: rollback
         if self.ha is not None:  # HA's birth message: re-publish the configs
@@ -363,13 +425,10 @@ class EdgeService:
     def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         received_ns = time.time_ns()
         topic = msg.topic
-        if topic == self.topics.model_current:
+        model_topic = self._by_model_topic.get(topic)
+        if model_topic is not None:  # a type's model: vetted by its lane, latest per topic kept
             if msg.payload:
-                self.models.submit(msg.payload, "mqtt")
-            return
-        if topic == self._group_topic:  # vetted like model/current, latest per topic kept
-            if msg.payload:
-                self.models.submit(msg.payload, f"mqtt group {self.config.models.rollout_group}")
+                model_topic[0].manager.submit(msg.payload, model_topic[1])
             return
         if topic == self._command_topic:  # an operator's rollback: the model thread does it
             self._on_node_command(msg.payload)
@@ -403,13 +462,34 @@ class EdgeService:
                 )
             if self.fleet is not None and not self.fleet.owns(machine, time.monotonic()):
                 return  # another member's machine: counted as skipped, not an error
-            window = self._machine_type.resolve(  # a label names one of the type's classes
-                decode_any(msg.payload, machine, self._input_shape)
-            )
+            lane: TypeLane | None = None
+            if self._single:
+                window = self._machine_type.resolve(  # a label names one of the type's classes
+                    decode_any(msg.payload, machine, self._input_shape)
+                )
+            else:
+                lane = self._lane_of(machine)
+                kind = lane.machine_type
+                if kind is None or lane.manager.model is None:
+                    lane.count_unclassified(1)  # no model of its type yet: not classified
+                    return
+                window = kind.resolve(decode_any(msg.payload, machine, kind.input_shape))
         except PayloadError as exc:
             self._bad_payload(exc, topic)
             return
-        self.inbox.put(_Item(window, received_ns))
+        self.inbox.put(_Item(window, received_ns, lane))
+
+    def _lane_of(self, machine: str) -> TypeLane:
+        """The lane of `machine`'s type; PayloadError `no_type` when this node serves none."""
+        lane = self.lanes.route(machine)
+        if lane is None:
+            raise PayloadError(
+                f"machine {machine!r} is of no machine type this node serves ("
+                + ", ".join(lane.name for lane in self.lanes.lanes)
+                + "); declare its type's members in the site file (--site)",
+                "no_type",
+            )
+        return lane
 
     def _on_node_command(self, payload: bytes) -> None:
         """A node command (protocol.node_command): decoded here, carried out off paho's thread."""
@@ -530,7 +610,7 @@ class EdgeService:
             self.ha.pump(self._client, self._topics_by_machine)
         if self.labeler.pending():  # label events: held windows they reach are kept again
             self.kept.keep_records(self.labeler.pump(time.time()))
-        if self.models.model is None:  # nothing to classify with: wait for a vetted model
+        if self._single and self.models.model is None:  # nothing to classify with: wait
             pending = self.models.take_pending()
             if pending is not None:
                 self.models.install(*pending)
@@ -538,21 +618,47 @@ class EdgeService:
                 self._stop.wait(0.1)
             return
         batch = self.inbox.get_batch(self.policy, timeout=0.2)
-        pending = self.models.take_pending()
-        if pending is not None:
-            self.models.install(*pending)
+        for lane in self.lanes.lanes:  # a swap falls between two batches, for every type
+            pending = lane.manager.take_pending()
+            if pending is not None:
+                lane.manager.install(*pending)
         if batch:
-            self._classify(batch)
+            if self._single:
+                self._classify(batch, self.lanes.primary)
+            else:
+                self._classify_by_type(batch)
             self._ask_labels()
         if self.fleet is not None:
             self._forget_given_away()
 
-    def _classify(self, batch: list[_Item]) -> None:
-        model = self.models.model
+    def _classify_by_type(self, batch: list[_Item]) -> None:
+        """Classify a batch of several machine types: each type's windows with its model."""
+        by_lane: dict[str, tuple[TypeLane, list[_Item]]] = {}
+        for item in batch:
+            lane = item.lane or self.lanes.primary
+            by_lane.setdefault(lane.name, (lane, []))[1].append(item)
+        for lane, items in by_lane.values():
+            if lane.manager.model is None:  # cannot happen after intake's check; counted
+                lane.count_unclassified(len(items))
+                continue
+            self._classify(items, lane)
+
+    def _classify(self, batch: list[_Item], lane: TypeLane | None = None) -> None:
+        """Classify windows of one machine type (`lane`, default: the node's first) with its
+        serving model and publish.
+
+        The closed loop (maintenance labels, kept windows for the trainer, the accuracy
+        estimate, label requests) runs for the built-in type's windows only, as yet.
+        """
+        lane = lane or self.lanes.primary
+        model = lane.manager.model
         assert model is not None
+        builtin = lane.name == DEFAULT_TYPE_NAME
         start_ns = time.time_ns()
         originals = [item.window for item in batch]
-        windows = self.labeler.label_new(originals)  # maintenance labels of open intervals
+        windows = (  # maintenance labels of open intervals
+            self.labeler.label_new(originals) if builtin else originals
+        )
         x = np.stack([w.data for w in windows])
         try:
             probs = model.classifier.predict(x)
@@ -569,9 +675,62 @@ class EdgeService:
             return
         inferred_ns = time.time_ns()
         top = probs.argmax(axis=1)
-        verdicts = self.drift.observe(windows, x, probs, top)
+        verdicts = lane.drift.observe(windows, x, probs, top)
         labels = [None if w.label is None else int(w.label) for w in windows]  # resolved
-        self.models.observe(model.version, probs, top, verdicts.flags == 1, labels)  # health
+        lane.manager.observe(model.version, probs, top, verdicts.flags == 1, labels)  # health
+        lane.windows += len(windows)
+        if builtin:
+            self._loop_batch(model, windows, originals, verdicts, probs, top, labels, start_ns)
+        out = batch_outputs(
+            windows,
+            [item.received_ns for item in batch],
+            probs,
+            top,
+            verdicts,
+            model.bundle.manifest.classes,
+            model.version,
+            Clock(start_ns, inferred_ns, time.time_ns()),  # the batch goes to paho at once
+            self._prediction_topic,
+            lane.wire_type,
+        )
+        failed = 0 if publish_many(self._mqtt, out.messages) else len(out.messages)
+        debounce = self.machine_states.update  # per window a counter; a change is published
+        states = self._published_states
+        kind = None if lane.wire_type is None else (lane.wire_type, lane.normal)
+        for row, item in zip(out.history, batch, strict=True):
+            change = debounce(row.machine, row.label, row.confidence, item.received_ns / 1e9, kind)
+            if change is not None:
+                self._publish_change(change, row.drift, row.model_version)
+            elif (last := states.get(row.machine)) is not None and last.drift != row.drift:
+                self._publish_drift(last, row.drift, item.received_ns / 1e9)
+        if self.sparkplug is not None:  # a dict update per window; its thread publishes
+            normal = None if lane.wire_type is None else lane.normal
+            self.sparkplug.observe(out.history, self.machine_states.current, normal)
+        self.history.record(out.history)
+        evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
+        if evicted:  # the machine cap: every per-machine structure forgets the same ids
+            self._forget(evicted)
+        if failed and self.telemetry.count_error("publish_failed", failed)[0]:
+            log.warning(
+                "dropped %d prediction(s): not connected to %s, or the broker is not reading "
+                "them (QoS 0); classification goes on and status counts publish_failed",
+                failed,
+                self.config.broker,
+            )
+
+    def _loop_batch(
+        self,
+        model: VettedModel,
+        windows: list[Window],
+        originals: list[Window],
+        verdicts: Verdicts,
+        probs: npt.NDArray[np.float32],
+        top: npt.NDArray[np.int64],
+        labels: list[int | None],
+        start_ns: int,
+    ) -> None:
+        """The closed loop's share of a classified batch of the built-in type: kept windows
+        (durable before anything is published), the accuracy estimate, held windows."""
         self.kept.keep(windows, verdicts, top)  # durable before anything is published
         rows = np.arange(len(windows))
         confidence = probs[rows, top].astype(np.float64)
@@ -586,39 +745,6 @@ class EdgeService:
         self.labeler.hold(
             windows, top, verdicts.ood_score, start_ns / 1e9, originals, sureness=sureness
         )
-        out = batch_outputs(
-            windows,
-            [item.received_ns for item in batch],
-            probs,
-            top,
-            verdicts,
-            model.bundle.manifest.classes,
-            model.version,
-            Clock(start_ns, inferred_ns, time.time_ns()),  # the batch goes to paho at once
-            self._prediction_topic,
-        )
-        failed = 0 if publish_many(self._mqtt, out.messages) else len(out.messages)
-        debounce = self.machine_states.update  # per window a counter; a change is published
-        states = self._published_states
-        for row, item in zip(out.history, batch, strict=True):
-            change = debounce(row.machine, row.label, row.confidence, item.received_ns / 1e9)
-            if change is not None:
-                self._publish_change(change, row.drift, row.model_version)
-            elif (last := states.get(row.machine)) is not None and last.drift != row.drift:
-                self._publish_drift(last, row.drift, item.received_ns / 1e9)
-        if self.sparkplug is not None:  # a dict update per window; its thread publishes
-            self.sparkplug.observe(out.history, self.machine_states.current)
-        self.history.record(out.history)
-        evicted = self.telemetry.add_batch(out.history, out.latencies_ms)
-        if evicted:  # the machine cap: every per-machine structure forgets the same ids
-            self._forget(evicted)
-        if failed and self.telemetry.count_error("publish_failed", failed)[0]:
-            log.warning(
-                "dropped %d prediction(s): not connected to %s, or the broker is not reading "
-                "them (QoS 0); classification goes on and status counts publish_failed",
-                failed,
-                self.config.broker,
-            )
 
     def _ask_labels(self) -> None:
         """Ask for the labels of the held windows that would help most (loop/label_requests.py),
@@ -684,7 +810,8 @@ class EdgeService:
     def _forget(self, machines: list[str]) -> None:
         """Every per-machine structure forgets `machines` (evicted by the machine cap, or given
         to another fleet member); telemetry has forgotten them already."""
-        self.drift.forget(machines)
+        for lane in self.lanes.lanes:
+            lane.drift.forget(machines)
         self.kept.forget(machines)
         self.machine_states.forget(machines)
         for machine in machines:
@@ -843,12 +970,14 @@ class EdgeService:
                     **self.assembler.counts,
                     "machines": len(self.assembler),
                 }
+        if self._typed:  # detail v 2: each machine type's model
+            detail[TypeModels.KEY] = self._types_detail().to_json_obj()
         extra: dict[str, float] = {}
         if self.fleet is not None:  # detail.fleet: what other members and the console read
             detail[FLEET_DETAIL] = fleet = self.fleet.info()
             extra["fleet_skipped"] = float(fleet["skipped"])
             extra["fleet_owned"] = float(fleet["owned"])
-        return self.telemetry.status(
+        status = self.telemetry.status(
             self.models.info(),
             self._queue(),
             self.broker_state,
@@ -859,6 +988,25 @@ class EdgeService:
             dead_threads=dead,
             extra_metrics=extra,
         )
+        if self._typed:
+            status.detail["v"] = TYPES_DETAIL_VERSION  # version 1 plus `types`
+        return status
+
+    def _types_detail(self) -> TypeModels:
+        """The status's `detail.types`: each machine type this node serves and its model."""
+        entries = []
+        for lane in self.lanes.lanes:
+            model = lane.manager.model
+            entries.append(
+                TypeModel(
+                    lane.name,
+                    None if model is None else model.version,
+                    0 if model is None else len(model.bundle.manifest.classes),
+                    lane.windows,
+                    lane.unclassified,
+                )
+            )
+        return TypeModels(tuple(entries))
 
     def snapshot(self) -> Snapshot:
         """What the dashboard shows."""

@@ -11,6 +11,7 @@ from protocol import Topics
 from scripts.broker import Broker, BrokerError
 from scripts.secure_profile import SecureProfile, make_profile
 from tests.pi_edge._model import EdgeModels, build
+from tests.pi_edge._type_model import TypeModel, build_press
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +55,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> EdgeModels:
     """One tiny trained model and its signed bundles (tests/pi_edge/_model.py), built once for
     the pi_edge and the integration tests."""
     return build(tmp_path_factory.mktemp("pi_edge_models"))
+
+
+@pytest.fixture(scope="session")
+def press_model(tmp_path_factory: pytest.TempPathFactory, models: EdgeModels) -> TypeModel:
+    """A second real model, of the made-up machine type `press` (32 × 3, 3 classes), built with
+    the trainer's build path, signed with the session's key (tests/pi_edge/_type_model.py)."""
+    return build_press(tmp_path_factory.mktemp("press_model"), models)
 
 
 @pytest.fixture

@@ -296,3 +296,24 @@ def test_a_partial_run_makes_no_claim_about_the_fifteen_minutes(tmp_path: Path) 
     rep = report.build(report.load(raw_fixture(tmp_path, **{"meta.json": meta})))
     assert "make bench: make bench wall time" not in _checks(rep)
     assert "**a partial run** (`--only edge`)" in rep.markdown
+
+
+def test_the_machine_types_section_marks_the_rss_of_one_more_type(tmp_path: Path) -> None:
+    rows = [
+        {"type": "default", "shape": [60, 4], "classes": 4, "quantization": "int8",
+         "us_per_window_b1": 30.5, "us_per_window_b16": 4.2, "invoke_us_per_window_b1": 20.0,
+         "invoke_us_per_window_b16": 3.0},
+        {"type": "press", "shape": [32, 3], "classes": 3, "quantization": "int8",
+         "us_per_window_b1": 25.0, "us_per_window_b16": 3.1, "invoke_us_per_window_b1": 15.0,
+         "invoke_us_per_window_b16": 2.0},
+    ]  # fmt: skip
+    for extra, ok in ((3.25, True), (9.0, False)):
+        d = {"rows": rows, "rss_first_type_mb": 4.0, "rss_extra_type_mb": extra}
+        (tmp_path / str(extra)).mkdir()
+        raw = raw_fixture(tmp_path / str(extra), **{"machine_types.json": d})
+        rep = report.build(report.load(raw))
+        assert _checks(rep)["machine types: RSS of one more machine type"] is ok
+        assert "| `press` | 32×3 | 3 | int8 | 25.0 | 3.1 | 15.0 / 2.0 |" in rep.markdown
+    (tmp_path / "none").mkdir()
+    rep = report.build(report.load(raw_fixture(tmp_path / "none")))
+    assert _checks(rep)["machine types: machine_types bench"] is False  # not measured

@@ -59,7 +59,7 @@ def bridge_conf(
     password) replace the file's placeholders; without, the TLS and login lines are dropped
     (a plain, anonymous central broker)."""
     text = BRIDGE_CONF.read_text()
-    assert text.count("\ntopic edgeloop/v1/") == 10, "the deploy file's topic lines changed"
+    assert text.count("\ntopic edgeloop/v1/") == 12, "the deploy file's topic lines changed"
     text = text.replace("\ntopic edgeloop/v1/", f"\ntopic {prefix}/")
     if tls is None:
         lines = text.splitlines(keepends=True)

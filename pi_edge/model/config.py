@@ -1,5 +1,10 @@
 """The model's settings: trust (public key), the startup bundle, the runtime, the health watch,
-staged rollout, and the vocabulary a model must have. A section of `pi_edge.config.EdgeConfig`."""
+staged rollout, the machine types the node serves (`--site`, `--types`) and the vocabulary a
+model must have. A section of `pi_edge.config.EdgeConfig`.
+
+>>> ModelConfig().served()[0].name, ModelConfig(types=("default", "press")).served()[1].declared
+('default', None)
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import TYPE_CHECKING
 from nodekit.guard import Faults
 from nodekit.settings import check, setting
 from protocol import CHANNELS, CLASSES, WINDOW_LENGTH, ConfigError, Manifest, check_id
-from protocol.machine_type import DEFAULT_TYPE, Channel, MachineType
+from protocol.machine_type import DEFAULT_TYPE, DEFAULT_TYPE_NAME, Channel, MachineType, Site
 
 from ..intake.inbox import BatchPolicy
 from .lifecycle import ModelManager
@@ -20,7 +25,24 @@ from .vetting import Expected
 if TYPE_CHECKING:
     from ..config import NodeBasics
 
-__all__ = ["ModelConfig"]
+__all__ = ["ModelConfig", "ServedType"]
+
+
+def _type_names(value: tuple[str, ...]) -> None:
+    for name in value:
+        check_id(name, "machine type")
+    if len(set(value)) != len(value):
+        raise ValueError(f"names a machine type twice: {list(value)}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedType:
+    """A machine type this node serves: its name, what the site file declares of it (None: the
+    node learns it from the type's first verified model) and what a model of it must have."""
+
+    name: str
+    declared: MachineType | None
+    expected: Expected
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +78,21 @@ class ModelConfig:
         metavar="NAME",
         check=lambda v: check_id(v, "rollout group"),
     )
+    site: Path | None = setting(
+        None,
+        help="site file (TOML, protocol/README.md 'Machine types'): the machine types of the "
+        "site, their channels, window shape and machines; this node serves them all unless "
+        "--types names some, routes each machine to its type and checks each type's models "
+        "against it",
+        metavar="FILE",
+    )
+    types: tuple[str, ...] = setting(
+        (),
+        help="machine types this node serves, comma-separated (default: every type of --site, "
+        "else 'default', the built-in one); each has its own model topic, model and state dir; "
+        "a type the site file does not declare is learned from its first verified model",
+        check=_type_names,
+    )
     classes: tuple[str, ...] = setting(CLASSES, help="class names a model must have", cli=False)
     channels: tuple[str, ...] = setting(CHANNELS, help="channel names a model must have", cli=False)
     window_length: int = setting(
@@ -64,12 +101,58 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        self.served()  # a wrong site file or type list fails at start (ConfigError), not later
         if self.insecure_dev and self.public_key is not None:
             raise ConfigError(
                 f"--insecure-dev together with a public key ({self.public_key}): a node with a "
                 "key verifies every bundle and never accepts an unsigned one; drop "
                 "--insecure-dev (or, for development, the key)"
             )
+
+    def site_types(self) -> Site | None:
+        """The checked site file (None without --site); ConfigError if it is wrong."""
+        return None if self.site is None else Site.from_toml(self.site)
+
+    def served(self) -> tuple[ServedType, ...]:
+        """The machine types this node serves, in order (the first is the node's primary: its
+        status's model version, rollbacks and health watch, and a node command's rollback).
+
+        The built-in type keeps this config's vocabulary (classes, channels, window length, as
+        before machine types); another type declared in the site file must have the channels
+        and window length declared there, and takes its classes from its verified model.
+        """
+        site = self.site_types()
+        names = self.types or (site.names if site is not None else (DEFAULT_TYPE_NAME,))
+        out = []
+        for name in names:
+            declared: MachineType | None = None
+            if site is not None:
+                if name not in site:
+                    raise ConfigError(
+                        f"--types names {name!r}, which the site file {self.site} does not "
+                        f"declare; it declares: {', '.join(site.names)}"
+                    )
+                declared = site[name]
+            if name == DEFAULT_TYPE_NAME:
+                kind = self.machine_type
+                if declared is not None:
+                    kind = MachineType(
+                        kind.name,
+                        kind.channels,
+                        window_length=kind.window_length,
+                        classes=kind.classes,
+                        machines=declared.machines,
+                    )
+                out.append(ServedType(name, kind, self.expected))
+                continue
+            expected = Expected(
+                None,
+                None if declared is None else declared.channel_names,
+                None if declared is None else declared.window_length,
+                name,
+            )
+            out.append(ServedType(name, declared, expected))
+        return tuple(out)
 
     def manager(
         self,
@@ -83,14 +166,18 @@ class ModelConfig:
         on_refused: Callable[[str], object],
         on_install: Callable[[Manifest], None],
         faults: Faults,
+        served: ServedType | None = None,
     ) -> ModelManager:
-        """The model's life on this node: vet, store, hand over, watch, roll back."""
+        """The model's life on this node for one machine type (`served`, default: the built-in
+        one): vet, store, hand over, watch, roll back. The built-in type's state dir is
+        STATE_DIR/models, as before machine types; another type's STATE_DIR/types/TYPE/models."""
+        name = DEFAULT_TYPE_NAME if served is None else served.name
         return ModelManager(
-            basics.state_dir,
+            basics.state_dir if name == DEFAULT_TYPE_NAME else basics.state_dir / "types" / name,
             public_key=public_key,
             allow_unsigned=self.insecure_dev,
             site=site,
-            expected=self.expected,
+            expected=self.expected if served is None else served.expected,
             threads=self.threads,
             policy=policy,
             on_pending=on_pending,
@@ -99,6 +186,7 @@ class ModelConfig:
             disk_poll_s=disk_poll_s,
             faults=faults,
             watch_s=self.watch_s,  # health watch after a swap: automatic rollback
+            name="edge-models" if name == DEFAULT_TYPE_NAME else f"edge-models-{name}",
         )
 
     @property
@@ -122,5 +210,5 @@ class ModelConfig:
 
     @property
     def expected(self) -> Expected:
-        """What the running config can feed a model."""
+        """What the running config can feed a model of the built-in type."""
         return Expected(self.classes, self.channels, self.window_length)

@@ -80,8 +80,9 @@ class ModelManager(Worker):
         faults: Faults | None = None,
         watch_s: float = 0.0,
         health_policy: HealthPolicy | None = None,
+        name: str = "edge-models",
     ) -> None:
-        super().__init__("edge-models")
+        super().__init__(name)
         self.store = ModelStore(state_dir)
         self._faults = faults or Faults(log)
         self._public_key = public_key
@@ -274,7 +275,7 @@ class ModelManager(Worker):
     # -- model thread -----------------------------------------------------------------------
     def _run(self) -> None:
         next_disk_check = time.monotonic() + self._disk_poll_s
-        guard = self._faults.loop("edge-models", self._stop)  # a bad bundle must not end it
+        guard = self._faults.loop(self.thread_name, self._stop)  # a bad bundle must not end it
         while not self._stop.is_set():
             with guard:
                 with self._cond:

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from protocol import Bundle, BundleError, Manifest, decode_bundle
+from protocol.topics import DEFAULT_TYPE_NAME
 
 from ..errors import ModelError
 from ..intake.inbox import BatchPolicy
@@ -21,11 +22,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Expected:
-    """What the running config can feed a model: classes, channels and window length."""
+    """What the running config can feed a model: its machine type, classes, channels and window
+    length. None for classes, channels or window length: whatever the verified bundle says (a
+    node takes a type's vocabulary from the model it verified)."""
 
-    classes: tuple[str, ...]
-    channels: tuple[str, ...]
-    window_length: int
+    classes: tuple[str, ...] | None
+    channels: tuple[str, ...] | None
+    window_length: int | None
+    machine_type: str = DEFAULT_TYPE_NAME
 
     def check(self, manifest: Manifest) -> None:
         """ModelError(kind="incompatible") naming the first mismatch.
@@ -37,13 +41,30 @@ class Expected:
         Traceback (most recent call last):
         ...
         pi_edge.errors.ModelError: bundle v1 has window_length 30, this node expects 60; ...
+        >>> Expected(None, None, None, "press").check(m)
+        Traceback (most recent call last):
+        ...
+        pi_edge.errors.ModelError: bundle v1 is for machine type 'default', this node expects ...
         """
+        if manifest.type_name != self.machine_type:
+            raise ModelError(
+                f"bundle v{manifest.version} is for machine type {manifest.type_name!r}, this "
+                f"node expects {self.machine_type!r} on this topic; the trainer publishes each "
+                "type's models on its own topic (protocol/README.md, 'Machine types')",
+                kind="incompatible",
+            )
+        if manifest.task != "classify":
+            raise ModelError(
+                f"bundle v{manifest.version} is a {manifest.task!r} model; this node serves "
+                "classifiers only (task 'classify')",
+                kind="incompatible",
+            )
         for name, want, got in (
             ("classes", self.classes, manifest.classes),
             ("channels", self.channels, manifest.channels),
             ("window_length", self.window_length, manifest.window_length),
         ):
-            if want != got:
+            if want is not None and want != got:
                 raise ModelError(
                     f"bundle v{manifest.version} has {name} {got}, this node expects {want}; "
                     "publish a model trained for this node's sensors or change the node's config",

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from protocol.machine_state import NORMAL, MachineEvent, MachineState
+from protocol.machine_state import NORMAL, MachineEvent, MachineState, event_of, state_of
 
 __all__ = ["DEFAULT_STATE_WINDOWS", "Change", "Debouncer"]
 
@@ -56,24 +57,28 @@ class Change:
     since: float
     ts: float
     duration_s: float | None
-    normal: str = NORMAL  # the class that is no fault (the node's first class)
+    normal: str = NORMAL  # the class that is no fault (the machine type's healthy class)
+    machine_type: str | None = None  # the machine's type; None: the built-in type
 
     @property
     def state(self) -> str:
-        return "normal" if self.cls == self.normal else "fault"
+        return state_of(self.cls, self.normal)
 
     @property
     def event(self) -> str | None:
         """The event this change is, or None (a first class of normal is not an event)."""
-        if self.cls == self.normal:
-            return None if self.previous is None else "fault_end"
-        return "fault_start" if self.previous in (None, self.normal) else "fault_change"
+        return event_of(self.previous, self.cls, self.normal)
 
     def messages(
         self, node: str, drift: str, model_version: int
     ) -> tuple[MachineState, MachineEvent | None]:
         """The retained state and, if this change is one, the event to publish."""
         conf = round(self.confidence, 4)
+        kind: dict[str, Any] = (
+            {}
+            if self.machine_type is None
+            else {"machine_type": self.machine_type, "normal": self.normal}
+        )
         state = MachineState(
             self.machine,
             node,
@@ -84,6 +89,7 @@ class Change:
             drift,
             model_version,
             self.ts,
+            **kind,
         )
         event = self.event
         if event is None:
@@ -98,6 +104,7 @@ class Change:
             self.ts,
             None if self.duration_s is None else round(self.duration_s, 3),
             model_version,
+            **kind,
         )
 
 
@@ -138,8 +145,19 @@ class Debouncer:
         self.normal = normal
         self._tracks: dict[str, _Track] = {}
 
-    def update(self, machine: str, label: str, confidence: float, t: float) -> Change | None:
-        """Take one classified window of `machine` (seen at `t`, s); the change it makes, if any."""
+    def update(
+        self,
+        machine: str,
+        label: str,
+        confidence: float,
+        t: float,
+        kind: tuple[str | None, str] | None = None,
+    ) -> Change | None:
+        """Take one classified window of `machine` (seen at `t`, s); the change it makes, if any.
+
+        `kind`: the machine's type and its healthy class, for a machine of another type than
+        the built-in one (None: this debouncer's `normal`, the built-in type).
+        """
         if confidence < self.min_confidence:
             return None
         track = self._tracks.get(machine)
@@ -167,7 +185,8 @@ class Debouncer:
             track.since,
             t,
             None if previous is None else max(0.0, track.since - previous_since),
-            self.normal,
+            self.normal if kind is None else kind[1],
+            None if kind is None else kind[0],
         )
 
     def current(self, machine: str) -> str | None:

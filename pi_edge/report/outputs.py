@@ -79,8 +79,12 @@ def batch_outputs(
     version: int,
     clock: Clock,
     topic_of: Callable[[str], str],
+    machine_type: str | None = None,
 ) -> BatchOutputs:
     """Prediction JSON, history row and total latency per window of one classified batch.
+
+    The windows are of one machine type: `classes` are its model's; `machine_type` names it in
+    each prediction (None, left out: the built-in type).
 
     Latency spans per window: transport (sensor → received, if the sensor stamped its time),
     queue (received → batch taken), inference and publish (per batch), total (origin → paho).
@@ -134,6 +138,7 @@ def batch_outputs(
             round(ood_score, 3),
             {"sensor": sensor_ns, "received": got_ns, **stamps},
             lat,
+            machine_type,
         )
         messages.append((topic_of(w.machine), payload))
         history.append(

@@ -327,10 +327,16 @@ class SparkplugNode(Worker):
         self.published: dict[str, int] = {}  # message type -> count, for status and tests
 
     # ------------------------------------------------------------------ worker side (cheap)
-    def observe(self, rows: Iterable[Any], current: Callable[[str], str | None]) -> None:
+    def observe(
+        self,
+        rows: Iterable[Any],
+        current: Callable[[str], str | None],
+        normal: str | None = None,
+    ) -> None:
         """Take a classified batch (history rows: machine, label, confidence, drift,
-        model_version, ts) with `current(machine)` the machine's debounced class."""
-        normal = self.normal
+        model_version, ts) with `current(machine)` the machine's debounced class; `normal`: the
+        healthy class of the batch's machine type (None: the node's, the built-in type's)."""
+        normal = self.normal if normal is None else normal
         with self._lock:
             latest = self._latest  # bounded: one entry per machine the node tracks
             for row in rows:

@@ -21,9 +21,11 @@ Other keys of a detail are for people (dashboards) and stay open.
 Pure: no clock, socket or thread; every reader thread may call it (paho's, the UI's).
 
 A detail carries `v` (`DETAIL_VERSION`, 1). A detail without `v` comes from a node built before
-the version existed and is read as version 1 (its parts had the same shapes); a detail whose `v`
-is anything else is refused whole. Schemas: protocol/README.md, "Status detail"
-(tests/protocol/test_status_detail_doc.py holds the document to these classes).
+the version existed and is read as version 1 (its parts had the same shapes); version 2
+(`TYPES_DETAIL_VERSION`) is version 1 plus `types`, written only by an edge node that serves
+another machine type than the built-in one; a detail whose `v` is anything else is refused
+whole. Schemas: protocol/README.md, "Status detail" (tests/protocol/test_status_detail_doc.py
+holds the document to these classes).
 
 >>> from protocol import Status
 >>> s = Status("pi-1", "edge", "online", "0.1.0", detail={"v": 1, "rollout_group": "canary"})
@@ -33,8 +35,10 @@ is anything else is refused whole. Schemas: protocol/README.md, "Status detail"
 
 from ._base import (
     DETAIL_VERSION,
+    DETAIL_VERSIONS,
     MAX_TEXT,
     ROLES,
+    TYPES_DETAIL_VERSION,
     Part,
     clip_text,
     detail_version,
@@ -61,6 +65,8 @@ from .edge_model import (
     Rollback,
     Rollbacks,
     RolloutGroup,
+    TypeModel,
+    TypeModels,
 )
 from .reader import DetailReader
 from .simulator import SimMachine, SimMachines
@@ -78,6 +84,7 @@ from .trainer import (
 
 __all__ = [
     "DETAIL_VERSION",
+    "DETAIL_VERSIONS",
     "ENDED_PHASES",
     "ESTIMATE_METHODS",
     "HEALTH_SIGNALS",
@@ -90,6 +97,7 @@ __all__ = [
     "ROLES",
     "ROLLOUT_PHASES",
     "STAGES",
+    "TYPES_DETAIL_VERSION",
     "BufferDetail",
     "DetailReader",
     "DriftDetail",
@@ -111,6 +119,8 @@ __all__ = [
     "SimMachines",
     "TrainerPhase",
     "TrainerStage",
+    "TypeModel",
+    "TypeModels",
     "clip_text",
     "detail_version",
     "finite_or_none",
@@ -132,4 +142,5 @@ PARTS: tuple[type[Part], ...] = (  # every typed part, by role
     GateDetail,
     RolloutDetail,
     SimMachines,
+    TypeModels,
 )

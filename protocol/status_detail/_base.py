@@ -29,11 +29,13 @@ from ..topics import check_id
 
 __all__ = [
     "DETAIL_VERSION",
+    "DETAIL_VERSIONS",
     "MAX_COUNT",
     "MAX_IDS",
     "MAX_SECONDS",
     "MAX_TEXT",
     "ROLES",
+    "TYPES_DETAIL_VERSION",
     "Part",
     "clip_text",
     "detail_version",
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 DETAIL_VERSION = 1  # `detail.v`; a detail without one is read as version 1's shapes
+TYPES_DETAIL_VERSION = 2  # version 1 + `types`: an edge node serving other machine types
+DETAIL_VERSIONS = (DETAIL_VERSION, TYPES_DETAIL_VERSION)  # what this build reads
 ROLES = ("edge", "trainer", "simulator")
 MAX_TEXT = 200  # characters of a reason, a phase, a note (as a status's `reason`)
 MAX_COUNT = (1 << 63) - 1
@@ -69,29 +73,30 @@ class Part(Protocol):
 
 
 def detail_version(detail: object) -> int:
-    """The version of a status's `detail`: DETAIL_VERSION, or 0 for a detail without `v` (a
-    node from before the detail had one; read as version 1's shapes). PayloadError
-    "bad_version" for any other `v`, "bad_field" for a detail that is no object.
+    """The version of a status's `detail`: 1, or 2 (version 1's parts plus `types`, from an
+    edge node serving other machine types), or 0 for a detail without `v` (a node from before
+    the detail had one; read as version 1's shapes). PayloadError "bad_version" for any other
+    `v`, "bad_field" for a detail that is no object.
 
-    >>> detail_version({"v": 1}), detail_version({})
-    (1, 0)
-    >>> detail_version({"v": 2})
+    >>> detail_version({"v": 1}), detail_version({"v": 2}), detail_version({})
+    (1, 2, 0)
+    >>> detail_version({"v": 3})
     Traceback (most recent call last):
     ...
-    protocol.errors.PayloadError: status detail version 2, this build reads 1 (or none); ...
+    protocol.errors.PayloadError: status detail version 3, this build reads 1 or 2 (or none); ...
     """
     if not isinstance(detail, Mapping):
         raise _bad(f"status detail must be an object, got {short(detail)}")
     if "v" not in detail:
         return 0
     version = detail["v"]
-    if type(version) is not int or version != DETAIL_VERSION:
+    if type(version) is not int or version not in DETAIL_VERSIONS:
         raise PayloadError(
-            f"status detail version {short(version)}, this build reads {DETAIL_VERSION} (or "
+            f"status detail version {short(version)}, this build reads 1 or 2 (or "
             "none); the whole detail is ignored: upgrade this reader to the writer's release",
             kind="bad_version",
         )
-    return DETAIL_VERSION
+    return version
 
 
 def json_fields(cls: type) -> tuple[str, ...]:

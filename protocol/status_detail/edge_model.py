@@ -44,6 +44,8 @@ __all__ = [
     "Rollback",
     "Rollbacks",
     "RolloutGroup",
+    "TypeModel",
+    "TypeModels",
 ]
 
 MAX_ROLLBACKS = 8  # entries of `rollbacks`, newest last
@@ -317,3 +319,86 @@ class RolloutGroup:
     @classmethod
     def from_obj(cls, obj: object) -> RolloutGroup:
         return cls(need_id(obj, "rollout_group"))
+
+
+# -- machine types ------------------------------------------------------------------------------
+MAX_TYPES = 64  # machine types one node serves (protocol.machine_type: a site's most)
+
+
+@dataclass(frozen=True, slots=True)
+class TypeModel:
+    """One machine type a node serves: its serving model (None: none yet), that model's number
+    of classes (0 without one), windows its models classified since the node started, and
+    windows of its machines that came while it had no model (counted, not classified)."""
+
+    type: str
+    model_version: int | None
+    classes: int
+    windows: int
+    unclassified: int
+
+    def __post_init__(self) -> None:
+        need_id(self.type, "type_model type")
+        opt_version(self.model_version, "type_model model_version")
+        need_count(self.classes, "type_model classes")
+        need_count(self.windows, "type_model windows")
+        need_count(self.unclassified, "type_model unclassified")
+        if (self.model_version is None) != (self.classes == 0):
+            raise PayloadError(
+                "type_model classes is 0 exactly when model_version is null", kind="bad_field"
+            )
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "model_version": self.model_version,
+            "classes": self.classes,
+            "windows": self.windows,
+            "unclassified": self.unclassified,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> TypeModel:
+        o = need_object(
+            obj, "type_model", ("type", "model_version", "classes", "windows", "unclassified")
+        )
+        return cls(o["type"], o["model_version"], o["classes"], o["windows"], o["unclassified"])
+
+
+@dataclass(frozen=True, slots=True)
+class TypeModels:
+    """`detail.types`: the machine types a node serves and each one's model, in the order the
+    node serves them; present only on a node that serves another type than the built-in one
+    (or more than one), whose detail is then version 2 (`TYPES_DETAIL_VERSION`): its
+    `rollbacks` and `model_health` are of its first type's model only.
+
+    >>> t = TypeModels((TypeModel("default", 3, 4, 120, 0), TypeModel("press", None, 0, 0, 9)))
+    >>> TypeModels.from_obj(t.to_json_obj()) == t, t.version_of("press"), t.version_of("fan")
+    (True, None, None)
+    """
+
+    KEY: ClassVar[str] = "types"
+    ROLE: ClassVar[str] = "edge"
+
+    entries: tuple[TypeModel, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.entries) > MAX_TYPES or not all(isinstance(e, TypeModel) for e in self.entries):
+            raise PayloadError(
+                f"types must be at most {MAX_TYPES} TypeModel entries", kind="bad_field"
+            )
+        names = [e.type for e in self.entries]
+        if len(set(names)) != len(names):
+            raise PayloadError(f"types names a machine type twice: {names[:8]}", kind="bad_field")
+
+    def version_of(self, machine_type: str) -> int | None:
+        """The model version serving `machine_type` (None: none, or the node does not serve it)."""
+        return next((e.model_version for e in self.entries if e.type == machine_type), None)
+
+    def to_json_obj(self) -> list[dict[str, Any]]:
+        return [e.to_json_obj() for e in self.entries]
+
+    @classmethod
+    def from_obj(cls, obj: object) -> TypeModels:
+        items = need_list(obj, "types", MAX_TYPES)
+        return cls(tuple(TypeModel.from_obj(e) for e in items))

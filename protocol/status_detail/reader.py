@@ -11,7 +11,7 @@ reads as None, and the reader is told (`on_bad`) so that it counts it.
 ...                  on_bad=bad.append)
 >>> d.get(RolloutGroup), d.get(FleetDetail), d.get(ModelHealthDetail), [e.kind for e in bad]
 (RolloutGroup(group='canary'), None, None, ['bad_field'])
->>> DetailReader({"v": 2, "rollout_group": "canary"}, "edge", bad.append).get(RolloutGroup)
+>>> DetailReader({"v": 3, "rollout_group": "canary"}, "edge", bad.append).get(RolloutGroup)
 >>> bad[-1].kind
 'bad_version'
 >>> DetailReader({"machines": {"m01": {"state": "normal", "drift": "off", "labels": 0}}},

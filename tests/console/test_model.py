@@ -296,7 +296,7 @@ def test_a_malformed_part_is_counted_and_a_detail_of_another_version_ignored() -
     broken = drift_detail({"m01": "drift"})
     broken["drift"]["labeled_wrong"] = 10**6  # more wrong than seen
     site.status(edge(detail=broken), T0 + 1)
-    site.status(edge(detail={**drift_detail({"m01": "drift"}), "v": 2}), T0 + 2)
+    site.status(edge(detail={**drift_detail({"m01": "drift"}), "v": 3}), T0 + 2)
     assert "drift detected" not in " ".join(texts(site))
     assert site.refused == {"bad_field": 1, "bad_version": 1}
     site.status(edge(detail=drift_detail({"m01": "drift"})), T0 + 3)

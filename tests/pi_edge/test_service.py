@@ -40,6 +40,7 @@ from protocol.status_detail import (
     ModelHealthDetail,
     RecentMachines,
     RolloutGroup,
+    TypeModels,
 )
 from protocol.window import window_to_json
 from scripts.broker import Broker, free_port
@@ -552,7 +553,8 @@ def test_the_status_detail_is_versioned_and_its_typed_parts_read_back(
     bad: list[PayloadError] = []
     reader = DetailReader(s.detail, "edge", bad.append)
     parts = {p: reader.get(p) for p in PARTS if p.ROLE == "edge"}
-    assert {p for p, got in parts.items() if got is None} == {FleetDetail}  # not a fleet member
+    # not a fleet member; serving the built-in type alone: no `types` (detail version 1)
+    assert {p for p, got in parts.items() if got is None} == {FleetDetail, TypeModels}
     assert bad == [] and reader.rollbacks() == ((), 0)
     recent, group = parts[RecentMachines], parts[RolloutGroup]
     assert isinstance(recent, RecentMachines) and recent.ids == ("m01",)
@@ -574,7 +576,7 @@ def test_a_fleet_member_counts_a_malformed_fleet_detail_and_ignores_that_node(
 
     heard("pi-x", "pi-x", {"v": 1, "fleet": {**fleet, "group": 3}})  # bad_id
     heard("pi-y", "pi-y", {"v": 1, "fleet": {**fleet, "owned": 1}})  # owned > seen: bad_field
-    heard("pi-w", "pi-w", {"v": 2, "fleet": fleet})  # bad_version
+    heard("pi-w", "pi-w", {"v": 3, "fleet": fleet})  # bad_version
     heard("pi v", "pi-v", {"v": 1, "fleet": fleet})  # another node's topic: bad_id
     heard("pi-z", "pi-z", {"v": 1, "fleet": fleet})
     members = svc.fleet.membership.members(time.monotonic())

@@ -28,6 +28,7 @@ from protocol.status_detail import (
     SimMachines,
     TrainerPhase,
     TrainerStage,
+    TypeModels,
 )
 
 IDS = ("m01", "pi-1", "M.x_2", "a", "m" * 64, "canary")
@@ -237,13 +238,28 @@ def part_obj(part: type[Part], seed: int) -> Any:
             }
             for m in _ids(rng)
         }
+    if part is TypeModels:
+        names = rng.sample(["default", "press", "fan", "t" * 64], rng.randint(0, 4))
+        out = []
+        for name in names:
+            version = _opt(rng, _version(rng))
+            out.append(
+                {
+                    "type": name,
+                    "model_version": version,
+                    "classes": 0 if version is None else rng.choice([1, 3, 64]),
+                    "windows": _count(rng),
+                    "unclassified": _count(rng),
+                }
+            )
+        return out
     raise AssertionError(f"no example for {part.__name__}")
 
 
 def detail_obj(role: str, seed: int) -> dict[str, Any]:
     """A valid detail of `role`: `v`, every typed part of that role, an untyped key."""
     rng = random.Random(seed)
-    detail: dict[str, Any] = {"v": 1} if rng.random() < 0.8 else {}  # some from old nodes
+    detail: dict[str, Any] = {"v": rng.choice([1, 2])} if rng.random() < 0.8 else {}  # some old
     for i, part in enumerate(PARTS):
         if role == part.ROLE and rng.random() < 0.9:
             detail[part.KEY] = part_obj(part, seed * 31 + i)

@@ -74,7 +74,9 @@ def test_a_detail_without_v_reads_as_version_1_and_another_v_is_refused_whole() 
     group = {"rollout_group": "canary"}
     assert DetailReader(group, "edge").get(RolloutGroup) == RolloutGroup("canary")
     assert DetailReader({"v": 1, **group}, "edge").get(RolloutGroup) == RolloutGroup("canary")
-    for v in (2, 0, True, "1", 1.0, None, [1]):
+    # version 2 is version 1's parts plus `types` (a node serving other machine types)
+    assert DetailReader({"v": 2, **group}, "edge").get(RolloutGroup) == RolloutGroup("canary")
+    for v in (3, 0, True, "1", 1.0, None, [1]):
         bad: list[PayloadError] = []
         reader = DetailReader({"v": v, **group}, "edge", bad.append)
         assert reader.get(RolloutGroup) is None and reader.rollbacks() == ((), 0)

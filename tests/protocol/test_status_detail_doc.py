@@ -27,6 +27,7 @@ ENTRIES: dict[str, type] = {  # the entry types the schemas name
     "machine_drift": sd.MachineDrift,
     "ended_rollout": sd.EndedRollout,
     "sim_machine": sd.SimMachine,
+    "type_model": sd.TypeModel,
 }
 OBJECT_PARTS = {p for p in PARTS if isinstance(part_obj(p, 1), dict) and p is not sd.SimMachines}
 
@@ -95,7 +96,14 @@ def test_a_part_that_is_no_object_says_its_shape_in_one_line(part: type) -> None
     assert block.fields == [] and not block.shape.startswith("object,")
     for entry in ENTRIES:
         if entry in block.shape:
-            assert entry == {sd.Rollbacks: "rollback", sd.SimMachines: "sim_machine"}[part]
+            assert (
+                entry
+                == {
+                    sd.Rollbacks: "rollback",
+                    sd.SimMachines: "sim_machine",
+                    sd.TypeModels: "type_model",
+                }[part]
+            )
 
 
 def _choices(cls: type) -> dict[str, tuple[str, ...]]:
