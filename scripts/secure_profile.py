@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import fcntl
 import ipaddress
 import json
 import logging
@@ -47,7 +48,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -821,12 +822,25 @@ def set_reload(
     _save_doc(profile, doc)
 
 
+@contextlib.contextmanager
+def _locked(profile: SecureProfile) -> Iterator[None]:
+    """One `add`/`revoke` at a time on a profile (each reads, changes and rewrites its files)."""
+    with open(profile.dir / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def enroll(profile: SecureProfile, name: str, role: str, *, days: int = 730) -> Path:
     """Enroll identity `name` of `role`: its password (file 0600), its client certificate, its
     env file, its logins in the identities file; passwd and acl made again. Returns the env
     file. Does not reload the broker (`reload_broker`)."""
     check_name(name)
     _role(role)
+    with _locked(profile):
+        return _enroll(profile, name, role, days)
+
+
+def _enroll(profile: SecureProfile, name: str, role: str, days: int) -> Path:
     doc = profile.load()
     if name in doc["identities"]:
         raise ProfileError(f"identity {name!r} is already enrolled; revoke it first to replace it")
@@ -850,6 +864,11 @@ def enroll(profile: SecureProfile, name: str, role: str, *, days: int = 730) -> 
 def revoke(profile: SecureProfile, name: str) -> None:
     """Remove identity `name`: its logins leave passwd and acl, its files are deleted. Does not
     reload the broker (`reload_broker`)."""
+    with _locked(profile):
+        _revoke(profile, name)
+
+
+def _revoke(profile: SecureProfile, name: str) -> None:
     doc = profile.load()
     if name not in doc["identities"]:
         raise ProfileError(f"no identity {name!r} in {profile.dir}")
