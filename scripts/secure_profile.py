@@ -84,6 +84,16 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 SECURE_CONF = REPO / "deploy" / "mosquitto" / "edgeloop-secure.conf"
 ROLES = ("sensor", "edge", "trainer", "operator", "bridge")
+# identities.json, the one source of passwd and acl (written 0600, replaced atomically):
+#   {"format": "edgeloop-identities/1",
+#    "prefix": "edgeloop/v1",            the topic prefix the ACL is for ('+' levels allowed)
+#    "ha_prefix": "homeassistant",       Home Assistant's discovery prefix
+#    "reload": {"pid_file": PATH} | {"systemd_unit": UNIT} | {},   how add/revoke reach the broker
+#    "identities": {NAME: {"role": ROLE, "enrolled": ISO-8601 UTC,
+#                          "logins": {LOGIN: MOSQUITTO-HASH, ...}}}}
+# LOGIN is NAME and NAME~<purpose> for each of its role's further connections (logins_of); the
+# hash is what `mosquitto_passwd` wrote for the identity's password ($7$: PBKDF2-SHA512). No
+# password is ever stored in it; a device's password exists only in NAME.password.
 IDENTITIES_FORMAT = "edgeloop-identities/1"
 HA_PREFIX = "homeassistant"
 PASSWD_HINT = "install it with: sudo apt-get install -y mosquitto  (it ships mosquitto_passwd)"
