@@ -575,3 +575,12 @@ def test_the_broker_config_renders_only_options_it_has() -> None:
     assert "allow_anonymous false" in template and "max_packet_size" in template
     with pytest.raises(ProfileError):
         render_conf(template, {"no_such_option": "1"})
+
+
+def test_client_ids_are_bound_to_logins_on_the_listener() -> None:
+    """`use_username_as_clientid` is a per-listener option in Mosquitto 2.0: before the
+    `listener` line it would bind nothing on the TLS listener."""
+    lines = [line.split(None, 1)[0] for line in SECURE_CONF.read_text().splitlines() if line]
+    listener = lines.index("listener")
+    assert lines.index("use_username_as_clientid") > listener
+    assert "check_retain_source" not in lines  # off: it would withhold a bridge's retained model
