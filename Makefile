@@ -11,7 +11,7 @@ EXTRAS ?= sim,edge,plant,trainer,dev,console
 demo: setup  ## broker + trainer + pi_edge + simulator + dashboards, in tmux
 	$(BIN)/python -m scripts.demo
 
-demo-secure: setup  ## the same in the secure profile: TLS only, a user per role, the ACL
+demo-secure: setup  ## the same in the secure profile: TLS only, one identity per device, the ACL
 	$(BIN)/python -m scripts.demo --secure
 
 demo-signals: setup  ## the same with per-signal readings (deploy/signals.example.toml), 4 machines

@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,9 @@ if TYPE_CHECKING:
     Message: TypeAlias = MQTTMessage
 
 __all__ = [
+    "CONNECTIONS",
     "DEFAULT_PORT",
+    "LOGIN_SEPARATOR",
     "ConnectionWatch",
     "Credentials",
     "TLSParameters",
@@ -67,6 +69,17 @@ USER_WAYS = "--mqtt-user or EDGELOOP_MQTT_USER"
 PASSWORD_WAYS = "--mqtt-password-file, EDGELOOP_MQTT_PASSWORD_FILE or EDGELOOP_MQTT_PASSWORD"
 CA_WAYS = "--mqtt-ca-file or EDGELOOP_MQTT_CA_FILE"
 CERT_WAYS = "--mqtt-cert-file and --mqtt-key-file (EDGELOOP_MQTT_CERT_FILE, EDGELOOP_MQTT_KEY_FILE)"
+
+# Per-device identities (scripts/secure_profile.py): the broker binds each client id to its login
+# (`use_username_as_clientid`), so two connections with one login would take each other's
+# session. A process's second connection therefore logs in as `<user>~<purpose>`, with the same
+# password; `~` is never part of a node id, so such a login can never name another node.
+LOGIN_SEPARATOR = "~"
+CONNECTIONS = {
+    "batches": "pi_edge's batch shipper (its own persistent session for the trainer's acks)",
+    "spb": "pi_edge's Sparkplug B edge node (`--sparkplug`: its own Will, NDEATH)",
+    "cli": "a one-shot command next to the running service (ha-remove, publish, control)",
+}
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -142,6 +155,26 @@ class Credentials:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: TLSParameters | None = None
+    # the broker binds client ids to logins: each further connection has its own (`for_`)
+    per_connection: bool = False
+
+    def for_(self, purpose: str) -> Credentials:
+        """The login of this process's `purpose` connection (one of CONNECTIONS).
+
+        With `per_connection` (EDGELOOP_MQTT_LOGIN_PER_CONNECTION, set by the secure profile's
+        env files) that is `<user>~<purpose>` with the same password and TLS; otherwise these
+        same credentials.
+
+        >>> Credentials("pi-7", "pw", per_connection=True).for_("batches").username
+        'pi-7~batches'
+        >>> Credentials("edge", "pw").for_("batches").username
+        'edge'
+        """
+        if purpose not in CONNECTIONS:
+            raise ValueError(f"unknown connection {purpose!r}; known: {', '.join(CONNECTIONS)}")
+        if not self.per_connection or self.username is None:
+            return self
+        return replace(self, username=f"{self.username}{LOGIN_SEPARATOR}{purpose}")
 
     def __post_init__(self) -> None:
         if self.password is not None and self.username is None:

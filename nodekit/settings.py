@@ -217,12 +217,13 @@ class MqttSettings:
     >>> role = resolve(Role, env={"EDGELOOP_MQTT_USER": "edge", "EDGELOOP_MQTT_PASSWORD": "pw"})
     >>> role, role.credentials().describe()
     (Role(mqtt_user='edge', mqtt_password_file=None, mqtt_ca_file=None, mqtt_cert_file=None, \
-mqtt_key_file=None, mqtt_tls=False, broker='127.0.0.1:1883'), "user 'edge' over plain TCP")
+mqtt_key_file=None, mqtt_tls=False, mqtt_login_per_connection=False, \
+broker='127.0.0.1:1883'), "user 'edge' over plain TCP")
     """
 
     mqtt_user: str | None = setting(
         None,
-        help="MQTT user name (secure profile: sensor, edge, trainer or operator)",
+        help="MQTT user name (secure profile: the identity, e.g. pi-07; it is the node id too)",
         env=ENV_PREFIX + "MQTT_USER",
         metavar="USER",
     )
@@ -261,6 +262,12 @@ mqtt_key_file=None, mqtt_tls=False, broker='127.0.0.1:1883'), "user 'edge' over 
         help="TLS checked against the system's CAs (on anyway with --mqtt-ca-file)",
         env=ENV_PREFIX + "MQTT_TLS",
     )
+    mqtt_login_per_connection: bool = setting(
+        False,
+        help="the broker binds client ids to logins (secure profile): a second connection of "
+        "this process logs in as <user>~<purpose> (e.g. pi-7~batches) with the same password",
+        env=ENV_PREFIX + "MQTT_LOGIN_PER_CONNECTION",
+    )
 
     def __post_init__(self) -> None:  # a role's own __post_init__ calls check() for all fields
         check(self)
@@ -284,7 +291,7 @@ mqtt_key_file=None, mqtt_tls=False, broker='127.0.0.1:1883'), "user 'edge' over 
         tls = None
         if self.mqtt_tls or self.mqtt_ca_file or self.mqtt_cert_file or self.mqtt_key_file:
             tls = TLSParameters(self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
-        return Credentials(self.mqtt_user, password, tls)
+        return Credentials(self.mqtt_user, password, tls, self.mqtt_login_per_connection)
 
 
 def env_credentials(env: Mapping[str, str]) -> Credentials:

@@ -357,7 +357,7 @@ def _ha_remove(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     machines = None if "+" in cfg.intake.machines else cfg.intake.machines
     client = make_client(f"{cfg.node}-ha-remove-{os.getpid()}"[:64])  # never the node's own id
-    link = connect(client, cfg.broker, credentials=cfg.credentials())
+    link = connect(client, cfg.broker, credentials=cfg.credentials().for_("cli"))
     start_loop(client)
     try:
         link.wait(10.0)

@@ -78,6 +78,8 @@ class Broker:
         self.host = "127.0.0.1"
         self.conf_path = self.run_dir / "mosquitto.conf"
         self.log_path = self.run_dir / "mosquitto.log"
+        # written at start: `python -m scripts.secure_profile add … --pid-file` SIGHUPs it
+        self.pid_file = self.run_dir / "mosquitto.pid"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,6 +108,8 @@ class Broker:
                     "certfile": str(p.server_cert),
                     "keyfile": str(p.server_key),
                     "require_certificate": "true" if self.require_certificate else "false",
+                    # client id = login; a template without it fails here, not in production
+                    "use_username_as_clientid": "true",
                 },
             )
             run += "persistence true\n"
@@ -126,6 +130,7 @@ class Broker:
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
         )
         atexit.register(self.stop)
+        self.pid_file.write_text(f"{self._proc.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -181,6 +186,16 @@ class Broker:
     def resume(self) -> None:
         if self._proc is not None:
             self._proc.send_signal(signal.SIGCONT)
+
+    @property
+    def pid(self) -> int | None:
+        """The running broker's pid (SIGHUP makes it re-read its password file and ACL)."""
+        return None if self._proc is None else self._proc.pid
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads the password file and the ACL, without a restart."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGHUP)
 
     @property
     def running(self) -> bool:

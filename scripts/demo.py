@@ -12,10 +12,12 @@ assembles the windows (4 machines at 1 window/s unless --machines/--hz say other
 --secure, whose ACL grants sensors the window topics only).
 
 `--secure` (`make demo-secure`) runs the same in the secure profile: the broker takes only TLS
-and one user per role (a development CA, certificates, passwords and ACL are made once in
-RUN_DIR/secure by scripts/secure_profile.py), and each pane logs in as its role — the simulator
-as `sensor`, pi_edge as `edge`, the trainer as `trainer`, the console as `operator` — from that
-role's env file.
+and one identity per device (a development CA and certificates are made once in RUN_DIR/secure
+by scripts/secure_profile.py, which enrolls the demo's four devices: DEMO_IDENTITIES), and each
+pane logs in as its device from that identity's env file — the simulator as `sim-1`, pi_edge as
+node `pi-demo`, the trainer as `trainer-demo`, the console as `ops-demo`. While it runs,
+`python -m scripts.secure_profile add pi-2 --role edge --out RUN_DIR/secure` enrolls one more
+device and `revoke pi-2` removes it: the running broker reloads without a restart.
 """
 
 from __future__ import annotations
@@ -32,12 +34,20 @@ from pathlib import Path
 
 from protocol import DEFAULT_PREFIX
 from scripts.broker import Broker, BrokerError
-from scripts.secure_profile import ProfileError, SecureProfile, make_profile
+from scripts.secure_profile import ProfileError, SecureProfile, enroll, make_profile, set_reload
 
 REPO = Path(__file__).resolve().parent.parent
 PY = str(REPO / ".venv" / "bin" / "python")
 SESSION = "edgeloop"
 PRIVATE_KEY, PUBLIC_KEY = "trainer_ed25519.pem", "trainer_ed25519.pub.pem"
+# pane → (identity, role) of the secure demo; an identity's name is its node id
+DEMO_IDENTITIES = {
+    "simulator": ("sim-1", "sensor"),
+    "pi_edge": ("pi-demo", "edge"),
+    "trainer": ("trainer-demo", "trainer"),
+    "trainer_fan": ("trainer-fan", "trainer"),  # the fans' lineage: a device of its own
+    "console": ("ops-demo", "operator"),
+}
 SIGNALS_FILE = REPO / "deploy" / "signals.example.toml"
 SITE_FILE = REPO / "deploy" / "site.example.toml"  # the mixed site: seed machines and fans
 FANS = 4
@@ -57,7 +67,8 @@ def pane_commands(
 ) -> dict[str, str]:
     """Shell command for each pane; every one ends in a shell so a crash stays readable.
 
-    With a secure profile each pane first loads its role's login (user, password file, CA).
+    With a secure profile each pane first loads its identity's env file (login, password file,
+    CA, node id).
     With a signals file the simulator publishes per-signal readings and pi_edge assembles them.
     """
     broker = f"127.0.0.1:{port}"
@@ -73,7 +84,7 @@ def pane_commands(
         f"{PY} -m jetson_trainer serve --broker {broker} --store {q(str(run / 'trainer-fan'))} "
         f"--models {q(str(run / 'model-fan'))} --data {q(str(run / 'data-fan'))} --private-key "
         f"{q(str(keys / PRIVATE_KEY))} --site-file {q(str(SITE_FILE))} --machine-type fan "
-        "--client-id edgeloop-trainer-fan --no-dashboard"
+        "--client-id trainer-fan --no-dashboard"
     )
     edge = (
         f"{PY} -m pi_edge run --broker {broker} --public-key {q(str(keys / PUBLIC_KEY))} "
@@ -97,17 +108,10 @@ def pane_commands(
     if signals is None:
         commands["trainer_fan"] = trainer_fan
     if profile is not None:
-        roles = {
-            "simulator": "sensor",
-            "pi_edge": "edge",
-            "trainer": "trainer",
-            "trainer_fan": "trainer",
-            "console": "operator",
-        }
-        for pane, role in roles.items():
+        for pane, (name, _) in DEMO_IDENTITIES.items():
             if pane not in commands:
                 continue
-            login = f"set -a; . {q(str(profile.env_file(role)))}; set +a; "
+            login = f"set -a; . {q(str(profile.env_file(name)))}; set +a; "
             commands[pane] = login + commands[pane]
     return {pane: command + keep for pane, command in commands.items()}
 
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--secure",
         action="store_true",
-        help="the secure profile: TLS, a user per role, the ACL (made in RUN_DIR/secure)",
+        help="the secure profile: TLS, one identity per device, the ACL (in RUN_DIR/secure)",
     )
     args = parser.parse_args(argv)
     if args.signals and args.secure:
@@ -155,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     profile = None
     try:
         if args.secure:
-            profile = SecureProfile(run / "secure")
-            if profile.missing():
-                profile = make_profile(run / "secure")
+            profile = secure_demo_profile(run / "secure")
         broker = Broker(
             run_dir=run / ("broker-secure" if profile else "broker"), profile=profile
         ).start()
+        if profile is not None:  # `add`/`revoke` on this profile reload this broker
+            set_reload(profile, pid_file=broker.pid_file)
     except (BrokerError, ProfileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -244,11 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         if profile is None:
             print(f"Watch the wire: mosquitto_sub -p {broker.port} -t '{DEFAULT_PREFIX}/#' -v")
         else:
+            ops = DEMO_IDENTITIES["console"][0]
             print(
-                f"Secure profile in {profile.dir} (TLS, a user per role). Watch the wire as the "
-                f"operator: mosquitto_sub -p {broker.port} --cafile {profile.ca_file} "
-                f'-u operator -P "$(cat {profile.password_file("operator")})" '
-                f"-t '{DEFAULT_PREFIX}/#' -v"
+                f"Secure profile in {profile.dir} (TLS, one identity per device). Watch the wire "
+                f"as the operator (its `~cli` login: `{ops}` itself is the console's): "
+                f"mosquitto_sub -p {broker.port} --cafile {profile.ca_file} "
+                f'-u {ops}~cli -P "$(cat {profile.password_file(ops)})" '
+                f"-t '{DEFAULT_PREFIX}/#' -v\n"
+                f"Enroll another Pi: .venv/bin/python -m scripts.secure_profile add pi-2 --role "
+                f"edge --out {profile.dir}  (then `revoke pi-2`; the broker reloads, no restart)"
             )
         inside_tmux = bool(os.environ.get("TMUX"))  # attach would refuse to nest
         if not args.no_attach and sys.stdin.isatty() and not inside_tmux:
@@ -264,6 +272,18 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         print("edgeloop demo stopped: tmux session and broker are gone.")
     return 0
+
+
+def secure_demo_profile(path: Path) -> SecureProfile:
+    """The demo's profile in `path`: made once, with each of DEMO_IDENTITIES enrolled."""
+    profile = SecureProfile(path)
+    if profile.missing():
+        profile = make_profile(path)
+    enrolled = profile.roles()
+    for name, role in DEMO_IDENTITIES.values():
+        if name not in enrolled:
+            enroll(profile, name, role)
+    return profile
 
 
 def prepare(run: Path) -> None:

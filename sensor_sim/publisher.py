@@ -650,7 +650,7 @@ def send_command(
     topics = Topics(prefix)
     client = make_client(f"sim-cli-{os.getpid()}-{time.monotonic_ns() & 0xFFFF:04x}")
     guard_client(client, Faults(log), "sim-cli-mqtt")
-    link = connect(client, broker, credentials=credentials)
+    link = connect(client, broker, credentials=credentials and credentials.for_("cli"))
     start_loop(client)
     try:
         try:

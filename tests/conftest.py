@@ -27,15 +27,20 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 @pytest.fixture(scope="session")
 def secure_profile(tmp_path_factory: pytest.TempPathFactory) -> SecureProfile:
-    """CA, certificates, a password per role and an ACL for every `test/<name>` prefix."""
-    return make_profile(tmp_path_factory.mktemp("secure-profile"), prefix="test/+")
+    """CA, certificates and an ACL for every `test/<name>` prefix, with one identity per role
+    named after it (`edge` is node `edge`); tests that need more enroll them."""
+    return make_profile(
+        tmp_path_factory.mktemp("secure-profile"),
+        prefix="test/+",
+        enroll_=[(role, role) for role in ("sensor", "edge", "trainer", "operator", "bridge")],
+    )
 
 
 @pytest.fixture(scope="session")
 def secure_broker(
     tmp_path_factory: pytest.TempPathFactory, secure_profile: SecureProfile
 ) -> Iterator[Broker]:
-    """Mosquitto in the secure profile (TLS only, a user per role, the ACL) on a free port."""
+    """Mosquitto in the secure profile (TLS only, a login per identity, the ACL) on a free port."""
     try:
         b = Broker(run_dir=tmp_path_factory.mktemp("mosquitto-secure"), profile=secure_profile)
         b.start()

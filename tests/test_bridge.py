@@ -403,8 +403,8 @@ def test_the_bridge_logs_into_the_secure_profile_over_tls(
     tmp_path: Path, secure_profile: SecureProfile
 ) -> None:
     """Both brokers in the secure profile, the deploy file's TLS and login lines unchanged but
-    for the CA path and password: the bridge logs into the central broker as the edge role, whose
-    ACL lets it carry both directions, and on the site the Pis' own logins still apply."""
+    for the CA path and password: the bridge logs into the central broker as a bridge identity,
+    whose ACL lets it carry both directions, and on the site the Pis' own logins still apply."""
     prefix = "test/bridge"  # the profile's ACL covers test/+
     topics = Topics(prefix)
     central = start(Broker(tmp_path / "central", profile=secure_profile))
@@ -414,10 +414,11 @@ def test_the_bridge_logs_into_the_secure_profile_over_tls(
             prefix=prefix,
             tls={
                 "bridge_cafile": str(secure_profile.ca_file),
-                "remote_password": secure_profile.password("edge"),
+                "remote_username": "bridge",  # the profile's bridge identity
+                "remote_password": secure_profile.password("bridge"),
             },
         )
-        assert "\nremote_username edge\n" in conf and "\nbridge_insecure false\n" in conf
+        assert "\nremote_username bridge\n" in conf and "\nbridge_insecure false\n" in conf
         site = start(Broker(tmp_path / "site", profile=secure_profile, extra_conf=conf))
         try:
             trainer = secure_profile.credentials("trainer")
@@ -432,21 +433,21 @@ def test_the_bridge_logs_into_the_secure_profile_over_tls(
             assert_retained(site, topics.model_current, b"bundle", edge_login)
             edge = Publisher(site.address, f"edge-{time.time_ns()}", edge_login)
             try:
-                edge.publish(topics.status("edge-a"), b"online", qos=1, retain=True)
+                edge.publish(topics.status("edge"), b"online", qos=1, retain=True)
             finally:
                 edge.close()
-            assert_retained(central, topics.status("edge-a"), b"online", operator)
+            assert_retained(central, topics.status("edge"), b"online", operator)
             # a central operator's command reaches the node on the site (the console's rollback)
             node_inbox = Listener(
                 site.address,
-                [topics.node_command("edge-a")],
-                f"edge-a-{time.time_ns()}",
+                [topics.node_command("edge")],  # identity `edge` reads its own commands
+                f"edge-{time.time_ns()}",
                 edge_login,
             )
             try:
                 console = Publisher(central.address, f"console-{time.time_ns()}", operator)
                 try:
-                    console.publish(topics.node_command("edge-a"), b"rollback", qos=1)
+                    console.publish(topics.node_command("edge"), b"rollback", qos=1)
                 finally:
                     console.close()
                 assert node_inbox.wait_for(lambda m: any(p == b"rollback" for _, p, _ in m), 10)

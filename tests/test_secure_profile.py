@@ -36,7 +36,16 @@ from nodekit.settings import MqttSettings, env_names, flag_of, resolve
 from protocol import Topics
 from protocol.errors import ConfigError
 from scripts.broker import Broker
-from scripts.secure_profile import ACL, ROLES, SECURE_CONF, SecureProfile, acl_text, render_conf
+from scripts.secure_profile import (
+    ACL,
+    EXAMPLE_IDENTITIES,
+    ROLES,
+    SECURE_CONF,
+    SecureProfile,
+    acl_text,
+    render_conf,
+    table_row,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,8 +100,11 @@ class Client:
 def clients(secure_broker: Broker, secure_profile: SecureProfile) -> Iterator[Any]:
     made: list[Client] = []
 
-    def make(role: str, *subscribe: str) -> Client:
-        c = Client(secure_broker, secure_profile.credentials(role), subscribe)
+    def make(name: str, *subscribe: str, via: str | None = None) -> Client:
+        """A client of identity `name`; `via`: one of its further connections' logins (two
+        connections with one login take each other's session: the client id is the login)."""
+        creds = secure_profile.credentials(name)
+        c = Client(secure_broker, creds.for_(via) if via else creds, subscribe)
         made.append(c)
         return c
 
@@ -392,8 +404,8 @@ def test_edge_reads_windows_through_a_shared_subscription_and_not_the_trainers_b
     edge = clients("edge", topics.windows(shared_group="pis"), topics.drift_batches)
     assert edge.suback[0] < 0x80  # granted
     sensor = clients("sensor")
-    edge_pub = clients("edge")
-    assert edge_pub.publish(topics.drift_batches, b"batch")  # an edge node may ship batches
+    edge_pub = clients("edge", via="batches")
+    assert edge_pub.publish(topics.drift_batches, b"batch")  # its shipper's login ships batches
     assert sensor.publish(topics.window("m07"), b"w")
     deadline = time.monotonic() + 5
     while not edge.messages and time.monotonic() < deadline:
@@ -408,13 +420,13 @@ def test_a_fleet_edge_node_hears_the_other_nodes_statuses_and_a_sensor_does_not(
     """`pi_edge run --fleet` learns its group's members from `…/nodes/+/status`."""
     edge = clients("edge", topics.statuses())
     sensor = clients("sensor", topics.statuses())
-    other = clients("edge")
-    assert other.publish(topics.status("pi-b"), b"{}")
+    other = clients("trainer")
+    assert other.publish(topics.status("trainer"), b"{}")  # its own status: the only one
     deadline = time.monotonic() + 5
     while not edge.messages and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)
-    assert edge.topics_seen() == [topics.status("pi-b")]
+    assert edge.topics_seen() == [topics.status("trainer")]
     assert sensor.topics_seen() == []  # the ACL is what lets edge read them
 
 
@@ -435,6 +447,10 @@ def test_control_cli_works_with_operator_credentials_and_fails_clearly_with_a_se
     assert main(base) == 0
     for var, value in secure_profile.env("sensor").items():
         monkeypatch.setenv(var, value)
+    assert main(base) == 1  # a sensor identity has no login for one-shot commands at all
+    assert "refused user 'sensor~cli'" in caplog.text
+    assert "Not authorized (CONNACK 0x87)" in caplog.text
+    monkeypatch.setenv("EDGELOOP_MQTT_LOGIN_PER_CONNECTION", "false")  # its own login: the ACL
     assert main(base) == 1
     assert "Not authorized (PUBACK 0x87)" in caplog.text
 
@@ -544,12 +560,12 @@ def test_refusals_are_given_up_on_only_when_retrying_cannot_help() -> None:
 
 
 def test_the_committed_acl_and_the_readme_table_are_the_acl_table() -> None:
-    assert (REPO / "deploy" / "mosquitto" / "acl").read_text() == acl_text()
+    assert (REPO / "deploy" / "mosquitto" / "acl").read_text() == acl_text(EXAMPLE_IDENTITIES)
     readme = (REPO / "protocol" / "README.md").read_text()
-    for grant in ACL:
-        row = f"| {grant.role} | {grant.access} | `{grant.full('{prefix}')}` |"
-        assert row in readme, row
-    assert set(ROLES) == {g.role for g in ACL}
+    rows = [line for line in readme.splitlines() if line.startswith("| every login |")]
+    rows += [line for line in readme.splitlines() if line.split(" | ")[0][2:] in ROLES]
+    assert rows == [table_row(grant) for grant in ACL]  # every row, in order, nothing else
+    assert set(ROLES) | {"*"} == {g.role for g in ACL}
 
 
 def test_the_broker_config_renders_only_options_it_has() -> None:
@@ -559,3 +575,12 @@ def test_the_broker_config_renders_only_options_it_has() -> None:
     assert "allow_anonymous false" in template and "max_packet_size" in template
     with pytest.raises(ProfileError):
         render_conf(template, {"no_such_option": "1"})
+
+
+def test_client_ids_are_bound_to_logins_on_the_listener() -> None:
+    """`use_username_as_clientid` is a per-listener option in Mosquitto 2.0: before the
+    `listener` line it would bind nothing on the TLS listener."""
+    lines = [line.split(None, 1)[0] for line in SECURE_CONF.read_text().splitlines() if line]
+    listener = lines.index("listener")
+    assert lines.index("use_username_as_clientid") > listener
+    assert "check_retain_source" not in lines  # off: it would withhold a bridge's retained model

@@ -54,7 +54,8 @@ def publish_message(
     names it in errors); BrokerRefusedError if the login or the ACL says no."""
     client = make_client(f"edgeloop-trainer-publish-{uuid.uuid4().hex[:8]}")
     try:
-        link = connect(client, broker, credentials=credentials)
+        # never the serving trainer's login: the broker binds client ids to logins
+        link = connect(client, broker, credentials=credentials and credentials.for_("cli"))
     except (ValueError, OSError) as exc:
         raise TrainerError(f"cannot connect to broker {broker}: {exc}") from exc
     start_loop(client)

@@ -186,7 +186,8 @@ class BatchShipper(Worker):
         self.link = connect(
             self.client,
             self.broker,
-            credentials=self.credentials,
+            # its own login when the broker binds client ids to logins (secure profile)
+            credentials=None if self.credentials is None else self.credentials.for_("batches"),
             clean_start=False,
             session_expiry_s=self.config.session_expiry_s,
         )

@@ -374,7 +374,8 @@ class SparkplugNode(Worker):
         self._client = client
         super().start()
         try:
-            self.link = connect(client, self.broker, credentials=self.credentials)
+            creds = None if self.credentials is None else self.credentials.for_("spb")  # own login
+            self.link = connect(client, self.broker, credentials=creds)
         except ValueError as exc:
             raise EdgeError(f"broker address: {exc}") from exc
         start_loop(client)

@@ -1,5 +1,5 @@
-"""The console in the secure profile: it logs in as `operator`, sees the nodes, and its node
-command reaches an edge node's login (the ACL grant) and no other role."""
+"""The console in the secure profile: it logs in as identity `operator`, sees the nodes, and its
+node command reaches the edge node it names (the ACL's `%u` pattern) and no other login."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_the_operator_console_sees_statuses_and_commands_reach_edge_only(
 ) -> None:
     edge_ear = Listener(
         secure_broker.address,
-        [topics.node_command("pi-1")],
+        [topics.node_command("edge")],  # identity `edge` is node `edge`
         f"edge-ear-{time.time_ns()}",
         secure_profile.credentials("edge"),
     )
@@ -33,8 +33,10 @@ def test_the_operator_console_sees_statuses_and_commands_reach_edge_only(
         f"sensor-ear-{time.time_ns()}",
         secure_profile.credentials("sensor"),
     )
-    edge_node = Publisher(
-        secure_broker.address, f"edge-pub-{time.time_ns()}", secure_profile.credentials("edge")
+    trainer = Publisher(  # one connection per login: the client id is the login
+        secure_broker.address,
+        f"trainer-pub-{time.time_ns()}",
+        secure_profile.credentials("trainer"),
     )
     link = ConsoleLink(
         secure_broker.address,
@@ -44,21 +46,21 @@ def test_the_operator_console_sees_statuses_and_commands_reach_edge_only(
     ).start()
     try:
         assert link.subscribed.wait(10), link.state
-        status = Status("pi-1", "edge", "online", "0.1.0", 2, time.time())
-        edge_node.publish(topics.status("pi-1"), status.to_json(), retain=True)
+        status = Status("trainer", "trainer", "online", "0.1.0", 2, time.time())
+        trainer.publish(topics.status("trainer"), status.to_json(), retain=True)
         deadline = time.monotonic() + 10
         seen: list[Status] = []
         while not seen and time.monotonic() < deadline:
             seen = [s for s, _ in link.drain().statuses]
             time.sleep(0.05)
-        assert [s.node for s in seen] == ["pi-1"]
-        assert link.send(topics.node_command("pi-1"), NodeCommand("rollback").to_json())
+        assert [s.node for s in seen] == ["trainer"]
+        assert link.send(topics.node_command("edge"), NodeCommand("rollback").to_json())
         assert edge_ear.wait_for(lambda msgs: len(msgs) == 1, timeout=10)
         assert NodeCommand.from_json(edge_ear.messages[0][1]).cmd == "rollback"
         time.sleep(0.5)
         assert sensor_ear.messages == []  # no read grant for sensors
     finally:
         link.stop()
-        edge_node.publish(topics.status("pi-1"), b"", retain=True)
-        for c in (edge_ear, sensor_ear, edge_node):
+        trainer.publish(topics.status("trainer"), b"", retain=True)
+        for c in (edge_ear, sensor_ear, trainer):
             c.close()

@@ -4,6 +4,7 @@ refused publish keeps its rows."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -97,8 +98,9 @@ def shipper_for(
     topics: Topics,
     config: ShipperConfig = FAST,
     credentials: Credentials | None = None,
+    node: str | None = None,
 ) -> BatchShipper:
-    node = f"pi-test-{time.monotonic_ns()}"
+    node = node or f"pi-test-{time.monotonic_ns()}"
     return BatchShipper(
         buffer,
         broker.address,
@@ -255,9 +257,9 @@ def test_a_publish_the_acl_refuses_keeps_its_rows_and_is_logged_once(
     buffer.add([kept(i) for i in range(20)])
     config = ShipperConfig(batch_size=16, max_inflight=2, refused_backoff_s=0.1, poll_s=0.05)
     with caplog.at_level(logging.ERROR, logger="pi_edge.loop.shipper"):
-        shipper = shipper_for(
-            secure_broker, buffer, topics, config, secure_profile.credentials("sensor")
-        )
+        # the sensor identity's own login (it has no `~batches` one): the ACL must refuse
+        sensor = dataclasses.replace(secure_profile.credentials("sensor"), per_connection=False)
+        shipper = shipper_for(secure_broker, buffer, topics, config, sensor)
         try:
             wait(lambda: shipper.stats()["refused"].get("not_authorized", 0) >= 4)
             time.sleep(0.3)
@@ -280,7 +282,8 @@ def test_the_acl_lets_the_edge_ship_and_the_trainer_acknowledge(
     buffer = DurableBuffer(tmp_path / "b.sqlite")
     buffer.add([kept(i) for i in range(20)])
     trainer = Trainer(secure_broker, topics, credentials=secure_profile.credentials("trainer"))
-    shipper = shipper_for(secure_broker, buffer, topics, FAST, secure_profile.credentials("edge"))
+    edge = secure_profile.credentials("edge")  # ships as `edge~batches`, acks on …/acks/edge
+    shipper = shipper_for(secure_broker, buffer, topics, FAST, edge, node="edge")
     try:
         wait(lambda: left(buffer) == 0)
         assert trainer.stored == ids(20)

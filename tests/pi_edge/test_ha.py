@@ -292,13 +292,14 @@ def test_in_the_secure_profile_the_edge_user_may_announce_read_and_clear_its_con
         "mqtt_user": "edge",
         "mqtt_password_file": Path(edge["EDGELOOP_MQTT_PASSWORD_FILE"]),
         "mqtt_ca_file": secure_profile.ca_file,
+        "mqtt_login_per_connection": True,  # its shipper logs in as edge~batches
     }
-    node = f"edge-ha-sec-{time.time_ns()}"
+    node = "edge"  # the identity's name is its node id: its HA level is its own
     reader = Listener(
         secure_broker.address,
         [f"homeassistant/sensor/{site_node_id(topics.prefix, node)}/+/config"],
         f"ha-reader-{time.time_ns()}",
-        credentials=secure_profile.credentials("edge"),
+        credentials=secure_profile.credentials("edge").for_("cli"),  # not the node's own login
     )
     sensor = Publisher(
         secure_broker.address, f"ha-sensor-{time.time_ns()}", secure_profile.credentials("sensor")

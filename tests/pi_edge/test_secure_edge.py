@@ -50,13 +50,13 @@ def test_edge_node_and_simulator_log_in_over_tls_and_a_window_is_classified(
         env=secure_profile.env("edge"),
         flags={
             **common,
-            "node": "pi-secure",
             "public_key": str(models.public_key_path),
             "state_dir": str(tmp_path / "edge"),
             "dashboard": False,
         },
     )
     assert edge_cfg.credentials().tls is not None and edge_cfg.mqtt_user == "edge"
+    assert edge_cfg.node == "edge"  # an identity's name is its node id (its env file says so)
     sim_cfg = resolve_sim(
         env=secure_profile.env("sensor"),
         flags={**common, "machines": 2, "hz": 5.0, "dashboard": False, "duration_s": 30.0},
@@ -81,4 +81,5 @@ def test_edge_node_and_simulator_log_in_over_tls_and_a_window_is_classified(
     prediction = json.loads(watcher.messages[0][1])
     assert prediction["model_version"] == 1 and prediction["machine"] in {"m01", "m02"}
     log = secure_broker.log_path.read_text()
-    assert "u'edge'" in log and "u'sensor'" in log and "u'trainer'" in log
+    assert "u'edge'" in log and "u'sensor'" in log and "u'trainer~cli'" in log  # publish: cli
+    assert "u'edge~batches'" in log  # the node's shipper, on its own login

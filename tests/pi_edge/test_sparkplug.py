@@ -455,9 +455,9 @@ def _rows(machines: list[str], label: str = "normal") -> list[HistoryRow]:
 
 
 def _node_for(address: str, group: str, tmp_path: Path, **kw: Any) -> SparkplugNode:
+    kw.setdefault("node", f"spb-{time.time_ns()}")
     return SparkplugNode(
         group=group,
-        node=f"spb-{time.time_ns()}",
         broker=address,
         state_dir=tmp_path / "state",
         normal="normal",
@@ -501,7 +501,11 @@ def test_in_the_secure_profile_the_edge_user_is_a_sparkplug_node_and_the_operato
         credentials=secure_profile.credentials("operator"),
     )
     spb = _node_for(
-        secure_broker.address, group, tmp_path, credentials=secure_profile.credentials("edge")
+        secure_broker.address,
+        group,
+        tmp_path,
+        node="edge",  # the identity's node id; it logs in as edge~spb
+        credentials=secure_profile.credentials("edge"),
     ).start()
     topics = spb.topics
     try:
