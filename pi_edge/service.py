@@ -412,20 +412,21 @@ class EdgeService:
         self.inbox.put(_Item(window, received_ns))
 
     def _on_node_command(self, payload: bytes) -> None:
-        """A node command (protocol.node_command): decoded here, carried out off paho's thread."""
+        """A node command (protocol.node_command): decoded here, carried out off paho's thread.
+
+        Only an addressed rollback (version 2: `from` and `id`) is acted on; a version 1 one
+        is refused as unaddressed, a repeated id as a duplicate, and the model thread refuses
+        one whose `from` the node no longer serves as stale: each does nothing, is counted
+        (`errors.command_<result>`), logged and shown in `detail.commands`."""
         try:
             command = NodeCommand.from_json(payload)
         except PayloadError as exc:
             self._bad_payload(exc, self._command_topic, "node command")
             return
-        log.info(
-            "node command %s%s from the operator",
-            command.cmd,
-            f" ({command.id})" if command.id else "",
-        )
-        self.models.request_rollback(  # v1 knows only "rollback"
-            f"node command from the operator{f' ({command.id})' if command.id else ''}"
-        )
+        if command.from_version is None or command.id is None:
+            self.models.command_result(command.cmd, command.id, None, "unaddressed")
+            return
+        self.models.request_rollback(command.from_version, command.id)  # only "rollback"
 
     def _on_signal(self, topic: str, payload: bytes, received_ns: int) -> bool:
         """One per-signal reading (on paho's thread, cheap): parse it, feed the assembler,
@@ -834,6 +835,7 @@ class EdgeService:
         detail["labels"]["requests"] = self.asker.stats()  # label requests sent
         detail["estimate"] = self.estimator.summary()  # label-free accuracy estimate
         detail.update(self.models.health_detail())  # rollbacks, model_health
+        detail["commands"] = self.models.command_detail()  # node commands: done, or why not
         if self.config.models.rollout_group is not None:  # the trainer's staged rollout reads it
             group = RolloutGroup(self.config.models.rollout_group)
             detail[RolloutGroup.KEY] = group.to_json_obj()
