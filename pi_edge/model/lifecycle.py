@@ -6,7 +6,10 @@ model/current and ends on the highest version offered), saves the good ones as l
 puts them in a hand-over slot; the worker swaps them in between two batches (`take_pending` +
 `install`), so a swap never falls inside a batch. The same thread notices `pi_edge rollback`
 rewriting current.bundle, and does that rollback itself when an operator asks over MQTT
-(`request_rollback`, a node command).
+(`request_rollback`, an addressed node command: done only while the node serves the version it
+names, once per command id; a repeat, a duplicate or a stale one does nothing and says so).
+A version rolled back from is never served again: not from the network, not from the state dir
+or --model at start (`load_startup`).
 
 After a swap to a newer model the worker feeds each batch's figures to `observe`;
 model/health_watch.py judges them against the previous model's figures from just before the swap,
