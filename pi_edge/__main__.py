@@ -57,7 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     add_arguments(ev, EdgeConfig, only=("public_key", "insecure_dev", "threads"))
 
-    rb = sub.add_parser("rollback", help="swap current and previous model in the state dir")
+    rb = sub.add_parser(
+        "rollback",
+        help="make the previous model current in the state dir, block the current version",
+    )
+    rb.add_argument(
+        "--from",
+        dest="from_version",
+        type=int,
+        metavar="VERSION",
+        help="roll back only if current.bundle is this version (else exit 1, nothing changed)",
+    )
     _config_arg(rb)
     add_arguments(rb, EdgeConfig, only=("state_dir",))
     ex = sub.add_parser("export", help="write the local prediction history as CSV or JSON lines")
@@ -268,7 +278,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     state_dir = build_config(args).state_dir
-    from_v, to_v = ModelStore(state_dir).rollback()
+    from_v, to_v = ModelStore(state_dir).rollback(expect_from=args.from_version)
     log.info(
         "rolled back from model v%s to v%s in %s; a running node loads it within one status "
         "interval and keeps it across restarts (current.bundle is the operator's own, trusted "

@@ -181,6 +181,11 @@ def test_store_keeps_previous_and_rollback_goes_back_once_and_blocks(
     assert not list(store.dir.glob(".*.tmp"))
     assert main(["rollback", "--state-dir", str(tmp_path)]) == EXIT_FAILED  # a repeat
     assert store.current_path.read_bytes() == b1.raw and store.blocked() == [2]
+    store.save(b2)  # v2 again (a newer one would do the same): previous is v1
+    assert main(["rollback", "--state-dir", str(tmp_path), "--from", "1"]) == EXIT_FAILED
+    assert store.current_path.read_bytes() == b2.raw  # stale: nothing changed
+    assert main(["rollback", "--state-dir", str(tmp_path), "--from", "2"]) == 0
+    assert store.current_path.read_bytes() == b1.raw
     store.save(decode_bundle(models.bundle(3), models.public_key))
     assert store.blocked() == []
 
