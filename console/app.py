@@ -370,10 +370,16 @@ class ConsoleApp(App[None]):
         if row is None or row.role != "edge":
             self._say(f"{node} is not a pi_edge node; only those roll back", "warning")
             return
-        model = "its model" if row.model_version is None else f"model v{row.model_version}"
-        command = NodeCommand("rollback", id=f"console@{self.clock():.3f}")
+        if row.model_version is None:
+            self.notify(f"{node} serves no model (its status says); nothing to roll back")
+            return
+        # addressed: the node rolls back only while it still serves this version, once per id
+        # (a repeat, a QoS 1 duplicate or a press after it rolled back by itself does nothing)
+        command = NodeCommand(
+            "rollback", id=f"console@{self.clock():.3f}", from_version=row.model_version
+        )
         self._confirm(
-            f"Roll node {node} back from {model} to its previous model?",
+            f"Roll node {node} back from model v{row.model_version} to its previous model?",
             self.topics.node_command(node),
             command.to_json(),
             f"rollback {node}",

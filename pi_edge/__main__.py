@@ -58,7 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     add_arguments(ev, EdgeConfig, only=("public_key", "insecure_dev", "threads"))
 
-    rb = sub.add_parser("rollback", help="swap current and previous model in the state dir")
+    rb = sub.add_parser(
+        "rollback",
+        help="make the previous model current in the state dir, block the current version",
+    )
+    rb.add_argument(
+        "--from",
+        dest="from_version",
+        type=int,
+        metavar="VERSION",
+        help="roll back only if current.bundle is this version (else exit 1, nothing changed)",
+    )
     rb.add_argument(
         "--type",
         dest="machine_type",
@@ -279,7 +289,7 @@ def _rollback(args: argparse.Namespace) -> int:
     state_dir = build_config(args).state_dir
     if args.machine_type != "default":  # another machine type's models (pi_edge --site/--types)
         state_dir = state_dir / "types" / check_id(args.machine_type, "machine type")
-    from_v, to_v = ModelStore(state_dir).rollback()
+    from_v, to_v = ModelStore(state_dir).rollback(expect_from=args.from_version)
     log.info(
         "rolled back from model v%s to v%s in %s; a running node loads it within one status "
         "interval and keeps it across restarts (current.bundle is the operator's own, trusted "

@@ -58,7 +58,7 @@ from nodekit.lifecycle import DEGRADED, Loop, Watchdog
 from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many, start_loop
 from nodekit.storage import WriteFailures
 from protocol import Manifest, PayloadError, Status, Window, decode_any, encode_window
-from protocol.fleet import FLEET_DETAIL, fleet_group_of
+from protocol.fleet import FLEET_DETAIL, fleet_view
 from protocol.label_request import LabelRequest, LabelRequests
 from protocol.machine_state import MachineState
 from protocol.machine_type import DEFAULT_TYPE_NAME
@@ -121,10 +121,22 @@ class EdgeService:
         self._input_shape = (models.window_length, len(models.channels))
         self._machine_type = models.machine_type
         self._stop = threading.Event()
+        self._status_now = threading.Event()  # publish the status now (it was overwritten)
+        self._own_heard = False  # paho's: its own status came back since the last connect
         self.faults = Faults(log, report.log_interval_s)
         # the threads this node cannot go on without, and how it ends when one dies
         self._dog = Watchdog(f"pi_edge node {config.node}", self._degraded, log=log)
         self._allowed = intake.allowed
+        # --window-labels: whose in-band labels count (a login, the secure profile: none by
+        # default); the others are dropped at intake, before anything keeps or ships them
+        tls_or_user = basics.credentials.username is not None or basics.credentials.tls is not None
+        self._label_trust = intake.label_trust(logged_in=tls_or_user)
+        trust = self._label_trust
+        self._label_trust_text = (
+            ("every machine" if trust else "no machine")
+            if isinstance(trust, bool)
+            else ", ".join(sorted(trust))
+        )
         # --fleet GROUP: this node's share of the machines (intake/ownership.py)
         self.fleet = intake.ownership(config.node, self._fleet_changed)
         self._fleet_lost: list[tuple[int, list[str]]] = []  # the worker's: (barrier, machines)
@@ -297,6 +309,7 @@ class EdgeService:
         A degraded node leaves its degraded status retained, so that an operator sees why.
         """
         self._stop.set()
+        self._status_now.set()
         self.inbox.wake()
         for lane in self.lanes.lanes:
             lane.manager.stop(timeout)
@@ -388,6 +401,7 @@ class EdgeService:
             self.broker_state = self.link.state if self.link else f"refused ({reason_code})"
             return
         self.broker_state = "connected"
+        self._own_heard = False
         if self.fleet is not None:  # first, in its own SUBSCRIBE: the retained statuses of
             # the group arrive before any window, so a joining node knows the others at once
             client.subscribe(self.topics.statuses(), qos=1)
@@ -500,6 +514,9 @@ class EdgeService:
         except PayloadError as exc:
             self._bad_payload(exc, topic)
             return
+        if window.label is not None and not self._label_trusted(machine):
+            window = replace(window, label=None)  # drops its frame too: it carried the label
+            self._untrusted_label(machine)
         self.inbox.put(_Item(window, received_ns, lane))
 
     def _lane_of(self, machine: str) -> TypeLane:
@@ -514,21 +531,40 @@ class EdgeService:
             )
         return lane
 
+    def _label_trusted(self, machine: str) -> bool:
+        """Whether an in-band label of `machine`'s windows counts (`--window-labels`)."""
+        trust = self._label_trust
+        return trust if isinstance(trust, bool) else machine in trust
+
+    def _untrusted_label(self, machine: str) -> None:
+        n = self.labeler.untrusted()
+        if n == 1 or n % 1000 == 0:
+            log.warning(
+                "dropped the in-band label of a window of %r (%d so far): this node takes "
+                "in-band labels from %s only (--window-labels); the window is classified "
+                "unlabeled, and a maintenance label on %s still labels it",
+                machine[:80],
+                n,
+                self._label_trust_text,
+                self.topics.labels,
+            )
+
     def _on_node_command(self, payload: bytes) -> None:
-        """A node command (protocol.node_command): decoded here, carried out off paho's thread."""
+        """A node command (protocol.node_command): decoded here, carried out off paho's thread.
+
+        Only an addressed rollback (version 2: `from` and `id`) is acted on; a version 1 one
+        is refused as unaddressed, a repeated id as a duplicate, and the model thread refuses
+        one whose `from` the node no longer serves as stale: each does nothing, is counted
+        (`errors.command_<result>`), logged and shown in `detail.commands`."""
         try:
             command = NodeCommand.from_json(payload)
         except PayloadError as exc:
             self._bad_payload(exc, self._command_topic, "node command")
             return
-        log.info(
-            "node command %s%s from the operator",
-            command.cmd,
-            f" ({command.id})" if command.id else "",
-        )
-        self.models.request_rollback(  # v1 knows only "rollback"
-            f"node command from the operator{f' ({command.id})' if command.id else ''}"
-        )
+        if command.from_version is None or command.id is None:
+            self.models.command_result(command.cmd, command.id, None, "unaddressed")
+            return
+        self.models.request_rollback(command.from_version, command.id)  # only "rollback"
 
     def _on_signal(self, topic: str, payload: bytes, received_ns: int) -> bool:
         """One per-signal reading (on paho's thread, cheap): parse it, feed the assembler,
@@ -595,28 +631,49 @@ class EdgeService:
                 )
 
     def _on_status(self, topic: str, payload: bytes) -> None:
-        """A node's status (or Will) while in a fleet: who of the group is live."""
+        """A node's status (or Will) while in a fleet: who of the group is live.
+
+        Only a status whose topic is its payload's node and whose role is edge counts
+        (`protocol.fleet.fleet_view`: the ACL lets a login write its own status topic only). A
+        status on this node's own topic that is not what it publishes (a forged offline, another
+        group, a cleared retained status) is answered by publishing its own status at once, so
+        that the other members drop it for a moment at most."""
         fleet = self.fleet
         assert fleet is not None
         node = topic[len(self._status_head) : -len(self._status_tail)]
         if not node or "/" in node or not topic.endswith(self._status_tail):
             return  # not a status topic (the subscription is …/nodes/+/status)
-        if not payload:
-            fleet.observe(node, "offline", None, time.monotonic())  # retained status cleared
+        status = None
+        if payload:
+            try:
+                status = Status.from_json(payload)
+            except PayloadError as exc:
+                self._bad_payload(exc, topic, "node status")
+                return
+        view = fleet_view(node, status, lambda exc: self._bad_payload(exc, topic, "node status"))
+        if node == self.config.node:
+            self._own_status_heard(view)
+        if view is not None:
+            fleet.observe(node, view[0], view[1], time.monotonic())
+
+    def _own_status_heard(self, view: tuple[str, str | None] | None) -> None:
+        """This node's own topic carried `view`: if it is not this node's (online, this group),
+        someone wrote it; count it and have the status thread publish the real one now."""
+        expected = (DEGRADED if self.dead_threads else "online", self.config.intake.fleet)
+        if view == expected:
+            self._own_heard = True
             return
-        try:
-            status = Status.from_json(payload)
-        except PayloadError as exc:
-            self._bad_payload(exc, topic, "node status")
-            return
-        if status.node != node:  # the topic is the sender's (the ACL's); the payload must agree
-            why = f"status of node {status.node!r} differs from the topic's {node[:80]!r}"
-            self._bad_payload(PayloadError(why, "bad_id"), topic, "node status")
-            return
-        group = fleet_group_of(
-            status.detail, lambda exc: self._bad_payload(exc, topic, "node status detail")
-        )
-        fleet.observe(node, status.state, group, time.monotonic())
+        if not self._own_heard or self._stop.is_set():
+            return  # its retained status of before the (re)connect, its Will: its own, older
+        should_log, more = self.telemetry.count_error("status_overwritten")
+        if should_log:
+            log.warning(
+                "this node's status topic says %s, which it did not publish; publishing its "
+                "own status again%s",
+                "something not its own" if view is None else f"{view[0]} (group {view[1]})",
+                f" [{more} more not logged]" if more else "",
+            )
+        self._status_now.set()
 
     def _fleet_changed(self, change: FleetChange) -> None:
         """Members came or went (on paho's thread): log it; the worker forgets lost machines."""
@@ -958,7 +1015,13 @@ class EdgeService:
     # ------------------------------------------------------------------ status
     def _status_loop(self) -> None:
         guard = self.faults.loop("edge-status", self._stop)  # the outermost frame
-        while not self._stop.wait(self._status_every):
+        while True:
+            self._status_now.wait(self._status_every)
+            if self._stop.is_set():
+                return
+            if self._status_now.is_set():  # its own status was overwritten: at once, ≤ 4/s
+                self._status_now.clear()
+                self._stop.wait(0.25)
             with guard:
                 if not self.watchdog() and self.broker_state == "connected":
                     self._publish_status()
@@ -1048,6 +1111,7 @@ class EdgeService:
         detail["labels"]["requests"] = self.asker.stats()  # label requests sent
         detail["estimate"] = self.estimator.summary()  # label-free accuracy estimate
         detail.update(self.models.health_detail())  # rollbacks, model_health
+        detail["commands"] = self.models.command_detail()  # node commands: done, or why not
         if self.config.models.rollout_group is not None:  # the trainer's staged rollout reads it
             group = RolloutGroup(self.config.models.rollout_group)
             detail[RolloutGroup.KEY] = group.to_json_obj()

@@ -32,17 +32,21 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import PayloadError
+from .messages import Status
 from .status_detail import DetailReader, FleetDetail
 
 __all__ = [
     "FLEET_DETAIL",
+    "FLEET_ROLE",
     "Membership",
     "fleet_group_of",
+    "fleet_view",
     "rendezvous_owner",
     "rendezvous_weight",
 ]
 
 FLEET_DETAIL = FleetDetail.KEY  # the status `detail` key: {"group", "members", "owned", ...}
+FLEET_ROLE = "edge"  # only pi_edge nodes are members
 
 
 def rendezvous_weight(node: str, machine: str) -> int:
@@ -85,6 +89,47 @@ def fleet_group_of(
     return None if fleet is None else fleet.group
 
 
+def fleet_view(
+    topic_node: str,
+    status: Status | None,
+    on_bad: Callable[[PayloadError], object] | None = None,
+) -> tuple[str, str | None] | None:
+    """What a status on `…/nodes/{topic_node}/status` says about membership: (state, group),
+    or None when it does not count at all.
+
+    The topic is the trust anchor: the broker's ACL lets a login write only its own status topic,
+    so a status counts only when its payload's `node` is the topic's and its `role` is edge. A
+    status naming another node is refused (`on_bad`, kind `bad_id`); one of another role (the
+    trainer's, the simulator's) is not about membership. An empty retained message (`status`
+    None: the node's own retained status cleared) reads as offline.
+
+    >>> fleet = {"fleet": FleetDetail("line-1", ("pi-a",), 0, 0, 0, 1, 0, 6.0).to_json_obj()}
+    >>> fleet_view("pi-a", Status("pi-a", "edge", "online", "1", detail=fleet))
+    ('online', 'line-1')
+    >>> fleet_view("pi-a", Status("pi-b", "edge", "offline", "1"), print)  # forged for pi-b
+    status of node 'pi-b' on the topic of node 'pi-a'; a node writes only its own status
+    >>> fleet_view("pi-a", Status("pi-a", "trainer", "online", "1", detail=fleet)) is None
+    True
+    >>> fleet_view("pi-a", None)
+    ('offline', None)
+    """
+    if status is None:
+        return "offline", None
+    if status.node != topic_node:
+        if on_bad is not None:
+            on_bad(
+                PayloadError(
+                    f"status of node {status.node!r} on the topic of node {topic_node[:80]!r}; "
+                    "a node writes only its own status",
+                    "bad_id",
+                )
+            )
+        return None
+    if status.role != FLEET_ROLE:
+        return None
+    return status.state, fleet_group_of(status.detail, on_bad)
+
+
 class Membership:
     """The live members of one fleet group as seen by node `node`, from the statuses it hears.
 
@@ -109,14 +154,27 @@ class Membership:
     (True, True)
     >>> m.members(7.6), m.observe("sim", "online", None, 8.0)  # no fleet detail: not a member
     (('pi-a',), False)
+
+    `allowed` (a site's list of its fleet's node ids, `--fleet-members`) makes every other node
+    id a non-member whatever its status says: phantom members cannot take machines away.
+
+    >>> m = Membership("line-1", "pi-a", timeout_s=6.0, allowed=frozenset({"pi-a", "pi-b"}))
+    >>> m.observe("pi-x", "online", "line-1", now=0.0), m.observe("pi-b", "online", "line-1", 0.0)
+    (False, True)
+    >>> m.members(1.0)
+    ('pi-a', 'pi-b')
     """
 
-    def __init__(self, group: str, node: str, timeout_s: float) -> None:
+    def __init__(
+        self, group: str, node: str, timeout_s: float, allowed: frozenset[str] | None = None
+    ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"fleet timeout {timeout_s!r} s must be > 0")
         self.group = group
         self.node = node
         self.timeout_s = timeout_s
+        self.allowed = allowed  # None: any node id
+        self.ignored = 0  # online statuses of node ids not in `allowed`
         self._seen: dict[str, float] = {}  # other live-looking node → arrival of its online
         self._self_seen: float | None = None  # arrival of this node's own last online status
 
@@ -128,6 +186,9 @@ class Membership:
         if node == self.node:
             if state == "online":
                 self._self_seen = now
+            return False
+        if self.allowed is not None and node not in self.allowed:
+            self.ignored += state == "online"
             return False
         if state == "online" and group == self.group:
             known = node in self._seen and now - self._seen[node] < self.timeout_s

@@ -51,7 +51,7 @@ __all__ = ["LABEL_REQUEST_VERSION", "MAX_REQUESTS", "LabelRequest", "LabelReques
 LABEL_REQUEST_VERSION = 1
 MAX_REQUESTS = 64  # windows one message asks for
 MAX_REQUEST_BYTES = 16 * 1024  # a request is ~130 bytes
-MAX_SEQ = (1 << 63) - 1
+MAX_SEQ = (1 << 64) - 1  # a window's seq: uint64 (protocol.window.MAX_SEQ)
 _FIELDS = frozenset({"machine", "from", "to", "predicted", "confidence", "seq"})
 _TOP = frozenset({"v", "node", "ts", "requests"})
 

@@ -86,9 +86,11 @@ def pane_commands(
         f"{q(str(keys / PRIVATE_KEY))} --site-file {q(str(SITE_FILE))} --machine-type fan "
         "--client-id trainer-fan --no-dashboard"
     )
+    # --window-labels all: the demo's simulator is the site's trusted source of ground truth,
+    # said explicitly (a node that logs in, as in --secure, trusts no in-band label by default)
     edge = (
         f"{PY} -m pi_edge run --broker {broker} --public-key {q(str(keys / PUBLIC_KEY))} "
-        f"--state-dir {q(str(run / 'edge'))} --node pi-demo"
+        f"--state-dir {q(str(run / 'edge'))} --node pi-demo --window-labels all"
     )
     # faults come and go every ~30 s so that the few labels cover every class
     sim = (

@@ -30,12 +30,36 @@ def _ids(value: tuple[str, ...]) -> None:
             check_id(m)
 
 
+LABEL_SOURCES = ("auto", "all", "none")  # --window-labels words (else machine ids)
+
+
+def _label_sources(value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("is empty; use 'none' to take no in-band label")
+    words = [v for v in value if v in LABEL_SOURCES]
+    if words and len(value) > 1:
+        raise ValueError(f"{words[0]!r} stands alone; or list machine ids")
+    for m in value:
+        if m not in LABEL_SOURCES:
+            check_id(m, "machine id")
+
+
 @dataclass(frozen=True, slots=True)
 class IntakeConfig:
     """What comes in and how it is batched for the worker; checked on construction."""
 
     machines: tuple[str, ...] = setting(
         ("+",), help="'+' (all) or a comma-separated list of machine ids", check=_ids
+    )
+    window_labels: tuple[str, ...] = setting(
+        ("auto",),
+        help="whose in-band window labels (ground truth a window carries) the node takes: "
+        "'all', 'none', or a comma-separated list of the machine ids whose window topics only "
+        "trusted senders may write; 'auto': all on a broker without a login, none when the node "
+        "logs in (the secure profile). An untrusted label is dropped (the window is classified; "
+        "counted as detail.labels.inband_untrusted); a maintenance label wins over any",
+        metavar="SOURCES",
+        check=_label_sources,
     )
     shared_group: str | None = setting(
         None,
@@ -57,6 +81,14 @@ class IntakeConfig:
         low=0.5,
         high=3600.0,
         flag="--fleet-timeout",
+    )
+    fleet_members: tuple[str, ...] | None = setting(
+        None,
+        help="with --fleet: the node ids that may be members (comma-separated; default: any "
+        "edge node whose own status names the group); a status of any other id never takes "
+        "machines away, whatever it says",
+        metavar="NODES",
+        check=lambda v: [check_id(n, "fleet member") for n in v],
     )
     batch_max: int = setting(32, help="windows per invoke", low=1, high=4096)
     batch_wait_ms: float = setting(
@@ -161,8 +193,9 @@ class IntakeConfig:
         """With --fleet: this node's share of the machines (None without)."""
         if self.fleet is None:
             return None
+        allowed = None if self.fleet_members is None else frozenset((*self.fleet_members, node))
         return Ownership(
-            Membership(self.fleet, node, self.fleet_timeout_s),
+            Membership(self.fleet, node, self.fleet_timeout_s, allowed),
             max_cached=4 * self.max_machines,
             on_change=on_change,
         )
@@ -179,6 +212,21 @@ class IntakeConfig:
         return Assembler(
             signals, window_length, max_machines=self.max_machines, on_problem=on_problem
         )
+
+    def label_trust(self, logged_in: bool) -> bool | frozenset[str]:
+        """Whose in-band labels count: True (every machine's), False (none) or these machines'.
+
+        >>> IntakeConfig().label_trust(logged_in=False), IntakeConfig().label_trust(True)
+        (True, False)
+        >>> IntakeConfig(window_labels=("m01", "m02")).label_trust(False) == {"m01", "m02"}
+        True
+        """
+        value = self.window_labels
+        if value == ("auto",):
+            return not logged_in
+        if value in (("all",), ("none",)):
+            return value == ("all",)
+        return frozenset(value)
 
     @property
     def allowed(self) -> frozenset[str] | None:

@@ -10,14 +10,16 @@ recent windows for a bounded count and time (`RecentWindows`), and keeps the lab
   upgrades a row it has stored unlabeled), so they are shipped like any labeled window;
 - every new window inside an interval gets the label before it is classified, so the drift
   monitor's labeled accuracy sees it too;
-- a window's own (in-band) label is never overridden; between events, the one applied last wins;
+- a maintenance label wins over a window's own (in-band) label (a sensor cannot label:
+  in-band labels are taken only from the sources the site trusts, `--window-labels`, and a
+  technician's label overrides even those); between events, the one applied last wins;
 - a new label of a machine closes that machine's open label at its start (the technician's
   "repaired, normal from now" ends "bearing fault until further notice");
 - `cancel` withdraws a label for the windows still to come; windows already shipped with it keep
   it (the trainer has them).
 
-The intervals survive a restart (`labels.json` in the state dir, written atomically). All of
-this is pure but for that file; `Labeler` is what the node's worker calls.
+The intervals survive a restart (`labels.json` in the state dir, written atomically and
+fsynced). All of this is pure but for that file; `Labeler` is what the node's worker calls.
 
 >>> import numpy as np
 >>> from protocol.labels import LabelEvent
@@ -37,7 +39,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodekit.storage import atomic_write
 from protocol import Kept, PayloadError, Window
 from protocol.labels import LabelEvent
 from protocol.machine_type import DEFAULT_TYPE, MachineType
@@ -219,8 +221,8 @@ class RecentWindows:
             for i, w in enumerate(batch.windows):
                 if w.machine != machine or not start <= w.timestamp_ns / 1e9 < end:
                     continue
-                if w.label is not None and (batch.labeled_by[i] is None or w.label == index):
-                    continue  # in-band truth, or already this class
+                if w.label == index:
+                    continue  # already this class (in-band or by an event)
                 labeled = batch.windows[i] = dataclasses.replace(w, label=index)
                 batch.labeled_by[i] = label_id
                 out.append(Kept(labeled, "labeled", batch.predicted[i], batch.scores[i]))
@@ -275,7 +277,13 @@ class Labeler:
         self.held = RecentWindows(hold_windows, hold_s)
         self._queue: deque[LabelEvent] = deque()
         self._lock = threading.Lock()  # the queue and the counters (paho, worker, status)
-        self.counts = {"events": 0, "refused": 0, "dropped": 0, "windows_labeled": 0}
+        self.counts = {
+            "events": 0,
+            "refused": 0,
+            "dropped": 0,
+            "windows_labeled": 0,
+            "inband_untrusted": 0,  # in-band labels dropped: not from a trusted source
+        }
         self._load()
 
     # -- paho's thread ---------------------------------------------------------------------
@@ -299,6 +307,12 @@ class Labeler:
 
     def pending(self) -> bool:
         return bool(self._queue)
+
+    def untrusted(self, n: int = 1) -> int:
+        """Count `n` in-band labels dropped (their source is not trusted); the new total."""
+        with self._lock:
+            self.counts["inband_untrusted"] += n
+            return self.counts["inband_untrusted"]
 
     # -- the worker ------------------------------------------------------------------------
     def pump(self, now: float) -> list[Kept]:
@@ -330,15 +344,16 @@ class Labeler:
         return out
 
     def label_new(self, windows: list[Window]) -> list[Window]:
-        """`windows` with the label of the interval each falls in (in-band labels stay)."""
+        """`windows` with the label of the interval each falls in (it wins over an in-band
+        label)."""
         book = self.book
         if not len(book):
             return windows
         out = windows
         for i, w in enumerate(windows):
-            if w.label is None and w.machine in book:
+            if w.machine in book:
                 label = book.label_at(w.machine, w.timestamp_ns / 1e9)
-                if label is not None:
+                if label is not None and label != w.label:
                     if out is windows:
                         out = list(windows)
                     out[i] = dataclasses.replace(w, label=label)
@@ -422,10 +437,8 @@ class Labeler:
         if self.path is None:
             return
         data = {"v": _FILE_VERSION, "labels": [json.loads(e.to_json()) for e in self.book.labels()]}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(data), "utf-8")
-            os.replace(tmp, self.path)
+        try:  # temp file + fsync + rename + directory fsync: a power cut keeps old or new
+            atomic_write(self.path, json.dumps(data).encode())
         except OSError as exc:
             log.error(
                 "could not save the label intervals to %s (%s); they apply until a restart. "

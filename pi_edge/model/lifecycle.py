@@ -6,7 +6,10 @@ model/current and ends on the highest version offered), saves the good ones as l
 puts them in a hand-over slot; the worker swaps them in between two batches (`take_pending` +
 `install`), so a swap never falls inside a batch. The same thread notices `pi_edge rollback`
 rewriting current.bundle, and does that rollback itself when an operator asks over MQTT
-(`request_rollback`, a node command).
+(`request_rollback`, an addressed node command: done only while the node serves the version it
+names, once per command id; a repeat, a duplicate or a stale one does nothing and says so).
+A version rolled back from is never served again: not from the network, not from the state dir
+or --model at start (`load_startup`).
 
 After a swap to a newer model the worker feeds each batch's figures to `observe`;
 model/health_watch.py judges them against the previous model's figures from just before the swap,
@@ -35,7 +38,9 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +57,7 @@ from ..errors import EdgeError, ModelError
 from ..intake.inbox import BatchPolicy
 from ..report.telemetry import ModelInfo
 from .health_watch import Figures, HealthPolicy, HealthState, ModelHealth, Verdict
-from .state_dir import ModelStore
+from .state_dir import ModelStore, RollbackRefusedError
 from .vetting import (
     Expected,
     VettedModel,
@@ -67,6 +72,21 @@ __all__ = ["ModelManager"]
 log = logging.getLogger(__name__)
 
 OPERATOR_COMMAND = "node command from the operator"  # a rollback request's default reason
+COMMAND_IDS_KEPT = 256  # command ids remembered: a repeat or QoS 1 duplicate of one does nothing
+MAX_QUEUED_ROLLBACKS = 16  # rollback requests waiting for the model thread; more are refused
+COMMAND_RESULTS_KEPT = 8  # the last results the status shows (detail.commands.last)
+# what a node command came to: done, or why it did nothing (status errors: command_<result>,
+# but "failed", counted as rollback_failed as before)
+RESULTS = ("done", "duplicate", "stale", "blocked", "failed", "unaddressed", "queue_full")
+
+
+@dataclass(frozen=True, slots=True)
+class _RollbackRequest:
+    """An operator's addressed rollback: from `from_version`, command `id`."""
+
+    from_version: int
+    id: str
+    reason: str
 
 
 class ModelManager(Worker):
@@ -122,8 +142,12 @@ class ModelManager(Worker):
         self._offered: dict[str, int] = {}  # source → newest installable version it offered
         self._cond = threading.Condition()
         self._disk_stamp: int | None = None
-        self._rollbacks = 0  # requested over MQTT, done by the model thread
-        self._rollback_reason = OPERATOR_COMMAND
+        # operator rollbacks requested over MQTT (node commands), done by the model thread in
+        # order; the ids seen (bounded) make a repeat or a QoS 1 duplicate do nothing
+        self._rollbacks: deque[_RollbackRequest] = deque()
+        self._command_ids: OrderedDict[str, None] = OrderedDict()
+        self._command_counts = dict.fromkeys(RESULTS, 0)  # under _lock
+        self._command_last: deque[dict[str, Any]] = deque(maxlen=COMMAND_RESULTS_KEPT)
         self._auto: tuple[int, Verdict] | None = None  # (clearly worse version, why): roll back
         self._health = ModelHealth(watch_s, health_policy)  # under _health_lock
         self._health_lock = threading.Lock()
@@ -138,14 +162,25 @@ class ModelManager(Worker):
             self._cond.notify_all()
 
     def load_startup(self, model_file: Path | None) -> None:
-        """Last good from the state dir, else `model_file` (--model), else wait for MQTT."""
-        for name, data in self.store.candidates():
+        """Last good from the state dir, else `model_file` (--model), else wait for MQTT.
+
+        A version an operator or the node rolled back from (blocked.json) is never served, from
+        current.bundle, previous.bundle or --model (counted `bundle_blocked`). When
+        current.bundle is refused and previous.bundle serves, previous becomes current on disk.
+        """
+        for i, (name, data) in enumerate(self.store.candidates()):
             try:
                 vetted = self._vet(data)
+                self._check_unblocked(vetted.version, f"state dir {name}")
             except ModelError as exc:
                 self._refused(exc, f"state dir {name}")
                 continue
             self._remember(vetted)
+            if i > 0:  # current.bundle was refused: the disk says what serves again
+                try:
+                    self.store.promote_previous()
+                except OSError as exc:
+                    log.error("cannot make %s current in %s: %s", name, self.store.dir, exc)
             self.install(vetted, f"state dir ({name})")
             self._disk_stamp = self.store.current_stamp()
             return
@@ -156,6 +191,7 @@ class ModelManager(Worker):
                 raise EdgeError(f"cannot read --model {model_file}: {exc}") from exc
             try:
                 vetted = self._vet(data)
+                self._check_unblocked(vetted.version, f"--model {model_file}")
             except ModelError as exc:
                 self._refused(exc, f"--model {model_file}")
             else:
@@ -163,6 +199,15 @@ class ModelManager(Worker):
                 self.install(vetted, f"--model {model_file}")
                 return
         log.info("no usable model on disk; waiting for the retained bundle")
+
+    def _check_unblocked(self, version: int, source: str) -> None:
+        """ModelError(kind="blocked") if `version` was rolled back from on this node."""
+        if version in self.store.blocked():
+            raise ModelError(
+                f"bundle v{version} from {source} was rolled back from on this node "
+                "(blocked.json); it is not served again (a newer version is)",
+                kind="blocked",
+            )
 
     # -- any thread -------------------------------------------------------------------------
     @property
@@ -193,17 +238,75 @@ class ModelManager(Worker):
         """The keys this node trusts now (None: --insecure-dev, nothing is verified)."""
         return self._trust
 
-    def request_rollback(self, reason: str = "") -> None:
-        """Ask the model thread to roll back (as `pi_edge rollback` does); never blocks.
+    def request_rollback(self, from_version: int, command_id: str, reason: str = "") -> str:
+        """Queue an operator's rollback from `from_version` (a node command with id
+        `command_id`) for the model thread; never blocks (the paho thread calls it).
 
-        The paho thread calls it on an operator's node command; the rollback (disk writes,
-        vetting the previous bundle) runs on the model thread, the swap on the worker.
-        `reason` goes into the rollback's record (default: a node command).
+        Returns "queued", or why nothing will happen: "duplicate" (this id was seen: a repeat or
+        a QoS 1 duplicate) or "queue_full". The model thread does it only if the node still
+        serves `from_version` ("stale" otherwise), never onto a blocked version. `reason` goes
+        into the rollback's record (default: a node command).
         """
         with self._cond:
-            self._rollbacks += 1
-            self._rollback_reason = reason or OPERATOR_COMMAND
-            self._cond.notify()
+            if command_id in self._command_ids:
+                self._command_ids.move_to_end(command_id)
+                result = "duplicate"
+            elif len(self._rollbacks) >= MAX_QUEUED_ROLLBACKS:
+                result = "queue_full"
+            else:
+                self._command_ids[command_id] = None
+                while len(self._command_ids) > COMMAND_IDS_KEPT:
+                    self._command_ids.popitem(last=False)
+                request = _RollbackRequest(from_version, command_id, reason or OPERATOR_COMMAND)
+                self._rollbacks.append(request)
+                self._cond.notify()
+                return "queued"
+        self.command_result("rollback", command_id, from_version, result)
+        return result
+
+    def command_result(
+        self, cmd: str, command_id: str | None, from_version: int | None, result: str, why: str = ""
+    ) -> None:
+        """What a node command came to: counted (status `errors` for all but done), logged, and
+        the last few shown in the status (`detail.commands`)."""
+        serving = self.version
+        text = why or {
+            "done": "done",
+            "duplicate": "this command id was seen already (a repeat or a QoS 1 duplicate)",
+            "queue_full": f"{MAX_QUEUED_ROLLBACKS} rollback commands wait already",
+            "unaddressed": "a rollback must name the version it rolls back from (a version 2 "
+            "node command with from and id); upgrade the console",
+        }.get(result, result)
+        with self._lock:
+            self._command_counts[result] += 1
+            self._command_last.append(
+                {
+                    "cmd": cmd,
+                    "id": command_id,
+                    "from": from_version,
+                    "result": result,
+                    "why": text[:200],
+                    "serving": serving,
+                    "ts": round(time.time(), 3),
+                }
+            )
+        if result != "done":
+            self._on_refused("rollback_failed" if result == "failed" else f"command_{result}")
+        log.log(
+            logging.INFO if result == "done" else logging.WARNING,
+            "node command %s%s%s: %s%s; serving %s",
+            cmd,
+            f" {command_id}" if command_id else "",
+            "" if from_version is None else f" from v{from_version}",
+            result,
+            "" if result == "done" or not text else f" ({text}), nothing done",
+            "nothing" if serving is None else f"v{serving}",
+        )
+
+    def command_detail(self) -> dict[str, Any]:
+        """The status's `detail.commands`: counts per result and the last few results."""
+        with self._lock:
+            return {**self._command_counts, "last": list(self._command_last)}
 
     def observe(
         self,
@@ -314,15 +417,13 @@ class ModelManager(Worker):
                     if self._bundles and keys is None:  # a key log first: it may let it in
                         source = next(iter(self._bundles))
                         item = (self._bundles.pop(source), source)
-                    rollbacks, self._rollbacks = self._rollbacks, 0
-                    reason = self._rollback_reason
+                    rollbacks = list(self._rollbacks)
+                    self._rollbacks.clear()
                     auto, self._auto = self._auto, None
                 if keys is not None:
                     self._apply_keys(keys)
-                if rollbacks:
-                    if rollbacks > 1:
-                        log.info("%d rollback requests at once: rolling back once", rollbacks)
-                    self._rollback(reason, auto=False)
+                for request in rollbacks:  # in order: the second of two from v3 is stale
+                    self._operator_rollback(request)
                 if auto is not None:
                     self._auto_rollback(*auto)
                 if item is not None:
@@ -368,22 +469,48 @@ class ModelManager(Worker):
                 "?" if on_disk is None else on_disk,
             )
             return
-        self._rollback(verdict.reason, auto=True)
+        self._rollback(verdict.reason, auto=True, expect_from=version)
 
-    def _rollback(self, reason: str, *, auto: bool) -> None:
-        """Roll back once (as `pi_edge rollback`), record why, then load current.bundle."""
+    def _operator_rollback(self, request: _RollbackRequest) -> None:
+        """An operator's rollback from `request.from_version`: done only if the node serves
+        that version (and current.bundle is it); else stale, and nothing changes."""
+        serving = self._target_version if self._target_version is not None else self.version
+        if serving != request.from_version:
+            self.command_result(
+                "rollback",
+                request.id,
+                request.from_version,
+                "stale",
+                f"this node serves {'nothing' if serving is None else f'v{serving}'}, not "
+                f"v{request.from_version} (rolled back already, or a newer model came)",
+            )
+            return
+        reason = f"{request.reason} ({request.id})"
+        result, why = self._rollback(reason, auto=False, expect_from=request.from_version)
+        self.command_result("rollback", request.id, request.from_version, result, why)
+
+    def _rollback(self, reason: str, *, auto: bool, expect_from: int) -> tuple[str, str]:
+        """Roll back once from `expect_from` (as `pi_edge rollback`, but never onto a blocked
+        version), record why, then load current.bundle. Returns (result, why): "done",
+        "stale", "blocked" or "failed" (RESULTS)."""
         who = "automatic rollback" if auto else "rollback requested by an operator"
         try:
-            from_v, to_v = self.store.rollback(reason, auto=auto)
+            from_v, to_v = self.store.rollback(reason, auto=auto, expect_from=expect_from)
+        except RollbackRefusedError as exc:
+            if auto:
+                self._on_refused(f"rollback_{exc.kind}")
+            log.warning("%s refused: %s", who, exc)
+            return exc.kind, str(exc)
         except (OSError, EdgeError) as exc:
-            self._on_refused("rollback_failed")
+            if auto:  # an operator's is counted with its command's result
+                self._on_refused("rollback_failed")
             log.error(
                 "%s failed: %s; still serving %s",
                 who,
                 exc,
                 "nothing" if self.version is None else f"v{self.version}",
             )
-            return
+            return "failed", str(exc)
         log.log(
             logging.WARNING if auto else logging.INFO,
             "%s: current.bundle is now v%s (was v%s); v%s is blocked from the retained topic "
@@ -396,6 +523,7 @@ class ModelManager(Worker):
         )
         self._refresh_rollbacks()
         self._check_disk()
+        return "done", ""
 
     def _refresh_rollbacks(self, initial: bool = False) -> None:
         """Re-read rollbacks.json; count the rollbacks new to this process by kind."""
@@ -444,9 +572,11 @@ class ModelManager(Worker):
                 if not from_disk:
                     self._offered[source] = version
                 return
-            if not from_disk and version in self.store.blocked():
+            if version in self.store.blocked():
+                if from_disk:  # someone wrote a blocked version to current.bundle: refused
+                    self._check_unblocked(version, "current.bundle")
                 log.info(
-                    "bundle v%d from %s ignored: an operator rolled back from it (a newer "
+                    "bundle v%d from %s ignored: this node rolled back from it (a newer "
                     "version will be accepted)",
                     version,
                     source,

@@ -3,7 +3,8 @@
 State dir layout::
 
     STATE_DIR/models/current.bundle    the last good bundle (what the next start runs)
-    STATE_DIR/models/previous.bundle   the one before it (what `rollback` returns to)
+    STATE_DIR/models/previous.bundle   the one before it (what `rollback` returns to; removed
+                                       by a rollback: a second one has nothing to go to)
     STATE_DIR/models/blocked.json      {"versions": [...]}: versions rolled back from, which a
                                        retained bundle may not re-install (a newer one may)
     STATE_DIR/models/versions.json     {"highest": N, "bundles": {sha256: version}}: the
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nodekit.storage import atomic_write
+from nodekit.storage import atomic_write, fsync_dir
 from protocol import Bundle, PayloadError
 from protocol.keys import TrustSet
 from protocol.status_detail import MAX_ROLLBACKS, Rollback, clip_text
@@ -52,6 +53,15 @@ ROLLBACKS_KEPT = MAX_ROLLBACKS  # rollbacks rollbacks.json (and the status) reme
 REASON_MAX = 200  # characters of a rollback's reason
 OPERATOR_ROLLBACK = "pi_edge rollback on the node"  # the reason of the CLI's rollback
 KNOWN_BUNDLES = 8  # bundle hashes versions.json remembers (current and previous among them)
+
+
+class RollbackRefusedError(EdgeError):
+    """A rollback that would do harm, refused with nothing changed; `kind`: "stale" (current is
+    not the version it names) or "blocked" (it would make a blocked version current)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ModelStore:
@@ -112,6 +122,17 @@ class ModelStore:
                 found.append((path.name, path.read_bytes()))
         return found
 
+    def promote_previous(self) -> None:
+        """current.bundle failed its check at start and previous.bundle passed: previous becomes
+        current (the refused one is kept as current.bundle.refused for a look), so that the
+        node's bookkeeping (what serves, what a rollback names) matches its disk again."""
+        if not self.previous_path.is_file():
+            return
+        if self.current_path.is_file():
+            self.current_path.replace(self.dir / f"{CURRENT}.refused")
+        self.previous_path.replace(self.current_path)
+        fsync_dir(self.dir)
+
     def current_stamp(self) -> int | None:
         """mtime_ns of current.bundle (None if absent): lets a running node see a rollback."""
         try:
@@ -137,29 +158,58 @@ class ModelStore:
         self.unblock_up_to(new_version)
 
     def rollback(
-        self, reason: str = OPERATOR_ROLLBACK, *, auto: bool = False, now: float | None = None
+        self,
+        reason: str = OPERATOR_ROLLBACK,
+        *,
+        auto: bool = False,
+        now: float | None = None,
+        expect_from: int | None = None,
     ) -> tuple[int | None, int | None]:
-        """Swap current and previous on disk; block the version rolled away from; record the
-        rollback (`reason`, whether the node decided it by itself) in rollbacks.json.
+        """Roll back once: previous.bundle becomes current, the version rolled away from is
+        blocked, and previous.bundle is removed (nothing is left to roll back to until a new
+        model comes, so a repeated rollback can never bring the blocked version back); the
+        rollback (`reason`, whether the node decided it by itself) goes into rollbacks.json.
+
+        `expect_from`: roll back only if current.bundle is that version (a node command names
+        the version it rolls back from): RollbackRefusedError(kind="stale") otherwise. A previous
+        bundle whose version is blocked, or the same as current's, is never made current
+        (RollbackRefusedError(kind="blocked")).
 
         Returns (from_version, to_version), None where this node never recorded the version
         (a state dir from an older pi_edge; such a rollback is not recorded). EdgeError if
         there is no previous bundle.
         """
+        cur = self.current_path.read_bytes() if self.current_path.is_file() else None
+        from_v = self.version_of(cur) if cur is not None else None
+        if expect_from is not None and from_v != expect_from:
+            found = "an unrecorded version" if from_v is None else f"v{from_v}"
+            raise RollbackRefusedError(
+                f"current.bundle in {self.dir} is {found}, not v{expect_from}: the rollback "
+                f"from v{expect_from} is stale (done already, "
+                "or a newer model came since); nothing changed",
+                kind="stale",
+            )
         if not self.previous_path.is_file():
             raise EdgeError(
                 f"no previous model in {self.dir} to roll back to; a node keeps one "
-                "after it has run two model versions"
+                "after it has run two model versions (and none right after a rollback)"
             )
         prev = self.previous_path.read_bytes()
-        cur = self.current_path.read_bytes() if self.current_path.is_file() else None
-        if cur is not None:
-            atomic_write(self.previous_path, cur)
-        atomic_write(self.current_path, prev)
-        from_v = self.version_of(cur) if cur is not None else None
         to_v = self.version_of(prev)
+        blocked = set(self.blocked())
+        if to_v is not None and (to_v in blocked or to_v == from_v or prev == cur):
+            raise RollbackRefusedError(
+                f"previous.bundle in {self.dir} is v{to_v}, "
+                + ("which is blocked" if to_v in blocked else "the version serving now")
+                + "; a rollback never makes a blocked version current; nothing changed",
+                kind="blocked",
+            )
+        if from_v is not None:  # blocked first: a power cut later never serves it again
+            self._write_blocked(sorted(blocked | {from_v}))
+        atomic_write(self.current_path, prev)
+        self.previous_path.unlink(missing_ok=True)
+        fsync_dir(self.dir)
         if from_v is not None:
-            self._write_blocked(sorted(set(self.blocked()) | {from_v}))
             record = Rollback(
                 from_v,
                 to_v,

@@ -244,7 +244,8 @@ def test_b_rolls_a_real_pi_edge_node_back_from_v2_to_v1(
 
         asyncio.run(drive())
         assert svc.model_version == 1
-        assert NodeCommand.from_json(wire.on(topics.node_command("pi-roll"))[0]).cmd == "rollback"
+        sent = NodeCommand.from_json(wire.on(topics.node_command("pi-roll"))[0])
+        assert (sent.cmd, sent.from_version) == ("rollback", 2) and sent.id is not None
         time.sleep(1.0)  # the retained v2 is blocked now: the node stays on v1
         assert svc.model_version == 1
     finally:

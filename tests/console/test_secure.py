@@ -54,7 +54,10 @@ def test_the_operator_console_sees_statuses_and_commands_reach_edge_only(
             seen = [s for s, _ in link.drain().statuses]
             time.sleep(0.05)
         assert [s.node for s in seen] == ["trainer"]
-        assert link.send(topics.node_command("edge"), NodeCommand("rollback").to_json())
+        assert link.send(
+            topics.node_command("edge"),
+            NodeCommand("rollback", id="op@1", from_version=2).to_json(),
+        )
         assert edge_ear.wait_for(lambda msgs: len(msgs) == 1, timeout=10)
         assert NodeCommand.from_json(edge_ear.messages[0][1]).cmd == "rollback"
         time.sleep(0.5)

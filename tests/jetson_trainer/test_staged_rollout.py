@@ -258,7 +258,7 @@ def test_a_version_the_canary_rolls_back_never_reaches_model_current(
             assert canary.wait_for_model(2, 20)
             _wait(lambda: daemon.status().detail["rollout"]["canaries"] == ["pi-canary"], "seen")
             # the canary rolls v2 back (an operator here; health.py does the same by itself)
-            command = NodeCommand("rollback", id="op@canary").to_json()
+            command = NodeCommand("rollback", id="op@canary", from_version=2).to_json()
             pub.publish(topics.node_command("pi-canary"), command, qos=1).wait_for_publish(5)
             took = _wait(lambda: watcher.on(group_topic)[-1:] == [3], "v1 re-issued as v3")
             print(f"\ncanary rollback command → last good (v1 as v3) on the group: {took:.2f} s")

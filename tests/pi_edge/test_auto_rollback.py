@@ -239,7 +239,8 @@ def test_a_model_fine_tuned_for_the_drift_passes_its_watch_and_stays(
 
         # an operator's rollback is listed too, as not automatic, with the command's id
         publisher.publish(
-            topics.node_command("pi-watch"), NodeCommand("rollback", id="op@1").to_json()
+            topics.node_command("pi-watch"),
+            NodeCommand("rollback", id="op@1", from_version=2).to_json(),
         )
         assert svc.wait_for_model(1, 20)
         assert _wait(lambda: bool(svc.status().detail["rollbacks"]), 5)

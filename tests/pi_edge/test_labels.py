@@ -129,14 +129,15 @@ def test_the_book_is_bounded() -> None:
 
 
 # ---------------------------------------------------------------------------- held windows
-def test_late_labels_reach_held_windows_but_never_in_band_truth() -> None:
+def test_late_labels_reach_held_windows_and_win_over_in_band_labels() -> None:
     lab = Labeler(None, hold_windows=100, hold_s=600.0)
     ws = [_w("m01", i) for i in range(10)] + [_w("m02", i) for i in range(10)]
-    ws[5] = _w("m01", 5, label=0)  # in-band truth
+    ws[5] = _w("m01", 5, label=0)  # in-band: the technician's label wins over it
+    ws[6] = _w("m01", 6, label=2)  # in-band and already the technician's class: unchanged
     lab.hold(ws, [2] * len(ws), [0.5] * len(ws), now=T0 + 10)
     lab.submit(_event("m01", "drive_wear", T0 + 3, T0 + 8))
     kept = lab.pump(now=T0 + 11)
-    assert [k.window.seq for k in kept] == [3, 4, 6, 7]
+    assert [k.window.seq for k in kept] == [3, 4, 5, 7]
     assert {(k.window.label, k.reason, k.predicted, k.score) for k in kept} == {
         (2, "labeled", 2, 0.5)
     }
@@ -145,18 +146,18 @@ def test_late_labels_reach_held_windows_but_never_in_band_truth() -> None:
     lab.submit(_event("m01", "drive_wear", T0 + 3, T0 + 8))
     assert lab.pump(now=T0 + 12) == []
     lab.submit(_event("m01", "pump_fault", T0 + 3, T0 + 8, label_id="m01@x"))
-    assert [k.window.label for k in lab.pump(now=T0 + 12)] == [3, 3, 3, 3]
-    assert lab.stats()["windows_labeled"] == 8 and lab.stats()["events"] == 3
+    assert [k.window.label for k in lab.pump(now=T0 + 12)] == [3, 3, 3, 3, 3]
+    assert lab.stats()["windows_labeled"] == 9 and lab.stats()["events"] == 3
 
 
 def test_open_labels_reach_new_windows_before_they_are_classified() -> None:
     lab = Labeler(None, hold_windows=0, hold_s=0.0)
     lab.submit(_event("m01", "bearing_fault", T0 + 5))
     assert lab.pump(now=T0) == []  # nothing held
-    new = [_w("m01", 4), _w("m01", 5), _w("m02", 6), _w("m01", 7, label=0)]
+    new = [_w("m01", 4), _w("m01", 5), _w("m02", 6), _w("m01", 7, label=0), _w("m01", 8, label=1)]
     out = lab.label_new(new)
-    assert [w.label for w in out] == [None, 1, None, 0]
-    assert out[0] is new[0] and out[3] is new[3]
+    assert [w.label for w in out] == [None, 1, None, 1, 1]  # the maintenance label wins
+    assert out[0] is new[0] and out[4] is new[4]
 
 
 def test_held_windows_are_bounded_by_count_and_age_and_forget_evicted_machines() -> None:

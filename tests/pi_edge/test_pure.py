@@ -162,7 +162,7 @@ def test_rollback_and_export_take_the_state_dir_from_config_file_and_env(tmp_pat
     assert build_config(args, env).state_dir == tmp_path / "flag"
 
 
-def test_store_keeps_previous_and_rollback_swaps_and_blocks(
+def test_store_keeps_previous_and_rollback_goes_back_once_and_blocks(
     models: EdgeModels, tmp_path: Path
 ) -> None:
     store = ModelStore(tmp_path)
@@ -176,9 +176,16 @@ def test_store_keeps_previous_and_rollback_swaps_and_blocks(
     assert store.previous_path.read_bytes() == b1.raw
     assert main(["rollback", "--state-dir", str(tmp_path)]) == 0
     assert store.current_path.read_bytes() == b1.raw
-    assert store.previous_path.read_bytes() == b2.raw
+    assert not store.previous_path.exists()  # nothing to go to: v2 can never come back this way
     assert store.blocked() == [2]
     assert not list(store.dir.glob(".*.tmp"))
+    assert main(["rollback", "--state-dir", str(tmp_path)]) == EXIT_FAILED  # a repeat
+    assert store.current_path.read_bytes() == b1.raw and store.blocked() == [2]
+    store.save(b2)  # v2 again (a newer one would do the same): previous is v1
+    assert main(["rollback", "--state-dir", str(tmp_path), "--from", "1"]) == EXIT_FAILED
+    assert store.current_path.read_bytes() == b2.raw  # stale: nothing changed
+    assert main(["rollback", "--state-dir", str(tmp_path), "--from", "2"]) == 0
+    assert store.current_path.read_bytes() == b1.raw
     store.save(decode_bundle(models.bundle(3), models.public_key))
     assert store.blocked() == []
 

@@ -12,10 +12,17 @@ from protocol import PayloadError, Topics
 from protocol.node_command import MAX_NODE_COMMAND_BYTES, NodeCommand
 
 
-def test_a_rollback_round_trips_with_and_without_an_id() -> None:
-    for cmd in (NodeCommand("rollback"), NodeCommand("rollback", id="console@17.5")):
+def test_a_rollback_round_trips_addressed_and_in_the_old_form() -> None:
+    for cmd in (
+        NodeCommand("rollback"),
+        NodeCommand("rollback", id="console@17.5"),
+        NodeCommand("rollback", id="console@17.5", from_version=2**31 - 1),
+    ):
         assert NodeCommand.from_json(cmd.to_json()) == cmd
     assert json.loads(NodeCommand("rollback").to_json()) == {"v": 1, "cmd": "rollback"}
+    addressed = NodeCommand("rollback", id="c@1", from_version=3)
+    assert json.loads(addressed.to_json()) == {"v": 2, "cmd": "rollback", "id": "c@1", "from": 3}
+    assert addressed.addressed and not NodeCommand("rollback", id="c@1").addressed
 
 
 @pytest.mark.parametrize(
@@ -26,6 +33,13 @@ def test_a_rollback_round_trips_with_and_without_an_id() -> None:
         (b'{"v":1,"cmd":1}', "bad_field"),
         (b'{"v":true,"cmd":"rollback"}', "bad_version"),
         (b'{"v":1,"cmd":"rollback","id":""}', "bad_id"),
+        (b'{"v":1,"cmd":"rollback","from":3}', "bad_field"),  # v1 has no from
+        (b'{"v":2,"cmd":"rollback","from":3}', "bad_field"),  # v2 needs an id
+        (b'{"v":2,"cmd":"rollback","id":"a"}', "bad_field"),  # … and a from
+        (b'{"v":2,"cmd":"rollback","id":"a","from":true}', "bad_field"),
+        (b'{"v":2,"cmd":"rollback","id":"a","from":2147483648}', "bad_field"),
+        (b'{"v":2,"cmd":"rollback","id":"a","from":1.0}', "bad_field"),
+        (b'{"v":3,"cmd":"rollback","id":"a","from":1}', "bad_version"),
         (b'{"v":1,"cmd":"rollback","id":{"a":1}}', "too_deep"),
         (b'"rollback"', "bad_json"),
         (b"\xff", "bad_utf8"),
@@ -46,6 +60,7 @@ def test_any_bytes_give_a_command_or_a_payload_error(payload: bytes) -> None:
     except PayloadError:
         return
     assert cmd.cmd == "rollback"
+    assert cmd.from_version is None or (cmd.id is not None and 1 <= cmd.from_version < 2**31)
 
 
 def test_the_topic_is_per_node() -> None:
