@@ -12,4 +12,6 @@ classifier.py    the one place pi_edge loads a TFLite interpreter; `Classifier` 
 health_watch.py  is a model just swapped in clearly worse than the one before? (pure)
 evaluate.py      offline evaluation of a bundle (`pi_edge evaluate`)
 config.py        this wing's settings section (`ModelConfig`) and what it builds
+machine_types.py the machine types a node serves: one lane (model thread, interpreter, drift
+                 watch, state dir) per type, and which lane a machine is routed to
 """

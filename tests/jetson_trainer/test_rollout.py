@@ -254,7 +254,7 @@ STATUS_TABLE = [
     ),
     (
         "a detail of an unknown version is absent whole",
-        {"v": 2, "rollout_group": "canary", "model_health": _health(3, "passed")},
+        {"v": 3, "rollout_group": "canary", "model_health": _health(3, "passed")},
         "online",
         (None, 3, None, None, frozenset()),
     ),
