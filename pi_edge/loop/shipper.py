@@ -10,11 +10,11 @@ The broker's PUBACK only says the broker took a copy: Mosquitto saves its queues
 A batch the trainer has not acknowledged within `ack_timeout_s` is sent again, each time after twice
 the wait (up to `max_resend_wait_s`); a copy the broker had no subscriber for (PUBACK 0x10: the
 trainer's session is gone, e.g. a broker crash before its autosave) is sent again after
-`refused_backoff_s`, doubling while nobody subscribes; and at most `max_inflight` batches are on
-their way (loop/delivery.py), so a trainer that is away finds few copies queued for it; the trainer
-drops duplicates by window id and acknowledges a batch of duplicates too. After a reconnect, the
-batches the broker had taken are sent again once `reconnect_grace_s` passed without their
-acknowledgement (the broker may have crashed). The connection is a persistent session
+`refused_backoff_s`, doubling with each of its copies nobody took; and at most `max_inflight`
+batches are on their way (loop/delivery.py), so a trainer that is away finds few copies queued for
+it; the trainer drops duplicates by window id and acknowledges a batch of duplicates too. After a
+reconnect, the batches the broker had taken are sent again once `reconnect_grace_s` passed without
+their acknowledgement (the broker may have crashed). The connection is a persistent session
 (`session_expiry_s`), so acknowledgements published while it was away are delivered.
 
 A PUBACK with a failure reason code (MQTT 5: 0x87 Not authorized when the ACL does not let this
@@ -174,7 +174,6 @@ class BatchShipper(Worker):
         self._awaiting = (0, 0, 0.0)  # (batches, windows, oldest age s), for the status thread
         self._hold_until = 0.0
         self._refused_wait = self.config.refused_backoff_s
-        self._unheard_wait = self.config.refused_backoff_s  # after PUBACK 0x10 (doubles)
         self._logged_refusals: set[int] = set()
         self._logged_bad_ack = False
         self._logged_no_subscriber = False
@@ -329,11 +328,10 @@ class BatchShipper(Worker):
                         self.no_subscriber += 1
                 self._refused_wait = self.config.refused_backoff_s
                 if code == NO_MATCHING_SUBSCRIBERS:  # the broker dropped this copy: try again
-                    # soon (the trainer may be starting), backing off while nobody subscribes
-                    self._deliveries.sooner(flight.batch_id, now + self._unheard_wait)
-                    self._unheard_wait = min(self._unheard_wait * 2, self.config.max_resend_wait_s)
-                else:
-                    self._unheard_wait = self.config.refused_backoff_s
+                    # soon (the trainer may be starting), each flight backing off on its own
+                    wait = self.config.refused_backoff_s * 2.0 ** min(flight.resends, 16)
+                    wait = min(wait, self.config.max_resend_wait_s)
+                    self._deliveries.sooner(flight.batch_id, now + wait)
                 if code == NO_MATCHING_SUBSCRIBERS and not self._logged_no_subscriber:
                     self._logged_no_subscriber = True
                     log.warning(
