@@ -40,6 +40,7 @@ from nodekit.cli import EXIT_FAILED, EXIT_OK, report
 from nodekit.lifecycle import run_node
 from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import DEFAULT_PREFIX, BundleError, ConfigError, EdgeloopError
+from protocol.machine_type import MachineType
 
 from .config import SECTION, ImportConfig, LabelConfig, PublishConfig, ServeConfig
 from .errors import TrainerError
@@ -68,13 +69,27 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train, convert, sign and report")
     t.add_argument("--data", type=Path, required=True, help="DIR with train_data.npy etc.")
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--arch", choices=("compact", "seed"), default="compact")
+    t.add_argument(
+        "--arch",
+        choices=("auto", "compact", "seed", "rocket"),
+        default="auto",
+        help="auto (default): compact for windows up to 128 samples, rocket (random dilated "
+        "convolutions, jetson_trainer/build/rocket.py) for longer ones",
+    )
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quantization", choices=("int8", "float16", "float32"), default="int8")
     t.add_argument("--private-key", type=Path, help="sign with this key (else unsigned)")
     t.add_argument("--version", type=int, default=1, help="bundle version (monotonic)")
     _site_arg(t, DEFAULT_PREFIX)
+    _type_args(t)
+    t.add_argument(
+        "--task",
+        choices=("classify", "anomaly"),
+        default="classify",
+        help="classify (needs labeled faults) or anomaly: a cold start from the healthy class "
+        "alone (jetson_trainer/build/anomaly.py)",
+    )
     t.add_argument("--progress-bar", action="store_true", help="Keras per-batch progress bar")
 
     e = sub.add_parser("evaluate", help="run the TFLite model inside a bundle on labeled data")
@@ -195,6 +210,21 @@ def _site_arg(p: argparse.ArgumentParser, default: str | None) -> None:
     )
 
 
+def _type_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--site-file",
+        type=Path,
+        metavar="FILE",
+        help="the site's machine types (TOML, protocol/README.md 'Machine types'); default: "
+        "the type in --data's classes.json, else the built-in type",
+    )
+    p.add_argument(
+        "--machine-type",
+        metavar="NAME",
+        help="the data's machine type in --site-file (needed when it declares several)",
+    )
+
+
 def _key_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--public-key", type=Path, help="verify the bundle with this public key")
@@ -205,7 +235,9 @@ def _key_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _eval_splits(*dirs: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _eval_splits(
+    *dirs: Path | None, kind: MachineType | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from .build.data import EVAL_SPLITS, load_split
 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -213,7 +245,7 @@ def _eval_splits(*dirs: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]
         if d is None:
             continue
         for split in EVAL_SPLITS:
-            got = load_split(d, split)
+            got = load_split(d, split, kind)
             if got is not None and split not in out:
                 out[split] = got
     return out
@@ -243,10 +275,32 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     _import_tensorflow(args.verbose)
-    from .build.data import load_split
+    from .build.data import load_split, machine_type_of
     from .build.pipeline import run_train
 
-    got = load_split(args.data, "train")
+    kind = machine_type_of(args.data, args.site_file, args.machine_type)
+    got = load_split(args.data, "train", kind)
+    if got is not None and args.task == "anomaly":
+        from .build.anomaly import run_train_anomaly
+
+        outcome = run_train_anomaly(
+            *got,
+            args.out,
+            kind=kind,
+            seed=args.seed,
+            private_key=args.private_key,
+            version=args.version,
+            site=args.site,
+        )
+        r = outcome.report
+        log.info(
+            "anomaly model v%d: threshold %.3f, false alarms %.4f; bundle %s",
+            r["version"],
+            r["threshold"],
+            r["false_alarm_rate"],
+            outcome.bundle_path,
+        )
+        return EXIT_OK
     if got is None:
         raise TrainerError(
             f"{args.data} has no train_data.npy + train_labels.npy; generate "
@@ -262,8 +316,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         private_key=args.private_key,
         version=args.version,
         site=args.site,
-        eval_splits=_eval_splits(args.data),
+        eval_splits=_eval_splits(args.data, kind=kind),
         verbose=2 if args.progress_bar else 1,
+        kind=kind,
     )
     r = outcome.report
     _print_table(
@@ -296,12 +351,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .build.artifacts import read_bundle
     from .build.pipeline import evaluate_model_bytes
 
-    x, y = _load_xy(args, args.split)
     bundle = read_bundle(args.model, args.public_key, insecure_dev=args.insecure_dev)
     m = bundle.manifest
+    x, y = _load_xy(args, args.split)
     if x.shape[1:] != m.input_shape:
         raise TrainerError(f"windows have shape {x.shape[1:]}, the model expects {m.input_shape}")
-    metrics = evaluate_model_bytes(bundle.model, m.normalisation, x, y)
+    metrics = evaluate_model_bytes(bundle.model, m.normalisation, x, y, m.machine())
     metrics.update(
         {"model_version": m.version, "quantization": m.quantization, "signed": bundle.signed}
     )
@@ -395,6 +450,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         prefix=config.prefix,
         timeout=config.timeout,
         credentials=config.credentials(),
+        machine_type=bundle.manifest.type_name,
     )
     log.info("bundle v%d is the retained model on %s", bundle.manifest.version, topic)
     return EXIT_OK

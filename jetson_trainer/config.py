@@ -26,7 +26,8 @@ from nodekit.settings import (
     prefix_setting,
     setting,
 )
-from protocol import check_id
+from protocol import ConfigError, check_id
+from protocol.machine_type import DEFAULT_TYPE, MachineType, Site
 
 from .daemon.finetune_policy import PolicyConfig
 from .versions.gate import GateConfig
@@ -135,9 +136,25 @@ class ServeConfig(MqttSettings):
     )
     metrics_port: int | None = metrics_port_setting()
     metrics_host: str = metrics_host_setting()
+    site_file: Path | None = setting(
+        None,
+        help="the site's machine types (TOML; protocol/README.md 'Machine types'); with "
+        "--machine-type this daemon keeps that type's lineage (default: the built-in type)",
+        metavar="FILE",
+    )
+    machine_type: str | None = setting(
+        None,
+        help="the machine type whose models this daemon trains, gates and publishes on "
+        "{prefix}/types/TYPE/model/current (one daemon per type; default: the built-in type)",
+        metavar="TYPE",
+    )
 
     def __post_init__(self) -> None:
         check(self)
+
+    def machine(self) -> MachineType:
+        """The machine type of this daemon's lineage (ConfigError if the site file lacks it)."""
+        return _machine(self.site_file, self.machine_type)
 
     @property
     def models_dir(self) -> Path:
@@ -164,10 +181,25 @@ class ServeConfig(MqttSettings):
         )
 
 
+def _machine(site_file: Path | None, name: str | None) -> MachineType:
+    """`name` of the site file (the built-in type without either)."""
+    if site_file is None and name is None:
+        return DEFAULT_TYPE
+    site = Site.load(site_file)
+    if name is None:
+        if len(site.types) != 1:
+            raise ConfigError(
+                f"the site file {site_file} declares {len(site.types)} machine types "
+                f"({', '.join(site.names)}): say which with --machine-type NAME"
+            )
+        return site.types[0]
+    return site[name]
+
+
 def _channel_map_ok(items: tuple[str, ...]) -> None:
     from .historian.layout import parse_channel_map  # numpy: only when the setting is checked
 
-    parse_channel_map(items)
+    parse_channel_map(items, None)  # the form; the channels once the machine type is known
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,16 +255,37 @@ class ImportConfig:
     report: Path | None = setting(
         None, help="also write the report here (.json: JSON, else Markdown)", metavar="FILE"
     )
+    site_file: Path | None = setting(
+        None,
+        help="the site's machine types (TOML; protocol/README.md 'Machine types'); default: "
+        "the built-in type",
+        metavar="FILE",
+    )
+    machine_type: str | None = setting(
+        None, help="the machine type of the data in --site-file", metavar="NAME"
+    )
+    window_length: int | None = setting(
+        None, help="samples per window (default: the machine type's)", low=1, high=65536
+    )
 
     def __post_init__(self) -> None:
         check(self)
 
+    def machine(self) -> MachineType:
+        """The machine type the data is imported as (ConfigError if the site file lacks it)."""
+        return _machine(self.site_file, self.machine_type)
+
     @property
     def grid(self) -> Grid:
-        """The resampling grid and window cut these settings describe."""
+        """The resampling grid and window cut of the built-in type."""
+        return self.grid_for(DEFAULT_TYPE)
+
+    def grid_for(self, kind: MachineType) -> Grid:
+        """The resampling grid and window cut these settings describe for `kind`."""
         from .historian.windowing import Grid
 
-        return Grid(self.sample_hz, self.max_gap_s, stride=self.stride)
+        length = self.window_length or kind.window_length
+        return Grid(self.sample_hz, self.max_gap_s, window_length=length, stride=self.stride)
 
 
 @dataclass(frozen=True, slots=True)

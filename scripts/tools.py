@@ -8,7 +8,10 @@
   pip with the wheel's `package_constraints.txt` and tests/tools/home-assistant/constraints.txt;
 - prometheus, Debian's 2.42, from the apt mirror: `apt-get download` + `dpkg-deb -x` give
   `prometheus` and `promtool`, no daemon, nothing outside the cache (without apt: the system's);
-- node-red 4.1.8, from npm: `npm ci` from tests/tools/node-red/package-lock.json.
+- node-red 4.1.8, from npm: `npm ci` from tests/tools/node-red/package-lock.json;
+- real-data: the wheel of aeon 1.6.0 from PyPI (`pip download --no-deps`, hash-checked), for
+  the real recorded data sets it ships (BasicMotions: tests/realdata.py reads it out of the
+  zip; aeon itself is never installed or imported).
 
 Everything goes under `${XDG_CACHE_HOME:-~/.cache}/edgeloop/tools/` (`EDGELOOP_TOOLS_DIR`
 overrides), shared by every clone on the machine: a second `make test` finds it there. A tool's
@@ -68,6 +71,8 @@ PROMETHEUS_SERIES = "2.42."  # Debian bookworm's
 NODE_RED_VERSION = "4.1.8"
 NODE_RED_LOCK = REPO / "tests" / "tools" / "node-red" / "package-lock.json"
 NODE_MAJOR = 18  # Node-RED 4 needs Node ≥ 18.5
+AEON_VERSION = "1.6.0"
+AEON_WHEEL_SHA256 = "d05227086706f80111ac5fee8de4d5d3115bb3bcfd1c786c8629393055816409"
 STAMP = "installed.json"
 INSTALL_CMD = "python -m scripts.tools"  # also run by `make setup` and `make test`
 
@@ -130,10 +135,15 @@ def _prometheus_dir(root: Path) -> Path:
     return root / "prometheus-2.42"
 
 
+def _real_data_dir(root: Path) -> Path:
+    return root / f"real-data-aeon-{AEON_VERSION}"
+
+
 TOOLS: dict[str, Callable[[Path], Path]] = {
     "home-assistant": _ha_dir,
     "prometheus": _prometheus_dir,
     "node-red": _node_red_dir,
+    "real-data": _real_data_dir,
 }
 
 
@@ -387,10 +397,27 @@ def _install_node_red(where: Path, step: _Step) -> tuple[str, dict[str, str]]:
     return NODE_RED_VERSION, {"red_js": str(red), "node": node}
 
 
+def _install_real_data(where: Path, step: _Step) -> tuple[str, dict[str, str]]:
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
+    step.run(
+        [*pip, "-d", str(where), f"aeon=={AEON_VERSION}"],
+        "pip download (the wheel only)",
+        hint=_PYPI_HINT,
+    )
+    wheel = next(where.glob(f"aeon-{AEON_VERSION}-*.whl"))
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != AEON_WHEEL_SHA256:
+        raise ToolError(f"real-data: {wheel.name} has sha256 {digest}, not {AEON_WHEEL_SHA256}")
+    with zipfile.ZipFile(wheel) as z:
+        z.getinfo("aeon/datasets/data/BasicMotions/BasicMotions_TRAIN.ts")  # KeyError if absent
+    return AEON_VERSION, {"wheel": str(wheel)}
+
+
 _INSTALLERS: dict[str, Callable[[Path, _Step], tuple[str, dict[str, str]]]] = {
     "home-assistant": _install_ha,
     "prometheus": _install_prometheus,
     "node-red": _install_node_red,
+    "real-data": _install_real_data,
 }
 
 

@@ -24,8 +24,6 @@ from pathlib import Path
 from nodekit.cli import EXIT_OK, report
 from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import (
-    CHANNELS,
-    CLASSES,
     DRIFT_MODES,
     Command,
     ConfigError,
@@ -39,6 +37,7 @@ from .dataset import DEFAULT_SIZES, SPLITS, write_datasets
 from .drift import DriftSettings
 from .errors import SimError
 from .fleet import FleetConfig
+from .kinds import ALL_CHANNELS, SIM_TYPES
 from .publisher import Simulator, send_command
 
 log = logging.getLogger("sensor_sim")
@@ -141,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help=f"offset/gain: a channel ({', '.join(CHANNELS)}); "
+        help=f"offset/gain: a channel ({', '.join(ALL_CHANNELS)}); "
         "ramp: duration_s; regime: load. Repeat for several.",
     )
 
@@ -152,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_args(fault)
     _target_args(fault)
-    fault.add_argument("--state", required=True, choices=CLASSES)
+    fault.add_argument(
+        "--state",
+        required=True,
+        metavar="CLASS",
+        help="a class of the machines' type: "
+        + "; ".join(f"{t.name}: {', '.join(t.kind.classes)}" for t in SIM_TYPES.values()),
+    )
 
     repair = sub.add_parser(
         "repair",
@@ -185,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SPLIT=N",
         help=f"override a split size, e.g. train=400 (defaults {dict(DEFAULT_SIZES)})",
+    )
+    dataset.add_argument(
+        "--machine-type",
+        choices=tuple(SIM_TYPES),
+        default="default",
+        help="the seed machine (default) or the fan (sensor_sim/fan.py); a fan's classes.json "
+        "carries its machine type for the trainer",
     )
     _plant_dataset_args(dataset)
     return parser
@@ -290,9 +302,11 @@ def _run(args: argparse.Namespace) -> int:
 def _dataset(args: argparse.Namespace) -> int:
     """Write the offline data sets; an unwritable --out is a failed run, not a traceback."""
     if args.realism == "plant":
+        if args.machine_type != "default":
+            raise ConfigError("the realistic plant (--realism plant) plays the seed machine only")
         return _plant_dataset(args)
     try:
-        shapes = write_datasets(args.out, args.seed, dict(args.size))
+        shapes = write_datasets(args.out, args.seed, dict(args.size), args.machine_type)
     except OSError as exc:
         raise SimError(f"cannot write data sets to {args.out}: {exc}", kind="io") from exc
     for name, shape in shapes.items():
@@ -338,6 +352,8 @@ def _send(args: argparse.Namespace) -> int:
         cmd = _command(args)
         if cmd.cmd == "drift":
             DriftSettings.from_command(cmd)  # the simulator's own checks, before the broker
+        if cmd.cmd == "fault" and not any(cmd.state in t.kind.classes for t in SIM_TYPES.values()):
+            raise SimError(f"no simulated machine type has the class {cmd.state!r}")
     except (PayloadError, SimError) as exc:
         raise ConfigError(f"invalid command: {exc}") from exc
     send_command(conn.broker, conn.prefix, cmd, credentials=conn.credentials())

@@ -203,6 +203,12 @@ class SimConfig(MqttSettings):
     def __post_init__(self) -> None:
         check(self)
         self.signal_map()  # a wrong signals file fails before anything starts
+        if self.signals is not None and self.fleet.fans:
+            raise ConfigError(
+                "per-signal mode (--signals) plays the seed machines only: leave out --fans"
+            )
+        if self.realism == "plant" and self.fleet.fans:
+            raise ConfigError("the realistic plant (--plant) plays the seed machines only")
         unknown = sorted(set(self.plant_drift) - set(machine_ids(self.fleet.machines)))
         if unknown:
             raise ConfigError(

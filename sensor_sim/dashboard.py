@@ -117,9 +117,10 @@ def command_for_key(key: str, snapshot: Snapshot, rng: np.random.Generator) -> C
     if key == "r":
         return Command("repair")
     if key == "f" and snapshot.machines:
-        machine = snapshot.machines[int(rng.integers(len(snapshot.machines)))].machine
-        fault = CLASSES[int(rng.integers(1, len(CLASSES)))]
-        return Command("fault", machines=(machine,), state=fault)
+        row = snapshot.machines[int(rng.integers(len(snapshot.machines)))]
+        faults = row.faults or CLASSES[1:]
+        fault = faults[int(rng.integers(len(faults)))]
+        return Command("fault", machines=(row.machine,), state=fault)
     return None
 
 

@@ -10,7 +10,9 @@ count the first classes get one window more), shuffled, and drawn from the split
     drift_infer    800        drift
 
 Every split has its own random stream spawned from the seed, so a split's content depends
-only on (seed, split name, n) — never on the other splits' sizes.
+only on (seed, split name, n) — never on the other splits' sizes. With `sim_type` fan
+(sensor_sim/fan.py) the splits are a fan's: "standard" and "infer" its normal belt, "drift" the
+swapped belt; classes.json then carries the fan's machine type (the trainer reads it).
 
 >>> import numpy as np
 >>> x, y = make_split("drift_infer", 8, np.random.default_rng(0))
@@ -31,6 +33,7 @@ import numpy.typing as npt
 from protocol import CHANNELS, CLASSES, UNITS, WINDOW_LENGTH
 
 from .errors import SimError
+from .kinds import SEED, SIM_TYPES, SimType
 from .physics import generate
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,9 @@ DEFAULT_SIZES: Mapping[str, int] = {
 }
 
 
-def balanced_labels(n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+def balanced_labels(
+    n: int, rng: np.random.Generator, n_classes: int = len(CLASSES)
+) -> npt.NDArray[np.int64]:
     """`n` shuffled class labels, as equal per class as `n` allows.
 
     >>> sorted(balanced_labels(6, np.random.default_rng(0)).tolist())
@@ -57,22 +62,27 @@ def balanced_labels(n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
     """
     if n < 0:
         raise SimError(f"split size {n} must be ≥ 0")
-    labels = np.arange(n, dtype=np.int64) % len(CLASSES)
+    labels = np.arange(n, dtype=np.int64) % n_classes
     return rng.permutation(labels)
 
 
 def make_split(
-    name: str, n: int, rng: np.random.Generator
+    name: str, n: int, rng: np.random.Generator, sim_type: SimType = SEED
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """(data (n, 60, 4) float32, labels (n,) int64) of split `name`, balanced and shuffled."""
+    """(data (n, T, C) float32, labels (n,) int64) of split `name`, balanced and shuffled."""
     if name not in SPLITS:
         raise SimError(f"split {name!r} is not one of {tuple(SPLITS)}")
-    labels = balanced_labels(n, rng)
-    return generate(labels, rng, regime=SPLITS[name], window_length=WINDOW_LENGTH), labels
+    kind = sim_type.kind
+    labels = balanced_labels(n, rng, len(kind.classes))
+    if sim_type is SEED:
+        return generate(labels, rng, regime=SPLITS[name], window_length=WINDOW_LENGTH), labels
+    blend = 1.0 if SPLITS[name] == "drift" else 0.0
+    x = sim_type.generate(labels, rng, blend=blend, window_length=kind.window_length)
+    return x, labels
 
 
 def write_datasets(
-    out: Path, seed: int, sizes: Mapping[str, int] | None = None
+    out: Path, seed: int, sizes: Mapping[str, int] | None = None, sim_type: str = "default"
 ) -> dict[str, tuple[int, ...]]:
     """Write the eight `<split>_data.npy` / `<split>_labels.npy` files and classes.json.
 
@@ -85,6 +95,9 @@ def write_datasets(
     ...                                            "drift_infer": 4})["train"]
     (8, 60, 4)
     """
+    if sim_type not in SIM_TYPES:
+        raise SimError(f"machine type {sim_type!r} is not one of {tuple(SIM_TYPES)}")
+    kind = SIM_TYPES[sim_type]
     unknown = set(sizes or {}) - set(SPLITS)
     if unknown:
         raise SimError(f"unknown split(s) {sorted(unknown)}; splits are {tuple(SPLITS)}")
@@ -94,7 +107,7 @@ def write_datasets(
     streams = np.random.SeedSequence(seed).spawn(len(SPLITS))
     shapes: dict[str, tuple[int, ...]] = {}
     for (name, regime), stream in zip(SPLITS.items(), streams, strict=True):
-        data, labels = make_split(name, int(merged[name]), np.random.default_rng(stream))
+        data, labels = make_split(name, int(merged[name]), np.random.default_rng(stream), kind)
         np.save(out / f"{name}_data.npy", data)
         np.save(out / f"{name}_labels.npy", labels)
         shapes[name] = tuple(int(d) for d in data.shape)
@@ -108,5 +121,13 @@ def write_datasets(
         "sizes": {name: shapes[name][0] for name in SPLITS},
         "regimes": dict(SPLITS),
     }
+    if kind is not SEED:  # the trainer reads the type from here (the seed's: the built-in one)
+        meta.update(
+            classes=list(kind.kind.classes),
+            channels=list(kind.kind.channel_names),
+            units=[c.unit for c in kind.kind.channels],
+            window_length=kind.kind.window_length,
+            machine_type=kind.kind.to_dict(),
+        )
     (out / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
     return shapes

@@ -22,7 +22,9 @@ caller passes the time in; there is no clock here). An effect is
 
 The regime model: electrical power scales with mechanical load; the extra losses raise the
 steady temperature by ~15 °C per +100 % load; a pump at a faster operating point delivers
-somewhat more pressure; vibration velocity grows with the square root of load.
+somewhat more pressure; vibration velocity grows with the square root of load. That is the seed
+machine's; every simulated type has its own (sensor_sim/kinds.py), on its own channels, and
+`offset`/`gain` name channels of the machine's type (`effect(settings, t, sim_type)`).
 
 >>> eff = effect(DriftSettings("offset", {"temperature": 5.0}), elapsed_s=0.0)
 >>> eff.offset
@@ -37,24 +39,22 @@ somewhat more pressure; vibration velocity grows with the square root of load.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from protocol import CHANNELS, DRIFT_MODES, Command, PayloadError
+from protocol import DRIFT_MODES, Command, PayloadError
 
 from .errors import SimError
+from .kinds import ALL_CHANNELS, SEED, SimType
 
 DEFAULT_RAMP_S = 600.0
 DEFAULT_LOAD = 1.3
-REGIME_TEMPERATURE_PER_LOAD = 15.0
-REGIME_PRESSURE_PER_LOAD = 0.25
 
-_NEUTRAL = tuple(0.0 for _ in CHANNELS)
-_UNIT = tuple(1.0 for _ in CHANNELS)
+_NEUTRAL = tuple(0.0 for _ in SEED.kind.channels)
+_UNIT = tuple(1.0 for _ in SEED.kind.channels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +71,12 @@ class DriftSettings:
             Command("drift", mode=self.mode, params=dict(self.params))
         except PayloadError as exc:
             raise SimError(str(exc), exc.kind) from exc
-        if self.mode in ("offset", "gain"):  # the simulator's machines are the built-in type
-            unknown = sorted(set(self.params) - set(CHANNELS))
+        if self.mode in ("offset", "gain"):  # a channel of a type the simulator plays
+            unknown = sorted(set(self.params) - set(ALL_CHANNELS))
             if unknown:
                 raise SimError(
-                    f"{self.mode} drift names channel(s) {unknown} the simulated machines have "
-                    "not: " + ", ".join(CHANNELS),
+                    f"{self.mode} drift names channel(s) {unknown} no simulated machine has: "
+                    + ", ".join(ALL_CHANNELS),
                     "bad_field",
                 )
         object.__setattr__(self, "params", {k: float(v) for k, v in self.params.items()})
@@ -102,47 +102,50 @@ class DriftEffect:
     """How far to blend towards the drift regime, then the per-channel affine map."""
 
     blend: float = 0.0
-    gain: tuple[float, ...] = _UNIT
+    gain: tuple[float, ...] = _UNIT  # one per channel of the machine's type (the seed's: 4)
     offset: tuple[float, ...] = _NEUTRAL
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend <= 1.0:
             raise SimError(f"drift blend {self.blend} must be within 0..1")
-        if len(self.gain) != len(CHANNELS) or len(self.offset) != len(CHANNELS):
-            raise SimError(f"drift gain and offset need one value per channel {CHANNELS}")
+        if len(self.gain) != len(self.offset):
+            raise SimError("drift gain and offset need one value per channel each")
 
     @property
     def is_identity(self) -> bool:
-        return self.gain == _UNIT and self.offset == _NEUTRAL
+        return all(g == 1.0 for g in self.gain) and all(o == 0.0 for o in self.offset)
 
 
-def _per_channel(params: Mapping[str, float], default: float) -> tuple[float, ...]:
-    return tuple(float(params.get(ch, default)) for ch in CHANNELS)
+def _per_channel(
+    params: Mapping[str, float], default: float, channels: tuple[str, ...]
+) -> tuple[float, ...]:
+    return tuple(float(params.get(ch, default)) for ch in channels)
 
 
-def effect(settings: DriftSettings, elapsed_s: float) -> DriftEffect:
-    """The effect of `settings` `elapsed_s` seconds after it was commanded."""
+def effect(settings: DriftSettings, elapsed_s: float, sim_type: SimType = SEED) -> DriftEffect:
+    """The effect of `settings` `elapsed_s` seconds after it was commanded, on a machine of
+    `sim_type` (its channels; channels it has not are left alone)."""
     mode, params = settings.mode, settings.params
+    channels = sim_type.kind.channel_names
+    unit = tuple(1.0 for _ in channels)
+    neutral = tuple(0.0 for _ in channels)
     if mode == "off":
-        return DriftEffect()
+        return DriftEffect(gain=unit, offset=neutral)
     if mode == "step":
-        return DriftEffect(blend=1.0)
+        return DriftEffect(blend=1.0, gain=unit, offset=neutral)
     if mode == "offset":
-        return DriftEffect(offset=_per_channel(params, 0.0))
+        return DriftEffect(gain=unit, offset=_per_channel(params, 0.0, channels))
     if mode == "gain":
-        return DriftEffect(gain=_per_channel(params, 1.0))
+        return DriftEffect(gain=_per_channel(params, 1.0, channels), offset=neutral)
     if mode == "ramp":
         duration = params.get("duration_s", DEFAULT_RAMP_S)
-        return DriftEffect(blend=min(1.0, max(0.0, elapsed_s) / duration))
+        blend = min(1.0, max(0.0, elapsed_s) / duration)
+        return DriftEffect(blend=blend, gain=unit, offset=neutral)
     if mode == "regime":
-        load = params.get("load", DEFAULT_LOAD)
-        gains = {
-            "power": load,
-            "pressure": 1 + REGIME_PRESSURE_PER_LOAD * (load - 1),
-            "vibration": math.sqrt(load),
-        }
-        offsets = {"temperature": REGIME_TEMPERATURE_PER_LOAD * (load - 1)}
-        return DriftEffect(gain=_per_channel(gains, 1.0), offset=_per_channel(offsets, 0.0))
+        gains, offsets = sim_type.regime(params.get("load", DEFAULT_LOAD))
+        return DriftEffect(
+            gain=_per_channel(gains, 1.0, channels), offset=_per_channel(offsets, 0.0, channels)
+        )
     raise SimError(f"drift mode {mode!r} has no effect defined")  # pragma: no cover
 
 

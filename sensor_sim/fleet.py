@@ -1,4 +1,5 @@
-"""The simulated fleet: machines m01..mNN, control commands, and one window per machine per tick.
+"""The simulated fleet: machines m01..mNN (the seed machine) and fan-01..fan-NN (the fan type,
+sensor_sim/fan.py), control commands, and one window per machine per tick.
 
 Pure: time (`dt`, `timestamp_ns`) and randomness come in as arguments; the MQTT shell in
 publisher.py only feeds commands in and publishes what `tick` returns.
@@ -14,6 +15,11 @@ publisher.py only feeds commands in and publishes what `tick` returns.
 ['off', 'offset temperature=5', 'off']
 >>> [(w.machine, w.seq, w.data.shape) for w in fleet.tick(0.1, timestamp_ns=1)]
 [('m01', 0, (60, 4)), ('m02', 0, (60, 4)), ('m03', 0, (60, 4))]
+>>> mixed = Fleet(FleetConfig(machines=1, fans=1, mtbf_s=0.0), np.random.default_rng(0))
+>>> mixed.apply(Command("fault", state="looseness"))  # only a fan has that class
+['fan-01']
+>>> [(w.machine, w.data.shape, m.state_name) for w, m in zip(mixed.tick(0.1, 1), mixed.machines)]
+[('m01', (60, 4), 'normal'), ('fan-01', (128, 3), 'looseness')]
 """
 
 from __future__ import annotations
@@ -26,12 +32,11 @@ import numpy as np
 
 from nodekit.settings import check, setting
 from protocol import WINDOW_LENGTH, Command, Window
-from protocol.machine_type import DEFAULT_TYPE
 
 from .drift import DriftSettings
 from .errors import SimError
+from .kinds import FAN, SEED
 from .machine import Machine, MachineConfig
-from .physics import sample
 
 MAX_MACHINES = 999
 
@@ -46,6 +51,16 @@ def machine_ids(n: int) -> tuple[str, ...]:
         raise SimError(f"machine count {n} must be within 1..{MAX_MACHINES}")
     width = max(2, len(str(n)))
     return tuple(f"m{i:0{width}d}" for i in range(1, n + 1))
+
+
+def fan_ids(n: int) -> tuple[str, ...]:
+    """The ids of n fans: fan-01..fan-NN (members of the fan type's pattern `fan-*`).
+
+    >>> fan_ids(2)
+    ('fan-01', 'fan-02')
+    """
+    width = max(2, len(str(n)))
+    return tuple(f"fan-{i:0{width}d}" for i in range(1, n + 1))
 
 
 def _repair(value: float) -> None:
@@ -86,9 +101,16 @@ class FleetConfig:
         flag="--repair-mean",
         metavar="S",
     )
+    fans: int = setting(
+        0,
+        help="fan machines besides: machine type 'fan' (3 channels, 128 samples), ids fan-01…",
+        low=0,
+        high=MAX_MACHINES,
+        metavar="N",
+    )
     window_length: int = setting(
         WINDOW_LENGTH,
-        help="samples per window",
+        help="samples per window of the seed machines (a fan's are its type's 128)",
         low=1,
         high=4096,
         metavar="N",
@@ -112,10 +134,15 @@ class Fleet:
         self.rng = rng
         machine_config = MachineConfig(config.mtbf_s, config.repair_s)
         self.machines = [Machine(mid, machine_config) for mid in machine_ids(config.machines)]
+        self.machines += [Machine(f, machine_config, FAN) for f in fan_ids(config.fans)]
         self._by_id = {m.id: m for m in self.machines}
         self.label_fraction = config.label_fraction
-        self.machine_type = DEFAULT_TYPE  # the seed machine's physics (sensor_sim/physics.py)
         self.labels_sent = dict.fromkeys(self._by_id, 0)
+        self._groups = [  # (sim type, indices of its machines), for one sample() call each
+            (t, np.flatnonzero([m.sim_type is t for m in self.machines]))
+            for t in (SEED, FAN)
+            if any(m.sim_type is t for m in self.machines)
+        ]
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -132,32 +159,42 @@ class Fleet:
             )
         return [self._by_id[m] for m in cmd.machines]
 
-    def _check_vocabulary(self, cmd: Command) -> None:
-        """A fault names a class and a per-channel drift its channels, of the machines' type;
-        SimError naming what the type has (protocol.Command checks only that they are names)."""
-        kind = self.machine_type
-        if cmd.cmd == "fault" and cmd.state not in kind.classes:
+    def _fitting(self, cmd: Command, targets: list[Machine]) -> list[Machine]:
+        """The targets whose type has the class a fault names, or the channels a per-channel
+        drift names. Of "all", those (SimError if none); named machines must all fit, else
+        SimError naming what the misfit's type has (protocol.Command checks only names)."""
+
+        def fits(m: Machine) -> bool:
+            kind = m.sim_type.kind
+            if cmd.cmd == "fault":
+                return cmd.state in kind.classes
+            if cmd.cmd == "drift" and cmd.mode in ("offset", "gain"):
+                return set(cmd.params) <= set(kind.channel_names)
+            return True
+
+        fit = [m for m in targets if fits(m)]
+        if fit and (cmd.machines == ("all",) or len(fit) == len(targets)):
+            return fit
+        kind = next(m for m in targets if not fits(m)).sim_type.kind
+        if cmd.cmd == "fault":
             raise SimError(
                 f"fault state {cmd.state!r} is not a class of machine type {kind.name}: "
                 + ", ".join(kind.classes),
                 kind="bad_field",
             )
-        if cmd.cmd == "drift" and cmd.mode in ("offset", "gain"):
-            unknown = sorted(set(cmd.params) - set(kind.channel_names))
-            if unknown:
-                raise SimError(
-                    f"{cmd.mode} drift names channel(s) {unknown} that machine type {kind.name} "
-                    "has not: " + ", ".join(kind.channel_names),
-                    kind="bad_field",
-                )
+        unknown = sorted(set(cmd.params) - set(kind.channel_names))
+        raise SimError(
+            f"{cmd.mode} drift names channel(s) {unknown} that machine type {kind.name} "
+            "has not: " + ", ".join(kind.channel_names),
+            kind="bad_field",
+        )
 
     def apply(self, cmd: Command) -> list[str]:
         """Apply a validated command; returns the machine ids it changed. SimError if refused."""
         if cmd.cmd == "labels":
             self.label_fraction = check_fraction(cmd.params["fraction"])
             return list(self.ids)
-        targets = self._targets(cmd)
-        self._check_vocabulary(cmd)
+        targets = self._fitting(cmd, self._targets(cmd))
         if cmd.cmd == "drift":
             settings = DriftSettings.from_command(cmd)
             for m in targets:
@@ -178,14 +215,20 @@ class Fleet:
         n = len(self.machines)
         for m in self.machines:
             m.advance(dt, self.rng)
-        labels = np.fromiter((m.state for m in self.machines), dtype=np.int64, count=n)
-        effects = [m.drift_effect() for m in self.machines]
-        blend = np.fromiter((e.blend for e in effects), dtype=np.float64, count=n)
-        data = sample(labels, self.rng, blend=blend, window_length=self.config.window_length)
-        if not all(e.is_identity for e in effects):
-            gain = np.array([e.gain for e in effects], dtype=np.float32)
-            offset = np.array([e.offset for e in effects], dtype=np.float32)
-            data = data * gain[:, None, :] + offset[:, None, :]
+        data: list[np.ndarray] = [np.empty(0)] * n
+        for sim_type, idx in self._groups:
+            group = [self.machines[i] for i in idx]
+            labels = np.fromiter((m.state for m in group), dtype=np.int64, count=len(group))
+            effects = [m.drift_effect() for m in group]
+            blend = np.fromiter((e.blend for e in effects), dtype=np.float64, count=len(group))
+            length = self.config.window_length if sim_type is SEED else sim_type.kind.window_length
+            x = sim_type.generate(labels, self.rng, blend=blend, window_length=length)
+            if not all(e.is_identity for e in effects):
+                gain = np.array([e.gain for e in effects], dtype=np.float32)
+                offset = np.array([e.offset for e in effects], dtype=np.float32)
+                x = x * gain[:, None, :] + offset[:, None, :]
+            for k, at in enumerate(idx.tolist()):
+                data[at] = x[k]
         with_label = self.rng.random(n) < self.label_fraction
         windows = []
         for i, m in enumerate(self.machines):

@@ -7,7 +7,9 @@ Pure: the caller advances time by `dt` and passes the random generator in.
 * A fault that developed by itself is repaired after an exponential time with mean
   ``repair_s``.
 * A fault forced by a `fault` command stays until a `repair` command (so an operator's
-  demonstration does not end by surprise). ``fault`` with state "normal" is a repair.
+  demonstration does not end by surprise). ``fault`` with the type's healthy class is a repair.
+* States are class indices of the machine's type (sensor_sim/kinds.py: the seed machine's by
+  default, whose healthy class is "normal"; a fan's is "ok").
 * ``mtbf_s = 0`` disables spontaneous faults.
 
 >>> import numpy as np
@@ -30,13 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocol import CLASSES, ConfigError, check_id, class_index
+from protocol import ConfigError, PayloadError, check_id
 
 from .drift import DriftEffect, DriftSettings, effect
 from .errors import SimError
-
-NORMAL = CLASSES.index("normal")
-FAULTS = tuple(i for i, _ in enumerate(CLASSES) if i != NORMAL)
+from .kinds import SEED, SimType
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +58,16 @@ class MachineConfig:
 class Machine:
     """State, drift setting and counters of one machine. Not thread-safe: one owner."""
 
-    def __init__(self, machine_id: str, config: MachineConfig | None = None) -> None:
+    def __init__(
+        self, machine_id: str, config: MachineConfig | None = None, sim_type: SimType = SEED
+    ) -> None:
         self.id = check_id(machine_id)
         self.config = config or MachineConfig()
-        self.state = NORMAL
+        self.sim_type = sim_type
+        kind = sim_type.kind
+        self.normal = kind.classes.index(kind.normal)
+        self.faults = tuple(i for i in range(len(kind.classes)) if i != self.normal)
+        self.state = self.normal
         self.forced = False
         self.clock = 0.0  # seconds of simulated time
         self.repair_at = math.inf
@@ -71,17 +77,17 @@ class Machine:
 
     @property
     def state_name(self) -> str:
-        return CLASSES[self.state]
+        return self.sim_type.kind.classes[self.state]
 
     def advance(self, dt: float, rng: np.random.Generator) -> Machine:
         """Let `dt` seconds pass: maybe develop a fault, maybe finish a repair."""
         if not (math.isfinite(dt) and dt >= 0):
             raise SimError(f"time step {dt!r} must be a finite number ≥ 0")
         self.clock += dt
-        if self.state == NORMAL:
+        if self.state == self.normal:
             mtbf = self.config.mtbf_s
             if mtbf > 0 and rng.random() < -math.expm1(-dt / mtbf):
-                self.state = int(rng.choice(FAULTS))
+                self.state = int(rng.choice(self.faults))
                 self.forced = False
                 self.repair_at = self.clock + rng.exponential(self.config.repair_s)
         elif not self.forced and self.clock >= self.repair_at:
@@ -89,15 +95,22 @@ class Machine:
         return self
 
     def force(self, state: str | int) -> Machine:
-        """Switch to `state` now (a class name or index); a fault then waits for a repair."""
-        index = class_index(state)
-        if index == NORMAL:
+        """Switch to `state` now (a class name or index of the machine's type); a fault then
+        waits for a repair. SimError naming the type's classes if it has no such class."""
+        kind = self.sim_type.kind
+        try:
+            index = kind.class_of(state) if isinstance(state, str) else int(state)
+        except PayloadError as exc:
+            raise SimError(str(exc), "bad_field") from exc
+        if not 0 <= index < len(kind.classes):
+            raise SimError(f"class index {index} is not one of machine type {kind.name}'s")
+        if index == self.normal:
             return self.repair()
         self.state, self.forced, self.repair_at = index, True, math.inf
         return self
 
     def repair(self) -> Machine:
-        self.state, self.forced, self.repair_at = NORMAL, False, math.inf
+        self.state, self.forced, self.repair_at = self.normal, False, math.inf
         return self
 
     def set_drift(self, settings: DriftSettings) -> Machine:
@@ -106,7 +119,7 @@ class Machine:
         return self
 
     def drift_effect(self) -> DriftEffect:
-        return effect(self.drift, self.clock - self.drift_since)
+        return effect(self.drift, self.clock - self.drift_since, self.sim_type)
 
     def next_seq(self) -> int:
         seq, self.seq = self.seq, self.seq + 1

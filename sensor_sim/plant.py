@@ -45,8 +45,8 @@ import numpy.typing as npt
 
 from protocol import CHANNELS, CLASSES, WINDOW_LENGTH
 
-from .drift import REGIME_PRESSURE_PER_LOAD, REGIME_TEMPERATURE_PER_LOAD
 from .errors import SimError
+from .kinds import REGIME_PRESSURE_PER_LOAD, REGIME_TEMPERATURE_PER_LOAD
 from .physics import DRIFT, STANDARD
 
 __all__ = [

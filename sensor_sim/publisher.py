@@ -58,7 +58,6 @@ from nodekit.mqtt import (
     start_loop,
 )
 from protocol import (
-    CLASSES,
     Command,
     PayloadError,
     Status,
@@ -306,6 +305,7 @@ class Simulator:
                     m.drift.describe(),
                     float(self._rates[i]),
                     self.fleet.labels_sent[m.id],
+                    tuple(m.sim_type.kind.classes[f] for f in m.faults),
                 )
                 for i, m in enumerate(self.fleet.machines)
             )
@@ -419,7 +419,7 @@ class Simulator:
 
         labeled = self._labeled_states
         for window, machine in zip(windows, self.fleet.machines, strict=True):
-            cls = CLASSES[machine.state]
+            cls = machine.state_name
             if labeled.get(window.machine) == cls:
                 continue
             event = LabelEvent(
@@ -436,7 +436,7 @@ class Simulator:
         publish the answers to label requests whose delay has passed (QoS 1, `…/labels`)."""
         answerer = self.answerer
         assert answerer is not None
-        answerer.remember(windows, [CLASSES[m.state] for m in self.fleet.machines])
+        answerer.remember(windows, [m.state_name for m in self.fleet.machines])
         for event in answerer.due(time.monotonic()):
             if client.publish(self.topics.labels, event.to_json(), qos=1).rc in (0, 4):
                 self.labels_events += 1

@@ -19,6 +19,7 @@ class MachineRow:
     drift: str
     rate: float  # windows/s over the last rate interval
     labels: int  # windows sent with a ground-truth label so far
+    faults: tuple[str, ...] = ()  # the fault classes of its machine type
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
     data.py           data sets on disk, normalisation, the detector's training statistics
     architectures.py  the Keras networks (`seed`: seed 000's; `compact`: for a Pi Zero 2W)
+    rocket.py         the long-window front-end: fixed random dilated convolutions + a head
+    anomaly.py        cold start: a Mahalanobis anomaly model from the healthy class alone
     train.py          initial training and fine-tuning (imports TensorFlow when called)
     convert.py        Keras → TFLite (int8, float16, float32) and the checks each must pass
     interpreter.py    the one LiteRT interpreter the trainer's checks run a .tflite with

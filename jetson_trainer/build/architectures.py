@@ -11,15 +11,15 @@ from typing import Any
 import keras
 from keras import layers
 
-from protocol import CHANNELS, CLASSES, WINDOW_LENGTH
+from protocol.machine_type import DEFAULT_TYPE
 
 from ..errors import TrainerError
 
 __all__ = ["ARCHS", "SEED_PARAMS", "build_model", "learning_rate"]
 
-ARCHS = ("compact", "seed")
+ARCHS = ("compact", "seed", "rocket")  # rocket: jetson_trainer/build/rocket.py (long windows)
 SEED_PARAMS = 603_844
-_LEARNING_RATE = {"seed": 8e-4, "compact": 3e-3}
+_LEARNING_RATE = {"seed": 8e-4, "compact": 3e-3, "rocket": 1e-2}
 
 
 def learning_rate(arch: str) -> float:
@@ -36,9 +36,9 @@ def _check_arch(arch: str) -> str:
 def build_model(
     arch: str = "compact",
     *,
-    window_length: int = WINDOW_LENGTH,
-    n_channels: int = len(CHANNELS),
-    n_classes: int = len(CLASSES),
+    window_length: int = DEFAULT_TYPE.window_length,
+    n_channels: int = len(DEFAULT_TYPE.channels),
+    n_classes: int = len(DEFAULT_TYPE.classes),
     seed: int = 0,
 ) -> Any:
     """An uncompiled Keras model of architecture `arch`."""

@@ -23,8 +23,6 @@ from typing import Any
 import numpy as np
 
 from protocol import (
-    CHANNELS,
-    CLASSES,
     Bundle,
     ConfigError,
     Manifest,
@@ -32,6 +30,7 @@ from protocol import (
     encode_bundle,
 )
 from protocol import load_public_key as _load_public_key
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 from ..errors import TrainerError
 from .data import train_stats
@@ -79,6 +78,18 @@ def golden_vectors(
     ]
 
 
+def manifest_machine_type(kind: MachineType) -> dict[str, Any] | None:
+    """The manifest's `machine_type` for a model of `kind`: None for the built-in type (its
+    manifests stay byte-identical), else the type less what the manifest's own fields say.
+
+    >>> manifest_machine_type(DEFAULT_TYPE) is None
+    True
+    """
+    if kind.name == DEFAULT_TYPE.name:
+        return None
+    return {k: v for k, v in kind.to_dict().items() if k not in ("classes", "window_length")}
+
+
 def make_manifest(
     *,
     model: bytes,
@@ -95,6 +106,7 @@ def make_manifest(
     y_stats: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
     x_confidence: np.ndarray | None = None,
+    kind: MachineType = DEFAULT_TYPE,
 ) -> Manifest:
     """The manifest for `model`: statistics from `x_stats`, metrics and golden from validation.
 
@@ -107,9 +119,9 @@ def make_manifest(
     """
     lite = LiteModel(model, norm)
     probs = lite.predict(x_val)
-    m = classification_metrics(y_val, probs)
+    m = classification_metrics(y_val, probs, kind.classes)
     if x_confidence is not None and len(x_confidence):
-        m.update(confidence_summary(lite.predict(x_confidence)))
+        m.update(confidence_summary(lite.predict(x_confidence), kind.classes))
     metrics = {
         k: m[k]
         for k in (
@@ -129,8 +141,9 @@ def make_manifest(
         parent=parent,
         site=site,
         created=time.time(),
-        classes=CLASSES,
-        channels=CHANNELS,
+        classes=kind.classes,
+        channels=kind.channel_names,
+        machine_type=manifest_machine_type(kind),
         window_length=int(x_val.shape[1]),
         quantization=quantization,
         arch=arch,
@@ -138,7 +151,7 @@ def make_manifest(
         model_sha256=hashlib.sha256(model).hexdigest(),
         model_bytes=len(model),
         normalisation=norm,
-        train_stats=train_stats(x_stats, y_stats),
+        train_stats=train_stats(x_stats, y_stats, kind),
         metrics=metrics,
         golden=golden_vectors(model, x_val, y_val, norm),
         golden_tolerance=GOLDEN_TOLERANCE.get(quantization, 0.05),

@@ -2,7 +2,8 @@
 detector uses (the model input itself is `protocol.model_input`'s, shared with the Pi).
 
 A data directory holds `<split>_data.npy` (N, T, C) float and `<split>_labels.npy` (N,) int, the
-seed 000 layout (`train`, `infer`, `drift_train`, `drift_infer`).
+seed 000 layout (`train`, `infer`, `drift_train`, `drift_infer`), and may hold `classes.json`
+naming its machine type (`machine_type_of`): labels index that type's classes.
 
 >>> x = np.zeros((2, 3, 2), np.float32); x[1] += 2.0
 >>> norm = normalisation(x)
@@ -12,13 +13,15 @@ seed 000 layout (`train`, `infer`, `drift_train`, `drift_infer`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from protocol import CHANNELS, CLASSES
+from protocol import ConfigError
 from protocol.features import feature_stats
+from protocol.machine_type import DEFAULT_TYPE, MAX_CLASSES, MachineType, Site
 
 from ..errors import TrainerError
 
@@ -28,6 +31,7 @@ __all__ = [
     "check_xy",
     "load_split",
     "load_xy",
+    "machine_type_of",
     "normalisation",
     "stratified_split",
     "train_stats",
@@ -36,10 +40,72 @@ __all__ = [
 EVAL_SPLITS = ("infer", "drift_infer")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 _MIN_STD = 1e-6
+CLASSES_FILE = "classes.json"  # beside the .npy files: the data set's machine type
+_MAX_CLASSES_FILE = 1 << 20
 
 
-def check_xy(x: np.ndarray, y: np.ndarray, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
-    """Return (x float32 (N, T, C), y int64 (N,)) or raise TrainerError saying what is wrong."""
+def machine_type_of(
+    data_dir: Path | None, site_file: Path | None = None, type_name: str | None = None
+) -> MachineType:
+    """The machine type a data set's labels and channels are in.
+
+    `type_name` of the site file (or of the default site) when given; else the `machine_type`
+    object of the data directory's classes.json (MachineType's JSON form, as
+    protocol/README.md "Machine types" gives it); else the built-in type, when classes.json is
+    absent or names the built-in classes and channels. A data set in other words than the
+    built-in ones and no declared type is refused, saying how to declare it.
+    """
+    if type_name is not None or site_file is not None:
+        site = Site.load(site_file)
+        if type_name is None:
+            if len(site.types) != 1:
+                raise ConfigError(
+                    f"the site file {site_file} declares {len(site.types)} machine types "
+                    f"({', '.join(site.names)}): say which with --machine-type NAME"
+                )
+            return site.types[0]
+        return site[type_name]
+    if data_dir is None:
+        return DEFAULT_TYPE
+    path = Path(data_dir) / CLASSES_FILE
+    try:
+        with path.open("rb") as f:
+            raw = f.read(_MAX_CLASSES_FILE + 1)
+    except FileNotFoundError:
+        return DEFAULT_TYPE
+    except OSError as exc:
+        raise TrainerError(f"cannot read {path}: {exc}") from exc
+    if len(raw) > _MAX_CLASSES_FILE:
+        raise TrainerError(f"{path} is larger than {_MAX_CLASSES_FILE} bytes")
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TrainerError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise TrainerError(f"{path} must hold a JSON object")
+    if "machine_type" in meta:
+        return MachineType.from_dict(meta["machine_type"], f"{path}: machine_type")
+    classes, channels = meta.get("classes"), meta.get("channels")
+    builtin = (classes is None or tuple(classes) == DEFAULT_TYPE.classes) and (
+        channels is None or tuple(channels) == DEFAULT_TYPE.channel_names
+    )
+    if builtin:
+        return DEFAULT_TYPE
+    raise ConfigError(
+        f"{path} names classes {str(classes)[:200]} and channels {str(channels)[:200]}, not the "
+        "built-in machine type's; declare the data set's machine type: a \"machine_type\" "
+        "object in classes.json, or --site FILE --machine-type NAME"
+    )
+
+
+def check_xy(
+    x: np.ndarray, y: np.ndarray, what: str = "data", kind: MachineType | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (x float32 (N, T, C), y int64 (N,)) or raise TrainerError saying what is wrong.
+
+    With `kind`, the windows must have its shape and the labels index its classes; without,
+    any shape and labels within the largest class list a type may have.
+    """
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 3:
@@ -48,34 +114,44 @@ def check_xy(x: np.ndarray, y: np.ndarray, what: str = "data") -> tuple[np.ndarr
         raise TrainerError(f"{what}: labels have shape {y.shape}, expected ({len(x)},)")
     if len(x) == 0:
         raise TrainerError(f"{what}: no windows")
+    n = len(kind.classes) if kind is not None else MAX_CLASSES
     if not np.issubdtype(y.dtype, np.integer):
-        raise TrainerError(f"{what}: labels are {y.dtype}, expected integers 0..{len(CLASSES) - 1}")
-    if y.min() < 0 or y.max() >= len(CLASSES):
+        raise TrainerError(f"{what}: labels are {y.dtype}, expected integers 0..{n - 1}")
+    if y.min() < 0 or y.max() >= n:
+        names = f" (machine type {kind.name}: {', '.join(kind.classes)})" if kind else ""
+        raise TrainerError(f"{what}: labels span {y.min()}..{y.max()}, expected 0..{n - 1}{names}")
+    if kind is not None and tuple(x.shape[1:]) != kind.input_shape:
         raise TrainerError(
-            f"{what}: labels span {y.min()}..{y.max()}, expected 0..{len(CLASSES) - 1} {CLASSES}"
+            f"{what}: windows are {x.shape[1]} samples × {x.shape[2]} channels; machine type "
+            f"{kind.name} has {kind.window_length} × {len(kind.channels)} "
+            f"({', '.join(kind.channel_names)})"
         )
     if not np.isfinite(x).all():
         raise TrainerError(f"{what}: windows contain NaN or inf")
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
 
 
-def load_xy(x_path: Path, y_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Load one (windows, labels) pair of .npy files (no pickles)."""
+def load_xy(
+    x_path: Path, y_path: Path, kind: MachineType | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load one (windows, labels) pair of .npy files (no pickles), of machine type `kind`."""
     try:
         x = np.load(x_path, allow_pickle=False)
         y = np.load(y_path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise TrainerError(f"cannot load {x_path} / {y_path}: {exc}") from exc
-    return check_xy(x, y, what=str(x_path))
+    return check_xy(x, y, str(x_path), kind)
 
 
-def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """`DIR/<split>_data.npy` + `_labels.npy`, or None if that split is absent."""
+def load_split(
+    data_dir: Path, split: str, kind: MachineType | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`DIR/<split>_data.npy` + `_labels.npy` (of machine type `kind`), or None if absent."""
     x_path = Path(data_dir) / f"{split}_data.npy"
     y_path = Path(data_dir) / f"{split}_labels.npy"
     if not x_path.exists() or not y_path.exists():
         return None
-    return load_xy(x_path, y_path)
+    return load_xy(x_path, y_path, kind)
 
 
 def normalisation(x: np.ndarray) -> dict[str, list[float]]:
@@ -86,7 +162,7 @@ def normalisation(x: np.ndarray) -> dict[str, list[float]]:
 
 
 def train_stats(
-    x: np.ndarray, y: np.ndarray | None = None, channels: tuple[str, ...] = CHANNELS
+    x: np.ndarray, y: np.ndarray | None = None, kind: MachineType = DEFAULT_TYPE
 ) -> dict[str, Any]:
     """Per-channel statistics of raw training windows for the Pi's input-drift detector.
 
@@ -96,8 +172,12 @@ def train_stats(
     `features`: per-class window-feature statistics (protocol.features.feature_stats).
     """
     x = np.asarray(x, np.float64)
+    channels = kind.channel_names
     if x.shape[-1] != len(channels):
-        raise TrainerError(f"data has {x.shape[-1]} channels, the manifest names {len(channels)}")
+        raise TrainerError(
+            f"data has {x.shape[-1]} channels, machine type {kind.name} has {len(channels)} "
+            f"({', '.join(channels)})"
+        )
     out: dict[str, Any] = {"n_windows": len(x)}
     w_mean = x.mean(axis=1)
     w_std = x.std(axis=1)
@@ -114,7 +194,7 @@ def train_stats(
         stats["window_std_std"] = float(w_std[:, i].std())
         out[name] = stats
     if y is not None:
-        out["features"] = feature_stats(x, np.asarray(y), CLASSES)
+        out["features"] = feature_stats(x, np.asarray(y), kind.classes)
     return out
 
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from protocol import CHANNELS, CLASSES, WINDOW_LENGTH
+from protocol.machine_type import DEFAULT_TYPE
 
 __all__ = ["CARD_NAME", "model_card", "write_model_card"]
 
@@ -192,12 +192,12 @@ def model_card(
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{name}]({name})" for name in figures]
-    channels = list(manifest.get("channels") or CHANNELS)
+    channels = list(manifest.get("channels") or DEFAULT_TYPE.channel_names)
     use = _USE.format(
-        length=manifest.get("window_length") or WINDOW_LENGTH,
+        length=manifest.get("window_length") or DEFAULT_TYPE.window_length,
         n=len(channels),
         channels=", ".join(channels),
-        classes=", ".join(manifest.get("classes") or CLASSES),
+        classes=", ".join(manifest.get("classes") or DEFAULT_TYPE.classes),
     )
     lines += ["", "## Intended use", "", use, "", "## Limits", "", _LIMITS, ""]
     return "\n".join(lines)

@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CLASSES, DEFAULT_PREFIX, Bundle
+from protocol import DEFAULT_PREFIX, Bundle
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 from ..errors import TrainerError
 from .artifacts import make_manifest, write_artifacts
 from .convert import (
+    MIN_AGREEMENT,
     QUANTIZATIONS,
     convert_and_verify,
     convert_with_fallback,
@@ -46,16 +48,24 @@ class Outcome:
 
 
 def evaluate_model_bytes(
-    model: bytes, norm: dict[str, list[float]], x: np.ndarray, y: np.ndarray
+    model: bytes,
+    norm: dict[str, list[float]],
+    x: np.ndarray,
+    y: np.ndarray,
+    kind: MachineType = DEFAULT_TYPE,
 ) -> dict[str, Any]:
     """Metrics of a .tflite model (LiteRT) on raw windows, fed as the Pi feeds them (`norm`)."""
-    x, y = check_xy(x, y, "evaluation data")
+    x, y = check_xy(x, y, "evaluation data", kind)
     probs = LiteModel(model, norm).predict(x)
-    return classification_metrics(y, probs)
+    return classification_metrics(y, probs, kind.classes)
 
 
 def _figures(
-    out_dir: Path, results: dict[str, dict[str, Any]], history: dict[str, list[float]], title: str
+    out_dir: Path,
+    results: dict[str, dict[str, Any]],
+    history: dict[str, list[float]],
+    title: str,
+    classes: tuple[str, ...] = DEFAULT_TYPE.classes,
 ) -> list[str]:
     from .plots import plot_confusion, plot_training_curves
 
@@ -63,7 +73,7 @@ def _figures(
     for split, m in results.items():
         p = plot_confusion(
             m["confusion_matrix"],
-            CLASSES,
+            classes,
             out_dir / f"confusion_matrix_{split}.png",
             f"{title}: {split} (accuracy {m['accuracy']:.3f})",
         )
@@ -80,9 +90,9 @@ def _write_report(out_dir: Path, report: dict[str, Any]) -> None:
     write_model_card(out_dir)  # model_card.md: manifest + this report, figures linked
 
 
-def _class_counts(y: np.ndarray) -> dict[str, int]:
+def _class_counts(y: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
     """Labeled windows per class name (the model card's and registry's labels)."""
-    return {name: int((np.asarray(y) == i).sum()) for i, name in enumerate(CLASSES)}
+    return {name: int((np.asarray(y) == i).sum()) for i, name in enumerate(classes)}
 
 
 def run_train(
@@ -103,10 +113,12 @@ def run_train(
     verbose: int = 1,
     time_repeats: int = 300,
     quantizations: tuple[str, ...] = QUANTIZATIONS,
+    kind: MachineType = DEFAULT_TYPE,
 ) -> Outcome:
     """Train, convert every variant, ship the best passing one, and write the report.
 
-    `site`: the topic prefix of the nodes the bundle is for (they refuse other sites' bundles).
+    `site`: the topic prefix of the nodes the bundle is for (they refuse other sites' bundles);
+    `kind`: the machine type of the windows and labels (its classes, channels, window length).
     """
     if quantization not in QUANTIZATIONS:
         raise TrainerError(f"unknown quantization {quantization!r}; choose one of {QUANTIZATIONS}")
@@ -117,7 +129,7 @@ def run_train(
     from .train import train_model  # TensorFlow: only commands that train import it
 
     with PowerMeter() as meter:
-        result = train_model(x, y, arch=arch, epochs=epochs, seed=seed, verbose=verbose)
+        result = train_model(x, y, arch=arch, epochs=epochs, seed=seed, verbose=verbose, kind=kind)
     variants = convert_and_verify(
         result.model,
         result.x_train,
@@ -128,6 +140,8 @@ def run_train(
         time_repeats=time_repeats,
     )
     chosen = pick_variant(variants, quantization)
+    arch = result.arch  # "auto" resolved by the window length
+    shipped_reason = _shipped_reason(variants, quantization, chosen.quantization)
     manifest = make_manifest(
         model=chosen.model,
         version=version,
@@ -141,18 +155,22 @@ def run_train(
         y_stats=result.y_train,
         x_val=result.x_val,
         y_val=result.y_val,
+        kind=kind,
         extra={
             "params": int(result.model.count_params()),
             "train_seconds": round(result.seconds, 2),
             "device": result.device,
+            **({"shipped_reason": shipped_reason} if shipped_reason else {}),
         },
     )
     bundle_path = write_artifacts(out_dir, manifest, chosen.model, result.model, private_key)
     results = {
-        "validation": evaluate_model_bytes(chosen.model, result.norm, result.x_val, result.y_val)
+        "validation": evaluate_model_bytes(
+            chosen.model, result.norm, result.x_val, result.y_val, kind
+        )
     }
     for split, (xs, ys) in (eval_splits or {}).items():
-        results[split] = evaluate_model_bytes(chosen.model, result.norm, xs, ys)
+        results[split] = evaluate_model_bytes(chosen.model, result.norm, xs, ys, kind)
     report: dict[str, Any] = {
         "command": "train",
         "arch": arch,
@@ -162,20 +180,37 @@ def run_train(
         "epochs_run": result.epochs_run,
         "n_train": len(result.x_train),
         "n_validation": len(result.x_val),
-        "class_counts": _class_counts(y),
+        "machine_type": kind.name,
+        "class_counts": _class_counts(y, kind.classes),
         "requested": quantization,
         "version": version,
         "parent": parent,
         "shipped": chosen.quantization,
+        "shipped_reason": shipped_reason,
         "conversion": {q: v.summary() for q, v in variants.items()},
         "splits": results,
         "history": result.history,
         "energy": meter.summary(),
     }
     if figures:
-        report["figures"] = _figures(out_dir, results, result.history, f"{arch} v{version}")
+        report["figures"] = _figures(
+            out_dir, results, result.history, f"{arch} v{version}", kind.classes
+        )
     _write_report(out_dir, report)
     return Outcome(bundle_path, report, result.model)
+
+
+def _shipped_reason(variants: dict[str, Any], requested: str, shipped: str) -> str | None:
+    """Why another quantization than the requested one shipped (None when it did not)."""
+    if shipped == requested or requested not in variants:
+        return None
+    v = variants[requested]
+    why = (
+        f"agreement with Keras {v.agreement:.4f} < {MIN_AGREEMENT}"
+        if v.agreement < MIN_AGREEMENT
+        else "its batch does not resize"
+    )
+    return f"{requested} failed its check ({why}); {shipped} is the first that passed"
 
 
 def select_labels(
@@ -233,7 +268,10 @@ def run_finetune(
     norm = pm.normalisation
     if not norm:
         raise TrainerError(f"parent bundle v{pm.version} has no normalisation in its manifest")
-    x_new, y_new = check_xy(x_new, y_new, "fine-tuning data")
+    kind = pm.machine()
+    x_new, y_new = check_xy(x_new, y_new, "fine-tuning data", kind)
+    if x_replay is not None and y_replay is not None:
+        x_replay, y_replay = check_xy(x_replay, y_replay, "replay data", kind)
     labeled = select_labels(y_new, per_class=per_class, max_labels=max_labels, seed=seed)
     held = np.setdiff1d(np.arange(len(y_new)), labeled)
     arch = pm.arch or "compact"
@@ -290,6 +328,7 @@ def run_finetune(
         y_stats=y_stats,
         x_val=x_new[held] if len(held) else x_new[labeled],
         y_val=y_new[held] if len(held) else y_new[labeled],
+        kind=kind,
         extra={
             "params": int(tuned.count_params()),
             "finetune": {k: v for k, v in summary.items() if k != "history"},
@@ -301,8 +340,8 @@ def run_finetune(
     splits = dict(eval_splits or {})
     for split, (xs, ys) in splits.items():
         comparison[split] = {
-            "parent": evaluate_model_bytes(parent.model, norm, xs, ys),
-            "child": evaluate_model_bytes(chosen.model, norm, xs, ys),
+            "parent": evaluate_model_bytes(parent.model, norm, xs, ys, kind),
+            "child": evaluate_model_bytes(chosen.model, norm, xs, ys, kind),
         }
         log.info(
             "%s: parent v%d accuracy %.4f → child v%d accuracy %.4f",
@@ -319,7 +358,7 @@ def run_finetune(
         "parent": pm.version,
         "n_labeled": len(labeled),
         "n_replay": summary["n_replay"],
-        "class_counts": _class_counts(y_new[labeled]),
+        "class_counts": _class_counts(y_new[labeled], kind.classes),
         "requested": pm.quantization,
         "finetune_seconds": round(summary["seconds"], 2),
         "shipped": chosen.quantization,
@@ -335,6 +374,7 @@ def run_finetune(
             report["splits"],
             summary["history"],
             f"{arch} v{version} (fine-tuned from v{pm.version})",
+            kind.classes,
         )
     _write_report(Path(out_dir), report)
     return Outcome(bundle_path, report, tuned)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CLASSES
+from protocol.machine_type import DEFAULT_TYPE
 
 __all__ = ["classification_metrics", "confidence_summary", "metrics_table"]
 
@@ -27,7 +27,9 @@ MIN_PER_CLASS = 8  # windows a class needs for its own confidence reference (a p
 # validation split of ~900 windows predicts 10–20 of each fault)
 
 
-def confidence_summary(probs: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict[str, Any]:
+def confidence_summary(
+    probs: np.ndarray, classes: tuple[str, ...] = DEFAULT_TYPE.classes
+) -> dict[str, Any]:
     """Mean and low quantiles of the top-class probability (the Pi's confidence baseline),
     and its mean per predicted class with at least MIN_PER_CLASS windows: on a plant a
     developing fault is predicted less surely than a normal window, and one overall reference
@@ -54,7 +56,7 @@ def confidence_summary(probs: np.ndarray, classes: tuple[str, ...] = CLASSES) ->
 
 
 def classification_metrics(
-    y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...] = CLASSES
+    y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...] = DEFAULT_TYPE.classes
 ) -> dict[str, Any]:
     """Accuracy, macro F1, per-class precision/recall/F1, one-vs-rest ROC-AUC, confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 from protocol.model_input import normalise
 
 from ..errors import TrainerError
@@ -102,6 +103,7 @@ def train_model(
     batch_size: int = 64,
     patience: int = 10,
     verbose: int = 0,
+    kind: MachineType = DEFAULT_TYPE,
 ) -> TrainResult:
     """Train `arch` on raw windows `x` (N, T, C) and labels `y` with a 20 % stratified validation.
 
@@ -112,8 +114,9 @@ def train_model(
     import keras
 
     from .architectures import build_model, learning_rate  # Keras: imported only when training
+    from .rocket import architecture_for, build_rocket, fit_head
 
-    x, y = check_xy(x, y, "training data")
+    x, y = check_xy(x, y, "training data", kind)
     if len(np.unique(y)) < 2:
         raise TrainerError(
             f"training data has only class(es) {np.unique(y).tolist()}; need at least two"
@@ -121,7 +124,35 @@ def train_model(
     tr, va = stratified_split(y, VAL_FRACTION, seed)
     norm = normalisation(x[tr])
     xn_tr, xn_va = normalise(x[tr], norm), normalise(x[va], norm)  # what the Pi feeds it
-    model = build_model(arch, window_length=x.shape[1], n_channels=x.shape[2], seed=seed)
+    if arch == "auto":  # by the machine type's window length
+        arch = architecture_for(x.shape[1])
+    if arch == "rocket":  # fixed front-end: fit the head on its features, computed once
+        model = build_rocket(xn_tr, len(kind.classes), seed)
+        t0 = time.perf_counter()
+        tried = fit_head(model, xn_tr, y[tr], xn_va, y[va], len(kind.classes))
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        seconds = time.perf_counter() - t0
+        log.info("fitted the rocket head in %.1f s: validation accuracy by C %s", seconds, tried)
+        return TrainResult(
+            model=model,
+            arch=arch,
+            norm=norm,
+            history={"val_accuracy": tried["val_accuracy"]},
+            x_val=x[va],
+            y_val=y[va],
+            x_train=x[tr],
+            y_train=y[tr],
+            seconds=seconds,
+            device=device_name(),
+            epochs_run=0,
+        )
+    model = build_model(
+        arch,
+        window_length=x.shape[1],
+        n_channels=x.shape[2],
+        n_classes=len(kind.classes),
+        seed=seed,
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(arch)),
         loss="sparse_categorical_crossentropy",

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from protocol import DEFAULT_PREFIX, EdgeloopError, Topics, decode_bundle
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
+from ..errors import TrainerError
 from .retrain import Champion
 
 __all__ = [
@@ -53,16 +55,21 @@ class Loaded:
     skipped: tuple[str, ...] = ()  # "v0003/model.bundle: why", newest first
 
 
-def load_original(data: Path | None) -> OriginalData | None:
-    """train_*.npy (and infer_*.npy as holdout, else the last 20 % of train_*) from `data`."""
+def load_original(data: Path | None, kind: MachineType = DEFAULT_TYPE) -> OriginalData | None:
+    """train_*.npy (and infer_*.npy as holdout, else the last 20 % of train_*) from `data`,
+    checked against the daemon's machine type `kind` (TrainerError saying what differs)."""
+    from ..build.data import load_split
+
     if data is None:
         log.warning("no --data: fine-tunes run without replay and gate on drift data only")
         return None
-    x = np.load(data / "train_data.npy")
-    y = np.load(data / "train_labels.npy")
-    if (data / "infer_data.npy").exists():
-        holdout = (np.load(data / "infer_data.npy"), np.load(data / "infer_labels.npy"))
-        return OriginalData((x, y), (x, y), holdout)
+    got = load_split(data, "train", kind)
+    if got is None:
+        raise TrainerError(f"--data {data} has no train_data.npy + train_labels.npy")
+    x, y = got
+    infer = load_split(data, "infer", kind)
+    if infer is not None:
+        return OriginalData((x, y), (x, y), infer)
     cut = int(len(y) * (1 - HOLDOUT_FRACTION))
     return OriginalData((x, y), (x[:cut], y[:cut]), (x[cut:], y[cut:]))
 
@@ -98,10 +105,11 @@ def load_champion(
     public_key: bytes,
     site: str | None = None,
     exclude: frozenset[int] = frozenset(),
+    machine_type: str = DEFAULT_TYPE.name,
 ) -> Loaded:
     """The newest `v*/model.bundle` under `models_dir` that verifies, was made for `site` (if
-    given), is not one of the `exclude`d versions (those a node rolled back: the model
-    registry's bad versions) and whose Keras model loads."""
+    given) and `machine_type`, is not one of the `exclude`d versions (those a node rolled back:
+    the model registry's bad versions) and whose Keras model loads."""
     import keras
 
     skipped: list[str] = []
@@ -118,6 +126,11 @@ def load_champion(
                 raise EdgeloopError(
                     f"made for site {bundle.manifest.site!r}, this trainer's --prefix is "
                     f"{site!r}; the Pis would refuse it"
+                )
+            if bundle.manifest.type_name != machine_type:
+                raise EdgeloopError(
+                    f"a model of machine type {bundle.manifest.type_name}, this trainer's is "
+                    f"{machine_type}"
                 )
             model = keras.models.load_model(path.parent / "model.keras")
         except (OSError, ValueError, EdgeloopError) as exc:
@@ -140,12 +153,33 @@ def train_initial(
     *,
     epochs: int,
     site: str = DEFAULT_PREFIX,
+    kind: MachineType = DEFAULT_TYPE,
 ) -> Path:
-    """Train, convert and sign a first model for `site` from the original data, as the next
-    version after any on disk (v1 in an empty store); return its bundle path."""
+    """Train, convert and sign a first model of machine type `kind` for `site` from the
+    original data, as the next version after any on disk (v1 in an empty store); return its
+    bundle path. Data of the healthy class alone (a cold start, no fault history) gives an
+    anomaly model (build/anomaly.py)."""
+    from ..build.convert import QUANTIZATIONS
     from ..build.pipeline import run_train
+    from ..build.rocket import architecture_for
 
     version = next_version(models_dir)
+    x, y = original.train
+    if len(np.unique(y)) == 1 and int(y[0]) == kind.classes.index(kind.normal):
+        from ..build.anomaly import run_train_anomaly
+
+        log.info("the original data holds the healthy class only: training an anomaly model")
+        anomaly = run_train_anomaly(
+            x,
+            y,
+            models_dir / f"v{version:04d}",
+            kind=kind,
+            private_key=private_key,
+            version=version,
+            site=site,
+        )
+        return Path(anomaly.bundle_path)
+    compact = architecture_for(x.shape[1]) == "compact"
     outcome = run_train(
         *original.train,
         models_dir / f"v{version:04d}",
@@ -156,17 +190,21 @@ def train_initial(
         figures=False,
         verbose=0,
         time_repeats=10,
-        quantizations=("int8",),
+        quantizations=("int8",) if compact else QUANTIZATIONS,  # long windows: float16 may ship
+        kind=kind,
+        arch="auto",
     )
     return outcome.bundle_path
 
 
 def publish_champion(client: Any, topics: Topics, champion: Champion) -> None:
-    """Publish the champion's bundle retained, QoS 1: the Pis' single source of truth."""
-    client.publish(topics.model_current, champion.bundle, qos=1, retain=True)
+    """Publish the champion's bundle retained, QoS 1, on its machine type's model topic
+    (`model/current` for the built-in type): the Pis' single source of truth."""
+    topic = topics.model_of(champion.manifest.type_name)
+    client.publish(topic, champion.bundle, qos=1, retain=True)
     log.info(
         "publishing model v%d retained on %s (%d bytes)",
         champion.version,
-        topics.model_current,
+        topic,
         len(champion.bundle),
     )

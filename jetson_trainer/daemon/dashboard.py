@@ -22,7 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from protocol import CLASSES
+from protocol.machine_type import DEFAULT_TYPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,7 @@ class TrainerSnapshot:
     pis: dict[str, dict[str, Any]]
     last_gate: dict[str, Any] | None
     history: list[dict[str, Any]]
+    classes: tuple[str, ...] = DEFAULT_TYPE.classes  # what the stored labels index
 
 
 def render(s: TrainerSnapshot) -> Group:
@@ -58,7 +59,7 @@ def render(s: TrainerSnapshot) -> Group:
     store.add_column("by machine")
     classes = (
         "\n".join(
-            f"{CLASSES[k] if 0 <= k < len(CLASSES) else k}: {v}"
+            f"{s.classes[k] if 0 <= k < len(s.classes) else k}: {v}"
             for k, v in sorted(s.by_class.items())
         )
         or "-"

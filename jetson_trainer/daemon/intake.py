@@ -29,6 +29,7 @@ from nodekit.lifecycle import Worker
 from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, start_loop
 from protocol import PayloadError, Status, Topics, decode_batch
 from protocol.batch_ack import BatchAck
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 from .store import WindowStore
 
@@ -59,6 +60,7 @@ class IntakeCounts:
     crashes: int = 0
     acks: int = 0  # batch acknowledgements published to the Pis
     publish_refused: int = 0  # PUBACKs with a failure reason code (the ACL said no)
+    other_type: int = 0  # batches of another machine type: left for that type's trainer
     pis: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -79,8 +81,10 @@ class Intake(Worker):
         faults: Faults | None = None,
         credentials: Credentials | None = None,
         on_status: Callable[[Status], None] | None = None,
+        machine_type: MachineType = DEFAULT_TYPE,
     ) -> None:
         super().__init__("trainer-intake")
+        self.machine_type = machine_type  # batches of another type are that type's trainer's
         self.broker = broker
         self._on_status = on_status  # called on the intake thread with each edge node's status
         self.credentials = credentials
@@ -289,7 +293,11 @@ class Intake(Worker):
             self._bump(bad_batches=1)
             log.warning("dropped a malformed drift batch (%s): %s", exc.kind, exc)
             return
-        added, duplicates = self.store.add_batch(batch)
+        if batch.machine_type != self.machine_type.name:  # not acknowledged: the Pi keeps it
+            self._bump(other_type=1)  # until the trainer of its type stores it
+            log.debug("batch of machine type %s left for its trainer", batch.machine_type)
+            return
+        added, duplicates = self.store.add_batch(batch, n_classes=len(self.machine_type.classes))
         self._bump(batches=1, windows=added, duplicates=duplicates)
         log.debug("stored batch from %s: %d new, %d duplicate", batch.node, added, duplicates)
         refused = len(batch.records) - added - duplicates

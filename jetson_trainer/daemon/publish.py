@@ -1,4 +1,6 @@
-"""Publish a bundle retained at QoS 1 on `<prefix>/model/current` and wait for the PUBACK."""
+"""Publish a bundle retained at QoS 1 on its machine type's model topic (`<prefix>/model/current`
+for the built-in type, `<prefix>/types/<type>/model/current` for another) and wait for the
+PUBACK."""
 
 from __future__ import annotations
 
@@ -22,23 +24,20 @@ def publish_bundle(
     prefix: str | None = None,
     timeout: float = 10.0,
     credentials: Credentials | None = None,
+    machine_type: str = "default",
 ) -> str:
-    """Send `data` retained, QoS 1; return the topic once the broker acknowledged it.
+    """Send `data` retained, QoS 1, on `machine_type`'s model topic; return the topic once the
+    broker acknowledged it.
 
     BrokerRefusedError (exit 1) if the broker refuses the login, or its PUBACK says this user
     may not publish the model (in the secure profile only the trainer's credentials may).
     """
     topics = Topics(prefix) if prefix else Topics()
+    topic = topics.model_of(machine_type)
     publish_message(
-        data,
-        broker,
-        topics.model_current,
-        "bundle",
-        retain=True,
-        timeout=timeout,
-        credentials=credentials,
+        data, broker, topic, "bundle", retain=True, timeout=timeout, credentials=credentials
     )
-    return topics.model_current
+    return topic
 
 
 def publish_message(

@@ -153,6 +153,7 @@ def renew_reference(
         x_val=x_val,
         y_val=y_val,
         x_confidence=x_stats,
+        kind=champion.manifest.machine(),
         extra={
             "reference_update": True,
             "labels_used": labels_used,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CLASSES, PayloadError, Status, decode_bundle
+from protocol import PayloadError, Status, decode_bundle
 
 from ..build.artifacts import KERAS_NAME, reissue
 from ..build.model_card import CARD_NAME, write_model_card
@@ -203,7 +203,8 @@ class ModelHistory:
             "challenger_original": d.challenger.original,
         }
         y = np.asarray(labels)
-        per_class = {name: int((y == i).sum()) for i, name in enumerate(CLASSES)}
+        names = champion.manifest.classes  # the labels index the champion's classes
+        per_class = {name: int((y == i).sum()) for i, name in enumerate(names)}
         label_info = {"total": len(y), "per_class": per_class, "source": source}
         ch = attempt.challenger
         if ch is None:

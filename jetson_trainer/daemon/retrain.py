@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CLASSES, DEFAULT_PREFIX
+from protocol import DEFAULT_PREFIX
 from protocol.model_input import normalise
 
 from ..build.artifacts import make_manifest, write_artifacts
@@ -102,8 +102,9 @@ def original_scores(
     """(accuracy, macro-F1) of a .tflite model on the original holdout (nan, None if empty)."""
     if len(y) == 0:
         return float("nan"), None
-    pred = LiteModel(model, norm).predict(x).argmax(axis=1)
-    return float((pred == y).mean()), macro_f1(y, pred, len(CLASSES))
+    probs = LiteModel(model, norm).predict(x)
+    pred = probs.argmax(axis=1)  # the model's outputs are its classes
+    return float((pred == y).mean()), macro_f1(y, pred, probs.shape[1])
 
 
 def accuracy(model: bytes, norm: dict[str, list[float]], x: np.ndarray, y: np.ndarray) -> float:
@@ -258,6 +259,7 @@ def retrain(
             x_confidence=x_stats,
             x_val=np.concatenate([x_hold, x_orig[:500]]),
             y_val=np.concatenate([y_hold, y_orig[:500]]),
+            kind=champion.manifest.machine(),
             extra={
                 "labels_used": len(y_new),
                 "pseudo_labels": n_pseudo,

@@ -200,13 +200,14 @@ class StagedRollout:
 
     # -- helpers ------------------------------------------------------------------------
     def _publish_groups(self, champion: Champion) -> None:
-        for group in self.groups:
-            topic = self._topics.model_group(group)
+        kind = champion.manifest.type_name  # each machine type's groups have their own topics
+        topics = [self._topics.model_group_of(kind, g) for g in self.groups]
+        for topic in topics:
             self._client.publish(topic, champion.bundle, qos=1, retain=True)
         log.info(
             "publishing model v%d retained on %s (%d bytes)",
             champion.version,
-            ", ".join(self._topics.model_group(g) for g in self.groups),
+            ", ".join(topics),
             len(champion.bundle),
         )
 

@@ -32,7 +32,7 @@ from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, publish_retained
 from nodekit.lifecycle import DEGRADED, Loop, Watchdog
 from nodekit.proc import ProcSampler
-from protocol import CLASSES, EdgeloopError, Status, Topics, __version__
+from protocol import EdgeloopError, Status, Topics, __version__
 from protocol.status_detail import (
     DETAIL_VERSION,
     GateDetail,
@@ -63,7 +63,7 @@ MAX_LATE_LABELS = 500  # labels that arrived during a fine-tune, added to the ga
 RECENT_WINDOWS = 1000  # newest shipped windows (labeled or not) for a new detector reference
 
 
-def few_labels(y: np.ndarray, per_class: int, cap: int) -> np.ndarray:
+def few_labels(y: np.ndarray, per_class: int, cap: int, n_classes: int = 4) -> np.ndarray:
     """Indices (into the labels since the trigger, oldest first) a fine-tune trains on: the
     first `per_class` of every class when each class has that many, else the newest `cap`.
 
@@ -74,7 +74,7 @@ def few_labels(y: np.ndarray, per_class: int, cap: int) -> np.ndarray:
     [6, 7, 8, 9]
     """
     if per_class:
-        picks = [np.flatnonzero(y == c)[:per_class] for c in range(len(CLASSES))]
+        picks = [np.flatnonzero(y == c)[:per_class] for c in range(n_classes)]
         if all(len(p) == per_class for p in picks):
             return np.sort(np.concatenate(picks))
     return np.arange(max(0, len(y) - cap), len(y))
@@ -166,6 +166,7 @@ class TrainerDaemon:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
+        self.kind = config.machine()  # this daemon's lineage: one machine type
         self.topics = Topics(config.prefix)
         self.store = WindowStore(config.store / "windows.sqlite")
         self.policy = TrainPolicy(config.policy)
@@ -192,6 +193,7 @@ class TrainerDaemon:
             faults=self.faults,
             credentials=config.credentials(),  # reads the password file: ConfigError now
             on_status=self._on_status,
+            machine_type=self.kind,
         )
         self.client = self.intake.client
         self.rollout = StagedRollout(  # --canary-groups: canaries first, then model/current
@@ -202,10 +204,11 @@ class TrainerDaemon:
     def start(self) -> TrainerDaemon:
         """Load data and champion (training one if needed), then open the session."""
         public_key = public_key_of(self.config.private_key)
-        self._original = load_original(self.config.data)
+        self._original = load_original(self.config.data, self.kind)
         site = self.config.prefix  # the Pis refuse a bundle made for another prefix
         bad = self.history.bad_versions()  # rolled back by a node: never offered again
-        loaded = load_champion(self.config.models_dir, public_key, site, bad)
+        kind = self.kind.name
+        loaded = load_champion(self.config.models_dir, public_key, site, bad, kind)
         skipped = loaded.skipped
         champion = loaded.champion
         if champion is None and self._original is not None:
@@ -216,8 +219,9 @@ class TrainerDaemon:
                 self.config.private_key,
                 epochs=self.config.initial_epochs,
                 site=site,
+                kind=self.kind,
             )
-            loaded = load_champion(self.config.models_dir, public_key, site, bad)
+            loaded = load_champion(self.config.models_dir, public_key, site, bad, kind)
             champion, skipped = loaded.champion, skipped + loaded.skipped
         elif champion is None:
             log.error("no model in %s and no --data to train one; waiting", self.config.models_dir)
@@ -358,7 +362,7 @@ class TrainerDaemon:
         )
         after = self.policy.labels_after if self.policy.collecting else 0
         per_class = (
-            self.store.labeled_by_class(after, len(CLASSES))
+            self.store.labeled_by_class(after, self._n_classes(champion))
             if self.policy.collecting and self.config.labels_per_class
             else None
         )
@@ -369,6 +373,11 @@ class TrainerDaemon:
             pi_drift,
             per_class,
         )
+
+    def _n_classes(self, champion: Champion | None) -> int:
+        """The classes labels index: the champion's (a model's list may have grown), else the
+        machine type's."""
+        return len(champion.manifest.classes if champion is not None else self.kind.classes)
 
     def tick(self) -> None:
         """One policy step: maybe fine-tune, gate, record, and publish an accepted challenger."""
@@ -389,7 +398,12 @@ class TrainerDaemon:
         x_all, y_all, last = self.store.recent_labeled(
             self.config.labels_needed + MAX_LATE_LABELS, after=self.policy.labels_after
         )
-        use = few_labels(y_all, self.config.labels_per_class, self.config.labels_needed)
+        use = few_labels(
+            y_all,
+            self.config.labels_per_class,
+            self.config.labels_needed,
+            self._n_classes(champion),
+        )
         x, y = x_all[use], y_all[use]
         spare = np.setdiff1d(np.arange(len(y_all)), use)  # not trained on: the gate judges on them
         self.loop.update(stage=TrainerStage("fine_tuning", champion.version, len(y)))
@@ -550,6 +564,9 @@ class TrainerDaemon:
             pis=s.pis,
             last_gate=None if gate is None else gate.to_json_obj(),
             history=self.store.model_history(8),
+            classes=(
+                self.loop.champion.manifest.classes if self.loop.champion else self.kind.classes
+            ),
         )
 
     def status(self) -> Status:

@@ -9,8 +9,8 @@ model reads, with no file or clock in sight (`command.py` is the I/O shell):
 1. **Rows** (collect.py `Collector.feed`, layout.py): the layout is taken from the header
    (`detect_layout`): long if it has `channel` and `value` columns, wide otherwise. Times go
    through `parse_timestamp`, machine ids through `protocol.check_id`, channel names through
-   the channel map onto `protocol.CHANNELS`. A bad row or cell is refused and counted by kind
-   with the first few `file:line` places (`Refusals`); it never stops the import.
+   the channel map onto the machine type's channels. A bad row or cell is refused and counted
+   by kind with the first few `file:line` places (`Refusals`); it never stops the import.
 2. **Grid** (windowing.py `windows_of_machine`): per machine and channel, samples are put on a
    grid of `sample_hz` slots aligned to the epoch (slot k covers [k/hz, (k+1)/hz)); a slot keeps the
    **last** sample that falls in it (the latest time; on equal times the later row), like a

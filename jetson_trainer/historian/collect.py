@@ -8,8 +8,9 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from protocol import CHANNELS, check_id
+from protocol import check_id
 from protocol.errors import PayloadError
+from protocol.machine_type import DEFAULT_TYPE
 
 from .layout import Layout, _channel_index
 from .timestamps import _norm, parse_timestamp
@@ -46,8 +47,13 @@ class Collector:
     line or row number, so the CSV and the Parquet reader share every rule.
     """
 
-    def __init__(self, channel_map: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        channel_map: Mapping[str, str] | None = None,
+        channels: Sequence[str] = DEFAULT_TYPE.channel_names,
+    ) -> None:
         self.channel_map = dict(channel_map or {})
+        self.channels = tuple(channels)  # the machine type's, in its order
         self.samples: dict[str, list[tuple[array[float], array[float]]]] = {}
         self.refusals = Refusals()
         self.accepted = 0
@@ -75,7 +81,7 @@ class Collector:
                 self.refusals.add("bad_time", where)
                 continue
             if layout.fmt == "long":
-                ch = _channel_index(_norm(cells[layout.channel]), self.channel_map)
+                ch = _channel_index(_norm(cells[layout.channel]), self.channel_map, self.channels)
                 if ch is None:
                     self.refusals.add("unknown_channel", where)
                     continue
@@ -122,16 +128,16 @@ class Collector:
             return
         per_channel = self.samples.get(machine)
         if per_channel is None:
-            per_channel = [(array("d"), array("d")) for _ in CHANNELS]
+            per_channel = [(array("d"), array("d")) for _ in self.channels]
             self.samples[machine] = per_channel
         per_channel[ch][0].append(t)
         per_channel[ch][1].append(value)
         self.accepted += 1
 
     def channels_seen(self) -> set[str]:
-        """Model channels with at least one accepted sample on any machine."""
+        """Channels with at least one accepted sample on any machine."""
         return {
-            CHANNELS[i]
+            self.channels[i]
             for per_channel in self.samples.values()
             for i, (ts, _) in enumerate(per_channel)
             if len(ts)

@@ -10,6 +10,11 @@ their rows to the pure core, and writes what comes back into the seed 000 layout
                                               `train`, `evaluate` and `serve` never read them)
     OUT/windows.csv                           split, row, machine, start (UTC), label per window
     OUT/import_report.json                    coverage, gaps, windows per class, refusals
+    OUT/classes.json                          the machine type (`train` reads it)
+
+The machine type (`--site-file FILE --machine-type NAME`, else the built-in one) gives the
+channels the historian's are mapped onto, the class names of the maintenance log, the healthy
+class of `--unlabeled-normal` and the window length (unless --window-length says).
 
 Parquet needs `pyarrow` (in the trainer extra); CSV is read with the standard library. No
 TensorFlow is imported here.
@@ -18,6 +23,7 @@ TensorFlow is imported here.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -26,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CLASSES
 from protocol.errors import ConfigError
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 from ..config import ImportConfig
 from .collect import Collector
@@ -114,16 +120,19 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, Sequence[o
 
 
 def read_signals(
-    paths: Sequence[Path], fmt: str = "auto", channel_map: dict[str, str] | None = None
+    paths: Sequence[Path],
+    fmt: str = "auto",
+    channel_map: dict[str, str] | None = None,
+    kind: MachineType = DEFAULT_TYPE,
 ) -> tuple[Collector, list[dict[str, Any]]]:
     """Every sample of `paths` in one Collector, and per file its layout and row count."""
-    collector = Collector(channel_map)
+    collector = Collector(channel_map, kind.channel_names)
     inputs = []
     for path in paths:
         parquet = path.suffix.lower() in PARQUET_SUFFIXES
         header, rows = _parquet_rows(path) if parquet else _csv_rows(path)
         try:
-            layout = detect_layout(header, fmt, collector.channel_map)
+            layout = detect_layout(header, fmt, collector.channel_map, kind.channel_names)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         before = collector.rows
@@ -142,13 +151,13 @@ def read_signals(
     return collector, inputs
 
 
-def read_maintenance(path: Path) -> list[Interval]:
+def read_maintenance(path: Path, kind: MachineType = DEFAULT_TYPE) -> list[Interval]:
     """The intervals of a maintenance log CSV (`machine, from, to, class`)."""
     header, rows = _csv_rows(path)
-    return parse_maintenance(header, rows, str(path))
+    return parse_maintenance(header, rows, str(path), kind.classes)
 
 
-def _write(out: Path, data: DataSet, report: dict[str, Any]) -> None:
+def _write(out: Path, data: DataSet, report: dict[str, Any], kind: MachineType) -> None:
     """The data set files (module docstring), each written whole then renamed into place."""
     out.mkdir(parents=True, exist_ok=True)
     for split in ("train", "infer"):
@@ -168,7 +177,17 @@ def _write(out: Path, data: DataSet, report: dict[str, Any]) -> None:
         w.writerow(["split", "row", "machine", "start", "label"])
         for split, row, machine, start, label in data.index:
             when = np.datetime64(round(start * 1e6), "us").astype(str) + "Z"
-            w.writerow([split, row, machine, when, "" if label == UNLABELED else CLASSES[label]])
+            name = "" if label == UNLABELED else kind.classes[label]
+            w.writerow([split, row, machine, when, name])
+    meta: dict[str, Any] = {
+        "classes": list(kind.classes),
+        "channels": list(kind.channel_names),
+        "units": [c.unit for c in kind.channels],
+        "window_length": kind.window_length,
+    }
+    if kind.name != DEFAULT_TYPE.name:
+        meta["machine_type"] = kind.to_dict()
+    (out / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -182,18 +201,21 @@ def run_import(config: ImportConfig) -> dict[str, Any]:
     for path in (*config.signals, *([config.maintenance] if config.maintenance else [])):
         if not path.is_file():
             raise ConfigError(f"{path} is not a file; check the path")
-    intervals = read_maintenance(config.maintenance) if config.maintenance else []
-    collector, inputs = read_signals(
-        config.signals, config.signal_format, parse_channel_map(config.channel_map)
-    )
+    kind = config.machine()
+    if config.window_length is not None and config.window_length != kind.window_length:
+        kind = dataclasses.replace(kind, window_length=config.window_length)
+    intervals = read_maintenance(config.maintenance, kind) if config.maintenance else []
+    channel_map = parse_channel_map(config.channel_map, kind.channel_names)
+    collector, inputs = read_signals(config.signals, config.signal_format, channel_map, kind)
     if config.maintenance is None and not config.unlabeled_normal:
         log.warning("no --maintenance log and no --unlabeled-normal: every window is unlabeled")
     data = build_dataset(
         collector,
         intervals,
-        config.grid,
+        config.grid_for(kind),
         holdout=config.holdout,
         unlabeled_normal=config.unlabeled_normal,
+        kind=kind,
     )
     report = {
         "inputs": inputs,
@@ -201,7 +223,7 @@ def run_import(config: ImportConfig) -> dict[str, Any]:
         "intervals": len(intervals),
         **data.report,
     }
-    _write(config.out, data, report)
+    _write(config.out, data, report, kind)
     if config.report is not None:
         text = (
             json.dumps(report, indent=2) + "\n"

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from protocol import CHANNELS, CLASSES
 from protocol.errors import ConfigError
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 from .collect import Collector
 from .maintenance import UNLABELED, Interval, label_windows
@@ -60,8 +60,8 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _class_counts(y: np.ndarray) -> dict[str, int]:
-    return {name: int((y == i).sum()) for i, name in enumerate(CLASSES)}
+def _class_counts(y: np.ndarray, classes: Sequence[str]) -> dict[str, int]:
+    return {name: int((y == i).sum()) for i, name in enumerate(classes)}
 
 
 def build_dataset(
@@ -71,6 +71,7 @@ def build_dataset(
     *,
     holdout: float,
     unlabeled_normal: bool,
+    kind: MachineType = DEFAULT_TYPE,
 ) -> DataSet:
     """Windows, labels and splits of every machine in `collector`, with the report.
 
@@ -84,12 +85,14 @@ def build_dataset(
             + ("; ".join(describe_refusals(collector.refusals)) or "none")
             + ". Check the file's format (--format long|wide) and channel names (--channel-map)"
         )
-    missing = [c for c in CHANNELS if c not in collector.channels_seen()]
+    channels, classes = kind.channel_names, kind.classes
+    missing = [c for c in channels if c not in collector.channels_seen()]
     if missing:
         unknown = collector.refusals.counts.get("unknown_channel", 0)
         raise ConfigError(
-            f"no sample of channel(s) {', '.join(missing)} on any machine; the model needs "
-            f"{', '.join(CHANNELS)}. {unknown} rows/cells named unknown channels (first at "
+            f"no sample of channel(s) {', '.join(missing)} on any machine; machine type "
+            f"{kind.name} has {', '.join(channels)}. {unknown} rows/cells named unknown "
+            "channels (first at "
             f"{', '.join(collector.refusals.examples.get('unknown_channel', [])) or '-'}): map "
             "the historian's names with --channel-map OLD=NEW"
         )
@@ -107,7 +110,11 @@ def build_dataset(
     for machine in sorted(collector.samples):
         mw = windows_of_machine(machine, collector.samples[machine], grid)
         labels, straddling = label_windows(
-            mw.starts, grid.window_s, by_machine.get(machine, []), unlabeled_normal=unlabeled_normal
+            mw.starts,
+            grid.window_s,
+            by_machine.get(machine, []),
+            unlabeled_normal=unlabeled_normal,
+            normal=classes.index(kind.normal),
         )
         labeled = np.flatnonzero(labels != UNLABELED)
         train, infer = split_by_time(mw.starts[labeled], grid.window_s, holdout)
@@ -133,7 +140,7 @@ def build_dataset(
             "merged_samples": mw.merged_samples,
             "partial_windows_dropped": mw.partial_dropped,
             "windows": len(mw.x),
-            "classes": _class_counts(labels),
+            "classes": _class_counts(labels, classes),
             "unlabeled": int((labels == UNLABELED).sum()),
             "straddling": int(straddling.sum()),
             "holdout_overlap_dropped": int(len(labeled) - train.sum() - infer.sum()),
@@ -144,9 +151,9 @@ def build_dataset(
     for split, (xs, ys) in parts.items():
         if rows[split]:
             splits[split] = (np.concatenate(xs), np.concatenate(ys))
-    n_ch = len(CHANNELS)
+    n_ch = len(channels)
     unl = np.concatenate(unlabeled) if unlabeled else np.zeros((0, grid.window_length, n_ch))
-    warnings = _warnings(splits, by_machine, collector, machines)
+    warnings = _warnings(splits, by_machine, collector, machines, classes)
     report: dict[str, Any] = {
         "grid": {
             "sample_hz": grid.sample_hz,
@@ -154,6 +161,8 @@ def build_dataset(
             "window_length": grid.window_length,
             "stride": grid.step,
         },
+        "machine_type": kind.name,
+        "classes": list(classes),
         "holdout": holdout,
         "unlabeled_normal": unlabeled_normal,
         "rows": collector.rows,
@@ -165,7 +174,7 @@ def build_dataset(
         },
         "machines": machines,
         "splits": {
-            **{s: _class_counts(y) for s, (_, y) in splits.items()},
+            **{s: _class_counts(y, classes) for s, (_, y) in splits.items()},
             "unlabeled": len(unl),
         },
         "warnings": warnings,

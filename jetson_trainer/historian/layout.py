@@ -1,13 +1,13 @@
 """A historian file's layout (long or wide) from its header, and the channel map onto the
-model's channels."""
+channels of the machine type being imported (the built-in type's unless told)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from protocol import CHANNELS
 from protocol.errors import ConfigError
+from protocol.machine_type import DEFAULT_TYPE
 
 from .timestamps import _norm
 
@@ -29,28 +29,47 @@ TIME_COLUMNS = ("timestamp", "time", "ts", "datetime")
 MACHINE_COLUMNS = ("machine", "machine_id", "asset")
 
 
-def parse_channel_map(items: Iterable[str]) -> dict[str, str]:
-    """{historian name: model channel} from `old=new` items; ConfigError on a bad item.
+def parse_channel_map(
+    items: Iterable[str], channels: Sequence[str] | None = DEFAULT_TYPE.channel_names
+) -> dict[str, str]:
+    """{historian name: channel} from `old=new` items; ConfigError on a bad item, on a name
+    mapped twice, or on two names mapped onto one channel (one would silently overwrite the
+    other's samples). With `channels` None only the form is checked.
 
     >>> parse_channel_map(["TT101=temperature", " Vib_RMS = vibration "])
     {'tt101': 'temperature', 'vib_rms': 'vibration'}
     >>> parse_channel_map(["flow=debit"])
     Traceback (most recent call last):
     ...
-    protocol.errors.ConfigError: channel map 'flow=debit': 'debit' is not a model channel; \
-map onto one of temperature, vibration, pressure, power
+    protocol.errors.ConfigError: channel map 'flow=debit': 'debit' is not a channel of the \
+machine type; map onto one of temperature, vibration, pressure, power
+    >>> parse_channel_map(["a=power", "b=power"])
+    Traceback (most recent call last):
+    ...
+    protocol.errors.ConfigError: channel map: a and b both map onto power; one channel takes \
+one historian name
     """
     out: dict[str, str] = {}
+    by_norm = {_norm(c): c for c in channels} if channels is not None else None
     for item in items:
         old, sep, new = item.partition("=")
         if not sep or not _norm(old) or not _norm(new):
             raise ConfigError(f"channel map {item!r} is not OLD=NEW (e.g. TT101=temperature)")
-        if _norm(new) not in CHANNELS:
+        target = _norm(new) if by_norm is None else by_norm.get(_norm(new))
+        if target is None:
             raise ConfigError(
-                f"channel map {item!r}: {new.strip()!r} is not a model channel; map onto one "
-                f"of {', '.join(CHANNELS)}"
+                f"channel map {item!r}: {new.strip()!r} is not a channel of the machine type; "
+                f"map onto one of {', '.join(channels or ())}"
             )
-        out[_norm(old)] = _norm(new)
+        if _norm(old) in out:
+            raise ConfigError(f"channel map: {old.strip()} is mapped twice")
+        twin = next((o for o, c in out.items() if _norm(c) == _norm(target)), None)
+        if twin is not None:
+            raise ConfigError(
+                f"channel map: {twin} and {_norm(old)} both map onto {target}; one channel "
+                "takes one historian name"
+            )
+        out[_norm(old)] = target
     return out
 
 
@@ -75,7 +94,10 @@ class Layout:
 
 
 def detect_layout(
-    header: Sequence[object], fmt: str = "auto", channel_map: Mapping[str, str] | None = None
+    header: Sequence[object],
+    fmt: str = "auto",
+    channel_map: Mapping[str, str] | None = None,
+    channels: Sequence[str] = DEFAULT_TYPE.channel_names,
 ) -> Layout:
     """The layout of a table from its header; ConfigError naming what is missing.
 
@@ -108,18 +130,21 @@ def detect_layout(
             "long", time, machine, find(("channel",), "channel"), find(("value",), "value")
         )
     columns = tuple(
-        (i, str(header[i]).strip().lstrip("\ufeff"), _channel_index(names[i], cmap))
+        (i, str(header[i]).strip().lstrip("\ufeff"), _channel_index(names[i], cmap, channels))
         for i in range(len(names))
         if i not in (time, machine)
     )
     if not columns:
         raise ConfigError(
             f"header {[str(h) for h in header][:12]} has no channel columns; a wide file has "
-            f"timestamp, machine and one column per channel ({', '.join(CHANNELS)})"
+            f"timestamp, machine and one column per channel ({', '.join(channels)})"
         )
     return Layout("wide", time, machine, columns=columns)
 
 
-def _channel_index(name: str, cmap: Mapping[str, str]) -> int | None:
-    name = cmap.get(name, name)
-    return CHANNELS.index(name) if name in CHANNELS else None
+def _channel_index(
+    name: str, cmap: Mapping[str, str], channels: Sequence[str] = DEFAULT_TYPE.channel_names
+) -> int | None:
+    """The index in `channels` of a (normalised) historian name, through the channel map."""
+    name = _norm(cmap.get(name, name))
+    return next((i for i, c in enumerate(channels) if _norm(c) == name), None)

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocol import CLASSES, check_id
+from protocol import check_id
 from protocol.errors import ConfigError, PayloadError
+from protocol.machine_type import DEFAULT_TYPE
 
 from .collect import _is_empty
 from .layout import MACHINE_COLUMNS
@@ -36,11 +37,15 @@ class Interval:
 
 
 def parse_maintenance(
-    header: Sequence[object], rows: Iterable[tuple[int, Sequence[object]]], source: str
+    header: Sequence[object],
+    rows: Iterable[tuple[int, Sequence[object]]],
+    source: str,
+    classes: Sequence[str] = DEFAULT_TYPE.classes,
 ) -> list[Interval]:
     """Intervals from a `machine, from, to, class` log; ConfigError listing every bad line.
 
-    `to` empty: open until the end of the data. Class names are `protocol.CLASSES`, any case.
+    `to` empty: open until the end of the data. Class names are the machine type's `classes`,
+    any case.
     Overlapping or touching intervals of one class merge; overlapping ones of different
     classes are refused, naming both lines.
 
@@ -74,7 +79,7 @@ correct one of the intervals
         cols[key] = found[0]
     errors: list[str] = []
     raw: list[Interval] = []
-    by_name = {c.lower(): i for i, c in enumerate(CLASSES)}
+    by_name = {c.lower(): i for i, c in enumerate(classes)}
     for line, cells in rows:
         if all(_is_empty(c) for c in cells):
             continue
@@ -85,7 +90,7 @@ correct one of the intervals
             machine = check_id(str(cells[cols["machine"]]).strip())
             name = str(cells[cols["class"]]).strip()
             if name.lower() not in by_name:
-                raise ValueError(f"class {name!r} is not one of {', '.join(CLASSES)}")
+                raise ValueError(f"class {name!r} is not one of {', '.join(classes)}")
             start = parse_timestamp(cells[cols["from"]])
             end_cell = cells[cols["to"]]
             end = math.inf if _is_empty(end_cell) else parse_timestamp(end_cell)
@@ -100,10 +105,10 @@ correct one of the intervals
         raise ConfigError(
             f"maintenance log {source}: " + "; ".join(errors[:10]) + more + "; fix those lines"
         )
-    return _merge(raw, source)
+    return _merge(raw, source, classes)
 
 
-def _merge(raw: list[Interval], source: str) -> list[Interval]:
+def _merge(raw: list[Interval], source: str, classes: Sequence[str]) -> list[Interval]:
     out: list[Interval] = []
     for machine in sorted({iv.machine for iv in raw}):
         ivs = sorted((iv for iv in raw if iv.machine == machine), key=lambda iv: iv.start)
@@ -113,8 +118,9 @@ def _merge(raw: list[Interval], source: str) -> list[Interval]:
                     break
                 if a.cls != b.cls:
                     raise ConfigError(
-                        f"maintenance log {source}: line {b.lines[0]}: {_describe(b)} overlaps "
-                        f"line {a.lines[0]} ({_describe(a)}) on machine {machine}; a window "
+                        f"maintenance log {source}: line {b.lines[0]}: {_describe(b, classes)} "
+                        f"overlaps line {a.lines[0]} ({_describe(a, classes)}) on machine "
+                        f"{machine}; a window "
                         "cannot be both: correct one of the intervals"
                     )
         merged: list[Interval] = []
@@ -130,17 +136,23 @@ def _merge(raw: list[Interval], source: str) -> list[Interval]:
     return out
 
 
-def _describe(iv: Interval) -> str:
-    return f"{CLASSES[iv.cls]} from {iv.start} to {iv.end if math.isfinite(iv.end) else 'open'}"
+def _describe(iv: Interval, classes: Sequence[str]) -> str:
+    return f"{classes[iv.cls]} from {iv.start} to {iv.end if math.isfinite(iv.end) else 'open'}"
 
 
 def label_windows(
-    starts: np.ndarray, window_s: float, intervals: Iterable[Interval], *, unlabeled_normal: bool
+    starts: np.ndarray,
+    window_s: float,
+    intervals: Iterable[Interval],
+    *,
+    unlabeled_normal: bool,
+    normal: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, straddling) for windows [start, start + window_s) of one machine.
 
     A label is the class of the interval that holds the window entirely; UNLABELED (-1) else,
-    or 0 (normal) with `unlabeled_normal` for windows that touch no interval. `straddling`
+    or `normal` (the type's healthy class) with `unlabeled_normal` for windows that touch no
+    interval. `straddling`
     marks windows that overlap an interval only partly: they stay UNLABELED.
 
     >>> iv = [Interval("m", 100.0, 200.0, 2, (2,))]
@@ -159,5 +171,5 @@ def label_windows(
         touched |= (starts < iv.end) & (ends > iv.start) & ~inside
     straddling = touched & (labels == UNLABELED)
     if unlabeled_normal:
-        labels[(labels == UNLABELED) & ~straddling] = CLASSES.index("normal")
+        labels[(labels == UNLABELED) & ~straddling] = normal
     return labels, straddling

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from protocol import CLASSES
+from protocol.machine_type import DEFAULT_TYPE
 
 from .collect import Collector, Refusals
 from .maintenance import Interval
@@ -28,6 +28,7 @@ def _warnings(
     by_machine: Mapping[str, list[Interval]],
     collector: Collector,
     machines: Mapping[str, Any],
+    classes: Sequence[str] = DEFAULT_TYPE.classes,
 ) -> list[str]:
     out = []
     for machine in sorted(set(by_machine) - set(collector.samples)):
@@ -35,14 +36,14 @@ def _warnings(
         out.append(f"maintenance log lines {lines} name machine {machine}, which has no data")
     if "train" in splits:
         in_train = set(np.unique(splits["train"][1]).tolist())
-        absent = [CLASSES[i] for i in range(len(CLASSES)) if i not in in_train]
+        absent = [classes[i] for i in range(len(classes)) if i not in in_train]
         if absent:
             out.append(f"train has no window of class(es) {', '.join(absent)}")
         if "infer" in splits:
             only = sorted(set(np.unique(splits["infer"][1]).tolist()) - in_train)
             if only:
                 out.append(
-                    f"class(es) {', '.join(CLASSES[i] for i in only)} occur only in the "
+                    f"class(es) {', '.join(classes[i] for i in only)} occur only in the "
                     "held-out infer split (the last part in time): lower --holdout or add data"
                 )
     empty = [m for m, s in machines.items() if not s["windows"]]
@@ -57,6 +58,7 @@ def _warnings(
 def report_markdown(report: Mapping[str, Any]) -> str:
     """The import report as Markdown (one table per machine, splits, refusals, warnings)."""
     grid = report["grid"]
+    classes = list(report.get("classes") or DEFAULT_TYPE.classes)
     lines = [
         "# Historian import",
         "",
@@ -70,21 +72,21 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"{sum(r['count'] for r in report['refused'].values())}.",
         "",
         "| machine | first | last | covered s | gaps | gap s | windows | "
-        + " | ".join(CLASSES)
+        + " | ".join(classes)
         + " | unlabeled | straddling | train | infer |",
-        "|---" * (11 + len(CLASSES)) + "|",
+        "|---" * (11 + len(classes)) + "|",
     ]
     for name, m in report["machines"].items():
-        classes = " | ".join(str(m["classes"][c]) for c in CLASSES)
+        counts = " | ".join(str(m["classes"][c]) for c in classes)
         lines.append(
             f"| {name} | {m['first']} | {m['last']} | {m['covered_s']:g} | {m['gaps']} | "
-            f"{m['gap_s']:g} | {m['windows']} | {classes} | {m['unlabeled']} | "
+            f"{m['gap_s']:g} | {m['windows']} | {counts} | {m['unlabeled']} | "
             f"{m['straddling']} | {m['train']} | {m['infer']} |"
         )
-    lines += ["", "| split | " + " | ".join(CLASSES) + " |", "|---" * (1 + len(CLASSES)) + "|"]
-    for split, counts in report["splits"].items():
+    lines += ["", "| split | " + " | ".join(classes) + " |", "|---" * (1 + len(classes)) + "|"]
+    for split, per in report["splits"].items():
         if split != "unlabeled":
-            lines.append(f"| {split} | " + " | ".join(str(counts[c]) for c in CLASSES) + " |")
+            lines.append(f"| {split} | " + " | ".join(str(per[c]) for c in classes) + " |")
     lines += [
         "",
         f"Unlabeled windows (written to unlabeled_data.npy): {report['splits']['unlabeled']}",

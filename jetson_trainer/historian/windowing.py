@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocol import WINDOW_LENGTH
 from protocol.errors import ConfigError
+from protocol.machine_type import DEFAULT_TYPE
 
 __all__ = ["Grid", "MachineWindows", "windows_of_machine"]
 
@@ -27,7 +27,7 @@ class Grid:
 
     sample_hz: float = 1.0
     max_gap_s: float = 5.0
-    window_length: int = WINDOW_LENGTH
+    window_length: int = DEFAULT_TYPE.window_length
     stride: int | None = None  # None: window_length (windows side by side)
 
     def __post_init__(self) -> None:

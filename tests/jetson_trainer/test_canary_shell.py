@@ -8,7 +8,7 @@ from typing import Any
 
 from jetson_trainer.daemon.retrain import Champion
 from jetson_trainer.daemon.rollout_shell import StagedRollout
-from protocol import Status, Topics
+from protocol import Manifest, Status, Topics
 from protocol.status_detail import HealthFigures, ModelHealthDetail, Rollback
 
 TOPICS = Topics("site")
@@ -28,7 +28,8 @@ class Client:
 
 
 def _champion(version: int) -> Champion:
-    return Champion(version, str(version).encode(), b"", None, None)
+    manifest = Manifest(version=version, model_sha256="0" * 64, model_bytes=1, site="site")
+    return Champion(version, str(version).encode(), b"", manifest, None)
 
 
 def _health(watched: int, verdict: str) -> dict[str, Any]:

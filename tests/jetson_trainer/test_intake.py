@@ -52,7 +52,7 @@ def test_a_batch_the_store_cannot_commit_is_retried_until_stored(
     real_add = daemon.store.add_batch
     failures = iter([True, True])
 
-    def flaky(batch: DriftBatch) -> tuple[int, int]:
+    def flaky(batch: DriftBatch, **kw: Any) -> tuple[int, int]:
         if next(failures, False):
             raise StorageError("could not write to the store: database or disk is full")
         return real_add(batch)
@@ -72,7 +72,7 @@ def test_stopping_ends_the_retries_without_storing(
 ) -> None:
     daemon = _daemon(tmp_path, keypair)
 
-    def full(batch: DriftBatch) -> tuple[int, int]:
+    def full(batch: DriftBatch, **kw: Any) -> tuple[int, int]:
         raise StorageError("could not write to the store: database or disk is full")
 
     monkeypatch.setattr(daemon.store, "add_batch", full)
@@ -106,12 +106,12 @@ def _recording(
     real_add = daemon.store.add_batch
     left = [failures]
 
-    def add_batch(batch: DriftBatch) -> tuple[int, int]:
+    def add_batch(batch: DriftBatch, **kw: Any) -> tuple[int, int]:
         if left[0]:
             left[0] -= 1
             calls.append(("store_failed",))
             raise StorageError("could not write to the store: database or disk is full")
-        added, duplicates = real_add(batch)
+        added, duplicates = real_add(batch, **kw)
         calls.append(("stored", daemon.store.counts().windows))
         return added, duplicates
 
@@ -209,7 +209,7 @@ def test_a_running_trainer_acknowledges_a_batch_on_the_nodes_topic_once_stored(
     failing.set()
     real_add = daemon.store.add_batch
 
-    def add_batch(batch: DriftBatch) -> tuple[int, int]:
+    def add_batch(batch: DriftBatch, **kw: Any) -> tuple[int, int]:
         if failing.is_set():
             raise StorageError("could not write to the store: database or disk is full")
         return real_add(batch)

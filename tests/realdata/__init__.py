@@ -1,0 +1,1 @@
+"""Real recorded data sets the tests run end to end, read out of a package that ships them."""
