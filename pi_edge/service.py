@@ -1172,4 +1172,10 @@ class EdgeService:
             {**self._loop_detail(), "estimate": self.estimator.summary()},
             self.config.loop.low_confidence,
             self.faults.counts(),
+            self._normal_of,
         )
+
+    def _normal_of(self, machine: str) -> str | None:
+        """The healthy class of `machine`'s machine type (the dashboard's OK / FAULT)."""
+        lane = self.lanes.route(machine)
+        return None if lane is None else lane.normal

@@ -32,6 +32,7 @@ class MachineRow:
     idle_s: float = 0.0
     windows: int = 0
     drift: str = "ok"
+    normal: str | None = None  # its machine type's healthy class (None: the node's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +67,13 @@ def badge(row: MachineRow, snap: Snapshot) -> str:
     >>> [badge(MachineRow("m", c, p, 1, 1, 1), s)
     ...  for c, p in (("normal", 0.9), ("pump_fault", 0.9), ("normal", 0.4))]
     ['OK', 'FAULT', 'LOW-CONF']
+    >>> badge(MachineRow("fan-1", "ok", 0.9, 1, 1, 1, normal="ok"), s)  # a fan's healthy class
+    'OK'
+
     """
     if row.idle_s > snap.stale_after_s:
         return STALE
-    if row.last_class != snap.normal_class:
+    if row.last_class != (row.normal or snap.normal_class):
         return FAULT
     if row.confidence < snap.low_confidence:
         return LOW_CONF

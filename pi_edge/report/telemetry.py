@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,6 +214,7 @@ class NodeTelemetry:
         evidence: dict[str, Any],
         low_confidence: float,
         faults: dict[str, int] | None = None,
+        normal_of: Callable[[str], str | None] | None = None,
     ) -> Snapshot:
         """What the dashboard renders."""
         now = time.monotonic()
@@ -231,6 +233,7 @@ class NodeTelemetry:
                         now - st.last_seen,
                         st.windows,
                         machine_drift.get(name, "ok"),
+                        None if normal_of is None else normal_of(name),
                     )
                 )
             bad = {
