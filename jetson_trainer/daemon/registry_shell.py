@@ -6,7 +6,10 @@
   record's `deployed`) and, in `detail.rollbacks`, which versions it rolled back from: those
   are marked `bad` (with node and reason) and `changed` is set for the policy thread.
   Malformed entries are counted per node (`bad_entries()`, status error `bad_rollback_entry`)
-  and ignored.
+  and ignored. A rollback is taken only of a version the trainer published and that node was
+  seen serving in an *earlier* status (`Registry.rollback_refusal`); any other is refused,
+  counted per node (`refused_rollbacks()`, status error `rollback_refused`) and logged once.
+  The intake hands over only statuses whose topic names their node, with role `edge`.
 - `adopt` (start) and `fallback` (policy thread, after a rollback): the champion is the newest
   verified bundle that is not bad; if a newer version already reached the nodes, the champion
   is re-issued under a new, higher version (`artifacts.reissue`), since a node refuses a bundle
@@ -30,7 +33,9 @@ from protocol import CLASSES, PayloadError, Status, decode_bundle
 
 from ..build.artifacts import KERAS_NAME, reissue
 from ..build.model_card import CARD_NAME, write_model_card
+from ..errors import TrainerError
 from ..versions.registry import (
+    MAX_VERSION,
     REGISTRY_NAME,
     BadMark,
     ModelRecord,
@@ -45,6 +50,7 @@ from .retrain import Attempt, Champion
 __all__ = ["ModelHistory"]
 
 log = logging.getLogger(__name__)
+MAX_LOGGED = 4096  # (node, version, why) refusals logged once each, then only counted
 
 
 class ModelHistory:
@@ -55,6 +61,8 @@ class ModelHistory:
         self.changed = threading.Event()  # set when a rollback marked a version bad
         self._lock = threading.Lock()
         self._bad_entries: dict[str, int] = {}  # node → malformed rollback entries, last status
+        self._refused: dict[str, int] = {}  # node → rollbacks refused in its last status
+        self._logged: set[tuple[str, int, str]] = set()
 
     # -- reading ------------------------------------------------------------------------
     def view(self) -> Registry:
@@ -72,10 +80,22 @@ class ModelHistory:
         with self._lock:
             return sum(self._bad_entries.values())
 
+    def refused_rollbacks(self) -> int:
+        """Rollbacks refused (`Registry.rollback_refusal`) in the nodes' latest statuses."""
+        with self._lock:
+            return sum(self._refused.values())
+
     def next_version(self, models_dir: Path, champion: Champion) -> int:
-        """Above everything on disk, in the registry and the champion: versions only go up."""
+        """Above everything on disk, in the registry and the champion: versions only go up,
+        never beyond what a manifest accepts (TrainerError then: nothing can be published)."""
         reg = self.file.view()
-        return max(next_version(models_dir), reg.highest() + 1, champion.version + 1)
+        version = max(next_version(models_dir), reg.highest() + 1, champion.version + 1)
+        if version > MAX_VERSION:
+            raise TrainerError(
+                f"the next model version would be {version}, above the manifest's "
+                f"{MAX_VERSION}; move the highest v*/ bundles in {models_dir} aside"
+            )
+        return version
 
     # -- intake thread ------------------------------------------------------------------
     def on_status(self, status: Status) -> None:
@@ -101,17 +121,24 @@ class ModelHistory:
             )
         serving = None if status.state == "offline" else status.model_version
         news: list[int] = []
+        refusals: list[tuple[int, str]] = []
 
         def change(reg: Registry) -> Registry:
             news.clear()
-            reg = reg.set_deployed(status.node, serving)
+            refusals.clear()
+            before = reg  # a rollback needs the node seen serving the version *earlier*
             for rb in rollbacks:
+                why = before.rollback_refusal(rb, status.node)
+                if why is not None:
+                    refusals.append((rb.from_version, why))
+                    continue
                 reg, new = reg.mark_bad(rb, status.node)
                 if new:
                     news.append(rb.from_version)
-            return reg
+            return reg.set_deployed(status.node, serving)
 
         reg = self.file.update(change)
+        self._note_refused(status.node, refusals)
         for v in news:
             rec = reg.get(v)
             mark = rec.bad[-1] if rec is not None and rec.bad else None
@@ -126,6 +153,32 @@ class ModelHistory:
             self._refresh_card(rec)
         if news:
             self.changed.set()
+
+    def _note_refused(self, node: str, refused: list[tuple[int, str]]) -> None:
+        with self._lock:
+            if refused:
+                self._refused.pop(node, None)
+                self._refused[node] = len(refused)
+                while len(self._refused) > 4096:  # a flood of node ids: forget the stalest
+                    del self._refused[next(iter(self._refused))]
+            else:
+                self._refused.pop(node, None)
+            first = [r for r in refused if (node, *r) not in self._logged]
+            if len(self._logged) >= MAX_LOGGED:
+                first = []  # only counted from now on
+            self._logged.update((node, *r) for r in first)
+        for version, why in first:
+            log.warning(
+                "refused node %s's rollback from v%d (%s): %s; the version stays as it is",
+                node,
+                version,
+                why,
+                {
+                    "unknown_version": "the trainer never made that version",
+                    "not_published": "the trainer never published that version",
+                    "not_served": "no earlier status of that node said it served it",
+                }.get(why, why),
+            )
 
     # -- policy thread ------------------------------------------------------------------
     def adopt(

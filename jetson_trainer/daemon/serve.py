@@ -566,6 +566,7 @@ class TrainerDaemon:
             "store_bad_rows": counts.bad_rows,
             "store_moved_aside": len(counts.moved_aside),
             "bad_rollback_entry": self.history.bad_entries(),
+            "rollback_refused": self.history.refused_rollbacks(),
             "bad_status_detail": self.rollout.bad_details,
             **{f"fault:{kind}": n for kind, n in self.faults.counts().items()},
         }
