@@ -241,8 +241,10 @@ class ModelHistory:
         *,
         source: str,
         data: dict[str, Any],
+        senders: dict[str, dict[str, int]] | None = None,
     ) -> None:
-        """Record one fine-tune: the accepted challenger as a version, else a refused attempt."""
+        """Record one fine-tune: the accepted challenger as a version, else a refused attempt.
+        `senders`: who gave the labels of the store range it drew on (node → source → count)."""
         d = attempt.decision
         gate = {
             "accepted": d.accepted,
@@ -257,7 +259,9 @@ class ModelHistory:
         }
         y = np.asarray(labels)
         per_class = {name: int((y == i).sum()) for i, name in enumerate(CLASSES)}
-        label_info = {"total": len(y), "per_class": per_class, "source": source}
+        label_info: dict[str, Any] = {"total": len(y), "per_class": per_class, "source": source}
+        if senders is not None:
+            label_info["senders"] = senders
         ch = attempt.challenger
         if ch is None:
             rec = ModelRecord(

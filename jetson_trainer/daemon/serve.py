@@ -504,6 +504,7 @@ class TrainerDaemon:
             attempt,
             y,
             source=f"trainer store, labeled windows seqno {self.policy.labels_after + 1}..{last}",
+            senders=self.store.label_senders(self.policy.labels_after, last),
             data={
                 "new_labels": len(y),
                 "replay": min(self._retrain.replay_size, len(original.replay[1]))
@@ -569,6 +570,7 @@ class TrainerDaemon:
             "publish_refused": s.publish_refused,
             "bad_bundle": len(s.skipped_bundles),
             "store_rejected": counts.rejected,
+            "store_foreign": counts.foreign,
             "store_bad_rows": counts.bad_rows,
             "store_moved_aside": len(counts.moved_aside),
             "bad_rollback_entry": self.history.bad_entries(),
