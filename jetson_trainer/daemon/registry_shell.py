@@ -135,9 +135,11 @@ class ModelHistory:
                 reg, new = reg.mark_bad(rb, status.node)
                 if new:
                     news.append(rb.from_version)
-            return reg.set_deployed(status.node, serving)
+            return reg
 
-        reg = self.file.update(change)
+        if rollbacks:
+            self.file.update(change)
+        reg = self.file.serving(status.node, serving)  # then what it serves now: one line
         self._note_refused(status.node, refusals)
         for v in news:
             rec = reg.get(v)

@@ -410,10 +410,29 @@ def parse_registry(text: str) -> tuple[Registry, list[str]]:
             continue
         obj.pop("v")
         try:
+            if set(obj) == {"node", "serves"}:  # a deployment line (`serving_line`)
+                reg = reg.set_deployed(_node_of(obj["node"]), _opt_int(obj["serves"], "serves"))
+                continue
             reg = reg.apply(ModelRecord.from_dict(obj))
         except (TypeError, ValueError) as exc:
             refused.append(f"line {n}: {exc}")
     return reg, refused
+
+
+def _node_of(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise ValueError(f"node must be a name of 1..128 characters, got {value!r}")
+    return value
+
+
+def serving_line(node: str, version: int | None) -> str:
+    """One line saying which version `node` serves now (replayed as `set_deployed`): a status
+    costs one short line, not its records with their node lists.
+
+    >>> serving_line("pi-1", 2)
+    '{"v":1,"node":"pi-1","serves":2}\\n'
+    """
+    return json.dumps({"v": FORMAT, "node": node, "serves": version}, separators=(",", ":")) + "\n"
 
 
 def record_line(m: ModelRecord) -> str:
@@ -594,9 +613,8 @@ class RegistryFile:
             self._reg = new
             lines = changed_records(old, new)
             try:
-                limit = COMPACT_LINES * len(new.records) + 64
                 due = self._keep_damaged or self._behind
-                if lines is None or due or self.lines + len(lines) > limit:
+                if lines is None or due or self.lines + len(lines) > self._limit(new):
                     self._compact(new)
                 else:
                     self._append(lines)
@@ -605,9 +623,33 @@ class RegistryFile:
                 log.error("cannot write the model registry %s (%s); kept in memory", self.path, exc)
             return new
 
-    def _append(self, records: list[ModelRecord]) -> None:
+    def serving(self, node: str, version: int | None) -> Registry:
+        """`node` serves `version` now (`Registry.set_deployed`): one short line if that changed
+        anything (compacting if due)."""
+        with self._lock:
+            old = self._reg
+            new = old.set_deployed(node, version)
+            if new == old:
+                return new
+            self._reg = new
+            try:
+                if self._keep_damaged or self._behind or self.lines + 1 > self._limit(new):
+                    self._compact(new)
+                else:
+                    self._append([serving_line(node, version)])
+            except OSError as exc:
+                self._behind = True
+                log.error("cannot write the model registry %s (%s); kept in memory", self.path, exc)
+            return new
+
+    @staticmethod
+    def _limit(reg: Registry) -> int:
+        return COMPACT_LINES * len(reg.records) + 64
+
+    def _append(self, lines: list[ModelRecord] | list[str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = ("\n" if self._torn else "") + "".join(record_line(m) for m in records)
+        text = "".join(m if isinstance(m, str) else record_line(m) for m in lines)
+        data = ("\n" if self._torn else "") + text
         raw = data.encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -616,7 +658,7 @@ class RegistryFile:
         finally:
             os.close(fd)
         self._torn = False
-        self.lines += len(records)
+        self.lines += len(lines)
         self.bytes_written += len(raw)
 
     def _compact(self, reg: Registry) -> None:

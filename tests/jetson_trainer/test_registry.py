@@ -411,3 +411,16 @@ def test_a_published_version_the_registry_did_not_know_is_added_from_its_manifes
     assert rec.published is not None and (d / CARD_NAME).exists()
     history.published(champion)  # v1 unknown too: it becomes the champion, v2 retires
     assert history.view().champion() == 1 and history.view().get(2).status == "retired"  # type: ignore[union-attr]
+
+
+def test_a_status_costs_one_short_serving_line_replayed_on_load(tmp_path: Path) -> None:
+    path = tmp_path / REGISTRY_NAME
+    reg = RegistryFile(path)
+    reg.update(lambda r: _history())
+    size = path.stat().st_size
+    for n in range(50):  # 50 nodes start serving v2: each one short line
+        reg.serving(f"pi-{n}", 2)
+    grew = path.stat().st_size - size
+    assert grew < 50 * 40 and reg.lines == 3 + 50
+    assert RegistryFile(path).view() == reg.view()
+    assert reg.view().get(2).served[-1] == "pi-49"  # type: ignore[union-attr]
