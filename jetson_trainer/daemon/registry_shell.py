@@ -258,6 +258,8 @@ class ModelHistory:
             "challenger_drift": d.challenger.drift,
             "champion_original": d.champion.original,
             "challenger_original": d.challenger.original,
+            "champion_anchor": d.champion.anchor,  # the original holdout in the recent regime
+            "challenger_anchor": d.challenger.anchor,
         }
         y = np.asarray(labels)
         per_class = {name: int((y == i).sum()) for i, name in enumerate(CLASSES)}
