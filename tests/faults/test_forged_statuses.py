@@ -15,17 +15,25 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jetson_trainer.versions.registry import MAX_VERSION, REGISTRY_NAME, parse_registry
+from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
+from jetson_trainer.versions.registry import (
+    MAX_VERSION,
+    REGISTRY_NAME,
+    ModelRecord,
+    RegistryFile,
+    parse_registry,
+)
 from nodekit.mqtt import connect, make_client
 from protocol import Status, Topics, decode_bundle, load_public_key
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import DriftBatch, Kept, encode_batch
 from protocol.window import Window
 from scripts.broker import Broker
+from tests.jetson_trainer.conftest import keypair  # noqa: F401 - the fixture
 
 from ._kit import Kit, Nodes, retained, wait_until
 
-pytestmark = [pytest.mark.broker, pytest.mark.tensorflow]
+pytestmark = [pytest.mark.broker]
 
 FORGED = 100
 
@@ -76,6 +84,7 @@ def _trainer_status(address: str, topics: Topics) -> dict[str, Any]:
     return status
 
 
+@pytest.mark.tensorflow
 def test_forged_statuses_leave_the_champion_the_registry_and_the_intake_intact(
     kit: Kit, fault_broker: Broker, nodes: Nodes, site: Topics, tmp_path: Path
 ) -> None:
@@ -148,3 +157,80 @@ def test_forged_statuses_leave_the_champion_the_registry_and_the_intake_intact(
         f"{status['errors'].get('status_refused')}"
     )
     assert grew < 64 * 1024
+
+
+def test_forged_statuses_change_no_record_of_a_running_trainers_registry(
+    broker: Broker,
+    topics: Topics,
+    tmp_path: Path,
+    keypair: tuple[Path, Path],  # noqa: F811 - the fixture
+) -> None:
+    """The same attacks against a trainer in this process (no model, so no TensorFlow) whose
+    registry holds v1 and the published champion v2, which the real node pi-a served."""
+    store = tmp_path / "trainer"
+    seeded = RegistryFile(store / REGISTRY_NAME)
+    seeded.update(
+        lambda r: r.upsert(ModelRecord(1, "champion", published=1.0)).upsert(
+            ModelRecord(2, "champion", parent=1, published=2.0)
+        )
+    )
+    seeded.serving("pi-a", 2)
+    daemon = TrainerDaemon(
+        ServeConfig(
+            broker=broker.address,
+            prefix=topics.prefix,
+            store=store,
+            private_key=keypair[0],
+            client_id=f"trainer-{time.time_ns()}",
+            dashboard=False,
+        )
+    ).start()
+    hostile = _Hostile(broker.address)
+    forged_nodes = ["ghost", "ghost-max", "pi-a", *(f"forged-{i}" for i in range(FORGED))]
+    try:
+        wait_until(lambda: daemon.state.connected, 10, "the trainer connected")
+        size = (store / REGISTRY_NAME).stat().st_size
+        hostile.publish(topics.status("ghost"), _status("ghost", 1, [_rollback(2)]))
+        hostile.publish(
+            topics.status("ghost-max"),
+            _status("ghost-max", 1, [_rollback(4294967295), _rollback(MAX_VERSION)]),
+        )
+        for i in range(FORGED):
+            node = f"forged-{i}"
+            rollbacks = [_rollback(2)] + [_rollback(1000 * i + k) for k in range(1, 8)]
+            hostile.publish(topics.status(node), _status(node, 2, rollbacks))
+        # pi-b's status on pi-a's topic: pi-a served v2, so as pi-a it would be taken
+        hostile.publish(topics.status("pi-a"), _status("pi-b", 1, [_rollback(2)]))
+        wait_until(
+            lambda: (
+                daemon.history.refused_rollbacks() >= FORGED + 2
+                and daemon.state.statuses_refused >= 1
+            ),
+            30,
+            "the forged rollbacks refused",
+        )
+        listener = _Hostile(broker.address, listen=topics.drift_acks("pi-z"))
+        try:
+            window = Window("m01", 1, 1, np.zeros((60, 4), np.float32), label=0)
+            batch = DriftBatch(b"z" * 16, "pi-z", 2, (Kept(window, "labeled"),))
+            listener.publish(topics.drift_batches, encode_batch(batch), retain=False)
+            wait_until(lambda: bool(listener.got), 10, "the batch acknowledged after the flood")
+        finally:
+            listener.close()
+        reg = daemon.history.view()
+        status = daemon.status()
+        grew = (store / REGISTRY_NAME).stat().st_size - size
+    finally:
+        for node in forged_nodes:
+            hostile.publish(topics.status(node), b"")
+        hostile.close()
+        daemon.stop()
+    assert reg.bad_versions() == frozenset() and reg.champion() == 2
+    assert [m.version for m in reg.records] == [1, 2]  # no record for a forged version
+    assert "bad_models" not in status.detail and status.errors["status_refused"] >= 1
+    rec = reg.get(2)
+    assert rec is not None and rec.served[0] == "pi-a" and "pi-b" not in rec.served
+    assert reg.highest() + 1 <= MAX_VERSION
+    assert RegistryFile(store / REGISTRY_NAME).view() == reg  # what the file replays to
+    print(f"\n[fault] {FORGED + 3} forged statuses: +{grew} bytes, {len(reg.records)} records")
+    assert grew < 16 * 1024
