@@ -50,7 +50,7 @@ from .retrain import Attempt, Champion
 __all__ = ["ModelHistory"]
 
 log = logging.getLogger(__name__)
-MAX_LOGGED = 4096  # (node, version, why) refusals logged once each, then only counted
+MAX_LOGGED = 64  # nodes whose refused rollbacks are logged (once each); then only counted
 
 
 class ModelHistory:
@@ -62,7 +62,7 @@ class ModelHistory:
         self._lock = threading.Lock()
         self._bad_entries: dict[str, int] = {}  # node → malformed rollback entries, last status
         self._refused: dict[str, int] = {}  # node → rollbacks refused in its last status
-        self._logged: set[tuple[str, int, str]] = set()
+        self._logged: set[str] = set()
 
     # -- reading ------------------------------------------------------------------------
     def view(self) -> Registry:
@@ -158,28 +158,22 @@ class ModelHistory:
 
     def _note_refused(self, node: str, refused: list[tuple[int, str]]) -> None:
         with self._lock:
+            self._refused.pop(node, None)
             if refused:
-                self._refused.pop(node, None)
                 self._refused[node] = len(refused)
                 while len(self._refused) > 4096:  # a flood of node ids: forget the stalest
                     del self._refused[next(iter(self._refused))]
-            else:
-                self._refused.pop(node, None)
-            first = [r for r in refused if (node, *r) not in self._logged]
-            if len(self._logged) >= MAX_LOGGED:
-                first = []  # only counted from now on
-            self._logged.update((node, *r) for r in first)
-        for version, why in first:
+            tell = bool(refused) and node not in self._logged and len(self._logged) < MAX_LOGGED
+            if tell:
+                self._logged.add(node)
+        if tell:  # once per node (and for MAX_LOGGED nodes at most): a flood is only counted
             log.warning(
-                "refused node %s's rollback from v%d (%s): %s; the version stays as it is",
+                "refused %d rollback(s) in node %s's status (%s): a rollback counts only for a "
+                "version the trainer published and that node served in an earlier status; the "
+                "versions stay as they are (status error rollback_refused counts them)",
+                len(refused),
                 node,
-                version,
-                why,
-                {
-                    "unknown_version": "the trainer never made that version",
-                    "not_published": "the trainer never published that version",
-                    "not_served": "no earlier status of that node said it served it",
-                }.get(why, why),
+                ", ".join(f"v{v}: {why}" for v, why in refused[:8]),
             )
 
     # -- policy thread ------------------------------------------------------------------

@@ -58,7 +58,9 @@ def test_a_fine_tune_on_consistently_flipped_labels_does_not_pass_the_gate(
         dataclasses.replace(d.champion, anchor=None), dataclasses.replace(d.challenger, anchor=None)
     )
     print(
-        f"\n[fault] honest: {honest.decision.reason}\n[fault] flipped: {d.reason}\n"
+        f"\n[fault] honest: {honest.decision.reason} (moved holdout "
+        f"{honest.decision.champion.anchor} → {honest.decision.challenger.anchor})\n"
+        f"[fault] flipped: {d.reason}\n"
         f"[fault] flipped, without the moved holdout: accepted={without.accepted} "
         f"({without.reason})"
     )
