@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from jetson_trainer.daemon.intake import MAX_PIS
+from jetson_trainer.daemon.intake import MAX_PIS, STATUS_INBOX_MAX
 from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from nodekit.mqtt import connect, make_client
 from protocol import Status, Topics
@@ -220,3 +220,23 @@ def test_a_status_is_taken_only_from_its_nodes_own_topic_with_the_role_it_had(
         daemon.store.close()
     assert [s.node for s in seen] == ["pi-b"] and list(state.pis) == ["pi-b"]
     assert state.statuses_refused == 3 and status.errors["status_refused"] == 3
+
+
+def test_a_status_flood_drops_the_oldest_statuses_and_never_fills_the_batch_queue(
+    tmp_path: Path, keypair: tuple[Path, Path]
+) -> None:
+    daemon = TrainerDaemon(  # never started: no broker, nothing reads the queues
+        ServeConfig(broker="127.0.0.1:1", store=tmp_path / "trainer", private_key=keypair[0])
+    )
+    try:
+        intake = daemon.intake
+        for i in range(STATUS_INBOX_MAX + 250):
+            intake._enqueue_status((daemon.topics.status(f"flood-{i}"), i, 0, b"{}"))
+        batch = (daemon.topics.drift_batches, 99_999, 0, b"batch")
+        intake._enqueue(batch)  # returns at once: the batch queue is its own
+        oldest = intake._statuses.get_nowait()
+        assert intake.counts().statuses_dropped == 250
+        assert oldest[1] == 250  # the oldest 250 went, the newest stayed
+        assert intake._inbox.get_nowait() == batch
+    finally:
+        daemon.store.close()
