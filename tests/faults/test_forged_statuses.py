@@ -61,10 +61,13 @@ class _Hostile:
         self.got: list[bytes] = []
         self.ready = threading.Event()
         self.client: Any = make_client(f"hostile-{time.time_ns()}")
-        if listen is not None:
-            self.client.on_connect = lambda c, *a: (c.subscribe(listen, qos=1), self.ready.set())
-        else:
-            self.ready.set()
+
+        def on_connect(c: Any, *args: Any) -> None:
+            if listen is not None:
+                c.subscribe(listen, qos=1)
+            self.ready.set()  # publish only once connected (paho refuses before)
+
+        self.client.on_connect = on_connect
         self.client.on_message = lambda c, u, msg: self.got.append(bytes(msg.payload))
         connect(self.client, address)
         self.client.loop_start()
