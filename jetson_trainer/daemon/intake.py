@@ -1,14 +1,23 @@
 """The daemon's intake: a persistent MQTT session that stores drift batches before acking them.
 
 The session has a fixed client id and no clean start, with QoS 1 subscriptions to
-`…/drift/batches` and the nodes' statuses. paho's network thread only enqueues; the intake
-thread decodes and stores each batch, retrying a failing store with backoff meanwhile. Once
+`…/drift/batches` and the nodes' statuses. paho's network thread only enqueues, batches and
+statuses on two separate queues, each with its own thread, so that a flood of statuses never
+delays a batch. The intake thread decodes and stores each batch, retrying a failing store with
+backoff meanwhile. Once
 the store committed a batch (all duplicates counts), it tells the Pi that sent it — a
 `protocol.batch_ack.BatchAck` at QoS 1 on `…/drift/acks/<node>`, on which the Pi deletes the
 batch's windows — and only then acknowledges the batch to the broker. So a batch is never lost
 between the Pi, the broker and the disk, even when the broker crashes before saving its queues.
 A malformed batch is acknowledged to the broker but not to the Pi (whose windows then stay
-where they are). It also notes what the Pis report.
+where they are).
+
+The status thread notes what the Pis report. A status is taken only from its node's own topic
+(the payload's node must be the topic's) with the role that node was first heard with
+(`daemon/senders.py`); only an `edge` status reaches the model registry and the staged rollout.
+Refused statuses are counted (`statuses_refused`) and logged once per reason. Its queue is
+bounded: when full, the oldest waiting status is dropped (acknowledged, counted
+`statuses_dropped`) — a status is advice, and the node's next one says the same.
 """
 
 from __future__ import annotations
@@ -25,15 +34,17 @@ from typing import TYPE_CHECKING, Any, Self
 
 from nodekit.errors import StorageError
 from nodekit.guard import Faults, guard_client, paho_thread_alive
-from nodekit.lifecycle import Worker
+from nodekit.lifecycle import Loop, Worker
 from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, start_loop
 from protocol import PayloadError, Status, Topics, decode_batch
 from protocol.batch_ack import BatchAck
 from protocol.machine_type import DEFAULT_TYPE, MachineType
 
+from .senders import StatusSenders
 from .store import WindowStore
 
 if TYPE_CHECKING:
+    from nodekit.guard import ThreadWatch
     from nodekit.mqtt import Client, ConnectFlags, DisconnectFlags, Message, Properties, ReasonCode
 
 
@@ -43,6 +54,7 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 MAX_PIS = 1024  # edge nodes whose last status is kept (the least recently heard go first)
 INBOX_MAX = 1000  # the broker's in-flight window bounds it in practice: batches wait for acks
+STATUS_INBOX_MAX = 1000  # statuses waiting; beyond, the oldest is dropped (and acknowledged)
 _STOP = "\x00stop"
 _CONNECTED = "\x00connected"
 
@@ -61,6 +73,10 @@ class IntakeCounts:
     acks: int = 0  # batch acknowledgements published to the Pis
     publish_refused: int = 0  # PUBACKs with a failure reason code (the ACL said no)
     other_type: int = 0  # batches of another machine type: left for that type's trainer
+    statuses: int = 0  # statuses taken (any role)
+    bad_statuses: int = 0  # statuses that did not parse
+    statuses_refused: int = 0  # not from their node's own topic, or a role the node did not have
+    statuses_dropped: int = 0  # dropped unread: the status queue was full (a flood)
     pis: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -99,6 +115,10 @@ class Intake(Worker):
         self._counts = IntakeCounts()
         self._pis: dict[str, dict[str, Any]] = {}
         self._inbox: queue.Queue[tuple[str, int, int, bytes]] = queue.Queue(INBOX_MAX)
+        self._statuses: queue.Queue[tuple[str, int, int, bytes]] = queue.Queue(STATUS_INBOX_MAX)
+        self._senders = StatusSenders(topics.prefix, own_id=client_id)
+        self._refusals_seen: set[str] = set()  # status refusal reasons logged once each
+        self._status_loop = Loop("trainer-status-intake", self._run_statuses, self._wake_statuses)
         self.client = make_client(
             client_id,
             will_topic=topics.status(client_id),
@@ -114,8 +134,10 @@ class Intake(Worker):
 
     # -- lifecycle (stop and watch: nodekit.lifecycle.Worker) ------------------------------
     def start(self) -> Self:
-        """Start the intake thread, then open the persistent session (paho reconnects)."""
+        """Start the intake and status threads, then open the persistent session (paho
+        reconnects)."""
         super().start()
+        self._status_loop.start()
         self.link = connect(
             self.client,
             self.broker,
@@ -127,10 +149,23 @@ class Intake(Worker):
         self._watch_client("trainer-mqtt", lambda: paho_thread_alive(self.client))
         return self
 
+    def watch(self, watch: ThreadWatch) -> None:
+        """Both threads (intake and status) and paho's."""
+        super().watch(watch)
+        self._status_loop.watch(watch)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        self._status_loop.stop(timeout)
+
     def _wake(self) -> None:
         """On stop (unacknowledged batches come again next session)."""
         with contextlib.suppress(queue.Full):  # then it sees the stop event after its item
             self._inbox.put((_STOP, 0, 0, b""), timeout=1)
+
+    def _wake_statuses(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self._statuses.put((_STOP, 0, 0, b""), timeout=1)
 
     def close(self, last_will: tuple[str, bytes] | None = None) -> None:
         """Publish `(topic, payload)` retained if given, then disconnect."""
@@ -185,7 +220,29 @@ class Intake(Worker):
         log.warning("disconnected from %s (%s); paho reconnects", self.broker, reason)
 
     def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
-        self._enqueue((msg.topic, msg.mid, msg.qos, msg.payload))
+        item = (msg.topic, msg.mid, msg.qos, msg.payload)
+        if msg.topic == self.topics.drift_batches:
+            self._enqueue(item)
+        else:
+            self._enqueue_status(item)
+
+    def _enqueue_status(self, item: tuple[str, int, int, bytes]) -> None:
+        """Never blocks paho: when the status queue is full the oldest status is dropped."""
+        while True:
+            try:
+                self._statuses.put_nowait(item)
+                return
+            except queue.Full:
+                pass
+            if self._stop.is_set():  # stopping: the status thread reads no more
+                return
+            try:
+                _, mid, qos, _ = self._statuses.get_nowait()
+            except queue.Empty:
+                continue
+            self._bump(statuses_dropped=1)
+            if qos > 0:
+                self.client.ack(mid, qos)
 
     def _on_publish(
         self,
@@ -235,12 +292,25 @@ class Intake(Worker):
 
     def _failed(self, item: tuple[str, int, int, bytes]) -> None:
         """An item raised unexpectedly: a drift batch stays unacknowledged (the broker sends it
-        again next session, nothing is lost); anything else (a status) is acknowledged, since
-        it would fail again and is only advice."""
+        again next session, nothing is lost)."""
         self._bump(crashes=1)
-        topic, mid, qos, _ = item
-        if topic != self.topics.drift_batches and qos > 0:
-            self.client.ack(mid, qos)
+
+    def _run_statuses(self) -> None:
+        """The status thread: each status is checked, noted and acknowledged, whatever happens
+        (a status that raised would fail again, and is only advice)."""
+        guard = self.faults.loop("trainer-status-intake", self._stop)  # the outermost frame
+        while not self._stop.is_set():
+            topic, mid, qos, payload = self._statuses.get()
+            if topic == _STOP:
+                return
+            handled = False
+            with guard:
+                self._note_status(topic, payload)
+                handled = True
+            if not handled:
+                self._bump(crashes=1)
+            if qos > 0:
+                self.client.ack(mid, qos)
 
     def _step(self, item: tuple[str, int, int, bytes]) -> bool:
         """Handle one inbox item; False when the thread should end."""
@@ -250,11 +320,8 @@ class Intake(Worker):
         if topic == _CONNECTED:
             self._on_connected_work()
             return True
-        if topic == self.topics.drift_batches:
-            if not self.store_with_retry(payload):
-                return False  # stopping: unacknowledged, the broker resends it next session
-        else:
-            self._note_status(payload)
+        if not self.store_with_retry(payload):
+            return False  # stopping: unacknowledged, the broker resends it next session
         if qos > 0:  # only now: the batch is committed and the Pi told (or it was worthless)
             self.client.ack(mid, qos)
         return True
@@ -305,11 +372,29 @@ class Intake(Worker):
         self.client.publish(self.topics.drift_acks(batch.node), ack.to_json(), qos=1)
         self._bump(acks=1)
 
-    def _note_status(self, payload: bytes) -> None:
+    def _note_status(self, topic: str, payload: bytes) -> None:
         try:
             status = Status.from_json(payload)
         except PayloadError:
+            if payload:  # an empty payload clears a retained status: nothing to say
+                self._bump(bad_statuses=1)
             return
+        why = self._senders.check(topic, status)
+        if why is not None:
+            self._bump(statuses_refused=1)
+            if why not in self._refusals_seen:  # once per reason; the status counts them
+                self._refusals_seen.add(why)
+                log.warning(
+                    "refused a status on %s naming node %s, role %s (%s); further ones are "
+                    "only counted (status error status_refused). A node's status must come on "
+                    "its own topic, with the role it was first heard with",
+                    topic[:200],
+                    status.node,
+                    status.role,
+                    why,
+                )
+            return
+        self._bump(statuses=1)
         if status.role == "edge":
             seen = {"state": status.state, "drift": status.drift, "model": status.model_version}
             with self._lock:

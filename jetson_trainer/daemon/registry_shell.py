@@ -6,7 +6,10 @@
   record's `deployed`) and, in `detail.rollbacks`, which versions it rolled back from: those
   are marked `bad` (with node and reason) and `changed` is set for the policy thread.
   Malformed entries are counted per node (`bad_entries()`, status error `bad_rollback_entry`)
-  and ignored.
+  and ignored. A rollback is taken only of a version the trainer published and that node was
+  seen serving in an *earlier* status (`Registry.rollback_refusal`); any other is refused,
+  counted per node (`refused_rollbacks()`, status error `rollback_refused`) and logged once.
+  The intake hands over only statuses whose topic names their node, with role `edge`.
 - `adopt` (start) and `fallback` (policy thread, after a rollback): the champion is the newest
   verified bundle that is not bad; if a newer version already reached the nodes, the champion
   is re-issued under a new, higher version (`artifacts.reissue`), since a node refuses a bundle
@@ -30,7 +33,9 @@ from protocol import PayloadError, Status, decode_bundle
 
 from ..build.artifacts import KERAS_NAME, reissue
 from ..build.model_card import CARD_NAME, write_model_card
+from ..errors import TrainerError
 from ..versions.registry import (
+    MAX_VERSION,
     REGISTRY_NAME,
     BadMark,
     ModelRecord,
@@ -45,6 +50,7 @@ from .retrain import Attempt, Champion
 __all__ = ["ModelHistory"]
 
 log = logging.getLogger(__name__)
+MAX_LOGGED = 64  # nodes whose refused rollbacks are logged (once each); then only counted
 
 
 class ModelHistory:
@@ -55,6 +61,8 @@ class ModelHistory:
         self.changed = threading.Event()  # set when a rollback marked a version bad
         self._lock = threading.Lock()
         self._bad_entries: dict[str, int] = {}  # node → malformed rollback entries, last status
+        self._refused: dict[str, int] = {}  # node → rollbacks refused in its last status
+        self._logged: set[str] = set()
 
     # -- reading ------------------------------------------------------------------------
     def view(self) -> Registry:
@@ -72,10 +80,22 @@ class ModelHistory:
         with self._lock:
             return sum(self._bad_entries.values())
 
+    def refused_rollbacks(self) -> int:
+        """Rollbacks refused (`Registry.rollback_refusal`) in the nodes' latest statuses."""
+        with self._lock:
+            return sum(self._refused.values())
+
     def next_version(self, models_dir: Path, champion: Champion) -> int:
-        """Above everything on disk, in the registry and the champion: versions only go up."""
+        """Above everything on disk, in the registry and the champion: versions only go up,
+        never beyond what a manifest accepts (TrainerError then: nothing can be published)."""
         reg = self.file.view()
-        return max(next_version(models_dir), reg.highest() + 1, champion.version + 1)
+        version = max(next_version(models_dir), reg.highest() + 1, champion.version + 1)
+        if version > MAX_VERSION:
+            raise TrainerError(
+                f"the next model version would be {version}, above the manifest's "
+                f"{MAX_VERSION}; move the highest v*/ bundles in {models_dir} aside"
+            )
+        return version
 
     # -- intake thread ------------------------------------------------------------------
     def on_status(self, status: Status) -> None:
@@ -101,17 +121,26 @@ class ModelHistory:
             )
         serving = None if status.state == "offline" else status.model_version
         news: list[int] = []
+        refusals: list[tuple[int, str]] = []
 
         def change(reg: Registry) -> Registry:
             news.clear()
-            reg = reg.set_deployed(status.node, serving)
+            refusals.clear()
+            before = reg  # a rollback needs the node seen serving the version *earlier*
             for rb in rollbacks:
+                why = before.rollback_refusal(rb, status.node)
+                if why is not None:
+                    refusals.append((rb.from_version, why))
+                    continue
                 reg, new = reg.mark_bad(rb, status.node)
                 if new:
                     news.append(rb.from_version)
             return reg
 
-        reg = self.file.update(change)
+        if rollbacks:
+            self.file.update(change)
+        reg = self.file.serving(status.node, serving)  # then what it serves now: one line
+        self._note_refused(status.node, refusals)
         for v in news:
             rec = reg.get(v)
             mark = rec.bad[-1] if rec is not None and rec.bad else None
@@ -126,6 +155,26 @@ class ModelHistory:
             self._refresh_card(rec)
         if news:
             self.changed.set()
+
+    def _note_refused(self, node: str, refused: list[tuple[int, str]]) -> None:
+        with self._lock:
+            self._refused.pop(node, None)
+            if refused:
+                self._refused[node] = len(refused)
+                while len(self._refused) > 4096:  # a flood of node ids: forget the stalest
+                    del self._refused[next(iter(self._refused))]
+            tell = bool(refused) and node not in self._logged and len(self._logged) < MAX_LOGGED
+            if tell:
+                self._logged.add(node)
+        if tell:  # once per node (and for MAX_LOGGED nodes at most): a flood is only counted
+            log.warning(
+                "refused %d rollback(s) in node %s's status (%s): a rollback counts only for a "
+                "version the trainer published and that node served in an earlier status; the "
+                "versions stay as they are (status error rollback_refused counts them)",
+                len(refused),
+                node,
+                ", ".join(f"v{v}: {why}" for v, why in refused[:8]),
+            )
 
     # -- policy thread ------------------------------------------------------------------
     def adopt(
@@ -188,8 +237,10 @@ class ModelHistory:
         *,
         source: str,
         data: dict[str, Any],
+        senders: dict[str, dict[str, int]] | None = None,
     ) -> None:
-        """Record one fine-tune: the accepted challenger as a version, else a refused attempt."""
+        """Record one fine-tune: the accepted challenger as a version, else a refused attempt.
+        `senders`: who gave the labels of the store range it drew on (node → source → count)."""
         d = attempt.decision
         gate = {
             "accepted": d.accepted,
@@ -201,11 +252,15 @@ class ModelHistory:
             "challenger_drift": d.challenger.drift,
             "champion_original": d.champion.original,
             "challenger_original": d.challenger.original,
+            "champion_anchor": d.champion.anchor,  # the original holdout in the recent regime
+            "challenger_anchor": d.challenger.anchor,
         }
         y = np.asarray(labels)
         names = champion.manifest.classes  # the labels index the champion's classes
         per_class = {name: int((y == i).sum()) for i, name in enumerate(names)}
-        label_info = {"total": len(y), "per_class": per_class, "source": source}
+        label_info: dict[str, Any] = {"total": len(y), "per_class": per_class, "source": source}
+        if senders is not None:
+            label_info["senders"] = senders
         ch = attempt.challenger
         if ch is None:
             rec = ModelRecord(

@@ -31,7 +31,7 @@ from ..build.convert import convert_with_fallback, converter_version, pick_varia
 from ..build.data import stratified_split
 from ..build.interpreter import LiteModel
 from ..build.train import finetune_model
-from ..versions.gate import GateConfig, GateDecision, Scores, decide, macro_f1
+from ..versions.gate import GateConfig, GateDecision, Scores, decide, macro_f1, moved_to
 from .reference import balanced, pseudo_label
 from .replay import pick_replay
 from .selftrain import pick as pick_pseudo_labels
@@ -224,8 +224,15 @@ def retrain(
     chall_drift, chall_loss = score(chosen.model, champion.norm, x_hold, y_hold)
     champ_acc, champ_f1 = original_scores(champion.model, champion.norm, x_orig, y_orig)
     chall_acc, chall_f1 = original_scores(chosen.model, champion.norm, x_orig, y_orig)
-    champ_scores = Scores(champ_drift, champ_acc, champ_loss, champ_f1)
-    chall_scores = Scores(chall_drift, chall_acc, chall_loss, chall_f1)
+    # the original holdout moved to the recent regime: labels no label sender gave (gate.py)
+    regime = np.concatenate([x for x in (x_fit, x_hold, unlabeled) if len(x)] or [x_fit])
+    champ_anchor = chall_anchor = None
+    if len(y_orig) and len(regime):
+        x_anchor = moved_to(x_orig[:500], regime)
+        champ_anchor = accuracy(champion.model, champion.norm, x_anchor, y_orig[:500])
+        chall_anchor = accuracy(chosen.model, champion.norm, x_anchor, y_orig[:500])
+    champ_scores = Scores(champ_drift, champ_acc, champ_loss, champ_f1, champ_anchor)
+    chall_scores = Scores(chall_drift, chall_acc, chall_loss, chall_f1, chall_anchor)
     decision = decide(champ_scores, chall_scores, cfg.gate)
     log.info(
         "gate %s on %d drift windows: %s",

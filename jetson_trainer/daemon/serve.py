@@ -104,6 +104,9 @@ class DaemonState:
     acks: int = 0  # batch acknowledgements published to the Pis
     publish_refused: int = 0  # publishes the broker refused (PUBACK ≥ 0x80: the ACL)
     windows: int = 0  # new windows stored from batches
+    statuses_refused: int = 0  # statuses not from their node's own topic, or a changed role
+    statuses_dropped: int = 0  # statuses dropped unread from a full status queue (a flood)
+    bad_statuses: int = 0  # statuses that did not parse
     stage: TrainerStage = IDLE  # what `phase` says, for programs (status `detail.stage`)
 
 
@@ -326,6 +329,9 @@ class TrainerDaemon:
             acks=counts.acks,
             publish_refused=counts.publish_refused,
             windows=counts.windows,
+            statuses_refused=counts.statuses_refused,
+            statuses_dropped=counts.statuses_dropped,
+            bad_statuses=counts.bad_statuses,
         )
 
     # -- intake thread ------------------------------------------------------------------
@@ -512,6 +518,7 @@ class TrainerDaemon:
             attempt,
             y,
             source=f"trainer store, labeled windows seqno {self.policy.labels_after + 1}..{last}",
+            senders=self.store.label_senders(self.policy.labels_after, last),
             data={
                 "new_labels": len(y),
                 "replay": min(self._retrain.replay_size, len(original.replay[1]))
@@ -580,9 +587,14 @@ class TrainerDaemon:
             "publish_refused": s.publish_refused,
             "bad_bundle": len(s.skipped_bundles),
             "store_rejected": counts.rejected,
+            "store_foreign": counts.foreign,
             "store_bad_rows": counts.bad_rows,
             "store_moved_aside": len(counts.moved_aside),
             "bad_rollback_entry": self.history.bad_entries(),
+            "rollback_refused": self.history.refused_rollbacks(),
+            "status_refused": s.statuses_refused,
+            "status_dropped": s.statuses_dropped,
+            "bad_status": s.bad_statuses,
             "bad_status_detail": self.rollout.bad_details,
             **{f"fault:{kind}": n for kind, n in self.faults.counts().items()},
         }

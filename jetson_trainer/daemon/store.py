@@ -11,6 +11,12 @@ A record a drift batch should never carry (a score that is not finite) is refuse
 (`rejected`), not mistaken for a duplicate; a stored row that no longer decodes, or whose label
 or shape does not fit, is skipped and counted (`bad_rows`) when training data is read. seq
 lives in the `id` text and the frame, so the wire's whole 0..2**64-1 fits.
+
+A row belongs to the node that sent it: a batch from another node with the same window id (a
+replay, or a node naming another's windows) never replaces or relabels it — that copy is
+refused and counted (`foreign`). Every labeled row keeps who gave its label (`label_sources`:
+the sending node, the batch it came in and why the node kept it), so every label a fine-tune
+trains on can be traced (`label_senders`).
 """
 
 from __future__ import annotations
@@ -51,6 +57,12 @@ CREATE TABLE IF NOT EXISTS windows (
     received  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS windows_labeled ON windows (label, seqno);
+CREATE TABLE IF NOT EXISTS label_sources (
+    seqno  INTEGER PRIMARY KEY,
+    node   TEXT NOT NULL,
+    batch  TEXT NOT NULL,
+    source TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS models (
     attempt INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, parent INTEGER,
     created REAL NOT NULL,
@@ -78,6 +90,7 @@ _LAYOUT = Layout(
                 "received",
             ),
         ),
+        ("label_sources", ("seqno", "node", "batch", "source")),
         (
             "models",
             (
@@ -103,6 +116,20 @@ _LAYOUT = Layout(
     "keep it as a record",
 )
 _MAX_BAD_SEQNOS = 100_000  # distinct bad rows remembered, so a re-read is not counted twice
+
+
+def _owners(db: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
+    """The sending node of each of `ids` already stored."""
+    found: dict[str, str] = {}
+    for i in range(0, len(ids), 500):  # within SQLite's bound on parameters
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for row_id, node in db.execute(
+            f"SELECT id, node FROM windows WHERE id IN ({marks})",
+            chunk,
+        ):
+            found[str(row_id)] = str(node)
+    return found
 
 
 def check_kept(k: Kept, n_classes: int = MAX_CLASSES) -> None:
@@ -154,6 +181,7 @@ class StoreCounts:
     by_class: dict[int, int]
     by_reason: dict[str, int]
     rejected: int = 0  # records refused on the way in (since this process started)
+    foreign: int = 0  # records refused: another node's window id (since this process started)
     bad_rows: int = 0  # distinct stored rows skipped on the way out
     moved_aside: tuple[str, ...] = ()  # unusable store files moved aside (kept), oldest first
 
@@ -171,6 +199,7 @@ class WindowStore:
         self._lock = threading.Lock()
         self._file = SqliteFile(path, _LAYOUT, heal=heal)
         self.rejected = 0
+        self.foreign = 0
         self._bad_seqnos: set[int] = set()
 
     @property
@@ -190,7 +219,8 @@ class WindowStore:
         index one of the `n_classes` classes of the batch's machine type.
 
         A record with a field out of range is refused and counted (`rejected`), neither added
-        nor a duplicate; a failed write is rolled back whole and raises StorageError.
+        nor a duplicate; so is a record whose window id another node's row holds (`foreign`);
+        a failed write is rolled back whole and raises StorageError.
         """
         received = time.time() if now is None else now
         rows = []
@@ -227,19 +257,61 @@ class WindowStore:
             if not rows:
                 return 0, 0
             with self._file.write() as db:
-                relabeled = [(r[0], r[2]) for r in rows if r[2] is not None]
+                owners = _owners(db, [r[0] for r in rows])
+                mine = [r for r in rows if owners.get(r[0], batch.node) == batch.node]
+                foreign = len(rows) - len(mine)
+                relabeled = [(r[0], batch.node, r[2]) for r in mine if r[2] is not None]
                 if relabeled:  # a maintenance label reached a window stored unlabeled (or
                     # with another label): it goes in again, as a new arrival with its label
-                    db.executemany("DELETE FROM windows WHERE id = ? AND label IS NOT ?", relabeled)
+                    db.executemany(
+                        "DELETE FROM windows WHERE id = ? AND node = ? AND label IS NOT ?",
+                        relabeled,
+                    )
                 before = db.total_changes
                 db.executemany(  # ON CONFLICT, not OR IGNORE: only a duplicate id is dropped
                     "INSERT INTO windows (id, machine, label, reason, predicted, score, node, "
                     "model_version, frame, received) VALUES (?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(id) DO NOTHING",
-                    rows,
+                    mine,
                 )
                 added = db.total_changes - before
+                db.executemany(  # who gave each label: this node, in this batch, for this reason
+                    "INSERT INTO label_sources (seqno, node, batch, source) SELECT seqno, node, "
+                    "?, reason FROM windows WHERE id = ? AND node = ? AND label IS NOT NULL "
+                    "ON CONFLICT(seqno) DO NOTHING",
+                    [(batch.batch_id.hex(), r[0], batch.node) for r in mine if r[2] is not None],
+                )
+            if foreign:
+                if not self.foreign:
+                    log.warning(
+                        "refused %d record(s) of a drift batch from %s: their window ids belong "
+                        "to another node's stored rows (further ones are only counted)",
+                        foreign,
+                        batch.node,
+                    )
+                self.foreign += foreign
+            rows = mine
         return added, len(rows) - added
+
+    def label_senders(self, after: int, last: int) -> dict[str, dict[str, int]]:
+        """Who gave the labels of store positions `after`+1..`last`: labeled windows per sending
+        node and per source ("<node>" → {"<reason>": n}); rows stored before sources were kept
+        count under their node with source "unrecorded"."""
+
+        def query(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            return db.execute(
+                "SELECT w.node, COALESCE(s.source, 'unrecorded'), COUNT(*) FROM windows w "
+                "LEFT JOIN label_sources s ON s.seqno = w.seqno WHERE w.label IS NOT NULL "
+                "AND w.seqno > ? AND w.seqno <= ? GROUP BY 1, 2",
+                (after, last),
+            ).fetchall()
+
+        with self._lock:
+            rows = self._file.read(query)
+        out: dict[str, dict[str, int]] = {}
+        for node, source, n in rows:
+            out.setdefault(str(node), {})[str(source)] = int(n)
+        return out
 
     def latest_labeled_seqno(self) -> int:
         with self._lock:
@@ -398,7 +470,7 @@ class WindowStore:
 
         with self._lock:
             total, labeled, by_machine, by_class, by_reason = self._file.read(query)
-            extra = (self.rejected, len(self._bad_seqnos))
+            extra = (self.rejected, self.foreign, len(self._bad_seqnos))
             aside = tuple(str(m.path) for m in self._file.moved_aside)
         return StoreCounts(
             int(total), int(labeled), by_machine, by_class, by_reason, *extra, moved_aside=aside

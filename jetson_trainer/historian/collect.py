@@ -1,5 +1,10 @@
 """Rows → per-machine, per-channel samples; every bad row or cell is refused and counted by
-kind, never fatal."""
+kind, never fatal.
+
+A value must be finite as the float32 the model reads (`1e308` is finite in float64 and +inf in
+float32: `out_of_range`); a row with a cell longer than `MAX_CELL` characters, or one the file
+reader could not split (`UNREADABLE`), is refused whole (`oversized_field`, `unreadable_row`) —
+that row only, never the import."""
 
 from __future__ import annotations
 
@@ -15,9 +20,13 @@ from protocol.machine_type import DEFAULT_TYPE
 from .layout import Layout, _channel_index
 from .timestamps import _norm, parse_timestamp
 
-__all__ = ["MAX_EXAMPLES", "Collector", "Refusals"]
+__all__ = ["MAX_CELL", "MAX_EXAMPLES", "UNREADABLE", "Collector", "Refusals"]
 
 MAX_EXAMPLES = 5  # places kept per refusal kind
+MAX_CELL = 1024  # characters in one cell: a timestamp, a machine id, a channel or a number
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
+# what a file reader yields for a row it could not split (a field beyond the CSV field limit)
+UNREADABLE: tuple[object, ...] = ("\x00unreadable row",)
 
 
 @dataclass
@@ -69,6 +78,12 @@ class Collector:
         for line, cells in rows:
             self.rows += 1
             where = f"{source}:{line}"
+            if cells is UNREADABLE:
+                self.refusals.add("unreadable_row", where)
+                continue
+            if any(isinstance(c, str | bytes) and len(c) > MAX_CELL for c in cells):
+                self.refusals.add("oversized_field", where)
+                continue
             if len(cells) <= need:
                 self.refusals.add("short_row", where)
                 continue
@@ -125,6 +140,9 @@ class Collector:
             return
         if not math.isfinite(value):
             self.refusals.add("not_finite", where)
+            return
+        if abs(value) > FLOAT32_MAX:  # finite here, +inf as the float32 the model reads
+            self.refusals.add("out_of_range", where)
             return
         per_channel = self.samples.get(machine)
         if per_channel is None:

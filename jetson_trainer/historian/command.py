@@ -36,7 +36,7 @@ from protocol.errors import ConfigError
 from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 from ..config import ImportConfig
-from .collect import Collector
+from .collect import UNREADABLE, Collector
 from .dataset import DataSet, build_dataset
 from .layout import detect_layout, parse_channel_map
 from .maintenance import UNLABELED, Interval, parse_maintenance
@@ -68,15 +68,25 @@ def _csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, Sequence[objec
 
     def rows() -> Iterator[tuple[int, Sequence[object]]]:
         with fh:
-            try:
-                for cells in reader:
-                    if cells:
-                        yield reader.line_num, cells
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    f"{path}:{reader.line_num}: cannot be read as UTF-8 CSV ({exc}); the rows "
-                    "before it were read; fix or cut the file there"
-                ) from exc
+            stuck = -1
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:  # one row (a field beyond the field limit): refused,
+                    if reader.line_num == stuck:  # counted, and the next row read
+                        raise ConfigError(f"{path}:{reader.line_num}: {exc}") from exc
+                    stuck = reader.line_num
+                    yield reader.line_num, UNREADABLE
+                    continue
+                except UnicodeDecodeError as exc:
+                    raise ConfigError(
+                        f"{path}:{reader.line_num}: cannot be read as UTF-8 CSV ({exc}); the "
+                        "rows before it were read; fix or cut the file there"
+                    ) from exc
+                if cells:
+                    yield reader.line_num, cells
 
     return header, rows()
 

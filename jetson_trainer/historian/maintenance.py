@@ -13,7 +13,7 @@ from protocol import check_id
 from protocol.errors import ConfigError, PayloadError
 from protocol.machine_type import DEFAULT_TYPE
 
-from .collect import _is_empty
+from .collect import UNREADABLE, _is_empty
 from .layout import MACHINE_COLUMNS
 from .timestamps import _norm, parse_timestamp
 
@@ -81,6 +81,9 @@ correct one of the intervals
     raw: list[Interval] = []
     by_name = {c.lower(): i for i, c in enumerate(classes)}
     for line, cells in rows:
+        if cells is UNREADABLE:
+            errors.append(f"line {line}: a field beyond the CSV field limit")
+            continue
         if all(_is_empty(c) for c in cells):
             continue
         if len(cells) <= max(cols.values()):

@@ -27,6 +27,19 @@ scored 0.781–0.810 on an original holdout where the champion scored 0.797 (off
 (False, 'challenger loses 15.0 points of macro-F1 on the original holdout')
 >>> decide(Scores(0.7, 0.99, original_f1=0.797), Scores(0.9, 0.99, original_f1=0.783)).accepted
 True
+
+The drift holdout's labels come from the label senders: one who flips them consistently makes a
+challenger that "beats" the champion there, and, trained with replay, keeps the original holdout
+too. So the gate also judges on data no label sender controls: the original holdout *moved to
+the recent regime* (`moved_to`: each channel shifted by the difference of the recent windows'
+and the holdout's median, labels from the original data). A challenger that learned the new
+regime honestly classifies it about as well as the champion or better; one taught flipped
+labels loses far more than `anchor_margin` (25 points) there.
+
+>>> decide(Scores(0.6, 0.99, anchor=0.62), Scores(1.0, 0.99, anchor=0.05)).reason.split(" (")[0]
+'challenger loses 57.0 points on the original holdout moved to the recent regime'
+>>> decide(Scores(0.6, 0.99, anchor=0.62), Scores(1.0, 0.99, anchor=0.93)).accepted
+True
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ class Scores:
     original: float
     drift_loss: float | None = None
     original_f1: float | None = None  # macro-F1 on the original holdout
+    anchor: float | None = None  # accuracy on the original holdout moved to the recent regime
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +73,20 @@ class GateConfig:
     min_gain: float = 0.0
     min_loss_gain: float = 0.2
     f1_margin: float = 0.02
+    anchor_margin: float = 0.25  # accuracy it may lose on the moved original holdout
 
     def __post_init__(self) -> None:
-        values = (self.margin, self.min_gain, self.min_loss_gain, self.f1_margin)
+        values = (
+            self.margin,
+            self.min_gain,
+            self.min_loss_gain,
+            self.f1_margin,
+            self.anchor_margin,
+        )
         if not all(0 <= v < 1 for v in values):
             raise ValueError(
-                "gate margin, f1_margin, min_gain and min_loss_gain must be fractions in [0, 1)"
+                "gate margin, f1_margin, anchor_margin, min_gain and min_loss_gain must be "
+                "fractions in [0, 1)"
             )
 
 
@@ -94,6 +116,24 @@ def macro_f1(y: npt.ArrayLike, pred: npt.ArrayLike, classes: int) -> float:
         tp = float((truth & guess).sum())
         f1s.append(2 * tp / (truth.sum() + guess.sum()))
     return float(np.mean(f1s)) if f1s else float("nan")
+
+
+def moved_to(x: npt.ArrayLike, recent: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Windows `x` (N, T, C) with each channel shifted by the difference of the medians of
+    `recent`'s and `x`'s window means: the original data as it would read in the recent regime
+    (its labels stay right for an offset drift, and roughly for others).
+
+    >>> x = np.zeros((3, 2, 2), np.float32); r = np.full((4, 2, 2), [5.0, -1.0], np.float32)
+    >>> moved_to(x, r)[0].tolist()
+    [[5.0, -1.0], [5.0, -1.0]]
+    """
+    xa = np.asarray(x, np.float32)
+    ra = np.asarray(recent, np.float32)
+    if not len(xa) or not len(ra):
+        return xa
+    shift = np.median(ra.mean(axis=1), axis=0) - np.median(xa.mean(axis=1), axis=0)
+    out: npt.NDArray[np.float32] = (xa + shift[None, None, :]).astype(np.float32)
+    return out
 
 
 def _surer(champion: Scores, challenger: Scores, cfg: GateConfig) -> bool:
@@ -129,6 +169,19 @@ def decide(champion: Scores, challenger: Scores, config: GateConfig | None = Non
             f"challenger loses {f1_loss * 100:.1f} points of macro-F1 on the original holdout "
             f"({champion.original_f1:.3f} → {challenger.original_f1:.3f}), more than the "
             f"{cfg.f1_margin * 100:.1f} allowed"
+        )
+        return GateDecision(False, reason, champion, challenger)
+    anchor_loss = (
+        champion.anchor - challenger.anchor
+        if champion.anchor is not None and challenger.anchor is not None
+        else None
+    )
+    if anchor_loss is not None and anchor_loss > cfg.anchor_margin + 1e-12:
+        reason = (
+            f"challenger loses {anchor_loss * 100:.1f} points on the original holdout moved to "
+            f"the recent regime ({champion.anchor:.3f} → {challenger.anchor:.3f}), more than "
+            f"the {cfg.anchor_margin * 100:.1f} allowed: the drift labels it learned disagree "
+            "with the original data's (flipped labels?)"
         )
         return GateDecision(False, reason, champion, challenger)
     if loss > cfg.margin + 1e-12:

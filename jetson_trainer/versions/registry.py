@@ -3,11 +3,20 @@ where it is deployed and its status — and the versions the nodes rolled back, 
 
 Pure core (`Registry`, `parse_rollbacks`, `parse_registry`, `format_table`) apart from a thin
 shell (`RegistryFile`). On disk it is `model_registry.jsonl` in the trainer's state dir
-(`serve --store`): one JSON object per line, one line per record, the whole file rewritten
-atomically (temporary file, fsync, rename) on every change, so a crash leaves the old or the
-new file, never half of one. A line that does not parse (a disk error, a hand edit) is refused
-with its line number and skipped; the other records are kept, and the damaged file is copied
-aside (`model_registry.jsonl.corrupt-<UTC time>`) before it is next rewritten.
+(`serve --store`): one JSON object per line, one line per *change*: a change appends (and
+fsyncs) the records it changed; loading replays the lines in order (a later line of a version
+replaces its earlier one; a `refused` attempt is always a new record). The file is compacted —
+rewritten whole, atomically (temporary file, fsync, rename) — only when its lines outgrow its
+records (`COMPACT_LINES`) or after damage, so a status never costs a rewrite. A line that does
+not parse (a disk error, a torn append, a hand edit) is refused with its line number and
+skipped; the other records are kept, and the damaged file is copied aside
+(`model_registry.jsonl.corrupt-<UTC time>`) before it is next compacted.
+
+Nodes never create records: a node's status moves it between the `deployed` (and `served`)
+lists of versions the trainer made, and a rollback marks a version bad only if the trainer
+published it and that node was seen serving it before (`rollback_refusal`). Every version
+number stays within the manifest's range (1..2³¹−1, `protocol.manifest.MAX_VERSION`), so the
+next version is always one a manifest accepts.
 
 A record's `status`:
 
@@ -25,8 +34,11 @@ A record's `status`:
 [(1, 'retired'), (2, 'champion')]
 >>> rb, bad = parse_rollbacks({"rollbacks": [{"from": 2, "to": 1, "reason": "accuracy 0.4",
 ...                                          "ts": 5.0, "auto": True}, {"from": "x"}]})
->>> bad, r.mark_bad(rb[0], "pi-1")[1], sorted(r.mark_bad(rb[0], "pi-1")[0].bad_versions())
-(1, True, [2])
+>>> bad, r.mark_bad(rb[0], "pi-1")[1], r.rollback_refusal(rb[0], "pi-1")
+(1, False, 'not_served')
+>>> r = r.set_deployed("pi-1", 2).set_deployed("pi-1", 1)  # pi-1 served v2, now serves v1
+>>> r.mark_bad(rb[0], "pi-1")[1], sorted(r.mark_bad(rb[0], "pi-1")[0].bad_versions())
+(True, [2])
 """
 
 from __future__ import annotations
@@ -45,11 +57,15 @@ from pathlib import Path
 from typing import Any
 
 from protocol.errors import PayloadError
-from protocol.messages import MAX_MODEL_VERSION
+from protocol.manifest import MAX_VERSION
 from protocol.status_detail import MAX_ROLLBACKS, DetailReader, Rollback, Rollbacks
 
 __all__ = [
+    "COMPACT_LINES",
+    "MAX_NODES",
     "MAX_ROLLBACKS",
+    "MAX_VERSION",
+    "REFUSALS",
     "REGISTRY_NAME",
     "STATUSES",
     "BadMark",
@@ -70,13 +86,17 @@ FORMAT = 1
 STATUSES = ("champion", "candidate", "refused", "bad", "retired")
 MAX_REASON = 200
 MAX_MARKS = 16  # bad marks kept per version (different nodes, or operator and auto)
+MAX_NODES = 1024  # nodes kept in a record's `deployed` and `served` lists (the newest)
+COMPACT_LINES = 4  # the file is compacted when it has more than 4 lines per record (+ 64)
+# why a node's rollback was not taken (ModelHistory counts them; the status shows the total)
+REFUSALS = ("unknown_version", "not_published", "not_served")
 
 
 def _opt_int(value: Any, what: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MODEL_VERSION:
-        raise ValueError(f"{what} must be an integer 0..{MAX_MODEL_VERSION} or null, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION:
+        raise ValueError(f"{what} must be an integer 0..{MAX_VERSION} or null, got {value!r}")
     return value
 
 
@@ -144,6 +164,7 @@ class ModelRecord:
     published: float | None = None  # first time the trainer published it retained
     deployed: tuple[str, ...] = ()  # nodes whose latest status says they serve it
     bad: tuple[BadMark, ...] = ()
+    served: tuple[str, ...] = ()  # nodes seen serving it at some time (newest last)
 
     def __post_init__(self) -> None:
         if _opt_int(self.version, "version") is None:
@@ -165,6 +186,9 @@ class ModelRecord:
         d = dataclasses.asdict(self)
         d["deployed"] = list(self.deployed)
         d["bad"] = [m.to_dict() for m in self.bad]
+        d["served"] = list(self.served)
+        if not self.served:  # as a trainer of before `served` wrote it
+            del d["served"]
         return d
 
     @classmethod
@@ -179,6 +203,7 @@ class ModelRecord:
         kw = dict(d)
         try:
             kw["deployed"] = tuple(str(n) for n in kw.get("deployed", ()))
+            kw["served"] = tuple(str(n) for n in kw.get("served", ()))
             kw["bad"] = tuple(BadMark(**m) for m in kw.get("bad", ()))
         except TypeError as exc:
             raise ValueError(f"bad deployed/bad field: {exc}") from exc
@@ -276,27 +301,56 @@ class Registry:
             m = dataclasses.replace(m, published=published)
         return self.upsert(dataclasses.replace(m, status="champion"))
 
+    def rollback_refusal(self, rollback: Rollback, node: str) -> str | None:
+        """Why `node`'s rollback cannot mark its version bad (one of REFUSALS), or None.
+
+        Only a version the trainer made (`unknown_version`) and published (`not_published`),
+        that this node was seen serving in an earlier status (`not_served`): a status can
+        name any node and any version, and must not mark the champion bad by itself.
+        """
+        m = self.get(rollback.from_version)
+        if m is None:
+            return "unknown_version"
+        if m.published is None:
+            return "not_published"
+        if node not in m.served and node not in m.deployed:
+            return "not_served"
+        return None
+
     def mark_bad(self, rollback: Rollback, node: str) -> tuple[Registry, bool]:
         """Mark `rollback.from_version` bad for `node`; (new registry, whether it is news).
 
-        The same rollback seen again (a retained status after a restart) changes nothing.
+        Refused (nothing changes, not news) when `rollback_refusal` says why. The same node's
+        rollback of a version it already marked (a retained status after a restart, a
+        duplicate) changes nothing: one mark per node and version.
         """
+        if self.rollback_refusal(rollback, node) is not None:
+            return self, False
         v = rollback.from_version
         mark = BadMark(node, rollback.reason, rollback.ts, rollback.auto, rollback.to)
-        m = self.get(v) or ModelRecord(v, "bad", created=rollback.ts)
-        if any(b.node == node and b.ts == mark.ts for b in m.bad):
+        m = self.get(v)
+        assert m is not None  # rollback_refusal checked it
+        if any(b.node == node for b in m.bad):
             return self, False
         marks = (*m.bad, mark)[-MAX_MARKS:]
         return self._replace(v, dataclasses.replace(m, status="bad", bad=marks)), True
 
     def set_deployed(self, node: str, version: int | None) -> Registry:
-        """`node` now serves `version` (None: nothing, e.g. offline); moves it between records."""
+        """`node` now serves `version` (None: nothing, e.g. offline); moves it between records
+        of versions the registry knows (an unknown version creates nothing). A node serving a
+        version is also noted in its `served` list, which a later rollback of it needs."""
         out = []
         for m in self.records:
             serving = m.version == version and m.status != "refused"
             has = node in m.deployed
-            if serving and not has:
-                out.append(dataclasses.replace(m, deployed=(*m.deployed, node)))
+            if serving and (not has or node not in m.served):
+                out.append(
+                    dataclasses.replace(
+                        m,
+                        deployed=m.deployed if has else (*m.deployed, node)[-MAX_NODES:],
+                        served=(*(n for n in m.served if n != node), node)[-MAX_NODES:],
+                    )
+                )
             elif has and not serving:
                 out.append(
                     dataclasses.replace(m, deployed=tuple(n for n in m.deployed if n != node))
@@ -304,6 +358,29 @@ class Registry:
             else:
                 out.append(m)
         return Registry(tuple(out))
+
+    def apply(self, record: ModelRecord) -> Registry:
+        """Replay one line of the file: a refused attempt is appended, any other record
+        replaces its version's (or is appended if the version has none)."""
+        if record.status == "refused":
+            return Registry((*self.records, record))
+        return self._replace(record.version, record)
+
+
+def changed_records(old: Registry, new: Registry) -> list[ModelRecord] | None:
+    """The lines to append so that replaying them on `old` gives `new`, or None if no list of
+    lines does (a record was dropped or moved: the file must be compacted).
+
+    >>> a = Registry().upsert(ModelRecord(1, "champion"))
+    >>> b = a.upsert(ModelRecord(2, "champion"))
+    >>> [(m.version, m.status) for m in changed_records(a, b)]
+    [(1, 'retired'), (2, 'champion')]
+    """
+    lines = [m for i, m in enumerate(new.records) if i >= len(old.records) or old.records[i] != m]
+    replayed = old
+    for m in lines:
+        replayed = replayed.apply(m)
+    return lines if replayed == new else None
 
 
 def parse_registry(text: str) -> tuple[Registry, list[str]]:
@@ -313,8 +390,11 @@ def parse_registry(text: str) -> tuple[Registry, list[str]]:
     >>> reg, refused = parse_registry(good + "\\n{not json\\n" + '{"v": 9}\\n')
     >>> [m.version for m in reg.records], refused
     ([1], ['line 2: not JSON', 'line 3: format 9, this trainer reads 1'])
+    >>> later = json.dumps({"v": 1, **ModelRecord(1, "retired").to_dict()})
+    >>> [m.status for m in parse_registry(good + "\\n" + later + "\\n")[0].records]  # replayed
+    ['retired']
     """
-    records: list[ModelRecord] = []
+    reg = Registry()
     refused: list[str] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -330,18 +410,39 @@ def parse_registry(text: str) -> tuple[Registry, list[str]]:
             continue
         obj.pop("v")
         try:
-            records.append(ModelRecord.from_dict(obj))
+            if set(obj) == {"node", "serves"}:  # a deployment line (`serving_line`)
+                reg = reg.set_deployed(_node_of(obj["node"]), _opt_int(obj["serves"], "serves"))
+                continue
+            reg = reg.apply(ModelRecord.from_dict(obj))
         except (TypeError, ValueError) as exc:
             refused.append(f"line {n}: {exc}")
-    return Registry(tuple(records)), refused
+    return reg, refused
+
+
+def _node_of(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise ValueError(f"node must be a name of 1..128 characters, got {value!r}")
+    return value
+
+
+def serving_line(node: str, version: int | None) -> str:
+    """One line saying which version `node` serves now (replayed as `set_deployed`): a status
+    costs one short line, not its records with their node lists.
+
+    >>> serving_line("pi-1", 2)
+    '{"v":1,"node":"pi-1","serves":2}\\n'
+    """
+    return json.dumps({"v": FORMAT, "node": node, "serves": version}, separators=(",", ":")) + "\n"
+
+
+def record_line(m: ModelRecord) -> str:
+    """One line of the file."""
+    return json.dumps({"v": FORMAT, **m.to_dict()}, separators=(",", ":"), default=str) + "\n"
 
 
 def dump_registry(reg: Registry) -> str:
-    """The file's text: one JSON line per record."""
-    return "".join(
-        json.dumps({"v": FORMAT, **m.to_dict()}, separators=(",", ":"), default=str) + "\n"
-        for m in reg.records
-    )
+    """The compacted file's text: one JSON line per record."""
+    return "".join(record_line(m) for m in reg.records)
 
 
 def record_from_manifest(
@@ -450,13 +551,21 @@ def format_table(reg: Registry) -> str:
 
 
 class RegistryFile:
-    """The registry on disk, shared by the daemon's threads: `view()`, `update(change)`."""
+    """The registry on disk, shared by the daemon's threads: `view()`, `update(change)`.
+
+    `lines` and `bytes_written` say what the file holds and what this object wrote (benches).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.refused: list[str] = []  # lines of the file that did not parse
         self._keep_damaged = False
+        self.lines = 0  # lines in the file (records and changes)
+        self.bytes_written = 0
+        self.compactions = 0
+        self._torn = False  # the file does not end with a newline (a torn append)
+        self._behind = False  # a write failed: the file misses a change
         self._reg = self._load()
 
     def _load(self) -> Registry:
@@ -470,6 +579,8 @@ class RegistryFile:
             )
             self._keep_damaged = True
             return Registry()
+        self.lines = sum(1 for line in text.splitlines() if line.strip())
+        self._torn = bool(text) and not text.endswith("\n")
         reg, refused = parse_registry(text)
         if refused:
             self.refused = refused
@@ -489,33 +600,82 @@ class RegistryFile:
             return self._reg
 
     def update(self, change: Callable[[Registry], Registry]) -> Registry:
-        """Apply a pure change and write the file atomically if anything changed.
+        """Apply a pure change and append the records it changed (compacting if due).
 
         An OSError writing (disk full) is logged and the change kept in memory; the next
-        change writes again.
+        change compacts the file from memory.
         """
         with self._lock:
-            new = change(self._reg)
-            if new == self._reg:
+            old = self._reg
+            new = change(old)
+            if new == old:
                 return new
             self._reg = new
+            lines = changed_records(old, new)
             try:
-                self._write(new)
+                due = self._keep_damaged or self._behind
+                if lines is None or due or self.lines + len(lines) > self._limit(new):
+                    self._compact(new)
+                else:
+                    self._append(lines)
             except OSError as exc:
+                self._behind = True  # the file may miss this change: compact next time
                 log.error("cannot write the model registry %s (%s); kept in memory", self.path, exc)
             return new
 
-    def _write(self, reg: Registry) -> None:
+    def serving(self, node: str, version: int | None) -> Registry:
+        """`node` serves `version` now (`Registry.set_deployed`): one short line if that changed
+        anything (compacting if due)."""
+        with self._lock:
+            old = self._reg
+            new = old.set_deployed(node, version)
+            if new == old:
+                return new
+            self._reg = new
+            try:
+                if self._keep_damaged or self._behind or self.lines + 1 > self._limit(new):
+                    self._compact(new)
+                else:
+                    self._append([serving_line(node, version)])
+            except OSError as exc:
+                self._behind = True
+                log.error("cannot write the model registry %s (%s); kept in memory", self.path, exc)
+            return new
+
+    @staticmethod
+    def _limit(reg: Registry) -> int:
+        return COMPACT_LINES * len(reg.records) + 64
+
+    def _append(self, lines: list[ModelRecord] | list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(m if isinstance(m, str) else record_line(m) for m in lines)
+        data = ("\n" if self._torn else "") + text
+        raw = data.encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, raw)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._torn = False
+        self.lines += len(lines)
+        self.bytes_written += len(raw)
+
+    def _compact(self, reg: Registry) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._keep_damaged and self.path.exists():
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             shutil.copy2(self.path, aside)
             log.warning("copied the damaged model registry aside to %s", aside)
-        self._keep_damaged = False
+        text = dump_registry(reg)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(dump_registry(reg))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self._keep_damaged = self._behind = self._torn = False
+        self.lines = len(reg.records)
+        self.bytes_written += len(text.encode("utf-8"))
+        self.compactions += 1

@@ -523,3 +523,29 @@ def test_one_channel_silent_longer_than_max_gap_is_a_gap_for_the_machine(tmp_pat
     np.testing.assert_array_equal(got[20], flat[1220 : 1220 + T])
     m = json.loads((out / "import_report.json").read_text())["machines"]["m01"]
     assert (m["gaps"], m["gap_s"], m["filled_samples"]) == (1, 20.0, 0)
+
+
+def test_a_value_beyond_float32_and_a_200kb_field_refuse_their_row_only(plant, tmp_path) -> None:
+    samples = _samples(plant)
+    src = _write_long(tmp_path / "big.csv", samples)
+    good_lines = len(samples) + 1
+    with src.open("a", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([T0 + 5, "m01", "temperature", "1e308"])  # finite in float64, inf in float32
+        w.writerow([T0 + 5, "m01", "vibration", "-3.5e38"])
+        w.writerow([T0 + 5, "m01", "temperature", "x" * 200_000])  # beyond the CSV field limit
+        w.writerow([T0 + 5, "m01", "temperature", "1" * 2_000])  # a 2 KB cell
+        w.writerow([T0 + 5, "m01", "pressure", "abc"])  # the rows after are still read
+    rc, out = _import(tmp_path, str(src), "--unlabeled-normal", "--holdout", "0")
+    assert rc == 0
+    refused = json.loads((out / "import_report.json").read_text())["refused"]
+    at = [f"big.csv:{good_lines + i}" for i in range(1, 6)]
+    assert refused == {
+        "out_of_range": {"count": 2, "first": at[0:2]},
+        "unreadable_row": {"count": 1, "first": [at[2]]},
+        "oversized_field": {"count": 1, "first": [at[3]]},
+        "non_numeric": {"count": 1, "first": [at[4]]},
+    }
+    x, _ = load_split(out, "train")
+    np.testing.assert_array_equal(x, _all(plant)[0])  # unharmed, and finite as float32
+    assert np.isfinite(x).all()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from jetson_trainer.daemon.intake import MAX_PIS
+from jetson_trainer.daemon.intake import MAX_PIS, STATUS_INBOX_MAX
 from jetson_trainer.daemon.serve import ServeConfig, TrainerDaemon
 from nodekit.mqtt import connect, make_client
 from protocol import Status, Topics
@@ -121,7 +121,11 @@ def test_a_status_with_a_5000_digit_number_does_not_stop_the_batch_intake(
     status = daemon.status()
     assert status.state == "online"
     # refused as a typed error once the decoder is hardened; counted as a fault before that
-    assert all(k.startswith("fault:trainer-intake:") for k in status.errors if "fault" in k)
+    assert all(
+        k.startswith(("fault:trainer-intake:", "fault:trainer-status-intake:"))
+        for k in status.errors
+        if "fault" in k
+    )
     assert status.errors.get("intake_crashed", 0) == sum(
         n for k, n in status.errors.items() if k.startswith("fault:")
     )
@@ -151,7 +155,7 @@ def test_a_dead_intake_thread_turns_the_daemon_degraded(
 
         monkeypatch.setattr(daemon.intake, "_step", dies)
         pub = _Client(broker.address, f"pub-{time.time_ns()}")
-        pub.publish(topics.status("edge-any"), b"{}")
+        pub.publish(topics.drift_batches, _payload(1))
         pub.close()
         assert _wait(lambda: daemon.watch.dead() == ["trainer-intake"])
         assert daemon.watchdog() and daemon.failed.is_set()
@@ -178,12 +182,61 @@ def test_the_nodes_heard_from_are_capped_least_recently_heard_first(
     )
     try:
         for i in range(MAX_PIS + 100):
-            daemon.intake._note_status(Status(f"edge-{i}", "edge", "online", "1").to_json())
+            status = Status(f"edge-{i}", "edge", "online", "1")
+            daemon.intake._note_status(daemon.topics.status(status.node), status.to_json())
             if i == 10:
-                daemon.intake._note_status(Status("edge-0", "edge", "online", "1").to_json())
+                edge0 = Status("edge-0", "edge", "online", "1").to_json()
+                daemon.intake._note_status(daemon.topics.status("edge-0"), edge0)
         pis = daemon.state.pis
     finally:
         daemon.store.close()
     assert len(pis) == MAX_PIS
     assert "edge-0" not in pis and f"edge-{MAX_PIS + 99}" in pis  # edge-0 heard at 10, not since
     assert "edge-100" in pis and "edge-99" not in pis
+
+
+def test_a_status_is_taken_only_from_its_nodes_own_topic_with_the_role_it_had(
+    tmp_path: Path, keypair: tuple[Path, Path]
+) -> None:
+    daemon = TrainerDaemon(  # never started: no broker
+        ServeConfig(broker="127.0.0.1:1", store=tmp_path / "trainer", private_key=keypair[0])
+    )
+    seen: list[Status] = []
+    daemon.intake._on_status = seen.append
+    topics = daemon.topics
+    b = Status("pi-b", "edge", "online", "1", model_version=2, detail={"rollbacks": []})
+    try:
+        daemon.intake._note_status(topics.status("pi-a"), b.to_json())  # B's status on A's topic
+        sim = Status("sim-1", "simulator", "online", "1")
+        daemon.intake._note_status(topics.status("sim-1"), sim.to_json())
+        as_edge = Status("sim-1", "edge", "online", "1", model_version=2)
+        daemon.intake._note_status(topics.status("sim-1"), as_edge.to_json())  # role changed
+        own = Status(daemon.config.client_id, "edge", "online", "1", model_version=2)
+        daemon.intake._note_status(topics.status(own.node), own.to_json())  # the trainer's id
+        daemon.intake._note_status(topics.status("pi-b"), b.to_json())  # the real one
+        state = daemon.state
+        status = daemon.status()
+    finally:
+        daemon.store.close()
+    assert [s.node for s in seen] == ["pi-b"] and list(state.pis) == ["pi-b"]
+    assert state.statuses_refused == 3 and status.errors["status_refused"] == 3
+
+
+def test_a_status_flood_drops_the_oldest_statuses_and_never_fills_the_batch_queue(
+    tmp_path: Path, keypair: tuple[Path, Path]
+) -> None:
+    daemon = TrainerDaemon(  # never started: no broker, nothing reads the queues
+        ServeConfig(broker="127.0.0.1:1", store=tmp_path / "trainer", private_key=keypair[0])
+    )
+    try:
+        intake = daemon.intake
+        for i in range(STATUS_INBOX_MAX + 250):
+            intake._enqueue_status((daemon.topics.status(f"flood-{i}"), i, 0, b"{}"))
+        batch = (daemon.topics.drift_batches, 99_999, 0, b"batch")
+        intake._enqueue(batch)  # returns at once: the batch queue is its own
+        oldest = intake._statuses.get_nowait()
+        assert intake.counts().statuses_dropped == 250
+        assert oldest[1] == 250  # the oldest 250 went, the newest stayed
+        assert intake._inbox.get_nowait() == batch
+    finally:
+        daemon.store.close()

@@ -16,6 +16,7 @@ from jetson_trainer.daemon.registry_shell import ModelHistory
 from jetson_trainer.daemon.retrain import Attempt, Champion
 from jetson_trainer.versions.gate import GateDecision, Scores
 from jetson_trainer.versions.registry import (
+    MAX_NODES,
     REGISTRY_NAME,
     ModelRecord,
     Registry,
@@ -55,6 +56,7 @@ def _history() -> Registry:
             published=3.0,
             gate=gate,
             labels={"total": 8, "per_class": {"normal": 2, "bearing_fault": 2}},
+            served=("pi-1", "pi-2", "pi-7"),  # nodes seen serving v2: they may roll it back
         )
     )
 
@@ -82,9 +84,36 @@ def test_a_rollback_marks_the_version_bad_once_and_bad_is_final() -> None:
     assert back.get(2).status == "bad" and back.champion() is None  # type: ignore[union-attr]
 
 
-def test_a_rollback_from_an_unknown_version_still_counts_as_offered() -> None:
+def test_a_rollback_of_an_unknown_version_creates_no_record() -> None:
+    assert Registry().rollback_refusal(_rb(7), "pi-1") == "unknown_version"
     reg, news = Registry().mark_bad(_rb(7), "pi-1")
-    assert news and reg.bad_versions() == {7} and reg.highest_offered() == 7
+    assert not news and reg == Registry() and reg.highest() == 0
+    huge = Rollback(2**31 - 1, None, "x", 1.0, True)  # the manifest's highest version
+    assert _history().mark_bad(huge, "pi-1") == (_history(), False)
+
+
+def test_a_rollback_needs_a_published_version_the_node_was_seen_serving() -> None:
+    reg = _history().upsert(ModelRecord(3, "candidate", parent=2))  # on disk, never published
+    assert reg.rollback_refusal(_rb(3), "pi-1") == "not_published"
+    assert reg.rollback_refusal(_rb(2), "pi-9") == "not_served"  # never said it served v2
+    assert reg.mark_bad(_rb(2), "pi-9") == (reg, False)
+    seen = reg.set_deployed("pi-9", 2)  # an earlier status: pi-9 serves v2
+    moved = seen.set_deployed("pi-9", 1)  # then it went back to v1
+    assert moved.get(2).served[-1] == "pi-9" and moved.get(2).deployed == ()  # type: ignore[union-attr]
+    assert moved.rollback_refusal(_rb(2), "pi-9") is None
+    assert moved.mark_bad(_rb(2), "pi-9")[1]
+
+
+def test_one_mark_per_node_and_version_and_node_lists_are_capped() -> None:
+    reg, news = _history().mark_bad(_rb(2), "pi-1")
+    again, news_again = reg.mark_bad(_rb(2, ts=99.0), "pi-1")  # a duplicate with another ts
+    assert news and not news_again and again == reg
+    many = _history()
+    for n in range(MAX_NODES + 10):
+        many = many.set_deployed(f"pi-{n}", 2)
+    rec = many.get(2)
+    assert rec is not None and len(rec.deployed) == MAX_NODES and len(rec.served) == MAX_NODES
+    assert rec.deployed[-1] == f"pi-{MAX_NODES + 9}"  # the newest kept
 
 
 def test_deployment_follows_each_nodes_latest_status() -> None:
@@ -124,13 +153,59 @@ def test_only_the_newest_eight_rollbacks_are_read() -> None:
     assert [r.from_version for r in got] == list(range(4, 12)) and bad == 2
 
 
-def test_the_file_survives_a_restart_and_is_rewritten_whole(tmp_path: Path) -> None:
+def test_the_file_survives_a_restart_and_is_appended_one_line_per_change(tmp_path: Path) -> None:
     path = tmp_path / REGISTRY_NAME
     RegistryFile(path).update(lambda r: _history().mark_bad(_rb(2), "pi-1")[0])
     again = RegistryFile(path)
     assert again.refused == [] and again.view().bad_versions() == {2}
     assert [json.loads(line)["version"] for line in path.read_text().splitlines()] == [1, 2, 2]
     assert not path.with_name(REGISTRY_NAME + ".tmp").exists()
+    size = path.stat().st_size
+    again.update(lambda r: r.set_deployed("pi-3", 1))  # one record changed: one line appended
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4 and path.stat().st_size == size + len(lines[-1]) + 1
+    assert json.loads(lines[-1])["deployed"] == ["pi-3"]
+    again.update(lambda r: r.set_deployed("pi-3", 1))  # nothing changed: nothing written
+    assert len(path.read_text().splitlines()) == 4
+    assert RegistryFile(path).view() == again.view()  # replayed on load
+
+
+def test_the_file_is_compacted_when_its_lines_outgrow_its_records(tmp_path: Path) -> None:
+    path = tmp_path / REGISTRY_NAME
+    reg = RegistryFile(path)
+    reg.update(lambda r: _history())
+    for n in range(200):  # a node flapping between v1 and v2
+        reg.update(lambda r, n=n: r.set_deployed("pi-1", 1 + n % 2))
+    assert reg.compactions >= 1 and reg.lines <= 4 * 3 + 64
+    assert len(path.read_text().splitlines()) == reg.lines
+    assert RegistryFile(path).view() == reg.view()
+
+
+def test_a_torn_last_line_is_refused_and_the_next_append_starts_a_new_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / REGISTRY_NAME
+    RegistryFile(path).update(lambda r: _history())
+    with path.open("a") as fh:
+        fh.write('{"v":1,"version":')  # a crash mid-append
+    reg = RegistryFile(path)
+    assert len(reg.refused) == 1 and reg.view() == _history()
+    reg.update(lambda r: r.set_deployed("pi-1", 1))
+    again = RegistryFile(path)  # compacted after the damage (copied aside first)
+    assert again.refused == [] and again.view() == reg.view()
+    assert list(tmp_path.glob(REGISTRY_NAME + ".corrupt-*"))
+
+
+def test_a_file_with_a_version_beyond_the_manifest_range_refuses_that_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / REGISTRY_NAME
+    RegistryFile(path).update(lambda r: _history())
+    line = json.dumps({"v": 1, **ModelRecord(2**31 - 1, "champion").to_dict()})
+    with path.open("a") as fh:
+        fh.write(line.replace(str(2**31 - 1), str(2**32 - 1)) + "\n")  # an attacked old file
+    reg = RegistryFile(path)
+    assert len(reg.refused) == 1 and reg.view().highest() == 2
 
 
 def test_damaged_lines_are_refused_the_rest_kept_and_the_file_copied_aside(
@@ -336,3 +411,16 @@ def test_a_published_version_the_registry_did_not_know_is_added_from_its_manifes
     assert rec.published is not None and (d / CARD_NAME).exists()
     history.published(champion)  # v1 unknown too: it becomes the champion, v2 retires
     assert history.view().champion() == 1 and history.view().get(2).status == "retired"  # type: ignore[union-attr]
+
+
+def test_a_status_costs_one_short_serving_line_replayed_on_load(tmp_path: Path) -> None:
+    path = tmp_path / REGISTRY_NAME
+    reg = RegistryFile(path)
+    reg.update(lambda r: _history())
+    size = path.stat().st_size
+    for n in range(50):  # 50 nodes start serving v2: each one short line
+        reg.serving(f"pi-{n}", 2)
+    grew = path.stat().st_size - size
+    assert grew < 50 * 40 and reg.lines == 3 + 50
+    assert RegistryFile(path).view() == reg.view()
+    assert reg.view().get(2).served[-1] == "pi-49"  # type: ignore[union-attr]

@@ -84,6 +84,9 @@ def test_a_rolled_back_version_is_marked_bad_and_the_last_good_model_is_reissued
     _run(daemon)
     try:
         _wait(lambda: any(b.manifest.version == 2 for b in seen), "v2 published")
+        serving = Status("pi-9", "edge", "online", "0.1.0", model_version=2, timestamp=time.time())
+        node.publish(topics.status("pi-9"), serving.to_json(), qos=1).wait_for_publish(5)
+        _wait(lambda: "pi-9" in daemon.history.view().get(2).served, "pi-9 seen on v2")  # type: ignore[union-attr]
         rollback = {"from": 2, "to": 1, "reason": "accuracy 0.41 vs 0.97", "ts": 1e9, "auto": True}
         status = Status(
             "pi-9",
