@@ -102,12 +102,22 @@ def test_a_type_daemon_keeps_its_own_lineage(
             seen[msg.topic] = msg.payload
         got.set()
 
+    subscribed = threading.Event()
+    wanted = [
+        (topics.model_of("fan"), 1),
+        (topics.model_current, 1),
+        (topics.drift_acks("pi-mixed"), 1),
+    ]
+
+    def on_connect(c, u, flags, rc, props=None):  # type: ignore[no-untyped-def]
+        c.subscribe(wanted)  # on every connect: a subscribe before it is lost
+
     client.on_message = on_message
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *a: subscribed.set()
     connect(client, broker.address)
     client.loop_start()
-    client.subscribe(
-        [(topics.model_of("fan"), 1), (topics.model_current, 1), (topics.drift_acks("pi-mixed"), 1)]
-    )
+    assert subscribed.wait(20), "the watcher did not subscribe"
     try:
         daemon.start()
         _wait(lambda: topics.model_of("fan") in seen, "the fan model on its own topic", 300)
