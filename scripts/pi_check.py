@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -61,6 +62,7 @@ SRC_IN_ROOT = "/root/edgeloop-checkout"  # what `git clone REPO_URL DIR` copies 
 HOME_IN_ROOT = "/root"
 PATH_IN_ROOT = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NODE = "pi-check"
+SERVE_TIMEOUT_S = 180.0  # both roots served in ~6 s emulated; a refused model never is
 CA_IN_ROOT = "/etc/edgeloop-pi-check-ca.pem"
 COMPLETE = ".edgeloop-base-complete"
 FIRST_STAGE = (
@@ -665,7 +667,9 @@ def _drive(
                 env={**os.environ, "PYTHONPATH": str(REPO)},
                 stdout=subprocess.DEVNULL,
             )
-            if not _wait(lambda: status.get("model_version") is not None, node, log_path, 600):
+            if not _wait(
+                lambda: status.get("model_version") is not None, node, log_path, SERVE_TIMEOUT_S
+            ):
                 raise CheckError(f"{arch.name}: the node never served the model; see {log_path}")
             served_s = time.monotonic() - t0
             version = int(status["model_version"])
@@ -736,6 +740,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="debootstrap the base roots again")
     ap.add_argument("--keep", action="store_true", help="keep the installed roots")
     ap.add_argument(
+        "--cpu",
+        default="",
+        help="QEMU_CPU for every root instead of a Pi's core (e.g. max: not a Pi, see README)",
+    )
+    ap.add_argument(
         "--first-stage-only",
         action="store_true",
         help="only download and unpack the roots (no emulation: cheap to run beside other work)",
@@ -746,6 +755,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not names:
         ap.error(f"--arch: unknown {bad}; known: {', '.join(ARCHES)}")
     arches = [ARCHES[a] for a in names]
+    if args.cpu:
+        arches = [
+            dataclasses.replace(a, cpu=args.cpu, board=f"not a Pi: {args.cpu}") for a in arches
+        ]
     try:
         ensure_tools(arches)
         if args.first_stage_only:
