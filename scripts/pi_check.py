@@ -670,7 +670,11 @@ def _drive(
             if not _wait(
                 lambda: status.get("model_version") is not None, node, log_path, SERVE_TIMEOUT_S
             ):
-                raise CheckError(f"{arch.name}: the node never served the model; see {log_path}")
+                tail = "\n    ".join(log_path.read_text(errors="replace").splitlines()[-12:])
+                raise CheckError(
+                    f"{arch.name}: the node did not serve the model within {SERVE_TIMEOUT_S:.0f} s;"
+                    f" its log ends:\n    {tail}"
+                )
             served_s = time.monotonic() - t0
             version = int(status["model_version"])
             say(f"{arch.name}: pi_edge serves model v{version}, {served_s:.1f} s after its start")
