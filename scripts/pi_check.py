@@ -701,9 +701,9 @@ def _drive(
                 node.wait()
             client.loop_stop()
             client.disconnect()
-    tail = log_path.read_text(errors="replace").splitlines()[-8:]
+    last = log_path.read_text(errors="replace").splitlines()[-8:]
     say(f"{arch.name}: the last lines pi_edge logged:")
-    for line in tail:
+    for line in last:
         print(f"    {line}", flush=True)
     return served_s, got, truth, version
 
