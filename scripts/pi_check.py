@@ -230,7 +230,8 @@ def mounted(root: Path, arch: Arch) -> Iterator[None]:
         raise CheckError(f"something is still mounted under {root}: {_mounts_under(root)}")
     try:
         run(["mount", "-t", "proc", "proc", str(root / "proc")], what="mount /proc")
-        run(["mount", "--bind", str(fake), str(root / "proc" / "cpuinfo")], what="bind cpuinfo")
+        if arch.cpuinfo:  # empty: qemu's own view (the host's x86 cpuinfo), --host-cpuinfo
+            run(["mount", "--bind", str(fake), str(root / "proc" / "cpuinfo")], what="cpuinfo")
         run(["mount", "--bind", "/dev", str(root / "dev")], what="bind /dev")
         if Path("/dev/pts").is_dir():  # apt's log wants a pty
             run(["mount", "--bind", "/dev/pts", str(root / "dev" / "pts")], what="bind /dev/pts")
@@ -749,6 +750,11 @@ def main(argv: list[str] | None = None) -> int:
         help="QEMU_CPU for every root instead of a Pi's core (e.g. max: not a Pi, see README)",
     )
     ap.add_argument(
+        "--host-cpuinfo",
+        action="store_true",
+        help="leave qemu's /proc/cpuinfo (the host's) in place: a negative control, see README",
+    )
+    ap.add_argument(
         "--first-stage-only",
         action="store_true",
         help="only download and unpack the roots (no emulation: cheap to run beside other work)",
@@ -759,6 +765,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not names:
         ap.error(f"--arch: unknown {bad}; known: {', '.join(ARCHES)}")
     arches = [ARCHES[a] for a in names]
+    if args.host_cpuinfo:
+        arches = [dataclasses.replace(a, cpuinfo="") for a in arches]
     if args.cpu:
         arches = [
             dataclasses.replace(a, cpu=args.cpu, board=f"not a Pi: {args.cpu}") for a in arches
