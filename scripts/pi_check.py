@@ -222,7 +222,7 @@ def mounted(root: Path, arch: Arch) -> Iterator[None]:
     # in the host's bundle and not in Debian's; on a Pi, Debian's own bundle is the one used
     shutil.copyfile(host_ca_bundle(), root / CA_IN_ROOT.lstrip("/"))
     real = root.resolve()
-    for d in ("proc", "dev"):  # a symlink here would put the mount on the host's own /proc
+    for d in ("proc", "dev", "sys"):  # a symlink here would put the mount on the host's own /proc
         target = root / d
         if target.is_symlink() or not target.is_dir() or target.resolve().parent != real:
             raise CheckError(f"{target} is not a plain directory inside the root; not mounting")
@@ -233,6 +233,9 @@ def mounted(root: Path, arch: Arch) -> Iterator[None]:
         if arch.cpuinfo:  # empty: qemu's own view (the host's x86 cpuinfo), --host-cpuinfo
             run(["mount", "--bind", str(fake), str(root / "proc" / "cpuinfo")], what="cpuinfo")
         run(["mount", "--bind", "/dev", str(root / "dev")], what="bind /dev")
+        # LiteRT's cpuinfo library reads /sys/devices/system/cpu before /proc/cpuinfo: without
+        # /sys it gives up and picks no kernels by the core's features
+        run(["mount", "--bind", "/sys", str(root / "sys")], what="bind /sys")
         if Path("/dev/pts").is_dir():  # apt's log wants a pty
             run(["mount", "--bind", "/dev/pts", str(root / "dev" / "pts")], what="bind /dev/pts")
         yield
