@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -61,6 +62,7 @@ SRC_IN_ROOT = "/root/edgeloop-checkout"  # what `git clone REPO_URL DIR` copies 
 HOME_IN_ROOT = "/root"
 PATH_IN_ROOT = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NODE = "pi-check"
+SERVE_TIMEOUT_S = 180.0  # both roots served in ~6 s emulated; a refused model never is
 CA_IN_ROOT = "/etc/edgeloop-pi-check-ca.pem"
 COMPLETE = ".edgeloop-base-complete"
 FIRST_STAGE = (
@@ -220,7 +222,7 @@ def mounted(root: Path, arch: Arch) -> Iterator[None]:
     # in the host's bundle and not in Debian's; on a Pi, Debian's own bundle is the one used
     shutil.copyfile(host_ca_bundle(), root / CA_IN_ROOT.lstrip("/"))
     real = root.resolve()
-    for d in ("proc", "dev"):  # a symlink here would put the mount on the host's own /proc
+    for d in ("proc", "dev", "sys"):  # a symlink here would put the mount on the host's own /proc
         target = root / d
         if target.is_symlink() or not target.is_dir() or target.resolve().parent != real:
             raise CheckError(f"{target} is not a plain directory inside the root; not mounting")
@@ -228,8 +230,12 @@ def mounted(root: Path, arch: Arch) -> Iterator[None]:
         raise CheckError(f"something is still mounted under {root}: {_mounts_under(root)}")
     try:
         run(["mount", "-t", "proc", "proc", str(root / "proc")], what="mount /proc")
-        run(["mount", "--bind", str(fake), str(root / "proc" / "cpuinfo")], what="bind cpuinfo")
+        if arch.cpuinfo:  # empty: qemu's own view (the host's x86 cpuinfo), --host-cpuinfo
+            run(["mount", "--bind", str(fake), str(root / "proc" / "cpuinfo")], what="cpuinfo")
         run(["mount", "--bind", "/dev", str(root / "dev")], what="bind /dev")
+        # LiteRT's cpuinfo library reads /sys/devices/system/cpu before /proc/cpuinfo: without
+        # /sys it gives up and picks no kernels by the core's features
+        run(["mount", "--bind", "/sys", str(root / "sys")], what="bind /sys")
         if Path("/dev/pts").is_dir():  # apt's log wants a pty
             run(["mount", "--bind", "/dev/pts", str(root / "dev" / "pts")], what="bind /dev/pts")
         yield
@@ -665,8 +671,14 @@ def _drive(
                 env={**os.environ, "PYTHONPATH": str(REPO)},
                 stdout=subprocess.DEVNULL,
             )
-            if not _wait(lambda: status.get("model_version") is not None, node, log_path, 600):
-                raise CheckError(f"{arch.name}: the node never served the model; see {log_path}")
+            if not _wait(
+                lambda: status.get("model_version") is not None, node, log_path, SERVE_TIMEOUT_S
+            ):
+                tail = "\n    ".join(log_path.read_text(errors="replace").splitlines()[-12:])
+                raise CheckError(
+                    f"{arch.name}: the node did not serve the model within {SERVE_TIMEOUT_S:.0f} s;"
+                    f" its log ends:\n    {tail}"
+                )
             served_s = time.monotonic() - t0
             version = int(status["model_version"])
             say(f"{arch.name}: pi_edge serves model v{version}, {served_s:.1f} s after its start")
@@ -693,9 +705,9 @@ def _drive(
                 node.wait()
             client.loop_stop()
             client.disconnect()
-    tail = log_path.read_text(errors="replace").splitlines()[-8:]
+    last = log_path.read_text(errors="replace").splitlines()[-8:]
     say(f"{arch.name}: the last lines pi_edge logged:")
-    for line in tail:
+    for line in last:
         print(f"    {line}", flush=True)
     return served_s, got, truth, version
 
@@ -736,6 +748,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="debootstrap the base roots again")
     ap.add_argument("--keep", action="store_true", help="keep the installed roots")
     ap.add_argument(
+        "--cpu",
+        default="",
+        help="QEMU_CPU for every root instead of a Pi's core (e.g. max: not a Pi, see README)",
+    )
+    ap.add_argument(
+        "--host-cpuinfo",
+        action="store_true",
+        help="leave qemu's /proc/cpuinfo (the host's) in place: a negative control, see README",
+    )
+    ap.add_argument(
         "--first-stage-only",
         action="store_true",
         help="only download and unpack the roots (no emulation: cheap to run beside other work)",
@@ -746,6 +768,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not names:
         ap.error(f"--arch: unknown {bad}; known: {', '.join(ARCHES)}")
     arches = [ARCHES[a] for a in names]
+    if args.host_cpuinfo:
+        arches = [dataclasses.replace(a, cpuinfo="") for a in arches]
+    if args.cpu:
+        arches = [
+            dataclasses.replace(a, cpu=args.cpu, board=f"not a Pi: {args.cpu}") for a in arches
+        ]
     try:
         ensure_tools(arches)
         if args.first_stage_only:
