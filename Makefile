@@ -21,7 +21,7 @@ test: setup  ## lint and type-check, then the whole test suite against a private
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one test file each: 2 cores
 
 setup: $(STAMP) system-deps tools
 

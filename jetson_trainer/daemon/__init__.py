@@ -4,6 +4,7 @@ serve.py            `TrainerDaemon`: composes the parts; owns the "trainer-polic
                     (`start_policy`: fine-tune, gate, sign, publish) and the watchdog
 intake.py           `Intake`: owns the "trainer-intake" thread and the persistent MQTT
                     session; stores drift batches before acknowledging them
+senders.py          whose statuses count: a node's own topic, the role it was first heard with
 store.py            the durable window store (SQLite), every record once
 finetune_policy.py  when to fine-tune (pure)
 retrain.py          one fine-tune attempt: challenger, scores, gate, bundle

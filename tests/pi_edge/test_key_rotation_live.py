@@ -177,7 +177,7 @@ def test_the_key_is_rotated_on_a_live_node_and_a_restart_still_trusts_only_the_n
     assert again.wait_for_model(2, timeout=20)  # current.bundle: v2, signed by B
     _errors(lst, topics, again, "bundle_revoked", 1)  # the retained v3, signed by A
     # previous.bundle on disk is v1, signed by A: a rollback to it is refused too
-    again.models.request_rollback("test: roll back to a bundle of the revoked key")
+    again.models.request_rollback(2, "test@1", "test: roll back to a bundle of the revoked key")
     _errors(lst, topics, again, "bundle_revoked", 2)
     assert again.model_version == 2
     _classifies_with(lst, publisher, topics, models, 2)
