@@ -60,7 +60,7 @@ from nodekit.storage import WriteFailures
 from protocol import Manifest, PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_view
 from protocol.label_request import LabelRequest, LabelRequests
-from protocol.machine_state import MachineState
+from protocol.machine_state import ANOMALY, MachineState
 from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.node_command import NodeCommand
 from protocol.status_detail import (
@@ -79,8 +79,9 @@ from .intake.inbox import Inbox
 from .intake.ownership import Change as FleetChange
 from .intake.sources import PROBLEMS as SOURCE_PROBLEMS
 from .intake.sources import SourceRunner
-from .loop.drift import Verdicts
+from .loop.ask_flagged import ask_flagged
 from .loop.label_requests import SPAN_S, Candidate
+from .loop.served_batch import ServedBatch, serve_batch
 from .model.machine_types import Lanes, TypeLane
 from .model.vetting import VettedModel
 from .report.dashboard import Snapshot
@@ -780,20 +781,21 @@ class EdgeService:
                 )
             return
         inferred_ns = time.time_ns()
-        top = probs.argmax(axis=1)
-        verdicts = lane.drift.observe(windows, x, probs, top)
-        labels = [None if w.label is None else int(w.label) for w in windows]  # resolved
+        declared = self.config.models.classes if builtin else model.bundle.manifest.classes
+        # labels as the model's outputs (an anomaly model's: healthy or `anomaly`)
+        served = serve_batch(model, declared, lane.drift, windows, x, probs)
+        top, verdicts, labels = served.top, served.verdicts, served.labels
         lane.manager.observe(model.version, probs, top, verdicts.flags == 1, labels)  # health
         lane.windows += len(windows)
         if builtin:
-            self._loop_batch(model, windows, originals, verdicts, probs, top, labels, start_ns)
+            self._loop_batch(model, windows, originals, served, probs, start_ns)
         out = batch_outputs(
-            windows,
+            served.seen,
             [item.received_ns for item in batch],
             probs,
             top,
             verdicts,
-            model.bundle.manifest.classes,
+            model.classes,
             model.version,
             Clock(start_ns, inferred_ns, time.time_ns()),  # the batch goes to paho at once
             self._prediction_topic,
@@ -829,15 +831,15 @@ class EdgeService:
         model: VettedModel,
         windows: list[Window],
         originals: list[Window],
-        verdicts: Verdicts,
+        served: ServedBatch,
         probs: npt.NDArray[np.float32],
-        top: npt.NDArray[np.int64],
-        labels: list[int | None],
         start_ns: int,
     ) -> None:
         """The closed loop's share of a classified batch of the built-in type: kept windows
-        (durable before anything is published), the accuracy estimate, held windows."""
-        self.kept.keep(windows, verdicts, top)  # durable before anything is published
+        (durable before anything is published), the accuracy estimate, held windows. What goes
+        to the trainer speaks the type's classes (`served.declared_top`; -1: `anomaly`)."""
+        verdicts, top, labels = served.verdicts, served.top, served.labels
+        self.kept.keep(windows, verdicts, served.declared_top)  # durable before publishing
         rows = np.arange(len(windows))
         confidence = probs[rows, top].astype(np.float64)
         metrics = model.bundle.manifest.metrics
@@ -849,7 +851,12 @@ class EdgeService:
             margin = confidence - np.partition(probs, -2, axis=1)[:, -2]
             sureness = list(zip(confidence.tolist(), margin.tolist(), strict=True))
         self.labeler.hold(
-            windows, top, verdicts.ood_score, start_ns / 1e9, originals, sureness=sureness
+            windows,
+            served.declared_top,
+            verdicts.ood_score,
+            start_ns / 1e9,
+            originals,
+            sureness=sureness,
         )
 
     def _ask_labels(self) -> None:
@@ -858,18 +865,22 @@ class EdgeService:
         asker, now = self.asker, time.time()
         if now < asker.next_check:
             return
-        if not asker.due(now, self.drift.overall(), self.estimator.accuracy_est):
+        model = self.lanes.primary.manager.model
+        if model is not None and model.anomaly is not None:  # ask what it flags (loop/ask_flagged)
+            picks = ask_flagged(asker, self.labeler.held.unlabeled(), now)
+        elif not asker.due(now, self.drift.overall(), self.estimator.accuracy_est):
             return
-        picks = asker.pick(
-            (
-                Candidate(w.machine, w.seq, w.timestamp_ns, p, conf, margin)
-                for w, p, conf, margin in self.labeler.held.unlabeled()
-                if w.timestamp_ns > 0  # a window without a sensor time cannot be named
-            ),
-            now,
-            drifting={m for m, state in self.drift.machine_states().items() if state != "ok"},
-            sure_at=self.estimator.sure_at,  # sure windows of healthy machines are not asked
-        )
+        else:
+            picks = asker.pick(
+                (
+                    Candidate(w.machine, w.seq, w.timestamp_ns, p, conf, margin)
+                    for w, p, conf, margin in self.labeler.held.unlabeled()
+                    if w.timestamp_ns > 0  # a window without a sensor time cannot be named
+                ),
+                now,
+                drifting={m for m, st in self.drift.machine_states().items() if st != "ok"},
+                sure_at=self.estimator.sure_at,  # sure windows of healthy machines are not asked
+            )
         if not picks:
             return
         classes = self.config.models.classes
@@ -878,7 +889,7 @@ class EdgeService:
                 c.machine,
                 c.ts_ns / 1e9,  # exactly what labels.RecentWindows compares with
                 c.ts_ns / 1e9 + SPAN_S,
-                classes[c.predicted],
+                classes[c.predicted] if c.predicted >= 0 else ANOMALY,
                 min(max(round(c.confidence, 4), 0.0), 1.0),
                 c.seq,
             )

@@ -11,6 +11,8 @@ shipper.py             `BatchShipper`: owns the "edge-shipper" thread and its ow
 delivery.py            which batches wait for an ack and when to resend (pure)
 maintenance_labels.py  label events applied to held and new windows
 label_requests.py      which held windows to ask a technician to label (pure)
+ask_flagged.py         an anomaly model's node asks for the labels of what it flags
+served_batch.py        a classified batch mapped between the model's classes and the type's
 accuracy_estimate.py   a label-free estimate of the serving model's accuracy (pure)
 config.py              this wing's settings section (`LoopConfig`) and what it builds
 """

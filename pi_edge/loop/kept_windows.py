@@ -102,7 +102,8 @@ class KeptWindows:
             verdict = verdicts[i]
             why = self.keeper.reason(windows[i], verdict, t)
             if why is not None:
-                records.append(Kept(windows[i], why, int(predicted[i]), verdict.ood_score))
+                p = int(predicted[i])  # -1: none of the type's classes (`anomaly`)
+                records.append(Kept(windows[i], why, p if p >= 0 else None, verdict.ood_score))
         return self.keep_records(records)
 
     def keep_records(self, records: list[Kept]) -> int:

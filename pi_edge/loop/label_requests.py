@@ -218,6 +218,19 @@ class LabelAsker:
         unsure = drift in ("suspect", "drift") or (estimate is not None and estimate < cfg.below)
         return unsure and self.budget.available(now) > 0
 
+    def due_flagged(self, now: float) -> bool:
+        """Whether to look for windows an anomaly model flagged: the check interval passed and
+        the budget allows one (what it flags is unsure by definition: no drift needed).
+
+        >>> asker = LabelAsker(AskConfig(per_minute=1, every_s=1.0))
+        >>> asker.due_flagged(0.0), asker.due_flagged(0.5), asker.due_flagged(1.0)
+        (True, False, True)
+        """
+        if now < self._next or not self.config.per_minute:
+            return False
+        self._next = now + self.config.every_s
+        return self.budget.available(now) > 0
+
     def pick(
         self,
         candidates: Iterable[Candidate],

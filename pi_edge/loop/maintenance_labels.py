@@ -225,7 +225,8 @@ class RecentWindows:
                     continue  # already this class (in-band or by an event)
                 labeled = batch.windows[i] = dataclasses.replace(w, label=index)
                 batch.labeled_by[i] = label_id
-                out.append(Kept(labeled, "labeled", batch.predicted[i], batch.scores[i]))
+                p = batch.predicted[i]  # -1: none of the type's classes (`anomaly`)
+                out.append(Kept(labeled, "labeled", p if p >= 0 else None, batch.scores[i]))
         return out
 
     def unlabeled(self) -> Iterator[tuple[Window, int, float, float]]:

@@ -9,6 +9,8 @@ lifecycle.py     `ModelManager`: owns the "edge-models" thread that vets bundles
                  (the swap happens on the worker, between two batches); rollbacks
 classifier.py    the one place pi_edge loads a TFLite interpreter; `Classifier` feeds it
                  (owned by the worker thread, never shared)
+anomaly.py       an anomaly model's score against its threshold: (healthy, `anomaly`)
+vocabulary.py    a type's declared classes against its serving model's (both ways, pure)
 health_watch.py  is a model just swapped in clearly worse than the one before? (pure)
 evaluate.py      offline evaluation of a bundle (`pi_edge evaluate`)
 config.py        this wing's settings section (`ModelConfig`) and what it builds

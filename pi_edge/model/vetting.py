@@ -15,6 +15,7 @@ from protocol.topics import DEFAULT_TYPE_NAME
 
 from ..errors import ModelError
 from ..intake.inbox import BatchPolicy
+from .anomaly import AnomalyScorer, is_anomaly
 from .classifier import Classifier
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,14 @@ class Expected:
                 "type's models on its own topic (protocol/README.md, 'Machine types')",
                 kind="incompatible",
             )
-        if manifest.task != "classify":
+        if manifest.task not in ("classify", "anomaly"):
             raise ModelError(
                 f"bundle v{manifest.version} is a {manifest.task!r} model; this node serves "
-                "classifiers only (task 'classify')",
+                "classifiers and anomaly models (tasks 'classify', 'anomaly')",
                 kind="incompatible",
             )
+        self._check_classes(manifest)
         for name, want, got in (
-            ("classes", self.classes, manifest.classes),
             ("channels", self.channels, manifest.channels),
             ("window_length", self.window_length, manifest.window_length),
         ):
@@ -71,17 +72,57 @@ class Expected:
                     kind="incompatible",
                 )
 
+    def _check_classes(self, manifest: Manifest) -> None:
+        """A model may know fewer classes than the node's type declares (an anomaly model knows
+        its healthy class; a classifier grown from one knows the faults labeled so far), never
+        a class the type does not declare, and its healthy class must be the type's.
+
+        >>> from protocol import CLASSES
+        >>> e = Expected(CLASSES, None, None)
+        >>> m = Manifest(version=3, model_sha256="0" * 64, model_bytes=0,
+        ...              classes=("normal", "pump_fault"))
+        >>> e.check(m)
+        >>> e.check(Manifest(version=4, model_sha256="0" * 64, model_bytes=0,
+        ...                  classes=("normal", "seal_leak")))
+        Traceback (most recent call last):
+        ...
+        pi_edge.errors.ModelError: bundle v4 has classes ('normal', 'seal_leak'), this node ...
+        """
+        want = self.classes
+        if want is None or want == manifest.classes:
+            return
+        known = set(want)
+        if manifest.classes[0] != want[0] or any(c not in known for c in manifest.classes):
+            raise ModelError(
+                f"bundle v{manifest.version} has classes {manifest.classes}, this node expects "
+                f"{want} (or some of them, healthy class {want[0]!r} first); publish a model "
+                "trained for this node's machine type or declare its classes",
+                kind="incompatible",
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class VettedModel:
-    """A bundle that passed every check, with its ready-to-run classifier."""
+    """A bundle that passed every check, with its ready-to-run classifier (an `AnomalyScorer`
+    for an anomaly model: model/anomaly.py)."""
 
     bundle: Bundle
-    classifier: Classifier
+    classifier: Classifier | AnomalyScorer
 
     @property
     def version(self) -> int:
         return self.bundle.manifest.version
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """What its outputs mean: the manifest's classes, or (healthy, `anomaly`)."""
+        clf = self.classifier
+        return clf.classes if isinstance(clf, AnomalyScorer) else self.bundle.manifest.classes
+
+    @property
+    def anomaly(self) -> AnomalyScorer | None:
+        clf = self.classifier
+        return clf if isinstance(clf, AnomalyScorer) else None
 
 
 def check_site(manifest: Manifest, site: str) -> None:
@@ -140,9 +181,12 @@ def build_model(
 ) -> VettedModel:
     """Check compatibility, build an interpreter, run the golden vectors (ModelError)."""
     expected.check(bundle.manifest)
-    classifier = Classifier(bundle.model, bundle.manifest, threads=threads, policy=policy)
-    classifier.check_golden()
-    return VettedModel(bundle, classifier)
+    model: Classifier | AnomalyScorer
+    model = Classifier(bundle.model, bundle.manifest, threads=threads, policy=policy)
+    if is_anomaly(bundle.manifest):
+        model = AnomalyScorer(model)
+    model.check_golden()
+    return VettedModel(bundle, model)
 
 
 def vet_bundle(

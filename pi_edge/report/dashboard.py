@@ -10,12 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from protocol.machine_state import ANOMALY
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.text import Text
 
 OK, FAULT, LOW_CONF, STALE = "OK", "FAULT", "LOW-CONF", "STALE"
-_BADGE_STYLE = {OK: "bold green", FAULT: "bold red", LOW_CONF: "bold yellow", STALE: "dim"}
+ANOMALY_BADGE = "ANOMALY"  # an anomaly model's verdict: unusual, not a known fault
+_BADGE_STYLE = {
+    OK: "bold green",
+    FAULT: "bold red",
+    ANOMALY_BADGE: "bold magenta",
+    LOW_CONF: "bold yellow",
+    STALE: "dim",
+}
 _DRIFT_STYLE = {"ok": "green", "suspect": "bold yellow", "drift": "bold red"}
 
 
@@ -61,12 +70,15 @@ class Snapshot:
 
 
 def badge(row: MachineRow, snap: Snapshot) -> str:
-    """State badge of one machine: STALE, FAULT, LOW-CONF or OK (in that priority).
+    """State badge of one machine: STALE, FAULT (ANOMALY for an anomaly model's verdict),
+    LOW-CONF or OK (in that priority).
 
     >>> s = Snapshot("n", 1, 0.0, "connected", 0, 8, 0, 0.0)
     >>> [badge(MachineRow("m", c, p, 1, 1, 1), s)
     ...  for c, p in (("normal", 0.9), ("pump_fault", 0.9), ("normal", 0.4))]
     ['OK', 'FAULT', 'LOW-CONF']
+    >>> badge(MachineRow("m", "anomaly", 0.9, 1, 1, 1), s)
+    'ANOMALY'
     >>> badge(MachineRow("fan-1", "ok", 0.9, 1, 1, 1, normal="ok"), s)  # a fan's healthy class
     'OK'
 
@@ -74,7 +86,7 @@ def badge(row: MachineRow, snap: Snapshot) -> str:
     if row.idle_s > snap.stale_after_s:
         return STALE
     if row.last_class != (row.normal or snap.normal_class):
-        return FAULT
+        return ANOMALY_BADGE if row.last_class == ANOMALY else FAULT
     if row.confidence < snap.low_confidence:
         return LOW_CONF
     return OK

@@ -20,7 +20,8 @@ GROUP, and each machine the node classifies as a device of it. Topics and payloa
 
 Device metrics (names always, no aliases; metric timestamps: when the window was classified, ms):
 
-    state          String   the debounced state: normal, fault or unknown (…/machines/{m}/state)
+    state          String   the debounced state: normal, fault, anomaly (an anomaly model's
+                            verdict) or unknown (…/machines/{m}/state)
     fault          Boolean  state == fault
     class          String   the debounced class (null while unknown)
     window class   String   the latest window's class
@@ -68,6 +69,7 @@ from nodekit.guard import Faults, guard_client, paho_thread_alive
 from nodekit.lifecycle import Worker
 from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, start_loop
 from protocol.errors import PayloadError
+from protocol.machine_state import state_of
 from protocol.sparkplug import (
     BD_SEQ,
     REBIRTH,
@@ -110,7 +112,7 @@ Out = tuple[str, str, list[Metric]]  # (DBIRTH | DDATA | DDEATH, device, metrics
 class Reading(NamedTuple):
     """The latest of one machine, as the worker saw it (`ts_ms`: when it was classified)."""
 
-    state: str  # normal, fault, unknown (debounced)
+    state: str  # normal, fault, anomaly, unknown (debounced)
     cls: str | None  # the debounced class
     window_class: str
     confidence: float
@@ -341,7 +343,7 @@ class SparkplugNode(Worker):
             latest = self._latest  # bounded: one entry per machine the node tracks
             for row in rows:
                 cls = current(row.machine)
-                state = "unknown" if cls is None else ("normal" if cls == normal else "fault")
+                state = "unknown" if cls is None else state_of(cls, normal)
                 latest[row.machine] = Reading(
                     state,
                     cls,

@@ -1,0 +1,183 @@
+"""Cold start on the edge (issue 24 item 4): a node serves an anomaly model the trainer made from
+normal running only — same node, same bundle format — and raises `anomaly` states and events,
+keeps and ships what it flags, and asks for the labels of what it flags.
+
+Real TensorFlow (the trainer's `run_train_anomaly`), real LiteRT on the node, a real Mosquitto.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jetson_trainer.build.anomaly import run_train_anomaly
+from jetson_trainer.build.interpreter import LiteModel
+from pi_edge import EdgeService, Expected, vet_bundle
+from pi_edge.errors import ModelError
+from pi_edge.model.anomaly import AnomalyScorer
+from protocol import (
+    CHANNELS,
+    CLASSES,
+    DEFAULT_PREFIX,
+    Bundle,
+    Topics,
+    Window,
+    decode_bundle,
+    encode_bundle,
+    encode_window,
+)
+from protocol.drift_batch import decode_batch
+from protocol.label_request import LabelRequests
+from protocol.machine_state import MachineEvent, MachineState
+from protocol.machine_type import DEFAULT_TYPE
+from protocol.messages import Prediction
+from sensor_sim.dataset import make_split
+
+from ._model import EdgeModels
+from .conftest import Listener, Publisher
+from .test_service import service_factory  # noqa: F401 (a fixture)
+
+N = 3  # --state-windows
+
+
+@dataclasses.dataclass(frozen=True)
+class Cold:
+    bundle: Bundle  # unsigned, as the trainer wrote it (site DEFAULT_PREFIX)
+    threshold: float
+    normal: np.ndarray  # healthy windows the model scores well below the threshold
+    faulty: np.ndarray  # fault windows (bearing_fault) it scores well above
+    faulty_class: int
+
+    def signed(self, models: EdgeModels, version: int = 1, **changes: Any) -> bytes:
+        m = dataclasses.replace(self.bundle.manifest, version=version, **changes)
+        return encode_bundle(m, self.bundle.model, models.private_key.sign)
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory: pytest.TempPathFactory) -> Cold:
+    """An anomaly model trained on the healthy class of the simulator's machine only."""
+    rng = np.random.default_rng(11)
+    x, y = make_split("train", 1600, rng)
+    normal = DEFAULT_TYPE.classes.index(DEFAULT_TYPE.normal)
+    out = tmp_path_factory.mktemp("cold")
+    run_train_anomaly(x[y == normal], None, out, kind=DEFAULT_TYPE, site=DEFAULT_PREFIX)
+    bundle = decode_bundle((out / "model.bundle").read_bytes(), None, allow_unsigned=True)
+    assert bundle.manifest.task == "anomaly" and bundle.manifest.anomaly is not None
+    threshold = float(bundle.manifest.anomaly["threshold"])
+    xt, yt = make_split("infer", 400, rng)
+    scores = LiteModel(bundle.model, bundle.manifest.normalisation).predict(xt)[:, 0]
+    fault = CLASSES.index("bearing_fault")
+    calm, loud = (
+        xt[(yt == normal) & (scores < threshold / 2)],
+        xt[(yt == fault) & (scores > 2 * threshold)],
+    )
+    assert len(calm) >= 8 and len(loud) >= 8, "the anomaly model does not separate the test data"
+    return Cold(bundle, threshold, calm[:8], loud[:8], fault)
+
+
+def test_a_node_vets_an_anomaly_bundle_and_refuses_one_whose_golden_scores_moved(
+    cold: Cold, models: EdgeModels
+) -> None:
+    vetted = vet_bundle(
+        cold.signed(models, site=DEFAULT_PREFIX),
+        public_key=models.public_key,
+        allow_unsigned=False,
+        expected=Expected(CLASSES, CHANNELS, 60),
+    )
+    scorer = vetted.anomaly
+    assert isinstance(scorer, AnomalyScorer) and vetted.classes == ("normal", "anomaly")
+    probs = scorer.predict(np.concatenate([cold.normal, cold.faulty]))
+    assert probs.argmax(axis=1).tolist() == [0] * 8 + [1] * 8
+    assert np.all(scorer.last_ratio[8:] > 1.0) and np.all(scorer.last_ratio[:8] < 1.0)
+    golden = [dict(g, probs=[g["probs"][0] * 1.01]) for g in cold.bundle.manifest.golden]
+    with pytest.raises(ModelError) as err:  # a 1 % score change is far beyond float32's
+        vet_bundle(
+            cold.signed(models, site=DEFAULT_PREFIX, golden=golden),
+            public_key=models.public_key,
+            allow_unsigned=False,
+            expected=Expected(CLASSES, CHANNELS, 60),
+        )
+    assert err.value.kind == "golden"
+
+
+def _send(pub: Publisher, topics: Topics, machine: str, xs: np.ndarray, seq0: int) -> int:
+    for i, x in enumerate(xs):
+        w = Window(machine, seq0 + i, time.time_ns(), np.asarray(x, np.float32))
+        pub.publish(topics.window(machine), encode_window(w), qos=1)
+        time.sleep(0.02)
+    return seq0 + len(xs)
+
+
+@pytest.mark.broker
+def test_an_anomaly_model_raises_anomaly_states_and_events_keeps_and_asks_for_what_it_flags(
+    service_factory: Callable[..., EdgeService],  # noqa: F811
+    cold: Cold,
+    models: EdgeModels,
+    topics: Topics,
+    listen: Callable[..., Listener],
+    publisher: Publisher,
+    tmp_path: Path,
+) -> None:
+    bundle_path = tmp_path / "cold.bundle"
+    bundle_path.write_bytes(cold.signed(models, site=topics.prefix))
+    seen = listen(f"{topics.prefix}/machines/#", topics.drift_batches, topics.label_requests)
+    svc = service_factory(model=bundle_path, state_windows=N, batch_max=1)
+    assert svc.wait_for_model(1, timeout=20)
+    healthy, sick = "m01", "m02"
+    s1 = _send(publisher, topics, healthy, cold.normal, 0)
+    s2 = _send(publisher, topics, sick, cold.normal[:4], 0)
+    s2 = _send(publisher, topics, sick, cold.faulty, s2)
+    state_sick = topics.machine_state(sick)
+
+    def sick_state(want: str) -> Callable[[list[tuple[str, bytes, bool]]], bool]:
+        return lambda msgs: any(
+            t == state_sick and MachineState.from_json(p).state == want for t, p, _ in msgs
+        )
+
+    assert seen.wait_for(sick_state("anomaly"), timeout=20), "no anomaly state"
+    _send(publisher, topics, sick, cold.normal, s2)
+    _send(publisher, topics, healthy, cold.normal, s1)
+    event_sick = topics.machine_event(sick)
+    assert seen.wait_for(
+        lambda msgs: any(
+            t == event_sick and MachineEvent.from_json(p).event == "anomaly_end" for t, p, _ in msgs
+        ),
+        timeout=20,
+    ), "the machine did not return to normal"
+    states = [MachineState.from_json(p).state for p in seen.on(state_sick)]
+    changes = [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]  # drift: again
+    assert changes == ["normal", "anomaly", "normal"]
+    events = [MachineEvent.from_json(p) for p in seen.on(topics.machine_event(sick))]
+    assert [e.event for e in events] == ["anomaly_start", "anomaly_end"]
+    assert events[0].cls == "anomaly" and events[1].previous_class == "anomaly"
+    assert {MachineState.from_json(p).state for p in seen.on(topics.machine_state(healthy))} == {
+        "normal"
+    }
+    assert seen.on(topics.machine_event(healthy)) == []  # no false anomaly on the healthy one
+    # predictions say so: class `anomaly` among (healthy, anomaly), ood_score = score/threshold
+    preds = [Prediction.from_json(p) for p in seen.on(topics.prediction(sick))]
+    flagged = [p for p in preds if p.label == "anomaly"]
+    assert len(flagged) == len(cold.faulty) and all(p.ood and p.ood_score > 1 for p in flagged)
+    assert {p.classes for p in preds} == {("normal", "anomaly")}
+    assert all(p.label == "normal" for p in preds if p.seq < 4 or p.seq >= s2)
+    # what it flags goes to the trainer (out of distribution, no predicted class of the type)
+    assert seen.wait_for(lambda msgs: any(t == topics.drift_batches for t, _, _ in msgs), 20)
+    kept = [r for p in seen.on(topics.drift_batches) for r in decode_batch(p).records]
+    assert kept and all(r.window.machine == sick for r in kept)
+    assert all(r.reason == "out_of_distribution" and r.predicted is None for r in kept)
+    assert all(r.score > 1.0 for r in kept)
+    # and it asks for the labels of what it flagged, in the model's words
+    deadline = time.monotonic() + 20  # the plant streams on; the node looks every 2 s
+    while not seen.on(topics.label_requests) and time.monotonic() < deadline:
+        s1 = _send(publisher, topics, healthy, cold.normal, s1)
+    asked = [r for p in seen.on(topics.label_requests) for r in LabelRequests.from_json(p).requests]
+    assert asked and all(r.machine == sick and r.predicted == "anomaly" for r in asked)
+    assert all(s2 - len(cold.faulty) <= r.seq < s2 for r in asked)
+    assert json.loads(seen.on(topics.prediction(sick))[-1])["model_version"] == 1
