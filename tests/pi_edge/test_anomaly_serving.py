@@ -1,6 +1,8 @@
 """Cold start on the edge (issue 24 item 4): a node serves an anomaly model the trainer made from
 normal running only — same node, same bundle format — and raises `anomaly` states and events,
-keeps and ships what it flags, and asks for the labels of what it flags.
+keeps and ships what it flags, and asks for the labels of what it flags; a technician's answers
+naming a fault the model never knew reach the trainer, which grows the class list, and the node
+learns the new class name from the bundle.
 
 Real TensorFlow (the trainer's `run_train_anomaly`), real LiteRT on the node, a real Mosquitto.
 """
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 
 from jetson_trainer.build.anomaly import run_train_anomaly
+from jetson_trainer.build.class_growth import grow
 from jetson_trainer.build.interpreter import LiteModel
 from pi_edge import EdgeService, Expected, vet_bundle
 from pi_edge.errors import ModelError
@@ -54,6 +57,8 @@ class Cold:
     normal: np.ndarray  # healthy windows the model scores well below the threshold
     faulty: np.ndarray  # fault windows (bearing_fault) it scores well above
     faulty_class: int
+    history: np.ndarray  # the normal running it was trained on (the trainer's replay)
+    holdout: np.ndarray  # other healthy windows (the growth gate's old-class holdout)
 
     def signed(self, models: EdgeModels, version: int = 1, **changes: Any) -> bytes:
         m = dataclasses.replace(self.bundle.manifest, version=version, **changes)
@@ -79,7 +84,9 @@ def cold(tmp_path_factory: pytest.TempPathFactory) -> Cold:
         xt[(yt == fault) & (scores > 2 * threshold)],
     )
     assert len(calm) >= 8 and len(loud) >= 8, "the anomaly model does not separate the test data"
-    return Cold(bundle, threshold, calm[:8], loud[:8], fault)
+    return Cold(
+        bundle, threshold, calm[:8], loud[:8], fault, x[y == normal], xt[yt == normal][:200]
+    )
 
 
 def test_a_node_vets_an_anomaly_bundle_and_refuses_one_whose_golden_scores_moved(
@@ -181,3 +188,89 @@ def test_an_anomaly_model_raises_anomaly_states_and_events_keeps_and_asks_for_wh
     assert asked and all(r.machine == sick and r.predicted == "anomaly" for r in asked)
     assert all(s2 - len(cold.faulty) <= r.seq < s2 for r in asked)
     assert json.loads(seen.on(topics.prediction(sick))[-1])["model_version"] == 1
+
+
+def _records(seen: Listener, topics: Topics) -> list[Any]:
+    return [r for p in seen.on(topics.drift_batches) for r in decode_batch(p).records]
+
+
+@pytest.mark.broker
+def test_labels_of_flagged_windows_grow_the_class_list_and_the_node_learns_the_new_class(
+    service_factory: Callable[..., EdgeService],  # noqa: F811
+    cold: Cold,
+    models: EdgeModels,
+    topics: Topics,
+    listen: Callable[..., Listener],
+    publisher: Publisher,
+    tmp_path: Path,
+) -> None:
+    bundle_path = tmp_path / "cold.bundle"
+    bundle_path.write_bytes(cold.signed(models, site=topics.prefix))
+    seen = listen(f"{topics.prefix}/machines/#", topics.drift_batches, topics.label_requests)
+    svc = service_factory(model=bundle_path, state_windows=N, batch_max=1)
+    assert svc.wait_for_model(1, timeout=20)
+    healthy, sick = "m01", "m02"
+    s2 = _send(publisher, topics, sick, cold.faulty, 0)
+    s1, deadline = 0, time.monotonic() + 20
+    while not seen.on(topics.label_requests) and time.monotonic() < deadline:
+        s1 = _send(publisher, topics, healthy, cold.normal, s1)
+    asked = [r for p in seen.on(topics.label_requests) for r in LabelRequests.from_json(p).requests]
+    assert asked, "the node did not ask for the labels of what it flagged"
+    for r in asked:  # the technician: "that was a bearing fault" (a class no model knows yet)
+        publisher.publish(topics.labels, r.label_event("bearing_fault").to_json())
+    want = {(r.machine, r.seq) for r in asked}
+
+    def labeled(msgs: list[tuple[str, bytes, bool]]) -> bool:
+        got = {
+            (r.window.machine, r.window.seq)
+            for t, p, _ in msgs
+            if t == topics.drift_batches
+            for r in decode_batch(p).records
+            if r.window.label is not None
+        }
+        return want <= got
+
+    assert seen.wait_for(labeled, timeout=20), "the labels did not reach a drift batch"
+    records = [r for r in _records(seen, topics) if r.window.label is not None]
+    assert {int(r.window.label) for r in records} == {CLASSES.index("bearing_fault")}
+    # the trainer: labels index the type's declared classes; the anomaly model knew one
+    names = [CLASSES[int(r.window.label)] for r in records]
+    grown = grow(
+        DEFAULT_TYPE,
+        cold.bundle,
+        cold.history,
+        (cold.holdout, [DEFAULT_TYPE.normal] * len(cold.holdout)),
+        (np.stack([r.window.data for r in records]), names),
+        tmp_path / "v2",
+        version=2,
+        site=topics.prefix,
+    )
+    assert grown.classes == ("normal", "bearing_fault") and grown.gate.accepted
+    assert grown.bundle_path is not None
+    v2 = decode_bundle(grown.bundle_path.read_bytes(), None, allow_unsigned=True)
+    assert v2.manifest.classes == ("normal", "bearing_fault") and v2.manifest.parent == 1
+    signed = encode_bundle(v2.manifest, v2.model, models.private_key.sign)
+    publisher.publish(topics.model_current, signed, retain=True)
+    assert svc.wait_for_model(2, timeout=20), "the node did not take the grown model"
+    s2 = _send(publisher, topics, sick, cold.normal, s2)
+    start = s2
+    _send(publisher, topics, sick, cold.faulty, s2)
+    pred_sick = topics.prediction(sick)
+    assert seen.wait_for(
+        lambda msgs: (
+            sum(t == pred_sick and Prediction.from_json(p).seq >= start for t, p, _ in msgs)
+            >= len(cold.faulty)
+        ),
+        timeout=20,
+    )
+    after = [p for b in seen.on(pred_sick) if (p := Prediction.from_json(b)).seq >= start]
+    assert {p.classes for p in after} == {("normal", "bearing_fault")}
+    assert {p.model_version for p in after} == {2}
+    assert sum(p.label == "bearing_fault" for p in after) >= len(cold.faulty) - 1
+    event_sick = topics.machine_event(sick)
+    assert seen.wait_for(
+        lambda msgs: any(
+            t == event_sick and MachineEvent.from_json(p).cls == "bearing_fault" for t, p, _ in msgs
+        ),
+        timeout=20,
+    ), "no fault event of the new class"
