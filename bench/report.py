@@ -897,6 +897,74 @@ def estimate_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[Che
     )
 
 
+def cold_start_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[Check]) -> str:
+    """Cold start on the realistic plant: an anomaly model from normal running only, then the
+    fault classes technicians name (bench/cold_start.py)."""
+    title = "## Cold start: anomaly model, then class growth (bench/cold_start.py)\n\n"
+    if not d:
+        return title + _missing(meta, "cold_start", c, "cold start")
+    s = _Section("cold start", c)
+    det, run = d.get("detection", {}), d.get("run", {})
+    events = det.get("false_anomaly_events_per_machine_hour")
+    cells = s.row(
+        "false anomaly events / machine-h",
+        fnum(events, "{:.4f}"),
+        f"≤ {PLANT_FALSE_EVENTS_MAX} (as the plant's fault events)",
+        le(events, PLANT_FALSE_EVENTS_MAX),
+    )
+    flagged = det.get("flagged_share_per_true_class", {})
+    rows = [
+        [
+            f"v{g.get('version')}",
+            f"`{g.get('new_class')}`",
+            fnum(g.get("at_stream_h"), "{:.2f}"),
+            ", ".join(f"{k} {v}" for k, v in (g.get("labels") or {}).items()),
+            f"{fnum((g.get('gate') or {}).get('old'), '{:.4f}')} → "
+            f"{fnum((g.get('gate') or {}).get('new'), '{:.4f}')}"
+            + ("" if (g.get("gate") or {}).get("accepted") else " (refused)"),
+            fnum(g.get("macro_f1_known"), "{:.3f}"),
+            fnum(g.get("macro_f1_all"), "{:.3f}"),
+        ]
+        for g in d.get("growth", [])
+    ]
+    return (
+        title
+        + _how(meta, "cold_start")
+        + f"{run.get('machines')} plant machines, a window each every "
+        f"{fnum(run.get('period_s'), '{:.0f}')} plant s; the anomaly model is fitted on "
+        f"{run.get('normal_windows_fitted')} normal windows of "
+        f"{fnum(run.get('history_h'), '{:.0f}')} h of history (threshold "
+        f"{fnum(run.get('threshold'), '{:.2f}')}), then the next "
+        f"{fnum(run.get('stream_h'), '{:.0f}')} h go through pi_edge's serving pieces (LiteRT, "
+        "debounced state) and are scored against the TRUE classes. "
+        f"Faults detected (state `anomaly` before the episode ended): {det.get('detected')} of "
+        f"{det.get('episodes')}; onset → anomaly state median / p90 "
+        f"{fnum(det.get('delay_min_median'))} / {fnum(det.get('delay_min_p90'))} plant min; "
+        f"false anomaly events {det.get('false_anomaly_events')} in "
+        f"{fnum(det.get('healthy_machine_hours'))} healthy machine-h = {fnum(events, '{:.4f}')} "
+        f"/ machine-h {cells[0]} {cells[1]}; windows flagged per true class: "
+        + ", ".join(f"{k} {fnum(v, '{:.3f}')}" for k, v in flagged.items())
+        + ".\n\nClass growth: a technician labels the first "
+        f"{run.get('labels_per_episode')} flagged windows of each detected episode; the first "
+        "episode of a class no model knows grows the class list (gated on the old classes' "
+        f"holdout). Each grown model on a fresh {fnum(run.get('eval_h'), '{:.0f}')} h plant "
+        "stream:\n\n"
+        + table(
+            [
+                "version",
+                "new class",
+                "at stream h",
+                "labels so far",
+                "gate old → new",
+                "macro-F1, known classes",
+                "macro-F1, all 4 (unknown = missed)",
+            ],
+            rows,
+        )
+        + "\n"
+    )
+
+
 TYPE_RSS_MB_MAX = 8.0  # issue 24: one more machine type on a node costs at most this RSS
 
 
@@ -983,6 +1051,7 @@ LOADERS: dict[str, str] = {
     "plant": "plant.json",
     "estimate": "estimate.json",
     "machine_types": "machine_types.json",
+    "cold_start": "cold_start.json",
 }
 
 
@@ -1016,6 +1085,7 @@ def build(data: dict[str, Any]) -> Report:
         plant_section(data.get("plant"), meta, checks),
         estimate_section(data.get("estimate"), meta, checks),
         types_section(data.get("machine_types"), meta, checks),
+        cold_start_section(data.get("cold_start"), meta, checks),
         run_section(meta, checks),
     ]
     met = sum(ch.ok for ch in checks)

@@ -317,3 +317,41 @@ def test_the_machine_types_section_marks_the_rss_of_one_more_type(tmp_path: Path
     (tmp_path / "none").mkdir()
     rep = report.build(report.load(raw_fixture(tmp_path / "none")))
     assert _checks(rep)["machine types: machine_types bench"] is False  # not measured
+
+
+def test_the_cold_start_section_checks_false_anomaly_events_and_lists_each_growth(
+    tmp_path: Path,
+) -> None:
+    growth = {
+        "version": 2,
+        "new_class": "bearing_fault",
+        "at_stream_h": 0.18,
+        "labels": {"bearing_fault": 8},
+        "gate": {"old": 0.9995, "new": 1.0, "accepted": True},
+        "macro_f1_known": 0.8746,
+        "macro_f1_all": 0.4337,
+    }
+    for events, ok in ((0.0027, True), (0.02, False)):
+        d = {
+            "run": {"machines": 16, "period_s": 60.0, "labels_per_episode": 8},
+            "detection": {
+                "episodes": 16,
+                "detected": 10,
+                "false_anomaly_events_per_machine_hour": events,
+                "flagged_share_per_true_class": {"normal": 0.0004},
+            },
+            "growth": [growth],
+        }
+        (tmp_path / str(events)).mkdir()
+        rep = report.build(
+            report.load(raw_fixture(tmp_path / str(events), **{"cold_start.json": d}))
+        )
+        assert _checks(rep)["cold start: false anomaly events / machine-h"] is ok
+        assert (
+            "| v2 | `bearing_fault` | 0.18 | bearing_fault 8 | 0.9995 → 1.0000 | 0.875 | 0.434 |"
+            in (rep.markdown)
+        )
+        assert "detected (state `anomaly` before the episode ended): 10 of 16" in rep.markdown
+    (tmp_path / "none").mkdir()
+    rep = report.build(report.load(raw_fixture(tmp_path / "none")))
+    assert _checks(rep)["cold start: cold_start bench"] is False  # not measured

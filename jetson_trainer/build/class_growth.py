@@ -121,7 +121,7 @@ def grow(
     kind: MachineType,
     champion: Any,
     normal_x: np.ndarray,
-    holdout: tuple[np.ndarray, np.ndarray],
+    holdout: tuple[np.ndarray, Sequence[str]],
     labeled: tuple[np.ndarray, Sequence[str]],
     out_dir: Path,
     *,
