@@ -5,11 +5,12 @@ cannot say what is wrong. When labeled windows name a class the serving model do
 (a technician's label of a flagged window, shipped in a drift batch with its label as an index
 into the type's declared classes), the trainer grows the model's class list:
 
-- the new list is the serving model's classes followed by each newly named class in the order
-  it was first labeled (`grown_classes`); from an anomaly model the first labeled fault gives
-  the classifier [healthy, that fault]. The list is bounded (`MAX_CLASSES`, 64 per type) and a
-  name must be one the type declares (a site file lists the classes a type may ever have, even
-  before any model knows them: protocol/README.md, "Anomaly models and class growth");
+- the new list is the serving model's classes and the newly named ones, in the type's declared
+  order (`grown_classes`: a model that knows every class has the type's own list, so the
+  daemon's ordinary fine-tunes take over from there); from an anomaly model the first labeled
+  fault gives the classifier [healthy, that fault]. A name must be one the type declares (a
+  site file lists the classes a type may ever have, at most 64, even before any model knows
+  them: protocol/README.md, "Anomaly models and class growth");
 - the challenger is a classifier trained on the normal history (replay; at most
   `normal_cap` windows) plus every labeled window of the grown classes, each class oversampled
   with a little jitter to at least `per_class_min` windows (a first label is a handful);
@@ -23,10 +24,8 @@ The Pis learn the new names from the bundle: its manifest's `classes` are the gr
 built-in type's manifest stays without `machine_type`; the node's vetting accepts a model that
 knows some of its type's classes, healthy first, pi_edge/model/vetting.py).
 
->>> grown_classes(("normal",), ["normal", "bearing_fault", "normal", "pump_fault"])
-('normal', 'bearing_fault', 'pump_fault')
->>> grown_classes(("normal", "pump_fault"), ["pump_fault"])
-('normal', 'pump_fault')
+>>> grown_classes(("normal", "x", "y"), ("normal",), ["normal", "y", "normal"])
+('normal', 'y')
 """
 
 from __future__ import annotations
@@ -49,29 +48,39 @@ __all__ = ["Growth", "GrowthGate", "grow", "grown_classes", "new_classes"]
 log = logging.getLogger(__name__)
 
 
-def grown_classes(current: Sequence[str], labeled: Iterable[str]) -> tuple[str, ...]:
-    """`current` followed by each name of `labeled` it lacks, in first-seen order (bounded)."""
-    out = list(current)
-    seen = set(out)
-    for name in labeled:
-        if name not in seen:
-            seen.add(name)
-            out.append(name)
-    if len(out) > MAX_CLASSES:
-        raise TrainerError(
-            f"growing the class list to {len(out)} classes: a machine type has at most "
-            f"{MAX_CLASSES}; merge classes or declare another type"
-        )
-    return tuple(out)
+def grown_classes(
+    declared: Sequence[str], current: Sequence[str], labeled: Iterable[str]
+) -> tuple[str, ...]:
+    """The classes of `current` and of `labeled`, in the type's `declared` order (healthy first):
+    a model that knows every class has the type's own list. TrainerError for a name the type
+    does not declare.
 
-
-def new_classes(current: Sequence[str], labeled: Iterable[str]) -> tuple[str, ...]:
-    """The names of `labeled` that `current` lacks (first-seen order): what triggers growth.
-
-    >>> new_classes(("normal",), ["normal", "drive_wear"])
-    ('drive_wear',)
+    >>> from protocol import CLASSES
+    >>> grown_classes(CLASSES, ("normal",), ["pump_fault", "normal", "bearing_fault"])
+    ('normal', 'bearing_fault', 'pump_fault')
+    >>> grown_classes(CLASSES, ("normal", "pump_fault"), ["drive_wear"])
+    ('normal', 'drive_wear', 'pump_fault')
     """
-    return grown_classes(current, labeled)[len(current) :]
+    want = set(current) | set(labeled)
+    unknown = sorted(want - set(declared))
+    if unknown:
+        raise TrainerError(
+            f"labels name {unknown}, which the machine type does not declare "
+            f"({', '.join(declared)}); declare them in the site file first (at most "
+            f"{MAX_CLASSES} classes)"
+        )
+    return tuple(c for c in declared if c in want)
+
+
+def new_classes(
+    declared: Sequence[str], current: Sequence[str], labeled: Iterable[str]
+) -> tuple[str, ...]:
+    """The names of `labeled` that `current` lacks (declared order): what triggers growth.
+
+    >>> new_classes(("normal", "a", "b"), ("normal",), ["normal", "b"])
+    ('b',)
+    """
+    return tuple(c for c in grown_classes(declared, current, labeled) if c not in current)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +153,9 @@ def grow(
 
     manifest = champion.manifest
     x_lab, names = np.asarray(labeled[0], np.float32), list(labeled[1])
-    unknown = sorted({n for n in names if n not in kind.classes})
-    if unknown:
-        raise TrainerError(
-            f"labels name {unknown}, which machine type {kind.name} does not declare "
-            f"({', '.join(kind.classes)}); declare them in the site file first"
-        )
-    if manifest.task != "anomaly" and manifest.classes[0] != kind.normal:
+    if manifest.classes[0] != kind.normal:
         raise TrainerError(f"the champion's first class {manifest.classes[0]!r} is not healthy")
-    classes = grown_classes(manifest.classes, names)
+    classes = grown_classes(kind.classes, manifest.classes, names)
     grown = kind.with_classes(classes)
     rng = np.random.default_rng(seed)
     normal = np.asarray(normal_x, np.float32)
@@ -199,13 +202,14 @@ def grow(
         from ..versions.gate import macro_f1
 
         old_idx = {c: i for i, c in enumerate(manifest.classes)}
+        k = len(manifest.classes)
         keep = np.array([n in old_idx for n in hnames])
         truth = np.array([old_idx[n] for n in np.asarray(hnames)[keep]], np.int64)
-        k = len(manifest.classes)
+        as_old = np.array([old_idx.get(c, k) for c in classes], np.int64)  # new: k (wrong)
         gate = GrowthGate(
             "macro-F1 on the old classes' holdout",
             float(macro_f1(truth, old_out[keep].argmax(axis=1), k)),
-            float(macro_f1(truth, np.minimum(new_pred[keep], k), k + 1)),
+            float(macro_f1(truth, as_old[new_pred[keep]], k + 1)),
             margin,
         )
     lab_pred = LiteModel(new.model, new.manifest.normalisation).predict(x_lab).argmax(axis=1)

@@ -8,6 +8,7 @@ senders.py          whose statuses count: a node's own topic, the role it was fi
 store.py            the durable window store (SQLite), every record once
 finetune_policy.py  when to fine-tune (pure)
 retrain.py          one fine-tune attempt: challenger, scores, gate, bundle
+growth.py           a cold start: labels of a class the champion lacks grow its class list
 replay.py           which original windows a fine-tune replays (pure)
 selftrain.py        which unlabeled drift windows a fine-tune may learn from (pure)
 reference.py        the drift detector's reference for the model the Pis run

@@ -48,6 +48,7 @@ from ..errors import TrainerError
 from .champion import OriginalData, load_champion, load_original, public_key_of, train_initial
 from .dashboard import TrainerSnapshot
 from .finetune_policy import Observation, TrainPolicy
+from .growth import ClassGrowth
 from .intake import Intake
 from .reference import champion_handles, renew_reference
 from .registry_shell import ModelHistory
@@ -173,6 +174,7 @@ class TrainerDaemon:
         self.topics = Topics(config.prefix)
         self.store = WindowStore(config.store / "windows.sqlite")
         self.policy = TrainPolicy(config.policy)
+        self.growth = ClassGrowth(self.kind)  # a cold start's class growth (daemon/growth.py)
         self.loop = LoopState()
         self._retrain = config.retrain
         self._stop = threading.Event()
@@ -396,6 +398,9 @@ class TrainerDaemon:
         if champion is None:
             self.loop.update(policy="no champion model")
             return
+        if ClassGrowth.needed(champion, self.kind):  # a cold start: labels grow its classes
+            self._grow(champion)
+            return
         decision = self.policy.update(self.observation())
         self.loop.update(policy=decision)
         if decision != "train":
@@ -465,6 +470,39 @@ class TrainerDaemon:
             self.policy.model_changed()
             self.rollout.offer(attempt.challenger, self.history.bad_nodes())
             self.history.published(attempt.challenger)
+
+    def _grow(self, champion: Champion) -> None:
+        """The champion knows fewer classes than the type declares (an anomaly model, or one
+        grown from it): labels of a class it lacks grow its class list (daemon/growth.py), and
+        the grown model is published like an accepted challenger."""
+        self.loop.update(policy="cold start: growing the classes as labels of new ones come")
+        version = self.history.next_version(self.config.models_dir, champion)
+        got = self.growth.attempt(
+            champion,
+            self.store,
+            self._original,
+            models_dir=self.config.models_dir,
+            private_key=self.config.private_key,
+            site=self.config.prefix,
+            version=version,
+        )
+        if got is None or got.growth is None:
+            return
+        log.info("%s: %s", got.reason, "published" if got.challenger else "refused")
+        self.store.record_model(
+            version,
+            champion.version,
+            accepted=got.challenger is not None,
+            reason=got.reason,
+            labels_used=got.labels,
+            scores=None,
+        )
+        if got.challenger is not None:
+            since = self.store.latest_labeled_seqno()
+            self.loop.update(champion=got.challenger, champion_since=since)
+            self.policy.model_changed()
+            self.rollout.offer(got.challenger, self.history.bad_nodes())
+            self.history.published(got.challenger)
 
     def _renew_reference(self, champion: Champion, why: str, labels: int) -> Champion | None:
         """The champion handles the drift (the gate said so): re-issue its network as a new
