@@ -20,11 +20,12 @@ classes technicians name (issue 24, item 4).
 3. **Class growth.** In stream order, a technician inspects each fault episode the anomaly
    model detected and labels the first `labels_per_episode` windows it flagged from then on
    with the episode's TRUE class (a technician at the machine, unlike the plant's 5 % wrong
-   labels). The first episode of a class the model does not know grows the class list
-   (jetson_trainer/build/class_growth.py: every label so far, the normal history, gated on the
-   old classes' holdout). Each grown model is scored on a fresh plant stream (`eval_hours`,
-   another seed): macro-F1 over the four true classes (a class it does not know yet counts as
-   missed) and over the classes it knows (windows of the others left out).
+   labels). As in the trainer daemon (jetson_trainer/daemon/growth.py), once a class the model
+   does not know has 4 labels the class list grows (jetson_trainer/build/class_growth.py: every
+   label of the classes it grows to, the normal history, gated on the old classes' holdout).
+   Each grown model is scored on a fresh plant stream (`eval_hours`, another seed): macro-F1
+   over the four true classes (a class it does not know yet counts as missed) and over the
+   classes it knows (windows of the others left out).
 
 The detection figures come from the anomaly model (v1) alone. A grown classifier has no
 `anomaly` output: a fault of a class it does not know is no longer flagged as `anomaly` by the
@@ -186,6 +187,7 @@ def growth(
 ) -> list[dict[str, Any]]:
     """The technician's labels of detected episodes, in stream order; a growth per new class."""
     from jetson_trainer.build.class_growth import grow
+    from jetson_trainer.daemon.growth import MIN_NEW_LABELS, pending
 
     verdict = det["_verdict"]
     xs: list[npt.NDArray[np.float32]] = []
@@ -204,14 +206,18 @@ def growth(
         )[: run.labels_per_episode]
         if not idx.size:
             continue
-        cls = CLASSES[ep.cls]
         xs.append(s.data[idx])
-        names.extend([cls] * len(idx))
-        if cls in current.bundle.manifest.classes:
+        names.extend([CLASSES[ep.cls]] * len(idx))
+        y = np.array([CLASSES.index(n) for n in names], np.int64)
+        new = pending(CLASSES, current.bundle.manifest.classes, y, MIN_NEW_LABELS)
+        if not new:  # as the daemon: 4 labels of a class before it grows by it
             continue
+        cls = ", ".join(new)
         version += 1
         old = current.bundle.manifest.classes
         keep = [i for i, n in enumerate(names) if n in old and n != DEFAULT_TYPE.normal]
+        grows_to = set(old) | set(new)  # a class with fewer labels than that: not yet
+        use = [i for i, n in enumerate(names) if n in grows_to]
         x_lab = np.concatenate(xs)
         hx = np.concatenate([holdout, x_lab[keep]]) if keep else holdout
         hn = [DEFAULT_TYPE.normal] * len(holdout) + [names[i] for i in keep]
@@ -221,7 +227,7 @@ def growth(
             current.bundle,
             history,
             (hx, hn),
-            (x_lab, names),
+            (x_lab[use], [names[i] for i in use]),
             work / f"v{version}",
             version=version,
             site=DEFAULT_PREFIX,
@@ -231,7 +237,7 @@ def growth(
             "version": version,
             "new_class": cls,
             "at_stream_h": round(float(s.time_s[idx[-1]] - s.time_s[0]) / 3600, 2),
-            "labels": {n: names.count(n) for n in sorted(set(names))},
+            "labels": {n: names.count(n) for n in sorted(grows_to - {DEFAULT_TYPE.normal})},
             "gate": g.report["gate"],
             "train_s": round(time.monotonic() - t0, 1),
         }

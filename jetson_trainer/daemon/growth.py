@@ -99,7 +99,8 @@ class ClassGrowth:
             hold_x, hold_y = original.holdout
         else:  # no original data: the healthy windows technicians labeled
             hist_x, hold_x, hold_y = x[y == normal], x[:0], y[:0]
-        keep = y != normal
+        grows_to = set(champion.manifest.classes) | set(new)  # fewer labels than min: not yet
+        keep = np.array([i != normal and kind.classes[i] in grows_to for i in y.tolist()], bool)
         names = [kind.classes[i] for i in y[keep]]
         holdout_names = [kind.classes[i] for i in hold_y]
         old = set(champion.manifest.classes)

@@ -80,7 +80,9 @@ def test_labels_of_new_faults_grow_an_anomaly_champion_into_a_classifier_in_the_
         assert v1.manifest.task == "anomaly" and v1.manifest.classes == ("normal",)
         time.sleep(1.0)
         assert len(models) == 1  # no labels yet: nothing grows
-        pump = CLASSES.index("pump_fault")
+        pump, wear = CLASSES.index("pump_fault"), CLASSES.index("drive_wear")
+        few = _labeled(xi[yi == wear][:3], wear, 50)  # 3 labels: too few to grow by drive_wear
+        client.publish(topics.drift_batches, encode_batch(few), qos=1).wait_for_publish(5)
         batch = _labeled(xi[yi == pump][:6], pump, 0)
         client.publish(topics.drift_batches, encode_batch(batch), qos=1).wait_for_publish(5)
         _wait(lambda: len(models) >= 2, "the grown model", 300)
