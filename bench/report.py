@@ -945,10 +945,11 @@ def cold_start_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[C
         f"/ machine-h {cells[0]} {cells[1]}; windows flagged per true class: "
         + ", ".join(f"{k} {fnum(v, '{:.3f}')}" for k, v in flagged.items())
         + ".\n\nClass growth: a technician labels the first "
-        f"{run.get('labels_per_episode')} flagged windows of each detected episode; the first "
-        "episode of a class no model knows grows the class list (gated on the old classes' "
-        f"holdout). Each grown model on a fresh {fnum(run.get('eval_h'), '{:.0f}')} h plant "
-        "stream:\n\n"
+        f"{run.get('labels_per_episode')} flagged windows of each detected episode with its true "
+        "class; once a class no model knows has 4 labels, the class list grows by it (gated on "
+        "the old classes' holdout). Faults of a class the model does not know are missed, in "
+        "the last column. Each grown model on a fresh "
+        f"{fnum(run.get('eval_h'), '{:.0f}')} h plant stream:\n\n"
         + table(
             [
                 "version",
