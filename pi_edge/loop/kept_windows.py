@@ -4,7 +4,9 @@ The worker calls `keep` for each classified micro-batch (before anything is publ
 kept window is on disk first): the `Keeper` picks the windows and why, the `DurableBuffer`
 (SQLite, WAL) holds them, and the `BatchShipper` (its own thread and MQTT connection) sends
 them at QoS 1 and deletes them only on the trainer's acknowledgement. Maintenance labels that
-reach held windows later come through `keep_records`.
+reach held windows later come through `keep_records`. The windows of every machine type the
+node serves share the buffer and the shipper; each row remembers its type, and each batch
+carries one type's windows (the shipper's `type_version` gives that type's serving model).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from nodekit.mqtt import Credentials
 from nodekit.storage import WriteFailures
 from protocol import Topics, Window
 from protocol.drift_batch import Kept
+from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.status_detail import MAX_NOTE, BufferDetail, ShipperDetail, clip_text
 
 from .buffer import BufferCounts, DurableBuffer
@@ -54,6 +57,7 @@ class KeptWindows:
         model_version: Callable[[], int | None],
         failures: WriteFailures,
         faults: Faults,
+        type_version: Callable[[str], int | None] | None = None,
     ) -> None:
         self.config = config
         self.failures = failures
@@ -70,6 +74,7 @@ class KeptWindows:
             faults=faults,
             credentials=config.credentials,
             ack_topic=config.topics.drift_acks(config.node),
+            type_version=type_version,
         )
 
     # -- lifecycle: the shipper's thread -------------------------------------------------------
@@ -92,8 +97,10 @@ class KeptWindows:
         verdicts: Verdicts,
         predicted: npt.NDArray[np.int64],
         now: float | None = None,
+        machine_type: str = DEFAULT_TYPE_NAME,
     ) -> int:
-        """Write kept windows to the durable buffer (before they are shipped); returns kept."""
+        """Write kept windows of `machine_type` to the durable buffer (before they are
+        shipped); returns kept."""
         t = time.monotonic() if now is None else now
         labeled = np.fromiter((w.label is not None for w in windows), bool, len(windows))
         candidates = labeled | (verdicts.flags > 0) | (verdicts.states == DriftState.DRIFT)
@@ -103,15 +110,16 @@ class KeptWindows:
             why = self.keeper.reason(windows[i], verdict, t)
             if why is not None:
                 records.append(Kept(windows[i], why, int(predicted[i]), verdict.ood_score))
-        return self.keep_records(records)
+        return self.keep_records(records, machine_type)
 
-    def keep_records(self, records: list[Kept]) -> int:
-        """Write `records` to the durable buffer and wake the shipper; a row still there
-        unlabeled, or with another label, is upgraded (loop/buffer.py). Returns rows added."""
+    def keep_records(self, records: list[Kept], machine_type: str = DEFAULT_TYPE_NAME) -> int:
+        """Write `records` (of `machine_type`'s windows) to the durable buffer and wake the
+        shipper; a row still there unlabeled, or with another label, is upgraded
+        (loop/buffer.py). Returns rows added."""
         if not records:
             return 0
         try:
-            added = self.buffer.add(records)
+            added = self.buffer.add(records, machine_type=machine_type)
         except StorageError as exc:  # disk full, corrupt (healed): classification goes on
             self.failures.add("buffer_failed", "the kept-window buffer", exc, len(records))
             return 0

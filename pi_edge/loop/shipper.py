@@ -11,11 +11,14 @@ A batch the trainer has not acknowledged within `ack_timeout_s` is sent again, e
 the wait (up to `max_resend_wait_s`); a copy the broker had no subscriber for (PUBACK 0x10: the
 trainer's session is gone, e.g. a broker crash before its autosave) is sent again after
 `refused_backoff_s`, doubling with each of its copies nobody took; and at most `max_inflight`
-batches are on their way (loop/delivery.py), so a trainer that is away finds few copies queued for
-it; the trainer drops duplicates by window id and acknowledges a batch of duplicates too. After a
-reconnect, the batches the broker had taken are sent again once `reconnect_grace_s` passed without
-their acknowledgement (the broker may have crashed). The connection is a persistent session
-(`session_expiry_s`), so acknowledgements published while it was away are delivered.
+batches of each machine type are on their way (loop/delivery.py), so a trainer that is away
+finds few copies queued for it, and the other types' batches still go (a batch carries one
+type's windows, named in it: protocol.drift_batch version 2 for another type than the built-in
+one, `buffer.take_typed_batch`); the trainer drops duplicates by window id and acknowledges a
+batch of duplicates too. After a reconnect, the batches the broker had taken are sent again once
+`reconnect_grace_s` passed without their acknowledgement (the broker may have crashed). The
+connection is a persistent session (`session_expiry_s`), so acknowledgements published while it
+was away are delivered.
 
 A PUBACK with a failure reason code (MQTT 5: 0x87 Not authorized when the ACL does not let this
 user publish batches) releases the batch back to pending, is counted (`refused`), logged once per
@@ -41,6 +44,7 @@ from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, sta
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import DriftBatch, encode_batch
 from protocol.errors import PayloadError
+from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.status_detail import ShipperDetail
 
 from .buffer import DurableBuffer
@@ -135,6 +139,7 @@ class BatchShipper(Worker):
         credentials: Credentials | None = None,
         *,
         ack_topic: str,
+        type_version: Callable[[str], int | None] | None = None,
     ) -> None:
         super().__init__("edge-shipper")
         self.buffer = buffer
@@ -145,7 +150,8 @@ class BatchShipper(Worker):
         self.topic = topic
         self.ack_topic = ack_topic
         self.node = node
-        self.model_version = model_version
+        self.model_version = model_version  # the built-in type's serving model
+        self.type_version = type_version  # another type's (None: the node serves none)
         self.config = config or ShipperConfig()
         self.client: Client = make_client(f"{node}-batches")
         self.client.on_connect = self._on_connect
@@ -430,12 +436,19 @@ class BatchShipper(Worker):
         )
 
     def _send(self, now: float) -> None:
-        while not self._deliveries.full and now >= self._hold_until and self.client.is_connected():
-            token, records = self.buffer.take_batch(self.config.batch_size)
+        while now >= self._hold_until and self.client.is_connected():
+            token, kind, records = self.buffer.take_typed_batch(
+                self.config.batch_size, self._deliveries.full_types()
+            )
             if not records:
                 return
             batch_id = os.urandom(16)
-            batch = DriftBatch(batch_id, self.node, self.model_version() or 0, tuple(records))
+            version = (
+                self.model_version()
+                if kind == DEFAULT_TYPE_NAME or self.type_version is None
+                else self.type_version(kind)
+            )
+            batch = DriftBatch(batch_id, self.node, version or 0, tuple(records), kind)
             payload = encode_batch(batch)
             info = self.client.publish(self.topic, payload, qos=1)
             if info.rc != 0:
@@ -448,6 +461,7 @@ class BatchShipper(Worker):
                 windows=len(records),
                 mid=info.mid,
                 now=now,
+                machine_type=kind,
             )
             with self._lock:
                 self.batches_sent += 1
