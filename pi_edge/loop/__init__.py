@@ -12,5 +12,7 @@ delivery.py            which batches wait for an ack and when to resend (pure)
 maintenance_labels.py  label events applied to held and new windows
 label_requests.py      which held windows to ask a technician to label (pure)
 accuracy_estimate.py   a label-free estimate of the serving model's accuracy (pure)
+lane_loop.py           one machine type's closed loop: its labels, kept windows, estimate and
+                       label requests, in its class names (one per type the node serves)
 config.py              this wing's settings section (`LoopConfig`) and what it builds
 """
