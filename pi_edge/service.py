@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nodekit.errors import BrokerRefusedError, StorageError
+from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, guard_client, publish_retained
 from nodekit.lifecycle import DEGRADED, Loop, Watchdog
 from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many, start_loop
@@ -169,13 +169,17 @@ class EdgeService:
         self.drift = loop.drift_watch()  # the serving model's drift detector
         self.write_failures = WriteFailures(log, config.state_dir)  # buffer and history writes
         self.history = HistoryRecorder.open(config.state_dir, self.write_failures, self.faults)
-        try:  # kept windows for the trainer: keeper, durable buffer, shipper (every type's)
+        # the machine types this node serves (model/machine_types.py): one model lifecycle,
+        # interpreter, drift watch, model topic and closed loop each; the first is the primary
+        served = models.served()
+        try:  # kept windows for the trainer: keeper, a durable buffer per type, the shipper
             self.kept = loop.kept_windows(
                 basics,
                 lambda: self.drift.model_version,
                 self.write_failures,
                 self.faults,
                 self._type_version,
+                tuple(kind.name for kind in served),
             )
         except BaseException:
             self.history.history.close()
@@ -190,9 +194,6 @@ class EdgeService:
             self.sources = SourceRunner(
                 self.signal_map, self._on_source_reading, self._signal_problem, self.faults
             )
-        # the machine types this node serves (model/machine_types.py): one model lifecycle,
-        # interpreter, drift watch and model topic each; the first is the node's primary
-        served = models.served()
         lanes: list[TypeLane] = []
         for i, kind in enumerate(served):
             lanes.append(
@@ -1166,10 +1167,7 @@ class EdgeService:
 
     def _loops_detail(self) -> TypeLoops:
         """The status's `detail.type_loops`: each machine type's closed loop."""
-        try:
-            waiting = self.kept.buffer.pending_by_type()
-        except StorageError:  # `detail.buffer` says why
-            waiting = {}
+        waiting = self.kept.waiting_by_type()
         return TypeLoops(
             tuple(loop.detail(waiting.get(name, 0)) for name, loop in self.lane_loops.items())
         )

@@ -18,11 +18,6 @@ on the way in (`rejected`: a score that is not finite, a prediction out of int8)
 way out (`quarantined`: a frame that does not decode or does not match its id); a bad row is
 never shipped, stays in the file marked quarantined, and is the first to go when the buffer is
 full. Every write is one transaction, rolled back whole on failure (StorageError).
-
-Kept windows of every machine type the node serves share the buffer: a row of another type
-than the built-in one has its type in `kept_type` (layout 2; a row without is of the built-in
-type, as every row was before machine types), and a batch holds the rows of one type only
-(`take_typed_batch`), since a drift batch names one machine type (protocol.drift_batch).
 """
 
 from __future__ import annotations
@@ -40,7 +35,6 @@ from nodekit.errors import StorageError
 from nodekit.storage import Layout, MovedAside, SqliteFile
 from protocol.drift_batch import Kept, window_id
 from protocol.errors import PayloadError
-from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.window import decode_window, encode_window
 
 log = logging.getLogger(__name__)
@@ -60,18 +54,11 @@ CREATE TABLE IF NOT EXISTS kept (
 CREATE INDEX IF NOT EXISTS kept_evict ON kept (labeled, created);
 CREATE INDEX IF NOT EXISTS kept_inflight ON kept (inflight);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS kept_type (id TEXT PRIMARY KEY, machine_type TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS kept_type_gone AFTER DELETE ON kept
-    BEGIN DELETE FROM kept_type WHERE id = old.id; END;
 """
 # inflight: 0 pending, > 0 the token of the batch it travels in, < 0 quarantined (bad row).
 # Layout 0 → 1 changes no data (seq lives in `id` text and the frame, so 0..2**64-1 fits): the
 # version only marks the file as checked by this build.
 _LAYOUT_1 = ""
-# Layout 1 → 2 adds `kept_type` (the schema creates it): the machine type of a row of another
-# type than the built-in one. The version keeps a build of before machine types from opening the
-# file (it moves it aside, kept) and shipping such rows as the built-in type's.
-_LAYOUT_2 = ""
 _QUARANTINED = -1
 
 
@@ -95,9 +82,8 @@ def _layout(synchronous: str) -> Layout:
                 ),
             ),
             ("counters", ("name", "value")),
-            ("kept_type", ("id", "machine_type")),
         ),
-        migrations=(_LAYOUT_1, _LAYOUT_2),
+        migrations=(_LAYOUT_1,),
         synchronous=synchronous,
         recovery="the windows not yet shipped are in the moved file, which is kept: queue them "
         "again with `python -m pi_edge recover-buffer <moved file> --state-dir <dir>`",
@@ -196,14 +182,8 @@ class DurableBuffer:
                 (name, n),
             )
 
-    def add(
-        self,
-        records: list[Kept],
-        now: float | None = None,
-        machine_type: str = DEFAULT_TYPE_NAME,
-    ) -> int:
-        """Store records (of `machine_type`'s windows) in one transaction (duplicates by window
-        id ignored); returns added.
+    def add(self, records: list[Kept], now: float | None = None) -> int:
+        """Store records in one transaction (duplicates by window id ignored); returns added.
 
         A record a drift batch cannot carry is refused and counted (`rejected`); a failed
         write is rolled back whole and raises StorageError.
@@ -246,11 +226,6 @@ class DurableBuffer:
                 rows,
             )
             added = db.total_changes - before
-            if machine_type != DEFAULT_TYPE_NAME:
-                db.executemany(
-                    "INSERT OR IGNORE INTO kept_type (id, machine_type) VALUES (?, ?)",
-                    [(row[0], machine_type) for row in rows],
-                )
             self._bump(db, "rejected", len(refused))
             self._evict(db)
         return added
@@ -275,47 +250,27 @@ class DurableBuffer:
             excess -= cur.rowcount
 
     def take_batch(self, limit: int) -> tuple[int, list[Kept]]:
-        """`take_typed_batch` without the machine type (a node of the built-in type only)."""
-        token, _, records = self.take_typed_batch(limit)
-        return token, records
+        """Mark up to `limit` pending rows (labeled first, oldest first) in flight.
 
-    def take_typed_batch(
-        self, limit: int, skip: frozenset[str] = frozenset()
-    ) -> tuple[int, str, list[Kept]]:
-        """Mark up to `limit` pending rows of one machine type (that of the first pending row,
-        labeled first, oldest first, of a type not in `skip`) in flight.
-
-        Returns (token, machine type, records); token 0 and [] when nothing is pending. A row
-        that fails its check is quarantined (never shipped, counted) and the next one taken
-        instead.
+        Returns (token, records); token 0 and [] when nothing is pending. A row that fails its
+        check is quarantined (never shipped, counted) and the next one taken instead.
         """
         records: list[Kept] = []
         bad: list[str] = []
-        kind = DEFAULT_TYPE_NAME
-        rows_of = (
-            "SELECT k.rowid, k.id, k.reason, k.predicted, k.score, k.frame, "
-            f"COALESCE(t.machine_type, '{DEFAULT_TYPE_NAME}') AS mt "
-            "FROM kept AS k LEFT JOIN kept_type AS t ON t.id = k.id WHERE k.inflight = 0 "
-        )
-        order = " ORDER BY k.labeled DESC, k.created, k.rowid LIMIT ?"
-        skipped = sorted(skip)
         with self._lock:
             self._next_token += 1
             token = self._next_token
             with self._file.write() as db:
                 while not records:
-                    first = db.execute(
-                        rows_of
-                        + (f"AND mt NOT IN ({','.join('?' * len(skipped))})" if skipped else "")
-                        + order,
-                        (*skipped, 1),
-                    ).fetchone()
-                    if first is None:
+                    rows = db.execute(
+                        "SELECT rowid, id, reason, predicted, score, frame FROM kept "
+                        "WHERE inflight = 0 ORDER BY labeled DESC, created, rowid LIMIT ?",
+                        (limit,),
+                    ).fetchall()
+                    if not rows:
                         break
-                    kind = first[-1]
-                    rows = db.execute(rows_of + "AND mt = ?" + order, (kind, limit)).fetchall()
                     marks = []
-                    for rowid, *row, _ in rows:
+                    for rowid, *row in rows:
                         try:
                             records.append(record_of(tuple(row)))
                             marks.append((token, rowid))
@@ -332,20 +287,8 @@ class DurableBuffer:
                 bad[0],
             )
         if not records:
-            return 0, DEFAULT_TYPE_NAME, []
-        return token, kind, records
-
-    def pending_by_type(self) -> dict[str, int]:
-        """Rows waiting (pending or in flight, not quarantined) per machine type."""
-
-        def query(db: sqlite3.Connection) -> list[tuple[str, int]]:
-            return db.execute(
-                f"SELECT COALESCE(t.machine_type, '{DEFAULT_TYPE_NAME}'), COUNT(*) FROM kept AS k "
-                "LEFT JOIN kept_type AS t ON t.id = k.id WHERE k.inflight >= 0 GROUP BY 1"
-            ).fetchall()
-
-        with self._lock:
-            return {str(kind): int(n) for kind, n in self._file.read(query)}
+            return 0, []
+        return token, records
 
     def acknowledge(self, token: int) -> int:
         """The trainer stored batch `token`: delete its rows; returns rows deleted."""
@@ -408,32 +351,21 @@ def recover(source: Path, into: DurableBuffer) -> tuple[int, int]:
         raise StorageError(f"cannot open {source} to recover from: {exc}", "open_failed") from exc
     try:
         rows, unreadable = _readable_rows(db, source)
-        types = _row_types(db)
     finally:
         db.close()
-    good: dict[str, list[Kept]] = {}
+    good: list[Kept] = []
     skipped = 0
     for row in rows:
         try:
-            good.setdefault(types.get(row[0], DEFAULT_TYPE_NAME), []).append(record_of(row))
+            good.append(record_of(row))
         except ValueError:
             skipped += 1
     added = 0
-    for kind, records in good.items():
-        for start in range(0, len(records), 512):
-            added += into.add(records[start : start + 512], machine_type=kind)
+    for start in range(0, len(good), 512):
+        added += into.add(good[start : start + 512])
     if unreadable:
         log.warning("%d row(s) of %s were on pages that cannot be read", unreadable, source)
-    return added, skipped + sum(map(len, good.values())) - added
-
-
-def _row_types(db: sqlite3.Connection) -> dict[str, str]:
-    """Row id → machine type of the rows of another type than the built-in one ({} in a file
-    of before machine types, or when the table cannot be read)."""
-    try:
-        return {str(i): str(t) for i, t in db.execute("SELECT id, machine_type FROM kept_type")}
-    except sqlite3.Error:
-        return {}
+    return added, skipped + len(good) - added
 
 
 def _readable_rows(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[Any, ...]], int]:

@@ -112,9 +112,11 @@ class LoopConfig:
         failures: WriteFailures,
         faults: Faults,
         type_version: Callable[[str], int | None] | None = None,
+        types: tuple[str, ...] = (),
     ) -> KeptWindows:
-        """Kept windows of every type served: keeper, durable buffer and the shipper to the
-        trainer (`type_version`: the serving model of a type other than the built-in one)."""
+        """Kept windows of every type served: keeper, durable buffers (one per type: `types`
+        besides the built-in one) and the shipper to the trainer (`type_version`: the serving
+        model of a type other than the built-in one)."""
         return KeptWindows(
             KeptConfig(
                 state_dir=basics.state_dir,
@@ -124,6 +126,7 @@ class LoopConfig:
                 buffer_max_rows=self.buffer_max_rows,
                 flagged_per_machine_s=self.keep_flagged_per_s,
                 credentials=basics.credentials,
+                types=types,
             ),
             model_version,
             failures,

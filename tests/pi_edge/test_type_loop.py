@@ -5,7 +5,7 @@ and the status's per-type loop."""
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,14 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nodekit.guard import Faults
+from nodekit.storage import WriteFailures
 from pi_edge import EdgeService
-from pi_edge.loop.buffer import DurableBuffer
-from protocol import CLASSES, Status, Topics, Window, decode_batch, encode_window, window_id
+from pi_edge.loop.kept_windows import KeptConfig, KeptWindows
+from pi_edge.report.prometheus import edge_families
+from protocol import CLASSES, Status, Topics, Window, decode_batch, encode_window
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import Kept
 from protocol.label_request import LabelRequests
 from protocol.labels import LabelEvent
 from protocol.status_detail import DetailReader, TypeLoops
+from scripts.broker import Broker
 
 from ._model import EdgeModels
 from ._type_model import PRESS, TypeModel
@@ -142,6 +146,14 @@ def test_each_type_labels_keeps_and_ships_its_windows_in_its_own_classes(
         return False
 
     assert lst.wait_for(loops_ok, 15), "the status's type_loops did not show both loops"
+    families = edge_families(svc.status(), svc.snapshot(), svc.inbox.arrived)
+    events = {
+        sample.labels["type"]: sample.value
+        for fam in families
+        if fam.name == "edgeloop_type_label_events"
+        for sample in fam.samples
+    }
+    assert events == {"default": 1.0, "press": 1.0}
 
 
 def test_a_type_asks_for_labels_with_its_class_names(
@@ -180,41 +192,44 @@ def test_a_type_asks_for_labels_with_its_class_names(
     assert svc.lane_loops["press"].asker.windows == len(press)
 
 
-def test_the_buffer_ships_one_type_per_batch_and_a_stalled_type_holds_up_no_other(
+def test_a_type_whose_trainer_is_away_holds_up_no_other(
+    broker: Broker,
+    topics: Topics,
+    publisher: Publisher,
+    listen: Callable[..., Listener],
     tmp_path: Path,
 ) -> None:
-    buf = DurableBuffer(tmp_path / "b.sqlite")
+    lst = listen(topics.drift_batches)
+    log = logging.getLogger("test")
+    config = KeptConfig(tmp_path, broker.address, "pi-away", topics, types=("press",))
+    kept = KeptWindows(config, lambda: 3, WriteFailures(log, tmp_path), Faults(log), lambda k: 5)
+    assert (tmp_path / "types" / "press" / "buffer.sqlite").is_file()
 
-    def kept(machine: str, i: int, shape: tuple[int, int]) -> Kept:
-        window = Window(machine, i, i + 1, np.zeros(shape, np.float32), label=1)
-        return Kept(window, "labeled", 0, 0.0)
+    def record(machine: str, i: int, shape: tuple[int, int]) -> Kept:
+        return Kept(Window(machine, i, i + 1, np.zeros(shape, np.float32), label=1), "labeled", 0)
 
-    buf.add([kept("press-1", i, (32, 3)) for i in range(3)], machine_type="press")
-    buf.add([kept("m01", i, (60, 4)) for i in range(2)])
-    assert buf.pending_by_type() == {"press": 3, "default": 2}
-    token, kind, records = buf.take_typed_batch(10)
-    assert kind == "press" and len(records) == 3 and token > 0  # the oldest rows' type
-    assert buf.take_typed_batch(10, skip=frozenset({"default"}))[2] == []
-    _, kind2, records2 = buf.take_typed_batch(10)
-    assert kind2 == "default" and [window_id(k.window) for k in records2] == ["m01:0:1", "m01:1:2"]
-    buf.acknowledge(token)
-    assert buf.pending_by_type() == {"default": 2}
-    buf.close()
+    # more press windows than max_inflight (4) batches of 64 hold: press's trainer never acks
+    kept.keep_records([record("press-1", i, (32, 3)) for i in range(400)], "press")
+    kept.keep_records([record("m01", i, (60, 4)) for i in range(20)])
+    kept.start()
+    try:
 
+        def default_stored(msgs: list[tuple[str, bytes, bool]]) -> bool:
+            for _, p, _ in msgs:  # the built-in type's trainer acknowledges its batches
+                batch = decode_batch(p)
+                if batch.machine_type == "default":
+                    ack = BatchAck(batch.batch_id, stored=len(batch.records))
+                    publisher.publish(topics.drift_acks(batch.node), ack.to_json())
+            return kept.buffer.counts().acknowledged == 20
 
-def test_a_buffer_of_before_machine_types_opens_with_its_rows_as_the_builtin_types(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "b.sqlite"
-    buf = DurableBuffer(path)
-    window = Window("m01", 1, 2, np.zeros((60, 4), np.float32), label=2)
-    buf.add([Kept(window, "labeled", 2, 0.0)])
-    buf.close()
-    db = sqlite3.connect(path)  # as layout 1 left it: no kept_type
-    db.executescript("DROP TRIGGER kept_type_gone; DROP TABLE kept_type; PRAGMA user_version=1;")
-    db.close()
-    again = DurableBuffer(path)
-    assert again.moved_aside == []
-    _, kind, records = again.take_typed_batch(10)
-    assert kind == "default" and [k.window for k in records] == [window]
-    again.close()
+        assert lst.wait_for(default_stored, 20), "the built-in type's windows were held up"
+        batches = [decode_batch(p) for p in lst.on(topics.drift_batches)]
+        press = [b for b in batches if b.machine_type == "press"]
+        assert len({b.batch_id for b in press}) == 4  # max_inflight of press, waiting
+        assert {b.model_version for b in press} == {5}
+        assert all(len(b.records) == 64 for b in press)
+        assert {k.window.machine for b in press for k in b.records} == {"press-1"}
+        assert {b.model_version for b in batches if b.machine_type == "default"} == {3}
+        assert kept.waiting_by_type() == {"default": 0, "press": 400}
+    finally:
+        kept.stop()
