@@ -18,6 +18,7 @@ import numpy as np
 from nodekit.mqtt import connect, make_client
 from nodekit.settings import env_credentials
 from protocol import DEFAULT_PREFIX, Topics, Window, encode_window
+from sensor_sim import fan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     base = rng.normal([50, 0.3, 11, 125], [5, 0.1, 0.5, 10], (16, 60, 4)).astype(np.float32)
     names = [f"{args.tag}{i:03d}" for i in range(args.machines)]
     names += [f"fan-{args.tag}{i:03d}" for i in range(args.fans)]
-    fan_base = rng.normal([0.0, 0.0, 5.0], [0.2, 0.2, 0.1], (16, 128, 3)).astype(np.float32)
+    fan_base = fan.generate(np.zeros(16, np.int64), rng)  # healthy fans (sensor_sim/fan.py)
     data = [base] * args.machines + [fan_base] * args.fans
     topic = [topics.window(m) for m in names]
     client = make_client(f"bench-drive-{time.monotonic_ns()}")
