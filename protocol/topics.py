@@ -87,9 +87,44 @@ class Topics:
         """
         return f"{self.prefix}/nodes/{check_id(node, 'node id')}/command"
 
+    def drift_batches(self, node: str) -> str:
+        """Where `node` ships its drift batches (protocol.drift_batch), QoS 1: its own topic, so
+        the broker's ACL lets a node write only its own and the trainer knows the sender from
+        the topic (the payload's node must match).
+
+        >>> Topics("site").drift_batches("pi-1")
+        'site/drift/batches/pi-1'
+        """
+        return f"{self.prefix}/drift/batches/{check_id(node, 'node id')}"
+
+    def all_drift_batches(self) -> str:
+        """Subscription filter for every node's drift batches (the trainer's intake)."""
+        return f"{self.prefix}/drift/batches/+"
+
     @property
-    def drift_batches(self) -> str:
+    def legacy_drift_batches(self) -> str:
+        """The one shared batch topic of nodes before per-node batch topics (protocol/README.md,
+        "Drift batch"): a trainer still reads it on an open broker; the secure ACL grants no one
+        to write it, as the sender there is only what the payload says."""
         return f"{self.prefix}/drift/batches"
+
+    def node_of_drift_batches(self, topic: str) -> str | None:
+        """The node a drift batch topic belongs to; "" for the legacy shared topic; None for a
+        topic that is not a batch topic under this prefix.
+
+        >>> t = Topics("site")
+        >>> [t.node_of_drift_batches(x) for x in (t.drift_batches("pi-1"), "site/drift/batches")]
+        ['pi-1', '']
+        >>> t.node_of_drift_batches("site/drift/batches/a/b") is None
+        True
+        """
+        if topic == self.legacy_drift_batches:
+            return ""
+        head = self.legacy_drift_batches + "/"
+        if not topic.startswith(head):
+            return None
+        node = topic[len(head) :]
+        return node if _ID.fullmatch(node) else None
 
     def drift_acks(self, node: str) -> str:
         """Where the trainer acknowledges `node`'s stored drift batches (protocol.batch_ack).

@@ -215,7 +215,7 @@ ACL: tuple[Grant, ...] = (
         "edge",
         "batches",
         (
-            ("write", "drift/batches", "ships labeled and flagged windows"),
+            ("write", "drift/batches/{node}", "ships its own labeled and flagged windows"),
             ("read", "drift/acks/{node}", "the trainer's acknowledgements of its own batches"),
         ),
     ),
@@ -245,7 +245,7 @@ ACL: tuple[Grant, ...] = (
         "",
         (
             *_MODEL_WRITE,
-            ("read", "drift/batches", "stores batches for fine-tuning"),
+            ("read", "drift/batches/+", "stores every node's batches for fine-tuning"),
             ("write", "drift/acks/+", "acknowledges each batch once it is stored"),
             ("read", "nodes/+/status", "watches the Pis' statuses"),
         ),
@@ -268,7 +268,7 @@ ACL: tuple[Grant, ...] = (
                     ("write", "machines/+/state", ""),
                     ("write", "machines/+/event", ""),
                     ("write", "nodes/+/status", ""),
-                    ("write", "drift/batches", ""),
+                    ("write", "drift/batches/+", ""),
                     ("read", "drift/acks/+", ""),
                     ("read", "labels", ""),
                     ("read", "nodes/+/command", ""),
