@@ -854,7 +854,7 @@ class EdgeService:
 
     def _ask_labels(self) -> None:
         """Ask for the labels of the held windows that would help most (loop/label_requests.py),
-        while the node is unsure; one QoS 1 message on `…/labels/requests`, within the budget."""
+        while the node is unsure; one QoS 1 message on `…/labels/requests/{node}`, in the budget."""
         asker, now = self.asker, time.time()
         if now < asker.next_check:
             return
@@ -885,14 +885,15 @@ class EdgeService:
             for c in picks
         )
         payload = LabelRequests(self.config.node, now, requests).to_json()
-        rc = self._mqtt.publish(self.topics.label_requests, payload, qos=1).rc
+        topic = self.topics.label_requests(self.config.node)
+        rc = self._mqtt.publish(topic, payload, qos=1).rc
         if rc not in (0, _NO_CONN) and self.telemetry.count_error("label_request_failed")[0]:
             log.warning("could not queue a label request for the broker (paho rc %s)", rc)
             return
         log.info(
             "asked for the labels of %d window(s) on %s: %s",
             len(requests),
-            self.topics.label_requests,
+            topic,
             ", ".join(f"{r.machine}#{r.seq} ({r.predicted} {r.confidence:.2f})" for r in requests),
         )
 

@@ -143,15 +143,40 @@ class Topics:
         """
         return f"{self.prefix}/labels"
 
-    @property
-    def label_requests(self) -> str:
-        """Where pi_edge asks for the labels that would help it most (protocol.label_request),
-        QoS 1, not retained.
+    def label_requests(self, node: str) -> str:
+        """Where pi_edge `node` asks for the labels that would help it most
+        (protocol.label_request), QoS 1, not retained: its own topic, so the asker is who the
+        broker let write it (the payload's node must match).
 
-        >>> Topics("site").label_requests
-        'site/labels/requests'
+        >>> Topics("site").label_requests("pi-1")
+        'site/labels/requests/pi-1'
         """
+        return f"{self.prefix}/labels/requests/{check_id(node, 'node id')}"
+
+    def all_label_requests(self) -> str:
+        """Subscription filter for every node's label requests."""
+        return f"{self.prefix}/labels/requests/+"
+
+    @property
+    def legacy_label_requests(self) -> str:
+        """The one shared topic of nodes before per-node label requests (read, never written)."""
         return f"{self.prefix}/labels/requests"
+
+    def node_of_label_requests(self, topic: str) -> str | None:
+        """The node a label-request topic belongs to; "" for the legacy shared topic; None for
+        any other topic.
+
+        >>> t = Topics("site")
+        >>> [t.node_of_label_requests(x) for x in (t.label_requests("p"), "site/labels/requests")]
+        ['p', '']
+        """
+        if topic == self.legacy_label_requests:
+            return ""
+        head = self.legacy_label_requests + "/"
+        if not topic.startswith(head):
+            return None
+        node = topic[len(head) :]
+        return node if _ID.fullmatch(node) else None
 
     @property
     def model_current(self) -> str:

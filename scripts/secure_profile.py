@@ -203,7 +203,7 @@ ACL: tuple[Grant, ...] = (
             ("read", "machines/+/window", "classifies windows (also via `$share/{group}/…`)"),
             *_MODEL_READ,
             ("read", "labels", "maintenance labels"),
-            ("write", "labels/requests", "asks for the labels that would help it most"),
+            ("write", "labels/requests/{node}", "asks for the labels that would help it most"),
             ("write", "machines/+/prediction", "publishes predictions"),
             ("write", "machines/+/state", "debounced machine state"),
             ("write", "machines/+/event", "machine state changes"),

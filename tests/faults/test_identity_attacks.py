@@ -269,6 +269,9 @@ def test_edge_node_a_cannot_write_node_bs_status_sparkplug_or_home_assistant_con
             assert a.refused(topics.status(node), status(node), retain), (node, retain)
     assert a.refused(topics.model_current, retain=True)
     assert a.refused(topics.node_command("pi-b"))  # commands are the operator's
+    assert a.refused(topics.label_requests("pi-b"))  # it asks for labels as itself only
+    assert a.refused(topics.legacy_label_requests)
+    assert a.publish(topics.label_requests("pi-a"), b"{}")  # control: its own
     # its Sparkplug login may be node pi-a only
     spb = peers("pi-a", via="spb")
     for kind in ("NBIRTH", "NDATA", "NDEATH"):
