@@ -42,6 +42,14 @@ def check_id(value: str, what: str = "machine id") -> str:
     return value
 
 
+def _node_under(topic: str, shared: str) -> str | None:
+    """The node of a per-node topic `{shared}/{node}`; "" for `shared` itself; else None."""
+    if topic == shared:
+        return ""
+    node = topic[len(shared) + 1 :] if topic.startswith(shared + "/") else ""
+    return node if _ID.fullmatch(node) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """Topic builders; `prefix` lets several edgeloop installs share one broker."""
@@ -118,13 +126,7 @@ class Topics:
         >>> t.node_of_drift_batches("site/drift/batches/a/b") is None
         True
         """
-        if topic == self.legacy_drift_batches:
-            return ""
-        head = self.legacy_drift_batches + "/"
-        if not topic.startswith(head):
-            return None
-        node = topic[len(head) :]
-        return node if _ID.fullmatch(node) else None
+        return _node_under(topic, self.legacy_drift_batches)
 
     def drift_acks(self, node: str) -> str:
         """Where the trainer acknowledges `node`'s stored drift batches (protocol.batch_ack).
@@ -170,13 +172,7 @@ class Topics:
         >>> [t.node_of_label_requests(x) for x in (t.label_requests("p"), "site/labels/requests")]
         ['p', '']
         """
-        if topic == self.legacy_label_requests:
-            return ""
-        head = self.legacy_label_requests + "/"
-        if not topic.startswith(head):
-            return None
-        node = topic[len(head) :]
-        return node if _ID.fullmatch(node) else None
+        return _node_under(topic, self.legacy_label_requests)
 
     @property
     def model_current(self) -> str:
