@@ -26,6 +26,7 @@ The steps, their parameters and their seconds in the first full run (715 s in al
 - estimate: the Pi's label-free accuracy estimate against the truth, per drift mode
 - machine_types: a second machine type's model (made with the trainer's build path), µs/window
   of each type's model and the RSS one more type costs a node
+- console: the operator console's screen refresh with 100 machines changing every round
 
 A bench that fails or overruns its time limit is stopped (its whole process group), recorded
 with the end of its log in meta.json, and the others still run; the report says "not measured".
@@ -88,6 +89,7 @@ STEPS = (
     Step("plant", "-m bench.plant --quick", 240),
     Step("estimate", f"-m bench.estimate {_SHARED}", 120),
     Step("machine_types", f"-m bench.machine_types {_SHARED}", 180),
+    Step("console", "-m bench.console_refresh", 120),
 )
 NEEDS_MODEL = {"edge", "demo_load", "fleet", "estimate", "machine_types"}
 

@@ -972,6 +972,39 @@ def types_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[Check]
     )
 
 
+def console_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[Check]) -> str:
+    """The operator console's refresh with 100 changing machines (bench/console_refresh.py)."""
+    title = "## Console: one screen refresh with 100 changing machines\n\n"
+    if not d:
+        return title + _missing(meta, "console", c, "console")
+    s = _Section("console", c)
+    worst, target = d.get("worst_ms"), d.get("target_ms")
+    rows = [
+        [
+            "worst refresh after the first",
+            f"{fnum(worst)} ms",
+            *s.row(
+                "worst refresh after the first",
+                f"{fnum(worst)} ms",
+                f"< {fnum(target, '{:.0f}')} ms (half of the 2 Hz tick)",
+                worst is not None and target is not None and worst < target,
+            ),
+        ],
+        ["median refresh", f"{fnum(d.get('median_ms'))} ms", "—", mark(None)],
+        ["first refresh (adds every row)", f"{fnum(d.get('first_ms'))} ms", "—", mark(None)],
+        ["machines shown", str(d.get("machines_shown")), str(d.get("machines")), mark(None)],
+    ]
+    return (
+        title
+        + _how(meta, "console")
+        + f"A real Mosquitto and `ConsoleLink`, the Textual app under its pilot; "
+        f"{d.get('rounds')} rounds, each a new prediction for every machine, then one timed "
+        "`refresh_site()` (what the app runs every 0.5 s).\n\n"
+        + table(["figure", "value", "target", "✓/✗"], rows)
+        + "\n"
+    )
+
+
 def run_section(meta: dict[str, Any], c: list[Check]) -> str:
     """Each step's parameters, seconds and status, and the total against 15 minutes."""
     s = _Section("make bench", c)
@@ -1006,6 +1039,7 @@ LOADERS: dict[str, str] = {
     "plant": "plant.json",
     "estimate": "estimate.json",
     "machine_types": "machine_types.json",
+    "console": "console.json",
 }
 
 
@@ -1039,6 +1073,7 @@ def build(data: dict[str, Any]) -> Report:
         plant_section(data.get("plant"), meta, checks),
         estimate_section(data.get("estimate"), meta, checks),
         types_section(data.get("machine_types"), meta, checks),
+        console_section(data.get("console"), meta, checks),
         run_section(meta, checks),
     ]
     met = sum(ch.ok for ch in checks)

@@ -877,14 +877,15 @@ class EdgeService:
 
     def _ask_labels(self) -> None:
         """Ask for the labels of each type's held windows that would help most
-        (loop/lane_loop.py), while it is unsure; one QoS 1 message on `…/labels/requests` per
-        type that asks, within its budget."""
+        (loop/lane_loop.py), while it is unsure; one QoS 1 message on
+        `…/labels/requests/{node}` per type that asks, within its budget."""
         now = time.time()
+        topic = self.topics.label_requests(self.config.node)
         for lane_loop in self.lane_loops.values():
             message = lane_loop.requests(self.config.node, now)
             if message is None:
                 continue
-            rc = self._mqtt.publish(self.topics.label_requests, message.to_json(), qos=1).rc
+            rc = self._mqtt.publish(topic, message.to_json(), qos=1).rc
             if rc not in (0, _NO_CONN) and self.telemetry.count_error("label_request_failed")[0]:
                 log.warning("could not queue a label request for the broker (paho rc %s)", rc)
                 continue
@@ -892,7 +893,7 @@ class EdgeService:
                 "asked for the labels of %d window(s) of type %s on %s: %s",
                 len(message.requests),
                 lane_loop.name,
-                self.topics.label_requests,
+                topic,
                 ", ".join(
                     f"{r.machine}#{r.seq} ({r.predicted} {r.confidence:.2f})"
                     for r in message.requests

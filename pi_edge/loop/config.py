@@ -63,9 +63,9 @@ class LoopConfig:
     label_requests_per_min: int = setting(
         8,
         help="at most this many held windows per minute asked to be labeled on "
-        "{prefix}/labels/requests (the least sure, spread over classes and machines), only while "
-        "drift is suspect/drift or the accuracy estimate is below --label-requests-below "
-        "(0: never ask)",
+        "{prefix}/labels/requests/{node} (the least sure, spread over classes and machines), "
+        "only while drift is suspect/drift or the accuracy estimate is below "
+        "--label-requests-below (0: never ask)",
         low=0,
         high=10_000,
     )

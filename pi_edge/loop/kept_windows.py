@@ -88,7 +88,7 @@ class KeptWindows:
         self.shipper = BatchShipper(
             self.buffer,
             config.broker,
-            config.topics.drift_batches,
+            config.topics.drift_batches(config.node),
             config.node,
             model_version,
             faults=faults,

@@ -1,4 +1,4 @@
-"""Ships kept windows from the durable buffer to `…/drift/batches`, end-to-end acknowledged.
+"""Ships kept windows from the durable buffer to `…/drift/batches/{node}`, end-to-end acknowledged.
 
 It owns its MQTT connection (client id `<node>-batches`), so QoS 1 batches never queue behind
 the predictions on the node's main connection. Its own thread takes a batch from the buffer and
@@ -65,7 +65,7 @@ _Event = tuple[str, int, int, "BatchAck | None"]  # kind, MQTT message id, reaso
 _ACL_ADVICE = (
     "the broker's ACL does not let this node's MQTT user publish drift batches: check that the "
     "node logs in as the edge role (--mqtt-user or EDGELOOP_MQTT_USER) and that the ACL grants "
-    "`edge write {prefix}/drift/batches` (protocol/README.md, roles and ACL)"
+    "`edge write {prefix}/drift/batches/{node}` (protocol/README.md, roles and ACL)"
 )
 _REFUSALS: dict[int, tuple[str, str, str]] = {
     0x80: ("unspecified", "Unspecified error", "see the broker's log"),

@@ -279,7 +279,7 @@ def _estimate(status: Status) -> list[Metric]:
         fams.append(
             counter(
                 "edgeloop_label_requests_windows",
-                "held windows this node asked to have labeled (…/labels/requests)",
+                "held windows this node asked to have labeled (…/labels/requests/{node})",
                 _num(requests, "windows"),
             )
         )

@@ -58,7 +58,7 @@ def test_each_type_labels_keeps_and_ships_its_windows_in_its_own_classes(
     site_file: Path,  # noqa: F811
     state_dir: Path,
 ) -> None:
-    lst = listen(topics.drift_batches, topics.statuses(), topics.label_requests)
+    lst = listen(topics.drift_batches("pi-loops"), topics.statuses())
     publisher.publish(topics.model_current, models.bundle(3, site=topics.prefix), retain=True)
     publisher.publish(
         topics.model_of("press"), press_model.bundle(5, site=topics.prefix), retain=True
@@ -99,7 +99,7 @@ def test_each_type_labels_keeps_and_ships_its_windows_in_its_own_classes(
     def both_came(msgs: list[tuple[str, bytes, bool]]) -> bool:
         kinds: dict[str, int] = {}
         for t, p, _ in msgs:
-            if t != topics.drift_batches:
+            if t != topics.drift_batches("pi-loops"):
                 continue
             batch = decode_batch(p)
             kinds[batch.machine_type] = kinds.get(batch.machine_type, 0) + len(batch.records)
@@ -110,7 +110,7 @@ def test_each_type_labels_keeps_and_ships_its_windows_in_its_own_classes(
         return kinds.get("press", 0) >= 6 and kinds.get("default", 0) >= 5
 
     assert lst.wait_for(both_came, 20), "no drift batches of both types"
-    raw = lst.on(topics.drift_batches)
+    raw = lst.on(topics.drift_batches("pi-loops"))
     press_batches = [decode_batch(p) for p in raw if decode_batch(p).machine_type == "press"]
     default_batches = [decode_batch(p) for p in raw if decode_batch(p).machine_type == "default"]
     assert {p[2] for p in raw} == {1, 2}  # v1 for the built-in type, v2 naming press
@@ -165,7 +165,7 @@ def test_a_type_asks_for_labels_with_its_class_names(
     press_model: TypeModel,
     site_file: Path,  # noqa: F811
 ) -> None:
-    lst = listen(topics.label_requests)
+    lst = listen(topics.label_requests("pi-asks"))
     publisher.publish(topics.model_current, models.bundle(3, site=topics.prefix), retain=True)
     publisher.publish(
         topics.model_of("press"), press_model.bundle(5, site=topics.prefix), retain=True
@@ -185,7 +185,9 @@ def test_a_type_asks_for_labels_with_its_class_names(
 
     assert lst.wait_for(asked, 20), "press never asked for labels"
     requests = [
-        r for p in lst.on(topics.label_requests) for r in LabelRequests.from_json(p).requests
+        r
+        for p in lst.on(topics.label_requests("pi-asks"))
+        for r in LabelRequests.from_json(p).requests
     ]
     press = [r for r in requests if r.machine == "press-2"]
     assert press and {r.predicted for r in press} <= set(PRESS.classes)
@@ -199,7 +201,7 @@ def test_a_type_whose_trainer_is_away_holds_up_no_other(
     listen: Callable[..., Listener],
     tmp_path: Path,
 ) -> None:
-    lst = listen(topics.drift_batches)
+    lst = listen(topics.drift_batches("pi-away"))
     log = logging.getLogger("test")
     config = KeptConfig(tmp_path, broker.address, "pi-away", topics, types=("press",))
     kept = KeptWindows(config, lambda: 3, WriteFailures(log, tmp_path), Faults(log), lambda k: 5)
@@ -223,7 +225,7 @@ def test_a_type_whose_trainer_is_away_holds_up_no_other(
             return kept.buffer.counts().acknowledged == 20
 
         assert lst.wait_for(default_stored, 20), "the built-in type's windows were held up"
-        batches = [decode_batch(p) for p in lst.on(topics.drift_batches)]
+        batches = [decode_batch(p) for p in lst.on(topics.drift_batches("pi-away"))]
         press = [b for b in batches if b.machine_type == "press"]
         assert len({b.batch_id for b in press}) == 4  # max_inflight of press, waiting
         assert {b.model_version for b in press} == {5}
