@@ -16,16 +16,19 @@ The steps, their parameters and their seconds in the first full run (715 s in al
 - model: the shared compact model, bench.edge.make_model in a subprocess (17 s)
 - edge: 2 rounds, 15,000 windows flat out (fewer made the rate noisy), 10 s at 1,000/s (a p99
   over 10,000 windows, not 5,000); pi_edge of 0b7a045 (before issue 13) flat out beside it
-- demo_load: 2 rounds of 15 s per target at 16 machines × 10 Hz
+- demo_load: 2 rounds of 15 s per target at 16 machines × 10 Hz; `--two-types`: also a site of
+  8 seed machines and 8 fans, pi_edge serving both types against the ceiling decoding both
 - fleet: 1, 2, 3 nodes, as bench/fleet.py's author sized it (93 s)
 - drift_recovery: every mode, up to 50 s from onset to the new model, then until the drift
-  has cleared on every machine and stayed clear for 20 s (a 60 s ramp ends within the run)
+  has cleared on every machine and stayed clear for 20 s (a 60 s ramp ends within the run);
+  `--fans 4`: the fan type's row too (fan-step, its own typed trainer and initial model)
 - plant: bench.plant --quick, seed-style data vs the realistic plant (quality, delays, false alarms)
 - estimate: the Pi's label-free accuracy estimate against the truth, per drift mode
 - machine_types: a second machine type's model (made with the trainer's build path), µs/window
   of each type's model and the RSS one more type costs a node
 - cold_start: bench.cold_start --quick, an anomaly model from the plant's normal running, then
   class growth from technicians' labels (detection delay, false anomaly events, macro-F1) (25 s)
+- console: the operator console's screen refresh with 100 machines changing every round
 
 A bench that fails or overruns its time limit is stopped (its whole process group), recorded
 with the end of its log in meta.json, and the others still run; the report says "not measured".
@@ -82,13 +85,14 @@ STEPS = (
         f"-m bench.edge {_SHARED} --rounds 2 --count 15000 --seconds 10 --baseline {BASELINE}",
         300,
     ),
-    Step("demo_load", f"-m bench.demo_load {_SHARED} --seconds 15 --rounds 2", 300),
+    Step("demo_load", f"-m bench.demo_load {_SHARED} --seconds 15 --rounds 2 --two-types", 480),
     Step("fleet", f"-m bench.fleet {_SHARED}", 360),
-    Step("drift_recovery", "-m bench.drift_recovery --timeout 50 --ramp-s 60", 600),
+    Step("drift_recovery", "-m bench.drift_recovery --timeout 50 --ramp-s 60 --fans 4", 840),
     Step("plant", "-m bench.plant --quick", 240),
     Step("estimate", f"-m bench.estimate {_SHARED}", 120),
     Step("machine_types", f"-m bench.machine_types {_SHARED}", 180),
     Step("cold_start", "-m bench.cold_start --quick", 180),
+    Step("console", "-m bench.console_refresh", 120),
 )
 NEEDS_MODEL = {"edge", "demo_load", "fleet", "estimate", "machine_types"}
 

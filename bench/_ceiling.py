@@ -4,7 +4,8 @@ Receives windows, decodes them, publishes a same-size prediction JSON through th
 `publish_many` pi_edge uses. What pi_edge achieves is compared against this, measured in the
 same run. With --threaded, paho's thread only decodes and enqueues and a worker thread drains
 up to 32 at a time and publishes them in one hand-over — pi_edge's required shape, still with
-no model — which separates the cost of that hand-off from the cost of pi_edge's own work.
+no model — which separates the cost of that hand-off from the cost of pi_edge's own work. With
+--mixed, the windows of machines fan-* are the fan type's shape (a site of two machine types).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--broker", required=True)
     p.add_argument("--prefix", default=DEFAULT_PREFIX)
     p.add_argument("--threaded", action="store_true", help="publish from a worker thread")
+    p.add_argument(
+        "--mixed", action="store_true", help="fan-* machines' windows are 128 × 3 (two types)"
+    )
     args = p.parse_args(argv)
     inbox: queue.Queue[tuple[object, int]] = queue.Queue(maxsize=2048)
     topics = Topics(args.prefix)
@@ -39,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_message(c: Any, userdata: Any, msg: Any) -> None:
         received = time.time_ns()
         machine = topics.machine_of(msg.topic)
-        w = decode_any(msg.payload, machine=machine, expected_shape=(60, 4))
+        fan = args.mixed and machine is not None and machine.startswith("fan-")
+        w = decode_any(msg.payload, machine=machine, expected_shape=(128, 3) if fan else (60, 4))
         if args.threaded:
             inbox.put((w, received))
         else:

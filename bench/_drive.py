@@ -1,7 +1,8 @@
 """Bench driver: publish binary windows from many machines, as fast as possible or paced.
 
-`python -m bench._drive --broker H:P --machines 100 --count 20000 [--rate 1000]`
-Prints one JSON line: windows sent, seconds, achieved rate.
+`python -m bench._drive --broker H:P --machines 100 --count 20000 [--rate 1000] [--fans N]`
+Prints one JSON line: windows sent, seconds, achieved rate. `--fans N` adds N machines of the fan
+type (sensor_sim/fan.py: 128 × 3 windows), ids fan-TAG000…, taking turns with the others.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from nodekit.mqtt import connect, make_client
 from nodekit.settings import env_credentials
 from protocol import DEFAULT_PREFIX, Topics, Window, encode_window
+from sensor_sim import fan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=0.0, help="windows/s; 0 = as fast as possible")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="b", help="machine ids are TAG000, TAG001, …")
+    p.add_argument("--fans", type=int, default=0, help="fan machines besides, fan-TAG000, …")
     args = p.parse_args(argv)
     topics = Topics(args.prefix)
     rng = np.random.default_rng(args.seed)
     base = rng.normal([50, 0.3, 11, 125], [5, 0.1, 0.5, 10], (16, 60, 4)).astype(np.float32)
     names = [f"{args.tag}{i:03d}" for i in range(args.machines)]
+    names += [f"fan-{args.tag}{i:03d}" for i in range(args.fans)]
+    fan_base = fan.generate(np.zeros(16, np.int64), rng)  # healthy fans (sensor_sim/fan.py)
+    data = [base] * args.machines + [fan_base] * args.fans
     topic = [topics.window(m) for m in names]
     client = make_client(f"bench-drive-{time.monotonic_ns()}")
     connect(client, args.broker, credentials=env_credentials(os.environ))
@@ -57,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(per_tick if period else 64):
             if sent >= args.count:
                 break
-            i = sent % args.machines
-            w = Window(names[i], sent // args.machines, time.time_ns(), base[sent % 16])
+            i = sent % len(names)
+            w = Window(names[i], sent // len(names), time.time_ns(), data[i][sent % 16])
             client.publish(topic[i], encode_window(w), qos=0)
             sent += 1
     elapsed = time.monotonic() - start

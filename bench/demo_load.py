@@ -1,6 +1,7 @@
 """CPU per window at the demo's load (16 machines × 10 Hz), pi_edge against the no-model ceiling.
 
-`python -m bench.demo_load [--seconds 30] [--rounds 2] [--model BUNDLE --public-key PEM]`
+`python -m bench.demo_load [--seconds 30] [--rounds 2] [--model BUNDLE --public-key PEM]
+                          [--two-types [--fans 8] [--type-model BUNDLE] [--private-key PEM]]`
 
 Flat-out figures hide what a Pi pays at a realistic rate: fixed costs (status, dashboard
 refreshes, paho's loop, timers) spread over few windows. Each target runs in turn, alternating
@@ -9,6 +10,13 @@ system CPU time (/proc/PID/stat) over the predictions it made. pi_edge runs twic
 (`--no-dashboard`) and with its live dashboard on a pseudo-terminal (200 × 50), as in the demo.
 Targets (issue 13): pi_edge ≤ 1.2× the ceiling's CPU per window without its dashboard, ≤ 1.4×
 with it; peak RSS ≤ 64 MB.
+
+`--two-types`: also a site of two machine types at the same load, `--fans` (default 8) of the 16
+machines being fans (sensor_sim/fan.py: 128 × 3 windows, 4 classes): pi_edge with a site file
+serving both types (the fan's model retained on its type's topic, `--type-model`, else trained
+here with the trainer's build path and signed with `--private-key`, by default the key beside
+`--public-key`) against the ceiling decoding both shapes (`_ceiling --mixed`). Issue 24: within
+1.2× the ceiling's CPU per window, at most 8 MB more RSS per extra type (bench.machine_types).
 """
 
 from __future__ import annotations
@@ -29,13 +37,34 @@ from pathlib import Path
 
 import numpy as np
 
+from nodekit.mqtt import connect, make_client
 from protocol import Topics
 from scripts.broker import Broker
 
 from .edge import PY, Collector, cpu_seconds, make_model, peak_rss_mb, wait_ready
 
 NODE = "bench-pi"
+FAN = ("--machine-type", "fan")
 MACHINES, HZ = 16, 10.0
+SITE = """version = 1
+[[types]]
+builtin = "default"
+machines = ["b*", "d*"]
+
+[[types]]
+name = "fan"
+channels = [
+  {name = "vib_x", unit = "g", sample_hz = 1000.0},
+  {name = "vib_y", unit = "g", sample_hz = 1000.0},
+  {name = "current", unit = "A", sample_hz = 1000.0},
+]
+sample_hz = 1000.0
+window_length = 128
+hop = 128
+classes = ["ok", "imbalance", "misalignment", "looseness"]
+normal = "ok"
+machines = ["fan-*"]
+"""
 
 
 @dataclass
@@ -74,6 +103,7 @@ def run_target(
     seconds: float,
     round_: int,
     tty: bool,
+    fans: int = 0,
 ) -> Row:
     master = None
     if tty:
@@ -86,7 +116,7 @@ def run_target(
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
-        wait_ready(collector, broker)
+        wait_ready(collector, broker, fans=fans)
         time.sleep(2.0)  # past start-up: the dashboard and the status thread are running
         collector.take()
         tag = f"d{round_}{name[:3]}"
@@ -97,7 +127,9 @@ def run_target(
             "--broker",
             broker.address,
             "--machines",
-            str(MACHINES),
+            str(MACHINES - fans),
+            "--fans",
+            str(fans),
             "--count",
             str(int(MACHINES * HZ * seconds)),
             "--rate",
@@ -110,7 +142,7 @@ def run_target(
         time.sleep(1.0)  # the last predictions
         cpu = cpu_seconds(proc.pid) - cpu0
         items = collector.take()
-        mine = sum(json.loads(p)["machine"].startswith(tag) for _, p in items)
+        mine = sum(tag in json.loads(p)["machine"] for _, p in items)
         return Row(name, round_, mine, cpu * 1e6 / max(mine, 1), peak_rss_mb(proc.pid))
     finally:
         proc.terminate()
@@ -126,33 +158,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="length of each paced run")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the rows and medians here")
+    p.add_argument("--two-types", action="store_true", help="also a site of two machine types")
+    p.add_argument("--fans", type=int, default=8, help="with --two-types: fans of the 16")
+    p.add_argument("--type-model", type=Path, help="with --two-types: the fan type's bundle")
+    p.add_argument(
+        "--private-key", type=Path, help="with --two-types: signs the fan model made here"
+    )
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-demo-"))
     model, pub = args.model, args.public_key
     if model is None or pub is None:
         model, pub = make_model(work)
+    fan_model = args.type_model
+    if args.two_types and fan_model is None:
+        private = args.private_key or pub.with_name(pub.name.replace(".pub.pem", ".pem"))
+        fan_model = make_fan_model(work, private)
     rows: list[Row] = []
     with Broker(run_dir=work / "broker") as broker:
         collector = Collector(broker.address, Topics())
+        site = work / "site.toml"
+        site.write_text(SITE)
 
-        def edge(dashboard: bool) -> list[str]:
+        def edge(dashboard: bool, types: bool = False) -> list[str]:
             cmd = [PY, "-m", "pi_edge", "run", "--broker", broker.address]
             cmd += ["--public-key", str(pub), "--model", str(model), "--node", NODE]
-            cmd += ["--state-dir", str(work / f"edge-{int(dashboard)}")]
+            cmd += ["--state-dir", str(work / f"edge-{int(dashboard)}{'-types' if types else ''}")]
+            cmd += ["--site", str(site)] if types else []
             return cmd + ([] if dashboard else ["--no-dashboard"])
 
-        targets = {
-            "ceiling": ([PY, "-m", "bench._ceiling", "--broker", broker.address], False),
-            "ceiling-threaded": (
-                [PY, "-m", "bench._ceiling", "--broker", broker.address, "--threaded"],
-                False,
-            ),
-            "pi_edge": (edge(False), False),
-            "pi_edge+dashboard": (edge(True), True),
+        ceiling_cmd = [PY, "-m", "bench._ceiling", "--broker", broker.address]
+        targets: dict[str, tuple[list[str], bool, int]] = {
+            "ceiling": (ceiling_cmd, False, 0),
+            "ceiling-threaded": ([*ceiling_cmd, "--threaded"], False, 0),
+            "pi_edge": (edge(False), False, 0),
+            "pi_edge+dashboard": (edge(True), True, 0),
         }
+        if fan_model is not None:  # the fan's model waits, retained, on its type's topic
+            publish_retained(broker, Topics().model_of("fan"), fan_model.read_bytes())
+            targets["ceiling 2 types"] = ([*ceiling_cmd, "--mixed"], False, args.fans)
+            targets["pi_edge 2 types"] = (edge(False, types=True), False, args.fans)
         for round_ in range(args.rounds):
-            for name, (cmd, tty) in targets.items():
-                row = run_target(broker, collector, name, cmd, args.seconds, round_, tty)
+            for name, (cmd, tty, fans) in targets.items():
+                row = run_target(broker, collector, name, cmd, args.seconds, round_, tty, fans)
                 print(
                     f"round {round_} {name:18s} {row.predicted:6d} predictions "
                     f"{row.cpu_us:6.0f} µs CPU/window  peak RSS {row.rss_mb:5.1f} MB",
@@ -176,14 +223,43 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling-threaded": "(the hand-off alone)",
         "pi_edge": "≤ 1.2×",
         "pi_edge+dashboard": "≤ 1.4×",
+        "ceiling 2 types": f"({args.fans} of the machines fans)",
+        "pi_edge 2 types": "≤ 1.2× (of the ceiling of 2 types)",
     }
     for name, (cpu, rss) in med.items():
-        print(f"| {name} | {cpu:.0f} | {cpu / ceiling:.2f}× | {goals[name]} | {rss:.1f} |")
+        base = med["ceiling 2 types"][0] if name == "pi_edge 2 types" else ceiling
+        print(f"| {name} | {cpu:.0f} | {cpu / base:.2f}× | {goals[name]} | {rss:.1f} |")
     if args.json:
         args.json.write_text(
             json.dumps({"rows": [r.__dict__ for r in rows], "medians": med}, indent=1)
         )
     return 0
+
+
+def publish_retained(broker: Broker, topic: str, payload: bytes) -> None:
+    """Publish `payload` retained (QoS 1) and wait until the broker took it."""
+    client = make_client(f"bench-demo-retain-{time.monotonic_ns()}")
+    connect(client, broker.address)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 10
+        while not client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def make_fan_model(work: Path, private_key: Path) -> Path:
+    """A fan model (sensor_sim's fan data, the trainer's `train`) signed with `private_key`."""
+    data, out = work / "fan-data", work / "fan-model"
+    key = ["--private-key", str(private_key)]
+    dataset = [PY, "-m", "sensor_sim", "dataset", "--out", str(data), "--seed", "7", *FAN]
+    subprocess.run(dataset, check=True)
+    train = [PY, "-m", "jetson_trainer", "train", "--data", str(data), "--out", str(out), *key]
+    subprocess.run(train, check=True)
+    return out / "model.bundle"
 
 
 if __name__ == "__main__":

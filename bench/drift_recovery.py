@@ -20,6 +20,14 @@ the macro-F1 (TRUE classes) of the old and new model on fresh drifted and undrif
 windows against the undrifted model's. --quick: plant-step-all only, about 5 minutes.
 The plant's trainer waits for a plant day of labels (PlantLoop.labels), not 2 per class: with
 5 % wrong labels every class has a few within minutes, most of the faults' wrong.
+
+`--fans N` (or `fan-step` in --modes): a row of the second machine type, the fan
+(sensor_sim/fan.py): its initial model trained on fan data (128 × 3 windows), the typed trainer
+(`serve --site-file F --machine-type fan`), a node serving the fan type from the site file, the
+simulator with N fans (and one seed machine, which no served type names), 5 % labels; the step
+drift (a belt swap: shaft 25 → 30 Hz, vibration × 1.3, current + 1 A) is commanded on the fans.
+The node's labels, kept windows and drift batches are the fan's (version 2 naming the type);
+accuracies on 400 fresh fan windows, drifted and not.
 """
 
 from __future__ import annotations
@@ -58,10 +66,12 @@ from nodekit.settings import build
 from pi_edge import EdgeConfig, EdgeService
 from pi_edge.model.classifier import Classifier
 from protocol import Command, Topics, decode_bundle, encode_bundle, load_public_key
+from protocol.machine_type import DEFAULT_TYPE
 from scripts.broker import Broker
+from sensor_sim import fan
 from sensor_sim.dataset import write_datasets
 from sensor_sim.drift import DriftSettings, apply, effect
-from sensor_sim.fleet import FleetConfig
+from sensor_sim.fleet import FleetConfig, fan_ids
 from sensor_sim.physics import sample
 from sensor_sim.plant_dataset import write_plant_datasets
 from sensor_sim.publisher import SimConfig, Simulator
@@ -143,6 +153,38 @@ def accuracy(
     )
 
 
+FAN_MODES: dict[str, Command] = {"fan-step": Command("drift", mode="step")}  # on the fans
+FAN_SITE = """version = 1
+[[types]]
+name = "fan"
+channels = [
+  {name = "vib_x", unit = "g", sample_hz = 1000.0},
+  {name = "vib_y", unit = "g", sample_hz = 1000.0},
+  {name = "current", unit = "A", sample_hz = 1000.0},
+]
+sample_hz = 1000.0
+window_length = 128
+hop = 128
+classes = ["ok", "imbalance", "misalignment", "looseness"]
+normal = "ok"
+machines = ["fan-*"]
+"""
+
+
+def fan_accuracy(bundle_path: Path, public: Path, seed: int) -> tuple[float, float]:
+    """(drifted, original) accuracy of a fan bundle on 400 fresh fan windows each (the step
+    drift: the belt swap in full)."""
+    bundle = decode_bundle(bundle_path.read_bytes(), load_public_key(public))
+    clf = Classifier(bundle.model, bundle.manifest)
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), 100)
+    drifted, original = fan.generate(y, rng, blend=1.0), fan.generate(y, rng)
+    return tuple(
+        float((clf.predict(x).argmax(axis=1) == y).mean())  # type: ignore[return-value]
+        for x in (drifted, original)
+    )
+
+
 HOLD_S = 20.0  # "cleared" = ok on every machine for this long without a relapse
 
 
@@ -198,12 +240,21 @@ def run_mode(
     per_class: int = 2,
     plant: PlantLoop | None = None,
     ask: bool = False,
+    fans: int = 0,
 ) -> Recovery:
-    """One live run of `mode`; with `plant`, on the realistic plant (bench/_plant_loop.py)."""
+    """One live run of `mode`; with `plant`, on the realistic plant (bench/_plant_loop.py);
+    with `fans`, of the fan type on N fans (the node serves the fan type alone: its model
+    version and drift are the node's)."""
     private, public = keys
     run = work / mode
     shutil.copytree(initial, run / "models" / "v0001")
     topics = Topics(f"bench/{mode}")
+    typed: dict[str, object] = {}  # the trainer's and the node's machine type settings
+    if fans:
+        site = run / "site.toml"
+        site.write_text(FAN_SITE)
+        typed = {"site_file": site, "machine_type": "fan"}
+        command = dataclasses.replace(command, machines=fan_ids(fans))
     # the shared initial model, bound to this mode's site (a Pi refuses another site's bundle)
     path = run / "models" / "v0001" / "model.bundle"
     bundle = decode_bundle(path.read_bytes(), load_public_key(public))
@@ -223,6 +274,7 @@ def run_mode(
                     labels_needed=labels_needed,
                     labels_per_class=per_class,
                     finetune_epochs=30,
+                    **typed,  # type: ignore[arg-type]
                 )
             )
             .start()
@@ -239,6 +291,7 @@ def run_mode(
                 dashboard=False,
                 status_interval_s=0.5,
                 label_hold_windows=1024 if plant is None else plant.label_hold_windows,  # default
+                **({"site": typed["site_file"], "types": ("fan",)} if fans else {}),
             ),
             public_key=load_public_key(public),
         ).start()
@@ -249,7 +302,11 @@ def run_mode(
                 node=f"sim-{mode}",
                 seed=3,
                 fleet=FleetConfig(
-                    machines=16, label_fraction=0.0 if ask else 0.05, mtbf_s=30, repair_s=30
+                    machines=1 if fans else 16,
+                    fans=fans,
+                    label_fraction=0.0 if ask else 0.05,
+                    mtbf_s=30,
+                    repair_s=30,
                 ),
                 # --ask-labels: no label in the windows; the node asks for the windows it is
                 # least sure of and the simulator, as a technician, answers after 1 s
@@ -323,13 +380,17 @@ def run_mode(
     attempt = daemon.state.last_attempt
     gate = attempt.decision.reason if attempt else "no fine-tune started"
     after = labels = None
-    current = run / "edge" / "models" / "current.bundle"
+    current = run / "edge" / ("types/fan/models" if fans else "models") / "current.bundle"
     if live is not None:
         labels = decode_bundle(current.read_bytes(), None, allow_unsigned=True).manifest.extra.get(
             "labels_used"
         )
     plant_figures = None
-    if plant is None:
+    if fans:
+        before = fan_accuracy(initial / "model.bundle", public, seed=7)
+        if live is not None:
+            after = fan_accuracy(current, public, seed=7)
+    elif plant is None:
         before = accuracy(initial / "model.bundle", public, command, elapsed, seed=7)
         if live is not None:
             after = accuracy(current, public, command, elapsed, seed=7)
@@ -389,6 +450,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --plant: plant-step-all only and a smaller initial data set (about 5 minutes)",
     )
     p.add_argument("--timeout", type=float, default=150.0, help="seconds per mode after onset")
+    p.add_argument(
+        "--fans",
+        type=int,
+        default=0,
+        help="also the fan type's row (fan-step) with N fans (default 4 when fan-step is in "
+        "--modes)",
+    )
     p.add_argument("--work", type=Path, help="working dir (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the per-mode results here")
     p.add_argument(
@@ -430,36 +498,44 @@ def main(argv: list[str] | None = None) -> int:
         modes = ["plant-step-all"] if args.quick else ["plant-step", "plant-step-all"]
     else:
         modes = list(MODES)
-    unknown = [m for m in modes if m not in MODES and m not in PLANT_MODES]
+    if args.fans and "fan-step" not in modes:
+        modes.append("fan-step")
+    fans = args.fans or 4
+    known = [*MODES, *PLANT_MODES, *FAN_MODES]
+    unknown = [m for m in modes if m not in known]
     if unknown:
-        p.error(f"unknown mode(s) {unknown}; choose from {list(MODES) + list(PLANT_MODES)}")
+        p.error(f"unknown mode(s) {unknown}; choose from {known}")
     work = args.work or Path(tempfile.mkdtemp(prefix="edgeloop-recovery-"))
     keys = generate_keypair(work / "keys")
     # the initial compact model of each kind of data the modes need: seed 000's, the plant's
     initial: dict[str, tuple[Path, Path, float]] = {}  # kind → (data, model dir, train s)
-    for kind in ("seed", "plant"):
-        if not any((m in PLANT_MODES) == (kind == "plant") for m in modes):
+    kinds = {"seed": MODES, "plant": PLANT_MODES, "fan": FAN_MODES}
+    for kind in ("seed", "plant", "fan"):
+        if not any(m in kinds[kind] for m in modes):
             continue
-        data = work / ("data" if kind == "seed" else "plant_data")
+        data = work / {"seed": "data", "plant": "plant_data", "fan": "fan_data"}[kind]
         if kind == "seed":
             write_datasets(data, seed=42)
+        elif kind == "fan":
+            write_datasets(data, seed=42, sim_type="fan")
         else:  # labels as a trainer gets them on the plant: 5 % of windows, 5 % wrong
             write_plant_datasets(
                 data, 42, machines=16, hours=plant.hours, test_hours=plant.test_hours
             )
         x, y = np.load(data / "train_data.npy"), np.load(data / "train_labels.npy")
         t0 = time.monotonic()
-        out = work / ("initial" if kind == "seed" else "plant_initial")
+        out = work / {"seed": "initial", "plant": "plant_initial", "fan": "fan_initial"}[kind]
         run_train(
             x,
             y,
             out,
             private_key=keys[0],
-            epochs=40 if kind == "seed" else plant.epochs,
+            epochs=plant.epochs if kind == "plant" else 40,
             figures=False,
             verbose=0,
             time_repeats=10,
             quantizations=("int8",),
+            kind=fan.FAN_TYPE if kind == "fan" else DEFAULT_TYPE,
         )
         initial[kind] = (data, out, time.monotonic() - t0)
         print(f"initial compact model ({kind}, {len(y)} windows) trained in "
@@ -468,11 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Recovery] = []
     plant_results: list[Recovery] = []
     for mode in modes:
-        on_plant = mode in PLANT_MODES
-        command = PLANT_MODES[mode] if on_plant else MODES[mode]
+        on_plant, on_fans = mode in PLANT_MODES, mode in FAN_MODES
+        command = PLANT_MODES[mode] if on_plant else FAN_MODES[mode] if on_fans else MODES[mode]
         if mode == "ramp":
             command = dataclasses.replace(command, params={"duration_s": args.ramp_s})
-        data, model_dir, _ = initial["plant" if on_plant else "seed"]
+        data, model_dir, _ = initial["plant" if on_plant else "fan" if on_fans else "seed"]
         (plant_results if on_plant else results).append(
             run_mode(
                 mode,
@@ -487,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
                 _given(args.labels_per_class, plant.per_class if on_plant else 2),
                 plant if on_plant else None,
                 args.ask_labels,
+                fans if on_fans else 0,
             )
         )
         r = (plant_results if on_plant else results)[-1]

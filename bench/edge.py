@@ -178,8 +178,9 @@ def steady_rate(arrivals: np.ndarray) -> float:
     return float((hi - lo) / ((a[hi] - a[lo]) / 1e9))
 
 
-def wait_ready(collector: Collector, broker: Broker, seconds: float = 60) -> None:
-    """Send probe windows until the target answers with a prediction (model loaded)."""
+def wait_ready(collector: Collector, broker: Broker, seconds: float = 60, fans: int = 0) -> None:
+    """Send probe windows until the target answers with a prediction (model loaded); with
+    `fans`, until it answers a fan's window too (its second type's model loaded)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         subprocess.run(
@@ -192,13 +193,16 @@ def wait_ready(collector: Collector, broker: Broker, seconds: float = 60) -> Non
                 "--machines",
                 "2",
                 "--count",
-                "4",
+                "4" if not fans else "8",
+                "--fans",
+                "2" if fans else "0",
             ],
             check=True,
             capture_output=True,
         )
         time.sleep(0.5)
-        if collector.take():
+        items = collector.take()
+        if items and (not fans or any(b'"fan-' in p for _, p in items)):
             return
     raise RuntimeError("target produced no prediction within 60 s")
 

@@ -36,8 +36,10 @@ reading of a machine another member owns (status `fleet_skipped`); machines it g
 member joins are forgotten by the worker through the same path as the cap's evictions (`_forget`).
 
 Figures (rates, latencies, error counts) live in NodeTelemetry (report/telemetry.py); the closed
-loop in DriftWatch (loop/drift_watch.py: drift verdicts) and KeptWindows (loop/kept_windows.py:
-kept windows, their durable buffer and the shipper); the prediction history in HistoryRecorder.
+loop in DriftWatch (loop/drift_watch.py: drift verdicts, one per machine type), KeptWindows
+(loop/kept_windows.py: kept windows of every type, their durable buffer and the shipper) and one
+LaneLoop per machine type served (loop/lane_loop.py: its maintenance labels, kept windows, accuracy
+estimate and label requests, in its class names); the prediction history in HistoryRecorder.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from nodekit.errors import BrokerRefusedError
 from nodekit.guard import Faults, ThreadWatch, guard_client, publish_retained
@@ -59,14 +60,15 @@ from nodekit.mqtt import ConnectionWatch, connect, make_client, publish_many, st
 from nodekit.storage import WriteFailures
 from protocol import Manifest, PayloadError, Status, Window, decode_any, encode_window
 from protocol.fleet import FLEET_DETAIL, fleet_view
-from protocol.label_request import LabelRequest, LabelRequests
-from protocol.machine_state import ANOMALY, MachineState
+from protocol.labels import LabelEvent
+from protocol.machine_state import MachineState
 from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.node_command import NodeCommand
 from protocol.status_detail import (
     TYPES_DETAIL_VERSION,
     DriftDetail,
     RolloutGroup,
+    TypeLoops,
     TypeModel,
     TypeModels,
 )
@@ -79,11 +81,11 @@ from .intake.inbox import Inbox
 from .intake.ownership import Change as FleetChange
 from .intake.sources import PROBLEMS as SOURCE_PROBLEMS
 from .intake.sources import SourceRunner
-from .loop.ask_flagged import ask_flagged
-from .loop.label_requests import SPAN_S, Candidate
-from .loop.served_batch import ServedBatch, serve_batch
+from .loop.accuracy_estimate import AccuracyEstimator
+from .loop.label_requests import LabelAsker
+from .loop.maintenance_labels import Labeler
+from .loop.served_batch import serve_batch
 from .model.machine_types import Lanes, TypeLane
-from .model.vetting import VettedModel
 from .report.dashboard import Snapshot
 from .report.debounce import Change
 from .report.history_writer import HistoryRecorder
@@ -168,9 +170,17 @@ class EdgeService:
         self.drift = loop.drift_watch()  # the serving model's drift detector
         self.write_failures = WriteFailures(log, config.state_dir)  # buffer and history writes
         self.history = HistoryRecorder.open(config.state_dir, self.write_failures, self.faults)
-        try:  # kept windows for the trainer: keeper, durable buffer, shipper
+        # the machine types this node serves (model/machine_types.py): one model lifecycle,
+        # interpreter, drift watch, model topic and closed loop each; the first is the primary
+        served = models.served()
+        try:  # kept windows for the trainer: keeper, a durable buffer per type, the shipper
             self.kept = loop.kept_windows(
-                basics, lambda: self.drift.model_version, self.write_failures, self.faults
+                basics,
+                lambda: self.drift.model_version,
+                self.write_failures,
+                self.faults,
+                self._type_version,
+                tuple(kind.name for kind in served),
             )
         except BaseException:
             self.history.history.close()
@@ -185,12 +195,6 @@ class EdgeService:
             self.sources = SourceRunner(
                 self.signal_map, self._on_source_reading, self._signal_problem, self.faults
             )
-        self.labeler = loop.labeler(basics, self._machine_type)  # maintenance label events
-        self.estimator = loop.estimator()  # label-free accuracy estimate
-        self.asker = loop.asker()  # label requests for the least sure held windows
-        # the machine types this node serves (model/machine_types.py): one model lifecycle,
-        # interpreter, drift watch and model topic each; the first is the node's primary
-        served = models.served()
         lanes: list[TypeLane] = []
         for i, kind in enumerate(served):
             lanes.append(
@@ -222,6 +226,20 @@ class EdgeService:
             topic: (lane, source) for lane in lanes for topic, source in lane.model_topics
         }
         self._typed = [lane.name for lane in lanes] != [DEFAULT_TYPE_NAME]  # detail v 2
+        # each type's closed loop (loop/lane_loop.py): labels, kept windows, estimate, requests
+        self.lane_loops = {
+            lane.name: loop.lane_loop(
+                lane.name,
+                self._machine_type if lane.name == DEFAULT_TYPE_NAME else lane.machine_type,
+                basics.state_dir
+                if lane.name == DEFAULT_TYPE_NAME
+                else basics.state_dir / "types" / lane.name,
+                self.kept,
+                lane.drift,
+            )
+            for lane in lanes
+        }
+        self._primary_loop = self.lane_loops[lanes[0].name]
         self._client: Client | None = None
         self._loops = (  # this node's own threads (the parts start theirs)
             Loop("edge-worker", self._worker, wake=self.inbox.wake),
@@ -258,7 +276,33 @@ class EdgeService:
         lane = self.lanes.lanes[index]
         lane.drift.model_changed(manifest)
         lane.learn(manifest)
+        if lane.name != DEFAULT_TYPE_NAME:  # the built-in type keeps the node's vocabulary
+            self.lane_loops[lane.name].learn(lane.machine_type)
         self.lanes.changed()
+
+    def _type_version(self, machine_type: str) -> int | None:
+        """The model version serving `machine_type` (its kept windows' drift batches)."""
+        lane = next((each for each in self.lanes.lanes if each.name == machine_type), None)
+        return None if lane is None else lane.drift.model_version
+
+    # the primary type's loop, as before machine types (tests and the dashboard read them)
+    @property
+    def labeler(self) -> Labeler:
+        """The first type's maintenance labels."""
+        labeler = self._primary_loop.labeler
+        if labeler is None:
+            raise EdgeError(f"machine type {self._primary_loop.name} has no classes yet")
+        return labeler
+
+    @property
+    def estimator(self) -> AccuracyEstimator:
+        """The first type's label-free accuracy estimate."""
+        return self._primary_loop.estimator
+
+    @property
+    def asker(self) -> LabelAsker:
+        """The first type's label requests."""
+        return self._primary_loop.asker
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeService:
@@ -473,7 +517,7 @@ class EdgeService:
             return
         if topic == self.topics.labels:  # decoded here, applied by the worker
             try:
-                self.labeler.submit(msg.payload)
+                self._submit_label(msg.payload)
             except PayloadError as exc:
                 self._bad_payload(exc, topic, "label event")
             else:
@@ -532,13 +576,24 @@ class EdgeService:
             )
         return lane
 
+    def _submit_label(self, payload: bytes) -> None:
+        """A maintenance label event (paho's thread): to the loop of its machine's type, which
+        refuses a class the type has not (PayloadError listing the type's classes)."""
+        try:
+            event = LabelEvent.from_json(payload)
+            lane = self._lane_of(event.machine)
+        except PayloadError:
+            self._primary_loop.refuse()
+            raise
+        self.lane_loops[lane.name].submit(event)
+
     def _label_trusted(self, machine: str) -> bool:
         """Whether an in-band label of `machine`'s windows counts (`--window-labels`)."""
         trust = self._label_trust
         return trust if isinstance(trust, bool) else machine in trust
 
     def _untrusted_label(self, machine: str) -> None:
-        n = self.labeler.untrusted()
+        n = self._primary_loop.untrusted()
         if n == 1 or n % 1000 == 0:
             log.warning(
                 "dropped the in-band label of a window of %r (%d so far): this node takes "
@@ -715,8 +770,9 @@ class EdgeService:
     def _work_once(self) -> None:
         if self.ha is not None:  # after HA's birth message: every tracked machine's configs
             self.ha.pump(self._client, self._topics_by_machine)
-        if self.labeler.pending():  # label events: held windows they reach are kept again
-            self.kept.keep_records(self.labeler.pump(time.time()))
+        for lane_loop in self.lane_loops.values():  # label events: held windows they reach
+            if lane_loop.pending():  # are kept again
+                lane_loop.pump(time.time())
         if self._single and self.models.model is None:  # nothing to classify with: wait
             pending = self.models.take_pending()
             if pending is not None:
@@ -752,20 +808,16 @@ class EdgeService:
 
     def _classify(self, batch: list[_Item], lane: TypeLane | None = None) -> None:
         """Classify windows of one machine type (`lane`, default: the node's first) with its
-        serving model and publish.
-
-        The closed loop (maintenance labels, kept windows for the trainer, the accuracy
-        estimate, label requests) runs for the built-in type's windows only, as yet.
-        """
+        serving model and publish; the type's closed loop (loop/lane_loop.py: maintenance
+        labels, kept windows for the trainer, the accuracy estimate, held windows) takes its
+        share."""
         lane = lane or self.lanes.primary
         model = lane.manager.model
         assert model is not None
-        builtin = lane.name == DEFAULT_TYPE_NAME
+        lane_loop = self.lane_loops[lane.name]
         start_ns = time.time_ns()
         originals = [item.window for item in batch]
-        windows = (  # maintenance labels of open intervals
-            self.labeler.label_new(originals) if builtin else originals
-        )
+        windows = lane_loop.label_new(originals)  # maintenance labels of open intervals
         x = np.stack([w.data for w in windows])
         try:
             probs = model.classifier.predict(x)
@@ -781,14 +833,12 @@ class EdgeService:
                 )
             return
         inferred_ns = time.time_ns()
-        declared = self.config.models.classes if builtin else model.bundle.manifest.classes
         # labels as the model's outputs (an anomaly model's: healthy or `anomaly`)
-        served = serve_batch(model, declared, lane.drift, windows, x, probs)
+        served = serve_batch(model, lane_loop.declared(model), lane.drift, windows, x, probs)
         top, verdicts, labels = served.top, served.verdicts, served.labels
         lane.manager.observe(model.version, probs, top, verdicts.flags == 1, labels)  # health
         lane.windows += len(windows)
-        if builtin:
-            self._loop_batch(model, windows, originals, served, probs, start_ns)
+        lane_loop.observe(model, windows, originals, served, probs, start_ns)
         out = batch_outputs(
             served.seen,
             [item.received_ns for item in batch],
@@ -826,86 +876,32 @@ class EdgeService:
                 self.config.broker,
             )
 
-    def _loop_batch(
-        self,
-        model: VettedModel,
-        windows: list[Window],
-        originals: list[Window],
-        served: ServedBatch,
-        probs: npt.NDArray[np.float32],
-        start_ns: int,
-    ) -> None:
-        """The closed loop's share of a classified batch of the built-in type: kept windows
-        (durable before anything is published), the accuracy estimate, held windows. What goes
-        to the trainer speaks the type's classes (`served.declared_top`; -1: `anomaly`)."""
-        verdicts, top, labels = served.verdicts, served.top, served.labels
-        self.kept.keep(windows, verdicts, served.declared_top)  # durable before publishing
-        rows = np.arange(len(windows))
-        confidence = probs[rows, top].astype(np.float64)
-        metrics = model.bundle.manifest.metrics
-        self.estimator.observe(
-            model.version, metrics, confidence, top, labels
-        )  # loop/accuracy_estimate.py
-        sureness = None
-        if self.labeler.held.max_windows and probs.shape[1] > 1:  # candidates for requests
-            margin = confidence - np.partition(probs, -2, axis=1)[:, -2]
-            sureness = list(zip(confidence.tolist(), margin.tolist(), strict=True))
-        self.labeler.hold(
-            windows,
-            served.declared_top,
-            verdicts.ood_score,
-            start_ns / 1e9,
-            originals,
-            sureness=sureness,
-        )
-
     def _ask_labels(self) -> None:
-        """Ask for the labels of the held windows that would help most (loop/label_requests.py),
-        while the node is unsure; one QoS 1 message on `…/labels/requests`, within the budget."""
-        asker, now = self.asker, time.time()
-        if now < asker.next_check:
-            return
-        model = self.lanes.primary.manager.model
-        if model is not None and model.anomaly is not None:  # ask what it flags (loop/ask_flagged)
-            picks = ask_flagged(asker, self.labeler.held.unlabeled(), now)
-        elif not asker.due(now, self.drift.overall(), self.estimator.accuracy_est):
-            return
-        else:
-            picks = asker.pick(
-                (
-                    Candidate(w.machine, w.seq, w.timestamp_ns, p, conf, margin)
-                    for w, p, conf, margin in self.labeler.held.unlabeled()
-                    if w.timestamp_ns > 0  # a window without a sensor time cannot be named
+        """Ask for the labels of each type's held windows that would help most
+        (loop/lane_loop.py), while it is unsure; one QoS 1 message on
+        `…/labels/requests/{node}` per type that asks, within its budget."""
+        now = time.time()
+        topic = self.topics.label_requests(self.config.node)
+        for lane in self.lanes.lanes:
+            lane_loop, model = self.lane_loops[lane.name], lane.manager.model
+            flagged = model is not None and model.anomaly is not None  # ask what it flags
+            message = lane_loop.requests(self.config.node, now, flagged_only=flagged)
+            if message is None:
+                continue
+            rc = self._mqtt.publish(topic, message.to_json(), qos=1).rc
+            if rc not in (0, _NO_CONN) and self.telemetry.count_error("label_request_failed")[0]:
+                log.warning("could not queue a label request for the broker (paho rc %s)", rc)
+                continue
+            log.info(
+                "asked for the labels of %d window(s) of type %s on %s: %s",
+                len(message.requests),
+                lane_loop.name,
+                topic,
+                ", ".join(
+                    f"{r.machine}#{r.seq} ({r.predicted} {r.confidence:.2f})"
+                    for r in message.requests
                 ),
-                now,
-                drifting={m for m, st in self.drift.machine_states().items() if st != "ok"},
-                sure_at=self.estimator.sure_at,  # sure windows of healthy machines are not asked
             )
-        if not picks:
-            return
-        classes = self.config.models.classes
-        requests = tuple(
-            LabelRequest(
-                c.machine,
-                c.ts_ns / 1e9,  # exactly what labels.RecentWindows compares with
-                c.ts_ns / 1e9 + SPAN_S,
-                classes[c.predicted] if c.predicted >= 0 else ANOMALY,
-                min(max(round(c.confidence, 4), 0.0), 1.0),
-                c.seq,
-            )
-            for c in picks
-        )
-        payload = LabelRequests(self.config.node, now, requests).to_json()
-        rc = self._mqtt.publish(self.topics.label_requests, payload, qos=1).rc
-        if rc not in (0, _NO_CONN) and self.telemetry.count_error("label_request_failed")[0]:
-            log.warning("could not queue a label request for the broker (paho rc %s)", rc)
-            return
-        log.info(
-            "asked for the labels of %d window(s) on %s: %s",
-            len(requests),
-            self.topics.label_requests,
-            ", ".join(f"{r.machine}#{r.seq} ({r.predicted} {r.confidence:.2f})" for r in requests),
-        )
 
     def _forget_given_away(self) -> None:
         """Forget the machines another fleet member took, once the windows of theirs that were
@@ -938,7 +934,8 @@ class EdgeService:
         if self.assembler is not None:
             with self._signals_lock:
                 self.assembler.forget(machines)
-        self.labeler.forget(machines)
+        for lane_loop in self.lane_loops.values():
+            lane_loop.forget(machines)
         if self.sparkplug is not None:
             self.sparkplug.forget(machines)
         for machine in machines:
@@ -1118,8 +1115,7 @@ class EdgeService:
         """This node's status message, as published retained."""
         dead = self.dead_threads
         detail = self._loop_detail()
-        detail["labels"] = self.labeler.stats()
-        detail["labels"]["requests"] = self.asker.stats()  # label requests sent
+        detail["labels"] = self._primary_loop.stats()  # with the label requests sent
         detail["estimate"] = self.estimator.summary()  # label-free accuracy estimate
         detail.update(self.models.health_detail())  # rollbacks, model_health
         detail["commands"] = self.models.command_detail()  # node commands: done, or why not
@@ -1132,8 +1128,9 @@ class EdgeService:
                     **self.assembler.counts,
                     "machines": len(self.assembler),
                 }
-        if self._typed:  # detail v 2: each machine type's model
+        if self._typed:  # detail v 2: each machine type's model and closed loop
             detail[TypeModels.KEY] = self._types_detail().to_json_obj()
+            detail[TypeLoops.KEY] = self._loops_detail().to_json_obj()
         if self.sources is not None:  # each OPC UA server's and Modbus device's state, counts
             detail["sources"] = self.sources.info()
         extra: dict[str, float] = {"retained_cleared": float(self.retained_cleared)}
@@ -1171,6 +1168,13 @@ class EdgeService:
                 )
             )
         return TypeModels(tuple(entries))
+
+    def _loops_detail(self) -> TypeLoops:
+        """The status's `detail.type_loops`: each machine type's closed loop."""
+        waiting = self.kept.waiting_by_type()
+        return TypeLoops(
+            tuple(loop.detail(waiting.get(name, 0)) for name, loop in self.lane_loops.items())
+        )
 
     def snapshot(self) -> Snapshot:
         """What the dashboard shows."""

@@ -1,4 +1,4 @@
-"""Drift batches: labeled and flagged windows the Pi ships to the trainer (`…/drift/batches`).
+"""Drift batches: kept windows a Pi ships to the trainer on `…/drift/batches/{node}`.
 
 Binary, little-endian — see protocol/README.md:
 

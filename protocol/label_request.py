@@ -3,7 +3,7 @@ r"""Label requests: a Pi asks for the labels of the windows whose label would he
 While its drift verdict is `suspect`/`drift`, or its label-free accuracy estimate is low,
 pi_edge picks a few of the windows it still holds — the ones its model is least sure about,
 spread over predicted classes and machines — and publishes them, at QoS 1 and not retained, on
-`{prefix}/labels/requests` (`Topics.label_requests`). JSON, version 1 (protocol/README.md,
+`{prefix}/labels/requests/{node}` (`Topics.label_requests`). JSON, version 1 (protocol/README.md,
 "Label request"):
 
     {"v": 1, "node": "pi-1", "ts": 1795507200.5,

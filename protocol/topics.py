@@ -42,6 +42,14 @@ def check_id(value: str, what: str = "machine id") -> str:
     return value
 
 
+def _node_under(topic: str, shared: str) -> str | None:
+    """The node of a per-node topic `{shared}/{node}`; "" for `shared` itself; else None."""
+    if topic == shared:
+        return ""
+    node = topic[len(shared) + 1 :] if topic.startswith(shared + "/") else ""
+    return node if _ID.fullmatch(node) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """Topic builders; `prefix` lets several edgeloop installs share one broker."""
@@ -87,9 +95,38 @@ class Topics:
         """
         return f"{self.prefix}/nodes/{check_id(node, 'node id')}/command"
 
+    def drift_batches(self, node: str) -> str:
+        """Where `node` ships its drift batches (protocol.drift_batch), QoS 1: its own topic, so
+        the broker's ACL lets a node write only its own and the trainer knows the sender from
+        the topic (the payload's node must match).
+
+        >>> Topics("site").drift_batches("pi-1")
+        'site/drift/batches/pi-1'
+        """
+        return f"{self.prefix}/drift/batches/{check_id(node, 'node id')}"
+
+    def all_drift_batches(self) -> str:
+        """Subscription filter for every node's drift batches (the trainer's intake)."""
+        return f"{self.prefix}/drift/batches/+"
+
     @property
-    def drift_batches(self) -> str:
+    def legacy_drift_batches(self) -> str:
+        """The one shared batch topic of nodes before per-node batch topics (protocol/README.md,
+        "Drift batch"): a trainer still reads it on an open broker; the secure ACL grants no one
+        to write it, as the sender there is only what the payload says."""
         return f"{self.prefix}/drift/batches"
+
+    def node_of_drift_batches(self, topic: str) -> str | None:
+        """The node a drift batch topic belongs to; "" for the legacy shared topic; None for a
+        topic that is not a batch topic under this prefix.
+
+        >>> t = Topics("site")
+        >>> [t.node_of_drift_batches(x) for x in (t.drift_batches("pi-1"), "site/drift/batches")]
+        ['pi-1', '']
+        >>> t.node_of_drift_batches("site/drift/batches/a/b") is None
+        True
+        """
+        return _node_under(topic, self.legacy_drift_batches)
 
     def drift_acks(self, node: str) -> str:
         """Where the trainer acknowledges `node`'s stored drift batches (protocol.batch_ack).
@@ -108,15 +145,34 @@ class Topics:
         """
         return f"{self.prefix}/labels"
 
-    @property
-    def label_requests(self) -> str:
-        """Where pi_edge asks for the labels that would help it most (protocol.label_request),
-        QoS 1, not retained.
+    def label_requests(self, node: str) -> str:
+        """Where pi_edge `node` asks for the labels that would help it most
+        (protocol.label_request), QoS 1, not retained: its own topic, so the asker is who the
+        broker let write it (the payload's node must match).
 
-        >>> Topics("site").label_requests
-        'site/labels/requests'
+        >>> Topics("site").label_requests("pi-1")
+        'site/labels/requests/pi-1'
         """
+        return f"{self.prefix}/labels/requests/{check_id(node, 'node id')}"
+
+    def all_label_requests(self) -> str:
+        """Subscription filter for every node's label requests."""
+        return f"{self.prefix}/labels/requests/+"
+
+    @property
+    def legacy_label_requests(self) -> str:
+        """The one shared topic of nodes before per-node label requests (read, never written)."""
         return f"{self.prefix}/labels/requests"
+
+    def node_of_label_requests(self, topic: str) -> str | None:
+        """The node a label-request topic belongs to; "" for the legacy shared topic; None for
+        any other topic.
+
+        >>> t = Topics("site")
+        >>> [t.node_of_label_requests(x) for x in (t.label_requests("p"), "site/labels/requests")]
+        ['p', '']
+        """
+        return _node_under(topic, self.legacy_label_requests)
 
     @property
     def model_current(self) -> str:

@@ -1,8 +1,9 @@
 """The simulator as the technician who answers a node's label requests (`--answer-label-requests`).
 
-pi_edge asks for the labels of the windows it is least sure about on `{prefix}/labels/requests`
-(protocol.label_request). The simulator knows the true class of every window it published, so
-it can answer each requested window with a label event for exactly that window's [from, to),
+pi_edge asks for the labels of the windows it is least sure about on its own
+`{prefix}/labels/requests/{node}` (protocol.label_request). The simulator knows the true class
+of every window it published, so it can answer each requested window with a label event for
+exactly that window's [from, to),
 after `delay_s` (a technician is not instant), on `{prefix}/labels`. This is what lets the live
 loop heal from a handful of labels without in-band ground truth.
 
@@ -73,12 +74,18 @@ class RequestAnswerer:
             while len(truth) > self.remembered:
                 truth.popitem(last=False)
 
-    def submit(self, payload: bytes, now: float) -> None:
-        """A label request as received; its answers are due at `now` + delay. A bad payload
-        is counted (`refused`) and ignored: any node may ask, nobody must stop the simulator."""
+    def submit(self, payload: bytes, now: float, asker: str | None = None) -> None:
+        """A label request as received from node `asker` (its topic's; None: the legacy shared
+        topic, where only the payload names the node); its answers are due at `now` + delay. A
+        bad payload, or one naming another node than its topic's, is counted (`refused`) and
+        ignored: any node may ask, nobody must stop the simulator."""
         try:
             requests = LabelRequests.from_json(payload)
         except PayloadError:
+            with self._lock:
+                self.counts["refused"] += 1
+            return
+        if asker is not None and requests.node != asker:  # a node asks only in its own name
             with self._lock:
                 self.counts["refused"] += 1
             return

@@ -190,7 +190,12 @@ class Simulator:
             return
         client.subscribe(self.topics.sim_control, qos=1)
         if self.answerer is not None:
-            client.subscribe(self.topics.label_requests, qos=1)
+            client.subscribe(
+                [
+                    (self.topics.all_label_requests(), 1),
+                    (self.topics.legacy_label_requests, 1),  # nodes of before per-node topics
+                ]
+            )
         self._connected.set()
         log.info(
             "connected to %s; listening for commands on %s",
@@ -214,8 +219,9 @@ class Simulator:
             log.warning("lost the broker %s (%s); paho reconnects", self.config.broker, reason)
 
     def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
-        if self.answerer is not None and msg.topic == self.topics.label_requests:
-            self.answerer.submit(msg.payload, time.monotonic())  # answered by the loop
+        asker = self.topics.node_of_label_requests(msg.topic)
+        if self.answerer is not None and asker is not None:
+            self.answerer.submit(msg.payload, time.monotonic(), asker or None)  # the loop answers
             return
         try:
             cmd = Command.from_json(msg.payload)

@@ -277,7 +277,8 @@ def test_sensor_credentials_cannot_publish_model_control_labels_or_batches_mosqu
             (topics.model_current, "-r"),
             (topics.sim_control, None),
             (f"{topics.prefix}/labels", None),
-            (topics.drift_batches, None),
+            (topics.drift_batches("sensor"), None),  # even on its own name: a sensor ships none
+            (topics.legacy_drift_batches, None),
         ]
         for topic, flag in forbidden:
             done = subprocess.run(
@@ -343,13 +344,14 @@ def test_sensor_publishes_outside_its_acl_get_puback_not_authorized_and_reach_no
     clients: Any, topics: Topics
 ) -> None:
     operator = clients("operator", f"{topics.prefix}/#")
-    trainer = clients("trainer", topics.drift_batches, topics.statuses())
+    trainer = clients("trainer", topics.all_drift_batches(), topics.statuses())
     sensor = clients("sensor")
     for topic in (
         topics.model_current,
         topics.sim_control,
         f"{topics.prefix}/labels",
-        topics.drift_batches,
+        topics.drift_batches("sensor"),
+        topics.legacy_drift_batches,
         topics.prediction("m01"),
     ):
         with pytest.raises(BrokerRefusedError) as info:
@@ -401,11 +403,15 @@ def test_the_operator_can_send_control_and_labels_which_the_sensor_receives(
 def test_edge_reads_windows_through_a_shared_subscription_and_not_the_trainers_batches(
     clients: Any, topics: Topics
 ) -> None:
-    edge = clients("edge", topics.windows(shared_group="pis"), topics.drift_batches)
+    edge = clients("edge", topics.windows(shared_group="pis"), topics.all_drift_batches())
     assert edge.suback[0] < 0x80  # granted
     sensor = clients("sensor")
     edge_pub = clients("edge", via="batches")
-    assert edge_pub.publish(topics.drift_batches, b"batch")  # its shipper's login ships batches
+    assert edge_pub.publish(topics.drift_batches("edge"), b"batch")  # its shipper ships its own
+    for topic in (topics.drift_batches("pi-9"), topics.legacy_drift_batches):  # no one else's
+        with pytest.raises(BrokerRefusedError) as info:
+            edge_pub.publish(topic, b"forged batch")
+        assert info.value.code == 0x87
     assert sensor.publish(topics.window("m07"), b"w")
     deadline = time.monotonic() + 5
     while not edge.messages and time.monotonic() < deadline:

@@ -114,8 +114,13 @@ def run_train(
     time_repeats: int = 300,
     quantizations: tuple[str, ...] = QUANTIZATIONS,
     kind: MachineType = DEFAULT_TYPE,
+    fallback_only: bool = False,
 ) -> Outcome:
     """Train, convert every variant, ship the best passing one, and write the report.
+
+    `fallback_only`: convert `quantization` alone, and the others in turn only while none
+    passed its check (a daemon's first model: int8 costs one conversion when it agrees, and a
+    data set on which it does not still gets a model, float16 or float32, with the reason).
 
     `site`: the topic prefix of the nodes the bundle is for (they refuse other sites' bundles);
     `kind`: the machine type of the windows and labels (its classes, channels, window length).
@@ -130,15 +135,26 @@ def run_train(
 
     with PowerMeter() as meter:
         result = train_model(x, y, arch=arch, epochs=epochs, seed=seed, verbose=verbose, kind=kind)
-    variants = convert_and_verify(
-        result.model,
-        result.x_train,
-        result.x_val,
-        quantizations,
-        norm=result.norm,
-        seed=seed,
-        time_repeats=time_repeats,
-    )
+    if fallback_only:
+        variants = convert_with_fallback(
+            result.model,
+            result.x_train,
+            result.x_val,
+            quantization,
+            norm=result.norm,
+            seed=seed,
+            time_repeats=time_repeats,
+        )
+    else:
+        variants = convert_and_verify(
+            result.model,
+            result.x_train,
+            result.x_val,
+            quantizations,
+            norm=result.norm,
+            seed=seed,
+            time_repeats=time_repeats,
+        )
     chosen = pick_variant(variants, quantization)
     arch = result.arch  # "auto" resolved by the window length
     shipped_reason = _shipped_reason(variants, quantization, chosen.quantization)

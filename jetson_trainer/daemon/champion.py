@@ -158,7 +158,8 @@ def train_initial(
     """Train, convert and sign a first model of machine type `kind` for `site` from the
     original data, as the next version after any on disk (v1 in an empty store); return its
     bundle path. Data of the healthy class alone (a cold start, no fault history) gives an
-    anomaly model (build/anomaly.py)."""
+    anomaly model (build/anomaly.py). int8 ships when it agrees with Keras, else float16 or
+    float32 with the reason in the manifest (`shipped_reason`), as `train` does."""
     from ..build.convert import QUANTIZATIONS
     from ..build.pipeline import run_train
     from ..build.rocket import architecture_for
@@ -190,7 +191,8 @@ def train_initial(
         figures=False,
         verbose=0,
         time_repeats=10,
-        quantizations=("int8",) if compact else QUANTIZATIONS,  # long windows: float16 may ship
+        quantizations=QUANTIZATIONS,  # long windows: all three, their figures in the report
+        fallback_only=compact,  # int8 alone when it agrees, else float16, then float32
         kind=kind,
         arch="auto",
     )

@@ -1,7 +1,8 @@
 """The daemon's intake: a persistent MQTT session that stores drift batches before acking them.
 
-The session has a fixed client id and no clean start, with QoS 1 subscriptions to
-`…/drift/batches` and the nodes' statuses. paho's network thread only enqueues, batches and
+The session has a fixed client id and no clean start, with QoS 1 subscriptions to every
+node's `…/drift/batches/{node}` (and the legacy shared `…/drift/batches`) and the nodes'
+statuses. paho's network thread only enqueues, batches and
 statuses on two separate queues, each with its own thread, so that a flood of statuses never
 delays a batch. The intake thread decodes and stores each batch, retrying a failing store with
 backoff meanwhile. Once
@@ -11,6 +12,12 @@ batch's windows — and only then acknowledges the batch to the broker. So a bat
 between the Pi, the broker and the disk, even when the broker crashes before saving its queues.
 A malformed batch is acknowledged to the broker but not to the Pi (whose windows then stay
 where they are).
+
+A batch counts only from its node's own topic: the payload's node must be the topic's (the
+broker's ACL lets a node write only its own batch topic), else it is refused unacknowledged to
+the Pi and counted (`batches_refused`). A batch on the legacy shared topic (a node of before
+per-node batch topics, on an open broker) is taken by its payload's node and counted
+(`legacy_batches`): its sender cannot be checked, which the log says once.
 
 The status thread notes what the Pis report. A status is taken only from its node's own topic
 (the payload's node must be the topic's) with the role that node was first heard with
@@ -73,6 +80,8 @@ class IntakeCounts:
     acks: int = 0  # batch acknowledgements published to the Pis
     publish_refused: int = 0  # PUBACKs with a failure reason code (the ACL said no)
     other_type: int = 0  # batches of another machine type: left for that type's trainer
+    batches_refused: int = 0  # the payload's node is not the batch topic's: not stored
+    legacy_batches: int = 0  # taken from the legacy shared topic (sender unchecked)
     statuses: int = 0  # statuses taken (any role)
     bad_statuses: int = 0  # statuses that did not parse
     statuses_refused: int = 0  # not from their node's own topic, or a role the node did not have
@@ -118,6 +127,7 @@ class Intake(Worker):
         self._statuses: queue.Queue[tuple[str, int, int, bytes]] = queue.Queue(STATUS_INBOX_MAX)
         self._senders = StatusSenders(topics.prefix, own_id=client_id)
         self._refusals_seen: set[str] = set()  # status refusal reasons logged once each
+        self._batch_notes: set[str] = set()  # batch refusals logged once each (intake thread)
         self._status_loop = Loop("trainer-status-intake", self._run_statuses, self._wake_statuses)
         self.client = make_client(
             client_id,
@@ -205,7 +215,13 @@ class Intake(Worker):
         if getattr(reason, "is_failure", False):  # self.link logged why and what to check
             return
         self._set_connected(True)
-        client.subscribe([(self.topics.drift_batches, 1), (self.topics.statuses(), 1)])
+        client.subscribe(
+            [
+                (self.topics.all_drift_batches(), 1),
+                (self.topics.legacy_drift_batches, 1),  # nodes of before per-node topics
+                (self.topics.statuses(), 1),
+            ]
+        )
         self._enqueue((_CONNECTED, 0, 0, b""))
 
     def _on_disconnect(
@@ -221,7 +237,7 @@ class Intake(Worker):
 
     def _on_message(self, client: Client, userdata: Any, msg: Message) -> None:
         item = (msg.topic, msg.mid, msg.qos, msg.payload)
-        if msg.topic == self.topics.drift_batches:
+        if self.topics.node_of_drift_batches(msg.topic) is not None:
             self._enqueue(item)
         else:
             self._enqueue_status(item)
@@ -320,14 +336,15 @@ class Intake(Worker):
         if topic == _CONNECTED:
             self._on_connected_work()
             return True
-        if not self.store_with_retry(payload):
+        if not self.store_with_retry(payload, topic):
             return False  # stopping: unacknowledged, the broker resends it next session
         if qos > 0:  # only now: the batch is committed and the Pi told (or it was worthless)
             self.client.ack(mid, qos)
         return True
 
-    def store_with_retry(self, payload: bytes, first_delay_s: float = 0.5) -> bool:
-        """Store a drift batch, retrying with backoff (≤ 30 s) while the store fails.
+    def store_with_retry(self, payload: bytes, topic: str, first_delay_s: float = 0.5) -> bool:
+        """Store a drift batch that came on `topic`, retrying with backoff (≤ 30 s) while the
+        store fails.
 
         The batch stays unacknowledged meanwhile, so nothing is lost and the broker stops
         sending more once its in-flight window is full. False only if the daemon stops first.
@@ -335,7 +352,7 @@ class Intake(Worker):
         delay = first_delay_s
         while True:
             try:
-                self._store_batch(payload)
+                self._store_batch(payload, topic)
                 return True
             except StorageError as exc:  # rolled back (a corrupt store was moved aside)
                 self._bump(store_errors=1)
@@ -350,15 +367,40 @@ class Intake(Worker):
                 return False
             delay = min(delay * 2, 30.0)
 
-    def _store_batch(self, payload: bytes) -> None:
-        """Decode, store (StorageError: nothing committed, nothing acknowledged), then publish
-        the Pi's acknowledgement. A malformed batch is dropped unacknowledged: its windows stay
-        in the Pi's buffer (a newer Pi's batch version waits there for the trainer's upgrade)."""
+    def _store_batch(self, payload: bytes, topic: str) -> None:
+        """Decode, check the sender, store (StorageError: nothing committed, nothing
+        acknowledged), then publish the Pi's acknowledgement. A malformed batch is dropped
+        unacknowledged: its windows stay in the Pi's buffer (a newer Pi's batch version waits
+        there for the trainer's upgrade); so is one whose node is not its topic's."""
         try:
             batch = decode_batch(payload)
         except PayloadError as exc:
             self._bump(bad_batches=1)
             log.warning("dropped a malformed drift batch (%s): %s", exc.kind, exc)
+            return
+        sender = self.topics.node_of_drift_batches(topic)
+        if sender == "":  # the legacy shared topic: the payload's word only
+            self._bump(legacy_batches=1)
+            if "legacy" not in self._batch_notes:
+                self._batch_notes.add("legacy")
+                log.warning(
+                    "node %s ships drift batches on the legacy shared topic %s, where the "
+                    "sender cannot be checked; upgrade it to ship on %s",
+                    batch.node,
+                    topic,
+                    self.topics.drift_batches(batch.node),
+                )
+        elif sender != batch.node:
+            self._bump(batches_refused=1)
+            if "sender" not in self._batch_notes:  # once; the status counts the rest
+                self._batch_notes.add("sender")
+                log.warning(
+                    "refused a drift batch naming node %r on %s's topic %s: a node ships only "
+                    "its own batches (counted in batches_refused)",
+                    batch.node,
+                    sender,
+                    topic,
+                )
             return
         if batch.machine_type != self.machine_type.name:  # not acknowledged: the Pi keeps it
             self._bump(other_type=1)  # until the trainer of its type stores it

@@ -107,6 +107,11 @@ def trainer_families(r: TrainerReading) -> list[Metric]:
             "edgeloop_trainer_bad_batches", "drift batches refused as malformed", s.bad_batches
         ),
         counter(
+            "edgeloop_trainer_batches_refused",
+            "drift batches naming another node than their topic's (not stored)",
+            s.batches_refused,
+        ),
+        counter(
             "edgeloop_trainer_store_errors", "batches the store failed to write", s.store_errors
         ),
         counter("edgeloop_trainer_batch_acks", "batch acknowledgements published", s.acks),

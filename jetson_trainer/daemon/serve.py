@@ -108,6 +108,8 @@ class DaemonState:
     statuses_refused: int = 0  # statuses not from their node's own topic, or a changed role
     statuses_dropped: int = 0  # statuses dropped unread from a full status queue (a flood)
     bad_statuses: int = 0  # statuses that did not parse
+    batches_refused: int = 0  # drift batches naming another node than their topic's
+    legacy_batches: int = 0  # drift batches on the legacy shared topic (sender unchecked)
     stage: TrainerStage = IDLE  # what `phase` says, for programs (status `detail.stage`)
 
 
@@ -334,6 +336,8 @@ class TrainerDaemon:
             statuses_refused=counts.statuses_refused,
             statuses_dropped=counts.statuses_dropped,
             bad_statuses=counts.bad_statuses,
+            batches_refused=counts.batches_refused,
+            legacy_batches=counts.legacy_batches,
         )
 
     # -- intake thread ------------------------------------------------------------------
@@ -620,6 +624,8 @@ class TrainerDaemon:
         counts = self.store.counts()
         errors = {
             "bad_batch": s.bad_batches,
+            "batch_sender_refused": s.batches_refused,
+            "legacy_batch_topic": s.legacy_batches,
             "store_failed": s.store_errors,
             "intake_crashed": s.intake_crashes,
             "publish_refused": s.publish_refused,

@@ -14,5 +14,7 @@ label_requests.py      which held windows to ask a technician to label (pure)
 ask_flagged.py         an anomaly model's node asks for the labels of what it flags
 served_batch.py        a classified batch mapped between the model's classes and the type's
 accuracy_estimate.py   a label-free estimate of the serving model's accuracy (pure)
+lane_loop.py           one machine type's closed loop: its labels, kept windows, estimate and
+                       label requests, in its class names (one per type the node serves)
 config.py              this wing's settings section (`LoopConfig`) and what it builds
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nodekit.guard import Faults
@@ -17,6 +18,7 @@ from .drift import DriftConfig
 from .drift_watch import DriftWatch
 from .kept_windows import KeptConfig, KeptWindows
 from .label_requests import AskConfig, LabelAsker
+from .lane_loop import LaneLoop
 from .maintenance_labels import Labeler
 
 if TYPE_CHECKING:
@@ -61,9 +63,9 @@ class LoopConfig:
     label_requests_per_min: int = setting(
         8,
         help="at most this many held windows per minute asked to be labeled on "
-        "{prefix}/labels/requests (the least sure, spread over classes and machines), only while "
-        "drift is suspect/drift or the accuracy estimate is below --label-requests-below "
-        "(0: never ask)",
+        "{prefix}/labels/requests/{node} (the least sure, spread over classes and machines), "
+        "only while drift is suspect/drift or the accuracy estimate is below "
+        "--label-requests-below (0: never ask)",
         low=0,
         high=10_000,
     )
@@ -109,8 +111,12 @@ class LoopConfig:
         model_version: Callable[[], int | None],
         failures: WriteFailures,
         faults: Faults,
+        type_version: Callable[[str], int | None] | None = None,
+        types: tuple[str, ...] = (),
     ) -> KeptWindows:
-        """Kept windows: keeper, durable buffer and the shipper to the trainer."""
+        """Kept windows of every type served: keeper, durable buffers (one per type: `types`
+        besides the built-in one) and the shipper to the trainer (`type_version`: the serving
+        model of a type other than the built-in one)."""
         return KeptWindows(
             KeptConfig(
                 state_dir=basics.state_dir,
@@ -120,10 +126,26 @@ class LoopConfig:
                 buffer_max_rows=self.buffer_max_rows,
                 flagged_per_machine_s=self.keep_flagged_per_s,
                 credentials=basics.credentials,
+                types=types,
             ),
             model_version,
             failures,
             faults,
+            type_version,
+        )
+
+    def lane_loop(
+        self,
+        name: str,
+        machine_type: MachineType | None,
+        state_dir: Path,
+        kept: KeptWindows,
+        drift: DriftWatch,
+    ) -> LaneLoop:
+        """The closed loop of machine type `name` (its vocabulary `machine_type`, None before
+        it knows one), its label intervals in `state_dir`."""
+        return LaneLoop(
+            name, machine_type, config=self, state_dir=state_dir, kept=kept, drift=drift
         )
 
     def labeler(self, basics: NodeBasics, machine_type: MachineType) -> Labeler:

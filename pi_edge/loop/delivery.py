@@ -6,7 +6,8 @@ taken one (`delivered`). The PUBACK never ends a flight — a broker killed befo
 autosave forgets what it acknowledged — only the trainer's acknowledgement does (`acked`), sent
 after its store committed the batch. A flight the trainer has not acknowledged by its `due` time
 is sent again, and each resend waits twice as long (`ResendPolicy`), so a trainer that is away
-finds few copies of each batch queued for it. At most `capacity` batches are on their way.
+finds few copies of each batch queued for it. At most `capacity` batches of each machine type
+are on their way (`full_types`): a type whose trainer is away does not hold up the others.
 
 >>> d = Deliveries(ResendPolicy(ack_timeout_s=10, max_wait_s=40), capacity=2)
 >>> d.send(token=7, batch_id=b"A" * 16, payload=b"..", windows=3, mid=1, now=0.0)
@@ -65,6 +66,7 @@ class Flight:
     resends: int = 0
     mid: int | None = None  # a copy waits for this PUBACK
     delivered: bool = False  # the broker acknowledged a copy
+    machine_type: str = "default"  # whose windows it carries (one type per batch)
 
 
 class Deliveries:
@@ -83,20 +85,50 @@ class Deliveries:
 
     @property
     def full(self) -> bool:
+        """As many batches as `capacity` are on their way (of one type, or of several)."""
         return len(self._flights) >= self.capacity
+
+    def full_types(self) -> frozenset[str]:
+        """The machine types with `capacity` batches on their way: no new batch of theirs.
+
+        >>> d = Deliveries(ResendPolicy(), capacity=1)
+        >>> d.send(token=1, batch_id=b"F" * 16, payload=b"", windows=1, mid=1, now=0.0,
+        ...        machine_type="fan")
+        >>> sorted(d.full_types()), d.full
+        (['fan'], True)
+        """
+        counts: dict[str, int] = {}
+        for flight in self._flights.values():
+            counts[flight.machine_type] = counts.get(flight.machine_type, 0) + 1
+        return frozenset(kind for kind, n in counts.items() if n >= self.capacity)
 
     def flights(self) -> list[Flight]:
         """Every flight, oldest first."""
         return sorted(self._flights.values(), key=lambda f: f.first_sent)
 
     def send(
-        self, *, token: int, batch_id: bytes, payload: bytes, windows: int, mid: int, now: float
+        self,
+        *,
+        token: int,
+        batch_id: bytes,
+        payload: bytes,
+        windows: int,
+        mid: int,
+        now: float,
+        machine_type: str = "default",
     ) -> None:
-        """A new batch went out as message `mid`."""
+        """A new batch (of `machine_type`'s windows) went out as message `mid`."""
         if batch_id in self._flights:
             raise ValueError(f"batch {batch_id.hex()} is already on its way")
         self._flights[batch_id] = Flight(
-            token, batch_id, payload, windows, now, now + self.policy.wait(0), mid=mid
+            token,
+            batch_id,
+            payload,
+            windows,
+            now,
+            now + self.policy.wait(0),
+            mid=mid,
+            machine_type=machine_type,
         )
         self._by_mid[mid] = batch_id
 

@@ -5,10 +5,18 @@ kept window is on disk first): the `Keeper` picks the windows and why, the `Dura
 (SQLite, WAL) holds them, and the `BatchShipper` (its own thread and MQTT connection) sends
 them at QoS 1 and deletes them only on the trainer's acknowledgement. Maintenance labels that
 reach held windows later come through `keep_records`.
+
+Each machine type the node serves has its own durable buffer: the built-in type's is
+`STATE_DIR/buffer.sqlite` (as before machine types), another type's
+`STATE_DIR/types/<type>/buffer.sqlite` (each bounded by `buffer_max_rows`). The one shipper takes
+its batches from each in turn, so a batch carries one type's windows (the shipper's
+`type_version` gives that type's serving model), and a type whose trainer is away fills its own
+buffer and holds up no other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +32,7 @@ from nodekit.mqtt import Credentials
 from nodekit.storage import WriteFailures
 from protocol import Topics, Window
 from protocol.drift_batch import Kept
+from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.status_detail import MAX_NOTE, BufferDetail, ShipperDetail, clip_text
 
 from .buffer import BufferCounts, DurableBuffer
@@ -43,6 +52,7 @@ class KeptConfig:
     buffer_max_rows: int = 50_000
     flagged_per_machine_s: float = 1.0
     credentials: Credentials | None = None  # the shipper's MQTT login (the node's own)
+    types: tuple[str, ...] = ()  # the machine types served besides the built-in one
 
 
 class KeptWindows:
@@ -54,22 +64,38 @@ class KeptWindows:
         model_version: Callable[[], int | None],
         failures: WriteFailures,
         faults: Faults,
+        type_version: Callable[[str], int | None] | None = None,
     ) -> None:
         self.config = config
         self.failures = failures
         # a corrupt file is moved aside and replaced (nodekit.storage); only a state dir that
         # cannot be written raises StorageError, which `pi_edge run` reports and exits 1 on
         self.buffer = DurableBuffer(config.state_dir / "buffer.sqlite", config.buffer_max_rows)
+        self.buffers = {DEFAULT_TYPE_NAME: self.buffer}  # each type's (the built-in: first)
+        try:
+            for kind in config.types:
+                if kind != DEFAULT_TYPE_NAME:
+                    where = config.state_dir / "types" / kind
+                    where.mkdir(parents=True, exist_ok=True)
+                    self.buffers[kind] = DurableBuffer(
+                        where / "buffer.sqlite", config.buffer_max_rows
+                    )
+        except BaseException:
+            for buffer in self.buffers.values():
+                buffer.close()
+            raise
         self.keeper = Keeper(config.flagged_per_machine_s)
         self.shipper = BatchShipper(
             self.buffer,
             config.broker,
-            config.topics.drift_batches,
+            config.topics.drift_batches(config.node),
             config.node,
             model_version,
             faults=faults,
             credentials=config.credentials,
             ack_topic=config.topics.drift_acks(config.node),
+            type_version=type_version,
+            typed_buffers=self.buffers,
         )
 
     # -- lifecycle: the shipper's thread -------------------------------------------------------
@@ -83,7 +109,8 @@ class KeptWindows:
 
     def stop(self) -> None:
         self.shipper.stop()
-        self.buffer.close()
+        for buffer in self.buffers.values():
+            buffer.close()
 
     # -- worker side ---------------------------------------------------------------------------
     def keep(
@@ -92,8 +119,10 @@ class KeptWindows:
         verdicts: Verdicts,
         predicted: npt.NDArray[np.int64],
         now: float | None = None,
+        machine_type: str = DEFAULT_TYPE_NAME,
     ) -> int:
-        """Write kept windows to the durable buffer (before they are shipped); returns kept."""
+        """Write kept windows of `machine_type` to the durable buffer (before they are
+        shipped); returns kept."""
         t = time.monotonic() if now is None else now
         labeled = np.fromiter((w.label is not None for w in windows), bool, len(windows))
         candidates = labeled | (verdicts.flags > 0) | (verdicts.states == DriftState.DRIFT)
@@ -104,15 +133,19 @@ class KeptWindows:
             if why is not None:
                 p = int(predicted[i])  # -1: none of the type's classes (`anomaly`)
                 records.append(Kept(windows[i], why, p if p >= 0 else None, verdict.ood_score))
-        return self.keep_records(records)
+        return self.keep_records(records, machine_type)
 
-    def keep_records(self, records: list[Kept]) -> int:
-        """Write `records` to the durable buffer and wake the shipper; a row still there
-        unlabeled, or with another label, is upgraded (loop/buffer.py). Returns rows added."""
+    def keep_records(self, records: list[Kept], machine_type: str = DEFAULT_TYPE_NAME) -> int:
+        """Write `records` (of `machine_type`'s windows) to the durable buffer and wake the
+        shipper; a row still there unlabeled, or with another label, is upgraded
+        (loop/buffer.py). Returns rows added."""
         if not records:
             return 0
+        buffer = self.buffers.get(machine_type)
+        if buffer is None:  # a type the node was not configured with: nowhere to keep it
+            raise ValueError(f"no kept-window buffer for machine type {machine_type!r}")
         try:
-            added = self.buffer.add(records)
+            added = buffer.add(records)
         except StorageError as exc:  # disk full, corrupt (healed): classification goes on
             self.failures.add("buffer_failed", "the kept-window buffer", exc, len(records))
             return 0
@@ -124,12 +157,34 @@ class KeptWindows:
         self.keeper.forget(machines)
 
     # -- status side ---------------------------------------------------------------------------
+    def waiting_by_type(self) -> dict[str, int]:
+        """Kept windows waiting (pending or in flight) in each type's buffer; an unreadable
+        buffer is left out (`detail.buffer` says why)."""
+        out = {}
+        for kind, buffer in self.buffers.items():
+            try:
+                counts = buffer.counts()
+            except StorageError:
+                continue
+            out[kind] = counts.pending + counts.inflight
+        return out
+
+    def _counts(self) -> BufferCounts:
+        """Every type's buffer counted together (StorageError if one cannot be read)."""
+        each = [buffer.counts() for buffer in self.buffers.values()]
+        if len(each) == 1:
+            return each[0]
+        return BufferCounts(
+            *(sum(getattr(c, f.name) for c in each) for f in dataclasses.fields(BufferCounts))
+        )
+
     def detail(self) -> tuple[dict[str, Any], BufferCounts | None]:
-        """The status's buffer and shipper parts, and the buffer's counts (None: unreadable)."""
+        """The status's buffer and shipper parts, and the buffers' counts (of every type's
+        buffer together; None: unreadable)."""
         buffer: BufferDetail
         counts: BufferCounts | None = None
         try:
-            counts = self.buffer.counts()
+            counts = self._counts()
         except StorageError as exc:  # the status still goes out, saying why the counts do not
             buffer = BufferDetail(unreadable=clip_text(str(exc), MAX_NOTE))
         else:
@@ -151,7 +206,7 @@ class KeptWindows:
 
     def storage(self, counts: BufferCounts | None) -> dict[str, Any]:
         """The buffer's part of the status's `storage`: files moved aside, rows refused."""
-        aside = self.buffer.moved_aside
+        aside = [m for buffer in self.buffers.values() for m in buffer.moved_aside]
         return {
             "buffer_moved_aside": [str(m.path) for m in aside[-5:]],
             "buffer_moved_aside_count": len(aside),

@@ -28,8 +28,9 @@ holds its recent windows anyway (labels.RecentWindows); this module picks among 
   verdict is suspect/drift or its label-free accuracy estimate is below `below` (`LabelAsker`).
 
 The shell (service.py) turns the picks into a `protocol.label_request.LabelRequests` on
-`{prefix}/labels/requests`; the answer is an ordinary label event whose [from, to) covers just
-the requested window's timestamp, so it reaches the held window through `labels.Labeler`.
+`{prefix}/labels/requests/{node}`; the answer is an ordinary label event whose [from, to)
+covers just the requested window's timestamp, so it reaches the held window through
+`labels.Labeler`.
 
 >>> c = [Candidate("m01", i, i * 10**9, p, conf, conf) for i, (p, conf) in enumerate(
 ...     [(0, 0.9), (0, 0.4), (1, 0.5), (0, 0.45), (2, 0.99)])]

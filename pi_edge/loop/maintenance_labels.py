@@ -287,15 +287,29 @@ class Labeler:
         }
         self._load()
 
+    def retype(self, machine_type: MachineType) -> None:
+        """A model of another vocabulary serves now (its type's classes grew): events are
+        checked against, and intervals resolved in, `machine_type`'s classes from now on."""
+        self.machine_type = machine_type
+        self.book.machine_type = machine_type
+
     # -- paho's thread ---------------------------------------------------------------------
     def submit(self, payload: bytes) -> None:
         """Decode a label event and queue it for the worker; PayloadError if it is bad."""
         try:
             event = LabelEvent.from_json(payload)
+        except PayloadError:
+            self.refuse()
+            raise
+        self.submit_event(event)
+
+    def submit_event(self, event: LabelEvent) -> None:
+        """Queue a decoded label event for the worker; PayloadError (listing the type's class
+        names) if its class is not one of the machine type's."""
+        try:
             self.machine_type.class_of(event.cls)  # PayloadError listing the type's classes
         except PayloadError:
-            with self._lock:
-                self.counts["refused"] += 1
+            self.refuse()
             raise
         with self._lock:
             if len(self._queue) >= MAX_QUEUED_EVENTS:
@@ -305,6 +319,11 @@ class Labeler:
                     kind="label_queue_full",
                 )
             self._queue.append(event)
+
+    def refuse(self, n: int = 1) -> None:
+        """Count `n` label events refused (bad, or of a machine of no type served)."""
+        with self._lock:
+            self.counts["refused"] += n
 
     def pending(self) -> bool:
         return bool(self._queue)

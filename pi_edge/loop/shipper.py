@@ -1,4 +1,4 @@
-"""Ships kept windows from the durable buffer to `…/drift/batches`, end-to-end acknowledged.
+"""Ships kept windows from the durable buffer to `…/drift/batches/{node}`, end-to-end acknowledged.
 
 It owns its MQTT connection (client id `<node>-batches`), so QoS 1 batches never queue behind
 the predictions on the node's main connection. Its own thread takes a batch from the buffer and
@@ -7,15 +7,18 @@ publishes it at QoS 1; the rows are deleted only when the TRAINER acknowledges t
 The broker's PUBACK only says the broker took a copy: Mosquitto saves its queues every
 `autosave_interval`, so a broker killed in between forgets batches it had acknowledged.
 
-A batch the trainer has not acknowledged within `ack_timeout_s` is sent again, each time after twice
-the wait (up to `max_resend_wait_s`); a copy the broker had no subscriber for (PUBACK 0x10: the
-trainer's session is gone, e.g. a broker crash before its autosave) is sent again after
+A batch the trainer has not acknowledged within `ack_timeout_s` is sent again, each time after
+twice the wait (up to `max_resend_wait_s`); a copy the broker had no subscriber for (PUBACK 0x10:
+the trainer's session is gone, e.g. a broker crash before its autosave) is sent again after
 `refused_backoff_s`, doubling with each of its copies nobody took; and at most `max_inflight`
-batches are on their way (loop/delivery.py), so a trainer that is away finds few copies queued for
-it; the trainer drops duplicates by window id and acknowledges a batch of duplicates too. After a
-reconnect, the batches the broker had taken are sent again once `reconnect_grace_s` passed without
-their acknowledgement (the broker may have crashed). The connection is a persistent session
-(`session_expiry_s`), so acknowledgements published while it was away are delivered.
+batches of each machine type are on their way (loop/delivery.py), so a trainer that is away finds
+few copies queued for it, and the other types' batches still go (a batch carries one type's
+windows, named in it: protocol.drift_batch version 2 for another type than the built-in one, each
+type's buffer taken from in turn); the trainer drops duplicates by window id and acknowledges a
+batch of duplicates too. After a reconnect, the batches the broker had taken are sent again once
+`reconnect_grace_s` passed without their acknowledgement (the broker may have crashed). The
+connection is a persistent session (`session_expiry_s`), so acknowledgements published while it was
+away are delivered.
 
 A PUBACK with a failure reason code (MQTT 5: 0x87 Not authorized when the ACL does not let this
 user publish batches) releases the batch back to pending, is counted (`refused`), logged once per
@@ -31,7 +34,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -41,6 +44,7 @@ from nodekit.mqtt import ConnectionWatch, Credentials, connect, make_client, sta
 from protocol.batch_ack import BatchAck
 from protocol.drift_batch import DriftBatch, encode_batch
 from protocol.errors import PayloadError
+from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.status_detail import ShipperDetail
 
 from .buffer import DurableBuffer
@@ -61,7 +65,7 @@ _Event = tuple[str, int, int, "BatchAck | None"]  # kind, MQTT message id, reaso
 _ACL_ADVICE = (
     "the broker's ACL does not let this node's MQTT user publish drift batches: check that the "
     "node logs in as the edge role (--mqtt-user or EDGELOOP_MQTT_USER) and that the ACL grants "
-    "`edge write {prefix}/drift/batches` (protocol/README.md, roles and ACL)"
+    "`edge write {prefix}/drift/batches/{node}` (protocol/README.md, roles and ACL)"
 )
 _REFUSALS: dict[int, tuple[str, str, str]] = {
     0x80: ("unspecified", "Unspecified error", "see the broker's log"),
@@ -135,9 +139,15 @@ class BatchShipper(Worker):
         credentials: Credentials | None = None,
         *,
         ack_topic: str,
+        type_version: Callable[[str], int | None] | None = None,
+        typed_buffers: Mapping[str, DurableBuffer] | None = None,
     ) -> None:
         super().__init__("edge-shipper")
-        self.buffer = buffer
+        self.buffer = buffer  # the built-in type's
+        # each machine type's buffer (the built-in type's included); taken from in turn
+        self.buffers = dict(typed_buffers or {DEFAULT_TYPE_NAME: buffer})
+        self.buffers.setdefault(DEFAULT_TYPE_NAME, buffer)
+        self._turn = 0  # which type's buffer goes first in the next `_send`
         self.broker = broker
         self.credentials = credentials
         self.link: ConnectionWatch | None = None  # set by start(): refused? why?
@@ -145,7 +155,8 @@ class BatchShipper(Worker):
         self.topic = topic
         self.ack_topic = ack_topic
         self.node = node
-        self.model_version = model_version
+        self.model_version = model_version  # the built-in type's serving model
+        self.type_version = type_version  # another type's (None: the node serves none)
         self.config = config or ShipperConfig()
         self.client: Client = make_client(f"{node}-batches")
         self.client.on_connect = self._on_connect
@@ -201,7 +212,7 @@ class BatchShipper(Worker):
         self.client.loop_stop()
         if not self.alive:
             for flight in self._deliveries.flights():
-                self.buffer.release(flight.token)
+                self.buffers[flight.machine_type].release(flight.token)
 
     def _wake(self) -> None:
         self._put(("wake", 0, 0, None))
@@ -343,7 +354,7 @@ class BatchShipper(Worker):
         elif kind == "puback":
             flight = self._deliveries.puback(mid, ok=False)
             if flight is not None:
-                self.buffer.release(flight.token)
+                self.buffers[flight.machine_type].release(flight.token)
                 self._refused(code, flight, now)
         elif kind == "ack" and ack is not None:
             self._acked(ack)
@@ -358,7 +369,7 @@ class BatchShipper(Worker):
             with self._lock:
                 self.acks_unknown += 1
             return
-        self.buffer.acknowledge(flight.token)
+        self.buffers[flight.machine_type].acknowledge(flight.token)
         with self._lock:
             self.batches_acked += 1
             self.windows_refused_by_trainer += ack.refused
@@ -430,16 +441,32 @@ class BatchShipper(Worker):
         )
 
     def _send(self, now: float) -> None:
-        while not self._deliveries.full and now >= self._hold_until and self.client.is_connected():
-            token, records = self.buffer.take_batch(self.config.batch_size)
+        kinds = list(self.buffers)
+        self._turn = (self._turn + 1) % len(kinds)  # each type's buffer first in turn
+        for kind in kinds[self._turn :] + kinds[: self._turn]:
+            self._send_of(kind, now)
+
+    def _send_of(self, kind: str, now: float) -> None:
+        """Send batches of `kind`'s kept windows while it has fewer than `max_inflight` on
+        their way (a type whose trainer is away holds up no other)."""
+        buffer = self.buffers[kind]
+        while now >= self._hold_until and self.client.is_connected():
+            if kind in self._deliveries.full_types():
+                return
+            token, records = buffer.take_batch(self.config.batch_size)
             if not records:
                 return
             batch_id = os.urandom(16)
-            batch = DriftBatch(batch_id, self.node, self.model_version() or 0, tuple(records))
+            version = (
+                self.model_version()
+                if kind == DEFAULT_TYPE_NAME or self.type_version is None
+                else self.type_version(kind)
+            )
+            batch = DriftBatch(batch_id, self.node, version or 0, tuple(records), kind)
             payload = encode_batch(batch)
             info = self.client.publish(self.topic, payload, qos=1)
             if info.rc != 0:
-                self.buffer.release(token)
+                buffer.release(token)
                 return
             self._deliveries.send(
                 token=token,
@@ -448,6 +475,7 @@ class BatchShipper(Worker):
                 windows=len(records),
                 mid=info.mid,
                 now=now,
+                machine_type=kind,
             )
             with self._lock:
                 self.batches_sent += 1

@@ -16,7 +16,14 @@ from prometheus_client.core import Metric
 
 from nodekit.metrics_server import counter, gauge, info, labeled, split_fault
 from protocol import Status
-from protocol.status_detail import DetailReader, EstimateDetail, FleetDetail, ModelHealthDetail
+from protocol.status_detail import (
+    DetailReader,
+    EstimateDetail,
+    FleetDetail,
+    ModelHealthDetail,
+    TypeLoop,
+    TypeLoops,
+)
 
 from .dashboard import Snapshot, badge
 
@@ -125,6 +132,7 @@ def edge_families(status: Status, snap: Snapshot, received: int) -> list[Metric]
     fams += _health(status)
     fams += _fleet(status)
     fams += _estimate(status)
+    fams += _type_loops(status)
     fams += _machines(snap)
     fams += _evidence(snap.evidence)
     fams += _sources(status)
@@ -271,8 +279,59 @@ def _estimate(status: Status) -> list[Metric]:
         fams.append(
             counter(
                 "edgeloop_label_requests_windows",
-                "held windows this node asked to have labeled (…/labels/requests)",
+                "held windows this node asked to have labeled (…/labels/requests/{node})",
                 _num(requests, "windows"),
+            )
+        )
+    return fams
+
+
+def _type_loops(status: Status) -> list[Metric]:
+    """A node serving several machine types (or another than the built-in one): each type's
+    closed loop (`detail.type_loops`), labeled by `type`."""
+    loops = DetailReader(status.detail, status.role).get(TypeLoops)
+    if loops is None:
+        return []
+    by: dict[tuple[str, ...], TypeLoop] = {(e.type,): e for e in loops.entries}
+    fams = [
+        labeled(
+            "edgeloop_type_label_events",
+            "maintenance label events applied, per machine type",
+            ("type",),
+            {k: float(e.label_events) for k, e in by.items()},
+            kind="counter",
+        ),
+        labeled(
+            "edgeloop_type_labels_refused",
+            "label events refused (a class the type has not), per machine type",
+            ("type",),
+            {k: float(e.labels_refused) for k, e in by.items()},
+            kind="counter",
+        ),
+        labeled(
+            "edgeloop_type_label_requests_windows",
+            "held windows asked to be labeled, per machine type",
+            ("type",),
+            {k: float(e.windows_asked) for k, e in by.items()},
+            kind="counter",
+        ),
+        labeled(
+            "edgeloop_type_kept_windows_waiting",
+            "kept windows in the buffer waiting for the type's trainer, per machine type",
+            ("type",),
+            {k: float(e.waiting) for k, e in by.items()},
+        ),
+    ]
+    estimates: dict[tuple[str, ...], float] = {
+        k: float(e.accuracy_est) for k, e in by.items() if e.accuracy_est is not None
+    }
+    if estimates:
+        fams.append(
+            labeled(
+                "edgeloop_type_accuracy_estimate",
+                "label-free estimate of each type's serving model's accuracy on recent windows",
+                ("type",),
+                estimates,
             )
         )
     return fams

@@ -65,6 +65,8 @@ from .edge_model import (
     Rollback,
     Rollbacks,
     RolloutGroup,
+    TypeLoop,
+    TypeLoops,
     TypeModel,
     TypeModels,
 )
@@ -119,6 +121,8 @@ __all__ = [
     "SimMachines",
     "TrainerPhase",
     "TrainerStage",
+    "TypeLoop",
+    "TypeLoops",
     "TypeModel",
     "TypeModels",
     "clip_text",
@@ -143,4 +147,5 @@ PARTS: tuple[type[Part], ...] = (  # every typed part, by role
     RolloutDetail,
     SimMachines,
     TypeModels,
+    TypeLoops,
 )

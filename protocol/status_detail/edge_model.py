@@ -44,6 +44,8 @@ __all__ = [
     "Rollback",
     "Rollbacks",
     "RolloutGroup",
+    "TypeLoop",
+    "TypeLoops",
     "TypeModel",
     "TypeModels",
 ]
@@ -363,6 +365,91 @@ class TypeModel:
             obj, "type_model", ("type", "model_version", "classes", "windows", "unclassified")
         )
         return cls(o["type"], o["model_version"], o["classes"], o["windows"], o["unclassified"])
+
+
+@dataclass(frozen=True, slots=True)
+class TypeLoop:
+    """The closed loop of one machine type a node serves: maintenance label events applied
+    and refused, windows labeled by them, windows asked to be labeled (label requests), the
+    label-free accuracy estimate of its serving model (None before any) and its kept windows
+    waiting in the node's buffer for the trainer."""
+
+    type: str
+    label_events: int
+    labels_refused: int
+    windows_labeled: int
+    windows_asked: int
+    accuracy_est: float | None
+    waiting: int
+
+    def __post_init__(self) -> None:
+        need_id(self.type, "type_loop type")
+        for name in ("label_events", "labels_refused", "windows_labeled", "windows_asked"):
+            need_count(getattr(self, name), f"type_loop {name}")
+        opt_fraction(self.accuracy_est, "type_loop accuracy_est")
+        need_count(self.waiting, "type_loop waiting")
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "label_events": self.label_events,
+            "labels_refused": self.labels_refused,
+            "windows_labeled": self.windows_labeled,
+            "windows_asked": self.windows_asked,
+            "accuracy_est": self.accuracy_est,
+            "waiting": self.waiting,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> TypeLoop:
+        fields = (
+            "type",
+            "label_events",
+            "labels_refused",
+            "windows_labeled",
+            "windows_asked",
+            "accuracy_est",
+            "waiting",
+        )
+        o = need_object(obj, "type_loop", fields)
+        return cls(*(o[f] for f in fields))
+
+
+@dataclass(frozen=True, slots=True)
+class TypeLoops:
+    """`detail.type_loops`: each machine type's closed loop, in the order the node serves
+    them; present beside `types` (a detail v 2). The node-wide `labels` and `estimate` are of
+    its first type's loop.
+
+    >>> one = TypeLoop("default", 2, 0, 5, 8, 0.9, 3)
+    >>> t = TypeLoops((one, TypeLoop("fan", 1, 1, 2, 0, None, 0)))
+    >>> TypeLoops.from_obj(t.to_json_obj()) == t
+    True
+    """
+
+    KEY: ClassVar[str] = "type_loops"
+    ROLE: ClassVar[str] = "edge"
+
+    entries: tuple[TypeLoop, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.entries) > MAX_TYPES or not all(isinstance(e, TypeLoop) for e in self.entries):
+            raise PayloadError(
+                f"type_loops must be at most {MAX_TYPES} TypeLoop entries", kind="bad_field"
+            )
+        names = [e.type for e in self.entries]
+        if len(set(names)) != len(names):
+            raise PayloadError(
+                f"type_loops names a machine type twice: {names[:8]}", kind="bad_field"
+            )
+
+    def to_json_obj(self) -> list[dict[str, Any]]:
+        return [e.to_json_obj() for e in self.entries]
+
+    @classmethod
+    def from_obj(cls, obj: object) -> TypeLoops:
+        items = need_list(obj, "type_loops", MAX_TYPES)
+        return cls(tuple(TypeLoop.from_obj(e) for e in items))
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,11 +160,12 @@ def test_tables_show_the_site_and_confirmed_keys_publish_drift_and_labels(
     assert abs(label.start - time.time()) < 30
 
 
-def test_the_screen_keeps_up_with_100_machines_at_2_hz(
+def test_the_screen_shows_100_machines_changing_every_refresh(
     broker: Any, topics: Topics, publisher: Publisher
 ) -> None:
+    """Every machine's row follows its newest prediction (the refresh's cost is measured in
+    bench/console_refresh.py, `make bench`)."""
     link = _link(broker, topics)
-    timings: list[float] = []
 
     async def drive() -> None:
         app = ConsoleApp(link, topics)
@@ -184,20 +185,12 @@ def test_the_screen_keeps_up_with_100_machines_at_2_hz(
                     )
                     publisher.publish(topics.prediction(f"m{i:03d}"), p.to_json(), qos=1)
                 await pilot.pause(0.3)
-                t = time.perf_counter()
                 app.refresh_site()
-                timings.append(time.perf_counter() - t)
             await _until(pilot, lambda: _cell(app, "machines", "m099", "latency ms") == "6.0")
             assert len(_keys(app, "machines")) == 100
 
     asyncio.run(drive())
     link.stop()
-    worst = max(timings[1:])  # the first one adds 100 rows
-    print(
-        f"refresh with 100 changing machines: worst {worst * 1000:.1f} ms, "
-        f"first {timings[0] * 1000:.1f} ms"
-    )
-    assert worst < REFRESH_S / 2, f"a refresh took {worst:.3f} s"
 
 
 def test_b_rolls_a_real_pi_edge_node_back_from_v2_to_v1(

@@ -131,7 +131,7 @@ def test_forged_statuses_leave_the_champion_the_registry_and_the_intake_intact(
         try:
             window = Window("m01", 1, 1, np.zeros((60, 4), np.float32), label=0)
             batch = DriftBatch(b"f" * 16, "pi-fault", champion, (Kept(window, "labeled"),))
-            listener.publish(site.drift_batches, encode_batch(batch), retain=False)
+            listener.publish(site.drift_batches("pi-fault"), encode_batch(batch), retain=False)
             wait_until(lambda: bool(listener.got), 30, "the batch acknowledged")
             assert BatchAck.from_json(listener.got[0]).stored == 1
         finally:
@@ -216,7 +216,7 @@ def test_forged_statuses_change_no_record_of_a_running_trainers_registry(
         try:
             window = Window("m01", 1, 1, np.zeros((60, 4), np.float32), label=0)
             batch = DriftBatch(b"z" * 16, "pi-z", 2, (Kept(window, "labeled"),))
-            listener.publish(topics.drift_batches, encode_batch(batch), retain=False)
+            listener.publish(topics.drift_batches("pi-z"), encode_batch(batch), retain=False)
             wait_until(lambda: bool(listener.got), 10, "the batch acknowledged after the flood")
         finally:
             listener.close()

@@ -204,7 +204,9 @@ def test_a_sensor_login_cannot_write_any_status_but_its_own_nor_reach_model_comm
     # the model, drift batches, another node's acks, labels, control, a node command
     for topic, retain in (
         (topics.model_current, True),
-        (topics.drift_batches, False),
+        (topics.drift_batches("pi-a"), False),
+        (topics.drift_batches("gw-1"), False),  # its own name: a sensor ships no batches
+        (topics.legacy_drift_batches, False),
         (topics.drift_acks("pi-a"), False),
         (topics.labels, False),
         (topics.sim_control, False),
@@ -267,6 +269,9 @@ def test_edge_node_a_cannot_write_node_bs_status_sparkplug_or_home_assistant_con
             assert a.refused(topics.status(node), status(node), retain), (node, retain)
     assert a.refused(topics.model_current, retain=True)
     assert a.refused(topics.node_command("pi-b"))  # commands are the operator's
+    assert a.refused(topics.label_requests("pi-b"))  # it asks for labels as itself only
+    assert a.refused(topics.legacy_label_requests)
+    assert a.publish(topics.label_requests("pi-a"), b"{}")  # control: its own
     # its Sparkplug login may be node pi-a only
     spb = peers("pi-a", via="spb")
     for kind in ("NBIRTH", "NDATA", "NDEATH"):
@@ -304,6 +309,8 @@ def test_edge_node_a_cannot_read_node_bs_commands_or_acks(
     assert a.seen() == [] and a_ship.seen() == []  # B's command and ack reached only B
     assert a_ship.refused(topics.drift_acks("pi-b"))  # nor can it forge B's acks
     assert a_ship.refused(topics.drift_acks("pi-a"))  # or its own: acks are the trainer's
+    assert a_ship.refused(topics.drift_batches("pi-b"))  # nor ship batches as B
+    assert a_ship.refused(topics.legacy_drift_batches)  # nor on the shared topic of old nodes
 
 
 # -- attacks with an operator's login ------------------------------------------------------------
@@ -314,7 +321,7 @@ def test_an_operator_login_sees_all_but_cannot_speak_for_a_node_or_the_trainer(
     ops = peers("ops-1")
     for node in ("pi-a", "pi-ghost", "trainer-1"):
         assert ops.refused(topics.status(node), status(node), retain=True), node
-    for topic in (topics.model_current, topics.drift_batches, topics.drift_acks("pi-a")):
+    for topic in (topics.model_current, topics.drift_batches("pi-a"), topics.drift_acks("pi-a")):
         assert ops.refused(topic, retain=topic == topics.model_current), topic
     assert ops.refused("spBv1.0/g1/NBIRTH/pi-a", retain=True)
     assert ops.refused(f"homeassistant/sensor/{site_node_id(PREFIX, 'pi-a')}/x/config")
@@ -327,7 +334,7 @@ def test_no_login_takes_over_another_session_by_its_client_id(
     peers: Callable[..., Peer], hub: Broker, topics: Topics
 ) -> None:
     start = len(hub.log_path.read_text())
-    trainer = peers("trainer-1", topics.drift_batches, client_id="trainer-1", clean=False)
+    trainer = peers("trainer-1", topics.all_drift_batches(), client_id="trainer-1", clean=False)
     b = peers("pi-b", topics.node_command("pi-b"), client_id="pi-b")
     for name, victim in (("gw-1", "trainer-1"), ("pi-a", "trainer-1"), ("pi-a", "pi-b")):
         hostile = peers(name, client_id=victim)
@@ -342,9 +349,9 @@ def test_no_login_takes_over_another_session_by_its_client_id(
     assert "Client pi-b already connected" not in log
     # the trainer's session still gets batches, pi-b its commands
     ship = peers("pi-a", via="batches")
-    assert ship.publish(topics.drift_batches, b"batch")
+    assert ship.publish(topics.drift_batches("pi-a"), b"batch")
     assert peers("ops-1").publish(topics.node_command("pi-b"), b"cmd")
-    assert settle(lambda: trainer.seen() == [topics.drift_batches] and bool(b.seen()))
+    assert settle(lambda: trainer.seen() == [topics.drift_batches("pi-a")] and bool(b.seen()))
 
 
 # -- revocation on the running broker -------------------------------------------------------------

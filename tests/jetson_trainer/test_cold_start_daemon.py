@@ -82,9 +82,13 @@ def test_labels_of_new_faults_grow_an_anomaly_champion_into_a_classifier_in_the_
         assert len(models) == 1  # no labels yet: nothing grows
         pump, wear = CLASSES.index("pump_fault"), CLASSES.index("drive_wear")
         few = _labeled(xi[yi == wear][:3], wear, 50)  # 3 labels: too few to grow by drive_wear
-        client.publish(topics.drift_batches, encode_batch(few), qos=1).wait_for_publish(5)
+        client.publish(topics.drift_batches("pi-cold"), encode_batch(few), qos=1).wait_for_publish(
+            5
+        )
         batch = _labeled(xi[yi == pump][:6], pump, 0)
-        client.publish(topics.drift_batches, encode_batch(batch), qos=1).wait_for_publish(5)
+        client.publish(
+            topics.drift_batches("pi-cold"), encode_batch(batch), qos=1
+        ).wait_for_publish(5)
         _wait(lambda: len(models) >= 2, "the grown model", 300)
         v2 = decode_bundle(models[-1], public)
         assert v2.manifest.task == "classify" and v2.manifest.parent == v1.manifest.version
@@ -92,7 +96,9 @@ def test_labels_of_new_faults_grow_an_anomaly_champion_into_a_classifier_in_the_
         assert v2.manifest.version > v1.manifest.version
         bearing = CLASSES.index("bearing_fault")
         batch = _labeled(xi[yi == bearing][:6], bearing, 100)
-        client.publish(topics.drift_batches, encode_batch(batch), qos=1).wait_for_publish(5)
+        client.publish(
+            topics.drift_batches("pi-cold"), encode_batch(batch), qos=1
+        ).wait_for_publish(5)
         _wait(lambda: len(models) >= 3, "the model grown again", 300)
         v3 = decode_bundle(models[-1], public)
         assert v3.manifest.classes == ("normal", "bearing_fault", "pump_fault")  # the type's order

@@ -59,7 +59,12 @@ def test_a_batch_the_store_cannot_commit_is_retried_until_stored(
 
     monkeypatch.setattr(daemon.store, "add_batch", flaky)
     try:
-        assert daemon.intake.store_with_retry(_payload(3), first_delay_s=0.01) is True
+        assert (
+            daemon.intake.store_with_retry(
+                _payload(3), daemon.topics.drift_batches("pi-1"), first_delay_s=0.01
+            )
+            is True
+        )
         assert daemon.state.store_errors == 2
         assert daemon.state.batches == 1
         assert daemon.store.counts().windows == 3
@@ -78,7 +83,12 @@ def test_stopping_ends_the_retries_without_storing(
     monkeypatch.setattr(daemon.store, "add_batch", full)
     threading.Timer(0.3, daemon._stop.set).start()
     try:
-        assert daemon.intake.store_with_retry(_payload(), first_delay_s=0.05) is False
+        assert (
+            daemon.intake.store_with_retry(
+                _payload(), daemon.topics.drift_batches("pi-1"), first_delay_s=0.05
+            )
+            is False
+        )
         assert daemon.state.store_errors >= 2
         assert daemon.state.batches == 0
     finally:
@@ -125,7 +135,7 @@ def test_the_pi_is_acknowledged_after_the_store_commit_and_before_the_broker(
 ) -> None:
     daemon = _daemon(tmp_path, keypair)
     calls = _recording(daemon, monkeypatch, failures=2)
-    item = (daemon.topics.drift_batches, 7, 1, _payload(3))
+    item = (daemon.topics.drift_batches("pi-1"), 7, 1, _payload(3))
     try:
         with monkeypatch.context() as m:  # no real backoff waits
             m.setattr(daemon._stop, "wait", lambda delay: False)
@@ -150,7 +160,7 @@ def test_a_store_that_never_commits_publishes_no_ack_and_acks_nothing(
     calls = _recording(daemon, monkeypatch, failures=1_000_000)
     threading.Timer(0.3, daemon._stop.set).start()
     try:
-        assert daemon.intake._step((daemon.topics.drift_batches, 7, 1, _payload())) is False
+        assert daemon.intake._step((daemon.topics.drift_batches("pi-1"), 7, 1, _payload())) is False
     finally:
         daemon.store.close()
     assert calls and {c[0] for c in calls} == {"store_failed"}
@@ -164,7 +174,7 @@ def test_a_batch_of_duplicates_is_acknowledged_all_the_same(
     calls = _recording(daemon, monkeypatch)
     try:
         for mid in (1, 2):  # the Pi resent the batch: same id, same windows
-            assert daemon.intake._step((daemon.topics.drift_batches, mid, 1, _payload(3)))
+            assert daemon.intake._step((daemon.topics.drift_batches("pi-1"), mid, 1, _payload(3)))
     finally:
         daemon.store.close()
     acks = [c[2] for c in calls if c[0] == "publish"]
@@ -180,11 +190,44 @@ def test_a_malformed_batch_is_acknowledged_to_the_broker_but_not_to_the_pi(
     newer = bytearray(_payload(3))
     newer[2] = 2  # a batch version this trainer cannot read: the Pi keeps the windows
     try:
-        assert daemon.intake._step((daemon.topics.drift_batches, 5, 1, bytes(newer)))
+        assert daemon.intake._step((daemon.topics.drift_batches("pi-1"), 5, 1, bytes(newer)))
     finally:
         daemon.store.close()
     assert calls == [("ack", 5)]
     assert daemon.state.bad_batches == 1
+
+
+def test_a_batch_naming_another_node_than_its_topic_is_refused_and_never_stored(
+    tmp_path: Path, keypair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pi-9 ships on its own topic a batch that says it is pi-1's: not stored, pi-1 is not
+    acknowledged (its real windows stay with it), the broker's copy is done with, counted."""
+    daemon = _daemon(tmp_path, keypair)
+    calls = _recording(daemon, monkeypatch)
+    try:
+        assert daemon.intake._step((daemon.topics.drift_batches("pi-9"), 4, 1, _payload(3)))
+        assert daemon.store.counts().windows == 0
+        status = daemon.status()
+    finally:
+        daemon.store.close()
+    assert calls == [("ack", 4)]  # the broker's copy only: no store, no ack to any Pi
+    assert daemon.state.batches_refused == 1 and daemon.state.batches == 0
+    assert status.errors["batch_sender_refused"] == 1
+
+
+def test_a_batch_on_the_legacy_shared_topic_is_stored_for_its_payloads_node_and_counted(
+    tmp_path: Path, keypair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = _daemon(tmp_path, keypair)
+    calls = _recording(daemon, monkeypatch)
+    try:
+        assert daemon.intake._step((daemon.topics.legacy_drift_batches, 3, 1, _payload(3)))
+        status = daemon.status()
+    finally:
+        daemon.store.close()
+    assert ("stored", 3) in calls and ("ack", 3) in calls
+    assert any(c[0] == "publish" and c[1] == daemon.topics.drift_acks("pi-1") for c in calls)
+    assert status.errors["legacy_batch_topic"] == 1
 
 
 @pytest.mark.broker
@@ -227,7 +270,7 @@ def test_a_running_trainer_acknowledges_a_batch_on_the_nodes_topic_once_stored(
     try:
         _wait_for(lambda: daemon.state.connected and pi.is_connected())
         time.sleep(0.3)
-        pi.publish(topics.drift_batches, _payload(3), qos=1).wait_for_publish(5)
+        pi.publish(topics.drift_batches("pi-1"), _payload(3), qos=1).wait_for_publish(5)
         _wait_for(lambda: daemon.state.store_errors >= 2)
         assert got == []  # not stored: no acknowledgement
         failing.clear()

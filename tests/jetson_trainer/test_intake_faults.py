@@ -107,7 +107,7 @@ def test_a_status_with_a_5000_digit_number_does_not_stop_the_batch_intake(
     try:
         for _ in range(30):  # more than Mosquitto's in-flight window of unacknowledged messages
             pub.publish(topics.status("edge-poison"), POISON_STATUS)
-        pub.publish(topics.drift_batches, _payload(3))
+        pub.publish(topics.drift_batches("pi-1"), _payload(3))
         good = Status("edge-good", "edge", "online", "1", model_version=2, drift="drift")
         pub.publish(topics.status("edge-good"), good.to_json())
         assert _wait(lambda: daemon.state.batches == 1), daemon.state
@@ -155,7 +155,7 @@ def test_a_dead_intake_thread_turns_the_daemon_degraded(
 
         monkeypatch.setattr(daemon.intake, "_step", dies)
         pub = _Client(broker.address, f"pub-{time.time_ns()}")
-        pub.publish(topics.drift_batches, _payload(1))
+        pub.publish(topics.drift_batches("pi-1"), _payload(1))
         pub.close()
         assert _wait(lambda: daemon.watch.dead() == ["trainer-intake"])
         assert daemon.watchdog() and daemon.failed.is_set()
@@ -232,7 +232,7 @@ def test_a_status_flood_drops_the_oldest_statuses_and_never_fills_the_batch_queu
         intake = daemon.intake
         for i in range(STATUS_INBOX_MAX + 250):
             intake._enqueue_status((daemon.topics.status(f"flood-{i}"), i, 0, b"{}"))
-        batch = (daemon.topics.drift_batches, 99_999, 0, b"batch")
+        batch = (daemon.topics.drift_batches("pi-1"), 99_999, 0, b"batch")
         intake._enqueue(batch)  # returns at once: the batch queue is its own
         oldest = intake._statuses.get_nowait()
         assert intake.counts().statuses_dropped == 250

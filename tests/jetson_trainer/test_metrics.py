@@ -81,7 +81,7 @@ def test_trainer_metrics_count_batches_windows_duplicates_and_gate_decisions(
         connect(pub, broker.address)
         pub.loop_start()
         for seqs, bid in ((range(0, 10), b"a" * 16), (range(5, 15), b"b" * 16)):
-            pub.publish(topics.drift_batches, encode_batch(_batch(seqs, bid)), qos=1)
+            pub.publish(topics.drift_batches("pi-1"), encode_batch(_batch(seqs, bid)), qos=1)
         while daemon.state.batches < 2:
             assert time.monotonic() < deadline, "the trainer did not store both batches"
             time.sleep(0.05)

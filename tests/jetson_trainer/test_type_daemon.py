@@ -127,8 +127,12 @@ def test_a_type_daemon_keeps_its_own_lineage(
         assert daemon.champion is not None and daemon.champion.manifest.type_name == "fan"
         fans = _batch("fan", "pi-mixed", (128, 3), 6)
         seeds = _batch("default", "pi-mixed", (60, 4), 5)
-        client.publish(topics.drift_batches, encode_batch(seeds), qos=1).wait_for_publish(5)
-        client.publish(topics.drift_batches, encode_batch(fans), qos=1).wait_for_publish(5)
+        client.publish(
+            topics.drift_batches("pi-mixed"), encode_batch(seeds), qos=1
+        ).wait_for_publish(5)
+        client.publish(
+            topics.drift_batches("pi-mixed"), encode_batch(fans), qos=1
+        ).wait_for_publish(5)
         _wait(lambda: len(acks) >= 1, "the fan batch's acknowledgement")
         time.sleep(1.0)  # the other type's batch is not acknowledged by this trainer
         assert [a.batch_id for a in acks] == [fans.batch_id]

@@ -48,6 +48,7 @@ from .conftest import Listener, Publisher
 from .test_service import service_factory  # noqa: F401 (a fixture)
 
 N = 3  # --state-windows
+NODE = "pi-cold"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +135,10 @@ def test_an_anomaly_model_raises_anomaly_states_and_events_keeps_and_asks_for_wh
 ) -> None:
     bundle_path = tmp_path / "cold.bundle"
     bundle_path.write_bytes(cold.signed(models, site=topics.prefix))
-    seen = listen(f"{topics.prefix}/machines/#", topics.drift_batches, topics.label_requests)
-    svc = service_factory(model=bundle_path, state_windows=N, batch_max=1)
+    seen = listen(
+        f"{topics.prefix}/machines/#", topics.drift_batches(NODE), topics.label_requests(NODE)
+    )
+    svc = service_factory(model=bundle_path, state_windows=N, batch_max=1, node=NODE)
     assert svc.wait_for_model(1, timeout=20)
     healthy, sick = "m01", "m02"
     s1 = _send(publisher, topics, healthy, cold.normal, 0)
@@ -175,23 +178,25 @@ def test_an_anomaly_model_raises_anomaly_states_and_events_keeps_and_asks_for_wh
     assert {p.classes for p in preds} == {("normal", "anomaly")}
     assert all(p.label == "normal" for p in preds if p.seq < 4 or p.seq >= s2)
     # what it flags goes to the trainer (out of distribution, no predicted class of the type)
-    assert seen.wait_for(lambda msgs: any(t == topics.drift_batches for t, _, _ in msgs), 20)
-    kept = [r for p in seen.on(topics.drift_batches) for r in decode_batch(p).records]
+    assert seen.wait_for(lambda msgs: any(t == topics.drift_batches(NODE) for t, _, _ in msgs), 20)
+    kept = [r for p in seen.on(topics.drift_batches(NODE)) for r in decode_batch(p).records]
     assert kept and all(r.window.machine == sick for r in kept)
     assert all(r.reason == "out_of_distribution" and r.predicted is None for r in kept)
     assert all(r.score > 1.0 for r in kept)
     # and it asks for the labels of what it flagged, in the model's words
     deadline = time.monotonic() + 20  # the plant streams on; the node looks every 2 s
-    while not seen.on(topics.label_requests) and time.monotonic() < deadline:
+    while not seen.on(topics.label_requests(NODE)) and time.monotonic() < deadline:
         s1 = _send(publisher, topics, healthy, cold.normal, s1)
-    asked = [r for p in seen.on(topics.label_requests) for r in LabelRequests.from_json(p).requests]
+    asked = [
+        r for p in seen.on(topics.label_requests(NODE)) for r in LabelRequests.from_json(p).requests
+    ]
     assert asked and all(r.machine == sick and r.predicted == "anomaly" for r in asked)
     assert all(s2 - len(cold.faulty) <= r.seq < s2 for r in asked)
     assert json.loads(seen.on(topics.prediction(sick))[-1])["model_version"] == 1
 
 
 def _records(seen: Listener, topics: Topics) -> list[Any]:
-    return [r for p in seen.on(topics.drift_batches) for r in decode_batch(p).records]
+    return [r for p in seen.on(topics.drift_batches(NODE)) for r in decode_batch(p).records]
 
 
 @pytest.mark.broker
@@ -206,15 +211,19 @@ def test_labels_of_flagged_windows_grow_the_class_list_and_the_node_learns_the_n
 ) -> None:
     bundle_path = tmp_path / "cold.bundle"
     bundle_path.write_bytes(cold.signed(models, site=topics.prefix))
-    seen = listen(f"{topics.prefix}/machines/#", topics.drift_batches, topics.label_requests)
-    svc = service_factory(model=bundle_path, state_windows=N, batch_max=1)
+    seen = listen(
+        f"{topics.prefix}/machines/#", topics.drift_batches(NODE), topics.label_requests(NODE)
+    )
+    svc = service_factory(model=bundle_path, state_windows=N, batch_max=1, node=NODE)
     assert svc.wait_for_model(1, timeout=20)
     healthy, sick = "m01", "m02"
     s2 = _send(publisher, topics, sick, cold.faulty, 0)
     s1, deadline = 0, time.monotonic() + 20
-    while not seen.on(topics.label_requests) and time.monotonic() < deadline:
+    while not seen.on(topics.label_requests(NODE)) and time.monotonic() < deadline:
         s1 = _send(publisher, topics, healthy, cold.normal, s1)
-    asked = [r for p in seen.on(topics.label_requests) for r in LabelRequests.from_json(p).requests]
+    asked = [
+        r for p in seen.on(topics.label_requests(NODE)) for r in LabelRequests.from_json(p).requests
+    ]
     assert asked, "the node did not ask for the labels of what it flagged"
     for r in asked:  # the technician: "that was a bearing fault" (a class no model knows yet)
         publisher.publish(topics.labels, r.label_event("bearing_fault").to_json())
@@ -224,7 +233,7 @@ def test_labels_of_flagged_windows_grow_the_class_list_and_the_node_learns_the_n
         got = {
             (r.window.machine, r.window.seq)
             for t, p, _ in msgs
-            if t == topics.drift_batches
+            if t == topics.drift_batches(NODE)
             for r in decode_batch(p).records
             if r.window.label is not None
         }

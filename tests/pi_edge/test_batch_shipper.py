@@ -57,7 +57,7 @@ class Trainer:
         self.acked: list[bytes] = []
         self.lock = threading.Lock()
         self.client = make_client(client_id or f"trainer-{time.monotonic_ns()}")
-        self.client.on_connect = lambda c, *a: c.subscribe(topics.drift_batches, qos=1)
+        self.client.on_connect = lambda c, *a: c.subscribe(topics.all_drift_batches(), qos=1)
         self.client.on_message = self._on_message
         connect(
             self.client, broker.address, credentials=credentials, clean_start=False,
@@ -104,7 +104,7 @@ def shipper_for(
     return BatchShipper(
         buffer,
         broker.address,
-        topics.drift_batches,
+        topics.drift_batches(node),
         node,
         lambda: 3,
         config,

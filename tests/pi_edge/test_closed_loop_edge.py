@@ -37,7 +37,7 @@ def test_every_labeled_window_reaches_drift_batches_exactly_as_sent(
     topics: Topics,
     models: EdgeModels,
 ) -> None:
-    batches = listen(topics.drift_batches, topics.statuses())
+    batches = listen(topics.all_drift_batches(), topics.statuses())
     svc = service_factory(model=models.bundle_path)
     _online(batches, topics, svc.config.node, 1)
     rng = np.random.default_rng(3)
@@ -55,7 +55,7 @@ def test_every_labeled_window_reaches_drift_batches_exactly_as_sent(
         """Acknowledge each new batch as the trainer does once stored; True when all came."""
         ids = set()
         for t, p, _ in msgs:
-            if t != topics.drift_batches:
+            if t != topics.drift_batches(svc.config.node):
                 continue
             batch = decode_batch(p)
             ids |= {window_id(k.window) for k in batch.records if k.reason == "labeled"}
@@ -66,13 +66,15 @@ def test_every_labeled_window_reaches_drift_batches_exactly_as_sent(
         return set(labeled) <= ids
 
     # the broker's PUBACK deletes nothing: the rows wait for the trainer's acknowledgement
-    assert batches.wait_for(lambda msgs: any(t == topics.drift_batches for t, _, _ in msgs), 20)
+    assert batches.wait_for(
+        lambda msgs: any(t == topics.drift_batches(svc.config.node) for t, _, _ in msgs), 20
+    )
     time.sleep(0.5)
     assert svc.kept.buffer.counts().acknowledged == 0
     assert batches.wait_for(got_all, 20)
     received = {
         window_id(k.window): k
-        for p in batches.on(topics.drift_batches)
+        for p in batches.on(topics.drift_batches(svc.config.node))
         for k in decode_batch(p).records
     }
     for wid, w in labeled.items():

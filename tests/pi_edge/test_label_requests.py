@@ -53,7 +53,7 @@ def test_a_drifted_node_asks_for_labels_and_the_answer_labels_that_window(
     )
     node = svc.config.node
     status = listen(topics.status(node))
-    asks = listen(topics.label_requests)
+    asks = listen(topics.all_label_requests())
     _online(status, topics, node, 1)
     trainer = Trainer(broker, topics, tmp_path / "trainer")
     request.addfinalizer(trainer.close)
@@ -69,7 +69,7 @@ def test_a_drifted_node_asks_for_labels_and_the_answer_labels_that_window(
     assert clean.detail["estimate"]["accuracy_est"] > 0.95
     assert clean.detail["estimate"]["method"] == "doc"  # the test manifest has no quantiles
     time.sleep(2.5)  # one more check interval of the asker
-    assert asks.on(topics.label_requests) == [], "a sure node asked for labels"
+    assert asks.on(topics.label_requests(svc.config.node)) == [], "a sure node asked for labels"
 
     # 2. drifted traffic on three machines: unsure windows, a low estimate, a request
     sent: dict[tuple[str, int], Window] = {}
@@ -79,7 +79,7 @@ def test_a_drifted_node_asks_for_labels_and_the_answer_labels_that_window(
             sent[(machine, seq)] = w
             publisher.publish(topics.window(machine), encode_window(w), qos=1)
     assert asks.wait_for(lambda msgs: len(msgs) >= 1, timeout=20), "no label request came"
-    first = LabelRequests.from_json(asks.on(topics.label_requests)[0])
+    first = LabelRequests.from_json(asks.on(topics.label_requests(svc.config.node))[0])
     assert first.node == node
     picked = first.requests
     assert 1 <= len(picked) <= 4
@@ -108,7 +108,10 @@ def test_a_drifted_node_asks_for_labels_and_the_answer_labels_that_window(
 
     # 4. the budget: at most 4 windows in the minute, however unsure the node stays
     time.sleep(3.0)
-    total = sum(len(LabelRequests.from_json(p).requests) for p in asks.on(topics.label_requests))
+    total = sum(
+        len(LabelRequests.from_json(p).requests)
+        for p in asks.on(topics.label_requests(svc.config.node))
+    )
     assert total <= 4
     last: Status = _status_where(
         status, topics, node, lambda s: (s.detail.get("estimate") or {}).get("windows") == 150
@@ -164,7 +167,7 @@ def test_the_simulator_answers_what_the_node_asks_and_those_windows_reach_the_tr
     while sim.snapshot().machines[1].state != "pump_fault":
         assert time.monotonic() < deadline, "the simulator did not take the fault"
         time.sleep(0.05)
-    asks = listen(topics.label_requests)
+    asks = listen(topics.all_label_requests())
     trainer = Trainer(broker, topics, tmp_path / "trainer")
     request.addfinalizer(trainer.close)
     svc = service_factory(
@@ -181,7 +184,7 @@ def test_the_simulator_answers_what_the_node_asks_and_those_windows_reach_the_tr
     assert asks.wait_for(lambda msgs: n_asked(msgs) >= 6, timeout=30), "the node asked < 6"
     asked = {
         (r.machine, r.seq)
-        for p in asks.on(topics.label_requests)
+        for p in asks.on(topics.label_requests(svc.config.node))
         for r in LabelRequests.from_json(p).requests
     }
     truth = {

@@ -40,6 +40,7 @@ from protocol.status_detail import (
     ModelHealthDetail,
     RecentMachines,
     RolloutGroup,
+    TypeLoops,
     TypeModels,
 )
 from protocol.window import window_to_json
@@ -553,8 +554,8 @@ def test_the_status_detail_is_versioned_and_its_typed_parts_read_back(
     bad: list[PayloadError] = []
     reader = DetailReader(s.detail, "edge", bad.append)
     parts = {p: reader.get(p) for p in PARTS if p.ROLE == "edge"}
-    # not a fleet member; serving the built-in type alone: no `types` (detail version 1)
-    assert {p for p, got in parts.items() if got is None} == {FleetDetail, TypeModels}
+    # not a fleet member; serving the built-in type alone: no `types` nor `type_loops` (v 1)
+    assert {p for p, got in parts.items() if got is None} == {FleetDetail, TypeModels, TypeLoops}
     assert bad == [] and reader.rollbacks() == ((), 0)
     recent, group = parts[RecentMachines], parts[RolloutGroup]
     assert isinstance(recent, RecentMachines) and recent.ids == ("m01",)

@@ -31,7 +31,7 @@ def test_a_node_on_a_corrupt_state_dir_moves_the_files_aside_and_classifies(
     rotten_buffer = b"SQLite format 3\x00" + b"\x5a" * 9000
     (state_dir / "buffer.sqlite").write_bytes(rotten_buffer)
     (state_dir / "history.sqlite").write_bytes(b"\x00" * 4096 + b"junk")
-    listener = listen(topics.predictions(), topics.statuses(), topics.drift_batches)
+    listener = listen(topics.predictions(), topics.statuses(), topics.all_drift_batches())
     svc = service_factory(model=models.bundle_path)
     node = svc.config.node
     _online(listener, topics, node, 1)
@@ -51,7 +51,7 @@ def test_a_node_on_a_corrupt_state_dir_moves_the_files_aside_and_classifies(
     def all_shipped(msgs: list[tuple[str, bytes, bool]]) -> bool:
         ids = set()
         for t, p, _ in msgs:
-            if t != topics.drift_batches:
+            if t != topics.drift_batches(node):
                 continue
             batch = decode_batch(p)
             ids |= {window_id(k.window) for k in batch.records}

@@ -28,6 +28,7 @@ from protocol.status_detail import (
     SimMachines,
     TrainerPhase,
     TrainerStage,
+    TypeLoops,
     TypeModels,
 )
 
@@ -253,6 +254,20 @@ def part_obj(part: type[Part], seed: int) -> Any:
                 }
             )
         return out
+    if part is TypeLoops:
+        names = rng.sample(["default", "press", "fan", "t" * 64], rng.randint(0, 4))
+        return [
+            {
+                "type": name,
+                "label_events": _count(rng),
+                "labels_refused": _count(rng),
+                "windows_labeled": _count(rng),
+                "windows_asked": _count(rng),
+                "accuracy_est": _opt(rng, rng.random()),
+                "waiting": _count(rng),
+            }
+            for name in names
+        ]
     raise AssertionError(f"no example for {part.__name__}")
 
 

@@ -28,6 +28,7 @@ ENTRIES: dict[str, type] = {  # the entry types the schemas name
     "ended_rollout": sd.EndedRollout,
     "sim_machine": sd.SimMachine,
     "type_model": sd.TypeModel,
+    "type_loop": sd.TypeLoop,
 }
 OBJECT_PARTS = {p for p in PARTS if isinstance(part_obj(p, 1), dict) and p is not sd.SimMachines}
 
@@ -102,6 +103,7 @@ def test_a_part_that_is_no_object_says_its_shape_in_one_line(part: type) -> None
                     sd.Rollbacks: "rollback",
                     sd.SimMachines: "sim_machine",
                     sd.TypeModels: "type_model",
+                    sd.TypeLoops: "type_loop",
                 }[part]
             )
 

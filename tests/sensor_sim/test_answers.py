@@ -52,8 +52,12 @@ def test_the_simulator_answers_label_requests_with_the_true_class(
                     LabelRequest("m03", ts, ts + 1e-6, "normal", 0.4, 10**9),  # never published
                 ),
             )
+            # pi-9 asking in pi-1's name on its own topic: refused (a node asks as itself)
+            forged = client.publish(topics.label_requests("pi-9"), asked.to_json(), qos=1)
+            forged.wait_for_publish(5)
             sent_at = time.monotonic()
-            client.publish(topics.label_requests, asked.to_json(), qos=1).wait_for_publish(5)
+            mine = client.publish(topics.label_requests("pi-1"), asked.to_json(), qos=1)
+            mine.wait_for_publish(5)
             assert wait_for(lambda: len(labels) >= 1, timeout=10)
             waited = time.monotonic() - sent_at
             assert wait_for(lambda: run.sim.status().detail["label_answers"]["unknown"] == 1)
@@ -66,5 +70,5 @@ def test_the_simulator_answers_label_requests_with_the_true_class(
     ]
     assert waited >= 0.45  # the technician's delay
     assert counts == {
-        "requests": 1, "asked": 2, "answered": 1, "unknown": 1, "refused": 0, "dropped": 0
+        "requests": 1, "asked": 2, "answered": 1, "unknown": 1, "refused": 1, "dropped": 0
     }  # fmt: skip
