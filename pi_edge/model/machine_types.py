@@ -97,12 +97,18 @@ class TypeLane:
     def learn(self, manifest: Manifest) -> None:
         """A model of this type serves now: take its vocabulary (the built-in type keeps the
         node's configured one, which the model was checked against); membership stays the site
-        file's when it declares the type."""
+        file's when it declares the type, and so do its classes when the model knows some of
+        them, healthy first (a cold start's anomaly model, or a classifier grown from it: labels
+        keep naming every declared class, model/vocabulary.py)."""
         if self.name == DEFAULT_TYPE_NAME:
             return
         kind = manifest.machine()
-        if self.declared is not None:
-            kind = dataclasses.replace(kind, machines=self.declared.machines)
+        declared = self.declared
+        if declared is not None:
+            kind = dataclasses.replace(kind, machines=declared.machines)
+            known = set(declared.classes)
+            if kind.normal == declared.normal and all(c in known for c in kind.classes):
+                kind = kind.with_classes(declared.classes)
         self.machine_type = kind
 
 

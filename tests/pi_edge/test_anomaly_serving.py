@@ -283,3 +283,88 @@ def test_labels_of_flagged_windows_grow_the_class_list_and_the_node_learns_the_n
         ),
         timeout=20,
     ), "no fault event of the new class"
+
+
+FAN_SITE = """
+[[types]]
+name = "fan"
+channels = [{name = "vib_x", unit = "g", sample_hz = 1000.0},
+            {name = "vib_y", unit = "g", sample_hz = 1000.0},
+            {name = "current", unit = "A", sample_hz = 1000.0}]
+sample_hz = 1000.0
+window_length = 128
+hop = 128
+classes = ["ok", "imbalance", "misalignment", "looseness"]
+normal = "ok"
+machines = ["fan-*"]
+"""
+
+
+@pytest.mark.broker
+def test_a_declared_type_s_cold_start_keeps_its_declared_classes_for_labels(
+    service_factory: Callable[..., EdgeService],  # noqa: F811
+    models: EdgeModels,
+    topics: Topics,
+    listen: Callable[..., Listener],
+    publisher: Publisher,
+    tmp_path: Path,
+) -> None:
+    """Another type than `default` (a site file's fan): its anomaly model knows `ok` only, yet
+    the node keeps the fan's declared classes, so a technician's `imbalance` label of a flagged
+    window is taken and shipped in the fan's drift batch (version 2) as imbalance's index."""
+    from sensor_sim.kinds import FAN
+
+    site = tmp_path / "site.toml"
+    site.write_text(FAN_SITE)
+    kind = FAN.kind
+    assert kind.window_length == 128 and kind.channel_names == ("vib_x", "vib_y", "current")
+    rng = np.random.default_rng(4)
+    x, y = make_split("train", 1200, rng, FAN)
+    out = tmp_path / "fan-v1"
+    run_train_anomaly(x[y == 0], None, out, kind=kind, site=topics.prefix)
+    bundle = decode_bundle((out / "model.bundle").read_bytes(), None, allow_unsigned=True)
+    assert bundle.manifest.task == "anomaly" and bundle.manifest.classes == ("ok",)
+    threshold = float(bundle.manifest.anomaly["threshold"])  # type: ignore[index]
+    xt, yt = make_split("infer", 400, rng, FAN)
+    scores = LiteModel(bundle.model, bundle.manifest.normalisation).predict(xt)[:, 0]
+    imbalance = kind.classes.index("imbalance")
+    calm = xt[(yt == 0) & (scores < threshold / 2)][:8]
+    loud = xt[(yt == imbalance) & (scores > 2 * threshold)][:8]
+    assert len(calm) == 8 and len(loud) == 8, "the fan's anomaly model does not separate them"
+    signed = encode_bundle(bundle.manifest, bundle.model, models.private_key.sign)
+    publisher.publish(topics.model_of("fan"), signed, retain=True)
+    seen = listen(topics.drift_batches(NODE), topics.label_requests(NODE))
+    svc = service_factory(site=site, types=("fan",), node=NODE, batch_max=1)
+    try:
+        assert svc.wait_for_model(1, timeout=20)
+        s2 = _send(publisher, topics, "fan-2", loud, 0)
+        s1, deadline = 0, time.monotonic() + 20
+        while not seen.on(topics.label_requests(NODE)) and time.monotonic() < deadline:
+            s1 = _send(publisher, topics, "fan-1", calm, s1)
+        asked = [
+            r
+            for p in seen.on(topics.label_requests(NODE))
+            for r in LabelRequests.from_json(p).requests
+        ]
+        assert asked and all(r.predicted == "anomaly" and r.machine == "fan-2" for r in asked)
+        assert all(r.seq < s2 for r in asked)
+        for r in asked:
+            publisher.publish(topics.labels, r.label_event("imbalance").to_json())
+
+        def labeled(msgs: list[tuple[str, bytes, bool]]) -> bool:
+            return any(
+                r.window.label is not None
+                for t, p, _ in msgs
+                if t == topics.drift_batches(NODE)
+                for r in decode_batch(p).records
+            )
+
+        assert seen.wait_for(labeled, timeout=20), "the fan's labels did not reach a batch"
+        batches = [decode_batch(p) for p in seen.on(topics.drift_batches(NODE))]
+        assert {b.machine_type for b in batches} == {"fan"}
+        got = {
+            int(r.window.label) for b in batches for r in b.records if r.window.label is not None
+        }
+        assert got == {imbalance}
+    finally:
+        publisher.publish(topics.model_of("fan"), b"", retain=True)
