@@ -69,7 +69,11 @@ def _service(tmp_path: Path, **kw: Any) -> EdgeService:
     )
     svc.drift.model_changed(manifest)  # type: ignore[arg-type]
     svc.models._model = SimpleNamespace(  # type: ignore[assignment]
-        version=1, classifier=_Classifier(), bundle=SimpleNamespace(manifest=manifest)
+        version=1,
+        classifier=_Classifier(),
+        bundle=SimpleNamespace(manifest=manifest),
+        classes=CLASSES,
+        anomaly=None,  # a classifier, not an anomaly model
     )
     svc._client = _Client()
     return svc
