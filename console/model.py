@@ -96,6 +96,7 @@ class MachineRow:
     last_label: str | None = None  # the newest prediction's class (the state is debounced)
     sim_drift: str | None = None  # what the simulator says it injects, if it says
     seen: float = 0.0
+    state_ts: float = 0.0  # when the state shown was published (its node's `ts`)
 
     def cells(self, now: float) -> tuple[str, ...]:
         """The table's cells: machine, state, class, confidence, drift, node, latency, age."""
@@ -267,8 +268,12 @@ class SiteModel:
             self._sim(detail, now)
 
     def machine_state(self, state: MachineState, now: float) -> None:
-        """A machine's retained debounced state (`…/machines/{m}/state`)."""
+        """A machine's retained debounced state (`…/machines/{m}/state/{node}`): each node
+        keeps its own, so after a fleet member took the machine the newest one counts."""
         row = self._machine(state.machine)
+        if row.node not in (None, state.node) and state.ts < row.state_ts:
+            return  # an older state of the node that served it before
+        row.state_ts = state.ts
         row.state, row.cls, row.confidence = state.state, state.cls, state.confidence
         row.node = state.node
         row.seen = max(row.seen, min(now, state.ts)) if row.seen else min(now, state.ts)

@@ -142,7 +142,8 @@ class ConsoleLink:
         client.subscribe(
             [
                 (t.statuses(), 1),
-                (f"{t.prefix}/machines/+/state", 1),
+                (t.machine_states(), 1),
+                (f"{t.prefix}/machines/+/state", 1),  # retained by nodes of before
                 (t.predictions(), 0),
             ]
         )
@@ -169,9 +170,14 @@ class ConsoleLink:
                 status = Status.from_json(msg.payload)
                 _same(topic, t.status(status.node), "node")  # no node speaks for another
                 item: tuple[str, Any, float] = ("status", status, now)
-            elif topic.endswith("/state"):
+            elif (source := t.state_source(topic)) is not None:
                 state = MachineState.from_json(msg.payload)
-                _same(topic, t.machine_state(state.machine), "machine")
+                machine, node = source
+                if node:  # no node speaks for another, nor of another machine
+                    _same(topic, t.machine_state(state.machine, node), "machine")
+                    _same(topic, t.machine_state(machine, state.node), "node")
+                else:  # the legacy topic: only the payload names the node
+                    _same(topic, t.legacy_machine_state(state.machine), "machine")
                 item = ("state", state, now)
             else:
                 return

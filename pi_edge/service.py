@@ -945,25 +945,23 @@ class EdgeService:
         """Clear the retained topics this node owns for `machines` (empty retained payloads,
         QoS 1, on the connection that published them, so a machine seen again is published
         after its clearing): their Home Assistant configs (published when the machine was
-        first seen; HA removes the entities), and for machines the cap `evicted` their
-        `machines/<m>/state` (cleared whether or not this run published one: an older run's
-        may be there). A machine given to another fleet member keeps its state topic: the new
-        owner writes it, and a clearing racing its first state could erase that. Sparkplug's
+        first seen; HA removes the entities), and this node's own `machines/<m>/state/<node>`
+        (cleared whether or not this run published one: an older run's may be there); a fleet
+        member that takes a machine keeps its state on its own topic. Sparkplug's
         DDEATH comes from `sparkplug.forget`. Bounded like everything per machine: at most
         `max_machines` machines hold retained topics of this node (1 + 4 with HA discovery),
         and each clearing follows a window that made room."""
         client = self._client
         if client is None:
             return
-        fleet = self.fleet
         cleared = 0
         for machine in machines:
             if self.ha is not None and machine in self._topics_by_machine:
                 cleared += self.ha.machine_gone(client, machine)
-            if evicted and (fleet is None or fleet.mine(machine)):
-                # a machine also given away meanwhile is the new owner's to write
-                self._publish_state(self.topics.machine_state(machine), b"", True)
-                cleared += 1
+            # evicted or given away: this node's own state topic of it goes (a new owner
+            # keeps the machine's state on its own topic)
+            self._publish_state(self._state_topic(machine), b"", True)
+            cleared += 1
         self.retained_cleared += cleared
         now = time.monotonic()
         if cleared and now - self._cleared_logged >= _CLEARED_LOG_EVERY_S:
@@ -984,7 +982,7 @@ class EdgeService:
         windows each, and windows stop with the broker, so what waits is bounded by the inbox.
         """
         state, event = change.messages(self.config.node, drift, model_version)
-        out = [(self.topics.machine_state(change.machine), state.to_json(), True)]
+        out = [(self._state_topic(change.machine), state.to_json(), True)]
         if event is not None:
             out.append((self.topics.machine_event(change.machine), event.to_json(), False))
         log.info(
@@ -1004,7 +1002,11 @@ class EdgeService:
         state = replace(last, drift=drift, ts=max(ts, last.ts))
         self._published_states[state.machine] = state
         log.info("machine %s: drift %s → %s", state.machine, last.drift, drift)
-        self._publish_state(self.topics.machine_state(state.machine), state.to_json(), True)
+        self._publish_state(self._state_topic(state.machine), state.to_json(), True)
+
+    def _state_topic(self, machine: str) -> str:
+        """This node's retained state topic of `machine` (its own: the ACL's `{node}`)."""
+        return self.topics.machine_state(machine, self.config.node)
 
     def _publish_state(self, topic: str, payload: bytes, retain: bool) -> None:
         rc = self._mqtt.publish(topic, payload, qos=1, retain=retain).rc

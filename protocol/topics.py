@@ -68,13 +68,41 @@ class Topics:
     def prediction(self, machine: str) -> str:
         return f"{self.prefix}/machines/{check_id(machine)}/prediction"
 
-    def machine_state(self, machine: str) -> str:
-        """Where pi_edge keeps `machine`'s debounced state, retained (protocol.machine_state).
+    def machine_state(self, machine: str, node: str) -> str:
+        """Where pi_edge `node` keeps `machine`'s debounced state, retained
+        (protocol.machine_state): under the node's own last level, so the broker's ACL lets only
+        that node retain it and a reader knows who said it (the payload's node must match).
 
-        >>> Topics("site").machine_state("m01")
-        'site/machines/m01/state'
+        >>> Topics("site").machine_state("m01", "pi-1")
+        'site/machines/m01/state/pi-1'
         """
+        return f"{self.prefix}/machines/{check_id(machine)}/state/{check_id(node, 'node id')}"
+
+    def machine_states(self) -> str:
+        """Subscription filter for every machine's state, as every node keeps it."""
+        return f"{self.prefix}/machines/+/state/+"
+
+    def legacy_machine_state(self, machine: str) -> str:
+        """The state topic of nodes before per-node state topics (a reader may still take
+        what is retained there; the secure profile lets no one write it)."""
         return f"{self.prefix}/machines/{check_id(machine)}/state"
+
+    def state_source(self, topic: str) -> tuple[str, str] | None:
+        """(machine, node) of a machine state topic under this prefix, node "" for the legacy
+        topic; None for any other topic.
+
+        >>> t = Topics("site")
+        >>> t.state_source(t.machine_state("m01", "pi-1")), t.state_source("site/machines/m/state")
+        (('m01', 'pi-1'), ('m', ''))
+        """
+        head = f"{self.prefix}/machines/"
+        if not topic.startswith(head):
+            return None
+        rest = topic[len(head) :].split("/")
+        if len(rest) not in (2, 3) or rest[1] != "state" or not _ID.fullmatch(rest[0]):
+            return None
+        node = rest[2] if len(rest) == 3 else ""
+        return (rest[0], node) if not node or _ID.fullmatch(node) else None
 
     def machine_event(self, machine: str) -> str:
         """Where pi_edge publishes each change of `machine`'s debounced state (not retained).

@@ -205,7 +205,7 @@ ACL: tuple[Grant, ...] = (
             ("read", "labels", "maintenance labels"),
             ("write", "labels/requests/{node}", "asks for the labels that would help it most"),
             ("write", "machines/+/prediction", "publishes predictions"),
-            ("write", "machines/+/state", "debounced machine state"),
+            ("write", "machines/+/state/{node}", "its own retained state of each machine"),
             ("write", "machines/+/event", "machine state changes"),
             ("read", "nodes/+/status", "fleet members (`--fleet GROUP`): who is live"),
         ),
@@ -265,7 +265,7 @@ ACL: tuple[Grant, ...] = (
                 (a, t, "carries its site's nodes' traffic")
                 for a, t, _ in (
                     ("write", "machines/+/prediction", ""),
-                    ("write", "machines/+/state", ""),
+                    ("write", "machines/+/state/+", ""),
                     ("write", "machines/+/event", ""),
                     ("write", "nodes/+/status", ""),
                     ("write", "drift/batches/+", ""),

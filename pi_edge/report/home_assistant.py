@@ -26,8 +26,10 @@ publishes them (paho, QoS 1, retained); `remove()` is the shell behind `pi_edge 
  'homeassistant/sensor/edgeloop_v1_pi-1_03ef0a/m01_confidence/config',
  'homeassistant/sensor/edgeloop_v1_pi-1_03ef0a/m01_drift/config']
 >>> cfg = pairs[2][1]
->>> cfg["unique_id"], cfg["state_topic"], cfg["unit_of_measurement"], cfg["state_class"]
-('edgeloop:edgeloop/v1:pi-1:m01:confidence', 'edgeloop/v1/machines/m01/state', '%', 'measurement')
+>>> cfg["unique_id"], cfg["unit_of_measurement"], cfg["state_class"]
+('edgeloop:edgeloop/v1:pi-1:m01:confidence', '%', 'measurement')
+>>> cfg["state_topic"]  # the node's own retained state of the machine
+'edgeloop/v1/machines/m01/state/pi-1'
 >>> cfg["object_id"], cfg["default_entity_id"]
 ('edgeloop_v1_m01_confidence', 'sensor.edgeloop_v1_m01_confidence')
 >>> cfg["device"]["identifiers"], cfg["device"]["via_device"]
@@ -228,7 +230,7 @@ def discovery(
     topics = Topics(prefix)
     check_ha_prefix(ha_prefix)
     check_id(node, "node id")
-    state = topics.machine_state(machine)
+    state = topics.machine_state(machine, node)
     device: dict[str, Any] = {
         "identifiers": [_scoped(prefix, node, machine)],
         "name": f"{machine}",
@@ -274,7 +276,9 @@ def encode(config: dict[str, Any]) -> bytes:
 def is_site_config(payload: bytes, prefix: str) -> bool:
     """Whether a retained config reads a topic of site `prefix` (so it is that site's to clear).
 
-    >>> is_site_config(b'{"state_topic":"a/v1/machines/m01/state"}', "a/v1")
+    >>> is_site_config(b'{"state_topic":"a/v1/machines/m01/state/pi-1"}', "a/v1")
+    True
+    >>> is_site_config(b'{"state_topic":"a/v1/machines/m01/state"}', "a/v1")  # an older node's
     True
     >>> [is_site_config(b'{"state_topic":"a/v1/machines/m01/state"}', p) for p in ("a", "a/v")]
     [False, False]
@@ -290,7 +294,9 @@ def is_site_config(payload: bytes, prefix: str) -> bool:
     state = config.get("state_topic") if isinstance(config, dict) else None
     if not isinstance(state, str) or not state.startswith(f"{prefix}/"):
         return False
-    parts = state[len(prefix) + 1 :].split("/")  # machines/<m>/state or nodes/<n>/status
+    parts = state[len(prefix) + 1 :].split("/")  # machines/<m>/state[/<n>], nodes/<n>/status
+    if len(parts) == 4 and parts[:1] == ["machines"] and parts[2] == "state":
+        return True
     return len(parts) == 3 and (parts[0], parts[2]) in {("machines", "state"), ("nodes", "status")}
 
 
@@ -422,7 +428,10 @@ def remove(
         client, [f"{ha_prefix}/sensor/{lv}/+/config" for lv in levels], prefix, settle_s, timeout
     )
     if machines is not None:
-        states = {Topics(prefix).machine_state(m) for m in machines}
+        t = Topics(prefix)  # older configs name the state topic of before per-node topics
+        states = {
+            s for m in machines for s in (t.machine_state(m, node), t.legacy_machine_state(m))
+        }
         computed = [t for m in machines for t, _ in discovery(node, m, prefix, ha_prefix)]
         legacy_head = f"{ha_prefix}/sensor/{levels[1]}/"
         topics = computed + [

@@ -102,7 +102,7 @@ def _site(pub: Publisher, topics: Topics) -> None:
     state = MachineState(
         "m02", "pi-a", "fault", "drive_wear", 0.88, time.time() - 3, "drift", 4, time.time()
     )
-    pub.publish(topics.machine_state("m02"), state.to_json(), retain=True)
+    pub.publish(topics.machine_state("m02", "pi-a"), state.to_json(), retain=True)
     for m in ("m01", "m02", "m03"):
         p = Prediction(m, 7, "normal", 0.97, (0.97, 0.01, 0.01, 0.01), 4, latency_ms={"total": 2.5})
         pub.publish(topics.prediction(m), p.to_json(), qos=1)

@@ -98,15 +98,20 @@ def test_hostile_statuses_are_shown_literally_bounded_or_refused(
     pub(topics.status("pi-liar"), _raw_status("pi-victim", state="offline"), retain=True)
     now = time.time()
     state = MachineState("m01", "pi-link", "fault", "[/]", 0.9, now, "drift", 1, now)
-    pub(topics.machine_state("m01"), state.to_json(), retain=True)
-    pub(topics.machine_state("m02"), state.to_json(), retain=True)  # m01's state on m02's topic
+    pub(topics.machine_state("m01", "pi-link"), state.to_json(), retain=True)
+    liars = [
+        topics.machine_state("m02", "pi-link"),  # m01's state on m02's topic
+        topics.machine_state("m01", "pi-liar"),  # pi-link's state on pi-liar's topic
+    ]
+    for topic in liars:
+        pub(topic, state.to_json(), retain=True)
     link = _link(broker, topics)
 
     async def drive() -> None:
         app = ConsoleApp(link, topics)
         async with app.run_test(size=SIZE) as pilot:
             await _until(pilot, lambda: len(_keys(app, "nodes")) == 2)
-            await _until(pilot, lambda: sum(link.bad_counts().values()) >= 4)
+            await _until(pilot, lambda: sum(link.bad_counts().values()) >= 5)
             await _until(pilot, lambda: _keys(app, "machines") == ["m01"])
             await pilot.pause(REFRESH_S * 2)
             assert sorted(_keys(app, "nodes")) == ["pi-link", "pi-markup"]
@@ -125,14 +130,14 @@ def test_hostile_statuses_are_shown_literally_bounded_or_refused(
     asyncio.run(drive())
     link.stop()
     bad = link.bad_counts()
-    # the 10 KB and the control-character drift fail the protocol's checks; the two liars
-    # (a status and a machine state naming another sender than their topic) are refused
-    assert bad.get("topic_mismatch") == 2, bad
-    assert sum(bad.values()) == 4, bad
+    # the 10 KB and the control-character drift fail the protocol's checks; the three liars
+    # (a status and two machine states naming another sender than their topic) are refused
+    assert bad.get("topic_mismatch") == 3, bad
+    assert sum(bad.values()) == 5, bad
     for node in ("pi-markup", "pi-link", "pi-big", "pi-ctl", "pi-liar"):
         pub(topics.status(node), b"", retain=True)
-    for m in ("m01", "m02"):
-        pub(topics.machine_state(m), b"", retain=True)
+    for topic in (topics.machine_state("m01", "pi-link"), *liars):
+        pub(topic, b"", retain=True)
 
 
 def test_the_screen_bounds_and_cleans_whatever_reaches_it() -> None:

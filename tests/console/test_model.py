@@ -122,6 +122,21 @@ def test_a_node_row_shows_the_label_free_accuracy_estimate() -> None:
     assert site.node_rows(T0 + 3)[0][1][9] == "-"
 
 
+def test_after_a_fleet_member_took_a_machine_its_newer_state_counts_in_any_order() -> None:
+    """Each node keeps its own retained state; a subscriber gets both in no set order."""
+    site = SiteModel()
+    old = MachineState("m01", "pi-1", "fault", "pump_fault", 0.9, T0 - 60, "ok", 3, T0 - 60)
+    new = MachineState("m01", "pi-2", "normal", "normal", 0.97, T0 - 5, "ok", 3, T0 - 5)
+    site.machine_state(new, T0)
+    site.machine_state(old, T0)  # pi-1's, retained before it gave m01 away: older
+    [(_, cells)] = site.machine_rows(T0)
+    assert cells[1:3] == ("normal", "normal") and cells[5] == "pi-2"
+    later = MachineState("m01", "pi-1", "fault", "drive_wear", 0.8, T0 + 1, "ok", 3, T0 + 1)
+    site.machine_state(later, T0 + 1)  # pi-1 took it back: newer, shown
+    [(_, cells)] = site.machine_rows(T0 + 1)
+    assert cells[2] == "drive_wear" and cells[5] == "pi-1"
+
+
 def test_a_machine_row_joins_its_state_prediction_and_owning_node() -> None:
     site = SiteModel()
     site.prediction(pred("m01", "bearing_fault", drift="suspect", total=7.25), T0)

@@ -271,6 +271,10 @@ def test_edge_node_a_cannot_write_node_bs_status_sparkplug_or_home_assistant_con
     assert a.refused(topics.node_command("pi-b"))  # commands are the operator's
     assert a.refused(topics.label_requests("pi-b"))  # it asks for labels as itself only
     assert a.refused(topics.legacy_label_requests)
+    # a machine's retained state only under its own name, not B's nor the old shared topic
+    assert a.refused(topics.machine_state("m01", "pi-b"), b"{}", retain=True)
+    assert a.refused(topics.legacy_machine_state("m01"), b"{}", retain=True)
+    assert a.publish(topics.machine_state("m01", "pi-a"), b"", retain=True)  # control: its own
     assert a.publish(topics.label_requests("pi-a"), b"{}")  # control: its own
     # its Sparkplug login may be node pi-a only
     spb = peers("pi-a", via="spb")

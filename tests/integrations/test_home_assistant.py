@@ -141,9 +141,7 @@ def test_home_assistant_shows_machines_follows_fault_and_drift_loses_them_offlin
 ) -> None:
     node, machines = "pi-ha", ("m01", "m02")
     prefix = topics.prefix
-    states = Listener(
-        broker.address, [f"{topics.prefix}/machines/+/state"], f"states-{time.time_ns()}"
-    )
+    states = Listener(broker.address, [topics.machine_states()], f"states-{time.time_ns()}")
     feeder = Feeder(broker, topics)
     proc = edge(children, node, broker, prefix, node, ha, models)
     try:
@@ -154,7 +152,7 @@ def test_home_assistant_shows_machines_follows_fault_and_drift_loses_them_offlin
         status_id = f"sensor.{entity_slug(prefix, node, 'status')}"
 
         def published(machine: str) -> MachineState | None:
-            got = states.on(topics.machine_state(machine))
+            got = states.on(topics.machine_state(machine, node))
             return MachineState.from_json(got[-1]) if got else None
 
         def shows(machine: str, state: str, cls: str, drift: tuple[str, ...] = ("ok",)) -> bool:
@@ -262,7 +260,7 @@ def test_two_sites_with_the_same_node_and_machine_ids_stay_apart_and_older_entit
     old = {
         "name": "State",
         "unique_id": f"edgeloop:{node}:{machine}:state",
-        "state_topic": Topics(a).machine_state(machine),
+        "state_topic": Topics(a).legacy_machine_state(machine),  # an older node's config
         "value_template": "{{ value_json.state }}",
         "device": {"identifiers": [f"edgeloop:{node}:{machine}"], "name": machine},
     }

@@ -119,7 +119,7 @@ def test_node_red_turns_faults_into_plant_alarms_and_an_operators_form_into_labe
     feeder = Publisher(broker.address, f"feeder-{time.time_ns()}")
     # a machine an earlier node left in a fault: its retained state is all Node-RED will see
     earlier = MachineState("m09", "pi-old", "fault", "pump_fault", 0.91, 1.7e9, "ok", 1, 1.7e9 + 9)
-    feeder.publish(topics.machine_state("m09"), earlier.to_json(), retain=True)
+    feeder.publish(topics.machine_state("m09", "pi-old"), earlier.to_json(), retain=True)
     seen = Listener(
         broker.address,
         [f"{alarm_base}/+", status_topic, topics.labels],
@@ -232,6 +232,6 @@ def test_node_red_turns_faults_into_plant_alarms_and_an_operators_form_into_labe
         errors = [ln for ln in node_red.log.read_text().splitlines() if "[error]" in ln]
         assert errors == [], errors
     finally:
-        feeder.publish(topics.machine_state("m09"), b"", retain=True)
+        feeder.publish(topics.machine_state("m09", "pi-old"), b"", retain=True)
         feeder.close()
         seen.close()

@@ -144,7 +144,7 @@ def test_an_anomaly_model_raises_anomaly_states_and_events_keeps_and_asks_for_wh
     s1 = _send(publisher, topics, healthy, cold.normal, 0)
     s2 = _send(publisher, topics, sick, cold.normal[:4], 0)
     s2 = _send(publisher, topics, sick, cold.faulty, s2)
-    state_sick = topics.machine_state(sick)
+    state_sick = topics.machine_state(sick, NODE)
 
     def sick_state(want: str) -> Callable[[list[tuple[str, bytes, bool]]], bool]:
         return lambda msgs: any(
@@ -167,9 +167,9 @@ def test_an_anomaly_model_raises_anomaly_states_and_events_keeps_and_asks_for_wh
     events = [MachineEvent.from_json(p) for p in seen.on(topics.machine_event(sick))]
     assert [e.event for e in events] == ["anomaly_start", "anomaly_end"]
     assert events[0].cls == "anomaly" and events[1].previous_class == "anomaly"
-    assert {MachineState.from_json(p).state for p in seen.on(topics.machine_state(healthy))} == {
-        "normal"
-    }
+    assert {
+        MachineState.from_json(p).state for p in seen.on(topics.machine_state(healthy, NODE))
+    } == {"normal"}
     assert seen.on(topics.machine_event(healthy)) == []  # no false anomaly on the healthy one
     # predictions say so: class `anomaly` among (healthy, anomaly), ood_score = score/threshold
     preds = [Prediction.from_json(p) for p in seen.on(topics.prediction(sick))]

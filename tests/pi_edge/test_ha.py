@@ -45,7 +45,7 @@ def test_each_machine_gets_one_sensor_config_per_field_under_the_site_node_level
     assert list(FIELDS) == ["state", "class", "confidence", "drift"]
     for (_, config), field in zip(pairs, FIELDS, strict=True):
         assert config.keys() >= REQUIRED
-        assert config["state_topic"] == "site/a/machines/m01/state"
+        assert config["state_topic"] == "site/a/machines/m01/state/pi-1"
         assert config["unique_id"] == f"edgeloop:site/a:pi-1:m01:{field}"
         assert config["object_id"] == f"site_a_m01_{field}"
         assert config["default_entity_id"] == f"sensor.site_a_m01_{field}"
@@ -63,7 +63,7 @@ def test_confidence_is_a_percent_measurement_and_the_state_carries_attributes() 
     conf = by_field["confidence"]
     assert conf["unit_of_measurement"] == "%" and conf["state_class"] == "measurement"
     assert "* 100" in conf["value_template"]
-    assert by_field["state"]["json_attributes_topic"] == "p/machines/m/state"
+    assert by_field["state"]["json_attributes_topic"] == "p/machines/m/state/n"
     assert by_field["class"]["value_template"] == "{{ value_json['class'] }}"
     for c in by_field.values():  # the node's status JSON says online/offline/degraded
         assert c["availability_template"].startswith("{{ 'online' if value_json.state")
@@ -260,7 +260,7 @@ def test_a_node_clears_its_own_older_unscoped_configs_and_leaves_another_sites(
     def old(prefix: str, machine: str) -> tuple[str, bytes]:
         topic = f"{ha}/sensor/{node}/{machine}_state/config"
         config = {"name": "State", "unique_id": f"edgeloop:{node}:{machine}:state"}
-        config["state_topic"] = Topics(prefix).machine_state(machine)
+        config["state_topic"] = Topics(prefix).legacy_machine_state(machine)  # an old node's
         return topic, encode(config)
 
     mine = [old(topics.prefix, "m01"), old(topics.prefix, "m02")]

@@ -56,8 +56,9 @@ def test_state_is_retained_once_per_change_and_fault_events_carry_durations(
 ) -> None:
     normal, fault = _confident(models, 0), _confident(models, 1)
     machine = "m01"
-    state_topic, event_topic = topics.machine_state(machine), topics.machine_event(machine)
     svc = service_factory(model=models.bundle_path, state_windows=N)
+    state_topic = topics.machine_state(machine, svc.config.node)
+    event_topic = topics.machine_event(machine)
     status = listen(topics.status(svc.config.node))
     _online(status, topics, svc.config.node, 1)
     seen = listen(state_topic, event_topic)
@@ -152,8 +153,9 @@ def test_a_change_of_drift_alone_publishes_the_state_again_without_an_event(
     """The class holds (bearing_fault) while the machine drifts: the retained state is published
     again with the new drift level, same class, since and confidence; no event is sent."""
     machine = "m01"
-    state_topic, event_topic = topics.machine_state(machine), topics.machine_event(machine)
     svc = service_factory(model=models.bundle_path, state_windows=N)
+    state_topic = topics.machine_state(machine, svc.config.node)
+    event_topic = topics.machine_event(machine)
     status = listen(topics.status(svc.config.node))
     _online(status, topics, svc.config.node, 1)
     seen = listen(state_topic, event_topic)

@@ -201,14 +201,18 @@ def test_one_node_routes_each_machine_to_its_types_model_and_speaks_its_classes(
     assert right / n_default >= 0.75
 
     # states of a press machine carry its type and healthy class
-    assert lst.wait_for(lambda _: bool(lst.on(topics.machine_state("press-1"))))
-    assert lst.wait_for(lambda _: bool(lst.on(topics.machine_state("m01"))))
-    states = [MachineState.from_json(p) for p in lst.on(topics.machine_state("press-1"))]
+    assert lst.wait_for(lambda _: bool(lst.on(topics.machine_state("press-1", "pi-types"))))
+    assert lst.wait_for(lambda _: bool(lst.on(topics.machine_state("m01", "pi-types"))))
+    states = [
+        MachineState.from_json(p) for p in lst.on(topics.machine_state("press-1", "pi-types"))
+    ]
     assert states and all(s.machine_type == "press" and s.normal == "ok" for s in states)
     assert {s.cls for s in states} <= set(PRESS.classes)
     events = [MachineEvent.from_json(p) for p in lst.on(topics.machine_event("press-1"))]
     assert all(e.machine_type == "press" for e in events)
-    m01_states = [MachineState.from_json(p) for p in lst.on(topics.machine_state("m01"))]
+    m01_states = [
+        MachineState.from_json(p) for p in lst.on(topics.machine_state("m01", "pi-types"))
+    ]
     assert m01_states and all(s.machine_type is None for s in m01_states)
 
     status = _status(

@@ -127,9 +127,9 @@ def test_500_fake_machine_ids_leave_only_the_caps_retained_topics_on_the_broker(
     assert len(kept) == cap and set(kept) <= set(fake[-2 * cap :])  # the newest, about
     configs = {t for m in kept for t, _ in discovery(svc.config.node, m, topics.prefix, ha)}
     configs.add(node_discovery(svc.config.node, topics.prefix, ha)[0][0])
-    states = {topics.machine_state(m) for m in kept}
+    states = {topics.machine_state(m, svc.config.node) for m in kept}
 
-    retained_states = _retained(listen, f"{topics.prefix}/machines/+/state")
+    retained_states = _retained(listen, topics.machine_states())
     retained_configs = _retained(listen, f"{ha}/#")
     print(
         f"after 500 fake ids with a cap of {cap}: {len(retained_states)} retained states, "
@@ -149,8 +149,10 @@ def test_500_fake_machine_ids_leave_only_the_caps_retained_topics_on_the_broker(
     _classified(svc, 501)
     got = _retained(listen, f"{ha}/#")
     assert back <= got and len(got) == len(configs)  # it took the place of another
-    assert topics.machine_state(fake[0]) in _retained(listen, f"{topics.prefix}/machines/+/state")
-    for topic in got | _retained(listen, f"{topics.prefix}/machines/+/state"):
+    assert topics.machine_state(fake[0], svc.config.node) in _retained(
+        listen, topics.machine_states()
+    )
+    for topic in got | _retained(listen, topics.machine_states()):
         publisher.publish(topic, b"", retain=True)
 
 
@@ -182,13 +184,15 @@ def test_a_fleet_member_clears_the_ha_configs_of_machines_it_gives_away(
     to_b = [m for m in machines if rendezvous_owner(m, members) == "edge-b"]
     stays = [m for m in machines if m not in to_b]
     assert to_b and stays
-    _wait(lambda: a.retained_cleared >= 4 * len(to_b), what="a gave machines away")
+    _wait(lambda: a.retained_cleared >= 5 * len(to_b), what="a gave machines away")
     expected = {t for m in stays for t, _ in discovery("edge-a", m, topics.prefix, ha)}
     expected.add(node_discovery("edge-a", topics.prefix, ha)[0][0])
     assert configs_of_a() == expected
-    # the machines' states stay on the broker for their new owner to overwrite
-    states = _retained(listen, f"{topics.prefix}/machines/+/state")
-    assert {topics.machine_state(m) for m in machines} == states
+    # a clears its own state of each machine it gave away (the new owner keeps its own)
+    states = _retained(listen, topics.machine_states())
+    assert {t for t in states if t.endswith("/edge-a")} == {
+        topics.machine_state(m, "edge-a") for m in stays
+    }
     for topic in _retained(listen, f"{ha}/#") | states:
         publisher.publish(topic, b"", retain=True)
 

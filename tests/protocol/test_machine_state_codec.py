@@ -185,9 +185,15 @@ def test_any_json_object_is_decoded_or_refused_with_payload_error(obj: dict[str,
 
 def test_topic_builders() -> None:
     t = Topics("site/a")
-    assert t.machine_state("m01") == "site/a/machines/m01/state"
+    assert t.machine_state("m01", "pi-1") == "site/a/machines/m01/state/pi-1"
     assert t.machine_event("m01") == "site/a/machines/m01/event"
-    assert t.machine_of(t.machine_state("m01")) == "m01"
+    assert t.machine_of(t.machine_event("m01")) == "m01"
+    assert t.state_source(t.machine_state("m01", "pi-1")) == ("m01", "pi-1")
+    assert t.state_source(t.legacy_machine_state("m01")) == ("m01", "")
+    for bad in ("site/a/machines/m01/state/pi/x", "site/a/machines/m01/event", "site/b/x"):
+        assert t.state_source(bad) is None
+    with pytest.raises(PayloadError):
+        t.machine_state("m01", "pi/1")
     with pytest.raises(PayloadError):
         t.machine_event("m/01")
 
