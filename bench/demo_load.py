@@ -40,31 +40,15 @@ import numpy as np
 from nodekit.mqtt import connect, make_client
 from protocol import Topics
 from scripts.broker import Broker
+from sensor_sim.fan import FAN_TYPE
 
+from ._sites import site_toml
 from .edge import PY, Collector, cpu_seconds, make_model, peak_rss_mb, wait_ready
 
 NODE = "bench-pi"
 FAN = ("--machine-type", "fan")
 MACHINES, HZ = 16, 10.0
-SITE = """version = 1
-[[types]]
-builtin = "default"
-machines = ["b*", "d*"]
-
-[[types]]
-name = "fan"
-channels = [
-  {name = "vib_x", unit = "g", sample_hz = 1000.0},
-  {name = "vib_y", unit = "g", sample_hz = 1000.0},
-  {name = "current", unit = "A", sample_hz = 1000.0},
-]
-sample_hz = 1000.0
-window_length = 128
-hop = 128
-classes = ["ok", "imbalance", "misalignment", "looseness"]
-normal = "ok"
-machines = ["fan-*"]
-"""
+SITE = site_toml([FAN_TYPE], builtin_machines=["b*", "d*"])  # seed machines b…, d…; fans
 
 
 @dataclass

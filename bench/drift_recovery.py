@@ -76,6 +76,8 @@ from sensor_sim.physics import sample
 from sensor_sim.plant_dataset import write_plant_datasets
 from sensor_sim.publisher import SimConfig, Simulator
 
+from ._sites import site_toml
+
 
 @dataclass
 class Recovery:
@@ -154,21 +156,7 @@ def accuracy(
 
 
 FAN_MODES: dict[str, Command] = {"fan-step": Command("drift", mode="step")}  # on the fans
-FAN_SITE = """version = 1
-[[types]]
-name = "fan"
-channels = [
-  {name = "vib_x", unit = "g", sample_hz = 1000.0},
-  {name = "vib_y", unit = "g", sample_hz = 1000.0},
-  {name = "current", unit = "A", sample_hz = 1000.0},
-]
-sample_hz = 1000.0
-window_length = 128
-hop = 128
-classes = ["ok", "imbalance", "misalignment", "looseness"]
-normal = "ok"
-machines = ["fan-*"]
-"""
+FAN_SITE = site_toml([fan.FAN_TYPE])
 
 
 def fan_accuracy(bundle_path: Path, public: Path, seed: int) -> tuple[float, float]:
