@@ -142,6 +142,8 @@ def test_tables_show_the_site_and_confirmed_keys_publish_drift_and_labels(
             await pilot.press("down", "enter")  # the default is m02's class, drive_wear
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("y")
+            bar = app.query_one("#bar")  # the label's publish is confirmed asynchronously
+            await _until(pilot, lambda: "sent: label m02" in str(bar.render()))
             await pilot.press("d", "n")  # cancelled: nothing goes out
             await pilot.pause(REFRESH_S)
             assert "cancelled: drift step on m02" in str(app.query_one("#bar").render())
