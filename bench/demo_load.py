@@ -148,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--private-key", type=Path, help="with --two-types: signs the fan model made here"
     )
+    p.add_argument(
+        "--only",
+        help="comma-separated targets to run (e.g. 'ceiling 2 types,pi_edge 2 types'); "
+        "the ceiling always runs, as every ratio's base",
+    )
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-demo-"))
     model, pub = args.model, args.public_key
@@ -181,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
             publish_retained(broker, Topics().model_of("fan"), fan_model.read_bytes())
             targets["ceiling 2 types"] = ([*ceiling_cmd, "--mixed"], False, args.fans)
             targets["pi_edge 2 types"] = (edge(False, types=True), False, args.fans)
+        if args.only:
+            wanted = {name.strip() for name in args.only.split(",")} | {"ceiling"}
+            if "pi_edge 2 types" in wanted:
+                wanted.add("ceiling 2 types")
+            unknown = wanted - targets.keys()
+            if unknown:
+                p.error(f"--only: no target {sorted(unknown)}; targets: {sorted(targets)}")
+            targets = {name: target for name, target in targets.items() if name in wanted}
         for round_ in range(args.rounds):
             for name, (cmd, tty, fans) in targets.items():
                 row = run_target(broker, collector, name, cmd, args.seconds, round_, tty, fans)

@@ -102,6 +102,7 @@ ROLE = "edge"
 _NO_CONN = 4  # paho MQTT_ERR_NO_CONN: a QoS 1 message waits for the reconnect
 _CLEARED_LOG_EVERY_S = 60.0  # a log line about cleared retained topics at most this often
 FLEET_KEEPALIVE_S = 5  # MQTT keepalive of a fleet member: its Will comes ≤ 7.5 s after a crash
+SPREAD_EVERY_S = 2.0  # how often the batch gather follows the types with traffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,9 @@ class EdgeService:
         basics = config.basics()  # reads the password file: ConfigError now
         intake, models, loop, report = config.intake, config.models, config.loop, config.report
         self.policy = intake.batch_policy()
+        self._base_policy = self.policy  # spread over the types with traffic (_spread_batches)
+        self._lane_windows: dict[str, int] = {}
+        self._spread_at = 0.0
         self.inbox: Inbox[_Item] = intake.inbox()
         self._input_shape = (models.window_length, len(models.channels))
         self._machine_type = models.machine_type
@@ -791,8 +795,22 @@ class EdgeService:
             else:
                 self._classify_by_type(batch)
             self._ask_labels()
+            self._spread_batches()
         if self.fleet is not None:
             self._forget_given_away()
+
+    def _spread_batches(self) -> None:
+        """Every 2 s: gather light-rate batches once per machine type that had windows since
+        (intake/inbox.py, `BatchPolicy.spread_over`), so each type's invoke keeps its size."""
+        now = time.monotonic()
+        if now - self._spread_at < SPREAD_EVERY_S or len(self.lanes.lanes) < 2:
+            return
+        self._spread_at = now
+        active = 0
+        for lane in self.lanes.lanes:
+            active += lane.windows != self._lane_windows.get(lane.name, 0)
+            self._lane_windows[lane.name] = lane.windows
+        self.policy = self._base_policy.spread_over(active)
 
     def _classify_by_type(self, batch: list[_Item]) -> None:
         """Classify a batch of several machine types: each type's windows with its model."""

@@ -107,7 +107,8 @@ class IntakeConfig:
     batch_wait_low_ms: float = setting(
         100.0,
         help="below --batch-wait-below windows/s, gather windows this long per invoke (less CPU "
-        "per window, this much more latency; 0: classify each window at once)",
+        "per window, this much more latency; 0: classify each window at once); a node serving "
+        "several machine types gathers this long per type with traffic, at most 1 s",
         low=0.0,
         high=1000.0,
     )

@@ -236,6 +236,18 @@ def test_one_node_routes_each_machine_to_its_types_model_and_speaks_its_classes(
         press_model.bundle(5, site=topics.prefix)
     )
 
+    # both types have traffic: a light-rate batch gathers twice as long, so each type's share
+    # of it is what one type's batch would be (intake/inbox.py, BatchPolicy.spread_over)
+    base = svc.config.intake.batch_policy().low_rate_wait_s
+    assert svc.policy.low_rate_wait_s in (base, 2 * base)
+    deadline, seq = time.monotonic() + 15, 300
+    while svc.policy.low_rate_wait_s != pytest.approx(2 * base) and time.monotonic() < deadline:
+        _send(publisher, topics, "press-1", press_model.x_test[:1], start=seq)
+        _send(publisher, topics, "m01", models.x_test[:1], start=seq)
+        seq += 1
+        time.sleep(0.5)
+    assert svc.policy.low_rate_wait_s == pytest.approx(2 * base)
+
 
 def test_a_bundle_of_another_type_on_a_types_topic_is_refused_and_counted(
     node: Callable[..., EdgeService],
