@@ -80,7 +80,6 @@ from .intake.assembler import PROBLEMS
 from .intake.inbox import Inbox
 from .intake.ownership import Change as FleetChange
 from .intake.sources import PROBLEMS as SOURCE_PROBLEMS
-from .intake.sources import SourceRunner
 from .loop.accuracy_estimate import AccuracyEstimator
 from .loop.label_requests import LabelAsker
 from .loop.maintenance_labels import Labeler
@@ -95,6 +94,8 @@ from .report.telemetry import NodeTelemetry, Queue
 if TYPE_CHECKING:
     from nodekit.metrics_server import MetricsServer
     from nodekit.mqtt import Client, ConnectFlags, DisconnectFlags, Message, Properties, ReasonCode
+
+    from .intake.sources import SourceRunner
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,8 @@ class EdgeService:
         )
         self.sources: SourceRunner | None = None  # [[opcua]]/[[modbus]]: the edge-sources thread
         if self.signal_map is not None and self.signal_map.sources:
+            from .intake.sources import SourceRunner  # asyncio: only with plant sources
+
             self.sources = SourceRunner(
                 self.signal_map, self._on_source_reading, self._signal_problem, self.faults
             )
