@@ -636,6 +636,7 @@ class TrainerDaemon:
             "publish_refused": s.publish_refused,
             "bad_bundle": len(s.skipped_bundles),
             "store_rejected": counts.rejected,
+            "class_refused": self.classes.refused,  # labels of a class the type may not add
             "store_foreign": counts.foreign,
             "store_bad_rows": counts.bad_rows,
             "store_moved_aside": len(counts.moved_aside),

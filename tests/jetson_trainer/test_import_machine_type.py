@@ -127,11 +127,11 @@ def test_the_imported_type_trains_a_model_of_its_shape(
 
 
 def test_an_open_type_s_maintenance_log_may_name_a_class_the_site_does_not_list(
-    historian: tuple[Path, Path, Path], tmp_path: Path
+    historian: tuple[Path, Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`open_classes = true`: the log's `leak` (undeclared) becomes the type's class after the
     declared ones; the same log for the closed type is refused, listing its classes."""
-    site, signals, log = historian
+    _, signals, log = historian
     open_site = tmp_path / "open.toml"
     open_site.write_text(
         SITE.replace(
@@ -153,3 +153,4 @@ def test_an_open_type_s_maintenance_log_may_name_a_class_the_site_does_not_list(
         )
     )
     assert _import((closed, signals, log), tmp_path / "refused") == EXIT_USAGE
+    assert "class 'leak' is not one of running, die_wear" in caplog.text
