@@ -4,6 +4,7 @@
     mqtt.py            the MQTT client factory, credentials/TLS and the connection watch
     guard.py           the last-resort handler at a thread's outermost frame; thread watch
     storage.py         SQLite files that heal, and atomic file writes
+    class_file.py      a machine type's class table on disk (classes.json)
     metrics_server.py  serve a node's figures on /metrics for Prometheus
     proc.py            this process's CPU share and resident memory
     cli.py             exit codes and quiet logging set-up every command shares

@@ -186,6 +186,7 @@ class EdgeService:
                 self.faults,
                 self._type_version,
                 tuple(kind.name for kind in served),
+                self._type_classes,
             )
         except BaseException:
             self.history.history.close()
@@ -246,6 +247,9 @@ class EdgeService:
             )
             for lane in lanes
         }
+        for lane in lanes:  # a type's classes as its closed loop keeps them (new names too)
+            if lane.name != DEFAULT_TYPE_NAME and lane.machine_type is not None:
+                lane.machine_type = self.lane_loops[lane.name].kind or lane.machine_type
         self._primary_loop = self.lane_loops[lanes[0].name]
         self._client: Client | None = None
         self._loops = (  # this node's own threads (the parts start theirs)
@@ -284,8 +288,15 @@ class EdgeService:
         lane.drift.model_changed(manifest)
         lane.learn(manifest)
         if lane.name != DEFAULT_TYPE_NAME:  # the built-in type keeps the node's vocabulary
-            self.lane_loops[lane.name].learn(lane.machine_type)
+            # its class table: the model's new names after the ones its labels index already
+            lane.machine_type = self.lane_loops[lane.name].learn(lane.machine_type)
         self.lanes.changed()
+
+    def _type_classes(self, machine_type: str) -> tuple[str, ...] | None:
+        """The class table `machine_type`'s kept labels index, when its drift batches must name
+        it (version 3: not the type's declared list); the shipper's thread."""
+        lane_loop = self.lane_loops.get(machine_type)
+        return None if lane_loop is None else lane_loop.wire_classes()
 
     def _type_version(self, machine_type: str) -> int | None:
         """The model version serving `machine_type` (its kept windows' drift batches)."""

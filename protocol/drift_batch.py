@@ -2,9 +2,10 @@
 
 Binary, little-endian — see protocol/README.md:
 
-    header:  magic b"ED" | version u8 (1 or 2) | reserved u8 | n_records u16 | batch_id 16 bytes
-             | node_len u8 | node id (UTF-8) | model_version u32 (0 = none)
-             [version 2 only: | type_len u8 | machine type (UTF-8)]
+    header:  magic b"ED" | version u8 (1, 2 or 3) | reserved u8 | n_records u16
+             | batch_id 16 bytes | node_len u8 | node id (UTF-8) | model_version u32 (0 = none)
+             [versions 2 and 3: | type_len u8 | machine type (UTF-8)]
+             [version 3 only: | n_classes u8 | n_classes × (name_len u16 | class name (UTF-8))]
     record:  reason u8 | predicted int8 (-1 = none) | reserved u16 | score float64
              | frame_len u32 | window frame (protocol.window binary frame, label inside)
 
@@ -12,6 +13,10 @@ Version 1 is a batch of the built-in machine type's windows (what every batch wa
 types); version 2 names the machine type whose model (`model_version`) classified them, and the
 windows' labels and predictions index that type's classes. A node writes version 1 for the
 built-in type, so a trainer of before machine types reads it; such a trainer refuses version 2.
+Version 3 also carries the class table its labels and predictions index (`classes`), by name:
+a node writes it when that table is not the type's declared list (a type with `open_classes`
+whose technicians named a class the site file does not list, or a node that learned the type's
+classes from its models), so a label of a class nobody declared reaches the trainer unambiguous.
 
 A window's identity is (machine, seq, timestamp_ns): the trainer drops duplicates by it, so the
 Pi may resend a batch whose acknowledgement it never saw (at-least-once).
@@ -25,6 +30,11 @@ Pi may resend a batch whose acknowledgement it never saw (at-least-once).
 >>> fans = DriftBatch(b"0123456789abcdef", "pi-1", 2, (Kept(w, "labeled", 1, 0.4),), "fan")
 >>> decode_batch(encode_batch(fans)).machine_type, encode_batch(fans)[2]
 ('fan', 2)
+>>> grown = DriftBatch(b"0123456789abcdef", "pi-1", 2, (Kept(w, "labeled", 1, 0.4),), "fan",
+...                    ("ok", "loose", "seal leak"))
+>>> back = decode_batch(encode_batch(grown))
+>>> back.classes, back.records[0].window.label, encode_batch(grown)[2]
+(('ok', 'loose', 'seal leak'), 2, 3)
 >>> window_id(w)
 'm01:3:5'
 """
@@ -36,18 +46,22 @@ import struct
 from dataclasses import dataclass
 
 from .errors import PayloadError
+from .names import check_name
 from .topics import DEFAULT_TYPE_NAME, check_id
 from .window import Window, decode_window, encode_window
 
 MAGIC = b"ED"
-BATCH_VERSION = 2  # the newest this build writes (for another type than the built-in one)
-BATCH_VERSIONS = (1, 2)
+BATCH_VERSION = 3  # the newest this build writes (with a class table)
+BATCH_VERSIONS = (1, 2, 3)
+MAX_TABLE_CLASSES = 64  # a window's label byte indexes at most 64 classes (protocol.window)
+RESERVED_CLASS = "anomaly"  # an anomaly model's verdict, never a class of a type
 REASONS: tuple[str, ...] = ("labeled", "low_confidence", "out_of_distribution", "drift")
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_RECORDS = 4096
 _HEAD = struct.Struct("<2sBBH16sB")
 _MODEL = struct.Struct("<I")
 _RECORD = struct.Struct("<BbHdI")
+_NAME_LEN = struct.Struct("<H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +80,18 @@ class Kept:
 
 @dataclass(frozen=True, slots=True)
 class DriftBatch:
-    """A batch of kept windows from one Pi node; `batch_id` is 16 random bytes."""
+    """A batch of kept windows from one Pi node; `batch_id` is 16 random bytes.
+
+    `classes`: the class table the records' labels and predictions index (version 3), None: the
+    machine type's declared classes (versions 1 and 2).
+    """
 
     batch_id: bytes
     node: str
     model_version: int
     records: tuple[Kept, ...]
     machine_type: str = DEFAULT_TYPE_NAME
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.batch_id) != 16:
@@ -81,6 +100,46 @@ class DriftBatch:
         check_id(self.machine_type, "machine type")
         if not 0 < len(self.records) <= MAX_RECORDS:
             raise PayloadError(f"a batch holds 1..{MAX_RECORDS} records", kind="bad_field")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", check_table(self.classes))
+            n = len(self.classes)
+            for i, k in enumerate(self.records):
+                label, predicted = k.window.label, k.predicted
+                if (isinstance(label, int) and label >= n) or (
+                    predicted is not None and predicted >= n
+                ):
+                    raise PayloadError(
+                        f"drift batch record {i} has label {label} / predicted {predicted}, "
+                        f"beyond its class table of {n} ({', '.join(self.classes)})",
+                        kind="bad_field",
+                    )
+
+
+def check_table(classes: object) -> tuple[str, ...]:
+    """A drift batch's class table: 1..64 distinct class names, none `anomaly`; PayloadError.
+
+    >>> check_table(["ok", "3"])
+    ('ok', '3')
+    >>> check_table(["ok", "ok"])
+    Traceback (most recent call last):
+    ...
+    protocol.errors.PayloadError: drift batch class table names a class twice: ['ok', 'ok']
+    """
+    if not isinstance(classes, tuple | list) or not 1 <= len(classes) <= MAX_TABLE_CLASSES:
+        raise PayloadError(
+            f"drift batch class table must list 1..{MAX_TABLE_CLASSES} names", kind="bad_field"
+        )
+    names = tuple(check_name(c, "drift batch class") for c in classes)
+    if len(set(names)) != len(names):
+        raise PayloadError(
+            f"drift batch class table names a class twice: {list(names)[:64]}", kind="bad_field"
+        )
+    if RESERVED_CLASS in names:
+        raise PayloadError(
+            f"drift batch class table names {RESERVED_CLASS!r}, an anomaly model's verdict",
+            kind="bad_field",
+        )
+    return names
 
 
 def window_id(window: Window) -> str:
@@ -90,15 +149,23 @@ def window_id(window: Window) -> str:
 
 def encode_batch(batch: DriftBatch) -> bytes:
     node = batch.node.encode()
-    version = 1 if batch.machine_type == DEFAULT_TYPE_NAME else 2
+    if batch.classes is not None:
+        version = 3
+    else:
+        version = 1 if batch.machine_type == DEFAULT_TYPE_NAME else 2
     parts = [
         _HEAD.pack(MAGIC, version, 0, len(batch.records), batch.batch_id, len(node)),
         node,
         _MODEL.pack(batch.model_version),
     ]
-    if version == 2:
+    if version >= 2:
         kind = batch.machine_type.encode()
         parts += [bytes([len(kind)]), kind]
+    if batch.classes is not None:
+        parts.append(bytes([len(batch.classes)]))
+        for name in batch.classes:
+            raw = name.encode()
+            parts += [_NAME_LEN.pack(len(raw)), raw]
     for rec in batch.records:
         frame = encode_window(rec.window)
         predicted = -1 if rec.predicted is None else rec.predicted
@@ -140,7 +207,8 @@ def decode_batch(data: bytes) -> DriftBatch:
     (model_version,) = _MODEL.unpack_from(data, pos)
     pos += _MODEL.size
     machine_type = DEFAULT_TYPE_NAME
-    if version == 2:
+    classes: tuple[str, ...] | None = None
+    if version >= 2:
         type_len = data[pos] if pos < n else 0
         if not 1 <= type_len <= 64 or n < pos + 1 + type_len:
             raise PayloadError("drift batch ends inside its machine type", kind="truncated")
@@ -151,6 +219,8 @@ def decode_batch(data: bytes) -> DriftBatch:
         except UnicodeDecodeError as exc:
             raise PayloadError(f"drift batch machine type is not UTF-8: {exc}", "bad_id") from exc
         pos += 1 + type_len
+    if version == 3:
+        classes, pos = _decode_table(data, pos)
     records = []
     for i in range(count):
         if n < pos + _RECORD.size:
@@ -185,4 +255,31 @@ def decode_batch(data: bytes) -> DriftBatch:
         )
     if pos != n:
         raise PayloadError(f"drift batch has {n - pos} trailing bytes", kind="malformed")
-    return DriftBatch(bytes(batch_id), node, model_version, tuple(records), machine_type)
+    return DriftBatch(bytes(batch_id), node, model_version, tuple(records), machine_type, classes)
+
+
+def _decode_table(data: bytes, pos: int) -> tuple[tuple[str, ...], int]:
+    """A version 3 header's class table at `pos`, and the position after it."""
+    n = len(data)
+    count = data[pos] if pos < n else 0
+    if not 1 <= count <= MAX_TABLE_CLASSES:
+        raise PayloadError(
+            f"drift batch class table holds {count} names; 1..{MAX_TABLE_CLASSES}", "bad_field"
+        )
+    pos += 1
+    names = []
+    for i in range(count):
+        if n < pos + _NAME_LEN.size:
+            raise PayloadError(f"drift batch ends inside class name {i}", kind="truncated")
+        (size,) = _NAME_LEN.unpack_from(data, pos)
+        pos += _NAME_LEN.size
+        if not 1 <= size <= 4 * 64 or n < pos + size:
+            raise PayloadError(f"drift batch class name {i} has {size} bytes", kind="truncated")
+        try:
+            names.append(bytes(data[pos : pos + size]).decode())
+        except UnicodeDecodeError as exc:
+            raise PayloadError(
+                f"drift batch class name {i} is not UTF-8: {exc}", "bad_utf8"
+            ) from exc
+        pos += size
+    return check_table(names), pos

@@ -255,6 +255,54 @@ class MachineType:
             self, classes=tuple(classes), normal=self.normal if self.normal in classes else ""
         )
 
+    def with_class(self, name: object) -> MachineType:
+        """This type with class `name` after its classes, for a type with `open_classes` whose
+        technician named a class it does not list (itself if it has the class). PayloadError
+        (`bad_label`) for a closed type (listing its classes), a bad name or `anomaly`;
+        (`too_many_classes`) when it has 64 classes already.
+
+        >>> fan = MachineType("fan", (Channel("vib"),), classes=("ok",), open_classes=True)
+        >>> fan.with_class("seal leak").classes, fan.with_class("3").class_of("3")
+        (('ok', 'seal leak'), 1)
+        >>> DEFAULT_TYPE.with_class("seal leak")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        protocol.errors.PayloadError: class 'seal leak' is not one of machine type default's ...
+        """
+        check_name(name)
+        assert isinstance(name, str)
+        if name in self.classes:
+            return self
+        if not self.open_classes:
+            self.class_of(name)  # raises, listing the type's classes
+        if name == RESERVED_CLASS:
+            raise PayloadError(
+                f"class {RESERVED_CLASS!r} is an anomaly model's verdict, never a class: name "
+                "what is wrong",
+                kind="bad_label",
+            )
+        if len(self.classes) >= MAX_CLASSES:
+            raise PayloadError(
+                f"machine type {self.name} has {MAX_CLASSES} classes already, the most a type "
+                f"may have; class {name!r} is refused",
+                kind="too_many_classes",
+            )
+        return replace(self, classes=(*self.classes, name))
+
+    def with_known(self, names: Iterable[str]) -> MachineType:
+        """This type with the names of `names` (a verified model's classes) it lacks after its
+        own, in their order and up to 64 classes: a class list only grows at its end, so an
+        index once written (a kept window's label) keeps naming the same class.
+
+        >>> fan = MachineType("fan", (Channel("vib"),), classes=("ok", "loose"))
+        >>> fan.with_known(("ok", "seal leak", "loose")).classes
+        ('ok', 'loose', 'seal leak')
+        """
+        add = [n for n in dict.fromkeys(names) if n not in self.classes]
+        if not add:
+            return self
+        return replace(self, classes=(*self.classes, *add)[:MAX_CLASSES])
+
     # -- membership -------------------------------------------------------------------------
     def specificity(self, machine: str) -> int:
         """How specifically this type names `machine`: 10**6 for its id, else the length of the

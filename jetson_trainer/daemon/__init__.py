@@ -8,6 +8,8 @@ senders.py          whose statuses count: a node's own topic, the role it was fi
 store.py            the durable window store (SQLite), every record once
 finetune_policy.py  when to fine-tune (pure)
 retrain.py          one fine-tune attempt: challenger, scores, gate, bundle
+class_table.py      the classes the store's labels index: the type's, then names batches
+                    added (an open type); each batch's labels translated by name
 growth.py           a cold start: labels of a class the champion lacks grow its class list
 replay.py           which original windows a fine-tune replays (pure)
 selftrain.py        which unlabeled drift windows a fine-tune may learn from (pure)

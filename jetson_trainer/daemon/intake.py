@@ -47,6 +47,7 @@ from protocol import PayloadError, Status, Topics, decode_batch
 from protocol.batch_ack import BatchAck
 from protocol.machine_type import DEFAULT_TYPE, MachineType
 
+from .class_table import ClassTable
 from .senders import StatusSenders
 from .store import WindowStore
 
@@ -107,9 +108,12 @@ class Intake(Worker):
         credentials: Credentials | None = None,
         on_status: Callable[[Status], None] | None = None,
         machine_type: MachineType = DEFAULT_TYPE,
+        classes: ClassTable | None = None,
     ) -> None:
         super().__init__("trainer-intake")
         self.machine_type = machine_type  # batches of another type are that type's trainer's
+        # what the store's labels index: the type's classes and the names batches added
+        self.classes = classes if classes is not None else ClassTable(None, machine_type)
         self.broker = broker
         self._on_status = on_status  # called on the intake thread with each edge node's status
         self.credentials = credentials
@@ -406,7 +410,12 @@ class Intake(Worker):
             self._bump(other_type=1)  # until the trainer of its type stores it
             log.debug("batch of machine type %s left for its trainer", batch.machine_type)
             return
-        added, duplicates = self.store.add_batch(batch, n_classes=len(self.machine_type.classes))
+        stored, _ = self.classes.translate(batch)  # labels as the store's class table's
+        added, duplicates = (
+            (0, 0)
+            if stored is None
+            else self.store.add_batch(stored, n_classes=len(self.classes.classes))
+        )
         self._bump(batches=1, windows=added, duplicates=duplicates)
         log.debug("stored batch from %s: %d new, %d duplicate", batch.node, added, duplicates)
         refused = len(batch.records) - added - duplicates

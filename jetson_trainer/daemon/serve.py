@@ -46,6 +46,7 @@ from protocol.status_detail import (
 from ..config import ServeConfig
 from ..errors import TrainerError
 from .champion import OriginalData, load_champion, load_original, public_key_of, train_initial
+from .class_table import ClassTable
 from .dashboard import TrainerSnapshot
 from .finetune_policy import Observation, TrainPolicy
 from .growth import ClassGrowth
@@ -176,6 +177,8 @@ class TrainerDaemon:
         self.topics = Topics(config.prefix)
         self.store = WindowStore(config.store / "windows.sqlite")
         self.policy = TrainPolicy(config.policy)
+        # the classes its store's labels index: the type's, and names an open type was given
+        self.classes = ClassTable.beside(config.store, self.kind)
         self.growth = ClassGrowth(self.kind)  # a cold start's class growth (daemon/growth.py)
         self.loop = LoopState()
         self._retrain = config.retrain
@@ -201,6 +204,7 @@ class TrainerDaemon:
             credentials=config.credentials(),  # reads the password file: ConfigError now
             on_status=self._on_status,
             machine_type=self.kind,
+            classes=self.classes,
         )
         self.client = self.intake.client
         self.rollout = StagedRollout(  # --canary-groups: canaries first, then model/current
@@ -402,7 +406,8 @@ class TrainerDaemon:
         if champion is None:
             self.loop.update(policy="no champion model")
             return
-        if ClassGrowth.needed(champion, self.kind):  # a cold start: labels grow its classes
+        self.growth.kind = self.classes.kind  # with the classes labels added (an open type)
+        if ClassGrowth.needed(champion, self.growth.kind):  # a cold start: labels grow it
             self._grow(champion)
             return
         decision = self.policy.update(self.observation())
@@ -631,6 +636,7 @@ class TrainerDaemon:
             "publish_refused": s.publish_refused,
             "bad_bundle": len(s.skipped_bundles),
             "store_rejected": counts.rejected,
+            "class_refused": self.classes.refused,  # labels of a class the type may not add
             "store_foreign": counts.foreign,
             "store_bad_rows": counts.bad_rows,
             "store_moved_aside": len(counts.moved_aside),

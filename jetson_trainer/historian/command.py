@@ -39,7 +39,7 @@ from ..config import ImportConfig
 from .collect import UNREADABLE, Collector
 from .dataset import DataSet, build_dataset
 from .layout import detect_layout, parse_channel_map
-from .maintenance import UNLABELED, Interval, parse_maintenance
+from .maintenance import UNLABELED, Interval, parse_maintenance, with_log_classes
 from .report import report_markdown
 
 __all__ = ["REPORT_NAME", "read_maintenance", "read_signals", "run_import"]
@@ -167,6 +167,14 @@ def read_maintenance(path: Path, kind: MachineType = DEFAULT_TYPE) -> list[Inter
     return parse_maintenance(header, rows, str(path), kind.classes)
 
 
+def log_classes(path: Path, kind: MachineType) -> MachineType:
+    """`kind` with the maintenance log's class names it does not list appended, for a type
+    with `open_classes` (the data set's classes.json then lists them; a closed type refuses
+    them in `read_maintenance`)."""
+    header, rows = _csv_rows(path)
+    return with_log_classes(header, rows, str(path), kind)
+
+
 def _write(out: Path, data: DataSet, report: dict[str, Any], kind: MachineType) -> None:
     """The data set files (module docstring), each written whole then renamed into place."""
     out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +222,8 @@ def run_import(config: ImportConfig) -> dict[str, Any]:
     kind = config.machine()
     if config.window_length is not None and config.window_length != kind.window_length:
         kind = dataclasses.replace(kind, window_length=config.window_length)
+    if config.maintenance and kind.open_classes:  # a log may name classes nobody declared
+        kind = log_classes(config.maintenance, kind)
     intervals = read_maintenance(config.maintenance, kind) if config.maintenance else []
     channel_map = parse_channel_map(config.channel_map, kind.channel_names)
     collector, inputs = read_signals(config.signals, config.signal_format, channel_map, kind)

@@ -11,13 +11,13 @@ import numpy as np
 
 from protocol import check_id
 from protocol.errors import ConfigError, PayloadError
-from protocol.machine_type import DEFAULT_TYPE
+from protocol.machine_type import DEFAULT_TYPE, MachineType
 
 from .collect import UNREADABLE, _is_empty
 from .layout import MACHINE_COLUMNS
 from .timestamps import _norm, parse_timestamp
 
-__all__ = ["UNLABELED", "Interval", "label_windows", "parse_maintenance"]
+__all__ = ["UNLABELED", "Interval", "label_windows", "parse_maintenance", "with_log_classes"]
 
 UNLABELED = -1  # label of a window no maintenance interval (or flag) gives a class
 
@@ -62,21 +62,7 @@ def parse_maintenance(
 300.0 overlaps line 2 (pump_fault from 100.0 to 200.0) on machine m01; a window cannot be both: \
 correct one of the intervals
     """
-    names = [_norm(h) for h in header]
-    cols: dict[str, int] = {}
-    for key, options in (
-        ("machine", MACHINE_COLUMNS),
-        ("from", ("from", "start")),
-        ("to", ("to", "end")),
-        ("class", ("class", "label")),
-    ):
-        found = [names.index(o) for o in options if o in names]
-        if not found:
-            raise ConfigError(
-                f"maintenance log {source}: header {[str(h) for h in header][:8]} has no "
-                f"{key!r} column; it needs machine, from, to, class"
-            )
-        cols[key] = found[0]
+    cols = _columns(header, source)
     errors: list[str] = []
     raw: list[Interval] = []
     by_name = {c.lower(): i for i, c in enumerate(classes)}
@@ -109,6 +95,64 @@ correct one of the intervals
             f"maintenance log {source}: " + "; ".join(errors[:10]) + more + "; fix those lines"
         )
     return _merge(raw, source, classes)
+
+
+def _columns(header: Sequence[object], source: str) -> dict[str, int]:
+    """Where the log's machine, from, to and class are; ConfigError naming a missing one."""
+    names = [_norm(h) for h in header]
+    cols: dict[str, int] = {}
+    for key, options in (
+        ("machine", MACHINE_COLUMNS),
+        ("from", ("from", "start")),
+        ("to", ("to", "end")),
+        ("class", ("class", "label")),
+    ):
+        found = [names.index(o) for o in options if o in names]
+        if not found:
+            raise ConfigError(
+                f"maintenance log {source}: header {[str(h) for h in header][:8]} has no "
+                f"{key!r} column; it needs machine, from, to, class"
+            )
+        cols[key] = found[0]
+    return cols
+
+
+def with_log_classes(
+    header: Sequence[object],
+    rows: Iterable[tuple[int, Sequence[object]]],
+    source: str,
+    kind: MachineType,
+) -> MachineType:
+    """`kind` with the class names of the log it does not list (any case) appended in the
+    order they first appear — for a type with `open_classes`; `kind` itself for a closed one
+    (whose unknown names `parse_maintenance` refuses). ConfigError for a name no type may have
+    (listing the lines), or past 64 classes.
+
+    >>> from protocol.machine_type import Channel
+    >>> fan = MachineType("fan", (Channel("vib"),), classes=("ok",), open_classes=True)
+    >>> head = ["machine", "from", "to", "class"]
+    >>> rows = [(2, ["fan-1", "1", "2", "Seal leak"]), (3, ["fan-1", "5", "", "OK"]),
+    ...         (4, ["fan-2", "1", "2", "seal LEAK"]), (5, ["fan-2", "3", "4", "3"])]
+    >>> with_log_classes(head, rows, "log.csv", fan).classes
+    ('ok', 'Seal leak', '3')
+    """
+    if not kind.open_classes:
+        return kind
+    column = _columns(header, source)["class"]
+    errors: list[str] = []
+    for line, cells in rows:
+        if cells is UNREADABLE or len(cells) <= column or _is_empty(cells[column]):
+            continue  # parse_maintenance says what is wrong with the line
+        name = str(cells[column]).strip()
+        if name.lower() in {c.lower() for c in kind.classes}:
+            continue
+        try:
+            kind = kind.with_class(name)
+        except PayloadError as exc:
+            errors.append(f"line {line}: {exc}")
+    if errors:
+        raise ConfigError(f"maintenance log {source}: " + "; ".join(errors[:10]))
+    return kind
 
 
 def _merge(raw: list[Interval], source: str, classes: Sequence[str]) -> list[Interval]:

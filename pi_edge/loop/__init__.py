@@ -12,6 +12,8 @@ delivery.py            which batches wait for an ack and when to resend (pure)
 maintenance_labels.py  label events applied to held and new windows
 label_requests.py      which held windows to ask a technician to label (pure)
 ask_flagged.py         an anomaly model's node asks for the labels of what it flags
+class_table.py         a type's class table: declared classes, then names labels and models
+                       added (an open type's new class), kept across restarts, bounded
 served_batch.py        a classified batch mapped between the model's classes and the type's
 accuracy_estimate.py   a label-free estimate of the serving model's accuracy (pure)
 lane_loop.py           one machine type's closed loop: its labels, kept windows, estimate and

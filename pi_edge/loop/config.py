@@ -113,10 +113,12 @@ class LoopConfig:
         faults: Faults,
         type_version: Callable[[str], int | None] | None = None,
         types: tuple[str, ...] = (),
+        type_classes: Callable[[str], tuple[str, ...] | None] | None = None,
     ) -> KeptWindows:
         """Kept windows of every type served: keeper, durable buffers (one per type: `types`
         besides the built-in one) and the shipper to the trainer (`type_version`: the serving
-        model of a type other than the built-in one)."""
+        model of a type other than the built-in one; `type_classes`: the class table its kept
+        labels index, when not its declared list)."""
         return KeptWindows(
             KeptConfig(
                 state_dir=basics.state_dir,
@@ -132,6 +134,7 @@ class LoopConfig:
             failures,
             faults,
             type_version,
+            type_classes,
         )
 
     def lane_loop(

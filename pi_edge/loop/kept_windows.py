@@ -65,6 +65,7 @@ class KeptWindows:
         failures: WriteFailures,
         faults: Faults,
         type_version: Callable[[str], int | None] | None = None,
+        type_classes: Callable[[str], tuple[str, ...] | None] | None = None,
     ) -> None:
         self.config = config
         self.failures = failures
@@ -96,6 +97,7 @@ class KeptWindows:
             ack_topic=config.topics.drift_acks(config.node),
             type_version=type_version,
             typed_buffers=self.buffers,
+            type_classes=type_classes,
         )
 
     # -- lifecycle: the shipper's thread -------------------------------------------------------

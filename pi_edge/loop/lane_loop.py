@@ -4,9 +4,11 @@ A node runs one `LaneLoop` per machine type it serves (model/machine_types.py's 
 that type's own words:
 
 - maintenance label events (protocol.labels) of its machines, in its class names: an event
-  naming a class the type lacks is refused with an error listing the type's classes; its label
-  intervals and held windows are its own (`labels.json` in the type's state dir: the node's
-  for the built-in type, `types/<type>/` for another);
+  naming a class the type lacks is refused with an error listing the type's classes — unless
+  the type has `open_classes`, whose class table (loop/class_table.py) takes the new name after
+  its classes; its label intervals, class table and held windows are its own (`labels.json`,
+  `classes.json` in the type's state dir: the node's for the built-in type, `types/<type>/` for
+  another);
 - kept windows (labeled, and flagged at most `keep_flagged_per_s` per machine) go to the node's
   one durable buffer and shipper marked with the type, so they travel in drift batches of their
   type (protocol.drift_batch: version 1 for the built-in type as before machine types, version 2
@@ -34,11 +36,18 @@ class 'bearing_fault' is not one of machine type fan's classes: ok, loose
 >>> w = Window("fan-1", 1, int(12e9), np.zeros((8, 1), np.float32))
 >>> [x.label for x in lane.label_new([w])]
 [1]
+>>> import dataclasses
+>>> cold = LaneLoop("fan", dataclasses.replace(fan, open_classes=True), config=LoopConfig(),
+...                 state_dir=None, kept=None)
+>>> cold.submit(LabelEvent("fan-1", "seal leak", 10.0)); _ = cold.pump(now=11.0)
+>>> [x.label for x in cold.label_new([w])], cold.wire_classes()
+([2], ('ok', 'loose', 'seal leak'))
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +62,7 @@ from protocol.machine_type import DEFAULT_TYPE_NAME, MachineType
 from protocol.status_detail import TypeLoop
 
 from .ask_flagged import ask_flagged
+from .class_table import ClassTable
 from .label_requests import SPAN_S, Candidate
 from .maintenance_labels import Labeler
 
@@ -94,7 +104,14 @@ class LaneLoop:
         self.labeler: Labeler | None = None
         self._refused_early = 0  # events refused while the type had no vocabulary
         self._untrusted_early = 0  # in-band labels dropped while it had none
+        # what its labels index: the declared classes and the names added since (not for the
+        # built-in type, whose classes never change); a table change and the labeler's retype
+        # happen under one lock (paho's thread adds names, the worker learns models)
+        self.classes = None if self.builtin else ClassTable(state_dir, machine_type)
+        self._classes_lock = threading.Lock()
         if machine_type is not None:
+            if self.classes is not None and self.classes.kind is not None:
+                machine_type = self.classes.kind
             self.labeler = self._new_labeler(machine_type)
         self.estimator = config.estimator()  # label-free accuracy estimate
         self.asker = config.asker()  # label requests for its least sure held windows
@@ -109,14 +126,29 @@ class LaneLoop:
             machine_type=machine_type,
         )
 
-    def learn(self, machine_type: MachineType | None) -> None:
-        """The type's vocabulary now (its first model, or one whose classes grew)."""
+    @property
+    def kind(self) -> MachineType | None:
+        """The type as its labels speak it (its class table), None before it has classes."""
+        labeler = self.labeler
+        return None if labeler is None else labeler.machine_type
+
+    def learn(self, machine_type: MachineType | None) -> MachineType | None:
+        """The type's vocabulary now (its first model, or one whose classes grew); returns it
+        with the class table's order (new model classes after the ones labels index already)."""
         if machine_type is None:
-            return
-        if self.labeler is None:
-            self.labeler = self._new_labeler(machine_type)
-        elif self.labeler.machine_type != machine_type:
-            self.labeler.retype(machine_type)
+            return self.kind
+        with self._classes_lock:
+            if self.classes is not None:
+                machine_type = self.classes.learn(machine_type)
+            if self.labeler is None:
+                self.labeler = self._new_labeler(machine_type)
+            elif self.labeler.machine_type != machine_type:
+                self.labeler.retype(machine_type)
+        return machine_type
+
+    def wire_classes(self) -> tuple[str, ...] | None:
+        """The class table its drift batches must name (version 3), None: its declared list."""
+        return None if self.classes is None else self.classes.wire()
 
     # -- paho's thread ---------------------------------------------------------------------
     def submit(self, event: LabelEvent) -> None:
@@ -130,6 +162,15 @@ class LaneLoop:
                 "the site file does not declare it): the label event is refused",
                 kind="bad_label",
             )
+        table = self.classes
+        if table is not None and event.action == "set":
+            with self._classes_lock:  # an open type takes a new name; a closed one refuses it
+                if event.cls not in labeler.machine_type.classes:
+                    try:
+                        labeler.retype(table.add(event.cls))
+                    except PayloadError:
+                        labeler.refuse()
+                        raise
         labeler.submit_event(event)
 
     def refuse(self) -> None:

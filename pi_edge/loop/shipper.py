@@ -141,6 +141,7 @@ class BatchShipper(Worker):
         ack_topic: str,
         type_version: Callable[[str], int | None] | None = None,
         typed_buffers: Mapping[str, DurableBuffer] | None = None,
+        type_classes: Callable[[str], tuple[str, ...] | None] | None = None,
     ) -> None:
         super().__init__("edge-shipper")
         self.buffer = buffer  # the built-in type's
@@ -157,6 +158,9 @@ class BatchShipper(Worker):
         self.node = node
         self.model_version = model_version  # the built-in type's serving model
         self.type_version = type_version  # another type's (None: the node serves none)
+        # the class table a type's kept labels index when it is not the type's declared list
+        # (a drift batch of version 3 names it); None: the declared list (version 1 or 2)
+        self.type_classes = type_classes
         self.config = config or ShipperConfig()
         self.client: Client = make_client(f"{node}-batches")
         self.client.on_connect = self._on_connect
@@ -462,7 +466,8 @@ class BatchShipper(Worker):
                 if kind == DEFAULT_TYPE_NAME or self.type_version is None
                 else self.type_version(kind)
             )
-            batch = DriftBatch(batch_id, self.node, version or 0, tuple(records), kind)
+            table = None if self.type_classes is None else self.type_classes(kind)
+            batch = DriftBatch(batch_id, self.node, version or 0, tuple(records), kind, table)
             payload = encode_batch(batch)
             info = self.client.publish(self.topic, payload, qos=1)
             if info.rc != 0:

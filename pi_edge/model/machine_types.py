@@ -99,13 +99,16 @@ class TypeLane:
         node's configured one, which the model was checked against); membership stays the site
         file's when it declares the type, and so do its classes when the model knows some of
         them, healthy first (a cold start's anomaly model, or a classifier grown from it: labels
-        keep naming every declared class, model/vocabulary.py)."""
+        keep naming every declared class, model/vocabulary.py). The node then puts the classes
+        in its class table's order (loop/class_table.py: a model's new names after the others)."""
         if self.name == DEFAULT_TYPE_NAME:
             return
         kind = manifest.machine()
         declared = self.declared
         if declared is not None:
-            kind = dataclasses.replace(kind, machines=declared.machines)
+            kind = dataclasses.replace(
+                kind, machines=declared.machines, open_classes=declared.open_classes
+            )
             known = set(declared.classes)
             if kind.normal == declared.normal and all(c in known for c in kind.classes):
                 kind = kind.with_classes(declared.classes)

@@ -124,3 +124,33 @@ def test_the_imported_type_trains_a_model_of_its_shape(
         (20, 3),
     )
     assert m.machine().unit_of("Force") == "kN"
+
+
+def test_an_open_type_s_maintenance_log_may_name_a_class_the_site_does_not_list(
+    historian: tuple[Path, Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`open_classes = true`: the log's `leak` (undeclared) becomes the type's class after the
+    declared ones; the same log for the closed type is refused, listing its classes."""
+    _, signals, log = historian
+    open_site = tmp_path / "open.toml"
+    open_site.write_text(
+        SITE.replace(
+            'classes = ["running", "die_wear", "leak"]', 'classes = ["running", "die_wear"]'
+        )
+        + "open_classes = true\n"
+    )
+    out = tmp_path / "data"
+    assert _import((open_site, signals, log), out) == 0
+    meta = json.loads((out / "classes.json").read_text())
+    assert meta["classes"] == ["running", "die_wear", "leak"]
+    assert meta["machine_type"]["open_classes"] is True
+    y = np.load(out / "train_labels.npy")
+    assert set(np.unique(y).tolist()) == {0, 1, 2}
+    closed = tmp_path / "closed.toml"
+    closed.write_text(
+        SITE.replace(
+            'classes = ["running", "die_wear", "leak"]', 'classes = ["running", "die_wear"]'
+        )
+    )
+    assert _import((closed, signals, log), tmp_path / "refused") == EXIT_USAGE
+    assert "class 'leak' is not one of running, die_wear" in caplog.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,54 @@ def test_empty_batch_and_unknown_reason_are_refused() -> None:
         DriftBatch(bytes(16), "pi", 1, ())
     with pytest.raises(PayloadError, match="reason"):
         Kept(batch().records[0].window, "because")
+
+
+def _grown(classes: tuple[str, ...] = ("ok", "loose", "seal leak")) -> DriftBatch:
+    b = batch(4)
+    return DriftBatch(b.batch_id, b.node, b.model_version, b.records[:3], "fan", classes)
+
+
+def test_a_version_3_batch_carries_the_class_table_its_labels_index() -> None:
+    grown = _grown(("ok", "loose", "seal leak", "3"))
+    raw = encode_batch(grown)
+    assert raw[2] == 3
+    out = decode_batch(raw)
+    assert out == grown and out.classes == ("ok", "loose", "seal leak", "3")
+    assert [k.window.label for k in out.records] == [None, 1, None]
+    # versions 1 and 2 carry none: their labels index the type's declared classes
+    assert decode_batch(encode_batch(batch())).classes is None
+
+
+@pytest.mark.parametrize(
+    ("classes", "why"),
+    [
+        (("ok",), "beyond its class table"),  # a label 1 and predictions 1, 2 name no class
+        (("ok", "ok", "x"), "twice"),
+        (("ok", "anomaly", "x"), "anomaly"),
+        (("ok", "a/b", "x"), "printable"),
+        (tuple(f"c{i}" for i in range(65)), "1..64"),
+        ((), "1..64"),
+    ],
+)
+def test_a_class_table_that_cannot_name_its_records_is_refused(
+    classes: tuple[str, ...], why: str
+) -> None:
+    with pytest.raises(PayloadError, match=why):
+        _grown(classes)
+
+
+def test_a_corrupt_class_table_on_the_wire_is_refused_typed() -> None:
+    raw = bytearray(encode_batch(_grown()))
+    head = raw.index(b"fan") + 3  # n_classes follows the machine type
+    assert raw[head] == 3
+    cases: tuple[tuple[Callable[[bytes], bytes], str], ...] = (
+        (lambda d: d[:head] + b"\x00" + d[head + 1 :], "bad_field"),  # no names
+        (lambda d: d[:head] + b"\x41" + d[head + 1 :], "bad_field"),  # 65 names
+        (lambda d: d[: head + 4], "truncated"),
+        (lambda d: d[: head + 3] + b"\xff" + d[head + 4 :], "bad_utf8"),
+        (lambda d: d[: head + 3] + b"\x07k" + d[head + 5 :], "bad_label"),  # not printable
+    )
+    for mutate, kind in cases:
+        with pytest.raises(PayloadError) as info:
+            decode_batch(bytes(mutate(bytes(raw))))
+        assert info.value.kind == kind

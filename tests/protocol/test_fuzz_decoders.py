@@ -381,11 +381,17 @@ binary_window_payloads = st.one_of(
 )
 
 
-def make_batch(node: str, version: int, kept: list[tuple[Window, int, int | None, float]]) -> bytes:
+def make_batch(
+    node: str,
+    version: int,
+    kept: list[tuple[Window, int, int | None, float]],
+    classes: tuple[str, ...] | None = None,
+) -> bytes:
     from protocol.drift_batch import REASONS
 
     records = tuple(Kept(w, REASONS[r % len(REASONS)], p, s) for w, r, p, s in kept)
-    return encode_batch(DriftBatch(bytes(range(16)), node, version, records))
+    kind = "default" if classes is None else "fan"
+    return encode_batch(DriftBatch(bytes(range(16)), node, version, records, kind, classes))
 
 
 def craft_batch(
@@ -410,7 +416,8 @@ def valid_batch(seed: int) -> bytes:
         )
         for _ in range(rng.randint(1, 3))
     ]
-    return make_batch(rng.choice(IDS), rng.randrange(2**32), kept)
+    tables = [None, (*CLASSES, "seal leak", "3")]  # version 1, or 3 with a grown class table
+    return make_batch(rng.choice(IDS), rng.randrange(2**32), kept, rng.choice(tables))
 
 
 valid_batches = seeds.map(valid_batch)
