@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
@@ -32,6 +32,7 @@ from textual.widgets import (
     DataTable,
     Footer,
     Header,
+    Input,
     Label,
     OptionList,
     RichLog,
@@ -40,8 +41,10 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
-from protocol import CLASSES, Command, Topics
+from protocol import CLASSES, Command, PayloadError, Topics
 from protocol.labels import LabelEvent
+from protocol.machine_state import ANOMALY
+from protocol.names import check_name
 from protocol.node_command import NodeCommand
 
 from .model import SiteModel, TimelineEntry
@@ -120,34 +123,56 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class LabelScreen(ModalScreen[str | None]):
-    """Pick the class a technician confirms for a machine; Escape cancels."""
+    """Pick the class a technician confirms for a machine, from its type's classes, or type a
+    class its model does not know yet (a cold start; the node refuses a name a closed type does
+    not have, listing its classes); Escape cancels."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
     DEFAULT_CSS = """
     LabelScreen { align: center middle; }
-    LabelScreen > Vertical { width: 60; height: auto; border: thick $accent; padding: 1 2;
+    LabelScreen > Vertical { width: 70; height: auto; border: thick $accent; padding: 1 2;
                              background: $surface; }
-    LabelScreen OptionList { height: auto; }
+    LabelScreen OptionList { height: auto; max-height: 16; }
+    LabelScreen #problem { color: $error; }
     """
 
-    def __init__(self, machine: str, default: str | None) -> None:
+    def __init__(self, machine: str, default: str | None, choices: Sequence[str] = CLASSES):
         super().__init__()
         self.machine = machine
-        self.default = default if default in CLASSES else CLASSES[0]
+        self.choices = tuple(choices)
+        self.default = default if default in self.choices else None
 
     def compose(self) -> ComposeResult:
         with Vertical():
             ask = f"Label {self.machine}'s current state as (Enter picks, Esc cancels):"
             yield Label(show(ask, MAX_LINE))
-            yield OptionList(*(Option(c, id=c) for c in CLASSES), id="classes")
+            options = (Option(show(c), id=f"c{i}") for i, c in enumerate(self.choices))
+            yield OptionList(*options, id="classes")
+            yield Input(placeholder="or another class name, then Enter", id="other")
+            yield Label("", id="problem")
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
-        options.highlighted = CLASSES.index(self.default)
-        options.focus()
+        if self.choices:
+            options.highlighted = 0 if self.default is None else self.choices.index(self.default)
+            options.focus()
+        else:
+            self.query_one(Input).focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        self.dismiss(self.choices[int(str(event.option.id)[1:])])
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """A typed name: checked as the protocol checks a class name before it goes out."""
+        name = event.value.strip()
+        try:
+            if name == ANOMALY:
+                raise PayloadError(f"'{ANOMALY}' is a model's verdict, not a class", "bad_label")
+            check_name(name)
+        except PayloadError as exc:
+            self.query_one("#problem", Label).update(show(exc, MAX_LINE))
+            return
+        self.dismiss(name)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -359,7 +384,8 @@ class ConsoleApp(App[None]):
                 f"label {machine} = {cls}",
             )
 
-        self.push_screen(LabelScreen(machine, self.site.current_class(machine)), picked)
+        choices = self.site.label_choices(machine)
+        self.push_screen(LabelScreen(machine, self.site.current_class(machine), choices), picked)
 
     def action_rollback(self) -> None:
         node = self.selected("nodes")

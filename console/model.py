@@ -41,8 +41,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import PayloadError, Prediction, Status
-from protocol.machine_state import MachineState
+from protocol import CLASSES, PayloadError, Prediction, Status
+from protocol.machine_state import ANOMALY, MachineState
+from protocol.machine_type import MAX_CLASSES
 from protocol.status_detail import (
     DetailReader,
     DriftDetail,
@@ -97,6 +98,8 @@ class MachineRow:
     sim_drift: str | None = None  # what the simulator says it injects, if it says
     seen: float = 0.0
     state_ts: float = 0.0  # when the state shown was published (its node's `ts`)
+    machine_type: str | None = None  # its type, as its state names it (None: the built-in)
+    classes: tuple[str, ...] = ()  # its model's classes, as its newest prediction lists them
 
     def cells(self, now: float) -> tuple[str, ...]:
         """The table's cells: machine, state, class, confidence, drift, node, latency, age."""
@@ -276,6 +279,7 @@ class SiteModel:
         row.state_ts = state.ts
         row.state, row.cls, row.confidence = state.state, state.cls, state.confidence
         row.node = state.node
+        row.machine_type = state.machine_type
         row.seen = max(row.seen, min(now, state.ts)) if row.seen else min(now, state.ts)
 
     def prediction(self, p: Prediction, now: float) -> None:
@@ -283,6 +287,7 @@ class SiteModel:
         row = self._machine(p.machine)
         row.latency_ms = p.latency_ms.get("total")
         row.last_label = p.label
+        row.classes = p.classes[:MAX_CLASSES]  # names ≤ 64 characters: the codec checked
         row.drift = p.drift
         row.seen = now
         if row.confidence is None:
@@ -319,6 +324,25 @@ class SiteModel:
         """(node id, cells) sorted by role, then id."""
         rows = sorted(self.nodes.values(), key=lambda r: (r.role, r.node))
         return [(r.node, r.cells(now)) for r in rows]
+
+    def label_choices(self, machine: str) -> tuple[str, ...]:
+        """The classes a technician may pick for `machine`: its model's, as its newest
+        prediction lists them, without `anomaly` (an anomaly model's verdict, never a label);
+        for a machine of the built-in type the type's own four first. A class its model does
+        not know yet (a cold start, an open type) is typed in the dialog instead.
+
+        >>> site = SiteModel()
+        >>> site.label_choices("m01")
+        ('normal', 'bearing_fault', 'drive_wear', 'pump_fault')
+        >>> p = Prediction("fan-1", 1, "ok", 0.9, (0.9, 0.1), 2, classes=("ok", "anomaly"))
+        >>> site.prediction(p, 0.0); site.machines["fan-1"].machine_type = "fan"
+        >>> site.label_choices("fan-1")
+        ('ok',)
+        """
+        row = self.machines.get(machine)
+        named = () if row is None else row.classes
+        builtin = CLASSES if row is None or row.machine_type is None else ()
+        return tuple(dict.fromkeys(c for c in (*builtin, *named) if c != ANOMALY))
 
     def current_class(self, machine: str) -> str | None:
         """The machine's debounced class, else its newest predicted class, else None."""

@@ -162,6 +162,59 @@ def test_tables_show_the_site_and_confirmed_keys_publish_drift_and_labels(
     assert abs(label.start - time.time()) < 30
 
 
+def test_the_label_dialog_speaks_the_machines_type_and_takes_a_typed_new_class(
+    broker: Any, topics: Topics, publisher: Publisher, listen: Callable[..., Listener]
+) -> None:
+    """A fan (another machine type, served by an anomaly model that learned one fault) is
+    labeled in its own classes, never `anomaly`; a class no model knows yet is typed in, and a
+    name the protocol refuses is explained and never sent."""
+    wire = listen(topics.labels)
+    link = _link(broker, topics)
+    now = time.time()
+    state = MachineState(
+        "fan-1", "pi-a", "normal", "ok", 0.9, now - 3, "ok", 2, now, machine_type="fan", normal="ok"
+    )
+    publisher.publish(topics.machine_state("fan-1", "pi-a"), state.to_json(), retain=True)
+    classes = ("ok", "imbalance", "anomaly")
+    p = Prediction("fan-1", 1, "ok", 0.9, (0.9, 0.05, 0.05), 2, classes=classes, machine_type="fan")
+    publisher.publish(topics.prediction("fan-1"), p.to_json(), qos=1)
+
+    async def drive() -> None:
+        app = ConsoleApp(link, topics)
+        async with app.run_test(size=SIZE) as pilot:
+            await _until(pilot, lambda: app.site.label_choices("fan-1") == ("ok", "imbalance"))
+            await _until(pilot, lambda: _keys(app, "machines") == ["fan-1"])
+            await pilot.press("l")
+            assert isinstance(app.screen, LabelScreen)
+            assert app.screen.choices == ("ok", "imbalance")
+            await pilot.press("down", "enter")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            bar = app.query_one("#bar")
+            await _until(pilot, lambda: "sent: label fan-1 = imbalance" in str(bar.render()))
+
+            await pilot.press("l")
+            screen = app.screen
+            assert isinstance(screen, LabelScreen)
+            await pilot.click("#other")
+            await pilot.press(*"a/b", "enter")
+            assert app.screen is screen, "a refused name closed the dialog"
+            assert "'/'" in str(screen.query_one("#problem").render())
+            for _ in range(3):
+                await pilot.press("backspace")
+            await pilot.press(*"looseness", "enter")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await _until(pilot, lambda: "sent: label fan-1 = looseness" in str(bar.render()))
+
+    asyncio.run(drive())
+    link.stop()
+    assert wire.wait_for(lambda msgs: len(msgs) >= 2)
+    time.sleep(0.3)
+    labels = [LabelEvent.from_json(p) for _, p, _ in wire.messages]
+    assert [(e.machine, e.cls) for e in labels] == [("fan-1", "imbalance"), ("fan-1", "looseness")]
+
+
 def test_the_screen_shows_100_machines_changing_every_refresh(
     broker: Any, topics: Topics, publisher: Publisher
 ) -> None:
