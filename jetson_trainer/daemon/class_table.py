@@ -10,7 +10,9 @@ a new name is a class the champion lacks, appended after the known ones (healthy
 A drift batch's labels and predictions are translated by name: a version 3 batch indexes its
 own class table, an older one the type's declared classes. A record naming a class the type
 neither has nor may add (a closed type, or 64 classes already) is refused and counted, its
-window not stored (protocol/README.md, "Anomaly models and class growth").
+window not stored (protocol/README.md, "Anomaly models and class growth"). So is a new name
+while `MAX_UNLEARNED` names the type does not declare wait for the champion to learn them: a
+node (one login) that sends made-up names cannot fill the table for good.
 
 >>> from protocol.machine_type import Channel, MachineType
 >>> from protocol.window import Window
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nodekit.class_file import CLASSES_FILE, load_classes, save_classes
@@ -38,18 +41,28 @@ from protocol.drift_batch import DriftBatch, Kept
 from protocol.errors import PayloadError
 from protocol.machine_type import MachineType
 
-__all__ = ["ClassTable"]
+__all__ = ["MAX_UNLEARNED", "ClassTable"]
 
 log = logging.getLogger(__name__)
 
 
+MAX_UNLEARNED = 16  # added names the champion does not know yet (as on a node)
+
+
 class ClassTable:
     """The class table of machine type `declared` (see the module doc); `path` None: memory
-    only. `translate` runs on the intake thread, `kind` is read by the policy thread."""
+    only; `learned()` the champion's classes (none: the declared ones). `translate` runs on
+    the intake thread, `kind` is read by the policy thread."""
 
-    def __init__(self, path: Path | None, declared: MachineType) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        declared: MachineType,
+        learned: Callable[[], Sequence[str]] | None = None,
+    ) -> None:
         self.path = path
         self.declared = declared
+        self._learned = learned or (lambda: ())
         self._lock = threading.Lock()
         saved = None if path is None else load_classes(path, declared.name)
         kind = declared
@@ -62,8 +75,13 @@ class ClassTable:
         self.refused = 0  # records naming a class the type neither has nor may add
 
     @classmethod
-    def beside(cls, store_dir: Path, declared: MachineType) -> ClassTable:
-        return cls(store_dir / CLASSES_FILE, declared)
+    def beside(
+        cls,
+        store_dir: Path,
+        declared: MachineType,
+        learned: Callable[[], Sequence[str]] | None = None,
+    ) -> ClassTable:
+        return cls(store_dir / CLASSES_FILE, declared, learned)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -86,7 +104,10 @@ class ClassTable:
                                 f"(0..{len(source) - 1})",
                                 kind="bad_label",
                             )
-                        kind = kind.with_class(source[label])  # itself when it has it
+                        grown = kind.with_class(source[label])  # itself when it has it
+                        if grown is not kind:
+                            self._check_room(kind, source[label])
+                        kind = grown
                 except PayloadError as exc:
                     refused.append(str(exc))
                     continue
@@ -107,6 +128,19 @@ class ClassTable:
         index = {c: i for i, c in enumerate(kind.classes)}
         out = tuple(_renamed(k, source, index) for k in records)
         return dataclasses.replace(batch, records=out, classes=None), refused
+
+    def _check_room(self, kind: MachineType, name: str) -> None:
+        """PayloadError (`too_many_classes`) when `kind` holds MAX_UNLEARNED added names the
+        champion has not learned: `name` waits until growth learned some of them."""
+        known = set(self.declared.classes) | set(self._learned())
+        waiting = [c for c in kind.classes if c not in known]
+        if len(waiting) >= MAX_UNLEARNED:
+            raise PayloadError(
+                f"machine type {kind.name} has {len(waiting)} added classes no model has "
+                f"learned yet ({', '.join(waiting[:4])}, …); class {name[:64]!r} is refused "
+                "until class growth learns some of them",
+                kind="too_many_classes",
+            )
 
     def _save(self, kind: MachineType) -> None:
         added = [c for c in kind.classes if c not in self.kind.classes]

@@ -178,7 +178,7 @@ class TrainerDaemon:
         self.store = WindowStore(config.store / "windows.sqlite")
         self.policy = TrainPolicy(config.policy)
         # the classes its store's labels index: the type's, and names an open type was given
-        self.classes = ClassTable.beside(config.store, self.kind)
+        self.classes = ClassTable.beside(config.store, self.kind, self._champion_classes)
         self.growth = ClassGrowth(self.kind)  # a cold start's class growth (daemon/growth.py)
         self.loop = LoopState()
         self._retrain = config.retrain
@@ -313,6 +313,11 @@ class TrainerDaemon:
     def champion(self) -> Champion | None:
         """The model the Pis should run now."""
         return self.loop.champion
+
+    def _champion_classes(self) -> tuple[str, ...]:
+        """The classes the champion knows (the class table's bound on names it waits for)."""
+        champion = self.loop.champion
+        return () if champion is None else tuple(champion.manifest.classes)
 
     @property
     def state(self) -> DaemonState:

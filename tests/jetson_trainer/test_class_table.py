@@ -83,8 +83,8 @@ def test_a_closed_type_refuses_a_name_it_does_not_have_and_counts_it(tmp_path: P
 
 
 def test_an_open_type_stops_at_64_classes(tmp_path: Path) -> None:
-    table = ClassTable.beside(tmp_path, FAN)
     names = ("ok", "loose", *(f"made-up {i}" for i in range(62)))
+    table = ClassTable.beside(tmp_path, FAN, learned=lambda: names)  # a champion knows them
     out, refused = table.translate(_batch(list(range(64)), names))
     assert len(table.classes) == 64 and refused == [] and out is not None
     out, refused = table.translate(_batch([1, 2], ("ok", "one too many", "loose")))
@@ -100,3 +100,22 @@ def test_a_corrupt_table_file_is_moved_aside_and_the_declared_classes_serve(
     assert table.classes == ("ok", "loose")
     assert (tmp_path / "classes.json.corrupt").exists()
     assert "could not read the class table" in caplog.text
+
+
+def test_new_names_wait_for_the_champion_at_most_16_at_a_time(tmp_path: Path) -> None:
+    """One login that sends made-up names cannot fill the table for good: past 16 names the
+    champion has not learned, a new one is refused and counted until growth learns some."""
+    learned: list[str] = ["ok", "loose"]
+    table = ClassTable.beside(tmp_path, FAN, learned=lambda: learned)
+    names = ("ok", "loose", *(f"made-up {i}" for i in range(16)))
+    out, refused = table.translate(_batch(list(range(18)), names))
+    assert refused == [] and out is not None and len(table.classes) == 18
+    flood = ("ok", "loose", "made-up 16", "made-up 0")
+    out, refused = table.translate(_batch([2, 3, 1], flood))
+    assert out is not None and [k.window.label for k in out.records] == [2, 1]  # known names
+    assert len(refused) == 1 and "no model has learned yet" in refused[0]
+    assert table.refused == 1 and "made-up 16" not in table.classes
+    learned.append("made-up 0")  # class growth learned one: room for one more
+    out, refused = table.translate(_batch([2], flood))
+    assert refused == [] and table.classes[-1] == "made-up 16"
+    assert ClassTable.beside(tmp_path, FAN).classes == table.classes
