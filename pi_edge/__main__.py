@@ -20,6 +20,7 @@ from typing import Any
 
 from nodekit.cli import EXIT_OK, report
 from nodekit.lifecycle import run_node
+from nodekit.proc import limit_malloc_arenas
 from nodekit.settings import add_arguments, flags_of, resolve
 from protocol import BundleError, ConfigError, EdgeloopError, check_id
 from protocol.bundle import load_public_keys
@@ -170,6 +171,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
 
 
 def _run(args: argparse.Namespace) -> int:
+    limit_malloc_arenas()  # before any thread starts: less resident memory on a Pi
     cfg = build_config(args)
     console = None
     if cfg.report.dashboard:
