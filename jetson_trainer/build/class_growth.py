@@ -20,6 +20,11 @@ into the type's declared classes), the trainer grows the model's class list:
   least the old model's less `margin`. A new class has too few labels for a holdout of its own;
   its recall on its labeled windows is reported.
 
+Every grown classifier carries an anomaly head (build/anomaly_head.py: a second output, fitted on
+the normal history and the labeled windows), so that a fault of a class it does not know yet
+is still `anomaly` on the node, as it was under the anomaly model; `growth.json` reports its
+checks under `anomaly_head`.
+
 The Pis learn the new names from the bundle: its manifest's `classes` are the grown list (the
 built-in type's manifest stays without `machine_type`; the node's vetting accepts a model that
 knows some of its type's classes, healthy first, pi_edge/model/vetting.py).
