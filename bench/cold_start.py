@@ -27,9 +27,11 @@ classes technicians name (issue 24, item 4).
    over the four true classes (a class it does not know yet counts as missed) and over the
    classes it knows (windows of the others left out).
 
-The detection figures come from the anomaly model (v1) alone. A grown classifier has no
-`anomaly` output: a fault of a class it does not know is no longer flagged as `anomaly` by the
-node (the labels of later classes in step 3 still come from v1's detections).
+The detection figures come from the anomaly model (v1) alone. A grown classifier carries an
+anomaly head (jetson_trainer/build/anomaly_head.py): each growth step reports the share of the
+evaluation windows of each class it does not know yet that the node calls `anomaly`, and that
+share on truly normal windows (false anomalies); the labels of later classes in step 3 still
+come from v1's detections.
 
 --quick: 24 h history, 24 h stream, 12 h evaluation; default 48 h, 48 h, 24 h.
 """
@@ -157,19 +159,34 @@ def detection(model: Any, s: PlantStream) -> dict[str, Any]:
 
 
 def _f1s(model: Any, ev: PlantStream) -> dict[str, Any]:
-    """Macro-F1 against the true classes: over all four, and over the classes it knows."""
+    """Macro-F1 against the true classes: over all four, and over the classes it knows (a
+    window its anomaly head flags counts as none of them); the head's `anomaly` share on the
+    windows of each class it does not know yet, and on truly normal windows."""
     served = model.classes
-    to_type = np.array([CLASSES.index(c) for c in served])
-    pred = to_type[model.classifier.predict(ev.data).argmax(axis=1)]
+    to_type = np.array([CLASSES.index(c) if c in CLASSES else -1 for c in served])
+    top = model.classifier.predict(ev.data).argmax(axis=1)
+    pred = to_type[top]
+    anomaly = pred < 0
     known = np.isin(ev.true, to_type)
     k = len(CLASSES)
+    unknown = {
+        CLASSES[c]: round(float(anomaly[ev.true == c].mean()), 4)
+        for c in range(len(CLASSES))
+        if c not in to_type and (ev.true == c).any()
+    }
     return {
         "classes": list(served),
+        "anomaly_share_unknown_classes": unknown,
+        "anomaly_share_normal": round(float(anomaly[ev.true == 0].mean()), 5),
         "macro_f1_all": round(quality.macro_f1(ev.true, pred, k), 4),
         "macro_f1_known": round(quality.macro_f1(ev.true[known], pred[known], k), 4),
         "recall": {
             c: round(r, 4)
-            for c, r in zip(CLASSES, quality.per_class_recall(ev.true, pred, k), strict=True)
+            for c, r in zip(
+                CLASSES,
+                quality.per_class_recall(ev.true, np.where(anomaly, k, pred), k + 1)[:k],
+                strict=True,
+            )
             if not math.isnan(r)
         },
     }
@@ -239,6 +256,10 @@ def growth(
             "at_stream_h": round(float(s.time_s[idx[-1]] - s.time_s[0]) / 3600, 2),
             "labels": {n: names.count(n) for n in sorted(grows_to - {DEFAULT_TYPE.normal})},
             "gate": g.report["gate"],
+            "head": {
+                k: g.report["anomaly_head"][k]
+                for k in ("quantization", "tolerance_deg", "verdict_agreement")
+            },
             "train_s": round(time.monotonic() - t0, 1),
         }
         if g.bundle_path is not None:

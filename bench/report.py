@@ -947,6 +947,12 @@ def cold_start_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[C
             + ("" if (g.get("gate") or {}).get("accepted") else " (refused)"),
             fnum(g.get("macro_f1_known"), "{:.3f}"),
             fnum(g.get("macro_f1_all"), "{:.3f}"),
+            ", ".join(
+                f"{k} {fnum(v, '{:.2f}')}"
+                for k, v in (g.get("anomaly_share_unknown_classes") or {}).items()
+            )
+            or "-",
+            fnum(g.get("anomaly_share_normal"), "{:.4f}"),
         ]
         for g in d.get("growth", [])
     ]
@@ -970,8 +976,10 @@ def cold_start_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[C
         + ".\n\nClass growth: a technician labels the first "
         f"{run.get('labels_per_episode')} flagged windows of each detected episode with its true "
         "class; once a class no model knows has 4 labels, the class list grows by it (gated on "
-        "the old classes' holdout). Faults of a class the model does not know are missed, in "
-        "the last column. Each grown model on a fresh "
+        "the old classes' holdout). Faults of a class the model does not know count as missed "
+        "in the macro-F1 over all 4; its anomaly head (jetson_trainer/build/anomaly_head.py) "
+        "calls the share in the next column `anomaly`, and the last column is its false "
+        "`anomaly` share on truly normal windows. Each grown model on a fresh "
         f"{fnum(run.get('eval_h'), '{:.0f}')} h plant stream:\n\n"
         + table(
             [
@@ -982,6 +990,8 @@ def cold_start_section(d: dict[str, Any] | None, meta: dict[str, Any], c: list[C
                 "gate old → new",
                 "macro-F1, known classes",
                 "macro-F1, all 4 (unknown = missed)",
+                "unknown classes → `anomaly`",
+                "normal → `anomaly`",
             ],
             rows,
         )

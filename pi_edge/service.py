@@ -917,7 +917,10 @@ class EdgeService:
         for lane in self.lanes.lanes:
             lane_loop, model = self.lane_loops[lane.name], lane.manager.model
             flagged = model is not None and model.anomaly is not None  # ask what it flags
-            message = lane_loop.requests(self.config.node, now, flagged_only=flagged)
+            headed = model is not None and model.head is not None  # … what its head flags first
+            message = lane_loop.requests(
+                self.config.node, now, flagged_only=flagged, flagged_first=headed
+            )
             if message is None:
                 continue
             rc = self._mqtt.publish(topic, message.to_json(), qos=1).rc

@@ -34,7 +34,14 @@ from .machine_type import DEFAULT_TYPE, MAX_CLASSES, Channel, MachineType
 from .schema import CHANNELS, CLASSES, UNITS, WINDOW_LENGTH
 from .window import MAX_SAMPLES
 
-__all__ = ["MANIFEST_FORMAT", "MAX_MANIFEST_BYTES", "TASKS", "Manifest", "parse_manifest"]
+__all__ = [
+    "HEAD_OUTPUTS",
+    "MANIFEST_FORMAT",
+    "MAX_MANIFEST_BYTES",
+    "TASKS",
+    "Manifest",
+    "parse_manifest",
+]
 
 MANIFEST_FORMAT = 1
 MAX_MANIFEST_BYTES = 1024 * 1024  # a trainer's manifest is ~40 KB; checked from the header
@@ -44,6 +51,7 @@ MAX_NAME_CHARS = 64
 MAX_TEXT_CHARS = 256  # quantization, arch, converter, site
 MAX_WINDOW_LENGTH = MAX_SAMPLES  # the window frame's limit
 TASKS = ("classify", "anomaly")  # what the model's output means
+HEAD_OUTPUTS = 2  # a classifier's anomaly head: [u, r] (protocol/README.md)
 _TYPE_KEYS = frozenset(
     {"name", "channels", "sample_hz", "hop", "normal", "open_classes", "machines"}
 )
@@ -241,15 +249,33 @@ class Manifest:
             )
 
     def _check_anomaly(self) -> None:
-        if self.task != "anomaly":
-            if self.anomaly is not None:
-                raise _fail("anomaly settings belong to a task 'anomaly' model")
+        """Task "anomaly": `{threshold, method}`. A classifier may carry an anomaly head (its
+        model's second output, [u, r]: protocol/README.md "Anomaly models and class growth"):
+        `{threshold, method, golden}`, `golden` the head's output for each golden vector."""
+        if self.anomaly is None:
+            if self.task == "anomaly":
+                raise _fail("anomaly must be {'threshold': number, 'method': text}")
             return
         obj = _object("anomaly", self.anomaly)
-        if set(obj) - {"threshold", "method"} or "threshold" not in obj:
-            raise _fail("anomaly must be {'threshold': number, 'method': text}")
+        keys = {"threshold", "method"} | ({"golden"} if self.task == "classify" else set())
+        if set(obj) - keys or "threshold" not in obj:
+            raise _fail(f"anomaly must have the fields {sorted(keys)} (threshold required)")
         _real("anomaly.threshold", obj["threshold"], 1e-12, MAX_ABS)
         _text("anomaly.method", obj.get("method", ""))
+        if self.task == "classify":
+            golden = obj.get("golden")
+            if not isinstance(golden, list | tuple) or len(golden) != len(self.golden):
+                raise _fail(
+                    f"anomaly.golden must hold the head's output for each of the "
+                    f"{len(self.golden)} golden vectors"
+                )
+            for i, pair in enumerate(golden):
+                _numbers(f"anomaly.golden[{i}]", pair, HEAD_OUTPUTS)
+
+    @property
+    def has_head(self) -> bool:
+        """A classifier whose model has a second output, the anomaly head."""
+        return self.task == "classify" and self.anomaly is not None
 
     def machine(self) -> MachineType:
         """The machine type this model is for, with the model's classes and window length."""

@@ -5,6 +5,7 @@
     rocket.py         the long-window front-end: fixed random dilated convolutions + a head
     anomaly.py        cold start: a Mahalanobis anomaly model from the healthy class alone
     class_growth.py   a type learns the fault classes technicians name: the class list grows
+    anomaly_head.py   a grown classifier's second output: unknown faults stay `anomaly`
     train.py          initial training and fine-tuning (imports TensorFlow when called)
     convert.py        Keras → TFLite (int8, float16, float32) and the checks each must pass
     interpreter.py    the one LiteRT interpreter the trainer's checks run a .tflite with

@@ -20,6 +20,11 @@ into the type's declared classes), the trainer grows the model's class list:
   least the old model's less `margin`. A new class has too few labels for a holdout of its own;
   its recall on its labeled windows is reported.
 
+Every grown classifier carries an anomaly head (build/anomaly_head.py: a second output, fitted on
+the normal history and the labeled windows), so that a fault of a class it does not know yet
+is still `anomaly` on the node, as it was under the anomaly model; `growth.json` reports its
+checks under `anomaly_head`.
+
 The Pis learn the new names from the bundle: its manifest's `classes` are the grown list (the
 built-in type's manifest stays without `machine_type`; the node's vetting accepts a model that
 knows some of its type's classes, healthy first, pi_edge/model/vetting.py).
@@ -147,7 +152,9 @@ def grow(
     classes `labeled` names (windows, class names of the type); gate on `holdout` (windows and
     class NAMES of the champion's classes). Trains with TensorFlow (run_train)."""
     from protocol import decode_bundle
+    from protocol.model_input import normalise
 
+    from .anomaly_head import attach_head, fit_head
     from .interpreter import LiteModel
     from .pipeline import run_train
 
@@ -183,8 +190,25 @@ def grow(
         quantizations=("int8",),
         kind=grown,
     )
-    new = decode_bundle(Path(outcome.bundle_path).read_bytes(), None, allow_unsigned=True)
     hx, hnames = np.asarray(holdout[0], np.float32), list(holdout[1])
+    norm = decode_bundle(Path(outcome.bundle_path).read_bytes(), None, allow_unsigned=True)
+    head = fit_head(  # faults of classes it does not know stay `anomaly` (build/anomaly_head.py)
+        classes,
+        normalise(np.asarray(normal_x, np.float32), norm.manifest.normalisation),
+        normalise(x_lab, norm.manifest.normalisation),
+        names,
+        seed=seed,
+    )
+    _, head_figures = attach_head(
+        Path(outcome.bundle_path),
+        outcome.keras_model,
+        head,
+        x,
+        np.concatenate([hx, x_lab]),
+        private_key=private_key,
+        seed=seed,
+    )
+    new = decode_bundle(Path(outcome.bundle_path).read_bytes(), None, allow_unsigned=True)
     new_pred = LiteModel(new.model, new.manifest.normalisation).predict(hx).argmax(axis=1)
     old_out = LiteModel(champion.model, manifest.normalisation).predict(hx)
     if manifest.task == "anomaly":
@@ -232,6 +256,7 @@ def grow(
             "accepted": gate.accepted,
         },
         "recall_on_labeled": recall,
+        "anomaly_head": head_figures,
     }
     (Path(out_dir) / "growth.json").write_text(json.dumps(report, indent=1) + "\n")
     log.info(

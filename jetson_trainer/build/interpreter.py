@@ -21,7 +21,7 @@ from protocol.model_input import ModelInput
 
 from ..errors import TrainerError
 
-__all__ = ["LiteModel", "micros_per_window"]
+__all__ = ["LiteModel", "micros_per_window", "outputs_in_order"]
 
 
 def _interpreter_class() -> Any:
@@ -32,6 +32,20 @@ def _interpreter_class() -> Any:
 
         return tf.lite.Interpreter
     return Interpreter
+
+
+def outputs_in_order(interp: Any) -> list[dict[str, Any]]:
+    """The interpreter's output details in the model's order. LiteRT lists a multi-output
+    model's outputs in no promised order (a Keras model's [probabilities, head] comes out head
+    first); its serving signature names them `output_0`, `output_1`, … in the model's order."""
+    details = list(interp.get_output_details())
+    if len(details) == 1:
+        return details
+    named = interp.get_signature_runner().get_output_details()
+    try:
+        return [named[f"output_{i}"] for i in range(len(details))]
+    except KeyError as exc:
+        raise TrainerError(f"the model's signature does not name its outputs: {exc}") from exc
 
 
 class LiteModel:
@@ -46,7 +60,8 @@ class LiteModel:
         except (ValueError, RuntimeError) as exc:
             raise TrainerError(f"LiteRT cannot load the model ({len(model)} bytes): {exc}") from exc
         self._input = self._interp.get_input_details()[0]
-        self._output = self._interp.get_output_details()[0]
+        self._outputs = outputs_in_order(self._interp)
+        self._output = self._outputs[0]
         self.model_input = ModelInput.for_tensor(normalisation, self._input)
         self._batch = -1
         self._resize(1)
@@ -73,6 +88,22 @@ class LiteModel:
             self._interp.invoke()
             outs.append(self._output_probs(self._interp.get_tensor(self._output["index"])))
         return np.concatenate(outs).astype(np.float32)
+
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output tensor (float32, dequantized) for raw windows `x`, in the model's order:
+        a classifier with an anomaly head has two, probabilities then the head (anomaly_head.py).
+        """
+        self._resize(len(x))
+        self._interp.set_tensor(self._input["index"], self.model_input(x))
+        self._interp.invoke()
+        out = []
+        for detail in self._outputs:
+            y = self._interp.get_tensor(detail["index"])
+            if np.dtype(detail["dtype"]) != np.float32:
+                scale, zero = detail.get("quantization", (0.0, 0))
+                y = (y.astype(np.float32) - zero) * np.float32(scale)
+            out.append(np.asarray(y, np.float32))
+        return out
 
     def _output_probs(self, y: np.ndarray) -> np.ndarray:
         """The output as float32 probabilities, dequantized if the output tensor is integer."""

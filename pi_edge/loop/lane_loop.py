@@ -247,14 +247,18 @@ class LaneLoop:
         )
 
     def requests(
-        self, node: str, now: float, *, flagged_only: bool = False
+        self, node: str, now: float, *, flagged_only: bool = False, flagged_first: bool = False
     ) -> LabelRequests | None:
         """The label request to publish now for this type's held windows that would help most
         (loop/label_requests.py), in its class names; None when it is sure or out of budget.
-        `flagged_only`: an anomaly model serves, ask for what it flagged (loop/ask_flagged.py)."""
+        `flagged_only`: an anomaly model serves, ask for what it flagged (loop/ask_flagged.py);
+        `flagged_first`: a classifier with an anomaly head serves, ask for what it flagged while
+        it holds such windows, else as any classifier."""
         asker, labeler, drift = self.asker, self.labeler, self.drift
         if labeler is None or drift is None or now < asker.next_check:
             return None
+        if flagged_first and not flagged_only:
+            flagged_only = any(p < 0 for _, p, _, _ in labeler.held.unlabeled())
         if flagged_only:
             picks = ask_flagged(asker, labeler.held.unlabeled(), now)
         elif not asker.due(now, drift.overall(), self.estimator.accuracy_est):

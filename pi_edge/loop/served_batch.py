@@ -6,7 +6,9 @@ type's classes (grown from an anomaly model) does: the windows' labels are mappe
 model's outputs (model/vocabulary.py) before the drift watch, the health watch, the accuracy
 estimate and the predictions see them, and the model's verdicts are mapped back onto the type's
 classes for what goes to the trainer (kept windows, held windows for late labels). An anomaly
-model's flagged windows are flagged out of distribution, so they are kept and shipped.
+model's flagged windows are flagged out of distribution, so they are kept and shipped; so are
+the windows a classifier's anomaly head flags (model/anomaly_head.py: outputs are the model's
+classes and `anomaly`, the drift watch sees the classifier's own probabilities).
 """
 
 from __future__ import annotations
@@ -51,11 +53,16 @@ def serve_batch(
 ) -> ServedBatch:
     """Map one batch `model` gave `probs` for onto its type's `declared` classes, and let the
     drift watch see it (see the module doc)."""
-    scorer = model.anomaly
+    scorer, head = model.anomaly, model.head
     vocab = vocabulary(declared, model.classes, scorer is not None)
     seen = vocab.relabel(windows)
     top = probs.argmax(axis=1)
-    if scorer is None:
+    if head is not None:  # the drift watch sees the classifier; the head flags what it knows not
+        inner = head.last_probs
+        verdicts = drift.observe(seen, x, inner, inner.argmax(axis=1))
+        flagged = (top == len(inner[0]) if len(inner) else top < 0).astype(np.int64)
+        verdicts = flag_anomalies(verdicts, flagged, head.last_ratio)
+    elif scorer is None:
         verdicts = drift.observe(seen, x, probs, top)
     else:
         one_class, ones, zeros = drift_view(seen, probs)

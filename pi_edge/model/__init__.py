@@ -10,6 +10,7 @@ lifecycle.py     `ModelManager`: owns the "edge-models" thread that vets bundles
 classifier.py    the one place pi_edge loads a TFLite interpreter; `Classifier` feeds it
                  (owned by the worker thread, never shared)
 anomaly.py       an anomaly model's score against its threshold: (healthy, `anomaly`)
+anomaly_head.py  a classifier with an anomaly head: its classes and `anomaly`
 vocabulary.py    a type's declared classes against its serving model's (both ways, pure)
 health_watch.py  is a model just swapped in clearly worse than the one before? (pure)
 evaluate.py      offline evaluation of a bundle (`pi_edge evaluate`)

@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from protocol import Manifest
 from protocol.errors import ModelInputError
+from protocol.manifest import HEAD_OUTPUTS
 from protocol.model_input import ModelInput
 
 from ..errors import EdgeError, ModelError
@@ -51,6 +52,32 @@ _lock = threading.Lock()
 # interpreters cached ≈ this / (256 KiB + 4 × model bytes), within 4..batch_max
 CACHE_BUDGET_BYTES = 4 << 20
 _loaded: tuple[Any, str] | None = None
+
+
+def _dequantized(y: Any, dtype: np.dtype[Any], quant: Any) -> npt.NDArray[np.float32]:
+    """An output tensor as float32 (an int8/uint8 one dequantized with its scale, zero point)."""
+    if dtype != np.float32:
+        scale, zero = quant
+        y = (y.astype(np.float32) - zero) * np.float32(scale)
+    return np.asarray(y, dtype=np.float32)
+
+
+def _outputs_in_order(interp: Any, manifest: Manifest) -> list[dict[str, Any]]:
+    """The output details in the model's order: a classifier with an anomaly head has two,
+    which the runtime lists in no promised order; its serving signature names them `output_0`
+    (probabilities) and `output_1` (the head), as protocol/README.md says."""
+    details = list(interp.get_output_details())
+    if len(details) == 1:
+        return details
+    try:
+        named = interp.get_signature_runner().get_output_details()
+        return [named[f"output_{i}"] for i in range(len(details))]
+    except (AttributeError, KeyError, ValueError, RuntimeError) as exc:
+        raise ModelError(
+            f"bundle v{manifest.version}'s model has {len(details)} outputs and no serving "
+            f"signature naming them output_0…: {exc}",
+            kind="incompatible",
+        ) from exc
 
 
 def interpreter_class() -> tuple[Any, str]:
@@ -109,7 +136,7 @@ class Classifier:
         self.policy = policy or BatchPolicy()
         self._cls, self.runtime = interpreter_class()
         t, c = manifest.input_shape
-        self._interps: OrderedDict[int, tuple[Any, int, int]] = OrderedDict()
+        self._interps: OrderedDict[int, tuple[Any, int, int, int]] = OrderedDict()
         if cache_sizes is None:
             fit = CACHE_BUDGET_BYTES // ((256 << 10) + 4 * len(model))
             cache_sizes = max(4, min(self.policy.max_size, fit))
@@ -120,7 +147,8 @@ class Classifier:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"the runtime cannot load this model: {exc}", "runtime") from exc
         inp = probe.get_input_details()[0]
-        out = probe.get_output_details()[0]
+        outs = _outputs_in_order(probe, manifest)
+        out = outs[0]
         shape = tuple(int(v) for v in inp["shape"])
         if len(shape) != 3 or shape[1:] != (t, c):
             raise ModelError(
@@ -134,6 +162,19 @@ class Classifier:
                 f"model has {n_out} outputs for {len(manifest.classes)} manifest classes",
                 kind="incompatible",
             )
+        self.has_head = manifest.has_head  # a second output: the anomaly head (anomaly_head.py)
+        widths = [int(o["shape"][-1]) for o in outs[1:]]
+        if widths != ([HEAD_OUTPUTS] if self.has_head else []):
+            raise ModelError(
+                f"model has extra outputs of widths {widths}; its manifest "
+                + ("names an anomaly head, one output of 2" if self.has_head else "none"),
+                kind="incompatible",
+            )
+        self._out_index = int(out["index"])
+        self._head_index = int(outs[1]["index"]) if self.has_head else -1
+        self._head_q = outs[1].get("quantization", (0.0, 0)) if self.has_head else (0.0, 0)
+        self._head_dtype = np.dtype(outs[1]["dtype"]) if self.has_head else np.dtype(np.float32)
+        self.last_head: npt.NDArray[np.float32] = np.zeros((0, HEAD_OUTPUTS), np.float32)
         self.input_dtype = np.dtype(inp["dtype"])
         self.output_dtype = np.dtype(out["dtype"])
         self._out_q = out.get("quantization", (0.0, 0))
@@ -143,7 +184,7 @@ class Classifier:
             raise ModelError(f"this model cannot be fed: {exc}", kind="incompatible") from exc
         self._spare: Any = probe  # becomes the first cached interpreter
 
-    def _interpreter(self, size: int) -> tuple[Any, int, int]:
+    def _interpreter(self, size: int) -> tuple[Any, int, int, int]:
         entry = self._interps.get(size)
         if entry is not None:
             self._interps.move_to_end(size)
@@ -163,7 +204,7 @@ class Classifier:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"the runtime cannot load this model: {exc}", "runtime") from exc
         self.reallocations += 1
-        entry = (interp, in_idx, interp.get_output_details()[0]["index"])
+        entry = (interp, in_idx, self._out_index, self._head_index)  # same indices: same model
         self._interps[size] = entry
         return entry
 
@@ -179,21 +220,24 @@ class Classifier:
             x = x[None]
         n = x.shape[0]
         out = np.empty((n, len(self.manifest.classes)), dtype=np.float32)
+        head = np.empty((n if self.has_head else 0, HEAD_OUTPUTS), dtype=np.float32)
         step = self.policy.max_size
         for start in range(0, n, step):
             chunk = x[start : start + step]
-            out[start : start + len(chunk)] = self._invoke(chunk)
+            out[start : start + len(chunk)] = self._invoke(chunk, head[start : start + len(chunk)])
+        self.last_head = head
         return out
 
-    def _invoke(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        interp, in_idx, out_idx = self._interpreter(x.shape[0])
+    def _invoke(
+        self, x: npt.NDArray[np.float32], head: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        """Probabilities of `x`; a model with an anomaly head also fills `head` (its output)."""
+        interp, in_idx, out_idx, head_idx = self._interpreter(x.shape[0])
         interp.set_tensor(in_idx, self.model_input(x))
         interp.invoke()
-        y = interp.get_tensor(out_idx)
-        if self.output_dtype != np.float32:
-            scale, zero = self._out_q
-            y = (y.astype(np.float32) - zero) * np.float32(scale)
-        return np.asarray(y, dtype=np.float32)
+        if head_idx >= 0:
+            head[:] = _dequantized(interp.get_tensor(head_idx), self._head_dtype, self._head_q)
+        return _dequantized(interp.get_tensor(out_idx), self.output_dtype, self._out_q)
 
     def check_golden(self) -> int:
         """Run the manifest's golden vectors; ModelError(kind="golden") on any mismatch.

@@ -16,6 +16,7 @@ from protocol.topics import DEFAULT_TYPE_NAME
 from ..errors import ModelError
 from ..intake.inbox import BatchPolicy
 from .anomaly import AnomalyScorer, is_anomaly
+from .anomaly_head import HeadedClassifier, is_headed
 from .classifier import Classifier
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,11 @@ class Expected:
 @dataclass(frozen=True, slots=True)
 class VettedModel:
     """A bundle that passed every check, with its ready-to-run classifier (an `AnomalyScorer`
-    for an anomaly model: model/anomaly.py)."""
+    for an anomaly model: model/anomaly.py; a `HeadedClassifier` for a classifier with an
+    anomaly head: model/anomaly_head.py)."""
 
     bundle: Bundle
-    classifier: Classifier | AnomalyScorer
+    classifier: Classifier | AnomalyScorer | HeadedClassifier
 
     @property
     def version(self) -> int:
@@ -115,14 +117,23 @@ class VettedModel:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        """What its outputs mean: the manifest's classes, or (healthy, `anomaly`)."""
+        """What its outputs mean: the manifest's classes, or (healthy, `anomaly`), or the
+        manifest's classes and `anomaly`."""
         clf = self.classifier
-        return clf.classes if isinstance(clf, AnomalyScorer) else self.bundle.manifest.classes
+        if isinstance(clf, AnomalyScorer | HeadedClassifier):
+            return clf.classes
+        return self.bundle.manifest.classes
 
     @property
     def anomaly(self) -> AnomalyScorer | None:
         clf = self.classifier
         return clf if isinstance(clf, AnomalyScorer) else None
+
+    @property
+    def head(self) -> HeadedClassifier | None:
+        """The classifier, if it carries an anomaly head."""
+        clf = self.classifier
+        return clf if isinstance(clf, HeadedClassifier) else None
 
 
 def check_site(manifest: Manifest, site: str) -> None:
@@ -181,10 +192,12 @@ def build_model(
 ) -> VettedModel:
     """Check compatibility, build an interpreter, run the golden vectors (ModelError)."""
     expected.check(bundle.manifest)
-    model: Classifier | AnomalyScorer
+    model: Classifier | AnomalyScorer | HeadedClassifier
     model = Classifier(bundle.model, bundle.manifest, threads=threads, policy=policy)
     if is_anomaly(bundle.manifest):
         model = AnomalyScorer(model)
+    elif is_headed(bundle.manifest):
+        model = HeadedClassifier(model)
     model.check_golden()
     return VettedModel(bundle, model)
 

@@ -60,6 +60,7 @@ class Cold:
     faulty_class: int
     history: np.ndarray  # the normal running it was trained on (the trainer's replay)
     holdout: np.ndarray  # other healthy windows (the growth gate's old-class holdout)
+    unknown: np.ndarray  # drive_wear windows it flags: a fault no label will name here
 
     def signed(self, models: EdgeModels, version: int = 1, **changes: Any) -> bytes:
         m = dataclasses.replace(self.bundle.manifest, version=version, **changes)
@@ -84,9 +85,18 @@ def cold(tmp_path_factory: pytest.TempPathFactory) -> Cold:
         xt[(yt == normal) & (scores < threshold / 2)],
         xt[(yt == fault) & (scores > 2 * threshold)],
     )
+    other = xt[(yt == CLASSES.index("drive_wear")) & (scores > 2 * threshold)]
     assert len(calm) >= 8 and len(loud) >= 8, "the anomaly model does not separate the test data"
+    assert len(other) >= 8, "the anomaly model does not flag drive_wear"
     return Cold(
-        bundle, threshold, calm[:8], loud[:8], fault, x[y == normal], xt[yt == normal][:200]
+        bundle,
+        threshold,
+        calm[:8],
+        loud[:8],
+        fault,
+        x[y == normal],
+        xt[yt == normal][:200],
+        other[:8],
     )
 
 
@@ -258,24 +268,37 @@ def test_labels_of_flagged_windows_grow_the_class_list_and_the_node_learns_the_n
     assert grown.bundle_path is not None
     v2 = decode_bundle(grown.bundle_path.read_bytes(), None, allow_unsigned=True)
     assert v2.manifest.classes == ("normal", "bearing_fault") and v2.manifest.parent == 1
+    assert v2.manifest.has_head and v2.manifest.task == "classify"  # the anomaly head
+    head = grown.report["anomaly_head"]
+    assert head["verdict_agreement"] >= 0.995 and head["argmax_agreement"] >= 0.995
     signed = encode_bundle(v2.manifest, v2.model, models.private_key.sign)
     publisher.publish(topics.model_current, signed, retain=True)
     assert svc.wait_for_model(2, timeout=20), "the node did not take the grown model"
-    s2 = _send(publisher, topics, sick, cold.normal, s2)
     start = s2
-    _send(publisher, topics, sick, cold.faulty, s2)
-    pred_sick = topics.prediction(sick)
+    s2 = _send(publisher, topics, sick, cold.normal, s2)
+    s2 = _send(publisher, topics, sick, cold.faulty, s2)
+    other = "m03"  # a fault no label named yet, on a machine of its own
+    s3 = _send(publisher, topics, other, cold.normal[:4], 0)
+    s3 = _send(publisher, topics, other, cold.unknown, s3)
+    pred_sick, pred_other = topics.prediction(sick), topics.prediction(other)
     assert seen.wait_for(
         lambda msgs: (
             sum(t == pred_sick and Prediction.from_json(p).seq >= start for t, p, _ in msgs)
-            >= len(cold.faulty)
+            >= s2 - start
+            and sum(t == pred_other for t, _, _ in msgs) >= s3
         ),
         timeout=20,
     )
     after = [p for b in seen.on(pred_sick) if (p := Prediction.from_json(b)).seq >= start]
-    assert {p.classes for p in after} == {("normal", "bearing_fault")}
-    assert {p.model_version for p in after} == {2}
-    assert sum(p.label == "bearing_fault" for p in after) >= len(cold.faulty) - 1
+    unknown = [Prediction.from_json(b) for b in seen.on(pred_other)]
+    assert {p.classes for p in after + unknown} == {("normal", "bearing_fault", "anomaly")}
+    assert {p.model_version for p in after + unknown} == {2}
+    n = len(cold.normal)
+    assert [p.label for p in after if p.seq - start < n] == ["normal"] * n  # healthy: healthy
+    known = [p.label for p in after if p.seq - start >= n]
+    assert known.count("bearing_fault") >= len(cold.faulty) - 1  # the known fault: its class
+    assert [p.label for p in unknown] == ["normal"] * 4 + ["anomaly"] * len(cold.unknown)
+    assert all(p.ood and p.ood_score > 1 for p in unknown if p.label == "anomaly")
     event_sick = topics.machine_event(sick)
     assert seen.wait_for(
         lambda msgs: any(
@@ -283,6 +306,26 @@ def test_labels_of_flagged_windows_grow_the_class_list_and_the_node_learns_the_n
         ),
         timeout=20,
     ), "no fault event of the new class"
+    event_other = topics.machine_event(other)
+    assert seen.wait_for(
+        lambda msgs: any(
+            t == event_other and MachineEvent.from_json(p).event == "anomaly_start"
+            for t, p, _ in msgs
+        ),
+        timeout=20,
+    ), "the unknown fault raised no anomaly event after growth"
+    # what the head flagged is kept and shipped for the trainer, like an anomaly model's
+    assert seen.wait_for(
+        lambda msgs: any(
+            r.window.machine == other and r.reason == "out_of_distribution"
+            for t, p, _ in msgs
+            if t == topics.drift_batches(NODE)
+            for r in decode_batch(p).records
+        ),
+        timeout=20,
+    ), "the windows the head flagged were not shipped"
+    shipped = [r for r in _records(seen, topics) if r.window.machine == other]
+    assert all(r.predicted is None and r.window.seq >= 4 for r in shipped)  # `anomaly`
 
 
 FAN_SITE = """

@@ -74,6 +74,7 @@ def _service(tmp_path: Path, **kw: Any) -> EdgeService:
         bundle=SimpleNamespace(manifest=manifest),
         classes=CLASSES,
         anomaly=None,  # a classifier, not an anomaly model
+        head=None,  # without an anomaly head
     )
     svc._client = _Client()
     return svc
