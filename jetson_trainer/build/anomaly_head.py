@@ -25,6 +25,11 @@ healthy). The manifest says so (`task: classify` with `anomaly: {threshold, meth
 protocol/README.md "Anomaly models and class growth"); `extra.anomaly_head` keeps the head's
 parameters so that the lineage's next growth or fine-tune can rebuild it.
 
+A headed model ships as float16 (else float32), never int8: its cosine divides by |z|, and in
+int8 a divisor that quantizes to the zero point makes LiteRT's DIV kernel fail the whole invoke
+("data[i] != zero_point"): a fine-tune's int8 conversion did on its check windows, and a window
+near the normal mean could on a Pi. float16 costs the node ~2.5 µs/window more at batch 16.
+
 >>> z = np.array([[3.0, 0.0], [0.0, 3.0], [0.1, 0.0]])
 >>> np.round(direction_cosines(z, np.array([[1.0, 0.0]])), 3).tolist()
 [[1.0], [0.0], [1.0]]
@@ -236,7 +241,8 @@ def convert_headed(
     *,
     seed: int = 0,
 ) -> HeadedModel:
-    """Convert the headed network at `preferred`, else float16, else float32: the first whose
+    """Convert the headed network at `preferred` (unless int8), else float16, else float32: the
+    first whose
     probabilities agree with Keras (argmax) and whose anomaly verdicts agree with the head's
     definition on ≥ 99.5 % of the raw windows `x_check`, and whose batch resizes."""
     from .convert import MIN_AGREEMENT, QUANTIZATIONS, convert
@@ -248,7 +254,10 @@ def convert_headed(
     want_h = head_outputs(want_p, xn_check, head)
     rep = normalise(x_rep, norm)
     tried: dict[str, dict[str, float]] = {}
-    order = [preferred, *(q for q in QUANTIZATIONS if q != preferred)]
+    # never int8 (see the module doc); `preferred` among the float ones
+    floats = [q for q in QUANTIZATIONS if q != "int8"]
+    order = [preferred] if preferred in floats else []
+    order += [q for q in floats if q not in order]
     for q in order:
         model = convert(net, q, rep if q == "int8" else None, seed)
         lite = LiteModel(model, norm)
@@ -342,3 +351,25 @@ def attach_head(
         "tried": made.tried,
     }
     return path, figures
+
+
+def carried_head(manifest: Manifest, parent: Manifest, model: bytes) -> Manifest:
+    """`manifest` of `model`, the parent's headed network re-issued with new statistics (a
+    reference update, daemon/reference.py), carrying the parent's head: its `anomaly`
+    (threshold, method) with the head's golden outputs for `manifest`'s own golden windows,
+    and `extra.anomaly_head`. Without it a node refuses the two-output model as incompatible.
+    A parent without a head leaves `manifest` as it is."""
+    if parent.task != "classify" or not parent.anomaly:
+        return manifest
+    from .interpreter import LiteModel
+
+    golden_x = np.asarray([g["x"] for g in manifest.golden], np.float32)
+    outs = (
+        LiteModel(model, manifest.normalisation).outputs(golden_x)[1]
+        if len(golden_x)
+        else np.zeros((0, 2), np.float32)
+    )
+    anomaly = {k: v for k, v in parent.anomaly.items() if k != "golden"}
+    anomaly["golden"] = [[float(v) for v in o] for o in outs]
+    extra = {**manifest.extra, "anomaly_head": parent.extra["anomaly_head"]}
+    return dataclasses.replace(manifest, anomaly=anomaly, extra=extra)

@@ -27,6 +27,7 @@ import numpy as np
 
 from protocol import DEFAULT_PREFIX
 
+from ..build.anomaly_head import carried_head
 from ..build.artifacts import make_manifest, write_artifacts
 from ..build.interpreter import LiteModel
 from ..versions.gate import GateDecision
@@ -162,6 +163,7 @@ def renew_reference(
             f"+ {min(len(x_rep), REFERENCE_SIZE)} replay windows",
         },
     )
+    manifest = carried_head(manifest, champion.manifest, champion.model)  # a grown model's
     path = write_artifacts(
         out_dir / f"v{version:04d}", manifest, champion.model, champion.keras, private_key
     )

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from protocol import DEFAULT_PREFIX
+from protocol import DEFAULT_PREFIX, decode_bundle
 from protocol.model_input import normalise
 
+from ..build.anomaly_head import Head, attach_head
 from ..build.artifacts import make_manifest, write_artifacts
 from ..build.convert import convert_with_fallback, converter_version, pick_variant
 from ..build.data import stratified_split
@@ -276,6 +277,14 @@ def retrain(
         path = write_artifacts(
             out_dir / f"v{version:04d}", manifest, chosen.model, keras_model, private_key
         )
-        challenger = Champion(version, path.read_bytes(), chosen.model, manifest, keras_model, path)
+        model = chosen.model
+        if champion.manifest.task == "classify" and champion.manifest.anomaly:
+            # a grown lineage keeps flagging faults it does not know (build/anomaly_head.py):
+            # the champion's head on the tuned network, converted and checked again
+            head = Head.from_extra(champion.manifest.extra.get("anomaly_head"))
+            path, _ = attach_head(path, keras_model, head, x_cal, x_check, private_key=private_key)
+            bundle = decode_bundle(path.read_bytes(), None, allow_unsigned=True)
+            manifest, model = bundle.manifest, bundle.model
+        challenger = Champion(version, path.read_bytes(), model, manifest, keras_model, path)
     seconds = time.monotonic() - start
     return Attempt(decision, len(y_new), len(y_hold), seconds, challenger, n_pseudo)

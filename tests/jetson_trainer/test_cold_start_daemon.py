@@ -104,8 +104,68 @@ def test_labels_of_new_faults_grow_an_anomaly_champion_into_a_classifier_in_the_
         assert v3.manifest.classes == ("normal", "bearing_fault", "pump_fault")  # the type's order
         assert v3.manifest.parent == v2.manifest.version
         assert daemon.champion is not None and daemon.champion.version == v3.manifest.version
+        assert v3.manifest.anomaly is not None and "anomaly_head" in v3.manifest.extra
+        _later_versions_keep_the_head(daemon.champion, xi, yi, x[y == 0], keypair, tmp_path)
     finally:
         daemon.stop()
         client.publish(topics.model_current, b"", qos=1, retain=True).wait_for_publish(5)
         client.loop_stop()
         client.disconnect()
+
+
+def _vetted_headed(path: Path, public_key: Path) -> None:
+    """The bundle at `path` as a node vets it: verified, golden outputs of both heads pass."""
+    from pi_edge.model.vetting import Expected, build_model, verify_bundle
+
+    bundle = verify_bundle(
+        path.read_bytes(), public_key=load_public_key(public_key), allow_unsigned=False
+    )
+    vetted = build_model(bundle, expected=Expected(None, None, None))
+    assert vetted.head is not None, "the node serves it without its anomaly head"
+
+
+def _later_versions_keep_the_head(  # type: ignore[no-untyped-def]
+    champion, xi: np.ndarray, yi: np.ndarray, x_normal: np.ndarray, keypair, tmp_path: Path
+) -> None:
+    """A grown lineage keeps its anomaly head: a reference update re-issues the two-output
+    network with the head's manifest fields (a node refused it without them), and an accepted
+    fine-tune is headed again."""
+    from jetson_trainer.daemon.reference import renew_reference
+    from jetson_trainer.daemon.retrain import RetrainConfig, retrain
+    from jetson_trainer.versions.gate import GateConfig
+
+    known = np.isin(yi, [CLASSES.index(c) for c in champion.manifest.classes])
+    index = {CLASSES[k]: i for i, k in enumerate(sorted(set(yi[known].tolist())))}
+    xk = xi[known]
+    yk = np.asarray([index[CLASSES[k]] for k in yi[known]], np.int64)
+    path, manifest = renew_reference(
+        champion,
+        xk[:60],
+        np.full(60, -1, np.int64),
+        replay=(xk[60:260], yk[60:260]),
+        original_holdout=(xk, yk),
+        out_dir=tmp_path / "renewed",
+        private_key=keypair[0],
+        version=champion.version + 1,
+        reason="test: the champion handles it",
+        labels_used=0,
+    )
+    assert manifest.anomaly is not None and manifest.anomaly["golden"]
+    _vetted_headed(path, keypair[1])
+    drifted = (xk * np.asarray([1.0, 2.5, 1.0, 1.0], np.float32)).astype(np.float32)
+    lenient = GateConfig(margin=0.5, f1_margin=0.5, anchor_margin=0.9, min_loss_gain=0.0)
+    attempt = retrain(
+        champion,
+        drifted[:48],
+        yk[:48],
+        replay=(xk[60:260], yk[60:260]),
+        original_holdout=(xk, yk),
+        out_dir=tmp_path / "tuned",
+        private_key=keypair[0],
+        config=RetrainConfig(gate=lenient),
+        version=champion.version + 2,
+    )
+    assert attempt.challenger is not None, f"the fine-tune was refused: {attempt.decision}"
+    assert attempt.challenger.manifest.anomaly is not None
+    assert attempt.challenger.path is not None
+    _vetted_headed(attempt.challenger.path, keypair[1])
