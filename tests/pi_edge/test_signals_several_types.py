@@ -3,11 +3,14 @@ Mosquitto and two real converted models of different shapes: the built-in type's
 1 Hz, its file as before machine types) and the made-up type `press` (32 × 3 at the type's
 50 Hz, its own file naming `machine_type = "press"`). Each type's readings are assembled into
 its own windows and classified by its own model in its own class names; a reading of a machine
-on another type's topic is refused and counted."""
+on another type's topic is refused and counted. And the simulator publishes a second type's
+(the fan's) readings on its own file and grid, which the node rebuilds exactly."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,14 +19,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench._sites import site_toml
 from pi_edge import EdgeService
 from protocol import CHANNELS, CLASSES, Topics
+from sensor_sim.fan import FAN_TYPE
+from sensor_sim.fleet import Fleet, FleetConfig
 
 from ._model import EdgeModels
 from ._type_model import PRESS, TypeModel
 from .conftest import Publisher
 from .test_machine_types import node, site_file  # noqa: F401 (fixtures)
-from .test_signals_ingest import predictions, wait_status
+from .test_service import _online
+from .test_signals_ingest import REPO, predictions, republished, wait_status
 
 pytestmark = pytest.mark.broker
 BASE = 1_700_000_160  # a multiple of 60 s and of 32 / 50 s: both types' windows start on it
@@ -128,3 +135,62 @@ def test_one_node_assembles_and_classifies_each_types_readings_with_its_own_mode
     assert not any(k.startswith("signal_") and k != "signal_wrong_type" for k in status.errors)
     lanes = {lane.name: lane for lane in svc.lanes.lanes}
     assert (lanes["press"].windows, lanes["default"].windows) == (n_press, n_seed)
+
+
+def test_the_simulators_seed_and_fan_readings_are_rebuilt_exactly_by_one_node(
+    node: Callable[..., EdgeService],  # noqa: F811
+    listen: Callable[..., Any],
+    topics: Topics,
+    broker: Any,
+    tmp_path: Path,
+) -> None:
+    """`sensor_sim run --signals seed,fans --fans 1`: the seed machine's readings on the first
+    file's 1 Hz grid, the fan's on the fan type's (1000 Hz, 128 samples); a node of both types
+    rebuilds and republishes exactly the simulator's windows of each (the fan type has no model
+    here: its windows are counted unclassified, and still republished)."""
+    site = tmp_path / "site.toml"
+    site.write_text(site_toml([FAN_TYPE], ["m*"]))
+    seed = _file(tmp_path / "seed.toml", topics, CHANNELS, "sample_hz = 1.0\n")
+    fans = _file(tmp_path / "fans.toml", topics, FAN_TYPE.channel_names, 'machine_type = "fan"\n')
+    svc = node(site=site, signals=(seed, fans), republish_windows=True, node="pi-sim-types")
+    _online(listen(topics.status("pi-sim-types")), topics, "pi-sim-types")
+    out = listen(topics.windows())
+    hz, seed_no = 2.0, 11
+    sim = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "sensor_sim", "run", "--broker", broker.address, "--prefix", topics.prefix),
+            *("--signals", f"{seed},{fans}", "--machines", "1", "--fans", "1", "--hz", str(hz)),
+            *("--seed", str(seed_no), "--label-fraction", "0", "--fault-mtbf", "0"),
+            *("--duration", "2.2", "--no-dashboard"),
+        ],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sim.returncode == 0, sim.stderr
+    published = int(sim.stderr.split("published ")[-1].split(" windows")[0])  # RunReport
+    ticks = published // 2
+    assert ticks >= 4
+    assert out.wait_for(
+        lambda _: all(len(republished(out, topics, m)) == ticks for m in ("m01", "fan-01")), 20
+    ), sim.stderr[-2000:]
+    fleet = Fleet(
+        FleetConfig(machines=1, fans=1, label_fraction=0.0, mtbf_s=0.0),
+        np.random.default_rng(seed_no),
+    )
+    expected = [fleet.tick(1.0 / hz, 0) for _ in range(ticks)]
+    for i, (machine, t) in enumerate((("m01", 60), ("fan-01", 128))):
+        windows = sorted(republished(out, topics, machine), key=lambda w: w.seq)
+        first = windows[0].seq
+        assert [w.seq for w in windows] == list(range(first, first + ticks))
+        for k, w in enumerate(windows):
+            assert w.data.shape == expected[k][i].data.shape == (t, 4 if i == 0 else 3)
+            np.testing.assert_array_equal(w.data, expected[k][i].data)  # float32, exactly
+    st = wait_status(svc, lambda s: s.detail["signals"]["signal_windows"] == published)
+    assert st.detail["signals"]["types"]["fan"]["signal_samples"] == ticks * 128 * 3
+    assert not any(k.startswith("signal_") for k in st.errors), st.errors
+    lanes = {lane.name: lane for lane in svc.lanes.lanes}
+    assert (lanes["fan"].unclassified, lanes["default"].unclassified) == (ticks, ticks)
