@@ -4,7 +4,8 @@ Mosquitto and two real converted models of different shapes: the built-in type's
 50 Hz, its own file naming `machine_type = "press"`). Each type's readings are assembled into
 its own windows and classified by its own model in its own class names; a reading of a machine
 on another type's topic is refused and counted. And the simulator publishes a second type's
-(the fan's) readings on its own file and grid, which the node rebuilds exactly."""
+(the fan's) readings on its own file and grid, which the node rebuilds exactly; a Modbus
+source in the second type's file feeds that type's model."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from sensor_sim.fan import FAN_TYPE
 from sensor_sim.fleet import Fleet, FleetConfig
 
 from ._model import EdgeModels
+from ._plant_servers import PlantServer, free_port
 from ._type_model import PRESS, TypeModel
 from .conftest import Publisher
 from .test_machine_types import node, site_file  # noqa: F401 (fixtures)
@@ -194,3 +196,54 @@ def test_the_simulators_seed_and_fan_readings_are_rebuilt_exactly_by_one_node(
     assert not any(k.startswith("signal_") for k in st.errors), st.errors
     lanes = {lane.name: lane for lane in svc.lanes.lanes}
     assert (lanes["fan"].unclassified, lanes["default"].unclassified) == (ticks, ticks)
+
+
+def test_a_modbus_source_in_the_second_types_file_feeds_that_types_model(
+    node: Callable[..., EdgeService],  # noqa: F811
+    publisher: Publisher,
+    listen: Callable[..., Any],
+    topics: Topics,
+    models: EdgeModels,
+    press_model: TypeModel,
+    site_file: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A press's three channels polled from a Modbus TCP server nobody here wrote
+    (modbus-serial) on the press's 50 Hz grid: 32-sample windows of the driven values, classified
+    by the press model in its class names, on a node that also serves the built-in type."""
+    port = free_port()
+    mb = PlantServer("modbus_server.js", port).start()
+    try:
+        mb.send(holding={"0": 35, "1": 20, "2": 9})  # force kN, stroke mm, current A
+        regs = "".join(
+            f'[[modbus.register]]\nmachine = "press-1"\nchannel = "{c}"\naddress = {i}\n'
+            for i, c in enumerate(PRESS.channel_names)
+        )
+        press = tmp_path / "press.toml"
+        press.write_text(
+            'machine_type = "press"\nmax_gap_s = 0.2\nreorder_s = 0.1\n'
+            f'[[modbus]]\nhost = "127.0.0.1"\nport = {port}\nname = "press-drive"\n{regs}'
+        )
+        seed = _file(tmp_path / "seed.toml", topics, CHANNELS, "sample_hz = 1.0\n")
+        publisher.publish(
+            topics.model_of("press"), press_model.bundle(5, site=topics.prefix), retain=True
+        )
+        out = listen(topics.prediction("press-1"), topics.window("press-1"))
+        svc = node(site=site_file, signals=(seed, press), republish_windows=True)
+        assert out.wait_for(
+            lambda _: (
+                bool(out.on(topics.prediction("press-1")))
+                and bool(republished(out, topics, "press-1"))
+            ),
+            30,
+        ), f"no press window: {svc.status().detail.get('sources')}"
+        window = republished(out, topics, "press-1")[0]
+        np.testing.assert_array_equal(window.data, np.tile([35.0, 20.0, 9.0], (32, 1)))
+        assert window.timestamp_ns % int(1e9 / 50) == 0  # on the press's 50 Hz grid
+        pred = json.loads(out.on(topics.prediction("press-1"))[0])
+        assert (pred["machine_type"], tuple(pred["classes"])) == ("press", PRESS.classes)
+        assert pred["model_version"] == 5
+        (source,) = svc.status().detail["sources"]
+        assert (source["name"], source["state"]) == ("press-drive", "connected")
+    finally:
+        mb.stop()
