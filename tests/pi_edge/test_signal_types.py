@@ -239,3 +239,19 @@ def test_the_node_config_takes_one_file_as_before_or_several_by_flag(tmp_path: P
     del flags["site"]  # the built-in type alone: the press's file is of no type it serves
     with pytest.raises(ConfigError, match=r"press.toml is of machine type 'press', which this"):
         resolve(EdgeConfig, flags=flags)
+
+
+def test_the_shipped_pair_of_files_reads_for_the_shipped_site_on_node_and_simulator(
+    tmp_path: Path,
+) -> None:
+    from sensor_sim.config import resolve_sim
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    pair = f"{deploy / 'signals.example.toml'},{deploy / 'signals.fan.example.toml'}"
+    flags = {"site": str(deploy / "site.example.toml"), "signals": pair}
+    plans = resolve(EdgeConfig, flags={**flags, "state_dir": str(tmp_path)}).signal_plans()
+    assert [(p.name, p.window_length, p.signals.sample_hz) for p in plans] == [
+        ("default", 60, 60.0),
+        ("fan", 128, 1000.0),
+    ]
+    assert list(resolve_sim(flags={"signals": pair, "fans": 2}).signal_maps()) == ["default", "fan"]
