@@ -519,6 +519,8 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         return value
     if typing.get_origin(base) is tuple:
         item = typing.get_args(base)[0]
+        if isinstance(value, Path) and item is Path:  # one path: a list of one
+            value = [value]
         if not isinstance(value, str | list | tuple):
             raise ValueError(f"{_show(value)} is not a list or a comma-separated string")
         parts = value.split(",") if isinstance(value, str) else list(value)

@@ -38,9 +38,10 @@ from nodekit.settings import (
     setting,
 )
 from protocol import Topics, check_id
-from protocol.signals import SignalMap
+from protocol.machine_type import DEFAULT_TYPE_NAME
 
 from .intake.config import IntakeConfig
+from .intake.signal_types import TypeSignals, plan_signals
 from .loop.config import LoopConfig
 from .model.config import ModelConfig
 from .report.config import ReportConfig
@@ -95,14 +96,20 @@ class EdgeConfig(MqttSettings):
 
     def __post_init__(self) -> None:
         check(self)
-        if self.intake.signals is not None:
-            self.signal_map()  # a wrong signals file fails at start (ConfigError), not later
+        if self.intake.signals:
+            self.signal_plans()  # a wrong signals file fails at start (ConfigError), not later
 
-    def signal_map(self) -> SignalMap | None:
-        """The checked signals file (None without --signals); ConfigError if it is wrong."""
-        if self.intake.signals is None:
-            return None
-        return SignalMap.from_toml(self.intake.signals, self.models.channels)
+    def signal_plans(self) -> tuple[TypeSignals, ...]:
+        """The checked signals files, one per machine type (none without --signals);
+        ConfigError if one is wrong (intake/signal_types.py)."""
+        if not self.intake.signals:
+            return ()
+        served = self.models.served()
+        alone = (  # the built-in type alone, no site file: every machine is its
+            len(served) == 1 and served[0].name == DEFAULT_TYPE_NAME and self.models.site is None
+        )
+        types = {kind.name: kind.declared for kind in served}
+        return plan_signals(self.intake.signals, types, route_all=alone)
 
     @property
     def topics(self) -> Topics:

@@ -48,6 +48,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -191,17 +192,18 @@ class EdgeService:
         except BaseException:
             self.history.history.close()
             raise
-        self.signal_map = config.signal_map()  # --signals: readings → windows (intake/assembler.py)
+        # --signals: readings → windows, an assembler per machine type (intake/signal_types.py)
+        self.signal_intake = intake.signal_intake(config.signal_plans(), self._signal_problem)
         self._signals_lock = threading.Lock()  # paho's thread feeds, the worker forgets
-        self.assembler = intake.assembler(
-            self.signal_map, models.window_length, self._signal_problem
-        )
         self.sources: SourceRunner | None = None  # [[opcua]]/[[modbus]]: the edge-sources thread
-        if self.signal_map is not None and self.signal_map.sources:
+        fed = [] if self.signal_intake is None else self.signal_intake.with_sources()
+        if fed:
             from .intake.sources import SourceRunner  # asyncio: only with plant sources
 
             self.sources = SourceRunner(
-                self.signal_map, self._on_source_reading, self._signal_problem, self.faults
+                [(signals, functools.partial(self._on_source_reading, k)) for k, signals in fed],
+                self._signal_problem,
+                self.faults,
             )
         lanes: list[TypeLane] = []
         for i, kind in enumerate(served):
@@ -229,6 +231,7 @@ class EdgeService:
             len(served) == 1 and served[0].name == DEFAULT_TYPE_NAME and models.site is None
         )
         self.lanes = Lanes(lanes, route_all=self._single, sort_ties=models.site is None)
+        self._lane_named = {lane.name: lane for lane in lanes}
         self.models = lanes[0].manager  # the primary: status model_version, node commands
         self._by_model_topic = {
             topic: (lane, source) for lane in lanes for topic, source in lane.model_topics
@@ -476,8 +479,8 @@ class EdgeService:
                 for m in self.config.intake.machines
             ]
         )
-        if self.signal_map is not None:  # per-signal readings, QoS 0 like windows
-            subs += [(f, 0) for f in self.signal_map.filters()]
+        if self.signal_intake is not None:  # per-signal readings, QoS 0 like windows
+            subs += [(f, 0) for f in self.signal_intake.filters()]
         # the key log in its own SUBSCRIBE, before the models: its retained records are
         # applied before a bundle signed by a new key is vetted (and such a bundle is vetted
         # again after a change of trust anyway, model/lifecycle.py)
@@ -550,7 +553,7 @@ class EdgeService:
         if self.fleet is not None and topic.startswith(self._status_head):
             self._on_status(topic, msg.payload)
             return
-        if self.assembler is not None and self._on_signal(topic, msg.payload, received_ns):
+        if self.signal_intake is not None and self._on_signal(topic, msg.payload, received_ns):
             return
         machine = self.topics.machine_of(topic)
         try:
@@ -641,15 +644,16 @@ class EdgeService:
         self.models.request_rollback(command.from_version, command.id)  # only "rollback"
 
     def _on_signal(self, topic: str, payload: bytes, received_ns: int) -> bool:
-        """One per-signal reading (on paho's thread, cheap): parse it, feed the assembler,
-        queue the windows it finished (and republish them). False if `topic` is no signal's."""
-        signals, assembler = self.signal_map, self.assembler
-        assert signals is not None and assembler is not None
-        found = signals.match(topic)
-        if found is None:
-            return False
-        machine, index = found
+        """One per-signal reading (on paho's thread, cheap): parse it, feed its machine type's
+        assembler, queue the windows it finished (and republish them). False if `topic` is no
+        signal's; a reading whose machine is of another type than its file's is refused."""
+        intake = self.signal_intake
+        assert intake is not None
         try:
+            found = intake.match(topic, self._signal_type_of())
+            if found is None:
+                return False
+            k, machine, index = found
             if self._allowed is not None and machine not in self._allowed:
                 raise PayloadError(
                     f"machine {machine[:80]!r} is not in this node's --machines list",
@@ -657,20 +661,22 @@ class EdgeService:
                 )
             if self.fleet is not None and not self.fleet.owns(machine, time.monotonic()):
                 return True  # another member's machine: its assembler has the reading
-            t_s, value = signals.parse(index, payload, received_ns / 1e9)
+            t_s, value = intake.feeds[k].signals.parse(index, payload, received_ns / 1e9)
             with self._signals_lock:
-                windows = assembler.feed(machine, index, t_s, value)
+                windows = intake.feed(k, machine, index, t_s, value)
         except PayloadError as exc:
             self._bad_payload(exc, topic, "signal reading")
             return True
-        self._assembled(windows, received_ns)
+        self._assembled(k, windows, received_ns)
         return True
 
-    def _on_source_reading(self, machine: str, index: int, t_s: float, value: float) -> None:
-        """One OPC UA or Modbus reading (on the edge-sources thread): exactly the path of an
-        MQTT reading after its payload is parsed."""
-        assembler = self.assembler
-        assert assembler is not None
+    def _on_source_reading(
+        self, k: int, machine: str, index: int, t_s: float, value: float
+    ) -> None:
+        """One OPC UA or Modbus reading of signals file k (on the edge-sources thread): exactly
+        the path of an MQTT reading after its payload is parsed."""
+        intake = self.signal_intake
+        assert intake is not None
         received_ns = time.time_ns()
         try:
             if self._allowed is not None and machine not in self._allowed:
@@ -680,17 +686,36 @@ class EdgeService:
                 )
             if self.fleet is not None and not self.fleet.owns(machine, time.monotonic()):
                 return  # another member's machine (each member reads the sources itself)
+            intake.check(k, machine, self._signal_type_of())
             with self._signals_lock:
-                windows = assembler.feed(machine, index, t_s, value)
+                windows = intake.feed(k, machine, index, t_s, value)
         except PayloadError as exc:
             self._bad_payload(exc, f"source point of {machine[:80]!r}", "source reading")
             return
-        self._assembled(windows, received_ns)
+        self._assembled(k, windows, received_ns)
 
-    def _assembled(self, windows: list[Window], received_ns: int) -> None:
-        """Windows the assembler finished: to the worker, and republished if asked."""
+    def _signal_type_of(self) -> Callable[[str], str | None] | None:
+        """A machine's type name for the signal intake (None: a node of the built-in type
+        alone, whose every machine is its)."""
+        return None if self._single else self._type_name_of
+
+    def _type_name_of(self, machine: str) -> str | None:
+        lane = self.lanes.route(machine)
+        return None if lane is None else lane.name
+
+    def _assembled(self, k: int, windows: list[Window], received_ns: int) -> None:
+        """Windows the assembler of signals file k finished: to the worker with the lane of
+        the file's machine type, whose shape they have (counted unclassified while the type
+        has no model), and republished if asked."""
+        lane = None
+        if not self._single:
+            assert self.signal_intake is not None
+            lane = self._lane_named[self.signal_intake.feeds[k].name]
         for window in windows:
-            self.inbox.put(_Item(window, received_ns))
+            if lane is not None and lane.manager.model is None:
+                lane.count_unclassified(1)  # no model of its type yet: not classified
+                continue
+            self.inbox.put(_Item(window, received_ns, lane))
         if windows and self.config.intake.republish_windows:
             items = [(self.topics.window(w.machine), encode_window(w)) for w in windows]
             if (
@@ -966,9 +991,9 @@ class EdgeService:
         self.machine_states.forget(machines)
         for machine in machines:
             self._published_states.pop(machine, None)
-        if self.assembler is not None:
+        if self.signal_intake is not None:
             with self._signals_lock:
-                self.assembler.forget(machines)
+                self.signal_intake.forget(machines)
         for lane_loop in self.lane_loops.values():
             lane_loop.forget(machines)
         if self.sparkplug is not None:
@@ -1159,12 +1184,9 @@ class EdgeService:
         if self.config.models.rollout_group is not None:  # the trainer's staged rollout reads it
             group = RolloutGroup(self.config.models.rollout_group)
             detail[RolloutGroup.KEY] = group.to_json_obj()
-        if self.assembler is not None:
+        if self.signal_intake is not None:
             with self._signals_lock:
-                detail["signals"] = {
-                    **self.assembler.counts,
-                    "machines": len(self.assembler),
-                }
+                detail["signals"] = self.signal_intake.detail()
         if self._typed:  # detail v 2: each machine type's model and closed loop
             detail[TypeModels.KEY] = self._types_detail().to_json_obj()
             detail[TypeLoops.KEY] = self._loops_detail().to_json_obj()

@@ -6,6 +6,7 @@ channels; pi_edge assembles windows from them (pi_edge/intake/assembler.py) and 
 publish its windows that way (`sensor_sim run --signals`). Both read the file with this module,
 which is pure: parse and check the file, match a topic, parse one sample, build one sample.
 
+    machine_type = "fan" # optional: the machine type whose channels and windows these are
     sample_hz = 1.0      # the grid samples are aligned to; a window is the model's T samples
     max_gap_s = 5.0      # a hole longer than this drops the partial window (counted)
     reorder_s = 2.0      # optional: how late a sample may arrive (default 2 samples)
@@ -16,6 +17,14 @@ which is pure: parse and check the file, match a topic, parse one sample, build 
     time = "ts"          # optional: JSON key of the sample time; else the arrival time
     scale = 1.0          # optional: value * scale + offset (unit conversion)
     offset = 0.0
+
+One file is one machine type's: its channels, its grid and its windows. A node serving several
+types (a site file) takes one file per type, each naming its `machine_type`; a file that names
+none is the node's first type's (a node of the built-in type alone: every file before machine
+types). A type other than the built-in one is sampled at its declared `sample_hz`: the file may
+leave `sample_hz` out (the type's rate is used) and may not give another one (`rate`). Files of
+different types may use the same topic patterns: pi_edge gives a reading to the file of its
+machine's type (pi_edge/intake/signal_types.py).
 
 Sample times (`time` key) are numbers since the Unix epoch; the unit follows from the
 magnitude: below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds, else
@@ -52,12 +61,15 @@ from ._json import loads, short
 from .errors import ConfigError, PayloadError
 from .schema import CHANNELS
 from .sources import MAX_POINTS, MAX_SOURCES, ModbusSource, OpcUaSource, Point, Source
+from .topics import check_id
 
 __all__ = [
     "MACHINE",
     "MAX_SAMPLE_BYTES",
     "SignalMap",
     "SignalSpec",
+    "read_signals_file",
+    "signals_type",
     "slot_ns",
     "slot_of",
     "to_seconds",
@@ -69,7 +81,9 @@ MAX_SIGNALS = 64
 MAX_SAMPLE_HZ = 1000.0
 MAX_GAP_S = 86_400.0
 MAX_TIME_S = 9_000_000_000.0  # year 2255: slot times in ns still fit an int64
-_TOP_KEYS = frozenset({"sample_hz", "max_gap_s", "reorder_s", "signal", "opcua", "modbus"})
+_TOP_KEYS = frozenset(
+    {"machine_type", "sample_hz", "max_gap_s", "reorder_s", "signal", "opcua", "modbus"}
+)
 _SIGNAL_KEYS = frozenset({"topic", "channel", "value", "time", "scale", "offset"})
 
 
@@ -160,7 +174,9 @@ class SignalMap:
         max_gap_s: float = 5.0,
         reorder_s: float | None = None,
         sources: Sequence[Source] = (),
+        machine_type: str | None = None,
     ) -> None:
+        self.machine_type = machine_type  # the file's `machine_type` (None: the node's first)
         self.sample_hz = _number(sample_hz, "sample_hz", 0.0, MAX_SAMPLE_HZ, open_low=True)
         self.max_gap_s = _number(max_gap_s, "max_gap_s", 0.0, MAX_GAP_S)
         self.reorder_s = (
@@ -258,21 +274,37 @@ class SignalMap:
     @classmethod
     def from_toml(cls, path: Path, channels: Sequence[str] = CHANNELS) -> SignalMap:
         """Read and check a signals file; ConfigError naming the file and what is wrong."""
-        try:
-            obj = tomllib.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read signals file {path}: {exc}") from exc
-        return cls.from_dict(obj, channels, source=str(path))
+        return cls.from_dict(read_signals_file(path), channels, source=str(path))
 
     @classmethod
     def from_dict(
-        cls, obj: Mapping[str, Any], channels: Sequence[str] = CHANNELS, *, source: str = "signals"
+        cls,
+        obj: Mapping[str, Any],
+        channels: Sequence[str] = CHANNELS,
+        *,
+        source: str = "signals",
+        rate: float | None = None,
     ) -> SignalMap:
-        """A SignalMap from a parsed TOML document; unknown keys are refused (ConfigError)."""
+        """A SignalMap from a parsed TOML document; unknown keys are refused (ConfigError).
+
+        `channels` are the file's machine type's; `rate`, if given, is the type's declared
+        sample rate: the grid's, which the file may leave out but not contradict.
+
+        >>> doc = {"machine_type": "fan", "signal": [{"topic": "f/{machine}/x", "channel": "x"}]}
+        >>> m = SignalMap.from_dict(doc, ("x",), rate=1000.0)
+        >>> m.machine_type, m.sample_hz
+        ('fan', 1000.0)
+        >>> try:
+        ...     SignalMap.from_dict({**doc, "sample_hz": 50.0}, ("x",), rate=1000.0)
+        ... except ConfigError as exc:
+        ...     print(str(exc).split(": ", 1)[1][:66])
+        sample_hz 50.0 is not machine type fan's sample_hz 1000 (its windo
+        """
         try:
             unknown = sorted(set(obj) - _TOP_KEYS)
             if unknown:
                 raise ValueError(f"unknown key(s) {unknown}; allowed are {sorted(_TOP_KEYS)}")
+            kind = signals_type(obj)
             entries = obj.get("signal", [])
             opcua, modbus = obj.get("opcua", []), obj.get("modbus", [])
             for key, value in (("signal", entries), ("opcua", opcua), ("modbus", modbus)):
@@ -280,6 +312,13 @@ class SignalMap:
                     raise ValueError(f"'{key}' must be an array of tables: write [[{key}]]")
             if not entries and not opcua and not modbus:
                 raise ValueError("no [[signal]] entries; add one per channel")
+            sample_hz = obj.get("sample_hz", 1.0 if rate is None else rate)
+            if rate is not None and sample_hz != rate:
+                raise ValueError(
+                    f"sample_hz {short(sample_hz)} is not machine type {kind or 'of this file'}"
+                    f"'s sample_hz {rate:g} (its windows are sampled at that rate): leave "
+                    f"sample_hz out or write {rate:g}"
+                )
             specs = []
             for i, entry in enumerate(entries):
                 specs.append(cls._spec(entry, i))
@@ -288,10 +327,11 @@ class SignalMap:
             return cls(
                 specs,
                 channels,
-                sample_hz=obj.get("sample_hz", 1.0),
+                sample_hz=sample_hz,
                 max_gap_s=obj.get("max_gap_s", 5.0),
                 reorder_s=obj.get("reorder_s"),
                 sources=sources,
+                machine_type=kind,
             )
         except ValueError as exc:
             raise ConfigError(f"signals file {source}: {exc}") from exc
@@ -424,6 +464,32 @@ class SignalMap:
                 "topic; write the level out"
             )
         return spec.topic.replace(MACHINE, machine)
+
+
+def read_signals_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML of a signals file, unchecked; ConfigError if it cannot be read."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read signals file {path}: {exc}") from exc
+
+
+def signals_type(obj: Mapping[str, Any]) -> str | None:
+    """The machine type a parsed signals file names (`machine_type`), None if it names none;
+    ValueError if it is not a valid type name. A reader picks the type's channels with it.
+
+    >>> signals_type({"machine_type": "fan"}), signals_type({})
+    ('fan', None)
+    """
+    kind = obj.get("machine_type")
+    if kind is None:
+        return None
+    if not isinstance(kind, str):
+        raise ValueError(f"machine_type must be a type name, got {short(kind)}")
+    try:
+        return check_id(kind, "machine_type")
+    except PayloadError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:

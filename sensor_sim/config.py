@@ -40,10 +40,12 @@ from nodekit.settings import (
     resolve,
     setting,
 )
-from protocol import CHANNELS, ConfigError, check_id
-from protocol.signals import SignalMap
+from protocol import ConfigError, check_id
+from protocol.machine_type import DEFAULT_TYPE_NAME
+from protocol.signals import SignalMap, read_signals_file, signals_type
 
 from .fleet import FleetConfig, machine_ids
+from .kinds import SIM_TYPES
 from .plant import PlantConfig
 
 REALISMS = ("seed", "plant")  # --realism: seed 000's physics, or the realistic plant
@@ -107,12 +109,13 @@ class SimConfig(MqttSettings):
         False,
         help="ignore --hz and publish as fast as possible (measures the ceiling)",
     )
-    signals: Path | None = setting(
-        None,
-        help="publish each window as per-signal readings on the topics of this signals file "
-        "(TOML, as pi_edge --signals reads it; every signal needs a 'time' key) instead of "
-        "window messages",
-        metavar="FILE",
+    signals: tuple[Path, ...] = setting(
+        (),
+        help="publish each window as per-signal readings on the topics of these signals files "
+        "(TOML, as pi_edge --signals reads them; every signal needs a 'time' key) instead of "
+        "window messages: comma-separated, one per machine type played (the seed machines' "
+        'without machine_type, the fans\' with machine_type = "fan")',
+        metavar="FILE[,FILE…]",
     )
     realism: str = setting(
         "seed",
@@ -201,12 +204,10 @@ class SimConfig(MqttSettings):
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.signals, str | Path):  # one file, as before (code and tests)
+            object.__setattr__(self, "signals", (Path(self.signals),))
         check(self)
-        self.signal_map()  # a wrong signals file fails before anything starts
-        if self.signals is not None and self.fleet.fans:
-            raise ConfigError(
-                "per-signal mode (--signals) plays the seed machines only: leave out --fans"
-            )
+        self.signal_maps()  # a wrong signals file fails before anything starts
         if self.realism == "plant" and self.fleet.fans:
             raise ConfigError("the realistic plant (--plant) plays the seed machines only")
         unknown = sorted(set(self.plant_drift) - set(machine_ids(self.fleet.machines)))
@@ -216,32 +217,68 @@ class SimConfig(MqttSettings):
                 "simulator (m01..); give ids within --machines"
             )
 
-    def signal_map(self) -> SignalMap | None:
-        """The checked signals file, or None; ConfigError if the simulator cannot publish it.
+    def signal_maps(self) -> dict[str, SignalMap]:
+        """The checked signals files by the machine type they play (`default`: the seed
+        machines, `fan`: the fans), or {}; ConfigError if the simulator cannot publish them.
 
         Every signal needs a `time` key: the simulator's sample time runs ahead of the wall
         clock (a window of T samples per tick), so arrival times would not rebuild its windows.
+        Each type played has exactly one file (a file without `machine_type` is the seed's).
         """
-        if self.signals is None:
-            return None
-        signals = SignalMap.from_toml(self.signals, CHANNELS)
+        out: dict[str, SignalMap] = {}
+        for path in self.signals:
+            obj = read_signals_file(path)
+            try:
+                name = signals_type(obj) or DEFAULT_TYPE_NAME
+            except ValueError as exc:
+                raise ConfigError(f"signals file {path}: {exc}") from exc
+            if name not in SIM_TYPES:
+                raise ConfigError(
+                    f"signals file {path} is of machine type {name!r}; the simulator plays "
+                    f"{', '.join(SIM_TYPES)}"
+                )
+            if name in out:
+                raise ConfigError(
+                    f"two signals files of machine type {name!r} (a file without machine_type "
+                    "is the seed machines'); give each type one"
+                )
+            kind = SIM_TYPES[name].kind
+            rate = None if name == DEFAULT_TYPE_NAME else kind.sample_hz
+            out[name] = self._playable(
+                SignalMap.from_dict(obj, kind.channel_names, source=str(path), rate=rate), path
+            )
+        played = {DEFAULT_TYPE_NAME: self.fleet.machines, "fan": self.fleet.fans}
+        if out:
+            idle = [n for n in out if not played[n]]
+            unfed = [n for n, count in played.items() if count and n not in out]
+            if idle or unfed:
+                raise ConfigError(
+                    "per-signal mode (--signals) needs one signals file per machine type played "
+                    f"and machines of each file's type: {', '.join(unfed) or 'none'} without a "
+                    f"file; files of {', '.join(idle) or 'none'} without machines (--fans N "
+                    'plays fans; their file says machine_type = "fan")'
+                )
+        return out
+
+    def _playable(self, signals: SignalMap, path: Path) -> SignalMap:
         untimed = [s.topic for s in signals.signals if s.time is None]
         wild = [s.topic for s in signals.signals if "+" in s.topic.split("/")]
         if untimed:
             raise ConfigError(
-                f"signals file {self.signals}: the simulator needs a `time` key on every "
+                f"signals file {path}: the simulator needs a `time` key on every "
                 f"signal (missing on {untimed}): its sample time runs ahead of the wall clock, "
                 "so arrival times would not rebuild its windows"
             )
         if wild:
             raise ConfigError(
-                f"signals file {self.signals}: the simulator publishes on concrete topics; "
+                f"signals file {path}: the simulator publishes on concrete topics; "
                 f"write out the '+' level of {wild}"
             )
-        unmapped = [c for c in CHANNELS if c not in {s.channel for s in signals.signals}]
+        mapped = {s.channel for s in signals.signals}
+        unmapped = [c for c in signals.channels if c not in mapped]
         if unmapped:
             raise ConfigError(
-                f"signals file {self.signals}: the simulator publishes MQTT readings only, and "
+                f"signals file {path}: the simulator publishes MQTT readings only, and "
                 f"no [[signal]] maps {unmapped} ([[opcua]] and [[modbus]] are read by pi_edge)"
             )
         return signals

@@ -28,7 +28,9 @@ every tick's window follows the last: window n covers slots `s0 + n·T … s0 + 
 clock: 1× (real time) with the shipped 60 Hz example at `--hz 1`, 600× at 1 Hz and `--hz 10`;
 ahead of the wall clock, pi_edge's latency figures (from the sensor time) go negative. The
 window's `timestamp_ns` is its first slot's time. pi_edge reassembles window n as seq
-`s0/T + n` with equal values (float32, exactly).
+`s0/T + n` with equal values (float32, exactly). With fans (`--fans N`) a second file names
+`machine_type = "fan"`: the fans' windows go out on its topics, on their own grid (the fan
+type's 1000 Hz, 128 samples a window), the seed machines' on the first file's.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from protocol import (
     __version__,
     encode_window,
 )
+from protocol.machine_type import DEFAULT_TYPE_NAME
 from protocol.signals import SignalMap, slot_ns
 from protocol.status_detail import DETAIL_VERSION, SimMachine, SimMachines, clip_text
 
@@ -133,17 +136,12 @@ class Simulator:
             else Fleet(config.fleet, rng)
         )
         self._window_topics = [self.topics.window(mid) for mid in self.fleet.ids]
-        self._signals = config.signal_map()  # per-signal mode, or None
-        self._signal_topics = (
-            []
-            if self._signals is None
-            else [
-                [self._signals.topic(j, mid) for j in range(len(self._signals.signals))]
-                for mid in self.fleet.ids
-            ]
-        )
-        self._next_slot: int | None = None  # per-signal mode: the next window's first slot
-        if self._signals is not None and self.fleet.label_fraction:
+        # per-signal mode: a signals file per machine type played, or none
+        self._signals = [
+            _SignalPlan.of(signals, self.fleet, config.fleet.window_length)
+            for signals in config.signal_maps().values()
+        ]
+        if self._signals and self.fleet.label_fraction:
             log.info(
                 "per-signal readings carry no ground truth (label fraction %g ignored); press l "
                 "or run `python -m jetson_trainer label` to send maintenance labels",
@@ -495,7 +493,7 @@ class Simulator:
             stop.wait(min(0.1, remaining))
 
     def _publish_tick(self, client: mqtt.Client, dt: float) -> Any:
-        if self._signals is not None:
+        if self._signals:
             return self._publish_signals(client, dt, self._signals)
         with self._lock:
             windows = self.fleet.tick(dt, time.time_ns())
@@ -516,21 +514,20 @@ class Simulator:
             self._count_error("publish_failed", failed)
         return info
 
-    def _publish_signals(self, client: mqtt.Client, dt: float, signals: SignalMap) -> None:
-        """One tick in per-signal mode: every machine's window as readings, in one write."""
-        t = self.fleet.config.window_length
-        if self._next_slot is None:  # the last whole window before now, on a boundary
-            self._next_slot = (math.floor(time.time() * signals.sample_hz) // t - 1) * t
-        first = self._next_slot
-        self._next_slot += t
+    def _publish_signals(self, client: mqtt.Client, dt: float, plans: list[_SignalPlan]) -> None:
+        """One tick in per-signal mode: every machine's window as readings of its type's file,
+        each type on its own grid, all in one write."""
+        now = time.time()
+        firsts = [plan.advance(now) for plan in plans]
         with self._lock:
-            windows = self.fleet.tick(dt, slot_ns(first, signals.sample_hz))
+            windows = self.fleet.tick(dt, slot_ns(firsts[0], plans[0].signals.sample_hz))
             self._plant_labels(client)
             if self._technician_on:
                 self._technician_step(client, windows)
         items: list[tuple[str, bytes]] = []
-        for i, window in enumerate(windows):
-            items += signal_messages(signals, self._signal_topics[i], window.data, first)
+        for plan, first in zip(plans, firsts, strict=True):
+            for i, topics in plan.topics.items():
+                items += signal_messages(plan.signals, topics, windows[i].data, first)
         if publish_many(client, items):
             self._published += 1
         else:
@@ -615,6 +612,37 @@ class Simulator:
         )
         log.info("%s", report.describe())
         return report
+
+
+@dataclass
+class _SignalPlan:
+    """Per-signal mode, one machine type: its signals file, window length, its machines'
+    topics (by fleet index) and the next window's first slot on its grid."""
+
+    signals: SignalMap
+    window_length: int
+    topics: dict[int, list[str]]
+    next_slot: int | None = None
+
+    @classmethod
+    def of(cls, signals: SignalMap, fleet: Fleet, seed_length: int) -> _SignalPlan:
+        name = signals.machine_type or DEFAULT_TYPE_NAME
+        kinds = [m.sim_type.kind for m in fleet.machines]
+        mine = [i for i, kind in enumerate(kinds) if kind.name == name]
+        length = seed_length if name == DEFAULT_TYPE_NAME else kinds[mine[0]].window_length
+        n = len(signals.signals)
+        topics = {i: [signals.topic(j, fleet.ids[i]) for j in range(n)] for i in mine}
+        return cls(signals, length, topics)
+
+    def advance(self, now_s: float) -> int:
+        """The first slot of this tick's window: the first tick's is the last whole window
+        before `now_s` on a boundary, every later one follows the last."""
+        t = self.window_length
+        if self.next_slot is None:
+            self.next_slot = (math.floor(now_s * self.signals.sample_hz) // t - 1) * t
+        first = self.next_slot
+        self.next_slot += t
+        return first
 
 
 def signal_messages(

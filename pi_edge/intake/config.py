@@ -10,12 +10,11 @@ from typing import Any, TypeVar
 
 from nodekit.settings import check, setting
 from protocol import ConfigError, check_id
-from protocol.signals import SignalMap
 
-from .assembler import Assembler
 from .inbox import BatchPolicy, Inbox
 from .machine_cap import DEFAULT_MAX_MACHINES
 from .ownership import DEFAULT_FLEET_TIMEOUT_S, Change, Membership, Ownership
+from .signal_types import SignalIntake, TypeSignals
 
 T = TypeVar("T")
 
@@ -138,12 +137,13 @@ class IntakeConfig:
         low=1,
         high=1_000_000,
     )
-    signals: Path | None = setting(
-        None,
-        help="also take per-signal readings: a TOML file mapping MQTT topics, OPC UA node ids "
+    signals: tuple[Path, ...] = setting(
+        (),
+        help="also take per-signal readings: TOML files mapping MQTT topics, OPC UA node ids "
         "and Modbus registers to machines and channels (pi_edge/README.md, 'Signals', 'Plant "
-        "sources'); windows are assembled from them",
-        metavar="FILE",
+        "sources'), comma-separated, one per machine type (each names its machine_type; one "
+        "that does not is the node's first type's); windows are assembled from them",
+        metavar="FILE[,FILE…]",
     )
     republish_windows: bool = setting(
         False,
@@ -152,6 +152,8 @@ class IntakeConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.signals, str | Path):  # one file, as before (code and tests)
+            object.__setattr__(self, "signals", (Path(self.signals),))
         check(self)
         if self.fleet is not None and self.shared_group is not None:
             raise ConfigError(
@@ -164,13 +166,13 @@ class IntakeConfig:
                 f"queue_size {self.queue_size} must be ≥ batch_max {self.batch_max}; "
                 "raise --queue-size or lower --batch-max"
             )
-        if self.signals is not None and self.shared_group is not None:
+        if self.signals and self.shared_group is not None:
             raise ConfigError(
                 f"--signals with --shared-group {self.shared_group}: a shared subscription "
                 "hands each reading to one node of the group, so no node sees a whole "
                 "window; drop --shared-group (split machines with --machines instead)"
             )
-        if self.signals is None and self.republish_windows:
+        if not self.signals and self.republish_windows:
             raise ConfigError(
                 "--republish-windows needs --signals FILE: only assembled windows are "
                 "republished (windows that came as windows are on the broker already)"
@@ -201,18 +203,16 @@ class IntakeConfig:
             on_change=on_change,
         )
 
-    def assembler(
+    def signal_intake(
         self,
-        signals: SignalMap | None,
-        window_length: int,
+        plans: tuple[TypeSignals, ...],
         on_problem: Callable[[str, int], object],
-    ) -> Assembler | None:
-        """With --signals: windows from single readings (None without)."""
-        if signals is None:
+    ) -> SignalIntake | None:
+        """With --signals: windows from single readings, an assembler per machine type's file
+        (None without)."""
+        if not plans:
             return None
-        return Assembler(
-            signals, window_length, max_machines=self.max_machines, on_problem=on_problem
-        )
+        return SignalIntake(plans, max_machines=self.max_machines, on_problem=on_problem)
 
     def label_trust(self, logged_in: bool) -> bool | frozenset[str]:
         """Whose in-band labels count: True (every machine's), False (none) or these machines'.

@@ -124,8 +124,7 @@ def test_the_runner_reconnects_with_backoff_counts_failures_and_records_only_bug
     problems: list[tuple[str, int]] = []
     faults = Faults(logging.getLogger("test.sources"))
     runner = SourceRunner(
-        signals,
-        lambda *a: got.append(a),
+        [(signals, lambda *a: got.append(a))],
         lambda k, n: problems.append((k, n)),
         faults,
         backoff=(0.01, 0.04),

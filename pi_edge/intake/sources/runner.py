@@ -13,7 +13,7 @@ import asyncio
 import importlib.util
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from nodekit.guard import Faults
@@ -61,12 +61,12 @@ def _expected(exc: BaseException) -> bool:
 
 
 class SourceRunner(Worker):
-    """Reads every `[[opcua]]` and `[[modbus]]` source of a signals file into `sink`."""
+    """Reads every `[[opcua]]` and `[[modbus]]` source of the signals files `feeds` — (file,
+    sink) pairs, a file per machine type — each into its file's sink, on its file's grid."""
 
     def __init__(
         self,
-        signals: SignalMap,
-        sink: Sink,
+        feeds: Sequence[tuple[SignalMap, Sink]],
         problem: Callable[[str, int], object],
         faults: Faults,
         *,
@@ -74,24 +74,27 @@ class SourceRunner(Worker):
         backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         super().__init__("edge-sources")
-        check_libraries(signals)
-        self.signals = signals
+        for signals, _ in feeds:
+            check_libraries(signals)
         self.faults = faults
         self._problem = problem
         self._backoff = backoff
-        self.stats = [SourceStats(s.name, s.kind, len(s.points)) for s in signals.sources]
-        interval = 1.0 / signals.sample_hz
+        self.stats: list[SourceStats] = []
         self._shells: list[_Shell] = []
-        for k, src in enumerate(signals.sources):
-            args = (signals.reading_indices(k), sink, problem, self.stats[k], interval, clock)
-            if isinstance(src, OpcUaSource):
-                from .opcua import OpcUaShell
+        for signals, sink in feeds:
+            interval = 1.0 / signals.sample_hz
+            for k, src in enumerate(signals.sources):
+                stats = SourceStats(src.name, src.kind, len(src.points))
+                self.stats.append(stats)
+                args = (signals.reading_indices(k), sink, problem, stats, interval, clock)
+                if isinstance(src, OpcUaSource):
+                    from .opcua import OpcUaShell
 
-                self._shells.append(OpcUaShell(src, *args))
-            else:
-                from .modbus import ModbusShell
+                    self._shells.append(OpcUaShell(src, *args))
+                else:
+                    from .modbus import ModbusShell
 
-                self._shells.append(ModbusShell(src, *args))
+                    self._shells.append(ModbusShell(src, *args))
 
     def info(self) -> list[dict[str, Any]]:
         """Each source's state and counts (the node's status `detail.sources`)."""
