@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
@@ -12,6 +13,20 @@ from scripts.broker import Broker, BrokerError
 from scripts.secure_profile import SecureProfile, make_profile
 from tests.pi_edge._model import EdgeModels, build
 from tests.pi_edge._type_model import TypeModel, build_press
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers() -> Iterator[None]:
+    """The root logger's handlers as they were before the test: a CLI's `main()` run in-process
+    adds a handler on the stream pytest captured for that test, and a thread of a later test
+    that logs through it wrote "--- Logging error ---" (I/O on a closed file) into the run."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:  # pytest's own capture handlers come and go per phase
+        if handler not in before and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
