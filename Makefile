@@ -14,7 +14,7 @@ demo: setup  ## broker + trainer + pi_edge + simulator + dashboards, in tmux
 demo-secure: setup  ## the same in the secure profile: TLS only, one identity per device, the ACL
 	$(BIN)/python -m scripts.demo --secure
 
-demo-signals: setup  ## the same with per-signal readings (deploy/signals.example.toml), 4 machines
+demo-signals: setup  ## the same with per-signal readings (deploy/signals*.example.toml), 4 machines and 2 fans
 	$(BIN)/python -m scripts.demo --signals
 
 test: setup  ## lint and type-check, then the whole test suite against a private Mosquitto

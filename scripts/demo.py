@@ -7,9 +7,10 @@ up. A fourth pane, full width at the bottom, runs the operator's console (`pytho
 over all of them. Detach or quit tmux (Ctrl-b d), or Ctrl-C here, and everything started is stopped.
 
 `--signals` (`make demo-signals`) runs it with per-signal readings: the simulator publishes one
-message per sample and channel on the topics of deploy/signals.example.toml and pi_edge
-assembles the windows (4 machines at 1 window/s unless --machines/--hz say otherwise; not with
---secure, whose ACL grants sensors the window topics only).
+message per sample and channel on the topics of deploy/signals.example.toml (the seed machines)
+and deploy/signals.fan.example.toml (2 fans), and pi_edge assembles each type's windows (4 seed
+machines at 1 window/s unless --machines/--hz say otherwise; not with --secure, whose ACL
+grants sensors the window topics only).
 
 `--secure` (`make demo-secure`) runs the same in the secure profile: the broker takes only TLS
 and one identity per device (a development CA and certificates are made once in RUN_DIR/secure
@@ -49,6 +50,8 @@ DEMO_IDENTITIES = {
     "console": ("ops-demo", "operator"),
 }
 SIGNALS_FILE = REPO / "deploy" / "signals.example.toml"
+FAN_SIGNALS_FILE = REPO / "deploy" / "signals.fan.example.toml"  # the fans' readings
+SIGNAL_FANS = 2  # fans in the signals demo: a window's 384 readings per tick each
 SITE_FILE = REPO / "deploy" / "site.example.toml"  # the mixed site: seed machines and fans
 FANS = 4
 
@@ -97,18 +100,19 @@ def pane_commands(
         f"{PY} -m sensor_sim run --broker {broker} --machines {machines} --hz {hz} "
         "--fault-mtbf 30 --repair-mean 30"
     )
-    if signals is None:  # a mixed site: the fans beside the seed machines, one node for both
+    # a mixed site: the fans beside the seed machines, one node for both
+    edge += f" --site {q(str(SITE_FILE))}"
+    if signals is None:
         sim += f" --fans {FANS}"
-        edge += f" --site {q(str(SITE_FILE))}"
-    if signals is not None:  # one reading per message both ways (pi_edge/README.md, Signals)
-        sim += f" --signals {q(str(signals))}"
-        edge += f" --signals {q(str(signals))}"
+    else:  # one reading per message both ways, a signals file per type (pi_edge/README.md)
+        files = q(f"{signals},{FAN_SIGNALS_FILE}")
+        sim += f" --fans {SIGNAL_FANS} --signals {files}"
+        edge += f" --signals {files}"
     # the operator's console (console/): every machine and node, sparklines, the loop's timeline
     console = f"{PY} -m console --broker {broker} --log-file {q(str(run / 'console.log'))}"
     keep = "; echo; echo '[exited — press Enter to close]'; read -r _"
     commands = {"simulator": sim, "pi_edge": edge, "trainer": trainer, "console": console}
-    if signals is None:
-        commands["trainer_fan"] = trainer_fan
+    commands["trainer_fan"] = trainer_fan
     if profile is not None:
         for pane, (name, _) in DEMO_IDENTITIES.items():
             if pane not in commands:
@@ -242,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"tmux session '{SESSION}': simulator (top left), pi_edge (top right), trainer "
             "(middle right; the fans' trainer beside it), operator console (bottom). A mixed "
-            f"site ({SITE_FILE.relative_to(REPO)}): 16 seed machines m01… and {FANS} fans fan-01…, "
+            f"site ({SITE_FILE.relative_to(REPO)}): {machines} seed machines m01… and "
+            f"{SIGNAL_FANS if signals else FANS} fans fan-01…, "
             "one pi_edge for both types. Keys in the simulator pane: d = step "
             "drift, o = drift off, l = technician labels on/off. In the console (pane 3): d/c "
             "drift on/off the selected machine, l label it, tab + b roll a node back, q quit."

@@ -636,10 +636,21 @@ class _SignalPlan:
 
     def advance(self, now_s: float) -> int:
         """The first slot of this tick's window: the first tick's is the last whole window
-        before `now_s` on a boundary, every later one follows the last."""
+        before `now_s` on a boundary, every later one follows the last — unless that fell more
+        than a window behind `now_s` (a type whose window is shorter than a tick: the fan's 128
+        samples at 1000 Hz are 0.128 s, a tick at --hz 1 is 1 s), which skips ahead to the last
+        whole window, so its readings' times stay those of the wall clock, not ever later.
+
+        >>> from protocol.signals import SignalSpec
+        >>> plan = _SignalPlan(SignalMap([SignalSpec("p/{machine}/t", "temperature")],
+        ...     ("temperature",), sample_hz=1000.0), 128, {})
+        >>> plan.advance(100.0), plan.advance(100.1), plan.advance(101.0)  # 6 windows behind
+        (99840, 99968, 100864)
+        """
         t = self.window_length
-        if self.next_slot is None:
-            self.next_slot = (math.floor(now_s * self.signals.sample_hz) // t - 1) * t
+        latest = (math.floor(now_s * self.signals.sample_hz) // t - 1) * t
+        if self.next_slot is None or self.next_slot < latest - t:
+            self.next_slot = latest
         first = self.next_slot
         self.next_slot += t
         return first
