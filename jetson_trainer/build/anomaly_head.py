@@ -365,6 +365,11 @@ def carried_head(manifest: Manifest, parent: Manifest, model: bytes) -> Manifest
     A parent without a head leaves `manifest` as it is."""
     if parent.task != "classify" or not parent.anomaly:
         return manifest
+    kept = parent.extra.get("anomaly_head")
+    if kept is None:  # a node would refuse the two-output model with a head-less manifest
+        raise TrainerError(
+            f"v{parent.version} has an anomaly head but no extra.anomaly_head to carry over"
+        )
     from .interpreter import LiteModel
 
     golden_x = np.asarray([g["x"] for g in manifest.golden], np.float32)
@@ -375,5 +380,5 @@ def carried_head(manifest: Manifest, parent: Manifest, model: bytes) -> Manifest
     )
     anomaly = {k: v for k, v in parent.anomaly.items() if k != "golden"}
     anomaly["golden"] = [[float(v) for v in o] for o in outs]
-    extra = {**manifest.extra, "anomaly_head": parent.extra["anomaly_head"]}
+    extra = {**manifest.extra, "anomaly_head": kept}
     return dataclasses.replace(manifest, anomaly=anomaly, extra=extra)
